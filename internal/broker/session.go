@@ -1,0 +1,69 @@
+package broker
+
+import "time"
+
+// Session states and substates, as on the wire.
+const (
+	StateCreating = "CREATING"
+	StateReady    = "READY"
+	StateDeleting = "DELETING"
+	StateDeleted  = "DELETED"
+	StateUnknown  = "UNKNOWN"
+
+	SubstatePlacing            = "SESSION_PLACING"
+	SubstatePendingPreparation = "PENDING_PREPARATION"
+)
+
+// Session types.
+const (
+	TypeVirtual = "VIRTUAL"
+	TypeConsole = "CONSOLE"
+)
+
+// Session is a desktop session as the broker keeps it.
+type Session struct {
+	// Seq orders sessions by creation; it is assigned by the store on insert and is
+	// the key of DescribeSessions pagination.
+	Seq   int64
+	ID    string
+	Name  string
+	Owner string
+	Type  string
+	// ServerID is empty while the session waits for placement.
+	ServerID              string
+	State                 string
+	Substate              string
+	StateReason           string
+	MaxConcurrentClients  int64
+	StorageRoot           string
+	CreationTime          time.Time
+	LastDisconnectionTime time.Time // zero when never disconnected
+	NumOfConnections      int64
+	// UpdatedAt is the last change of State; DELETED sessions are purged relative to it.
+	UpdatedAt time.Time
+	// Spec is what the client asked for; it travels to the agent on create and retry.
+	Spec SessionSpec
+	// Attempts counts failed create attempts on servers.
+	Attempts int
+	// Excluded lists servers that already failed this session.
+	Excluded []string
+	// Enqueued is set while an EnqueueRequest session waits for a server.
+	Enqueued bool
+	// EnqueuedAt is when the session entered the queue.
+	EnqueuedAt time.Time
+}
+
+// SessionSpec is the creation request of a session, kept for placement and retries.
+type SessionSpec struct {
+	DcvGlEnabled          bool     `json:"gl,omitempty"`
+	InitFile              string   `json:"init,omitempty"`
+	AutorunFile           string   `json:"autorun,omitempty"`
+	AutorunFileArguments  []string `json:"args,omitempty"`
+	PermissionsFile       string   `json:"perm,omitempty"` // decoded file text
+	Requirements          string   `json:"req,omitempty"`
+	EnqueueRequest        bool     `json:"enqueue,omitempty"`
+	DisableRetryOnFailure bool     `json:"noretry,omitempty"`
+}
+
+// Active reports whether the session counts against its server's capacity.
+func (s *Session) Active() bool { return s.State != StateDeleted }

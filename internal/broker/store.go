@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store errors. Implementations return these (possibly wrapped) so the core can tell
+// them apart with errors.Is.
+var (
+	// ErrNotFound means the session or server does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrServerFull means a placement re-check found no room on the chosen server.
+	ErrServerFull = errors.New("server full")
+	// ErrConflict means a server ID is claimed by another agent client, or a
+	// session ID already exists.
+	ErrConflict = errors.New("conflict")
+)
+
+// SessionFilter selects sessions. Zero fields do not filter.
+type SessionFilter struct {
+	IDs      []string
+	Owner    string
+	ServerID string
+	// Tags keeps sessions whose server has every tag with the given value.
+	Tags map[string]string
+	// States keeps sessions in one of these states.
+	States []string
+	// Unplaced keeps sessions with no server (waiting for placement).
+	Unplaced bool
+	// AfterSeq keeps sessions with Seq > AfterSeq (pagination).
+	AfterSeq int64
+	// Limit caps the result; 0 means no limit. Results are ordered by Seq.
+	Limit int
+}
+
+// ServerFilter selects servers. Zero fields do not filter.
+type ServerFilter struct {
+	IDs      []string
+	AfterSeq int64
+	Limit    int // 0: no limit; ordered by Seq
+}
+
+// Placement is one session to commit on the server named by Session.ServerID.
+type Placement struct {
+	Session *Session
+	// Insert is true for a new session, false to move an existing (queued or
+	// retried) session onto its server.
+	Insert bool
+}
+
+// Store keeps the broker's state. All methods are safe for concurrent use.
+// Implementations: internal/sqlite, internal/postgres.
+type Store interface {
+	// UpsertServer inserts the server or updates its Info, LastSeen and BrokerID,
+	// keeping Open, Seq and CreatedAt of an existing row. It returns ErrConflict
+	// if the server exists with another AgentClientID.
+	UpsertServer(ctx context.Context, s *Server) error
+	// GetServer returns ErrNotFound for an unknown ID.
+	GetServer(ctx context.Context, id string) (*Server, error)
+	// ListServers returns servers ordered by Seq.
+	ListServers(ctx context.Context, f ServerFilter) ([]*Server, error)
+	// SetServerOpen returns ErrNotFound for an unknown ID.
+	SetServerOpen(ctx context.Context, id string, open bool) error
+	// SetServerSeen records contact with the server's agent (zero t: link lost).
+	// It returns ErrNotFound for an unknown ID.
+	SetServerSeen(ctx context.Context, id, brokerID string, t time.Time) error
+	// DeleteServer removes the server and its sessions.
+	DeleteServer(ctx context.Context, id string) error
+
+	// InsertSessions inserts new sessions and assigns their Seq.
+	// It returns ErrConflict if an ID exists.
+	InsertSessions(ctx context.Context, ss []*Session) error
+	// CommitPlacements commits placements in one transaction. For each it locks
+	// the server, re-checks max virtual sessions, max sessions per owner and the
+	// single console session against the server's current sessions, and inserts or
+	// updates the session. Items that no longer fit get ErrServerFull in the
+	// returned slice (same order) and are not written; a missing server gives
+	// ErrNotFound. The second result is a failure of the whole transaction.
+	CommitPlacements(ctx context.Context, ps []Placement) ([]error, error)
+	// GetSession returns ErrNotFound for an unknown ID.
+	GetSession(ctx context.Context, id string) (*Session, error)
+	// ListSessions returns sessions ordered by Seq.
+	ListSessions(ctx context.Context, f SessionFilter) ([]*Session, error)
+	// UpdateSession reads the session, calls fn and writes the result back in one
+	// transaction (the row is locked against concurrent updates). fn may return an
+	// error to abort. It returns ErrNotFound for an unknown ID.
+	UpdateSession(ctx context.Context, id string, fn func(*Session) error) error
+	// DeleteSession removes the session row. It returns ErrNotFound for an unknown ID.
+	DeleteSession(ctx context.Context, id string) error
+	// PurgeDeleted removes DELETED sessions whose UpdatedAt is before t.
+	PurgeDeleted(ctx context.Context, before time.Time) (int, error)
+	// CountSessions returns the active (not DELETED) sessions per server.
+	CountSessions(ctx context.Context) (map[string]Counts, error)
+	// CountByState returns the number of sessions per state (for metrics).
+	CountByState(ctx context.Context) (map[string]int, error)
+
+	// Setting returns the named value, storing def first if none exists (so
+	// every broker of a cluster sees the same value).
+	Setting(ctx context.Context, name, def string) (string, error)
+
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	Close() error
+}
