@@ -17,6 +17,10 @@ type Server struct {
 	BrokerID  string
 	CreatedAt time.Time
 	Info      ServerInfo
+
+	// tags and props are derived from Info when the broker caches the server.
+	tags  map[string]string
+	props map[string]string
 }
 
 // ServerInfo is the agent's report of its host.

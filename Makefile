@@ -1,0 +1,41 @@
+# berth: build, test and run. Keep this short; see README.md.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+GO ?= go
+BINARIES := berth-broker berth-agent berth
+
+.PHONY: build test test-short lint bench fuzz run clean
+
+build:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ $(addprefix ./cmd/,$(BINARIES))
+
+# The whole test suite: what CI runs (.ci/run) and what README tells you to run.
+test: build
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+lint:
+	$(GO) vet ./...
+	gofmt -l $$(git ls-files '*.go')
+
+# Benchmarks whose numbers the closing notes quote.
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./internal/placement/ ./internal/sqlite/ ./internal/bench/
+
+# Run each fuzz target briefly (the seed corpora run in `make test` anyway).
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/requirements/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/permfile/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/properties/
+
+# The main job: a broker on embedded SQLite plus a local agent.
+run: build
+	./scripts/run.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,340 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/permfile"
+	"github.com/berth-dev/berth/internal/placement"
+	"github.com/berth-dev/berth/internal/requirements"
+)
+
+// CreateRequest is one CreateSessions item, as the client sent it.
+type CreateRequest struct {
+	Name                  string
+	Owner                 string
+	Type                  string
+	DcvGlEnabled          bool
+	MaxConcurrentClients  *int64
+	InitFile              string
+	AutorunFile           string
+	AutorunFileArguments  []string
+	PermissionsFile       string // base64
+	Requirements          string
+	EnqueueRequest        bool
+	DisableRetryOnFailure bool
+	StorageRoot           string
+}
+
+// CreateResult is the outcome of one CreateSessions item: Session on success,
+// FailureReason (naming the field and the rule) otherwise.
+type CreateResult struct {
+	Session       *Session
+	FailureReason string
+}
+
+// validateCreate checks one item and builds its session.
+func (s *Service) validateCreate(r *CreateRequest) (*Session, *requirements.Expr, error) {
+	if err := validateName(r.Name); err != nil {
+		return nil, nil, err
+	}
+	if err := ValidateUserName("Owner", r.Owner); err != nil {
+		return nil, nil, err
+	}
+	typ := strings.ToUpper(r.Type)
+	switch typ {
+	case TypeVirtual, TypeConsole:
+	case "":
+		return nil, nil, fmt.Errorf("Type: is required (VIRTUAL or CONSOLE)")
+	default:
+		return nil, nil, fmt.Errorf("Type: must be VIRTUAL or CONSOLE, got %q", truncate(r.Type, 40))
+	}
+	sess := &Session{Name: r.Name, Owner: r.Owner, Type: typ}
+	if r.MaxConcurrentClients != nil {
+		if *r.MaxConcurrentClients < 1 || *r.MaxConcurrentClients > 10000 {
+			return nil, nil, fmt.Errorf("MaxConcurrentClients: must be between 1 and 10000, got %d", *r.MaxConcurrentClients)
+		}
+		sess.MaxConcurrentClients = *r.MaxConcurrentClients
+	}
+	if r.DcvGlEnabled && typ != TypeVirtual {
+		return nil, nil, fmt.Errorf("DcvGlEnabled: only VIRTUAL sessions support DCV GL")
+	}
+	if r.InitFile != "" {
+		if typ != TypeVirtual {
+			return nil, nil, fmt.Errorf("InitFile: only Linux VIRTUAL sessions run an init file")
+		}
+		if err := validateRelPath("InitFile", r.InitFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	if r.AutorunFile != "" {
+		if err := validateRelPath("AutorunFile", r.AutorunFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(r.AutorunFileArguments) > 0 {
+		if r.AutorunFile == "" {
+			return nil, nil, fmt.Errorf("AutorunFileArguments: require AutorunFile")
+		}
+		if typ != TypeVirtual {
+			return nil, nil, fmt.Errorf("AutorunFileArguments: only Linux VIRTUAL sessions take autorun arguments")
+		}
+		if len(r.AutorunFileArguments) > s.cfg.AutorunMaxArgs {
+			return nil, nil, fmt.Errorf("AutorunFileArguments: %d arguments exceed the maximum of %d (autorun-file-arguments-max-size)", len(r.AutorunFileArguments), s.cfg.AutorunMaxArgs)
+		}
+		for i, a := range r.AutorunFileArguments {
+			if len(a) > s.cfg.AutorunMaxArgLength {
+				return nil, nil, fmt.Errorf("AutorunFileArguments[%d]: %d characters exceed the maximum of %d (autorun-file-arguments-max-argument-length)", i, len(a), s.cfg.AutorunMaxArgLength)
+			}
+			if strings.IndexByte(a, 0) >= 0 {
+				return nil, nil, fmt.Errorf("AutorunFileArguments[%d]: contains a NUL byte", i)
+			}
+		}
+	}
+	if r.StorageRoot != "" {
+		if err := validateStorageRoot(r.StorageRoot); err != nil {
+			return nil, nil, err
+		}
+		sess.StorageRoot = r.StorageRoot
+	}
+	spec := SessionSpec{
+		DcvGlEnabled: r.DcvGlEnabled, InitFile: r.InitFile, AutorunFile: r.AutorunFile,
+		AutorunFileArguments: r.AutorunFileArguments, Requirements: r.Requirements,
+		EnqueueRequest: r.EnqueueRequest, DisableRetryOnFailure: r.DisableRetryOnFailure,
+	}
+	if r.PermissionsFile != "" {
+		text, err := decodePermissions("PermissionsFile", r.PermissionsFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		spec.PermissionsFile = text
+	}
+	var expr *requirements.Expr
+	if strings.TrimSpace(r.Requirements) != "" {
+		e, err := s.compile(r.Requirements)
+		if err != nil {
+			return nil, nil, fmt.Errorf("Requirements: %v", err)
+		}
+		expr = e
+	}
+	sess.Spec = spec
+	return sess, expr, nil
+}
+
+// decodePermissions decodes and validates a base64 DCV permissions file.
+func decodePermissions(field, b64 string) (string, error) {
+	raw, err := decodeBase64(field, b64)
+	if err != nil {
+		return "", err
+	}
+	if _, err := permfile.Parse(string(raw)); err != nil {
+		return "", fmt.Errorf("%s: %v", field, err)
+	}
+	return string(raw), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// CreateSessions validates each item on its own, places the good ones and
+// returns at once: placed sessions are CREATING/SESSION_PLACING and are then
+// created on their servers in the background; items that fit no server fail
+// with a reason, or wait in the queue with EnqueueRequest.
+func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]CreateResult, error) {
+	out := make([]CreateResult, len(reqs))
+	now := s.Now().UTC().Truncate(time.Millisecond)
+	var pending []*Session
+	var exprs []*requirements.Expr
+	var idx []int
+	for i := range reqs {
+		sess, expr, err := s.validateCreate(&reqs[i])
+		if err != nil {
+			out[i].FailureReason = err.Error()
+			continue
+		}
+		sess.ID = newSessionID()
+		sess.State, sess.Substate = StateCreating, SubstatePlacing
+		sess.CreationTime, sess.UpdatedAt = now, now
+		pending = append(pending, sess)
+		exprs = append(exprs, expr)
+		idx = append(idx, i)
+	}
+	if len(pending) == 0 {
+		return out, nil
+	}
+	placed, failed, err := s.place(ctx, pending, exprs, true)
+	if err != nil {
+		return nil, err
+	}
+	var queue []*Session
+	for j, sess := range pending {
+		i := idx[j]
+		if reason, bad := failed[j]; bad {
+			if !sess.Spec.EnqueueRequest {
+				out[i].FailureReason = reason
+				continue
+			}
+			sess.Enqueued, sess.EnqueuedAt = true, now
+			queue = append(queue, sess)
+			out[i].Session = sess
+			continue
+		}
+		out[i].Session = sess
+	}
+	if len(queue) > 0 {
+		queued, err := s.store.ListSessions(ctx, SessionFilter{Unplaced: true, States: []string{StateCreating}})
+		if err != nil {
+			return nil, err
+		}
+		room := s.cfg.QueueMaxSize - len(queued)
+		var accepted []*Session
+		for _, sess := range queue {
+			if room <= 0 {
+				for i := range out {
+					if out[i].Session == sess {
+						out[i].Session = nil
+						out[i].FailureReason = fmt.Sprintf("%s; the create queue is full (create-sessions-queue-max-size %d)", failed[indexOf(pending, sess)], s.cfg.QueueMaxSize)
+					}
+				}
+				continue
+			}
+			room--
+			accepted = append(accepted, sess)
+		}
+		if len(accepted) > 0 {
+			if err := s.store.InsertSessions(ctx, accepted); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, sess := range placed {
+		s.queueCreate(sess.ID)
+	}
+	// Hand back copies: the stored rows move on in the background.
+	for i := range out {
+		if out[i].Session != nil {
+			cp := *out[i].Session
+			cp.Substate = SubstatePlacing
+			out[i].Session = &cp
+		}
+	}
+	return out, nil
+}
+
+func indexOf(list []*Session, x *Session) int {
+	for i, v := range list {
+		if v == x {
+			return i
+		}
+	}
+	return -1
+}
+
+// place chooses servers for sessions and commits the choices. insert says the
+// sessions are new (else they exist, unplaced). It returns the committed sessions
+// and, by index, the reason each failed one could not be placed.
+func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requirements.Expr, insert bool) ([]*Session, map[int]string, error) {
+	failed := map[int]string{}
+	todo := make([]int, len(sessions))
+	for i := range todo {
+		todo[i] = i
+	}
+	var placed []*Session
+	for attempt := 0; attempt < 3 && len(todo) > 0; attempt++ {
+		hosts, err := s.snapshot(ctx, attempt > 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		reqs := make([]placement.Request, len(todo))
+		for k, i := range todo {
+			sess := sessions[i]
+			reqs[k] = placement.Request{Owner: sess.Owner, Type: sess.Type, Requirements: exprs[i], GL: sess.Spec.DcvGlEnabled, Exclude: sess.Excluded}
+		}
+		decisions := placement.Place(hosts, reqs)
+		var ps []Placement
+		var psIdx []int
+		for k, d := range decisions {
+			i := todo[k]
+			if d.Err != nil {
+				failed[i] = d.Err.Error()
+				continue
+			}
+			sess := sessions[i]
+			sess.ServerID = d.HostID
+			sess.Enqueued = false
+			ps = append(ps, Placement{Session: sess, Insert: insert})
+			psIdx = append(psIdx, i)
+		}
+		todo = todo[:0]
+		if len(ps) == 0 {
+			break
+		}
+		errs, err := s.store.CommitPlacements(ctx, ps)
+		if err != nil {
+			return nil, nil, fmt.Errorf("commit placements: %w", err)
+		}
+		var ok []*Session
+		for k, e := range errs {
+			i := psIdx[k]
+			if e == nil {
+				ok = append(ok, sessions[i])
+				continue
+			}
+			sessions[i].ServerID = ""
+			if errors.Is(e, ErrServerFull) || errors.Is(e, ErrNotFound) {
+				todo = append(todo, i) // the snapshot was stale: place it again
+				continue
+			}
+			failed[i] = "could not commit the placement; retry"
+			s.log.Error("commit placement", "session_id", sessions[i].ID, "err", e)
+		}
+		s.servers.addPlaced(ok)
+		placed = append(placed, ok...)
+	}
+	for _, i := range todo {
+		failed[i] = "no DCV server found for the given criteria: servers filled up while placing; retry"
+	}
+	return placed, failed, nil
+}
+
+// snapshot builds placement hosts from the servers that are open, reachable and
+// healthy. fresh forces a re-read of session counts.
+func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, error) {
+	if fresh {
+		s.servers.invalidateCounts()
+	}
+	now := s.Now()
+	counts, err := s.servers.sessionCounts(ctx, s.store, 2*time.Second, now)
+	if err != nil {
+		return nil, err
+	}
+	all := s.servers.all()
+	hosts := make([]placement.Host, 0, len(all))
+	for _, srv := range all {
+		if !srv.Open || !srv.Info.Healthy || !s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now).IsZero() {
+			continue
+		}
+		c := counts[srv.ID]
+		hosts = append(hosts, placement.Host{
+			ID: srv.ID, Tags: s.tagsOf(srv), Props: propsOf(srv), OSFamily: osFamily(&srv.Info),
+			MaxVirtualSessions: srv.Info.MaxVirtualSessions, MaxSessionsPerUser: srv.Info.MaxConcurrentSessionsPerUser,
+			GLCapable: srv.Info.GLCapable, Virtual: c.Virtual, Console: c.Console, ByOwner: c.ByOwner,
+			Load: srv.Info.Host.Load1,
+		})
+	}
+	return hosts, nil
+}
+
+func osFamily(info *ServerInfo) string {
+	if info.Host.OSFamily == "" {
+		return "linux"
+	}
+	return info.Host.OSFamily
+}

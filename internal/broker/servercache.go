@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// errUnchanged aborts an UpdateSession whose fn found nothing to change.
+var errUnchanged = errors.New("unchanged")
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// serverCache is the broker's in-memory view of servers: the rows from the store
+// plus link state and the session counts that placement and availability need.
+// The store stays the source of truth; the cache is reloaded from it.
+type serverCache struct {
+	mu        sync.RWMutex
+	byID      map[string]*Server
+	order     []*Server            // by Seq
+	linkDown  map[string]time.Time // servers whose link this broker saw close, and when
+	seenDirty map[string]time.Time // LastSeen not yet written to the store
+
+	counts      map[string]Counts
+	countsValid bool
+	countsAt    time.Time
+}
+
+func (c *serverCache) load(ctx context.Context, st Store) error {
+	list, err := st.ListServers(ctx, ServerFilter{})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byID = make(map[string]*Server, len(list))
+	if c.linkDown == nil {
+		c.linkDown = make(map[string]time.Time)
+		c.seenDirty = make(map[string]time.Time)
+	}
+	for _, s := range list {
+		s.prepare()
+		c.byID[s.ID] = s
+	}
+	c.order = list
+	return nil
+}
+
+// put stores a server (replacing any previous value; callers never mutate a
+// *Server after putting it, so readers may keep pointers).
+func (c *serverCache) put(s *Server) {
+	s.prepare()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.byID[s.ID]; ok {
+		for i, o := range c.order {
+			if o == old {
+				c.order[i] = s
+				break
+			}
+		}
+	} else {
+		c.order = append(c.order, s)
+		sort.Slice(c.order, func(i, j int) bool { return c.order[i].Seq < c.order[j].Seq })
+	}
+	c.byID[s.ID] = s
+}
+
+func (c *serverCache) remove(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, ok := c.byID[id]
+	if !ok {
+		return
+	}
+	delete(c.byID, id)
+	delete(c.linkDown, id)
+	delete(c.seenDirty, id)
+	for i, o := range c.order {
+		if o == old {
+			c.order = append(c.order[:i:i], c.order[i+1:]...)
+			break
+		}
+	}
+	c.countsValid = false
+}
+
+func (c *serverCache) get(id string) *Server {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.byID[id]
+}
+
+func (c *serverCache) all() []*Server {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return append([]*Server(nil), c.order...)
+}
+
+// seen records contact with a server's agent.
+func (c *serverCache) seen(id string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.linkDown, id)
+	if s, ok := c.byID[id]; ok {
+		cp := *s
+		cp.LastSeen = t
+		c.byID[id] = &cp
+		for i, o := range c.order {
+			if o == s {
+				c.order[i] = &cp
+				break
+			}
+		}
+	}
+	c.seenDirty[id] = t
+}
+
+// down records that this broker's link to the server closed.
+func (c *serverCache) down(id string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.linkDown[id] = t
+}
+
+// unreachableSince returns when the server became unreachable, or zero if it is
+// reachable: its link closed here, or its agent has been silent past timeout.
+func (c *serverCache) unreachableSince(id string, timeout time.Duration, now time.Time) time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s, ok := c.byID[id]
+	if !ok {
+		return time.Time{}
+	}
+	if t, ok := c.linkDown[id]; ok {
+		if !s.LastSeen.IsZero() && s.LastSeen.Before(t) {
+			return s.LastSeen
+		}
+		return t
+	}
+	if s.LastSeen.IsZero() {
+		return s.CreatedAt
+	}
+	if now.Sub(s.LastSeen) > timeout {
+		return s.LastSeen
+	}
+	return time.Time{}
+}
+
+// flushSeen writes pending LastSeen times to the store.
+func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, log *slog.Logger) {
+	c.mu.Lock()
+	pending := c.seenDirty
+	c.seenDirty = make(map[string]time.Time, len(pending))
+	c.mu.Unlock()
+	for id, t := range pending {
+		if err := st.SetServerSeen(ctx, id, brokerID, t); err != nil && !errors.Is(err, ErrNotFound) {
+			log.Warn("record server contact", "host_id", id, "err", err)
+		}
+	}
+}
+
+// invalidateCounts makes the next snapshot re-read session counts.
+func (c *serverCache) invalidateCounts() {
+	c.mu.Lock()
+	c.countsValid = false
+	c.mu.Unlock()
+}
+
+// sessionCounts returns per-server counts, re-reading them from the store when
+// invalid or older than maxAge.
+func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.Duration, now time.Time) (map[string]Counts, error) {
+	c.mu.RLock()
+	if c.countsValid && now.Sub(c.countsAt) < maxAge {
+		m := c.counts
+		c.mu.RUnlock()
+		return m, nil
+	}
+	c.mu.RUnlock()
+	m, err := st.CountSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.counts, c.countsValid, c.countsAt = m, true, now
+	c.mu.Unlock()
+	return m, nil
+}
+
+// addPlaced adds committed placements to the cached counts (copy on write, so
+// snapshots handed out earlier stay unchanged).
+func (c *serverCache) addPlaced(ss []*Session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.countsValid {
+		return
+	}
+	m := make(map[string]Counts, len(c.counts))
+	for k, v := range c.counts {
+		m[k] = v
+	}
+	touched := map[string]bool{}
+	for _, s := range ss {
+		cnt := m[s.ServerID]
+		if !touched[s.ServerID] {
+			by := make(map[string]int, len(cnt.ByOwner)+1)
+			for k, v := range cnt.ByOwner {
+				by[k] = v
+			}
+			cnt.ByOwner = by
+			touched[s.ServerID] = true
+		}
+		if s.Type == TypeConsole {
+			cnt.Console++
+		} else {
+			cnt.Virtual++
+		}
+		cnt.ByOwner[s.Owner]++
+		m[s.ServerID] = cnt
+	}
+	c.counts = m
+}

@@ -1,0 +1,402 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Server availability values and unavailability reasons.
+const (
+	Available   = "AVAILABLE"
+	Unavailable = "UNAVAILABLE"
+
+	ReasonServerFull       = "SERVER_FULL"
+	ReasonServerClosed     = "SERVER_CLOSED"
+	ReasonUnreachableAgent = "UNREACHABLE_AGENT"
+	ReasonUnhealthy        = "UNHEALTHY_DCV_SERVER"
+)
+
+// ServerView is a server with its computed availability and session counts.
+type ServerView struct {
+	*Server
+	Availability         string
+	UnavailabilityReason string
+	VirtualSessions      int
+	ConsoleSessions      int
+	// Tags are the agent's tags plus the system tags (dcv:os-family, ...).
+	Tags map[string]string
+}
+
+// SystemTags returns the tags the broker adds to every server.
+func SystemTags(info *ServerInfo) map[string]string {
+	fam := info.Host.OSFamily
+	if fam == "" {
+		fam = "linux"
+	}
+	m := map[string]string{"dcv:os-family": fam}
+	if info.MaxVirtualSessions > 0 {
+		m["dcv:max-virtual-sessions"] = strconv.Itoa(info.MaxVirtualSessions)
+	} else {
+		m["dcv:max-virtual-sessions"] = "unlimited"
+	}
+	if info.MaxConcurrentSessionsPerUser > 0 {
+		m["dcv:max-concurrent-sessions-per-user"] = strconv.Itoa(info.MaxConcurrentSessionsPerUser)
+	} else {
+		m["dcv:max-concurrent-sessions-per-user"] = "unlimited"
+	}
+	return m
+}
+
+// view computes a server's availability from link state and counts.
+func (s *Service) view(srv *Server, counts map[string]Counts, now time.Time) *ServerView {
+	c := counts[srv.ID]
+	v := &ServerView{Server: srv, VirtualSessions: c.Virtual, ConsoleSessions: c.Console, Availability: Available}
+	v.Tags = srv.tags
+	if v.Tags == nil {
+		v.Tags = SystemTags(&srv.Info)
+	}
+	switch {
+	case !s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now).IsZero():
+		v.UnavailabilityReason = ReasonUnreachableAgent
+	case !srv.Info.Healthy:
+		v.UnavailabilityReason = ReasonUnhealthy
+	case !srv.Open:
+		v.UnavailabilityReason = ReasonServerClosed
+	case srv.Info.MaxVirtualSessions > 0 && c.Virtual >= srv.Info.MaxVirtualSessions && srv.Info.Host.OSFamily != "windows",
+		srv.Info.Host.OSFamily == "windows" && c.Console > 0:
+		v.UnavailabilityReason = ReasonServerFull
+	}
+	if v.UnavailabilityReason != "" {
+		v.Availability = Unavailable
+	}
+	return v
+}
+
+// ServerByID returns the cached server, nil if unknown.
+func (s *Service) ServerByID(id string) *Server { return s.servers.get(id) }
+
+// ServerReachable reports whether the server's agent link is up.
+func (s *Service) ServerReachable(id string) bool {
+	return s.servers.unreachableSince(id, s.cfg.HeartbeatTimeout, s.Now()).IsZero()
+}
+
+// DescribeServers lists servers. maxResults is 1..1000 (0 means 1000).
+func (s *Service) DescribeServers(ctx context.Context, ids []string, maxResults int, nextToken string) ([]*ServerView, string, error) {
+	if maxResults == 0 {
+		maxResults = 1000
+	}
+	if maxResults < 1 || maxResults > 1000 {
+		return nil, "", Errorf(CodeInvalidInput, "MaxResults: must be between 1 and 1000, got %d", maxResults)
+	}
+	fh := filterHash("servers", ids)
+	after, err := s.decodeCursor(nextToken, fh)
+	if err != nil {
+		return nil, "", err
+	}
+	counts, err := s.servers.sessionCounts(ctx, s.store, time.Second, s.Now())
+	if err != nil {
+		return nil, "", err
+	}
+	var want map[string]bool
+	if len(ids) > 0 {
+		want = make(map[string]bool, len(ids))
+		for _, id := range ids {
+			want[id] = true
+		}
+	}
+	now := s.Now()
+	var out []*ServerView
+	next := ""
+	for _, srv := range s.servers.all() {
+		if srv.Seq <= after || (want != nil && !want[srv.ID]) {
+			continue
+		}
+		if len(out) == maxResults {
+			next = s.encodeCursor(out[len(out)-1].Seq, fh)
+			break
+		}
+		out = append(out, s.view(srv, counts, now))
+	}
+	return out, next, nil
+}
+
+// ServerResult is the outcome of one Open/CloseServers item.
+type ServerResult struct {
+	ServerID      string
+	FailureCode   string // empty on success
+	FailureReason string
+}
+
+// Failure codes of Open/CloseServers.
+const (
+	FailureServerNotFound    = "DCV_SERVER_NOT_FOUND"
+	FailureServerHasSessions = "DCV_SERVER_HAS_SESSIONS"
+	FailureInvalidInput      = "INVALID_INPUT"
+)
+
+// OpenServers opens servers for placement.
+func (s *Service) OpenServers(ctx context.Context, ids []string) []ServerResult {
+	return s.setOpen(ctx, ids, nil, true)
+}
+
+// CloseServers closes servers for placement. Without force a server that runs
+// sessions is not closed.
+func (s *Service) CloseServers(ctx context.Context, ids []string, force []bool) []ServerResult {
+	return s.setOpen(ctx, ids, force, false)
+}
+
+func (s *Service) setOpen(ctx context.Context, ids []string, force []bool, open bool) []ServerResult {
+	out := make([]ServerResult, len(ids))
+	for i, id := range ids {
+		out[i].ServerID = id
+		if id == "" {
+			out[i].FailureCode, out[i].FailureReason = FailureInvalidInput, "ServerId: is required"
+			continue
+		}
+		srv := s.servers.get(id)
+		if srv == nil {
+			out[i].FailureCode, out[i].FailureReason = FailureServerNotFound, "Dcv server not found."
+			continue
+		}
+		if !open && !(i < len(force) && force[i]) {
+			ss, err := s.store.ListSessions(ctx, SessionFilter{ServerID: id, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}, Limit: 1})
+			if err != nil {
+				out[i].FailureCode, out[i].FailureReason = CodeInternal, "could not check the server's sessions; retry"
+				s.log.Error("close server: list sessions", "host_id", id, "err", err)
+				continue
+			}
+			if len(ss) > 0 {
+				out[i].FailureCode = FailureServerHasSessions
+				out[i].FailureReason = "Dcv server is running sessions; delete them first or set Force to close it anyway."
+				continue
+			}
+		}
+		if err := s.store.SetServerOpen(ctx, id, open); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				out[i].FailureCode, out[i].FailureReason = FailureServerNotFound, "Dcv server not found."
+			} else {
+				out[i].FailureCode, out[i].FailureReason = CodeInternal, "could not update the server; retry"
+				s.log.Error("set server open", "host_id", id, "err", err)
+			}
+			continue
+		}
+		cp := *srv
+		cp.Open = open
+		s.servers.put(&cp)
+		if open {
+			s.wakeQueue()
+		}
+	}
+	return out
+}
+
+// AgentConnected registers or refreshes a server whose agent just opened its link
+// and reconciles the broker's sessions with the agent's list. It returns
+// ErrConflict if serverID belongs to another agent client.
+func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID string, info ServerInfo, sessions []SessionReport) error {
+	if serverID == "" {
+		return Errorf(CodeInvalidInput, "server ID is required")
+	}
+	now := s.Now()
+	srv := &Server{ID: serverID, AgentClientID: agentClientID, Open: true, LastSeen: now, BrokerID: s.cfg.BrokerID, CreatedAt: now, Info: info}
+	if err := s.store.UpsertServer(ctx, srv); err != nil {
+		return fmt.Errorf("register server %q: %w", serverID, err)
+	}
+	stored, err := s.store.GetServer(ctx, serverID)
+	if err != nil {
+		return fmt.Errorf("register server %q: %w", serverID, err)
+	}
+	s.servers.put(stored)
+	s.servers.seen(serverID, now)
+	s.log.Info("agent connected", "host_id", serverID, "agent_id", agentClientID, "sessions", len(sessions))
+	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
+		return err
+	}
+	s.servers.invalidateCounts()
+	s.wakeQueue()
+	return nil
+}
+
+// AgentUpdate records an agent's report. info and sessions may be nil when
+// unchanged; with both nil it is a heartbeat.
+func (s *Service) AgentUpdate(ctx context.Context, serverID string, info *ServerInfo, sessions []SessionReport) error {
+	now := s.Now()
+	if info != nil {
+		cur := s.servers.get(serverID)
+		if cur == nil {
+			return fmt.Errorf("update server %q: %w", serverID, ErrNotFound)
+		}
+		cp := *cur
+		cp.Info = *info
+		cp.LastSeen = now
+		cp.BrokerID = s.cfg.BrokerID
+		if err := s.store.UpsertServer(ctx, &cp); err != nil {
+			return fmt.Errorf("update server %q: %w", serverID, err)
+		}
+		s.servers.put(&cp)
+		s.wakeQueue()
+	}
+	s.servers.seen(serverID, now)
+	if sessions != nil {
+		return s.reconcile(ctx, serverID, sessions, false)
+	}
+	return nil
+}
+
+// AgentDisconnected marks a server unreachable: its link to this broker closed.
+func (s *Service) AgentDisconnected(ctx context.Context, serverID string) {
+	s.servers.down(serverID, s.Now())
+	s.log.Info("agent disconnected", "host_id", serverID)
+}
+
+// reconcile makes the broker's sessions of a server agree with its agent's list.
+// Sessions the agent no longer has are DELETED (or re-sent if their create is
+// lost); sessions the broker does not know are adopted; sessions the broker
+// deleted or placed elsewhere are deleted on the host.
+func (s *Service) reconcile(ctx context.Context, serverID string, reports []SessionReport, connect bool) error {
+	stored, err := s.store.ListSessions(ctx, SessionFilter{ServerID: serverID, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}})
+	if err != nil {
+		return fmt.Errorf("reconcile %q: %w", serverID, err)
+	}
+	byID := make(map[string]*Session, len(stored))
+	for _, x := range stored {
+		byID[x.ID] = x
+	}
+	now := s.Now()
+	changed := false
+	for i := range reports {
+		r := &reports[i]
+		cur, ok := byID[r.ID]
+		if !ok {
+			s.adopt(ctx, serverID, r, now)
+			changed = true
+			continue
+		}
+		delete(byID, r.ID)
+		if r.State == StateDeleted {
+			if cur.State != StateDeleting {
+				reason := r.StateReason
+				if reason == "" {
+					reason = "the session ended on the server"
+				}
+				s.setDeleted(ctx, cur.ID, reason)
+				changed = true
+			}
+			continue
+		}
+		if cur.State == StateDeleting {
+			continue
+		}
+		if sessionDiffers(cur, r) {
+			err := s.store.UpdateSession(ctx, r.ID, func(x *Session) error {
+				if x.State == StateDeleting || x.State == StateDeleted || x.ServerID != serverID {
+					return errUnchanged
+				}
+				applyReport(x, r, now)
+				return nil
+			})
+			if err != nil && !errors.Is(err, errUnchanged) {
+				s.log.Error("update session from agent", "session_id", r.ID, "err", err)
+			}
+		}
+	}
+	for _, x := range byID {
+		switch {
+		case x.State == StateDeleting:
+			s.setDeleted(ctx, x.ID, "")
+			changed = true
+		case x.State == StateCreating:
+			if _, busy := s.inflight.Load(x.ID); !busy && connect {
+				// The create was lost (broker or agent restarted): send it again.
+				s.queueCreate(x.ID)
+			}
+		default:
+			s.setDeleted(ctx, x.ID, "the session no longer exists on the server")
+			changed = true
+		}
+	}
+	if changed {
+		s.servers.invalidateCounts()
+	}
+	return nil
+}
+
+func sessionDiffers(cur *Session, r *SessionReport) bool {
+	state := r.State
+	if state == "" {
+		state = StateReady
+	}
+	return cur.State != state || cur.NumOfConnections != r.NumOfConnections ||
+		!cur.LastDisconnectionTime.Equal(r.LastDisconnectionTime) ||
+		(state == StateReady && cur.Substate != "") || cur.StateReason != r.StateReason
+}
+
+func applyReport(x *Session, r *SessionReport, now time.Time) {
+	state := r.State
+	if state == "" {
+		state = StateReady
+	}
+	if x.State != state {
+		x.UpdatedAt = now
+	}
+	x.State = state
+	if state == StateReady {
+		x.Substate = ""
+	} else if state == StateCreating {
+		x.Substate = SubstatePendingPreparation
+	}
+	x.StateReason = r.StateReason
+	x.NumOfConnections = r.NumOfConnections
+	x.LastDisconnectionTime = r.LastDisconnectionTime
+}
+
+// adopt handles a session the agent runs but this server has no record of.
+func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, now time.Time) {
+	if r.State == StateDeleted {
+		return
+	}
+	known, err := s.store.GetSession(ctx, r.ID)
+	switch {
+	case err == nil && (known.State == StateDeleted || known.ServerID != serverID):
+		// Deleted by the broker (possibly with Force while the server was away),
+		// or placed elsewhere after a timed-out create: remove it from the host.
+		s.log.Info("deleting orphan session on server", "session_id", r.ID, "host_id", serverID)
+		s.queueDelete(deleteJob{sessionID: r.ID, serverID: serverID, orphan: true})
+		return
+	case err == nil:
+		return
+	case !errors.Is(err, ErrNotFound):
+		s.log.Error("adopt session", "session_id", r.ID, "err", err)
+		return
+	}
+	typ := r.Type
+	if typ == "" {
+		typ = TypeVirtual
+	}
+	created := r.CreationTime
+	if created.IsZero() {
+		created = now
+	}
+	x := &Session{ID: r.ID, Name: r.Name, Owner: r.Owner, Type: typ, ServerID: serverID,
+		MaxConcurrentClients: r.MaxConcurrentClients, StorageRoot: r.StorageRoot,
+		CreationTime: created, UpdatedAt: now}
+	applyReport(x, r, now)
+	if err := s.store.InsertSessions(ctx, []*Session{x}); err != nil && !errors.Is(err, ErrConflict) {
+		s.log.Error("adopt session", "session_id", r.ID, "err", err)
+		return
+	}
+	s.log.Info("adopted session created on the server", "session_id", r.ID, "host_id", serverID)
+}
+
+// ViewServer returns the server with its current availability and counts.
+func (s *Service) ViewServer(ctx context.Context, srv *Server) *ServerView {
+	now := s.Now()
+	counts, err := s.servers.sessionCounts(ctx, s.store, time.Second, now)
+	if err != nil {
+		s.log.Warn("count sessions for server view", "err", err)
+	}
+	return s.view(srv, counts, now)
+}

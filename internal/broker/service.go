@@ -1,0 +1,294 @@
+// Package broker is berth's domain core: sessions, servers, their lifecycle and
+// the use-cases behind the Session Manager API. It does no I/O of its own; it
+// works through the interfaces it owns (Store, Dispatcher, TokenIssuer) and
+// decides placement with the pure internal/placement package.
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/requirements"
+)
+
+// Config holds the broker's tunables. Zero values take the defaults noted.
+type Config struct {
+	// BrokerID names this broker in the store (which broker holds an agent link).
+	BrokerID string
+	// QueueMaxSize caps sessions waiting with EnqueueRequest (default 1000).
+	QueueMaxSize int
+	// QueueMaxTime is how long a queued session waits before it fails (default 30m).
+	QueueMaxTime time.Duration
+	// Retries is how many other servers a failed create is retried on (default 2; -1 none).
+	Retries int
+	// DeletedRetention keeps DELETED sessions visible this long (default 1h).
+	DeletedRetention time.Duration
+	// UnreachableServerTTL removes servers unreachable this long (default 15m).
+	UnreachableServerTTL time.Duration
+	// UnreachableSessionsTTL deletes sessions of servers unreachable this long (default 15m).
+	UnreachableSessionsTTL time.Duration
+	// HeartbeatTimeout makes a silent server unreachable (default 30s).
+	HeartbeatTimeout time.Duration
+	// CreateTimeout bounds an agent's session creation (default 2m).
+	CreateTimeout time.Duration
+	// CommandTimeout bounds other agent commands (default 20s).
+	CommandTimeout time.Duration
+	// ScreenshotMaxWidth, ScreenshotMaxHeight and ScreenshotFormat are the
+	// screenshot defaults (160, 100, "png").
+	ScreenshotMaxWidth  int
+	ScreenshotMaxHeight int
+	ScreenshotFormat    string
+	// AutorunMaxArgs and AutorunMaxArgLength bound AutorunFileArguments (50, 150).
+	AutorunMaxArgs      int
+	AutorunMaxArgLength int
+	// CreateWorkers bounds concurrent create commands (default 64).
+	CreateWorkers int
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.QueueMaxSize, 1000)
+	defd(&c.QueueMaxTime, 30*time.Minute)
+	def(&c.Retries, 2)
+	if c.Retries < 0 {
+		c.Retries = 0
+	}
+	defd(&c.DeletedRetention, time.Hour)
+	defd(&c.UnreachableServerTTL, 15*time.Minute)
+	defd(&c.UnreachableSessionsTTL, 15*time.Minute)
+	defd(&c.HeartbeatTimeout, 30*time.Second)
+	defd(&c.CreateTimeout, 2*time.Minute)
+	defd(&c.CommandTimeout, 20*time.Second)
+	def(&c.ScreenshotMaxWidth, 160)
+	def(&c.ScreenshotMaxHeight, 100)
+	if c.ScreenshotFormat == "" {
+		c.ScreenshotFormat = "png"
+	}
+	def(&c.AutorunMaxArgs, 50)
+	def(&c.AutorunMaxArgLength, 150)
+	def(&c.CreateWorkers, 64)
+}
+
+// TokenIssuer issues ConnectionTokens. Implemented by *oauth.Authority.
+type TokenIssuer interface {
+	IssueConnectionToken(ctx context.Context, sessionID, owner, user string) (string, error)
+}
+
+// Leaser tells whether this broker should run cluster-wide periodic work.
+// A nil Leaser means always (a single broker).
+type Leaser interface {
+	IsLeader(ctx context.Context) bool
+}
+
+// Service implements the Session Manager use-cases. Create it with New, start its
+// background work with Run, and stop it by cancelling Run's context.
+type Service struct {
+	store  Store
+	disp   Dispatcher
+	tokens TokenIssuer
+	cfg    Config
+	log    *slog.Logger
+
+	// Now is the clock; tests may replace it before Run.
+	Now func() time.Time
+	// Leaser gates periodic cluster-wide work; nil means this broker does it.
+	Leaser Leaser
+
+	cursorKey []byte
+
+	exprMu sync.Mutex
+	exprs  map[string]*requirements.Expr
+
+	servers serverCache
+
+	creates  chan string // session IDs whose create must be sent to their agent
+	deletes  chan deleteJob
+	wakeQ    chan struct{}
+	inflight sync.Map // session ID → struct{}: create command outstanding
+
+	wg sync.WaitGroup
+}
+
+// New returns a Service. It loads the server cache and the pagination key from
+// the store.
+func New(ctx context.Context, store Store, disp Dispatcher, tokens TokenIssuer, cfg Config, log *slog.Logger) (*Service, error) {
+	cfg.setDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Service{
+		store:   store,
+		disp:    disp,
+		tokens:  tokens,
+		cfg:     cfg,
+		log:     log.With("component", "broker"),
+		Now:     time.Now,
+		exprs:   make(map[string]*requirements.Expr),
+		creates: make(chan string, 65536),
+		deletes: make(chan deleteJob, 65536),
+		wakeQ:   make(chan struct{}, 1),
+	}
+	key, err := store.Setting(ctx, "cursor-key", randomHex(32))
+	if err != nil {
+		return nil, err
+	}
+	s.cursorKey = []byte(key)
+	if err := s.servers.load(ctx, store); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Config returns the effective configuration (defaults applied).
+func (s *Service) Config() Config { return s.cfg }
+
+// Run performs background work until ctx is done: sending creates and deletes to
+// agents, the placement queue, expiry of DELETED sessions and cleanup of
+// unreachable servers. It returns nil when ctx is cancelled.
+func (s *Service) Run(ctx context.Context) error {
+	for range s.cfg.CreateWorkers {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.createWorker(ctx)
+		}()
+	}
+	for range 8 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.deleteWorker(ctx)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.queueLoop(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.maintenanceLoop(ctx)
+	}()
+	<-ctx.Done()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Service) wakeQueue() {
+	select {
+	case s.wakeQ <- struct{}{}:
+	default:
+	}
+}
+
+// compile returns the compiled requirements expression, caching by source.
+func (s *Service) compile(src string) (*requirements.Expr, error) {
+	s.exprMu.Lock()
+	defer s.exprMu.Unlock()
+	if e, ok := s.exprs[src]; ok {
+		return e, nil
+	}
+	e, err := requirements.Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.exprs) > 10000 {
+		clear(s.exprs)
+	}
+	s.exprs[src] = e
+	return e, nil
+}
+
+func (s *Service) leader(ctx context.Context) bool {
+	return s.Leaser == nil || s.Leaser.IsLeader(ctx)
+}
+
+// maintenanceLoop runs periodic cleanup.
+func (s *Service) maintenanceLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.servers.flushSeen(ctx, s.store, s.cfg.BrokerID, s.log)
+		if !s.leader(ctx) {
+			continue
+		}
+		s.expire(ctx)
+	}
+}
+
+// expire purges old DELETED sessions and cleans up unreachable servers.
+func (s *Service) expire(ctx context.Context) {
+	now := s.Now()
+	if n, err := s.store.PurgeDeleted(ctx, now.Add(-s.cfg.DeletedRetention)); err != nil {
+		s.log.Error("purge deleted sessions", "err", err)
+	} else if n > 0 {
+		s.log.Info("purged deleted sessions", "count", n)
+	}
+	for _, srv := range s.servers.all() {
+		since := s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now)
+		if since.IsZero() {
+			continue
+		}
+		down := now.Sub(since)
+		if down >= s.cfg.UnreachableSessionsTTL {
+			s.failServerSessions(ctx, srv.ID, "the server was unreachable for "+down.Truncate(time.Second).String())
+		}
+		if down >= s.cfg.UnreachableServerTTL {
+			if err := s.store.DeleteServer(ctx, srv.ID); err != nil {
+				s.log.Error("delete unreachable server", "host_id", srv.ID, "err", err)
+				continue
+			}
+			s.servers.remove(srv.ID)
+			s.log.Info("removed unreachable server", "host_id", srv.ID, "unreachable_for", down.Truncate(time.Second).String())
+		}
+	}
+}
+
+// failServerSessions marks the live sessions of a server DELETED.
+func (s *Service) failServerSessions(ctx context.Context, serverID, reason string) {
+	ss, err := s.store.ListSessions(ctx, SessionFilter{ServerID: serverID, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}})
+	if err != nil {
+		s.log.Error("list sessions of unreachable server", "host_id", serverID, "err", err)
+		return
+	}
+	for _, sess := range ss {
+		s.setDeleted(ctx, sess.ID, reason)
+	}
+}
+
+// setDeleted moves a session to DELETED with a reason.
+func (s *Service) setDeleted(ctx context.Context, id, reason string) {
+	now := s.Now()
+	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
+		if x.State == StateDeleted {
+			return errUnchanged
+		}
+		x.State, x.Substate, x.StateReason = StateDeleted, "", reason
+		x.Enqueued = false
+		x.UpdatedAt = now
+		return nil
+	})
+	if err != nil && err != errUnchanged {
+		s.log.Error("mark session deleted", "session_id", id, "err", err)
+		return
+	}
+	s.servers.invalidateCounts()
+	s.wakeQueue()
+}

@@ -1,0 +1,233 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/berth-dev/berth/internal/requirements"
+)
+
+func (s *Service) queueCreate(id string) {
+	select {
+	case s.creates <- id:
+	default:
+		// The channel is full; the session stays CREATING and is re-sent when
+		// its agent reconnects or the queue loop finds it.
+		s.log.Warn("create backlog full", "session_id", id)
+	}
+}
+
+func (s *Service) queueDelete(j deleteJob) {
+	select {
+	case s.deletes <- j:
+	default:
+		s.log.Warn("delete backlog full", "session_id", j.sessionID)
+	}
+}
+
+func (s *Service) createWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-s.creates:
+			if _, busy := s.inflight.LoadOrStore(id, struct{}{}); busy {
+				continue
+			}
+			s.runCreate(ctx, id)
+			s.inflight.Delete(id)
+		}
+	}
+}
+
+// runCreate sends one placed session's create command to its agent and records
+// the outcome; on failure it retries the session on another server.
+func (s *Service) runCreate(ctx context.Context, id string) {
+	var sess *Session
+	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
+		if x.State != StateCreating || x.ServerID == "" {
+			return errUnchanged
+		}
+		sess = x
+		if x.Substate == SubstatePendingPreparation {
+			return errUnchanged
+		}
+		x.Substate = SubstatePendingPreparation
+		return nil
+	})
+	if sess == nil {
+		if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
+			s.log.Error("start create", "session_id", id, "err", err)
+		}
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
+	_, err = s.disp.Dispatch(cctx, sess.ServerID, Command{Kind: CommandCreate, SessionID: sess.ID, Create: &CreateCommand{
+		Name: sess.Name, Owner: sess.Owner, Type: sess.Type, MaxConcurrentClients: sess.MaxConcurrentClients,
+		StorageRoot: sess.StorageRoot, Spec: sess.Spec,
+	}})
+	cancel()
+	if ctx.Err() != nil {
+		return // shutting down: the agent reconciles on the next start
+	}
+	if err == nil {
+		s.servers.seen(sess.ServerID, s.Now())
+		return // the agent's session report moves it to READY
+	}
+	reason := s.commandFailure(err)
+	s.log.Warn("session create failed", "session_id", id, "host_id", sess.ServerID, "reason", reason)
+	s.retryOrFail(ctx, id, sess.ServerID, reason)
+}
+
+// retryOrFail sends a failed session back to placement, excluding the server
+// that failed, or marks it DELETED when retries are off or used up.
+func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) {
+	now := s.Now()
+	retry := false
+	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
+		if x.State != StateCreating || x.ServerID != serverID {
+			return errUnchanged
+		}
+		x.Attempts++
+		x.UpdatedAt = now
+		msg := fmt.Sprintf("create failed on server %s: %s", serverID, reason)
+		if x.Spec.DisableRetryOnFailure || x.Attempts > s.cfg.Retries {
+			x.State, x.Substate, x.StateReason = StateDeleted, "", msg
+			return nil
+		}
+		x.Excluded = append(x.Excluded, serverID)
+		x.ServerID, x.Substate, x.StateReason = "", SubstatePlacing, msg
+		retry = true
+		return nil
+	})
+	if err != nil && !errors.Is(err, errUnchanged) {
+		s.log.Error("record failed create", "session_id", id, "err", err)
+		return
+	}
+	s.servers.invalidateCounts()
+	if retry {
+		s.wakeQueue()
+	}
+}
+
+func (s *Service) deleteWorker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-s.deletes:
+			s.runDelete(ctx, j)
+		}
+	}
+}
+
+func (s *Service) runDelete(ctx context.Context, j deleteJob) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
+	_, err := s.disp.Dispatch(cctx, j.serverID, Command{Kind: CommandDelete, SessionID: j.sessionID})
+	cancel()
+	if j.orphan {
+		if err != nil && !errors.Is(err, ErrAgentUnreachable) {
+			s.log.Warn("delete session on server", "session_id", j.sessionID, "host_id", j.serverID, "reason", s.commandFailure(err))
+		}
+		return
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		reason := s.commandFailure(err)
+		s.log.Warn("session delete failed", "session_id", j.sessionID, "host_id", j.serverID, "reason", reason)
+		// Back to READY with the reason; the client may retry (or Force).
+		_ = s.store.UpdateSession(ctx, j.sessionID, func(x *Session) error {
+			if x.State != StateDeleting {
+				return errUnchanged
+			}
+			x.State, x.StateReason = StateReady, "delete failed: "+reason
+			return nil
+		})
+		return
+	}
+	s.setDeleted(ctx, j.sessionID, "deleted by request")
+}
+
+// queueLoop places sessions waiting for a server (EnqueueRequest, or a retry
+// after a failed create) whenever capacity may have changed, and expires those
+// that waited too long.
+func (s *Service) queueLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wakeQ:
+		}
+		if !s.leader(ctx) {
+			continue
+		}
+		if err := s.processQueue(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("process create queue", "err", err)
+		}
+	}
+}
+
+func (s *Service) processQueue(ctx context.Context) error {
+	waiting, err := s.store.ListSessions(ctx, SessionFilter{Unplaced: true, States: []string{StateCreating}, Limit: 5000})
+	if err != nil || len(waiting) == 0 {
+		return err
+	}
+	now := s.Now()
+	var todo []*Session
+	var exprs []*requirements.Expr
+	for _, sess := range waiting {
+		if sess.Enqueued && now.Sub(sess.EnqueuedAt) > s.cfg.QueueMaxTime {
+			s.setDeleted(ctx, sess.ID, fmt.Sprintf("no DCV server became available within %s (create-sessions-queue-max-time-seconds)", s.cfg.QueueMaxTime))
+			continue
+		}
+		var expr *requirements.Expr
+		if sess.Spec.Requirements != "" {
+			if expr, err = s.compile(sess.Spec.Requirements); err != nil {
+				s.setDeleted(ctx, sess.ID, "Requirements: "+err.Error())
+				continue
+			}
+		}
+		todo = append(todo, sess)
+		exprs = append(exprs, expr)
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	placed, failed, err := s.place(ctx, todo, exprs, false)
+	if err != nil {
+		return err
+	}
+	for i, sess := range todo {
+		reason, bad := failed[i]
+		if !bad || sess.Enqueued {
+			continue
+		}
+		if sess.Spec.EnqueueRequest {
+			// A retried session that asked to queue waits like a new one.
+			_ = s.store.UpdateSession(ctx, sess.ID, func(x *Session) error {
+				if x.ServerID != "" || x.State != StateCreating {
+					return errUnchanged
+				}
+				x.Enqueued, x.EnqueuedAt = true, now
+				return nil
+			})
+			continue
+		}
+		msg := reason
+		if sess.StateReason != "" {
+			msg = sess.StateReason + "; no other server to retry on: " + reason
+		}
+		s.setDeleted(ctx, sess.ID, msg)
+	}
+	for _, sess := range placed {
+		s.queueCreate(sess.ID)
+	}
+	return nil
+}
