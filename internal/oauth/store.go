@@ -64,7 +64,8 @@ type Store interface {
 	AddSigningKey(ctx context.Context, k *SigningKey) error
 	// SigningKeys returns all keys, newest first.
 	SigningKeys(ctx context.Context) ([]*SigningKey, error)
-	// DeleteSigningKeysRetiredBefore removes keys retired before t.
+	// DeleteSigningKeysRetiredBefore removes keys retired before t. It never
+	// removes the active key (zero RetiredAt).
 	DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time) error
 
 	// CreateSoftwareStatement inserts a statement.
