@@ -1,0 +1,746 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/berth-dev/berth/internal/properties"
+)
+
+// Config is the broker's configuration: the keys of the reference broker's
+// session-manager-broker.properties that berth uses, plus berth's own, each as
+// a typed field. docs/config.md describes every key. Precedence is
+// DefaultConfig < the file (LoadConfig) < flags (set by the caller, who then
+// calls Validate).
+type Config struct {
+	// ClientPort is client-to-broker-connector-https-port: the REST API and
+	// OAuth2 token endpoint. 0 picks a free port.
+	ClientPort int
+	// ClientBindHost is client-to-broker-connector-bind-host.
+	ClientBindHost string
+	// ClientCertFile and ClientKeyFile are
+	// client-to-broker-connector-certificate-file and
+	// client-to-broker-connector-private-key-file (PEM). Empty: the broker
+	// issues a certificate from its own CA.
+	ClientCertFile string
+	ClientKeyFile  string
+
+	// AgentPort is agent-to-broker-connector-https-port: agents and DCV
+	// server token verification. 0 picks a free port.
+	AgentPort int
+	// AgentBindHost is agent-to-broker-connector-bind-host.
+	AgentBindHost string
+	// AgentCertFile and AgentKeyFile are
+	// agent-to-broker-connector-certificate-file and
+	// agent-to-broker-connector-private-key-file (PEM). Empty: the broker
+	// issues a certificate from its own CA.
+	AgentCertFile string
+	AgentKeyFile  string
+
+	// EnableGateway is enable-gateway: serve the DCV Connection Gateway
+	// session resolver.
+	EnableGateway bool
+	// GatewayPort is gateway-to-broker-connector-https-port. 0 picks a free
+	// port.
+	GatewayPort int
+	// GatewayBindHost is gateway-to-broker-connector-bind-host.
+	GatewayBindHost string
+	// GatewayCertFile and GatewayKeyFile are
+	// gateway-to-broker-connector-certificate-file and
+	// gateway-to-broker-connector-private-key-file (PEM; berth's
+	// replacement for the reference's key store). Empty: the broker issues a
+	// certificate from its own CA.
+	GatewayCertFile string
+	GatewayKeyFile  string
+	// GatewayTLSClientAuth is enable-tls-client-auth-gateway: require a
+	// client certificate from the gateway.
+	GatewayTLSClientAuth bool
+	// GatewayTrustStoreFile and GatewayTrustStorePass are
+	// gateway-to-broker-connector-trust-store-file and -trust-store-pass:
+	// the CAs that sign gateway client certificates.
+	GatewayTrustStoreFile string
+	GatewayTrustStorePass string
+
+	// WorkingPath is session-manager-working-path: the state directory
+	// (database, keys, certificates).
+	WorkingPath string
+	// PersistenceDB is persistence-db: "sqlite" or "postgresql".
+	PersistenceDB string
+	// PersistenceDSN is persistence-dsn: for sqlite a file path, empty
+	// meaning WorkingPath/berth.db; for postgresql a connection string
+	// (required).
+	PersistenceDSN string
+	// BrokerID is broker-id: this broker's name among brokers sharing one
+	// database. Empty means the host name (DefaultConfig fills it in).
+	BrokerID string
+
+	// EnableAuthorization is enable-authorization: the client API requires
+	// a bearer token.
+	EnableAuthorization bool
+	// EnableAuthorizationServer is enable-authorization-server: the broker
+	// issues OAuth2 access tokens itself.
+	EnableAuthorizationServer bool
+	// EnableAgentAuthorization is enable-agent-authorization: agents must
+	// authenticate.
+	EnableAgentAuthorization bool
+	// AccessTokenDuration is access-token-duration-minutes: lifetime of the
+	// access tokens the broker issues.
+	AccessTokenDuration time.Duration
+	// ConnectTokenDuration is connect-session-token-duration-minutes:
+	// lifetime of a session ConnectionToken.
+	ConnectTokenDuration time.Duration
+
+	// ScreenshotMaxWidth and ScreenshotMaxHeight are
+	// session-screenshot-max-width and session-screenshot-max-height, in
+	// pixels.
+	ScreenshotMaxWidth  int
+	ScreenshotMaxHeight int
+	// ScreenshotFormat is session-screenshot-format: "png" or "jpeg".
+	ScreenshotFormat string
+
+	// QueueMaxSize is create-sessions-queue-max-size: how many queued
+	// CreateSessions requests may wait.
+	QueueMaxSize int
+	// QueueMaxTime is create-sessions-queue-max-time-seconds: how long a
+	// queued request waits before it fails.
+	QueueMaxTime time.Duration
+	// Retries is create-sessions-number-of-retries-on-failure: how many
+	// other servers a failed create is retried on; 0 means no retry.
+	Retries int
+	// DeleteSessionDuration is delete-session-duration-hours (or the older
+	// delete-session-duration-seconds): how long DELETED sessions stay
+	// visible; 0 purges them at once.
+	DeleteSessionDuration time.Duration
+	// AutorunMaxArgs is autorun-file-arguments-max-size: the most
+	// AutorunFileArguments a request may carry.
+	AutorunMaxArgs int
+	// AutorunMaxArgLength is autorun-file-arguments-max-argument-length:
+	// the longest such argument, in characters.
+	AutorunMaxArgLength int
+
+	// AgentHeartbeatTimeout is agent-heartbeat-timeout-seconds: a server
+	// whose agent sent nothing for this long is UNREACHABLE_AGENT.
+	AgentHeartbeatTimeout time.Duration
+	// UnreachableServerTimeout is
+	// seconds-before-deleting-unreachable-dcv-server: how long an
+	// unreachable server is kept before it is forgotten.
+	UnreachableServerTimeout time.Duration
+	// UnreachableSessionsTimeout is
+	// seconds-before-deleting-sessions-unreachable-server: how long the
+	// sessions of an unreachable server are kept before they are deleted.
+	UnreachableSessionsTimeout time.Duration
+
+	// EnableAPIYAML is enable-api-yaml: serve /dcv-session-manager-api.yaml.
+	EnableAPIYAML bool
+	// LogLevel is log-level: "debug", "info", "warn" or "error".
+	LogLevel string
+	// LogFormat is log-format: "auto" (text on a terminal, else JSON),
+	// "json" or "text".
+	LogFormat string
+}
+
+// DefaultConfig returns the configuration the broker runs with when its
+// file sets nothing. BrokerID is the host name.
+func DefaultConfig() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "berth-broker"
+	}
+	return Config{
+		ClientPort:                 8443,
+		ClientBindHost:             "0.0.0.0",
+		AgentPort:                  8445,
+		AgentBindHost:              "0.0.0.0",
+		EnableGateway:              false,
+		GatewayPort:                8447,
+		GatewayBindHost:            "0.0.0.0",
+		WorkingPath:                "/var/lib/berth",
+		PersistenceDB:              "sqlite",
+		BrokerID:                   host,
+		EnableAuthorization:        true,
+		EnableAuthorizationServer:  true,
+		EnableAgentAuthorization:   true,
+		AccessTokenDuration:        60 * time.Minute,
+		ConnectTokenDuration:       60 * time.Minute,
+		ScreenshotMaxWidth:         160,
+		ScreenshotMaxHeight:        100,
+		ScreenshotFormat:           "png",
+		QueueMaxSize:               1000,
+		QueueMaxTime:               1800 * time.Second,
+		Retries:                    2,
+		DeleteSessionDuration:      time.Hour,
+		AutorunMaxArgs:             50,
+		AutorunMaxArgLength:        150,
+		AgentHeartbeatTimeout:      30 * time.Second,
+		UnreachableServerTimeout:   900 * time.Second,
+		UnreachableSessionsTimeout: 900 * time.Second,
+		EnableAPIYAML:              true,
+		LogLevel:                   "info",
+		LogFormat:                  "auto",
+	}
+}
+
+// ConfigError is one problem with the broker configuration.
+type ConfigError struct {
+	// File is the configuration file; empty when the problem was found by
+	// Validate in a Config that did not come from a file.
+	File string
+	// Line is the 1-based line in File; 0 when the key is not in the file
+	// or the problem concerns the whole file.
+	Line int
+	// Key is the key concerned; empty for a problem of the whole file.
+	Key string
+	// Msg says what is wrong; it names the key when there is one.
+	Msg string
+
+	// near is a key whose line to report when Key is not in the file
+	// (persistence-db for a missing persistence-dsn).
+	near string
+}
+
+// Error implements error: "config FILE:LINE: MSG".
+func (e *ConfigError) Error() string {
+	loc := ""
+	switch {
+	case e.File != "" && e.Line > 0:
+		loc = fmt.Sprintf(" %s:%d", e.File, e.Line)
+	case e.File != "":
+		loc = " " + e.File
+	}
+	return "config" + loc + ": " + e.Msg
+}
+
+// LoadConfig reads the properties file at path over DefaultConfig and
+// validates the result. Values may use ${VAR} to take text from the
+// environment ("$${" stands for a literal "${"); an unset variable is an
+// error. warn, which may be nil, is called once for each reference key that
+// berth accepts but ignores, saying why. Unknown keys, duplicate keys and
+// bad values are errors; the error joins one *ConfigError per problem, in
+// line order.
+func LoadConfig(path string, warn func(key, msg string)) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	return loadConfig(f, path, os.LookupEnv, warn)
+}
+
+// loadConfig is LoadConfig over a reader and an environment.
+func loadConfig(r io.Reader, name string, lookupEnv func(string) (string, bool), warn func(key, msg string)) (Config, error) {
+	entries, err := properties.Parse(r)
+	if err != nil {
+		var se *properties.SyntaxError
+		if errors.As(err, &se) {
+			return Config{}, &ConfigError{File: name, Line: se.Line, Msg: se.Msg}
+		}
+		return Config{}, fmt.Errorf("read config %s: %w", name, err)
+	}
+	c := DefaultConfig()
+	var errs []*ConfigError
+	fail := func(line int, key, msg string) {
+		errs = append(errs, &ConfigError{File: name, Line: line, Key: key, Msg: msg})
+	}
+	lines := make(map[string]int) // key → line where it is set
+	for _, e := range entries {
+		if first, ok := lines[e.Key]; ok {
+			fail(e.Line, e.Key, fmt.Sprintf("duplicate key %q (first set on line %d)", e.Key, first))
+			continue
+		}
+		lines[e.Key] = e.Line
+		if why, ok := ignoredConfigKey(e.Key); ok {
+			if warn != nil {
+				warn(e.Key, why)
+			}
+			continue
+		}
+		k, ok := configKeyByName(e.Key)
+		if !ok {
+			msg := fmt.Sprintf("unknown key %q", e.Key)
+			if s := suggestConfigKey(e.Key); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			fail(e.Line, e.Key, msg)
+			continue
+		}
+		v, msg := expandConfigValue(e.Value, lookupEnv)
+		if msg == "" {
+			msg = k.set(&c, v)
+		}
+		if msg != "" {
+			fail(e.Line, e.Key, e.Key+": "+msg)
+			continue
+		}
+		if k.warn != "" && warn != nil {
+			warn(e.Key, k.warn)
+		}
+	}
+	hours, hasHours := lines["delete-session-duration-hours"]
+	seconds, hasSeconds := lines["delete-session-duration-seconds"]
+	if hasHours && hasSeconds {
+		fail(max(hours, seconds), "delete-session-duration-seconds",
+			fmt.Sprintf("delete-session-duration-seconds and delete-session-duration-hours are both set (lines %d and %d); keep one",
+				min(hours, seconds), max(hours, seconds)))
+	}
+	if err := c.Validate(); err != nil {
+		// Values that failed above were not stored; what is left are the
+		// rules between keys. A key already reported is not reported again.
+		for _, ve := range validationErrors(err) {
+			if slices.ContainsFunc(errs, func(e *ConfigError) bool { return e.Key == ve.Key }) {
+				continue
+			}
+			ve.File = name
+			if l, ok := lines[ve.Key]; ok {
+				ve.Line = l
+			} else {
+				ve.Line = lines[ve.near]
+			}
+			errs = append(errs, ve)
+		}
+	}
+	if len(errs) == 0 {
+		return c, nil
+	}
+	slices.SortStableFunc(errs, func(a, b *ConfigError) int {
+		if (a.Line == 0) != (b.Line == 0) {
+			return cmp.Compare(b.Line, a.Line) // problems without a line last
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+	joined := make([]error, len(errs))
+	for i, e := range errs {
+		joined[i] = e
+	}
+	return Config{}, errors.Join(joined...)
+}
+
+// validationErrors unpacks what Validate returns.
+func validationErrors(err error) []*ConfigError {
+	if err == nil {
+		return nil
+	}
+	var out []*ConfigError
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			out = append(out, validationErrors(e)...)
+		}
+		return out
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return []*ConfigError{ce}
+	}
+	return []*ConfigError{{Msg: err.Error()}}
+}
+
+// Validate checks every field and the rules between fields. It returns nil
+// or the join of one *ConfigError per problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	failNear := func(key, near, msg string) {
+		errs = append(errs, &ConfigError{Key: key, Msg: key + ": " + msg, near: near})
+	}
+	fail := func(key, msg string) { failNear(key, "", msg) }
+	for _, k := range configKeys() {
+		if k.valid != nil && !k.legacy && !k.valid(c) {
+			near := ""
+			if k.name == "delete-session-duration-hours" {
+				near = "delete-session-duration-seconds"
+			}
+			failNear(k.name, near, fmt.Sprintf("%q is not %s", k.show(c), k.rule))
+		}
+	}
+	pairs := []struct {
+		cert, key         string
+		certFile, keyFile string
+	}{
+		{"client-to-broker-connector-certificate-file", "client-to-broker-connector-private-key-file", c.ClientCertFile, c.ClientKeyFile},
+		{"agent-to-broker-connector-certificate-file", "agent-to-broker-connector-private-key-file", c.AgentCertFile, c.AgentKeyFile},
+		{"gateway-to-broker-connector-certificate-file", "gateway-to-broker-connector-private-key-file", c.GatewayCertFile, c.GatewayKeyFile},
+	}
+	for _, p := range pairs {
+		switch {
+		case p.certFile != "" && p.keyFile == "":
+			failNear(p.key, p.cert, "required when "+p.cert+" is set")
+		case p.certFile == "" && p.keyFile != "":
+			failNear(p.cert, p.key, "required when "+p.key+" is set")
+		}
+	}
+	if c.PersistenceDB == "postgresql" && c.PersistenceDSN == "" {
+		failNear("persistence-dsn", "persistence-db", "required when persistence-db is postgresql (for example postgres://berth@db.example.com/berth)")
+	}
+	if c.EnableGateway && c.GatewayTLSClientAuth && c.GatewayTrustStoreFile == "" {
+		failNear("gateway-to-broker-connector-trust-store-file", "enable-tls-client-auth-gateway", "required when enable-tls-client-auth-gateway is true")
+	}
+	type port struct {
+		key  string
+		port int
+	}
+	ports := []port{{"client-to-broker-connector-https-port", c.ClientPort}, {"agent-to-broker-connector-https-port", c.AgentPort}}
+	if c.EnableGateway {
+		ports = append(ports, port{"gateway-to-broker-connector-https-port", c.GatewayPort})
+	}
+	for i, p := range ports {
+		for _, q := range ports[:i] {
+			if p.port != 0 && p.port == q.port {
+				fail(p.key, fmt.Sprintf("port %d is already used by %s", p.port, q.key))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// configKey describes one key of the file.
+type configKey struct {
+	name string
+	// rule says what a valid value is: "%q is not " + rule.
+	rule string
+	// parse stores the text of a value in the Config; it returns what is
+	// wrong with the text, or "" when it could be read.
+	parse func(c *Config, v string) string
+	// valid checks the field's value (nil: any value that parses is).
+	valid func(c *Config) bool
+	// show writes the field's value as the file would.
+	show func(c *Config) string
+	// warn, when set, is passed to the warn callback whenever the key is set.
+	warn string
+	// legacy marks another spelling of a key: Validate checks the field
+	// under the current spelling only.
+	legacy bool
+}
+
+func legacyKey(k configKey) configKey { k.legacy = true; return k }
+
+func warnKey(k configKey, warn string) configKey { k.warn = warn; return k }
+
+// set parses v into c and checks it. On failure c is left unchanged.
+func (k configKey) set(c *Config, v string) string {
+	old := *c
+	msg := k.parse(c, v)
+	if msg == "" && k.valid != nil && !k.valid(c) {
+		msg = fmt.Sprintf("%q is not %s", v, k.rule)
+	}
+	if msg != "" {
+		*c = old
+	}
+	return msg
+}
+
+const portRule = "a port number (1-65535, or 0 for any free port)"
+
+func portKey(name string, field func(*Config) *int) configKey {
+	return intKey(name, portRule, func(n int) bool { return n >= 0 && n <= 65535 }, field)
+}
+
+// atLeastKey is a key whose value is a whole number of at least least.
+func atLeastKey(name string, least int, field func(*Config) *int) configKey {
+	rule := fmt.Sprintf("a whole number (at least %d)", least)
+	if least == 0 {
+		rule = "a whole number (0 or more)"
+	}
+	return intKey(name, rule, func(n int) bool { return n >= least }, field)
+}
+
+func intKey(name, rule string, valid func(int) bool, field func(*Config) *int) configKey {
+	return configKey{
+		name: name,
+		rule: rule,
+		parse: func(c *Config, v string) string {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Sprintf("%q is not %s", v, rule)
+			}
+			*field(c) = n
+			return ""
+		},
+		valid: func(c *Config) bool { return valid(*field(c)) },
+		show:  func(c *Config) string { return strconv.Itoa(*field(c)) },
+	}
+}
+
+// durationKey is a key whose value is a whole number of units.
+func durationKey(name string, unit time.Duration, unitName string, least int64, field func(*Config) *time.Duration) configKey {
+	rule := fmt.Sprintf("a whole number of %s (at least %d)", unitName, least)
+	if least == 0 {
+		rule = fmt.Sprintf("a whole number of %s (0 or more)", unitName)
+	}
+	k := configKey{name: name, rule: rule}
+	k.parse = func(c *Config, v string) string {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Sprintf("%q is not %s", v, k.rule)
+		}
+		if n > int64(math.MaxInt64/unit) || n < int64(math.MinInt64/unit) {
+			return fmt.Sprintf("%q is too large", v)
+		}
+		*field(c) = time.Duration(n) * unit
+		return ""
+	}
+	k.valid = func(c *Config) bool { return *field(c) >= time.Duration(least)*unit }
+	k.show = func(c *Config) string {
+		d := *field(c)
+		if d%unit != 0 {
+			return d.String()
+		}
+		return strconv.FormatInt(int64(d/unit), 10)
+	}
+	return k
+}
+
+func boolKey(name string, field func(*Config) *bool) configKey {
+	k := configKey{name: name, rule: "a boolean (true or false)"}
+	k.parse = func(c *Config, v string) string {
+		switch {
+		case strings.EqualFold(v, "true"):
+			*field(c) = true
+		case strings.EqualFold(v, "false"):
+			*field(c) = false
+		default:
+			return fmt.Sprintf("%q is not %s", v, k.rule)
+		}
+		return ""
+	}
+	k.show = func(c *Config) string { return strconv.FormatBool(*field(c)) }
+	return k
+}
+
+// stringKey is a key with a text value; valid may be nil.
+func stringKey(name, rule string, valid func(string) bool, field func(*Config) *string) configKey {
+	k := configKey{name: name, rule: rule}
+	k.parse = func(c *Config, v string) string { *field(c) = v; return "" }
+	if valid != nil {
+		k.valid = func(c *Config) bool { return valid(*field(c)) }
+	}
+	k.show = func(c *Config) string { return *field(c) }
+	return k
+}
+
+func enumKey(name string, field func(*Config) *string, values ...string) configKey {
+	rule := "one of " + strings.Join(values, ", ")
+	return stringKey(name, rule, func(s string) bool { return slices.Contains(values, s) }, field)
+}
+
+// validBindHost accepts an IP address or a host name.
+func validBindHost(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r == '_' || r < unicode.MaxASCII && (unicode.IsLetter(r) || unicode.IsDigit(r))) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validBrokerID accepts up to 128 printable characters without spaces; empty
+// means the host name.
+func validBrokerID(s string) bool {
+	return len(s) <= 128 && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }) < 0
+}
+
+// configKeys lists every key the broker reads, in docs/config.md order.
+func configKeys() []configKey {
+	persistenceDB := enumKey("persistence-db", func(c *Config) *string { return &c.PersistenceDB }, "sqlite", "postgresql")
+	parseDB := persistenceDB.parse
+	persistenceDB.parse = func(c *Config, v string) string {
+		switch v {
+		case "dynamodb", "mysql":
+			return fmt.Sprintf("%q is not supported: berth stores its state in sqlite (one broker) or postgresql (several brokers)", v)
+		}
+		return parseDB(c, v)
+	}
+	const hostRule = "an IP address or host name"
+	return []configKey{
+		portKey("client-to-broker-connector-https-port", func(c *Config) *int { return &c.ClientPort }),
+		stringKey("client-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.ClientBindHost }),
+		stringKey("client-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.ClientCertFile }),
+		stringKey("client-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.ClientKeyFile }),
+		portKey("agent-to-broker-connector-https-port", func(c *Config) *int { return &c.AgentPort }),
+		stringKey("agent-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.AgentBindHost }),
+		stringKey("agent-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.AgentCertFile }),
+		stringKey("agent-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.AgentKeyFile }),
+		boolKey("enable-gateway", func(c *Config) *bool { return &c.EnableGateway }),
+		portKey("gateway-to-broker-connector-https-port", func(c *Config) *int { return &c.GatewayPort }),
+		stringKey("gateway-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.GatewayBindHost }),
+		stringKey("gateway-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.GatewayCertFile }),
+		stringKey("gateway-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.GatewayKeyFile }),
+		boolKey("enable-tls-client-auth-gateway", func(c *Config) *bool { return &c.GatewayTLSClientAuth }),
+		stringKey("gateway-to-broker-connector-trust-store-file", "", nil, func(c *Config) *string { return &c.GatewayTrustStoreFile }),
+		stringKey("gateway-to-broker-connector-trust-store-pass", "", nil, func(c *Config) *string { return &c.GatewayTrustStorePass }),
+
+		stringKey("session-manager-working-path", "a directory path", func(s string) bool { return s != "" }, func(c *Config) *string { return &c.WorkingPath }),
+		persistenceDB,
+		stringKey("persistence-dsn", "", nil, func(c *Config) *string { return &c.PersistenceDSN }),
+		warnKey(boolKey("enable-persistence", func(*Config) *bool { return new(bool) }),
+			"berth always persists its state (see persistence-db); enable-persistence is implied and ignored"),
+		stringKey("broker-id", "an identifier (up to 128 characters, no spaces)", validBrokerID, func(c *Config) *string { return &c.BrokerID }),
+
+		boolKey("enable-authorization", func(c *Config) *bool { return &c.EnableAuthorization }),
+		boolKey("enable-authorization-server", func(c *Config) *bool { return &c.EnableAuthorizationServer }),
+		boolKey("enable-agent-authorization", func(c *Config) *bool { return &c.EnableAgentAuthorization }),
+		durationKey("access-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.AccessTokenDuration }),
+		durationKey("connect-session-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.ConnectTokenDuration }),
+
+		atLeastKey("session-screenshot-max-width", 1, func(c *Config) *int { return &c.ScreenshotMaxWidth }),
+		atLeastKey("session-screenshot-max-height", 1, func(c *Config) *int { return &c.ScreenshotMaxHeight }),
+		enumKey("session-screenshot-format", func(c *Config) *string { return &c.ScreenshotFormat }, "png", "jpeg"),
+
+		atLeastKey("create-sessions-queue-max-size", 1, func(c *Config) *int { return &c.QueueMaxSize }),
+		durationKey("create-sessions-queue-max-time-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.QueueMaxTime }),
+		atLeastKey("create-sessions-number-of-retries-on-failure", 0, func(c *Config) *int { return &c.Retries }),
+		durationKey("delete-session-duration-hours", time.Hour, "hours", 0, func(c *Config) *time.Duration { return &c.DeleteSessionDuration }),
+		// The older spelling sets the same field; Validate checks it under
+		// delete-session-duration-hours.
+		legacyKey(durationKey("delete-session-duration-seconds", time.Second, "seconds", 0, func(c *Config) *time.Duration { return &c.DeleteSessionDuration })),
+		atLeastKey("autorun-file-arguments-max-size", 1, func(c *Config) *int { return &c.AutorunMaxArgs }),
+		atLeastKey("autorun-file-arguments-max-argument-length", 1, func(c *Config) *int { return &c.AutorunMaxArgLength }),
+
+		durationKey("agent-heartbeat-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.AgentHeartbeatTimeout }),
+		durationKey("seconds-before-deleting-unreachable-dcv-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableServerTimeout }),
+		durationKey("seconds-before-deleting-sessions-unreachable-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableSessionsTimeout }),
+
+		boolKey("enable-api-yaml", func(c *Config) *bool { return &c.EnableAPIYAML }),
+		enumKey("log-level", func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
+		enumKey("log-format", func(c *Config) *string { return &c.LogFormat }, "auto", "json", "text"),
+	}
+}
+
+func configKeyByName(name string) (configKey, bool) {
+	for _, k := range configKeys() {
+		if k.name == name {
+			return k, true
+		}
+	}
+	return configKey{}, false
+}
+
+// ignoredConfigKey reports whether name is a reference broker key that berth
+// accepts and ignores, and why.
+func ignoredConfigKey(name string) (string, bool) {
+	switch {
+	case name == "broker-java-home":
+		return "berth is not a Java program and needs no Java runtime", true
+	case strings.HasPrefix(name, "broker-to-broker-"):
+		return "berth brokers do not form a peer cluster; several brokers share state through persistence-db = postgresql", true
+	case name == "cli-to-broker-port":
+		return "berth's admin commands (berth-broker COMMAND) use the broker's store directly and need no port", true
+	case strings.HasPrefix(name, "dynamodb-"):
+		return "berth does not use DynamoDB; it stores its state in persistence-db (sqlite or postgresql)", true
+	case name == "jdbc-connection-url" || name == "jdbc-user" || name == "jdbc-password":
+		return "berth does not use JDBC; it uses persistence-db and persistence-dsn", true
+	case name == "enable-cloud-watch-metrics" || name == "cloud-watch-region" || name == "metrics-fleet-name-dimension":
+		return "berth does not publish CloudWatch metrics", true
+	case strings.HasSuffix(name, "-key-store-file") || strings.HasSuffix(name, "-key-store-pass"):
+		prefix := strings.TrimSuffix(strings.TrimSuffix(name, "-key-store-file"), "-key-store-pass")
+		switch prefix {
+		case "client-to-broker-connector", "agent-to-broker-connector", "gateway-to-broker-connector":
+			return fmt.Sprintf("JKS key stores are not read; set %s-certificate-file and %s-private-key-file (PEM) instead", prefix, prefix), true
+		}
+		return "JKS key stores are not read; berth takes PEM certificate and private key files", true
+	}
+	return "", false
+}
+
+// expandConfigValue replaces ${NAME} with the environment variable NAME.
+// "$${" is a literal "${"; any other '$' is literal. It returns what is
+// wrong, or "".
+func expandConfigValue(v string, lookupEnv func(string) (string, bool)) (string, string) {
+	if !strings.Contains(v, "${") {
+		return v, ""
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(v, "${")
+		if i < 0 {
+			b.WriteString(v)
+			return b.String(), ""
+		}
+		if i > 0 && v[i-1] == '$' {
+			b.WriteString(v[:i-1] + "${")
+			v = v[i+2:]
+			continue
+		}
+		b.WriteString(v[:i])
+		end := strings.IndexByte(v[i:], '}')
+		if end < 0 {
+			return "", fmt.Sprintf("%q has ${ without a closing }", v[i:])
+		}
+		name := v[i+2 : i+end]
+		if !validEnvName(name) {
+			return "", fmt.Sprintf("%q is not a valid environment variable name", name)
+		}
+		val, ok := lookupEnv(name)
+		if !ok {
+			return "", fmt.Sprintf("environment variable %s is not set", name)
+		}
+		b.WriteString(val)
+		v = v[i+end+1:]
+	}
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || i > 0 && '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// suggestConfigKey returns the known key closest to name, if it is close
+// enough to be a typo.
+func suggestConfigKey(name string) string {
+	best, bestDist := "", len(name)/4+1
+	if bestDist > 3 {
+		bestDist = 3
+	}
+	for _, k := range configKeys() {
+		if d := editDistance(name, k.name); d <= bestDist {
+			best, bestDist = k.name, d-1
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
