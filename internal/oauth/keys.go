@@ -132,6 +132,9 @@ func (a *Authority) pruneKeys(ctx context.Context) error {
 // not among them (such reloads happen at most once per keyMissInterval). If a
 // reload fails the cached keys are used, and the reload is retried after
 // keyMissInterval. The caller must not modify the result.
+//
+// The store is read with a.keyMu held, so concurrent callers wait for one
+// reload instead of each issuing their own.
 func (a *Authority) keySet(ctx context.Context, kid string) ([]*signingKey, error) {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
