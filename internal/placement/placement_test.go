@@ -440,10 +440,19 @@ func TestPlace_Pure(t *testing.T) {
 	}
 }
 
-// fleet builds the benchmark shape: n hosts with varied tags, properties,
-// limits and load, and m requests spread over 10 expressions.
-func fleet(tb testing.TB, n, m int) ([]placement.Host, []placement.Request) {
-	rng := rand.New(rand.NewPCG(1, 2))
+// fleetShape tunes fleet.
+type fleetShape struct {
+	hosts, reqs int
+	loadLevels  int // 0: continuous loads; otherwise loads take this many values, so hosts tie
+	maxVirtual  int // MaxVirtualSessions is maxVirtual..2*maxVirtual-1
+	seed        uint64
+}
+
+// fleet builds n hosts with varied tags, properties, limits and load, and m
+// requests spread over 10 expressions.
+func fleet(tb testing.TB, shape fleetShape) ([]placement.Host, []placement.Request) {
+	n, m := shape.hosts, shape.reqs
+	rng := rand.New(rand.NewPCG(shape.seed, 2))
 	pools := []string{"p0", "p1", "p2", "p3", "p4"}
 	types := []string{"m5.large", "m5.2xlarge", "g4dn.xlarge", "g5.2xlarge", "c6i.4xlarge"}
 	cpus := []string{"4", "8", "16", "32"}
@@ -455,7 +464,7 @@ func fleet(tb testing.TB, n, m int) ([]placement.Host, []placement.Request) {
 			os = "windows"
 		}
 		gpu := rng.IntN(4) == 0
-		max := 10 + rng.IntN(40)
+		max := shape.maxVirtual + rng.IntN(shape.maxVirtual)
 		v := rng.IntN(max)
 		byOwner := map[string]int{}
 		for j := range v {
@@ -483,6 +492,9 @@ func fleet(tb testing.TB, n, m int) ([]placement.Host, []placement.Request) {
 			Virtual:            v,
 			ByOwner:            byOwner,
 			Load:               rng.Float64() * 8,
+		}
+		if shape.loadLevels > 0 {
+			hosts[i].Load = float64(rng.IntN(shape.loadLevels))
 		}
 	}
 	srcs := []string{
@@ -522,26 +534,36 @@ func fleet(tb testing.TB, n, m int) ([]placement.Host, []placement.Request) {
 	return hosts, reqs
 }
 
-// TestPlace_Fleet checks the benchmark fleet against a straightforward
+// TestPlace_Fleet checks fleets of several shapes against a straightforward
 // reference implementation of the same rules.
 func TestPlace_Fleet(t *testing.T) {
-	hosts, reqs := fleet(t, 1000, 1500)
-	got := placement.Place(hosts, reqs)
-	want := reference(hosts, reqs)
-	placed := 0
-	for i := range reqs {
-		if got[i].HostID != want[i].HostID {
-			t.Fatalf("request %d: got %q, want %q", i, got[i].HostID, want[i].HostID)
-		}
-		if (got[i].Err == nil) != (want[i].Err == nil) || got[i].Err != nil && *got[i].Err != *want[i].Err {
-			t.Fatalf("request %d: got error %v, want %v", i, got[i].Err, want[i].Err)
-		}
-		if got[i].Err == nil {
-			placed++
-		}
-	}
-	if placed == 0 || placed == len(reqs) {
-		t.Errorf("placed %d of %d: the fleet should exercise both outcomes", placed, len(reqs))
+	for _, shape := range []fleetShape{
+		{hosts: 1000, reqs: 1500, maxVirtual: 10, seed: 1},
+		{hosts: 1000, reqs: 1500, maxVirtual: 10, loadLevels: 3, seed: 2},
+		{hosts: 500, reqs: 3000, maxVirtual: 2, loadLevels: 1, seed: 3},
+		{hosts: 50, reqs: 2000, maxVirtual: 30, loadLevels: 2, seed: 4},
+		{hosts: 300, reqs: 300, maxVirtual: 1, loadLevels: 1, seed: 5},
+	} {
+		t.Run(fmt.Sprintf("%+v", shape), func(t *testing.T) {
+			hosts, reqs := fleet(t, shape)
+			got := placement.Place(hosts, reqs)
+			want := reference(hosts, reqs)
+			placed := 0
+			for i := range reqs {
+				if got[i].HostID != want[i].HostID {
+					t.Fatalf("request %d %+v: got %q, want %q", i, reqs[i], got[i].HostID, want[i].HostID)
+				}
+				if (got[i].Err == nil) != (want[i].Err == nil) || got[i].Err != nil && *got[i].Err != *want[i].Err {
+					t.Fatalf("request %d: got error %v, want %v", i, got[i].Err, want[i].Err)
+				}
+				if got[i].Err == nil {
+					placed++
+				}
+			}
+			if placed == 0 || placed == len(reqs) {
+				t.Errorf("placed %d of %d: the fleet should exercise both outcomes", placed, len(reqs))
+			}
+		})
 	}
 }
 
@@ -609,26 +631,29 @@ func less(hosts []placement.Host, ti, tj, i, j int, owner string) bool {
 	if hosts[i].Load != hosts[j].Load {
 		return hosts[i].Load < hosts[j].Load
 	}
-	return refKey(hosts[i].ID, owner) < refKey(hosts[j].ID, owner)
+	if ki, kj := ringKey(hosts[i].ID, owner), ringKey(hosts[j].ID, owner); ki != kj {
+		return ki < kj
+	}
+	return i < j
 }
 
-// refKey restates the documented tie-breaker: splitmix64(FNV-1a(ID)|1 ^ FNV-1a(owner)).
-func refKey(id, owner string) uint64 {
-	fnv := func(s string) uint64 {
+// ringKey restates the documented tie-breaker: the distance on the ring from
+// the owner's position to the host's, both splitmix64(FNV-1a(name)).
+func ringKey(id, owner string) uint64 {
+	pos := func(s string) uint64 {
 		h := uint64(14695981039346656037)
 		for i := 0; i < len(s); i++ {
 			h ^= uint64(s[i])
 			h *= 1099511628211
 		}
+		h ^= h >> 30
+		h *= 0xbf58476d1ce4e5b9
+		h ^= h >> 27
+		h *= 0x94d049bb133111eb
+		h ^= h >> 31
 		return h
 	}
-	x := (fnv(id) | 1) ^ fnv(owner)
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return pos(id) - pos(owner)
 }
 
 func contains(list []string, s string) bool {
@@ -657,7 +682,24 @@ func (s refSubject) Property(p string) (string, bool) {
 }
 
 func BenchmarkPlace(b *testing.B) {
-	hosts, reqs := fleet(b, 10000, 1000)
+	hosts, reqs := fleet(b, fleetShape{hosts: 10000, reqs: 1000, maxVirtual: 10, seed: 1})
+	b.ReportAllocs()
+	for b.Loop() {
+		placement.Place(hosts, reqs)
+	}
+}
+
+// BenchmarkPlace_Uniform is the worst case for tie-breaking: 10,000 idle,
+// identical hosts, so every host ties on sessions and load.
+func BenchmarkPlace_Uniform(b *testing.B) {
+	hosts := make([]placement.Host, 10000)
+	for i := range hosts {
+		hosts[i] = placement.Host{ID: fmt.Sprintf("srv-%05d", i), OSFamily: "linux", MaxVirtualSessions: 10}
+	}
+	reqs := make([]placement.Request, 1000)
+	for i := range reqs {
+		reqs[i] = virtual(fmt.Sprintf("user%03d", i%300))
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		placement.Place(hosts, reqs)

@@ -122,7 +122,7 @@ func (n *node) eval(s Subject) bool {
 		return strings.Contains(v, n.lit)
 	}
 	var c int
-	if f, isNum := parseNumber(v); isNum && n.isNum {
+	if f, ok := n.number(v); ok {
 		switch {
 		case f < n.num:
 			c = -1
@@ -146,6 +146,15 @@ func (n *node) eval(s Subject) bool {
 	default: // opGe
 		return c >= 0
 	}
+}
+
+// number converts the value v of a comparison to a number when both v and
+// the literal of n are numbers.
+func (n *node) number(v string) (float64, bool) {
+	if !n.isNum {
+		return 0, false
+	}
+	return parseNumber(v)
 }
 
 // String returns the canonical source of the subtree at n.

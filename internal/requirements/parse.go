@@ -3,6 +3,7 @@ package requirements
 import (
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Limits that keep hostile input cheap to reject.
@@ -26,8 +27,12 @@ const (
 // levels.
 func Parse(src string) (*Expr, error) {
 	if len(src) > MaxSourceLen {
+		cut := MaxSourceLen
+		for cut > 0 && !utf8.RuneStart(src[cut]) {
+			cut--
+		}
 		return nil, &SyntaxError{
-			Pos:      column(src, MaxSourceLen),
+			Pos:      column(src, cut),
 			Expected: fmt.Sprintf("at most %d bytes of input", MaxSourceLen),
 			Found:    fmt.Sprintf("%d bytes", len(src)),
 		}
@@ -207,7 +212,22 @@ func (p *parser) comparison() (*node, error) {
 // parseNumber converts s to a float64 if all of s is in the NUMBER syntax.
 // Values too large for a float64 become ±Inf and still compare correctly.
 func parseNumber(s string) (float64, bool) {
-	if len(s) == 0 || !(isDigit(s[0]) || s[0] == '+' || s[0] == '-') || scanNumber(s) != len(s) {
+	if len(s) == 0 || !(isDigit(s[0]) || s[0] == '+' || s[0] == '-') {
+		return 0, false
+	}
+	// Fast path: up to 15 digits, the common shape of counts and sizes, is
+	// exact in a float64.
+	if len(s) <= 15 {
+		var u uint64
+		i := 0
+		for ; i < len(s) && isDigit(s[i]); i++ {
+			u = u*10 + uint64(s[i]-'0')
+		}
+		if i == len(s) {
+			return float64(u), true
+		}
+	}
+	if scanNumber(s) != len(s) {
 		return 0, false
 	}
 	f, _ := strconv.ParseFloat(s, 64) // the syntax is valid, so only ErrRange is possible

@@ -3,6 +3,7 @@ package requirements_test
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/requirements"
@@ -201,6 +202,15 @@ func TestExpr_Match(t *testing.T) {
 			"name":                     "alpha",
 			"empty":                    "",
 			"padded":                   " 8",
+			"zero":                     "0",
+			"octal":                    "007",
+			"plus":                     "+5",
+			"long":                     "1234567890123456",
+			"huge":                     "1e400",
+			"dot5":                     ".5",
+			"hex":                      "0x10",
+			"nan":                      "NaN",
+			"under":                    "1_000",
 			"dcv:max-virtual-sessions": "10",
 		},
 		props: map[string]string{
@@ -240,6 +250,20 @@ func TestExpr_Match(t *testing.T) {
 		{"server:Host.Memory.TotalBytes >= 16E9", true},
 		{"server:Host.Memory.TotalBytes < 16E9", false},
 		{"tag:cpus > -1", true},
+		{"tag:zero = 0", true},
+		{"tag:zero = -0", true},
+		{"tag:octal = 7", true},
+		{"tag:plus = 5", true},
+		{"tag:long = 1234567890123456", true},
+		{"tag:long > 1234567890123455", true},
+		{"tag:huge > 1e300", true},
+		{"tag:dot5 = 0.5", false}, // ".5" is not a number: compared as strings
+		{"tag:dot5 = '.5'", true},
+		{"tag:hex = 16", false},
+		{"tag:hex < 1", true}, // "0x10" < "1" as strings
+		{"tag:nan = 0", false},
+		{"tag:nan > 0", true}, // "NaN" vs "0" as strings
+		{"tag:under = 1000", false},
 		// String comparisons when either side is not a number.
 		{"tag:version >= '2023.0'", true},
 		{"tag:name < 'beta'", true},
@@ -294,6 +318,27 @@ func TestExpr_Match_CanonicalProperty(t *testing.T) {
 	if strings.Join(s.asked, ",") != strings.Join(want, ",") {
 		t.Errorf("Property asked for %q, want %q", s.asked, want)
 	}
+}
+
+func TestExpr_Concurrent(t *testing.T) {
+	e := MustParse(t, "tag:pool = 'gpu' and server:Host.CpuInfo.NumberOfCpus >= 8 or not tag:x := 'y'")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			s := &benchServer{
+				tags:  map[string]string{"pool": "gpu"},
+				props: map[string]string{"Host.CpuInfo.NumberOfCpus": "16"},
+			}
+			for range 1000 {
+				if !e.Match(s) {
+					t.Error("Match = false, want true")
+					return
+				}
+				_ = e.String()
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func TestExpr_Nil(t *testing.T) {
