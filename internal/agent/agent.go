@@ -1,0 +1,316 @@
+// Package agent is the agent side of the broker⇄agent link: it registers the
+// agent with a broker, keeps a WebSocket link to one of the brokers open
+// (reconnecting with jittered exponential backoff and failing over between
+// brokers), reports the host and its sessions, and runs the broker's commands
+// on a [Driver].
+//
+// The package never imports the broker's packages; the protocol lives in
+// internal/agentproto. Drivers (internal/driver/...) implement [Driver] and any
+// of its optional capabilities.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/coder/websocket"
+)
+
+// Defaults and limits.
+const (
+	// DefaultUpdateInterval is used when Agent.UpdateInterval is 0; the agent
+	// reports at least this often, and more often if the broker asks.
+	DefaultUpdateInterval = 30 * time.Second
+	// DefaultCommandTimeout bounds a command that carries no deadline.
+	DefaultCommandTimeout = 5 * time.Minute
+	// MaxConcurrentCommands bounds the commands that run at once; the agent
+	// answers further ones with the failure "agent busy".
+	MaxConcurrentCommands = 64
+
+	dialTimeout  = 15 * time.Second
+	helloTimeout = 15 * time.Second
+)
+
+// Agent keeps the link of one desktop host to the broker. Set the fields, then
+// call Run. The fields must not change while Run runs.
+type Agent struct {
+	// BrokerURLs are the brokers' agent endpoints, "wss://host:8445". With
+	// several, the agent tries them in order and then round-robin. A path, if
+	// any, is a prefix for /agent/connect and /agent/register.
+	BrokerURLs []string
+	// TLSConfig verifies the brokers; nil means the system roots.
+	TLSConfig *tls.Config
+	// ServerID identifies the host; see LoadOrCreateServerID.
+	ServerID string
+	// StateDir keeps the agent client credentials (a 0600 file). Empty keeps them
+	// in memory only, so the agent registers again after every restart.
+	StateDir string
+	// SoftwareStatement registers the agent (POST /agent/register) when no
+	// credentials are stored. Empty: connect without credentials.
+	SoftwareStatement string
+	// Driver runs the sessions.
+	Driver Driver
+	// Report describes the host. The agent fills AgentVersion and Driver when
+	// empty and always sets Healthy and HealthReason from the driver (healthy
+	// without a HealthChecker). Nil reports just the hostname.
+	Report func(ctx context.Context) (agentproto.HostReport, error)
+	// UpdateInterval is the longest time between two updates (the heartbeat);
+	// 0 means DefaultUpdateInterval. The broker's Welcome may shorten it.
+	UpdateInterval time.Duration
+	// Version is the agent's software version, sent in Hello and host reports.
+	Version string
+	// Logger receives the agent's logs; nil discards them. Secrets are never logged.
+	Logger *slog.Logger
+}
+
+// endpoint is one broker, as the agent reaches it.
+type endpoint struct {
+	name     string // scheme://host[/prefix], for logs
+	connect  string // ws(s)://host/prefix/agent/connect
+	register string // http(s)://host/prefix/agent/register
+}
+
+// parseBrokerURL turns a configured broker URL into an endpoint.
+func parseBrokerURL(raw string) (endpoint, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return endpoint{}, fmt.Errorf("broker url %q: %w", raw, err)
+	}
+	var ws, web string
+	switch u.Scheme {
+	case "wss", "https":
+		ws, web = "wss", "https"
+	case "ws", "http":
+		ws, web = "ws", "http"
+	default:
+		return endpoint{}, fmt.Errorf("broker url %q: scheme must be wss or https", raw)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return endpoint{}, fmt.Errorf("broker url %q: want scheme://host:port[/prefix]", raw)
+	}
+	prefix := strings.TrimSuffix(u.Path, "/")
+	return endpoint{
+		name:     ws + "://" + u.Host + prefix,
+		connect:  ws + "://" + u.Host + prefix + "/agent/connect",
+		register: web + "://" + u.Host + prefix + "/agent/register",
+	}, nil
+}
+
+// errRetryNow asks the connect loop to try the same broker again at once.
+var errRetryNow = errors.New("retry at once")
+
+// runner is the state of one Run.
+type runner struct {
+	a       *Agent
+	log     *slog.Logger
+	hc      *http.Client
+	ctx     context.Context // Run's context; commands derive from it
+	changed chan struct{}   // a driver change is pending (capacity 1)
+	cmdSem  chan struct{}
+	cmds    sync.WaitGroup
+
+	// Owned by the connect loop.
+	creds        *credentials
+	reregistered bool // re-registered after a 401 since the last good link
+}
+
+// Run connects to a broker and keeps the link: it registers when needed, says
+// hello with the full host report and session list, reports every change and
+// at least every update interval, and runs commands concurrently within their
+// deadlines. When a link fails it reconnects with jittered exponential backoff
+// (capped at about 10 s), failing over between BrokerURLs. Run returns nil once
+// ctx is done and every command it started has returned, or an error at once
+// if the Agent is misconfigured.
+func (a *Agent) Run(ctx context.Context) error {
+	eps, err := a.check()
+	if err != nil {
+		return err
+	}
+	log := a.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "agent", "server_id", a.ServerID)
+	creds, err := loadCredentials(a.StateDir)
+	if err != nil {
+		// A damaged file: register again rather than stay offline.
+		log.Warn("ignoring stored agent credentials", "err", err)
+		creds = nil
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     a.TLSConfig.Clone(),
+		TLSHandshakeTimeout: dialTimeout,
+		ForceAttemptHTTP2:   false, // WebSocket needs HTTP/1.1
+	}
+	defer tr.CloseIdleConnections()
+	r := &runner{
+		a:       a,
+		log:     log,
+		hc:      &http.Client{Transport: tr},
+		ctx:     ctx,
+		changed: make(chan struct{}, 1),
+		cmdSem:  make(chan struct{}, MaxConcurrentCommands),
+		creds:   creds,
+	}
+	if n, ok := a.Driver.(Notifier); ok {
+		n.Notify(r.notify)
+	}
+	defer r.cmds.Wait()
+	r.loop(ctx, eps)
+	return nil
+}
+
+func (a *Agent) check() ([]endpoint, error) {
+	if len(a.BrokerURLs) == 0 {
+		return nil, errors.New("agent: no broker url")
+	}
+	if !agentproto.ValidID(a.ServerID) {
+		return nil, errors.New("agent: invalid server id")
+	}
+	if a.Driver == nil {
+		return nil, errors.New("agent: no driver")
+	}
+	eps := make([]endpoint, len(a.BrokerURLs))
+	for i, raw := range a.BrokerURLs {
+		ep, err := parseBrokerURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		eps[i] = ep
+	}
+	return eps, nil
+}
+
+// notify records a driver change; the link sends an update at once.
+func (r *runner) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// loop connects and reconnects until ctx is done. It tries the brokers in
+// order, moving on after a failure, and sleeps with backoff after a full pass
+// of failures or after a link ends.
+func (r *runner) loop(ctx context.Context, eps []endpoint) {
+	var bo backoff
+	idx, failed := 0, 0
+	for ctx.Err() == nil {
+		ep := eps[idx]
+		up, err := r.connect(ctx, ep)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case errors.Is(err, errRetryNow):
+			continue
+		case up:
+			bo.reset()
+			failed = 0
+			r.reregistered = false
+			r.log.Warn("broker link closed", "broker", ep.name, "err", err)
+		default:
+			r.log.Warn("cannot connect to broker", "broker", ep.name, "err", err)
+			idx = (idx + 1) % len(eps)
+			failed++
+			if failed < len(eps) {
+				continue // try the next broker at once
+			}
+			failed = 0
+		}
+		if !sleep(ctx, bo.next()) {
+			return
+		}
+	}
+}
+
+// connect registers if needed, dials ep and serves the link until it ends. up
+// reports whether the broker welcomed the agent.
+func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) {
+	a := r.a
+	if r.creds == nil && a.SoftwareStatement != "" {
+		c, err := register(ctx, r.hc, ep.register, a.SoftwareStatement, clientName(a.ServerID))
+		switch {
+		case errors.Is(err, errRegistrationUnavailable):
+			r.log.Info("broker offers no agent registration; connecting without credentials", "broker", ep.name)
+		case err != nil:
+			return false, err
+		default:
+			if err := saveCredentials(a.StateDir, c); err != nil {
+				r.log.Error("cannot store agent credentials; they last until the agent stops", "err", err)
+			}
+			r.creds = c
+			r.log.Info("registered with broker", "broker", ep.name, "agent_id", c.ClientID)
+		}
+	}
+	header := http.Header{}
+	if r.creds != nil {
+		header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(r.creds.ClientID+":"+r.creds.ClientSecret)))
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	conn, resp, err := websocket.Dial(dctx, ep.connect, &websocket.DialOptions{HTTPClient: r.hc, HTTPHeader: header})
+	cancel()
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			return false, r.refused()
+		}
+		return false, fmt.Errorf("dial: %w", err)
+	}
+	l := &link{r: r, conn: conn, ep: ep, log: r.log.With("broker", ep.name)}
+	return l.serve(ctx)
+}
+
+// refused handles a 401 from the broker: stored credentials get one
+// re-registration (then backoff); without credentials it is a configuration
+// problem.
+func (r *runner) refused() error {
+	switch {
+	case r.creds != nil && r.a.SoftwareStatement != "" && !r.reregistered:
+		r.log.Warn("broker refused the stored agent credentials; registering again", "agent_id", r.creds.ClientID)
+		r.reregistered = true
+		if err := removeCredentials(r.a.StateDir); err != nil {
+			r.log.Error("cannot remove refused agent credentials", "err", err)
+		}
+		r.creds = nil
+		return errRetryNow
+	case r.creds != nil:
+		return fmt.Errorf("broker refused agent credentials of client %s", r.creds.ClientID)
+	case r.a.SoftwareStatement != "":
+		return errors.New("broker requires agent credentials but offers no registration")
+	default:
+		return errors.New("broker requires agent credentials and no software statement is configured")
+	}
+}
+
+// clientName is the name the agent registers under: the hostname, or the
+// server ID without one.
+func clientName(serverID string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return serverID
+}
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

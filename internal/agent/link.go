@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/coder/websocket"
+)
+
+// writeTimeout bounds writing one message: a base plus one second per MiB, so
+// that a large screenshot on a slow link is not cut off.
+func writeTimeout(n int) time.Duration {
+	return 30*time.Second + time.Duration(n>>20)*time.Second
+}
+
+// link is one connection to a broker, from dial to close.
+type link struct {
+	r    *runner
+	conn *websocket.Conn
+	ep   endpoint
+	log  *slog.Logger
+
+	interval    time.Duration
+	readTimeout time.Duration
+	seq         atomic.Uint64
+	force       atomic.Bool // the broker lost an update: resend everything
+
+	// Owned by serve's goroutine: what the broker last got.
+	host      agentproto.HostReport // latest Report result
+	sentHost  []byte
+	sentSess  []byte
+	failOnce  sync.Once
+	failErr   error
+	failed    chan struct{}
+	closeCode websocket.StatusCode
+}
+
+// serve says hello, then runs the link until ctx is done or the link fails.
+// up reports whether the broker welcomed the agent. It returns only after its
+// reader goroutine has ended.
+func (l *link) serve(ctx context.Context) (up bool, err error) {
+	l.conn.SetReadLimit(agentproto.MaxMessageSize)
+	l.failed = make(chan struct{})
+	if err := l.handshake(ctx); err != nil {
+		l.conn.Close(websocket.StatusNormalClosure, "")
+		return false, err
+	}
+	l.log.Info("connected to broker", "interval", l.interval)
+
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		l.readLoop()
+	}()
+	tick := time.NewTicker(l.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.conn.Close(websocket.StatusGoingAway, "agent stopping")
+			<-readerDone
+			return true, nil
+		case <-l.failed:
+			code := l.closeCode
+			if code == 0 {
+				code = websocket.StatusGoingAway
+			}
+			l.conn.Close(code, "")
+			<-readerDone
+			return true, l.failErr
+		case <-tick.C:
+			l.update(ctx, true)
+		case <-l.r.changed:
+			l.update(ctx, false)
+		}
+	}
+}
+
+// fail ends the link with err (the first failure wins).
+func (l *link) fail(code websocket.StatusCode, err error) {
+	l.failOnce.Do(func() {
+		l.failErr = err
+		l.closeCode = code
+		close(l.failed)
+	})
+}
+
+// handshake sends Hello and waits for Welcome.
+func (l *link) handshake(ctx context.Context) error {
+	r := l.r
+	host, err := r.hostReport(ctx)
+	if err != nil {
+		return fmt.Errorf("host report: %w", err)
+	}
+	sessions, err := r.sessions(ctx)
+	if err != nil {
+		// Never say hello with a partial list: the broker would end the missing sessions.
+		return fmt.Errorf("list sessions: %w", err)
+	}
+	l.host = host
+	hello := &agentproto.Hello{
+		ProtocolVersion: agentproto.ProtocolVersion,
+		ServerID:        r.a.ServerID,
+		AgentVersion:    r.a.Version,
+		Host:            host,
+		Sessions:        sessions,
+	}
+	if err := l.send(ctx, "", hello); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	_, data, err := l.conn.Read(rctx)
+	if err != nil {
+		return fmt.Errorf("wait for welcome: %w", err)
+	}
+	m, err := agentproto.Decode(data)
+	if err != nil {
+		return fmt.Errorf("wait for welcome: %w", err)
+	}
+	switch b := m.Body.(type) {
+	case *agentproto.Welcome:
+		if !agentproto.SupportedVersion(b.ProtocolVersion) {
+			return fmt.Errorf("broker speaks protocol version %d; this agent speaks %d to %d",
+				b.ProtocolVersion, agentproto.MinProtocolVersion, agentproto.ProtocolVersion)
+		}
+		l.interval = r.a.UpdateInterval
+		if l.interval <= 0 {
+			l.interval = DefaultUpdateInterval
+		}
+		if bi := b.UpdateInterval(); bi > 0 && bi < l.interval {
+			l.interval = bi
+		}
+		l.readTimeout = b.HeartbeatTimeout()
+		if l.readTimeout <= 0 {
+			l.readTimeout = 3 * l.interval
+		}
+		// The broker acks every update: silence past its own timeout plus one
+		// interval means the link is dead.
+		l.readTimeout += l.interval
+		l.sentHost, _ = json.Marshal(host)
+		l.sentSess, _ = json.Marshal(sessions)
+		return nil
+	case *agentproto.Error:
+		return fmt.Errorf("broker refused the agent: %w", b)
+	default:
+		return fmt.Errorf("wait for welcome: got %s", m.Type)
+	}
+}
+
+// update sends an Update with whatever changed since the broker last heard;
+// refresh re-runs the host report (on the periodic tick). With nothing changed
+// it is a heartbeat on the tick and nothing otherwise.
+func (l *link) update(ctx context.Context, refresh bool) {
+	r := l.r
+	if refresh {
+		host, err := r.hostReport(ctx)
+		if err != nil {
+			l.log.Warn("host report failed; sending the previous one", "err", err)
+		} else {
+			l.host = host
+		}
+	}
+	host := l.host
+	r.applyHealth(ctx, &host)
+	force := l.force.Swap(false)
+	u := &agentproto.Update{}
+	if hb, err := json.Marshal(host); err == nil && (force || !bytes.Equal(hb, l.sentHost)) {
+		u.Host = &host
+		l.sentHost = hb
+	}
+	sessions, err := r.sessions(ctx)
+	if err != nil {
+		l.log.Warn("list sessions failed; not reporting them", "err", err)
+	} else if sb, err := json.Marshal(sessions); err == nil && (force || !bytes.Equal(sb, l.sentSess)) {
+		u.Sessions = sessions
+		l.sentSess = sb
+	}
+	if !refresh && u.Host == nil && u.Sessions == nil {
+		return
+	}
+	id := "u" + strconv.FormatUint(l.seq.Add(1), 10)
+	if err := l.send(ctx, id, u); err != nil {
+		l.fail(websocket.StatusGoingAway, err)
+	}
+}
+
+// readLoop reads broker messages until the link fails.
+func (l *link) readLoop() {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), l.readTimeout)
+		typ, data, err := l.conn.Read(ctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("broker silent for %s", l.readTimeout)
+			}
+			l.fail(websocket.StatusGoingAway, err)
+			return
+		}
+		m, err := agentproto.Decode(data)
+		if typ != websocket.MessageText && err == nil {
+			err = errors.New("binary message")
+		}
+		if errors.Is(err, agentproto.ErrUnknownType) {
+			l.log.Debug("skipping unknown message", "type", m.Type)
+			continue
+		}
+		if err != nil {
+			l.sendError(agentproto.CodeBadMessage, err.Error())
+			l.fail(websocket.StatusPolicyViolation, fmt.Errorf("bad message from broker: %w", err))
+			return
+		}
+		switch b := m.Body.(type) {
+		case *agentproto.Command:
+			l.r.startCommand(l, m.ID, b)
+		case *agentproto.Ack:
+			if b.Error != "" {
+				l.log.Warn("broker could not record an update; resending everything", "err", b.Error)
+				l.force.Store(true)
+			}
+		case *agentproto.Error:
+			l.fail(websocket.StatusNormalClosure, fmt.Errorf("broker closed the link: %w", b))
+			return
+		default:
+			l.log.Warn("unexpected message from broker", "type", m.Type)
+		}
+	}
+}
+
+// send encodes and writes one message.
+func (l *link) send(ctx context.Context, id string, body agentproto.Body) error {
+	data, err := agentproto.Encode(id, body)
+	if err != nil {
+		return err
+	}
+	// Not bound to ctx: cancelling a write midway would tear down the link.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout(len(data)))
+	defer cancel()
+	if err := l.conn.Write(wctx, websocket.MessageText, data); err != nil {
+		return fmt.Errorf("send %s: %w", body.MessageType(), err)
+	}
+	return nil
+}
+
+// sendError tells the broker why the agent closes the link.
+func (l *link) sendError(code, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = l.send(ctx, "", &agentproto.Error{Code: code, Message: msg})
+}
+
+// sendResult answers a command; a result too large for one message becomes a
+// failure.
+func (l *link) sendResult(id string, res *agentproto.Result) {
+	data, err := agentproto.Encode(id, res)
+	if errors.Is(err, agentproto.ErrTooLarge) {
+		res = &agentproto.Result{Error: fmt.Sprintf("result too large for the agent link (over %d MiB)", agentproto.MaxMessageSize>>20)}
+		data, err = agentproto.Encode(id, res)
+	}
+	if err != nil {
+		l.log.Error("cannot encode command result", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout(len(data)))
+	defer cancel()
+	if err := l.conn.Write(ctx, websocket.MessageText, data); err != nil {
+		l.log.Info("command result not delivered; the link is gone", "err", err)
+	}
+}

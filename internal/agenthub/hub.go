@@ -1,0 +1,290 @@
+// Package agenthub is the broker side of the broker⇄agent link. It serves the
+// agents' WebSocket at GET /agent/connect, authenticates agents (HTTP Basic
+// agent client credentials, when required), negotiates the protocol version,
+// keeps a registry of live links (one per server ID; a newer link replaces an
+// older one), feeds hellos, updates and disconnects into the broker core through
+// [Service], and implements broker.Dispatcher by sending commands over the
+// links and waiting for their results.
+//
+// The protocol is defined in internal/agentproto and described in
+// docs/protocol.md.
+package agenthub
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/coder/websocket"
+)
+
+// Interface guard.
+var _ broker.Dispatcher = (*Hub)(nil)
+
+// DefaultUpdateInterval is Options.UpdateInterval when unset.
+const DefaultUpdateInterval = 30 * time.Second
+
+// writeTimeout bounds writing one message to an agent.
+const writeTimeout = 15 * time.Second
+
+// Service is the part of the broker core that the hub feeds. The broker core
+// satisfies it. Calls for one server ID never overlap, and arrive in the order
+// of the links: the hub calls AgentConnected for a new link only after every
+// call for the link it replaces, and never calls AgentDisconnected for a link
+// that a newer one replaced.
+type Service interface {
+	// AgentConnected registers or refreshes the server and reconciles its
+	// sessions with the agent's list. It returns broker.ErrConflict if serverID
+	// belongs to another agent client.
+	AgentConnected(ctx context.Context, agentClientID, serverID string, info broker.ServerInfo, sessions []broker.SessionReport) error
+	// AgentUpdate records a report: info and/or sessions may be nil when
+	// unchanged; a nil-nil update is a heartbeat.
+	AgentUpdate(ctx context.Context, serverID string, info *broker.ServerInfo, sessions []broker.SessionReport) error
+	// AgentDisconnected marks the server unreachable (its link is gone).
+	AgentDisconnected(ctx context.Context, serverID string)
+}
+
+// Authenticator checks agent client credentials. The broker adapts its OAuth
+// authority to it.
+type Authenticator interface {
+	// AuthenticateAgent returns the agent client ID for valid credentials, and
+	// an error otherwise; the hub answers any error with 401.
+	AuthenticateAgent(ctx context.Context, id, secret string) (clientID string, err error)
+}
+
+// Options tune a Hub.
+type Options struct {
+	// RequireAuth (enable-agent-authorization) makes agents present HTTP Basic
+	// agent client credentials on the upgrade request. Without it every agent is
+	// anonymous (client ID "").
+	RequireAuth bool
+	// HeartbeatTimeout closes a link that sent nothing for this long; 0 means
+	// three update intervals. Keep it well above UpdateInterval.
+	HeartbeatTimeout time.Duration
+	// UpdateInterval is the longest time between two agent updates, sent to
+	// agents in Welcome; 0 means DefaultUpdateInterval.
+	UpdateInterval time.Duration
+	// Logger receives the hub's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Hub is the registry of agent links. Create it with New, mount Handler on the
+// agent port, and Close it before the Service it feeds.
+type Hub struct {
+	svc  Service
+	auth Authenticator
+	opts Options
+	log  *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // one per connection being served
+
+	mu      sync.Mutex
+	closed  bool
+	links   map[string]*link       // the current link of each server ID
+	servers map[string]*serverLock // serializes Service calls per server ID
+}
+
+// serverLock is a reference-counted mutex for one server ID.
+type serverLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// New returns a hub that feeds svc. auth may be nil unless opts.RequireAuth.
+func New(svc Service, auth Authenticator, opts Options) *Hub {
+	if svc == nil {
+		panic("agenthub: nil Service")
+	}
+	if opts.RequireAuth && auth == nil {
+		panic("agenthub: RequireAuth without Authenticator")
+	}
+	if opts.UpdateInterval <= 0 {
+		opts.UpdateInterval = DefaultUpdateInterval
+	}
+	if opts.HeartbeatTimeout <= 0 {
+		opts.HeartbeatTimeout = 3 * opts.UpdateInterval
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{
+		svc:     svc,
+		auth:    auth,
+		opts:    opts,
+		log:     log.With("component", "agenthub"),
+		ctx:     ctx,
+		cancel:  cancel,
+		links:   make(map[string]*link),
+		servers: make(map[string]*serverLock),
+	}
+}
+
+// Handler serves the agent WebSocket at GET /agent/connect.
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /agent/connect", h.serveConnect)
+	return mux
+}
+
+// Connected reports whether serverID's agent has a live link to this hub.
+func (h *Hub) Connected(serverID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.links[serverID]
+	return ok
+}
+
+// Count returns the number of live agent links.
+func (h *Hub) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.links)
+}
+
+// Close closes every link (telling agents the broker shuts down), refuses new
+// ones, and waits until every connection handler has returned, including their
+// AgentDisconnected calls. It is safe to call more than once.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	links := make([]*link, 0, len(h.links))
+	for _, l := range h.links {
+		links = append(links, l)
+	}
+	h.mu.Unlock()
+	for _, l := range links {
+		l.close(agentproto.CodeShuttingDown, "broker shutting down", websocket.StatusGoingAway)
+	}
+	h.cancel() // ends handshakes in progress
+	h.wg.Wait()
+	return nil
+}
+
+// Dispatch implements broker.Dispatcher: it sends cmd to serverID's agent and
+// waits for the result until ctx is done. The deadline of ctx travels with the
+// command. It returns broker.ErrAgentUnreachable when the server has no link or
+// the link fails before the result, a *broker.CommandError when the agent
+// reports a failure, or ctx.Err().
+func (h *Hub) Dispatch(ctx context.Context, serverID string, cmd broker.Command) (*broker.Result, error) {
+	c, err := commandBody(cmd)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	l := h.links[serverID]
+	h.mu.Unlock()
+	if l == nil {
+		return nil, broker.ErrAgentUnreachable
+	}
+	return l.dispatch(ctx, c)
+}
+
+func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		http.Error(w, "broker shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
+
+	log := h.log.With("remote", r.RemoteAddr)
+	var clientID string
+	if h.opts.RequireAuth {
+		id, secret, ok := r.BasicAuth()
+		if !ok {
+			log.Warn("agent refused: no credentials")
+			unauthorized(w)
+			return
+		}
+		cid, err := h.auth.AuthenticateAgent(r.Context(), id, secret)
+		if err != nil {
+			log.Warn("agent refused: authentication failed", "agent_id", id, "err", err)
+			unauthorized(w)
+			return
+		}
+		clientID = cid
+		log = log.With("agent_id", clientID)
+	}
+	conn, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		log.Info("agent websocket upgrade failed", "err", err)
+		return
+	}
+	conn.SetReadLimit(agentproto.MaxMessageSize)
+	newLink(h, conn, clientID, log).serve()
+}
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="berth-agent", charset="UTF-8"`)
+	http.Error(w, "agent authentication required", http.StatusUnauthorized)
+}
+
+// lockServer takes the per-server lock of id; unlock with unlockServer.
+func (h *Hub) lockServer(id string) {
+	h.mu.Lock()
+	s := h.servers[id]
+	if s == nil {
+		s = &serverLock{}
+		h.servers[id] = s
+	}
+	s.refs++
+	h.mu.Unlock()
+	s.mu.Lock()
+}
+
+func (h *Hub) unlockServer(id string) {
+	h.mu.Lock()
+	s := h.servers[id]
+	s.refs--
+	if s.refs == 0 {
+		delete(h.servers, id)
+	}
+	h.mu.Unlock()
+	s.mu.Unlock()
+}
+
+// register makes l the current link of its server and returns the link it
+// replaces, if any. It fails once the hub is closed. Hold the server lock.
+func (h *Hub) register(l *link) (old *link, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errHubClosed
+	}
+	old = h.links[l.serverID]
+	h.links[l.serverID] = l
+	return old, nil
+}
+
+// unregister removes l if it is still the current link of its server, and
+// reports whether it was. Hold the server lock.
+func (h *Hub) unregister(l *link) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.links[l.serverID] != l {
+		return false
+	}
+	delete(h.links, l.serverID)
+	return true
+}
+
+// current reports whether l is the current link of its server.
+func (h *Hub) current(l *link) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.links[l.serverID] == l
+}
+
+var errHubClosed = errors.New("hub closed")

@@ -1,0 +1,367 @@
+package agenthub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/coder/websocket"
+)
+
+// link is one agent connection, from upgrade to close.
+type link struct {
+	h        *Hub
+	conn     *websocket.Conn
+	clientID string
+	serverID string // set by the hello
+	log      *slog.Logger
+
+	ctx    context.Context // done once the link is closing
+	cancel context.CancelFunc
+	ready  chan struct{} // closed once Welcome is sent; commands wait for it
+	seq    atomic.Uint64
+
+	closeOnce   sync.Once
+	closeErr    *agentproto.Error // sent before closing, if not nil
+	closeStatus websocket.StatusCode
+
+	pmu     sync.Mutex
+	pending map[string]chan *agentproto.Result // by command ID
+}
+
+func newLink(h *Hub, conn *websocket.Conn, clientID string, log *slog.Logger) *link {
+	ctx, cancel := context.WithCancel(h.ctx)
+	return &link{
+		h:        h,
+		conn:     conn,
+		clientID: clientID,
+		log:      log,
+		ctx:      ctx,
+		cancel:   cancel,
+		ready:    make(chan struct{}),
+		pending:  make(map[string]chan *agentproto.Result),
+	}
+}
+
+// close starts closing the link: the closer sends an Error with code (unless
+// empty), then closes the WebSocket with status. The first call wins.
+func (l *link) close(code, msg string, status websocket.StatusCode) {
+	var e *agentproto.Error
+	if code != "" {
+		e = &agentproto.Error{Code: code, Message: msg}
+	}
+	l.closeWith(e, status)
+}
+
+// closeWith is close with a full Error message (nil: none).
+func (l *link) closeWith(e *agentproto.Error, status websocket.StatusCode) {
+	l.closeOnce.Do(func() {
+		l.closeErr, l.closeStatus = e, status
+		l.cancel()
+	})
+}
+
+// refuse closes the link after sending e, as a policy violation.
+func (l *link) refuse(e *agentproto.Error) {
+	l.closeWith(e, websocket.StatusPolicyViolation)
+}
+
+// serve runs the link on the handler's goroutine: handshake, read loop,
+// teardown.
+func (l *link) serve() {
+	closerDone := make(chan struct{})
+	go func() { // the closer: the one place the connection is closed
+		defer close(closerDone)
+		<-l.ctx.Done()
+		l.close("", "", websocket.StatusGoingAway) // parent cancelled: pick a status
+		reason := ""
+		if l.closeErr != nil {
+			_ = l.send("", l.closeErr)
+			reason = l.closeErr.Code
+		}
+		_ = l.conn.Close(l.closeStatus, reason)
+	}()
+	defer func() {
+		l.close("", "", websocket.StatusNormalClosure)
+		<-closerDone
+	}()
+
+	if !l.handshake() {
+		return
+	}
+	l.readLoop()
+
+	// Teardown: only the current link of a server may report it gone.
+	l.h.lockServer(l.serverID)
+	defer l.h.unlockServer(l.serverID)
+	if l.h.unregister(l) {
+		l.failPending()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.h.ctx), 10*time.Second)
+		defer cancel()
+		l.h.svc.AgentDisconnected(ctx, l.serverID)
+		l.log.Info("agent disconnected")
+	} else {
+		l.failPending()
+		l.log.Info("agent link closed", "reason", "replaced or refused")
+	}
+}
+
+// handshake reads the Hello, hands it to the Service, registers the link and
+// sends the Welcome. It reports whether the link is up; if not, it has asked
+// for the link to close.
+func (l *link) handshake() bool {
+	h := l.h
+	rctx, cancel := context.WithTimeout(l.ctx, h.opts.HeartbeatTimeout)
+	typ, data, err := l.conn.Read(rctx)
+	cancel()
+	if err != nil {
+		l.log.Info("agent left before hello", "err", err)
+		l.close("", "", websocket.StatusNormalClosure)
+		return false
+	}
+	m, err := agentproto.Decode(data)
+	var ve *agentproto.VersionError
+	switch {
+	case errors.As(err, &ve):
+		l.log.Warn("agent refused: protocol version not supported", "version", ve.Version)
+		l.refuse(&agentproto.Error{Code: agentproto.CodeVersionUnsupported, Message: ve.Error(),
+			MinVersion: agentproto.MinProtocolVersion, MaxVersion: agentproto.ProtocolVersion})
+		return false
+	case err == nil && typ != websocket.MessageText:
+		err = errors.New("binary message")
+	case err == nil && m.Type != agentproto.TypeHello:
+		err = fmt.Errorf("first message is %s, want hello", m.Type)
+	}
+	if err != nil {
+		l.log.Warn("agent refused: bad hello", "err", err)
+		l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: err.Error()})
+		return false
+	}
+	hello := m.Body.(*agentproto.Hello)
+	l.serverID = hello.ServerID
+	l.log = l.log.With("server_id", l.serverID)
+
+	info := serverInfo(&hello.Host, hello.AgentVersion)
+	sessions := sessionReports(hello.Sessions)
+	if sessions == nil {
+		sessions = []broker.SessionReport{}
+	}
+	h.lockServer(l.serverID)
+	err = h.svc.AgentConnected(l.ctx, l.clientID, l.serverID, info, sessions)
+	var old *link
+	if err == nil {
+		old, err = h.register(l)
+		if err != nil { // the hub closed meanwhile: undo AgentConnected
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), 10*time.Second)
+			h.svc.AgentDisconnected(ctx, l.serverID)
+			cancel()
+		}
+	}
+	h.unlockServer(l.serverID)
+	switch {
+	case errors.Is(err, errHubClosed):
+		l.refuse(&agentproto.Error{Code: agentproto.CodeShuttingDown, Message: "broker shutting down"})
+		return false
+	case errors.Is(err, broker.ErrConflict):
+		l.log.Warn("agent refused: server id belongs to another agent client")
+		l.refuse(&agentproto.Error{Code: agentproto.CodeConflict, Message: "server id belongs to another agent client"})
+		return false
+	case err != nil:
+		l.log.Error("agent refused: cannot record it", "err", err)
+		l.refuse(&agentproto.Error{Code: agentproto.CodeInternal, Message: "broker cannot record the agent; try again later"})
+		return false
+	}
+	if old != nil {
+		old.log.Info("agent link replaced by a newer one")
+		old.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
+	}
+	welcome := &agentproto.Welcome{
+		ProtocolVersion:    min(hello.ProtocolVersion, agentproto.ProtocolVersion),
+		UpdateIntervalMS:   h.opts.UpdateInterval.Milliseconds(),
+		HeartbeatTimeoutMS: h.opts.HeartbeatTimeout.Milliseconds(),
+	}
+	if err := l.send("", welcome); err != nil {
+		l.close("", "", websocket.StatusGoingAway)
+		return true // registered: teardown reports it gone
+	}
+	close(l.ready)
+	l.log.Info("agent connected", "agent_version", hello.AgentVersion, "sessions", len(hello.Sessions))
+	return true
+}
+
+// readLoop reads agent messages until the link closes or the agent falls
+// silent for the heartbeat timeout.
+func (l *link) readLoop() {
+	for {
+		// Not bound to l.ctx: cancelling a read tears the connection down at once,
+		// and the closer wants to send a close frame first.
+		ctx, cancel := context.WithTimeout(context.Background(), l.h.opts.HeartbeatTimeout)
+		typ, data, err := l.conn.Read(ctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				l.log.Warn("agent silent past the heartbeat timeout", "timeout", l.h.opts.HeartbeatTimeout)
+			} else if l.ctx.Err() == nil {
+				l.log.Debug("agent link read failed", "err", err)
+			}
+			l.close("", "", websocket.StatusGoingAway)
+			return
+		}
+		m, err := agentproto.Decode(data)
+		if errors.Is(err, agentproto.ErrUnknownType) {
+			l.log.Debug("skipping unknown message", "type", m.Type)
+			continue
+		}
+		if err == nil && typ != websocket.MessageText {
+			err = errors.New("binary message")
+		}
+		if err != nil {
+			l.log.Warn("closing agent link: bad message", "err", err)
+			l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: err.Error()})
+			return
+		}
+		switch b := m.Body.(type) {
+		case *agentproto.Update:
+			if !l.update(m.ID, b) {
+				return
+			}
+		case *agentproto.Result:
+			l.deliver(m.ID, b)
+		case *agentproto.Error:
+			l.log.Info("agent closed the link", "code", b.Code, "message", b.Message)
+			l.close("", "", websocket.StatusNormalClosure)
+			return
+		default:
+			l.log.Warn("closing agent link: unexpected message", "type", m.Type)
+			l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: "unexpected " + m.Type})
+			return
+		}
+	}
+}
+
+// update records an Update and acks it. It reports whether the link goes on.
+func (l *link) update(id string, u *agentproto.Update) bool {
+	var info *broker.ServerInfo
+	if u.Host != nil {
+		si := serverInfo(u.Host, "")
+		info = &si
+	}
+	sessions := sessionReports(u.Sessions)
+	l.h.lockServer(l.serverID)
+	var err error
+	if l.h.current(l) {
+		err = l.h.svc.AgentUpdate(l.ctx, l.serverID, info, sessions)
+	} else {
+		err = errReplaced
+	}
+	l.h.unlockServer(l.serverID)
+	if errors.Is(err, errReplaced) {
+		l.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
+		return false
+	}
+	ack := &agentproto.Ack{}
+	if err != nil {
+		l.log.Error("cannot record agent update", "err", err)
+		ack.Error = "broker could not record the update"
+	}
+	if id == "" {
+		return true
+	}
+	if err := l.send(id, ack); err != nil {
+		l.close("", "", websocket.StatusGoingAway)
+		return false
+	}
+	return true
+}
+
+var errReplaced = errors.New("link replaced")
+
+// send encodes and writes one message. Writes are not bound to a caller's
+// context: cancelling a write midway tears the connection down.
+func (l *link) send(id string, body agentproto.Body) error {
+	data, err := agentproto.Encode(id, body)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	return l.conn.Write(ctx, websocket.MessageText, data)
+}
+
+// dispatch sends a command and waits for its result.
+func (l *link) dispatch(ctx context.Context, c *agentproto.Command) (*broker.Result, error) {
+	select {
+	case <-l.ready:
+	case <-l.ctx.Done():
+		return nil, broker.ErrAgentUnreachable
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		c.TimeoutMS = max(1, left.Milliseconds())
+	}
+	id := strconv.FormatUint(l.seq.Add(1), 10)
+	ch := make(chan *agentproto.Result, 1)
+	l.pmu.Lock()
+	if l.pending == nil { // failPending ran: the link is gone
+		l.pmu.Unlock()
+		return nil, broker.ErrAgentUnreachable
+	}
+	l.pending[id] = ch
+	l.pmu.Unlock()
+	defer func() {
+		l.pmu.Lock()
+		delete(l.pending, id)
+		l.pmu.Unlock()
+	}()
+
+	if err := l.send(id, c); err != nil {
+		l.close("", "", websocket.StatusGoingAway)
+		return nil, fmt.Errorf("send %s command: %w", c.Kind, broker.ErrAgentUnreachable)
+	}
+	select {
+	case r := <-ch:
+		return result(r)
+	case <-l.ctx.Done():
+		select {
+		case r := <-ch: // it came in just before the link closed
+			return result(r)
+		default:
+		}
+		return nil, broker.ErrAgentUnreachable
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// deliver hands a result to the dispatch waiting for it; late results (the
+// dispatch gave up) are dropped.
+func (l *link) deliver(id string, r *agentproto.Result) {
+	l.pmu.Lock()
+	ch := l.pending[id]
+	delete(l.pending, id)
+	l.pmu.Unlock()
+	if ch == nil {
+		l.log.Debug("dropping result of an abandoned command", "id", id)
+		return
+	}
+	ch <- r // buffered, one sender
+}
+
+// failPending makes later dispatches fail at once; waiting ones see l.ctx done.
+func (l *link) failPending() {
+	l.pmu.Lock()
+	l.pending = nil
+	l.pmu.Unlock()
+}

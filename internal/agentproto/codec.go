@@ -1,0 +1,259 @@
+package agentproto
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+)
+
+// ErrTooLarge means a message exceeds MaxMessageSize.
+var ErrTooLarge = errors.New("message exceeds size limit")
+
+// ErrUnknownType means a message has a type that this version does not know.
+// A receiver may log and skip such a message instead of closing the link.
+var ErrUnknownType = errors.New("unknown message type")
+
+// VersionError is returned by Decode for a Hello whose protocol version is
+// outside [MinProtocolVersion, ProtocolVersion].
+type VersionError struct{ Version int }
+
+func (e *VersionError) Error() string {
+	return fmt.Sprintf("protocol version %d not supported (want %d to %d)",
+		e.Version, MinProtocolVersion, ProtocolVersion)
+}
+
+// envelope is the wire frame of every message.
+type envelope struct {
+	Type string          `json:"type"`
+	ID   string          `json:"id,omitempty"`
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// Encode returns the wire form of a message with the given request ID. It returns
+// an error wrapping ErrTooLarge if the result exceeds MaxMessageSize.
+func Encode(id string, body Body) ([]byte, error) {
+	if body == nil {
+		return nil, errors.New("encode message: nil body")
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s body: %w", body.MessageType(), err)
+	}
+	data, err := json.Marshal(envelope{Type: body.MessageType(), ID: id, Body: raw})
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", body.MessageType(), err)
+	}
+	if len(data) > MaxMessageSize {
+		return nil, fmt.Errorf("encode %s (%d bytes): %w", body.MessageType(), len(data), ErrTooLarge)
+	}
+	return data, nil
+}
+
+// Decode parses and checks one message. It never panics on hostile input and
+// returns:
+//   - an error wrapping ErrTooLarge for data over MaxMessageSize;
+//   - an error wrapping ErrUnknownType (with Message.Type set) for a type this
+//     version does not know;
+//   - a *VersionError for a Hello outside the version window;
+//   - another error for anything malformed: bad JSON, missing or invalid fields.
+//
+// Unknown fields are ignored, so that additions within a protocol version do not
+// break older peers.
+func Decode(data []byte) (*Message, error) {
+	if len(data) > MaxMessageSize {
+		return nil, fmt.Errorf("decode message (%d bytes): %w", len(data), ErrTooLarge)
+	}
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("decode message: %w", err)
+	}
+	if env.Type == "" {
+		return nil, errors.New("decode message: missing type")
+	}
+	if len(env.ID) > MaxIDLength || !printable(env.ID) {
+		return nil, fmt.Errorf("decode %q: invalid id", clip(env.Type))
+	}
+	var body Body
+	switch env.Type {
+	case TypeHello:
+		v, err := helloVersion(env.Body)
+		if err != nil {
+			return nil, err
+		}
+		if !SupportedVersion(v) {
+			return nil, &VersionError{Version: v}
+		}
+		body = new(Hello)
+	case TypeWelcome:
+		body = new(Welcome)
+	case TypeUpdate:
+		body = new(Update)
+	case TypeAck:
+		body = new(Ack)
+	case TypeCommand:
+		body = new(Command)
+	case TypeResult:
+		body = new(Result)
+	case TypeError:
+		body = new(Error)
+	default:
+		return &Message{Type: clip(env.Type), ID: env.ID}, fmt.Errorf("decode %q: %w", clip(env.Type), ErrUnknownType)
+	}
+	if isNull(env.Body) {
+		if env.Type != TypeAck {
+			return nil, fmt.Errorf("decode %s: missing body", env.Type)
+		}
+	} else if err := json.Unmarshal(env.Body, body); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", env.Type, err)
+	}
+	if err := check(env.ID, body); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", env.Type, err)
+	}
+	return &Message{Type: env.Type, ID: env.ID, Body: body}, nil
+}
+
+// helloVersion reads only the protocol version of a hello body, whose name and
+// type never change, so that a peer of any version can be refused cleanly.
+func helloVersion(raw json.RawMessage) (int, error) {
+	var v struct {
+		ProtocolVersion *int `json:"protocol_version"`
+	}
+	if isNull(raw) {
+		return 0, errors.New("decode hello: missing body")
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, fmt.Errorf("decode hello: %w", err)
+	}
+	if v.ProtocolVersion == nil {
+		return 0, errors.New("decode hello: missing protocol_version")
+	}
+	return *v.ProtocolVersion, nil
+}
+
+// check validates the fields of a decoded body.
+func check(id string, body Body) error {
+	switch b := body.(type) {
+	case *Hello:
+		if !ValidID(b.ServerID) {
+			return errors.New("invalid server_id")
+		}
+		return checkSessions(b.Sessions)
+	case *Welcome:
+		if b.ProtocolVersion <= 0 {
+			return errors.New("invalid protocol_version")
+		}
+		if b.UpdateIntervalMS < 0 || b.HeartbeatTimeoutMS < 0 {
+			return errors.New("negative interval")
+		}
+	case *Update:
+		return checkSessions(b.Sessions)
+	case *Ack:
+		if id == "" {
+			return errors.New("missing id")
+		}
+	case *Command:
+		return checkCommand(id, b)
+	case *Result:
+		if id == "" {
+			return errors.New("missing id")
+		}
+		for _, im := range b.Images {
+			if im.Format != FormatPNG && im.Format != FormatJPEG {
+				return fmt.Errorf("invalid image format %q", clip(im.Format))
+			}
+		}
+	case *Error:
+		if b.Code == "" {
+			return errors.New("missing code")
+		}
+	}
+	return nil
+}
+
+func checkCommand(id string, c *Command) error {
+	if id == "" {
+		return errors.New("missing id")
+	}
+	if !ValidID(c.SessionID) {
+		return errors.New("invalid session_id")
+	}
+	if c.TimeoutMS < 0 {
+		return errors.New("negative timeout_ms")
+	}
+	switch c.Kind {
+	case KindCreate:
+		if c.Create == nil {
+			return errors.New("create command without create body")
+		}
+		if c.Create.MaxConcurrentClients < 0 {
+			return errors.New("negative max_concurrent_clients")
+		}
+	case KindDelete:
+	case KindPermissions:
+		if c.Permissions == nil {
+			return errors.New("permissions command without permissions body")
+		}
+	case KindScreenshot:
+		s := c.Screenshot
+		if s == nil {
+			return nil // defaults
+		}
+		if s.MaxWidth < 0 || s.MaxHeight < 0 || s.MaxWidth > MaxScreenshotSide || s.MaxHeight > MaxScreenshotSide {
+			return errors.New("screenshot size out of range")
+		}
+		if s.Format != "" && s.Format != FormatPNG && s.Format != FormatJPEG {
+			return fmt.Errorf("invalid screenshot format %q", clip(s.Format))
+		}
+	default:
+		return fmt.Errorf("unknown command kind %q", clip(c.Kind))
+	}
+	return nil
+}
+
+func checkSessions(ss []Session) error {
+	for i := range ss {
+		if !ValidID(ss[i].ID) {
+			return fmt.Errorf("session %d: invalid id", i)
+		}
+	}
+	return nil
+}
+
+// ValidID reports whether s is usable as a server, session or request ID on the
+// wire: 1 to MaxIDLength bytes of UTF-8 without control characters. Decode
+// rejects messages with other IDs, so senders filter with it. Drivers must still
+// check IDs against their own, stricter rules before using them in commands or
+// paths.
+func ValidID(s string) bool {
+	return s != "" && len(s) <= MaxIDLength && printable(s)
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
+}
+
+// clip shortens peer-supplied text that goes into error messages (always
+// through %q, so control characters stay escaped).
+func clip(s string) string {
+	const n = 64
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,44 @@
+// Package agentproto defines the messages that a berth broker and its agents
+// exchange over the agent WebSocket link (GET /agent/connect on the broker's agent
+// port), how they are encoded, and the protocol version window.
+//
+// Every message is one WebSocket text message holding one JSON envelope:
+//
+//	{"type": "update", "id": "17", "body": {...}}
+//
+// The agent opens the link and sends [Hello] first; the broker answers [Welcome]
+// (or a fatal [Error] and closes). Then the agent sends [Update] on every change
+// and at least once per update interval, the broker answers each with [Ack], and
+// the broker sends [Command] messages that the agent answers with [Result]
+// messages carrying the same id. docs/protocol.md describes the protocol for
+// people; this package is its definition.
+//
+// The package imports only the standard library, so both sides, and tools, can
+// use it.
+package agentproto
+
+// ProtocolVersion is the version of the protocol that this code speaks. It is a
+// single integer, bumped on every change to the messages or their meaning, and
+// exchanged in [Hello] and [Welcome].
+//
+// History (keep docs/protocol.md in step):
+//
+//   - 1 (2026-11-25): initial protocol: hello, welcome, update, ack, command
+//     (create, delete, permissions, screenshot), result, error.
+const ProtocolVersion = 1
+
+// MinProtocolVersion is the oldest agent protocol version a broker built from
+// this code accepts. Brokers refuse a Hello whose version is outside
+// [MinProtocolVersion, ProtocolVersion] with an [Error] of code
+// [CodeVersionUnsupported]; so upgrade brokers before agents.
+const MinProtocolVersion = 1
+
+// MaxMessageSize is the largest encoded message either side sends or accepts:
+// 32 MiB, so that a 4K PNG screenshot fits after base64. Set the WebSocket read
+// limit to it.
+const MaxMessageSize = 32 << 20
+
+// SupportedVersion reports whether v is inside [MinProtocolVersion, ProtocolVersion].
+func SupportedVersion(v int) bool {
+	return v >= MinProtocolVersion && v <= ProtocolVersion
+}
