@@ -34,7 +34,7 @@ type class struct {
 	// Hosts rejected by each static filter.
 	requirements, os, gl int
 
-	buckets []*bucket // non-empty, by ascending total
+	buckets []*bucket // by ascending total; pick removes the ones it empties
 }
 
 // bucket files the ranks of the hosts believed to have total sessions.
@@ -146,7 +146,15 @@ func (p *planner) fileAll(cl *class) {
 			n++
 		}
 	}
+	used := 0
+	for _, size := range sizes {
+		if size > 0 {
+			used++
+		}
+	}
 	bySlot := make([]*bucket, nslots)
+	store := make([]bucket, used)
+	cl.buckets = make([]*bucket, 0, used)
 	backing := make([]int32, n)
 	off := 0
 	for s, size := range sizes {
@@ -157,7 +165,8 @@ func (p *planner) fileAll(cl *class) {
 		if distinct != nil {
 			t = distinct[s]
 		}
-		b := &bucket{total: t, ranks: backing[off : off : off+size]}
+		b := &store[len(cl.buckets)]
+		*b = bucket{total: t, ranks: backing[off : off : off+size]}
 		off += size
 		bySlot[s] = b
 		cl.buckets = append(cl.buckets, b)

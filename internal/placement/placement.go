@@ -18,9 +18,18 @@
 //
 // Among the remaining hosts it picks the one with the fewest sessions
 // (including those assigned earlier in the same batch), then the lowest load
-// average, then the lowest stable hash of (host ID, owner), so that equal
-// hosts are not always filled in ID order. When no host remains, the decision
-// carries a *NoHostError that counts how many hosts each filter rejected.
+// average, then by a stable hash of (host ID, owner), so that equal hosts are
+// not always filled in ID order: host IDs and owners are hashed onto a ring,
+// and the owner gets the first tied host at or after its own position
+// (wrapping around). Different owners thus start at different hosts, and the
+// same snapshot and batch always give the same decisions. When no host
+// remains, the decision carries a *NoHostError that counts how many hosts
+// each filter rejected.
+//
+// Place evaluates each distinct requirements expression once per host, and
+// keeps the candidates of each (expression, session type, GL) combination
+// bucketed by session count, so that a request looks at a few hosts rather
+// than the whole fleet.
 package placement
 
 import "github.com/berth-dev/berth/internal/requirements"

@@ -567,6 +567,31 @@ func TestPlace_Fleet(t *testing.T) {
 	}
 }
 
+// TestPlace_Random compares many small random fleets, where ties, full
+// hosts and per-user limits are common, with the reference.
+func TestPlace_Random(t *testing.T) {
+	for seed := range uint64(300) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		shape := fleetShape{
+			hosts:      1 + rng.IntN(40),
+			reqs:       1 + rng.IntN(120),
+			loadLevels: 1 + rng.IntN(3),
+			maxVirtual: 1 + rng.IntN(4),
+			seed:       seed,
+		}
+		hosts, reqs := fleet(t, shape)
+		got := placement.Place(hosts, reqs)
+		want := reference(hosts, reqs)
+		for i := range reqs {
+			if got[i].HostID != want[i].HostID ||
+				(got[i].Err == nil) != (want[i].Err == nil) || got[i].Err != nil && *got[i].Err != *want[i].Err {
+				t.Fatalf("%+v request %d %+v: got %q %v, want %q %v",
+					shape, i, reqs[i], got[i].HostID, got[i].Err, want[i].HostID, want[i].Err)
+			}
+		}
+	}
+}
+
 // reference is a slow, obviously correct Place: it copies the hosts and
 // re-evaluates every filter for every request.
 func reference(in []placement.Host, reqs []placement.Request) []placement.Decision {

@@ -26,13 +26,31 @@ func FuzzParse(f *testing.F) {
 		if got := again.String(); got != canon {
 			t.Fatalf("String not stable: %q -> %q -> %q", src, canon, got)
 		}
-		// Matching must not panic either; an empty subject exercises the
-		// missing-value paths.
-		e.Match(empty{})
+		// The canonical form must mean the same, and matching must not
+		// panic: try subjects that lack everything, that echo the key
+		// (string comparisons) and that answer a number.
+		for _, s := range []echo{{}, {present: true}, {present: true, value: "5"}} {
+			if got, want := again.Match(s), e.Match(s); got != want {
+				t.Fatalf("%q matches %+v: %v, but its String %q: %v", src, s, want, canon, got)
+			}
+		}
 	})
 }
 
-type empty struct{}
+// echo is a Subject with every tag and property (when present), valued
+// value, or the key itself when value is empty.
+type echo struct {
+	present bool
+	value   string
+}
 
-func (empty) Tag(string) (string, bool)      { return "", false }
-func (empty) Property(string) (string, bool) { return "", false }
+func (s echo) Tag(key string) (string, bool) { return s.get(key) }
+
+func (s echo) Property(path string) (string, bool) { return s.get(path) }
+
+func (s echo) get(key string) (string, bool) {
+	if s.value != "" {
+		return s.value, s.present
+	}
+	return key, s.present
+}
