@@ -362,7 +362,7 @@ func testSetSoftwareStatementActive(t *testing.T, s oauth.Store) {
 		active bool
 		want   map[string]bool
 	}{
-		{"st-a", false, map[string]bool{"st-a": false, "st-b": true}},        // by ID
+		{"st-a", false, map[string]bool{"st-a": false, "st-b": true}},       // by ID
 		{b.Statement, false, map[string]bool{"st-a": false, "st-b": false}}, // by text
 		{a.Statement, true, map[string]bool{"st-a": true, "st-b": false}},
 		{"st-b", true, map[string]bool{"st-a": true, "st-b": true}},

@@ -1,0 +1,101 @@
+package sqlite_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/broker/storetest"
+	"github.com/berth-dev/berth/internal/sqlite"
+)
+
+// benchServers stores n servers s-00000... with the given limits.
+func benchServers(b *testing.B, s *sqlite.Store, n, maxVirtual, maxPerUser int) {
+	b.Helper()
+	for i := range n {
+		srv := storetest.NewServer(fmt.Sprintf("s-%05d", i), maxVirtual, maxPerUser,
+			map[string]string{"zone": fmt.Sprint(i % 10), "pool": "default"})
+		storetest.MustUpsertServers(b, s, srv)
+	}
+}
+
+// BenchmarkCommitPlacements commits batches of 1,000 new sessions spread over
+// 10,000 servers, as the broker's placement loop does. It reports placements/s.
+func BenchmarkCommitPlacements(b *testing.B) {
+	const servers, batch = 10_000, 1_000
+	s := MustOpen(b, tempPath(b))
+	benchServers(b, s, servers, 100, 20)
+	var n, full int
+	for b.Loop() {
+		ps := make([]broker.Placement, batch)
+		for i := range ps {
+			id := fmt.Sprintf("sess-%08d", n)
+			srv := fmt.Sprintf("s-%05d", (n*7919)%servers)
+			ps[i] = broker.Placement{
+				Session: storetest.NewSession(id, fmt.Sprintf("user-%04d", n%5000), broker.TypeVirtual, srv, broker.StateCreating),
+				Insert:  true,
+			}
+			n++
+		}
+		errs, err := s.CommitPlacements(b.Context(), ps)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, err := range errs {
+			if err != nil {
+				full++
+			}
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "placements/s")
+	if full > 0 {
+		b.Logf("%d of %d placements rejected", full, n)
+	}
+}
+
+// BenchmarkListSessionsOwnerPage reads one DescribeSessions page (Owner, AfterSeq,
+// Limit 101) out of 100,000 sessions of 100 owners.
+func BenchmarkListSessionsOwnerPage(b *testing.B) {
+	const total, owners, servers = 100_000, 100, 1_000
+	s := MustOpen(b, tempPath(b))
+	benchServers(b, s, servers, 0, 0)
+	for start := 0; start < total; start += 1000 {
+		ss := make([]*broker.Session, 1000)
+		for i := range ss {
+			n := start + i
+			ss[i] = storetest.NewSession(fmt.Sprintf("sess-%08d", n), fmt.Sprintf("user-%03d", n%owners),
+				broker.TypeVirtual, fmt.Sprintf("s-%05d", n%servers), broker.StateReady)
+		}
+		storetest.MustInsertSessions(b, s, ss...)
+	}
+	i := 0
+	for b.Loop() {
+		f := broker.SessionFilter{
+			Owner:    fmt.Sprintf("user-%03d", i%owners),
+			AfterSeq: int64((i * 7919) % (total / 2)),
+			Limit:    101,
+		}
+		ss, err := s.ListSessions(b.Context(), f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(ss) != 101 {
+			b.Fatalf("page of %d sessions, want 101", len(ss))
+		}
+		i++
+	}
+}
+
+// BenchmarkUpsertServer is an agent report that changes load but not tags.
+func BenchmarkUpsertServer(b *testing.B) {
+	s := MustOpen(b, tempPath(b))
+	benchServers(b, s, 1000, 0, 0)
+	i := 0
+	for b.Loop() {
+		srv := storetest.NewServer(fmt.Sprintf("s-%05d", i%1000), 0, 0,
+			map[string]string{"zone": fmt.Sprint(i % 1000 % 10), "pool": "default"})
+		srv.Info.Host.Load1 = float64(i)
+		storetest.MustUpsertServers(b, s, srv)
+		i++
+	}
+}

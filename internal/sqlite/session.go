@@ -1,0 +1,454 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/broker"
+)
+
+const (
+	// sessionCols are the columns scanSession reads, in order.
+	sessionCols = `seq, id, owner, name, type, server_id, state, substate, state_reason,
+		max_concurrent_clients, storage_root, creation_time, last_disconnection_time, num_connections,
+		updated_at, attempts, excluded, enqueued, enqueued_at, spec`
+
+	// sessionSet assigns every column but seq and id, with the arguments of
+	// sessionRow.args()[1:].
+	sessionSet = `owner = ?, name = ?, type = ?, server_id = ?, state = ?, substate = ?, state_reason = ?,
+		max_concurrent_clients = ?, storage_root = ?, creation_time = ?, last_disconnection_time = ?,
+		num_connections = ?, updated_at = ?, attempts = ?, excluded = ?, enqueued = ?, enqueued_at = ?, spec = ?`
+
+	insertSessionSQL = `INSERT INTO sessions (id, owner, name, type, server_id, state, substate, state_reason,
+		max_concurrent_clients, storage_root, creation_time, last_disconnection_time, num_connections,
+		updated_at, attempts, excluded, enqueued, enqueued_at, spec)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+	updateSessionSQL = `UPDATE sessions SET ` + sessionSet + ` WHERE seq = ?`
+	getSessionSQL    = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
+	findSessionSQL   = `SELECT seq FROM sessions WHERE id = ?`
+	deleteSessionSQL = `DELETE FROM sessions WHERE id = ?`
+
+	// capacitySQL returns the server's limits and its active sessions that count
+	// against a placement of owner ?1, leaving out the session with seq ?2 (the
+	// session being moved; 0 for a new one). No row: unknown server.
+	capacitySQL = `SELECT v.max_virtual_sessions, v.max_sessions_per_user,
+		coalesce(sum(s.type = 'VIRTUAL'), 0), coalesce(sum(s.owner = ?), 0), coalesce(sum(s.type = 'CONSOLE'), 0)
+		FROM servers v LEFT JOIN sessions s ON s.server_id = v.id AND s.state != 'DELETED' AND s.seq != ?
+		WHERE v.id = ? GROUP BY v.seq`
+)
+
+// sessionArgs returns the values of every column but seq, in insertSessionSQL
+// order (id first).
+func sessionArgs(ss *broker.Session) ([]any, error) {
+	spec, err := json.Marshal(ss.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("encode spec: %w", err)
+	}
+	excluded := []byte("[]")
+	if len(ss.Excluded) > 0 {
+		if excluded, err = json.Marshal(ss.Excluded); err != nil {
+			return nil, fmt.Errorf("encode excluded: %w", err)
+		}
+	}
+	return []any{
+		ss.ID, ss.Owner, ss.Name, ss.Type, ss.ServerID, ss.State, ss.Substate, ss.StateReason,
+		ss.MaxConcurrentClients, ss.StorageRoot, toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
+		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, string(excluded), boolInt(ss.Enqueued),
+		toMillis(ss.EnqueuedAt), string(spec),
+	}, nil
+}
+
+func scanSession(r rowScanner) (*broker.Session, error) {
+	var (
+		ss                                      broker.Session
+		creation, lastDisc, updated, enqueuedAt int64
+		excluded, spec                          []byte
+	)
+	if err := r.Scan(&ss.Seq, &ss.ID, &ss.Owner, &ss.Name, &ss.Type, &ss.ServerID, &ss.State, &ss.Substate,
+		&ss.StateReason, &ss.MaxConcurrentClients, &ss.StorageRoot, &creation, &lastDisc, &ss.NumOfConnections,
+		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec); err != nil {
+		return nil, err
+	}
+	if len(excluded) > 2 { // not "[]"
+		if err := json.Unmarshal(excluded, &ss.Excluded); err != nil {
+			return nil, fmt.Errorf("decode session %q excluded: %w", ss.ID, err)
+		}
+	}
+	if len(spec) > 2 { // not "{}"
+		if err := json.Unmarshal(spec, &ss.Spec); err != nil {
+			return nil, fmt.Errorf("decode session %q spec: %w", ss.ID, err)
+		}
+	}
+	ss.CreationTime, ss.LastDisconnectionTime = fromMillis(creation), fromMillis(lastDisc)
+	ss.UpdatedAt, ss.EnqueuedAt = fromMillis(updated), fromMillis(enqueuedAt)
+	return &ss, nil
+}
+
+// InsertSessions inserts new sessions in one transaction and assigns their Seq.
+// It returns broker.ErrConflict (and inserts none) if an ID exists.
+func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	seqs := make([]int64, len(ss))
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		ins, err := s.txStmt(ctx, tx, insertSessionSQL)
+		if err != nil {
+			return err
+		}
+		for i, sess := range ss {
+			if seqs[i], err = insertSession(ctx, ins, sess); err != nil {
+				return fmt.Errorf("session %q: %w", sess.ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("insert sessions: %w", err)
+	}
+	for i, sess := range ss {
+		sess.Seq = seqs[i]
+	}
+	return nil
+}
+
+// insertSession runs the prepared insertSessionSQL for ss and returns its Seq.
+// A duplicate ID gives broker.ErrConflict.
+func insertSession(ctx context.Context, ins *sql.Stmt, ss *broker.Session) (int64, error) {
+	args, err := sessionArgs(ss)
+	if err != nil {
+		return 0, err
+	}
+	res, err := ins.ExecContext(ctx, args...)
+	if isUnique(err) {
+		return 0, fmt.Errorf("session ID exists: %w", broker.ErrConflict)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// placementTx holds the statements of a CommitPlacements transaction.
+type placementTx struct {
+	capacity, find, insert, update *sql.Stmt
+}
+
+// itemError is a per-placement failure: the item is not written, the
+// transaction goes on.
+type itemError struct{ err error }
+
+func (e itemError) Error() string { return e.err.Error() }
+func (e itemError) Unwrap() error { return e.err }
+
+// CommitPlacements commits placements in one transaction. For each it re-checks
+// against the server's current active (not DELETED) sessions: VIRTUAL sessions
+// below max virtual sessions, the owner's sessions below max sessions per user
+// (0: unlimited) and, for a CONSOLE session, no other active CONSOLE session. A
+// placement that does not fit gets broker.ErrServerFull in the returned slice
+// (same order) and is not written; an unknown server, or an unknown session for
+// Insert=false, gives broker.ErrNotFound and an existing ID for Insert=true gives
+// broker.ErrConflict. Others are inserted (their Seq assigned) or have their row
+// rewritten. The second result is a failure of the whole transaction, in which
+// case nothing is written.
+func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]error, error) {
+	errs := make([]error, len(ps))
+	if len(ps) == 0 {
+		return errs, nil
+	}
+	seqs := make([]int64, len(ps))
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var p placementTx
+		var err error
+		if p.capacity, err = s.txStmt(ctx, tx, capacitySQL); err != nil {
+			return err
+		}
+		if p.find, err = s.txStmt(ctx, tx, findSessionSQL); err != nil {
+			return err
+		}
+		if p.insert, err = s.txStmt(ctx, tx, insertSessionSQL); err != nil {
+			return err
+		}
+		if p.update, err = s.txStmt(ctx, tx, updateSessionSQL); err != nil {
+			return err
+		}
+		for i, pl := range ps {
+			seqs[i], err = p.commit(ctx, pl)
+			var ie itemError
+			if errors.As(err, &ie) {
+				errs[i] = ie.err
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("placement %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("commit placements: %w", err)
+	}
+	for i, pl := range ps {
+		if errs[i] == nil && pl.Insert {
+			pl.Session.Seq = seqs[i]
+		}
+	}
+	return errs, nil
+}
+
+// commit checks and writes one placement and returns the session's Seq. A
+// failure of this item alone is an itemError.
+func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, error) {
+	ss := pl.Session
+	if ss == nil {
+		return 0, itemError{errors.New("placement without a session")}
+	}
+	var seq int64
+	if !pl.Insert {
+		err := p.find.QueryRowContext(ctx, ss.ID).Scan(&seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, itemError{fmt.Errorf("session %q: %w", ss.ID, broker.ErrNotFound)}
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	var maxVirtual, maxPerUser, virtual, owned, console int
+	err := p.capacity.QueryRowContext(ctx, ss.Owner, seq, ss.ServerID).Scan(&maxVirtual, &maxPerUser, &virtual, &owned, &console)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, itemError{fmt.Errorf("server %q: %w", ss.ServerID, broker.ErrNotFound)}
+	}
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case ss.Type == broker.TypeVirtual && maxVirtual > 0 && virtual >= maxVirtual:
+		return 0, itemError{fmt.Errorf("server %q has %d of %d virtual sessions: %w", ss.ServerID, virtual, maxVirtual, broker.ErrServerFull)}
+	case maxPerUser > 0 && owned >= maxPerUser:
+		return 0, itemError{fmt.Errorf("server %q has %d of %d sessions of %q: %w", ss.ServerID, owned, maxPerUser, ss.Owner, broker.ErrServerFull)}
+	case ss.Type == broker.TypeConsole && console > 0:
+		return 0, itemError{fmt.Errorf("server %q has a console session: %w", ss.ServerID, broker.ErrServerFull)}
+	}
+	if pl.Insert {
+		seq, err := insertSession(ctx, p.insert, ss)
+		if errors.Is(err, broker.ErrConflict) {
+			err = itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
+		}
+		return seq, err
+	}
+	args, err := sessionArgs(ss)
+	if err != nil {
+		return 0, itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
+	}
+	_, err = p.update.ExecContext(ctx, append(args[1:], seq)...)
+	return seq, err
+}
+
+// GetSession returns broker.ErrNotFound for an unknown ID.
+func (s *Store) GetSession(ctx context.Context, id string) (*broker.Session, error) {
+	ss, err := scanSession(s.queryRow(ctx, getSessionSQL, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = broker.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get session %q: %w", id, err)
+	}
+	return ss, nil
+}
+
+// ListSessions returns the sessions f selects, ordered by Seq.
+func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error) {
+	var b strings.Builder
+	b.WriteString(`SELECT ` + sessionCols + ` FROM sessions WHERE seq > ?`)
+	args := []any{f.AfterSeq}
+	if len(f.IDs) > 0 {
+		ids, _ := json.Marshal(f.IDs)
+		b.WriteString(` AND id IN (SELECT value FROM json_each(?))`)
+		args = append(args, string(ids))
+	}
+	if f.Owner != "" {
+		b.WriteString(` AND owner = ?`)
+		args = append(args, f.Owner)
+	}
+	if f.ServerID != "" {
+		b.WriteString(` AND server_id = ?`)
+		args = append(args, f.ServerID)
+	}
+	if f.Unplaced {
+		b.WriteString(` AND server_id = ''`)
+	}
+	if len(f.States) > 0 {
+		b.WriteString(` AND state IN (` + placeholders(len(f.States)) + `)`)
+		for _, st := range f.States {
+			args = append(args, st)
+		}
+	}
+	if len(f.Tags) > 0 {
+		keys := make([]string, 0, len(f.Tags))
+		for k := range f.Tags {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			b.WriteString(` AND EXISTS (SELECT 1 FROM server_tags t
+				WHERE t.server_id = sessions.server_id AND t.key = ? AND t.value = ?)`)
+			args = append(args, k, f.Tags[k])
+		}
+	}
+	b.WriteString(` ORDER BY seq`)
+	if f.Limit > 0 {
+		b.WriteString(` LIMIT ?`)
+		args = append(args, f.Limit)
+	}
+	rows, err := s.query(ctx, b.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []*broker.Session
+	for rows.Next() {
+		ss, err := scanSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		out = append(out, ss)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateSession reads the session, calls fn and writes the result back in one
+// write transaction. fn may return an error to abort; UpdateSession then returns
+// that error unchanged and writes nothing. fn cannot change the session's ID or
+// Seq, and it must not call the store (the writer is held while fn runs). It
+// returns broker.ErrNotFound for an unknown ID.
+func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Session) error) error {
+	var fnErr error
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
+		if errors.Is(err, sql.ErrNoRows) {
+			return broker.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		seq := ss.Seq
+		if fnErr = fn(ss); fnErr != nil {
+			return fnErr
+		}
+		args, err := sessionArgs(ss)
+		if err != nil {
+			return err
+		}
+		_, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...)
+		return err
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if err != nil {
+		return fmt.Errorf("update session %q: %w", id, err)
+	}
+	return nil
+}
+
+// DeleteSession removes the session row. It returns broker.ErrNotFound for an
+// unknown ID.
+func (s *Store) DeleteSession(ctx context.Context, id string) error {
+	res, err := s.exec(ctx, deleteSessionSQL, id)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			err = broker.ErrNotFound
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("delete session %q: %w", id, err)
+	}
+	return nil
+}
+
+// PurgeDeleted removes DELETED sessions whose UpdatedAt is before t and returns
+// how many it removed.
+func (s *Store) PurgeDeleted(ctx context.Context, before time.Time) (int, error) {
+	res, err := s.exec(ctx, `DELETE FROM sessions WHERE state = ? AND updated_at < ?`,
+		broker.StateDeleted, toMillis(before))
+	if err != nil {
+		return 0, fmt.Errorf("purge deleted sessions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("purge deleted sessions: %w", err)
+	}
+	return int(n), nil
+}
+
+// CountSessions returns the active (not DELETED) placed sessions per server.
+// Servers without active sessions are absent.
+func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, error) {
+	rows, err := s.query(ctx, `SELECT server_id, type, owner, count(*) FROM sessions
+		WHERE state != 'DELETED' AND server_id != '' GROUP BY server_id, type, owner`)
+	if err != nil {
+		return nil, fmt.Errorf("count sessions: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]broker.Counts)
+	for rows.Next() {
+		var (
+			server, typ, owner string
+			n                  int
+		)
+		if err := rows.Scan(&server, &typ, &owner, &n); err != nil {
+			return nil, fmt.Errorf("count sessions: %w", err)
+		}
+		c := out[server]
+		if c.ByOwner == nil {
+			c.ByOwner = make(map[string]int)
+		}
+		switch typ {
+		case broker.TypeVirtual:
+			c.Virtual += n
+		case broker.TypeConsole:
+			c.Console += n
+		}
+		c.ByOwner[owner] += n
+		out[server] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count sessions: %w", err)
+	}
+	return out, nil
+}
+
+// CountByState returns the number of sessions per state.
+func (s *Store) CountByState(ctx context.Context) (map[string]int, error) {
+	rows, err := s.query(ctx, `SELECT state, count(*) FROM sessions GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count sessions by state: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]int)
+	for rows.Next() {
+		var (
+			state string
+			n     int
+		)
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count sessions by state: %w", err)
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count sessions by state: %w", err)
+	}
+	return out, nil
+}

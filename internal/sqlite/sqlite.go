@@ -1,0 +1,450 @@
+// Package sqlite keeps the broker's state in a SQLite database file. Its Store
+// implements broker.Store and oauth.Store with hand-written SQL over
+// modernc.org/sqlite (pure Go, no cgo) and applies the embedded numbered
+// migrations in migrations/ when it opens the file.
+//
+// Writes go through one dedicated connection whose transactions start with
+// BEGIN IMMEDIATE, so concurrent goroutines queue in database/sql instead of
+// failing with SQLITE_BUSY; reads use a separate pool and, in WAL mode, are never
+// blocked by the writer. Another process (the admin CLI) may open the same file:
+// busy_timeout makes each side wait for the other's write lock.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	sqlitedrv "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/oauth"
+)
+
+// Interface guards.
+var (
+	_ broker.Store = (*Store)(nil)
+	_ oauth.Store  = (*Store)(nil)
+)
+
+// BusyTimeout is how long a connection waits for a lock held by another
+// connection or process before it fails with SQLITE_BUSY.
+const BusyTimeout = 10 * time.Second
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Store is a broker.Store and oauth.Store on one SQLite file. It is safe for
+// concurrent use. Create it with Open and release it with Close.
+type Store struct {
+	// Now returns the current time. The store uses it only where a caller leaves
+	// a time zero that must be set (a new server's CreatedAt, a signing key's
+	// CreatedAt). Open sets it to time.Now; replace it before first use.
+	Now func() time.Time
+
+	path string
+	w    *sql.DB // the single writer connection
+	r    *sql.DB // the read pool
+	ws   stmtCache
+	rs   stmtCache
+}
+
+// Open opens (creating it with mode 0600 if needed) the database file at path,
+// applies pending migrations and returns the store.
+func Open(ctx context.Context, path string) (*Store, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// Create the file ourselves so that it gets mode 0600; SQLite gives its -wal
+	// and -shm files the mode of the database file. O_EXCL means an existing file
+	// is never opened here: closing a descriptor of a database file that SQLite
+	// holds POSIX locks on would drop those locks.
+	f, err := os.OpenFile(abs, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	case errors.Is(err, fs.ErrExist):
+	default:
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	name := (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
+	busy := "_pragma=busy_timeout(" + strconv.FormatInt(BusyTimeout.Milliseconds(), 10) + ")"
+	// The page caches (cache_size, in KiB when negative) grow only as pages are
+	// read; SQLite's default of 2 MiB makes a large broker re-read index pages
+	// from the OS on every placement.
+	wdsn := name + "?" + busy + "&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_txlock=immediate"
+	rdsn := name + "?" + busy + "&_pragma=foreign_keys(1)&_pragma=query_only(1)&_pragma=cache_size(-16384)"
+
+	s := &Store{Now: time.Now, path: abs}
+	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	s.ws.db = s.w
+	if err := s.migrate(ctx); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	if err := s.ws.prepare(ctx, writeStmts...); err != nil {
+		s.ws.close()
+		s.w.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+
+	if s.r, err = sql.Open("sqlite", rdsn); err != nil {
+		s.w.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	s.r.SetMaxOpenConns(n)
+	s.r.SetMaxIdleConns(n)
+	s.r.SetConnMaxLifetime(0)
+	s.r.SetConnMaxIdleTime(0)
+	s.rs.db = s.r
+	if err := s.r.PingContext(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// Ping checks that both the writer and the read pool answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping store: %w", err)
+	}
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping store: %w", err)
+	}
+	return nil
+}
+
+// Close closes the read pool and the writer.
+func (s *Store) Close() error {
+	errs := []error{s.rs.close(), s.ws.close()}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// migration is one embedded migrations/NNNN_name.sql file.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations ordered by version.
+func migrations() ([]migration, error) {
+	ents, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range ents {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %q: name must start with a positive number and '_'", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("migrations %q and %q have the same version", ms[i-1].name, ms[i].name)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies the pending migrations in one transaction and records each in
+// schema_migrations. It refuses a database migrated by a newer version.
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("read migrations: %w", err)
+	}
+	return s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER PRIMARY KEY,
+			name       TEXT    NOT NULL,
+			applied_at INTEGER NOT NULL
+		)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		var cur int
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if n := len(ms); n > 0 && cur > ms[n-1].version {
+			return fmt.Errorf("database schema version %d is newer than this program knows (%d)", cur, ms[n-1].version)
+		}
+		for _, m := range ms {
+			if m.version <= cur {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.version, m.name, time.Now().UnixMilli()); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn in a write transaction (BEGIN IMMEDIATE on the single writer
+// connection) and commits it if fn returns nil. fn must not call other Store
+// methods: the writer connection is busy until write returns.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// maxCachedStmts bounds each statement cache; ListSessions builds one statement
+// per combination of filter fields, so the number of distinct queries is small.
+const maxCachedStmts = 128
+
+// writeStmts are the statements the writer prepares at Open: those that run
+// often. The writer's cache cannot prepare more later, as preparing needs its
+// only connection, which a transaction may hold.
+var writeStmts = []string{
+	getServerForUpsertSQL, insertServerSQL, updateServerSQL, deleteServerTagsSQL, setServerOpenSQL, setServerSeenSQL,
+	insertSessionSQL, updateSessionSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
+	getSettingSQL, insertSettingSQL,
+}
+
+// stmtCache keeps prepared statements by SQL text, so that frequent queries are
+// parsed and planned once per connection instead of on every call.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+	// frozen caches prepare nothing after prepare; get returns nil for others.
+	frozen bool
+}
+
+// prepare prepares qs and freezes the cache.
+func (c *stmtCache) prepare(ctx context.Context, qs ...string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]*sql.Stmt)
+	}
+	for _, q := range qs {
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		c.m[q] = st
+	}
+	c.frozen = true
+	return nil
+}
+
+// get returns the prepared statement for q, or nil (and no error) if the cache
+// is full or frozen and q must run unprepared.
+func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st, nil
+	}
+	if c.frozen || len(c.m) >= maxCachedStmts {
+		return nil, nil
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil {
+		c.m = make(map[string]*sql.Stmt)
+	}
+	c.m[q] = st
+	return st, nil
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
+}
+
+// query runs a read query on the read pool.
+func (s *Store) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	st, err := s.rs.get(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return s.r.QueryContext(ctx, q, args...)
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+// queryRow runs a one-row read query on the read pool.
+func (s *Store) queryRow(ctx context.Context, q string, args ...any) rowScanner {
+	st, err := s.rs.get(ctx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	if st == nil {
+		return s.r.QueryRowContext(ctx, q, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// exec runs a statement on the writer outside an explicit transaction.
+func (s *Store) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	st, err := s.ws.get(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return s.w.ExecContext(ctx, q, args...)
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// txStmt returns q prepared for tx (a transaction of the writer), reusing the
+// writer's cached statement.
+func (s *Store) txStmt(ctx context.Context, tx *sql.Tx, q string) (*sql.Stmt, error) {
+	st, err := s.ws.get(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return tx.PrepareContext(ctx, q)
+	}
+	return tx.StmtContext(ctx, st), nil
+}
+
+// txExec runs q in tx with a cached statement.
+func (s *Store) txExec(ctx context.Context, tx *sql.Tx, q string, args ...any) (sql.Result, error) {
+	st, err := s.txStmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// txQueryRow runs a one-row query in tx with a cached statement.
+func (s *Store) txQueryRow(ctx context.Context, tx *sql.Tx, q string, args ...any) rowScanner {
+	st, err := s.txStmt(ctx, tx, q)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface{ Scan(dest ...any) error }
+
+// errRow is a rowScanner whose query could not be prepared.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// now returns s.Now() in UTC, truncated to the stored precision.
+func (s *Store) now() time.Time {
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	return fromMillis(toMillis(now()))
+}
+
+// toMillis converts t to unix milliseconds; the zero time is 0.
+func toMillis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// fromMillis converts unix milliseconds to a UTC time; 0 is the zero time.
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint violation.
+func isUnique(err error) bool {
+	var e *sqlitedrv.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return true
+	}
+	return false
+}
+
+// placeholders returns "?, ?, ?" with n marks.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// boolInt stores a bool as 0 or 1.
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
