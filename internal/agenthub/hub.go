@@ -173,7 +173,8 @@ func (h *Hub) Close() error {
 // waits for the result until ctx is done. The deadline of ctx travels with the
 // command. It returns broker.ErrAgentUnreachable when the server has no link or
 // the link fails before the result, a *broker.CommandError when the agent
-// reports a failure, or ctx.Err().
+// reports a failure, or ctx.Err(); a failure that arrives once ctx's deadline
+// has passed is reported as context.DeadlineExceeded.
 func (h *Hub) Dispatch(ctx context.Context, serverID string, cmd broker.Command) (*broker.Result, error) {
 	c, err := commandBody(cmd)
 	if err != nil {

@@ -508,6 +508,9 @@ func TestHub_Dispatch_Concurrent(t *testing.T) {
 }
 
 func TestHub_Screenshot4K(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encodes a 4K PNG of several MB")
+	}
 	e := mustStartHub(t, agenthub.Options{}, nil)
 	d := sim.New()
 	d.ScreenWidth, d.ScreenHeight, d.Noise = 3840, 2160, true

@@ -332,6 +332,16 @@ func (l *link) dispatch(ctx context.Context, c *agentproto.Command) (*broker.Res
 	}
 	select {
 	case r := <-ch:
+		if !r.OK {
+			// The agent may have given up because the deadline passed: say so
+			// the way the caller's context does.
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if pastDeadline(ctx) {
+				return nil, context.DeadlineExceeded
+			}
+		}
 		return result(r)
 	case <-l.ctx.Done():
 		select {
@@ -343,6 +353,13 @@ func (l *link) dispatch(ctx context.Context, c *agentproto.Command) (*broker.Res
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// pastDeadline reports whether ctx's deadline has passed, even if its timer has
+// not fired yet.
+func pastDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // deliver hands a result to the dispatch waiting for it; late results (the
