@@ -51,8 +51,9 @@ var migrationFS embed.FS
 // concurrent use. Create it with Open and release it with Close.
 type Store struct {
 	// Now returns the current time. The store uses it only where a caller leaves
-	// a time zero that must be set (a new server's CreatedAt, a signing key's
-	// CreatedAt). Open sets it to time.Now; replace it before first use.
+	// a time zero that must be set: the CreatedAt of a new server, client or
+	// signing key and the IssuedAt of a software statement. Open sets it to
+	// time.Now; replace it before first use.
 	Now func() time.Time
 
 	path string
@@ -60,6 +61,9 @@ type Store struct {
 	r    *sql.DB // the read pool
 	ws   stmtCache
 	rs   stmtCache
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open opens (creating it with mode 0600 if needed) the database file at path,
@@ -88,9 +92,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	busy := "_pragma=busy_timeout(" + strconv.FormatInt(BusyTimeout.Milliseconds(), 10) + ")"
 	// The page caches (cache_size, in KiB when negative) grow only as pages are
 	// read; SQLite's default of 2 MiB makes a large broker re-read index pages
-	// from the OS on every placement.
+	// from the OS on every placement. journal_size_limit truncates the WAL to
+	// 64 MiB after a checkpoint.
 	wdsn := name + "?" + busy + "&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_txlock=immediate"
+		"&_pragma=synchronous(NORMAL)&_pragma=cache_size(-32768)&_pragma=journal_size_limit(67108864)" +
+		"&_txlock=immediate"
 	rdsn := name + "?" + busy + "&_pragma=foreign_keys(1)&_pragma=query_only(1)&_pragma=cache_size(-16384)"
 
 	s := &Store{Now: time.Now, path: abs}
@@ -102,31 +108,40 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	s.w.SetConnMaxLifetime(0)
 	s.w.SetConnMaxIdleTime(0)
 	s.ws.db = s.w
-	if err := s.migrate(ctx); err != nil {
-		s.w.Close()
+	if err := s.open(ctx, rdsn); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// open migrates the database, prepares the writer's statements and opens the
+// read pool on rdsn.
+func (s *Store) open(ctx context.Context, rdsn string) error {
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	// Refresh the planner's statistics where they are stale (cheap; what SQLite
+	// recommends on opening a long-lived connection), so that the read
+	// connections opened below plan with them.
+	if _, err := s.w.ExecContext(ctx, `PRAGMA optimize=0x10002`); err != nil {
+		return fmt.Errorf("optimize: %w", err)
 	}
 	if err := s.ws.prepare(ctx, writeStmts...); err != nil {
-		s.ws.close()
-		s.w.Close()
-		return nil, fmt.Errorf("open store %s: %w", abs, err)
+		return err
 	}
-
-	if s.r, err = sql.Open("sqlite", rdsn); err != nil {
-		s.w.Close()
-		return nil, fmt.Errorf("open store: %w", err)
+	r, err := sql.Open("sqlite", rdsn)
+	if err != nil {
+		return err
 	}
+	s.r = r
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.r.SetMaxOpenConns(n)
 	s.r.SetMaxIdleConns(n)
 	s.r.SetConnMaxLifetime(0)
 	s.r.SetConnMaxIdleTime(0)
 	s.rs.db = s.r
-	if err := s.r.PingContext(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("open store %s: %w", abs, err)
-	}
-	return s, nil
+	return s.r.PingContext(ctx)
 }
 
 // Path returns the absolute path of the database file.
@@ -143,9 +158,21 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the read pool and the writer.
+// Close refreshes the planner's statistics if they are stale and closes the
+// read pool and the writer. Later calls return the first call's result.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
 	errs := []error{s.rs.close(), s.ws.close()}
+	if s.w != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := s.w.ExecContext(ctx, `PRAGMA optimize`)
+		cancel()
+		errs = append(errs, err)
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}

@@ -149,6 +149,19 @@ func testListSessions(t *testing.T, s broker.Store) {
 	if d := cmp.Diff([]string{"4"}, ids(got)); d != "" {
 		t.Errorf("ListSessions of alice after the 3rd Seq, limit 1 (-want +got):\n%s", d)
 	}
+	// The placement queue, page by page.
+	got = MustListSessions(t, s, broker.SessionFilter{Unplaced: true, Limit: 1})
+	if d := cmp.Diff([]string{"4"}, ids(got)); d != "" {
+		t.Errorf("first unplaced session (-want +got):\n%s", d)
+	}
+	got = MustListSessions(t, s, broker.SessionFilter{Unplaced: true, AfterSeq: got[0].Seq, Limit: 1})
+	if d := cmp.Diff([]string{"7"}, ids(got)); d != "" {
+		t.Errorf("second unplaced session (-want +got):\n%s", d)
+	}
+	got = MustListSessions(t, s, broker.SessionFilter{Unplaced: true, AfterSeq: got[0].Seq})
+	if len(got) != 0 {
+		t.Errorf("unplaced sessions after the last = %v", ids(got))
+	}
 }
 
 func testListSessionsPagination(t *testing.T, s broker.Store) {
