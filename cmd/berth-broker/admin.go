@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/oauth"
+)
+
+// adminCommand is one `berth-broker COMMAND` that works on the broker's store.
+type adminCommand struct {
+	name    string
+	summary string
+	// flags are the command's own options (beyond --config).
+	flags   func(fs *flag.FlagSet) func() []string
+	example string
+	run     func(ctx context.Context, m *Main, args []string, out io.Writer) error
+}
+
+func adminCommands() []adminCommand {
+	return []adminCommand{
+		{name: "register-api-client", summary: "register an API client and print its credentials",
+			flags: stringFlag("client-name", "name of the client (required)"), example: "berth-broker register-api-client --client-name portal",
+			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
+				if a[0] == "" {
+					return usageError("--client-name is required")
+				}
+				id, secret, err := m.auth.RegisterClient(ctx, oauth.KindAPI, a[0])
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "client-id: %s\nclient-password: %s\n", id, secret)
+				return nil
+			}},
+		{name: "describe-api-clients", summary: "list API clients", example: "berth-broker describe-api-clients",
+			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
+				return describeClients(ctx, m, oauth.KindAPI, "Api clients", out)
+			}},
+		{name: "unregister-api-client", summary: "deactivate an API client (its tokens stop working)",
+			flags: stringFlag("client-id", "ID of the client (required)"), example: "berth-broker unregister-api-client --client-id ID",
+			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
+				if err := deactivateClient(ctx, m, oauth.KindAPI, a[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "Client %s unregistered.\n", a[0])
+				return nil
+			}},
+		{name: "renew-auth-server-api-key", summary: "rotate the token signing key (tokens signed before stay valid until they expire)",
+			example: "berth-broker renew-auth-server-api-key",
+			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
+				if err := m.auth.RotateKey(ctx); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "Keys renewed.")
+				return nil
+			}},
+		{name: "generate-software-statement", summary: "create a software statement that agents register with",
+			example: "berth-broker generate-software-statement",
+			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
+				st, err := m.auth.GenerateSoftwareStatement(ctx, version)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "software-statement: %s\n", st.Statement)
+				return nil
+			}},
+		{name: "describe-software-statements", summary: "list software statements", example: "berth-broker describe-software-statements",
+			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
+				list, err := m.store.SoftwareStatements(ctx)
+				if err != nil {
+					return err
+				}
+				type row struct {
+					Statement string `json:"software-statement"`
+					IssuedAt  string `json:"issued-at"`
+					Active    string `json:"is-active"`
+				}
+				rows := []row{}
+				for _, s := range list {
+					rows = append(rows, row{s.Statement, s.IssuedAt.UTC().Format("2006.01.02 15:04:05 -0700"), fmt.Sprint(s.Active)})
+				}
+				return printJSON(out, "Software Statements", rows)
+			}},
+		{name: "deactivate-software-statement", summary: "stop a software statement from registering new agents",
+			flags: stringFlag("software-statement", "the statement text (required)"), example: "berth-broker deactivate-software-statement --software-statement STATEMENT",
+			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
+				if a[0] == "" {
+					return usageError("--software-statement is required")
+				}
+				if err := m.store.SetSoftwareStatementActive(ctx, a[0], false); err != nil {
+					if errors.Is(err, oauth.ErrNotFound) {
+						return fmt.Errorf("software statement not found: check it with describe-software-statements")
+					}
+					return err
+				}
+				fmt.Fprintf(out, "Software statement %s deactivated\n", a[0])
+				return nil
+			}},
+		{name: "describe-agent-clients", summary: "list registered agents", example: "berth-broker describe-agent-clients",
+			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
+				return describeClients(ctx, m, oauth.KindAgent, "Session manager agent clients", out)
+			}},
+		{name: "unregister-agent-client", summary: "deactivate an agent client (the agent is refused from then on)",
+			flags: stringFlag("client-id", "ID of the agent client (required)"), example: "berth-broker unregister-agent-client --client-id ID",
+			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
+				if err := deactivateClient(ctx, m, oauth.KindAgent, a[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "agent client %s unregistered\n", a[0])
+				return nil
+			}},
+	}
+}
+
+func adminUsage() string {
+	var b strings.Builder
+	for _, c := range adminCommands() {
+		fmt.Fprintf(&b, "  %-30s %s\n", c.name, c.summary)
+	}
+	return b.String()
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func stringFlag(name, help string) func(fs *flag.FlagSet) func() []string {
+	return func(fs *flag.FlagSet) func() []string {
+		v := fs.String(name, "", help)
+		return func() []string { return []string{*v} }
+	}
+}
+
+func describeClients(ctx context.Context, m *Main, kind, title string, out io.Writer) error {
+	list, err := m.store.ListClients(ctx, kind)
+	if err != nil {
+		return err
+	}
+	type row struct {
+		Name   string `json:"name"`
+		ID     string `json:"id"`
+		Active bool   `json:"active"`
+	}
+	rows := []row{}
+	for _, c := range list {
+		rows = append(rows, row{c.Name, c.ID, c.Active})
+	}
+	return printJSON(out, title, rows)
+}
+
+func deactivateClient(ctx context.Context, m *Main, kind, id string) error {
+	if id == "" {
+		return usageError("--client-id is required")
+	}
+	c, err := m.store.GetClient(ctx, id)
+	if err != nil || c.Kind != kind {
+		return fmt.Errorf("client %q not found: list clients with describe-%s-clients", id, kind)
+	}
+	return m.store.SetClientActive(ctx, id, false)
+}
+
+func printJSON(out io.Writer, title string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s\n%s\n", title, b)
+	return nil
+}
+
+// runAdmin runs one admin command against the configured store.
+func runAdmin(ctx context.Context, cmd adminCommand, args []string, stdout, stderr io.Writer) error {
+	m := NewMain()
+	m.Stderr = stderr
+	fs := flag.NewFlagSet("berth-broker "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&m.ConfigPath, "config", m.ConfigPath, "broker properties `file`")
+	get := func() []string { return nil }
+	if cmd.flags != nil {
+		get = cmd.flags(fs)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: berth-broker %s [options]\n\n%s.\n\nOptions:\n", cmd.name, cmd.summary)
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nExample:\n  %s\n", cmd.example)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitError{0}
+		}
+		return exitError{2}
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if err := m.loadConfig(); err != nil {
+		return err
+	}
+	m.Logger = newLogger("warn", "text", os.Stderr)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	defer m.store.Close()
+	if err := m.auth.EnsureKey(ctx); err != nil {
+		return err
+	}
+	return cmd.run(ctx, m, get(), stdout)
+}
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if args[0] == "help" {
+			args = []string{"--help"}
+		} else {
+			for _, c := range adminCommands() {
+				if c.name == args[0] {
+					return exitCode(runAdmin(ctx, c, args[1:], stdout, stderr), stderr)
+				}
+			}
+			fmt.Fprintf(stderr, "berth-broker: unknown command %q; run berth-broker --help for the list\n", args[0])
+			return 2
+		}
+	}
+	m := NewMain()
+	m.Stderr = stderr
+	if err := m.ParseFlags(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitCode(err, stderr)
+	}
+	if err := m.Run(ctx); err != nil {
+		return exitCode(err, stderr)
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	if err := m.Close(); err != nil {
+		fmt.Fprintf(stderr, "berth-broker: close: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func exitCode(err error, stderr io.Writer) int {
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "berth-broker: %v (see --help)\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "berth-broker: %v\n", err)
+		return 1
+	}
+}

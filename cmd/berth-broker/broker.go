@@ -1,0 +1,373 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agenthub"
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/sqlite"
+)
+
+// defaultConfigPath is where the packaged broker keeps its properties file.
+const defaultConfigPath = "/etc/berth/broker.properties"
+
+// SoftwareStatementFile is the file, in the working path, that holds the initial
+// software statement for local agents.
+const SoftwareStatementFile = "agent-software-statement"
+
+// Main is the broker process: tests run it in-process exactly as main does.
+type Main struct {
+	Config     Config
+	ConfigPath string
+	Logger     *slog.Logger
+	// Stderr receives config warnings before the logger exists.
+	Stderr io.Writer
+
+	store    *sqlite.Store
+	auth     *oauth.Authority
+	svc      *broker.Service
+	hub      *agenthub.Hub
+	ca       *pki.CA
+	servers  []*http.Server
+	clientLn net.Listener
+	agentLn  net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	return &Main{Config: DefaultConfig(), ConfigPath: defaultConfigPath, Stderr: os.Stderr}
+}
+
+// ParseFlags reads --config and loads the file.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("berth-broker", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.StringVar(&m.ConfigPath, "config", m.ConfigPath, "broker properties `file`")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(m.Stderr, `Usage: berth-broker [--config FILE]
+       berth-broker COMMAND [--config FILE] [options]
+
+Runs the berth Session Manager broker (client API on
+client-to-broker-connector-https-port, agents on agent-to-broker-connector-https-port).
+
+Admin commands (run on the broker host; they use the broker's store directly):
+%s
+Options:
+`, adminUsage())
+		fs.PrintDefaults()
+		fmt.Fprintf(m.Stderr, "\nExample:\n  berth-broker --config /etc/berth/broker.properties\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(m.Stderr, "berth-broker", version)
+		return exitError{0}
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see berth-broker --help)", fs.Arg(0))
+	}
+	return m.loadConfig()
+}
+
+func (m *Main) loadConfig() error {
+	cfg, err := LoadConfig(m.ConfigPath, func(key, msg string) {
+		fmt.Fprintf(m.Stderr, "berth-broker: warning: %s: %s\n", key, msg)
+	})
+	if err != nil {
+		return err
+	}
+	m.Config = cfg
+	return nil
+}
+
+// openStore opens the configured store and the token authority on it.
+func (m *Main) openStore(ctx context.Context) error {
+	c := &m.Config
+	if err := os.MkdirAll(c.WorkingPath, 0o700); err != nil {
+		return fmt.Errorf("create working path: %w", err)
+	}
+	switch c.PersistenceDB {
+	case "", "sqlite":
+		path := c.PersistenceDSN
+		if path == "" {
+			path = filepath.Join(c.WorkingPath, "berth.db")
+		}
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		m.store = st
+	default:
+		return fmt.Errorf("persistence-db: %q is not supported by this build (use sqlite)", c.PersistenceDB)
+	}
+	m.auth = oauth.New(m.store, "berth-broker")
+	m.auth.AccessTokenTTL = c.AccessTokenDuration
+	m.auth.ConnectionTokenTTL = c.ConnectTokenDuration
+	if m.Logger != nil {
+		m.auth.Logger = m.Logger
+	}
+	return nil
+}
+
+// Run starts the broker and returns once it listens; Close stops it.
+func (m *Main) Run(ctx context.Context) (err error) {
+	if m.Logger == nil {
+		m.Logger = newLogger(m.Config.LogLevel, m.Config.LogFormat, os.Stderr)
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	c := &m.Config
+	if err := m.openStore(ctx); err != nil {
+		return err
+	}
+	if err := m.auth.EnsureKey(ctx); err != nil {
+		return fmt.Errorf("signing key: %w", err)
+	}
+	if err := m.ensureSoftwareStatement(ctx); err != nil {
+		return err
+	}
+	ca, err := pki.LoadOrCreateCA(c.WorkingPath)
+	if err != nil {
+		return fmt.Errorf("certificate authority: %w", err)
+	}
+	m.ca = ca
+	clientCert, err := m.certificate(c.ClientCertFile, c.ClientKeyFile)
+	if err != nil {
+		return err
+	}
+	agentCert, err := m.certificate(c.AgentCertFile, c.AgentKeyFile)
+	if err != nil {
+		return err
+	}
+
+	brokerID := c.BrokerID
+	if brokerID == "" {
+		brokerID, _ = os.Hostname()
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	disp := &hubDispatcher{}
+	svc, err := broker.New(ctx, m.store, disp, m.auth, broker.Config{
+		BrokerID:               brokerID,
+		QueueMaxSize:           c.QueueMaxSize,
+		QueueMaxTime:           c.QueueMaxTime,
+		Retries:                retries(c.Retries),
+		DeletedRetention:       c.DeleteSessionDuration,
+		UnreachableServerTTL:   c.UnreachableServerTimeout,
+		UnreachableSessionsTTL: c.UnreachableSessionsTimeout,
+		HeartbeatTimeout:       c.AgentHeartbeatTimeout,
+		ScreenshotMaxWidth:     c.ScreenshotMaxWidth,
+		ScreenshotMaxHeight:    c.ScreenshotMaxHeight,
+		ScreenshotFormat:       c.ScreenshotFormat,
+		AutorunMaxArgs:         c.AutorunMaxArgs,
+		AutorunMaxArgLength:    c.AutorunMaxArgLength,
+	}, m.Logger)
+	if err != nil {
+		return fmt.Errorf("start broker: %w", err)
+	}
+	m.svc = svc
+	m.hub = agenthub.New(svc, agentAuth{m.auth}, agenthub.Options{
+		RequireAuth:      c.EnableAgentAuthorization,
+		HeartbeatTimeout: c.AgentHeartbeatTimeout,
+		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
+		Logger:           m.Logger,
+	})
+	disp.hub = m.hub
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		_ = svc.Run(runCtx)
+	}()
+
+	apiSrv := &httpapi.Server{Service: svc, Health: m.store, Logger: m.Logger}
+	if c.EnableAuthorization {
+		apiSrv.Verifier = m.auth
+	}
+	if c.EnableAuthorizationServer {
+		apiSrv.TokenHandler = m.auth.TokenHandler()
+		apiSrv.JWKSHandler = m.auth.JWKSHandler()
+	}
+	if c.EnableAPIYAML {
+		apiSrv.Spec = api.OpenAPIDocument
+	}
+	agentMux := http.NewServeMux()
+	agentMux.Handle("/agent/connect", m.hub.Handler())
+	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
+	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
+	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
+
+	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, clientCert); err != nil {
+		return fmt.Errorf("client-to-broker-connector: %w", err)
+	}
+	if m.agentLn, err = listenTLS(c.AgentBindHost, c.AgentPort, agentCert); err != nil {
+		return fmt.Errorf("agent-to-broker-connector: %w", err)
+	}
+	m.serve(m.clientLn, apiSrv.Handler())
+	m.serve(m.agentLn, agentMux)
+	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
+		"agent_addr", m.agentLn.Addr().String(), "working_path", c.WorkingPath, "broker_id", brokerID)
+	return nil
+}
+
+func retries(n int) int {
+	if n == 0 {
+		return -1 // broker.Config: 0 means default, -1 none
+	}
+	return n
+}
+
+func (m *Main) serve(ln net.Listener, h http.Handler) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug),
+	}
+	m.servers = append(m.servers, srv)
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error("listener stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+}
+
+func listenTLS(host string, port int, cert tls.Certificate) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
+}
+
+// certificate loads the configured certificate or issues one from the broker CA.
+func (m *Main) certificate(certFile, keyFile string) (tls.Certificate, error) {
+	if certFile != "" {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return c, fmt.Errorf("load certificate %s: %w", certFile, err)
+		}
+		return c, nil
+	}
+	return pki.LoadOrIssue(m.Config.WorkingPath, "broker", m.ca, pki.HostNames())
+}
+
+// ensureSoftwareStatement writes the initial software statement into the working
+// path on first start, so local agents register with no manual step.
+func (m *Main) ensureSoftwareStatement(ctx context.Context) error {
+	path := filepath.Join(m.Config.WorkingPath, SoftwareStatementFile)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	list, err := m.store.SoftwareStatements(ctx)
+	if err != nil {
+		return err
+	}
+	var st *oauth.SoftwareStatement
+	for _, s := range list {
+		if s.Active {
+			st = s
+			break
+		}
+	}
+	if st == nil {
+		if st, err = m.auth.GenerateSoftwareStatement(ctx, version); err != nil {
+			return fmt.Errorf("generate software statement: %w", err)
+		}
+	}
+	if err := os.WriteFile(path, []byte(st.Statement+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write software statement: %w", err)
+	}
+	return nil
+}
+
+// ClientAddr is the client API listener's address.
+func (m *Main) ClientAddr() string { return m.clientLn.Addr().String() }
+
+// AgentAddr is the agent listener's address.
+func (m *Main) AgentAddr() string { return m.agentLn.Addr().String() }
+
+// Service returns the broker core (for in-process tests and benchmarks).
+func (m *Main) Service() *broker.Service { return m.svc }
+
+// Close stops listeners, agent links and background work, then closes the store.
+func (m *Main) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range m.servers {
+		_ = s.Shutdown(ctx)
+	}
+	if m.hub != nil {
+		_ = m.hub.Close()
+	}
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.wg.Wait()
+	if m.store != nil {
+		return m.store.Close()
+	}
+	return nil
+}
+
+// agentAuth adapts the token authority to the hub's authenticator.
+type agentAuth struct{ a *oauth.Authority }
+
+func (x agentAuth) AuthenticateAgent(ctx context.Context, id, secret string) (string, error) {
+	c, err := x.a.Authenticate(ctx, oauth.KindAgent, id, secret)
+	if err != nil {
+		return "", err
+	}
+	return c.ID, nil
+}
+
+// newLogger builds the process logger: JSON unless stderr is a terminal (auto).
+func newLogger(level, format string, w *os.File) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "text" || (format != "json" && isTerminal(w)) {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// hubDispatcher lets the broker core and the hub, which need each other, be
+// built one after the other.
+type hubDispatcher struct{ hub *agenthub.Hub }
+
+func (d *hubDispatcher) Dispatch(ctx context.Context, serverID string, cmd broker.Command) (*broker.Result, error) {
+	return d.hub.Dispatch(ctx, serverID, cmd)
+}
