@@ -268,7 +268,7 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 		}
 		return false, fmt.Errorf("dial: %w", err)
 	}
-	l := &link{r: r, conn: conn, ep: ep, log: r.log.With("broker", ep.name)}
+	l := &link{r: r, conn: conn, log: r.log.With("broker", ep.name), failed: make(chan struct{})}
 	return l.serve(ctx)
 }
 

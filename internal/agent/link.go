@@ -26,21 +26,21 @@ func writeTimeout(n int) time.Duration {
 type link struct {
 	r    *runner
 	conn *websocket.Conn
-	ep   endpoint
 	log  *slog.Logger
 
-	interval    time.Duration
-	readTimeout time.Duration
+	interval    time.Duration // set by the handshake
+	readTimeout time.Duration // set by the handshake
 	seq         atomic.Uint64
 	force       atomic.Bool // the broker lost an update: resend everything
 
-	// Owned by serve's goroutine: what the broker last got.
-	host      agentproto.HostReport // latest Report result
-	sentHost  []byte
-	sentSess  []byte
+	// Owned by serve's goroutine.
+	host     agentproto.HostReport // latest Report result
+	sentHost []byte                // what the broker last got
+	sentSess []byte
+
 	failOnce  sync.Once
+	failed    chan struct{} // closed by fail
 	failErr   error
-	failed    chan struct{}
 	closeCode websocket.StatusCode
 }
 
@@ -49,7 +49,6 @@ type link struct {
 // reader goroutine has ended.
 func (l *link) serve(ctx context.Context) (up bool, err error) {
 	l.conn.SetReadLimit(agentproto.MaxMessageSize)
-	l.failed = make(chan struct{})
 	if err := l.handshake(ctx); err != nil {
 		l.conn.Close(websocket.StatusNormalClosure, "")
 		return false, err

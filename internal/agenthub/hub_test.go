@@ -177,7 +177,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func mustStartHub(t testing.TB, opts agenthub.Options, auth *fakeAuth) *env {
+func mustStartHub(t testing.TB, opts agenthub.Options, auth *fakeAuth, configure ...func(*http.Server)) *env {
 	t.Helper()
 	e := &env{svc: newFakeService(), logs: &syncBuffer{}}
 	opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -191,7 +191,11 @@ func mustStartHub(t testing.TB, opts agenthub.Options, auth *fakeAuth) *env {
 	if auth != nil {
 		mux.HandleFunc("POST /agent/register", auth.register)
 	}
-	e.srv = httptest.NewTLSServer(mux)
+	e.srv = httptest.NewUnstartedServer(mux)
+	for _, f := range configure {
+		f(e.srv.Config)
+	}
+	e.srv.StartTLS()
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(func() { e.hub.Close() })
 	e.url = "wss://" + e.srv.Listener.Addr().String()
@@ -794,4 +798,20 @@ func drain(events chan event, kind string) chan event {
 			return out
 		}
 	}
+}
+
+// The broker may run its agent port with server-wide timeouts; links must
+// outlive them (net/http clears the deadlines of a hijacked connection).
+func TestHub_ServerTimeoutsSpareLinks(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{}, nil, func(s *http.Server) {
+		s.ReadTimeout, s.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	})
+	d := sim.New()
+	e.mustStartAgent(t, "srv-timeouts", d, nil)
+	e.svc.wait(t, "connected", "srv-timeouts", nil)
+	time.Sleep(1200 * time.Millisecond)
+	if _, err := e.hub.Dispatch(context.Background(), "srv-timeouts", broker.Command{Kind: broker.CommandDelete, SessionID: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.none(t, "disconnected", "srv-timeouts", 100*time.Millisecond)
 }

@@ -101,16 +101,15 @@ func (l *link) serve() {
 	// Teardown: only the current link of a server may report it gone.
 	l.h.lockServer(l.serverID)
 	defer l.h.unlockServer(l.serverID)
-	if l.h.unregister(l) {
-		l.failPending()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.h.ctx), 10*time.Second)
-		defer cancel()
-		l.h.svc.AgentDisconnected(ctx, l.serverID)
-		l.log.Info("agent disconnected")
-	} else {
-		l.failPending()
-		l.log.Info("agent link closed", "reason", "replaced or refused")
+	l.failPending()
+	if !l.h.unregister(l) {
+		l.log.Info("replaced agent link closed")
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(l.h.ctx), 10*time.Second)
+	defer cancel()
+	l.h.svc.AgentDisconnected(ctx, l.serverID)
+	l.log.Info("agent disconnected")
 }
 
 // handshake reads the Hello, hands it to the Service, registers the link and

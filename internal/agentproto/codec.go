@@ -20,6 +20,7 @@ var ErrUnknownType = errors.New("unknown message type")
 // outside [MinProtocolVersion, ProtocolVersion].
 type VersionError struct{ Version int }
 
+// Error implements error.
 func (e *VersionError) Error() string {
 	return fmt.Sprintf("protocol version %d not supported (want %d to %d)",
 		e.Version, MinProtocolVersion, ProtocolVersion)
