@@ -203,9 +203,10 @@ func (l *link) readLoop() {
 		// and the closer wants to send a close frame first.
 		ctx, cancel := context.WithTimeout(context.Background(), l.h.opts.HeartbeatTimeout)
 		typ, data, err := l.conn.Read(ctx)
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
+			if timedOut {
 				l.log.Warn("agent silent past the heartbeat timeout", "timeout", l.h.opts.HeartbeatTimeout)
 			} else if l.ctx.Err() == nil {
 				l.log.Debug("agent link read failed", "err", err)
