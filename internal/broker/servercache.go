@@ -229,3 +229,41 @@ func (c *serverCache) addPlaced(ss []*Session) {
 	}
 	c.counts = m
 }
+
+// released takes a session that stopped counting (now DELETED) off the cached
+// counts, so a delete does not force a full recount.
+func (c *serverCache) released(was *Session) {
+	if was.ServerID == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.countsValid {
+		return
+	}
+	cnt, ok := c.counts[was.ServerID]
+	if !ok {
+		return
+	}
+	m := make(map[string]Counts, len(c.counts))
+	for k, v := range c.counts {
+		m[k] = v
+	}
+	by := make(map[string]int, len(cnt.ByOwner))
+	for k, v := range cnt.ByOwner {
+		by[k] = v
+	}
+	if was.Type == TypeConsole {
+		cnt.Console = max(0, cnt.Console-1)
+	} else {
+		cnt.Virtual = max(0, cnt.Virtual-1)
+	}
+	if by[was.Owner] <= 1 {
+		delete(by, was.Owner)
+	} else {
+		by[was.Owner]--
+	}
+	cnt.ByOwner = by
+	m[was.ServerID] = cnt
+	c.counts = m
+}

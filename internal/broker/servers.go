@@ -19,6 +19,11 @@ const (
 	ReasonUnhealthy        = "UNHEALTHY_DCV_SERVER"
 )
 
+// countsMaxAge bounds how old the session counts behind server views may be.
+// This broker invalidates them on every change it makes; the bound covers
+// changes made by other brokers of a cluster.
+const countsMaxAge = 5 * time.Second
+
 // ServerView is a server with its computed availability and session counts.
 type ServerView struct {
 	*Server
@@ -96,7 +101,7 @@ func (s *Service) DescribeServers(ctx context.Context, ids []string, maxResults 
 	if err != nil {
 		return nil, "", err
 	}
-	counts, err := s.servers.sessionCounts(ctx, s.store, time.Second, s.Now())
+	counts, err := s.servers.sessionCounts(ctx, s.store, countsMaxAge, s.Now())
 	if err != nil {
 		return nil, "", err
 	}
@@ -394,7 +399,7 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 // ViewServer returns the server with its current availability and counts.
 func (s *Service) ViewServer(ctx context.Context, srv *Server) *ServerView {
 	now := s.Now()
-	counts, err := s.servers.sessionCounts(ctx, s.store, time.Second, now)
+	counts, err := s.servers.sessionCounts(ctx, s.store, countsMaxAge, now)
 	if err != nil {
 		s.log.Warn("count sessions for server view", "err", err)
 	}

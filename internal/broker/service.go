@@ -6,6 +6,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -276,19 +277,23 @@ func (s *Service) failServerSessions(ctx context.Context, serverID, reason strin
 // setDeleted moves a session to DELETED with a reason.
 func (s *Service) setDeleted(ctx context.Context, id, reason string) {
 	now := s.Now()
+	var was Session
 	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
 		if x.State == StateDeleted {
 			return errUnchanged
 		}
+		was = *x
 		x.State, x.Substate, x.StateReason = StateDeleted, "", reason
 		x.Enqueued = false
 		x.UpdatedAt = now
 		return nil
 	})
-	if err != nil && err != errUnchanged {
-		s.log.Error("mark session deleted", "session_id", id, "err", err)
+	if err != nil {
+		if !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
+			s.log.Error("mark session deleted", "session_id", id, "err", err)
+		}
 		return
 	}
-	s.servers.invalidateCounts()
+	s.servers.released(&was)
 	s.wakeQueue()
 }

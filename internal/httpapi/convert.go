@@ -1,9 +1,13 @@
 package httpapi
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/broker"
@@ -21,8 +25,8 @@ func (s *Server) newConverter(r *http.Request) *converter {
 	return &converter{s: s, r: r, servers: map[*broker.Server]*api.Server{}}
 }
 
-func (c *converter) session(v broker.SessionView) api.Session {
-	x := v.Session
+// sessionFields converts a session without its server.
+func sessionFields(x *broker.Session) api.Session {
 	out := api.Session{
 		Id: x.ID, Name: x.Name, Owner: x.Owner, Type: x.Type, MaxConcurrentClients: x.MaxConcurrentClients,
 		State: x.State, Substate: x.Substate, StateReason: x.StateReason, CreationTime: x.CreationTime.UTC(),
@@ -32,6 +36,11 @@ func (c *converter) session(v broker.SessionView) api.Session {
 		t := x.LastDisconnectionTime.UTC()
 		out.LastDisconnectionTime = &t
 	}
+	return out
+}
+
+func (c *converter) session(v broker.SessionView) api.Session {
+	out := sessionFields(v.Session)
 	if v.Server != nil {
 		srv, ok := c.servers[v.Server]
 		if !ok {
@@ -42,6 +51,91 @@ func (c *converter) session(v broker.SessionView) api.Session {
 		out.Server = srv
 	}
 	return out
+}
+
+// serverJSON caches the encoded form of each server, keyed by ID and checked
+// against the server value and its availability so it is never stale.
+type serverJSON struct {
+	mu sync.Mutex
+	m  map[string]*encodedServer
+}
+
+type encodedServer struct {
+	srv              *broker.Server
+	avail, reason    string
+	virtual, console int
+	raw              json.RawMessage
+}
+
+func (c *serverJSON) get(v *broker.ServerView) json.RawMessage {
+	c.mu.Lock()
+	e := c.m[v.ID]
+	c.mu.Unlock()
+	if e != nil && e.srv == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
+		e.virtual == v.VirtualSessions && e.console == v.ConsoleSessions {
+		return e.raw
+	}
+	raw, err := json.Marshal(serverFromView(v))
+	if err != nil {
+		return nil
+	}
+	e = &encodedServer{srv: v.Server, avail: v.Availability, reason: v.UnavailabilityReason, virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]*encodedServer)
+	}
+	if len(c.m) > 100000 {
+		clear(c.m)
+	}
+	c.m[v.ID] = e
+	c.mu.Unlock()
+	return raw
+}
+
+// writeSessionPage writes a DescribeSessionsResponse. It is api's shape, built
+// by hand so each server's cached encoding is spliced in as is: a page repeats
+// a few servers many times, and encoding them is most of the work of a page.
+func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, list []broker.SessionView, next string) {
+	buf := bytes.NewBuffer(make([]byte, 0, 1024+len(list)*1400))
+	enc := func(v any) []byte {
+		b, err := json.Marshal(v)
+		if err != nil {
+			panic(err) // plain structs of strings and numbers always encode
+		}
+		return b
+	}
+	buf.WriteString(`{"RequestId":`)
+	buf.Write(enc(requestID()))
+	buf.WriteString(`,"Sessions":[`)
+	views := map[*broker.Server]json.RawMessage{}
+	for i, v := range list {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		b := enc(sessionFields(v.Session))
+		if v.Server == nil {
+			buf.Write(b)
+			continue
+		}
+		raw, ok := views[v.Server]
+		if !ok {
+			raw = s.serverCache.get(s.Service.ViewServer(ctx, v.Server))
+			views[v.Server] = raw
+		}
+		buf.Write(b[:len(b)-1])
+		buf.WriteString(`,"Server":`)
+		buf.Write(raw)
+		buf.WriteByte('}')
+	}
+	buf.WriteByte(']')
+	if next != "" {
+		buf.WriteString(`,"NextToken":`)
+		buf.Write(enc(next))
+	}
+	buf.WriteByte('}')
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
 }
 
 // serverFromView converts a server with its availability to the wire form.

@@ -37,12 +37,7 @@ func (s *Server) describeSessions(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	resp := api.DescribeSessionsResponse{RequestId: requestID(), Sessions: make([]api.Session, len(list)), NextToken: next}
-	cv := s.newConverter(r)
-	for i, v := range list {
-		resp.Sessions[i] = cv.session(v)
-	}
-	writeJSON(w, http.StatusOK, resp)
+	s.writeSessionPage(w, r.Context(), list, next)
 	return nil
 }
 

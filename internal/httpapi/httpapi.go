@@ -48,6 +48,8 @@ type Server struct {
 	Spec   []byte
 	Health Pinger
 	Logger *slog.Logger
+
+	serverCache serverJSON
 }
 
 type principalKey struct{}
