@@ -101,9 +101,9 @@ func (b *testBroker) writeConfig(tb testing.TB) string {
 }
 
 var (
-	specOnce            sync.Once
-	berthDoc, refDoc    *apispec.Doc
-	specErr             error
+	specOnce         sync.Once
+	berthDoc, refDoc *apispec.Doc
+	specErr          error
 )
 
 // validatingTransport checks every API answer against both OpenAPI documents.

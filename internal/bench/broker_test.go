@@ -268,4 +268,3 @@ func rssBytes() int64 {
 	}
 	return 0
 }
-
