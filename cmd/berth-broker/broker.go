@@ -177,7 +177,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		QueueMaxSize:           c.QueueMaxSize,
 		QueueMaxTime:           c.QueueMaxTime,
 		Retries:                retries(c.Retries),
-		DeletedRetention:       c.DeleteSessionDuration,
+		DeletedRetention:       max(c.DeleteSessionDuration, time.Nanosecond), // 0: purge at once
 		UnreachableServerTTL:   c.UnreachableServerTimeout,
 		UnreachableSessionsTTL: c.UnreachableSessionsTimeout,
 		HeartbeatTimeout:       c.AgentHeartbeatTimeout,

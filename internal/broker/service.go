@@ -46,6 +46,9 @@ type Config struct {
 	AutorunMaxArgLength int
 	// CreateWorkers bounds concurrent create commands (default 64).
 	CreateWorkers int
+	// MaintenanceInterval is the period of expiry and cleanup (default: 5s, or a
+	// quarter of the shortest expiry time when that is shorter).
+	MaintenanceInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -79,6 +82,9 @@ func (c *Config) setDefaults() {
 	def(&c.AutorunMaxArgs, 50)
 	def(&c.AutorunMaxArgLength, 150)
 	def(&c.CreateWorkers, 64)
+	if c.MaintenanceInterval == 0 {
+		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
+	}
 }
 
 // TokenIssuer issues ConnectionTokens. Implemented by *oauth.Authority.
@@ -218,7 +224,7 @@ func (s *Service) leader(ctx context.Context) bool {
 
 // maintenanceLoop runs periodic cleanup.
 func (s *Service) maintenanceLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(s.cfg.MaintenanceInterval)
 	defer t.Stop()
 	for {
 		select {
