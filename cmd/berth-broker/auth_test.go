@@ -216,3 +216,39 @@ func TestBroker_AgentAuthorization(t *testing.T) {
 	acancel()
 	<-adone
 }
+
+// TestBroker_HealthAndSpec: /health answers on both ports and the OpenAPI
+// document is served as built into the binary.
+func TestBroker_HealthAndSpec(t *testing.T) {
+	b := MustRunMain(t, t.TempDir(), nil)
+	for _, addr := range []string{b.ClientAddr(), b.AgentAddr()} {
+		resp, err := b.hc.Get("https://" + addr + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != `{"status":"ok"}` {
+			t.Errorf("%s/health: %d %s", addr, resp.StatusCode, body)
+		}
+	}
+	resp, err := b.hc.Get("https://" + b.ClientAddr() + "/dcv-session-manager-api.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(body, api.OpenAPIDocument) {
+		t.Errorf("spec: status %d, %d bytes (want %d)", resp.StatusCode, len(body), len(api.OpenAPIDocument))
+	}
+	// The store going away makes /health fail for load balancers.
+	b.store.Close()
+	resp, err = b.hc.Get("https://" + b.ClientAddr() + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/health with the store closed: %d, want 503", resp.StatusCode)
+	}
+}
