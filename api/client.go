@@ -67,6 +67,7 @@ type Error struct {
 	Code string
 }
 
+// Error returns the message.
 func (e *Error) Error() string {
 	return fmt.Sprintf("broker answered %d: %s", e.StatusCode, e.Message)
 }

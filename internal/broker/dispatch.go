@@ -64,6 +64,7 @@ var ErrAgentUnreachable = errors.New("agent unreachable")
 // to show to API clients.
 type CommandError struct{ Reason string }
 
+// Error returns the message.
 func (e *CommandError) Error() string { return e.Reason }
 
 // Dispatcher sends commands to agents. Implemented by internal/agenthub.
