@@ -293,6 +293,11 @@ func (s *Service) reconcile(ctx context.Context, serverID string, reports []Sess
 			continue
 		}
 		if cur.State == StateDeleting {
+			if connect {
+				// The agent restarted, or this broker did, while the delete was
+				// under way: send it again (deletes are idempotent).
+				s.queueDelete(deleteJob{sessionID: cur.ID, serverID: serverID})
+			}
 			continue
 		}
 		if sessionDiffers(cur, r) {
