@@ -1,13 +1,16 @@
 // Command berth is the berth Session Manager CLI. It is command-compatible with
-// Amazon's dcvsm: berth [global options] <command> [options].
+// Amazon's dcvsm: berth [global options] <command> [options], with the same
+// commands, options and dcvsmcli.conf file, and prints the broker's JSON
+// answers (or, with --output table, a readable table). It uses only the public
+// api package.
 package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -21,8 +24,27 @@ func main() {
 	os.Exit(code)
 }
 
-// run is main without the process: it returns the exit code.
+// run is main without the process: env is the environment as os.Environ gives
+// it, and the result is the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env []string) int {
-	fmt.Fprintln(stderr, "berth: not implemented yet")
-	return 2
+	c := &cli{
+		stdin: stdin, stdout: stdout, stderr: stderr,
+		env:        map[string]string{},
+		flagValues: map[string]string{},
+		sleep:      sleepCtx,
+	}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			c.env[k] = v
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		c.exe = exe
+	}
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			c.stderrTTY = true
+		}
+	}
+	return c.exitCode(ctx, c.main(ctx, args))
 }
