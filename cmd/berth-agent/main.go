@@ -1,20 +1,77 @@
-// Command berth-agent runs the berth Session Manager agent on a desktop host.
-// This is a first skeleton: the configuration and the broker link follow.
+// Command berth-agent runs the berth Session Manager agent on a desktop host:
+// it keeps a link to the broker, reports the host and its sessions, and starts
+// and ends sessions with a driver. Run berth-agent --help for the drivers in
+// this build; docs/agent-config.md describes the configuration file.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "-version") {
-		fmt.Println("berth-agent", version)
-		return
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: it returns the exit code (0, 1 for a
+// failure, 2 for a usage error).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	m := NewMain()
+	m.Stdout, m.Stderr = stdout, stderr
+	if err := m.ParseFlags(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitCode(err, stderr)
 	}
-	fmt.Fprintln(os.Stderr, "berth-agent: not implemented yet")
-	os.Exit(1)
+	if err := m.Run(ctx); err != nil {
+		return exitCode(err, stderr)
+	}
+	<-ctx.Done()
+	m.Logger.Info("shutting down")
+	if err := m.Close(); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// exitError ends the process with a code and no message.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// usageError is a command-line mistake (exit code 2).
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func exitCode(err error, stderr io.Writer) int {
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "berth-agent: %v (see --help)\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return 1
+	}
 }

@@ -85,14 +85,15 @@ type Prober struct {
 }
 
 // Report probes the host. Fields that no probe could fill stay empty; ctx
-// bounds the probes that wait (IMDS, nvidia-smi).
+// bounds the probes that wait (IMDS, nvidia-smi), and failures after ctx is
+// done are not logged.
 func (p *Prober) Report(ctx context.Context) agentproto.HostReport {
 	var r agentproto.HostReport
 	for _, name := range Probes() {
 		if slices.Contains(p.Skip, name) {
 			continue
 		}
-		if err := probes[name](ctx, p, &r); err != nil {
+		if err := probes[name](ctx, p, &r); err != nil && ctx.Err() == nil {
 			p.logFailure(name, err)
 		}
 	}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/pki"
+)
+
+// defaultConfigPath is where the packaged agent keeps its configuration.
+const defaultConfigPath = "/etc/berth/agent.conf"
+
+// logFileName is the log file written in log.directory.
+const logFileName = "agent.log"
+
+// driverFactory builds a session driver from the configuration.
+type driverFactory func(c *Config) (agent.Driver, error)
+
+// drivers are the session drivers built into this agent, by agent.driver name.
+var drivers = map[string]driverFactory{
+	// sim runs no desktop: sessions are map entries. Load testing only.
+	"sim": func(*Config) (agent.Driver, error) { return sim.New(), nil },
+}
+
+// plannedDrivers are valid agent.driver names whose drivers this build lacks.
+var plannedDrivers = []string{"vnc", "dcv"}
+
+// driverNames lists every valid agent.driver name, built or planned.
+func driverNames() []string {
+	names := slices.Sorted(maps.Keys(drivers))
+	return append(names, plannedDrivers...)
+}
+
+// Main is the agent process: tests run it in-process exactly as main does.
+// Set the fields (or call ParseFlags), then Run; Close stops it.
+type Main struct {
+	// Config is the configuration Run uses.
+	Config Config
+	// ConfigPath is the file ParseFlags loads.
+	ConfigPath string
+	// Logger receives the agent's logs; nil makes Run build one from the [log]
+	// table (JSON on stderr unless stderr is a terminal, plus
+	// log.directory/agent.log when set).
+	Logger *slog.Logger
+	// Stdout and Stderr receive --help, --version and messages from before
+	// the logger exists; nil means os.Stdout and os.Stderr.
+	Stdout, Stderr io.Writer
+	// Prober describes the host; nil probes the real machine.
+	Prober *hostinfo.Prober
+
+	serverID string
+	driver   agent.Driver
+	tags     map[string]string
+	logFile  *os.File
+	cancel   context.CancelFunc
+	done     chan struct{}
+	closeMu  sync.Mutex
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	return &Main{Config: DefaultConfig(), ConfigPath: defaultConfigPath}
+}
+
+func (m *Main) stdout() io.Writer {
+	if m.Stdout == nil {
+		return os.Stdout
+	}
+	return m.Stdout
+}
+
+func (m *Main) stderr() io.Writer {
+	if m.Stderr == nil {
+		return os.Stderr
+	}
+	return m.Stderr
+}
+
+// ParseFlags reads the command line and loads the configuration file. It
+// returns flag.ErrHelp after --help and exitError{0} after --version.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("berth-agent", flag.ContinueOnError)
+	fs.SetOutput(m.stderr())
+	fs.StringVar(&m.ConfigPath, "config", m.ConfigPath, "configuration `file` (TOML)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, `Usage: berth-agent [--config FILE]
+
+Runs the berth Session Manager agent: it connects to the broker's agent port
+(agent.broker_host, agent.broker_port), reports this host and its sessions, and
+starts and ends sessions with its driver (agent.driver).
+
+Drivers in this build:
+  sim   simulated sessions, for load testing only: it runs no desktop and
+        users cannot connect to its sessions
+Planned: vnc (TigerVNC + noVNC), dcv (Amazon DCV).
+
+Options:
+`)
+		fs.PrintDefaults()
+		fmt.Fprintf(w, "\nThe configuration keys are described in docs/agent-config.md.\n\nExample:\n  berth-agent --config /etc/berth/agent.conf\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return exitError{2} // flag has printed the problem and the usage
+	}
+	if *showVersion {
+		fmt.Fprintln(m.stdout(), "berth-agent", version)
+		return exitError{0}
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	c, err := LoadConfig(m.ConfigPath)
+	if err != nil {
+		return err
+	}
+	m.Config = c
+	return nil
+}
+
+// Run validates the configuration, loads the tags, the software statement and
+// the server ID, builds the driver and starts the agent, then returns; the
+// agent keeps its broker link until Close. Errors name the configuration key
+// concerned.
+func (m *Main) Run(ctx context.Context) (err error) {
+	c := &m.Config
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if m.Logger == nil {
+		if err := m.openLog(); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	log := m.Logger
+
+	a := &c.Agent
+	addrs, err := brokerAddrs(a.BrokerHost, a.BrokerPort)
+	if err != nil {
+		return fmt.Errorf("agent.broker_host: %w", err)
+	}
+	urls := make([]string, len(addrs))
+	for i, addr := range addrs {
+		urls[i] = "wss://" + addr
+	}
+	tlsConf, err := m.tlsConfig()
+	if err != nil {
+		return err
+	}
+	var statement string
+	if a.SoftwareStatementPath != "" {
+		if statement, err = readSoftwareStatement(a.SoftwareStatementPath); err != nil {
+			return fmt.Errorf("agent.software_statement_path: %w", err)
+		}
+	}
+	if m.tags, err = LoadTags(a.TagsFolder); err != nil {
+		return fmt.Errorf("agent.tags_folder: %w", err)
+	}
+	if m.serverID, err = agent.LoadOrCreateServerID(a.StateDir); err != nil {
+		return fmt.Errorf("agent.state_dir: %w", err)
+	}
+	if m.driver, err = drivers[a.Driver](c); err != nil {
+		return fmt.Errorf("agent.driver: start %s driver: %w", a.Driver, err)
+	}
+	if m.Prober == nil {
+		m.Prober = &hostinfo.Prober{}
+	}
+	if m.Prober.Logger == nil {
+		m.Prober.Logger = log.With("component", "hostinfo")
+	}
+	if !a.EnableQueryLoggedInUsers && !slices.Contains(m.Prober.Skip, "users") {
+		m.Prober.Skip = append(slices.Clone(m.Prober.Skip), "users")
+	}
+
+	ag := &agent.Agent{
+		BrokerURLs:        urls,
+		TLSConfig:         tlsConf,
+		ServerID:          m.serverID,
+		StateDir:          a.StateDir,
+		SoftwareStatement: statement,
+		Driver:            m.driver,
+		Report:            m.report,
+		UpdateInterval:    time.Duration(a.BrokerUpdateInterval) * time.Second,
+		Version:           version,
+		Logger:            log,
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancel
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		if err := ag.Run(runCtx); err != nil {
+			log.Error("agent stopped", "err", err)
+		}
+	}()
+	if a.Driver == "sim" {
+		log.Warn("agent.driver is sim: sessions are simulated and run no desktop; use it for load testing only")
+	}
+	log.Info("agent started", "version", version, "server_id", m.serverID, "driver", a.Driver,
+		"brokers", strings.Join(urls, ","), "tags", len(m.tags), "state_dir", a.StateDir,
+		"software_statement", statement != "")
+	return nil
+}
+
+// report is the host report the agent sends: the probed host plus what the
+// configuration says. The agent adds the driver's health.
+func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
+	r := m.Prober.Report(ctx)
+	r.AgentVersion = version
+	r.Driver = m.driver.Name()
+	r.MaxVirtualSessions = m.Config.Agent.MaxVirtualSessions
+	r.MaxConcurrentSessionsPerUser = m.Config.Agent.MaxConcurrentSessionsPerUser
+	r.Tags = maps.Clone(m.tags)
+	return r, nil
+}
+
+// tlsConfig verifies the broker against agent.ca_file (or the system roots),
+// or accepts any certificate when agent.tls_strict is false.
+func (m *Main) tlsConfig() (*tls.Config, error) {
+	a := &m.Config.Agent
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	switch {
+	case !a.TLSStrict:
+		m.Logger.Warn("agent.tls_strict is false: the broker's certificate is not verified, so anyone on the network path can impersonate the broker")
+		conf.InsecureSkipVerify = true
+	case a.CAFile != "":
+		pool, err := pki.LoadPool(a.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent.ca_file: %w", err)
+		}
+		conf.RootCAs = pool
+	}
+	return conf, nil
+}
+
+// ServerID is the host's server ID, once Run has returned nil.
+func (m *Main) ServerID() string { return m.serverID }
+
+// Close stops the agent, waits for its commands to end, and closes the driver
+// (when it is an io.Closer) and the log file. It may be called more than once.
+func (m *Main) Close() error {
+	m.closeMu.Lock()
+	defer m.closeMu.Unlock()
+	if m.cancel != nil {
+		m.cancel()
+		<-m.done
+		m.cancel = nil
+	}
+	var errs []error
+	if cl, ok := m.driver.(io.Closer); ok {
+		if err := cl.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close driver: %w", err))
+		}
+		m.driver = nil
+	}
+	if m.logFile != nil {
+		if err := m.logFile.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close log file: %w", err))
+		}
+		m.logFile = nil
+	}
+	return errors.Join(errs...)
+}
+
+// openLog builds m.Logger from the [log] table: JSON on stderr unless stderr
+// is a terminal (then text), and JSON in log.directory/agent.log when set.
+func (m *Main) openLog() error {
+	level, _ := parseLevel(m.Config.Log.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	w := m.stderr()
+	var h slog.Handler
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		h = slog.NewTextHandler(w, opts)
+	} else {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	if dir := m.Config.Log.Directory; dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("log.directory: %w", err)
+		}
+		f, err := os.OpenFile(filepath.Join(dir, logFileName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("log.directory: %w", err)
+		}
+		m.logFile = f
+		h = slog.NewMultiHandler(h, slog.NewJSONHandler(f, opts))
+	}
+	m.Logger = slog.New(h)
+	return nil
+}
+
+// parseLevel maps log.level to a slog level; trace is below debug.
+func parseLevel(s string) (slog.Level, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "trace":
+		return slog.LevelDebug - 4, true
+	case "debug":
+		return slog.LevelDebug, true
+	case "info", "":
+		return slog.LevelInfo, true
+	case "warn", "warning":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

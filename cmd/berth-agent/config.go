@@ -1,0 +1,412 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	"github.com/berth-dev/berth/internal/pki"
+)
+
+// ConfigVersion is the configuration file format this agent reads: the
+// reference agent's `version = '0.1'`.
+const ConfigVersion = "0.1"
+
+// Config is the agent's configuration file (TOML): the keys of the reference
+// agent's agent.conf plus berth's own (agent.driver, agent.state_dir and the
+// [vnc] table). docs/agent-config.md describes every key. Precedence is
+// DefaultConfig < the file (LoadConfig) < flags (set by the caller, who then
+// calls Validate); today the only flag is --config.
+type Config struct {
+	// Version is the file format version; "" is taken as ConfigVersion.
+	Version string `toml:"version"`
+	// Agent is the [agent] table.
+	Agent AgentConfig `toml:"agent"`
+	// Log is the [log] table.
+	Log LogConfig `toml:"log"`
+	// VNC is the [vnc] table, for the vnc driver.
+	VNC VNCConfig `toml:"vnc"`
+}
+
+// AgentConfig is the [agent] table.
+type AgentConfig struct {
+	// BrokerHost is the broker's host name or IP, or a comma-separated list
+	// of them for failover; an entry may carry its own port ("host:8445",
+	// "[::1]:8445"). Required.
+	BrokerHost string `toml:"broker_host"`
+	// BrokerPort is the broker's agent port for entries without one.
+	BrokerPort int `toml:"broker_port"`
+	// CAFile is a PEM bundle that verifies the broker's certificate when
+	// TLSStrict; empty means the system roots.
+	CAFile string `toml:"ca_file"`
+	// TLSStrict verifies the broker's certificate; false accepts any.
+	TLSStrict bool `toml:"tls_strict"`
+	// TagsFolder holds *.toml tag files; a missing folder means no tags.
+	TagsFolder string `toml:"tags_folder"`
+	// InitFolder holds the scripts that CreateSessions' InitFile names.
+	InitFolder string `toml:"init_folder"`
+	// AutorunFolder holds the files that CreateSessions' AutorunFile names.
+	AutorunFolder string `toml:"autorun_folder"`
+	// MaxVirtualSessions bounds the virtual sessions on the host; 0 means
+	// unlimited.
+	MaxVirtualSessions int `toml:"max_virtual_sessions"`
+	// MaxConcurrentSessionsPerUser bounds one user's sessions on the host; 0
+	// means unlimited.
+	MaxConcurrentSessionsPerUser int `toml:"max_concurrent_sessions_per_user"`
+	// BrokerUpdateInterval is the longest time, in seconds, between two
+	// reports to the broker (the broker may ask for a shorter one).
+	BrokerUpdateInterval int `toml:"broker_update_interval"`
+	// SoftwareStatementPath is a file with the software statement the agent
+	// registers with; empty means none (the broker must then run with
+	// enable-agent-authorization = false, or credentials must be stored).
+	SoftwareStatementPath string `toml:"software_statement_path"`
+	// DCVRoot is the dcv command, for the dcv driver.
+	DCVRoot string `toml:"dcv_root"`
+	// EnableQueryLoggedInUsers reports the host's logged-in users.
+	EnableQueryLoggedInUsers bool `toml:"enable_query_logged_in_users"`
+	// Driver names the session driver (berth's key): see drivers.
+	Driver string `toml:"driver"`
+	// StateDir keeps the server ID and the agent credentials (berth's key).
+	StateDir string `toml:"state_dir"`
+}
+
+// LogConfig is the [log] table.
+type LogConfig struct {
+	// Level is trace, debug, info, warn (warning) or error.
+	Level string `toml:"level"`
+	// Directory, when set, receives agent.log in addition to stderr.
+	Directory string `toml:"directory"`
+	// Rotation is accepted for compatibility; berth does not rotate its log.
+	Rotation string `toml:"rotation"`
+}
+
+// VNCConfig is the [vnc] table (berth's own), read by the vnc driver.
+type VNCConfig struct {
+	// WebPort is the port of the web gateway (noVNC).
+	WebPort int `toml:"web_port"`
+	// WebBindHost is the address the web gateway listens on.
+	WebBindHost string `toml:"web_bind_host"`
+	// NoVNCPath is the directory of the noVNC web client.
+	NoVNCPath string `toml:"novnc_path"`
+	// CertFile and KeyFile are the web gateway's PEM certificate and key;
+	// both or neither.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+// DefaultConfig returns the defaults of every key; BrokerHost has none.
+func DefaultConfig() Config {
+	return Config{
+		Version: ConfigVersion,
+		Agent: AgentConfig{
+			BrokerPort:               8445,
+			TLSStrict:                true,
+			TagsFolder:               "/etc/berth/agent/tags",
+			InitFolder:               "/var/lib/berth/agent/init",
+			AutorunFolder:            "/var/lib/berth/agent/autorun",
+			BrokerUpdateInterval:     30,
+			DCVRoot:                  "/usr/bin/dcv",
+			EnableQueryLoggedInUsers: true,
+			Driver:                   "sim",
+			StateDir:                 "/var/lib/berth/agent",
+		},
+		Log: LogConfig{Level: "info", Rotation: "daily"},
+		VNC: VNCConfig{
+			WebPort:     8444,
+			WebBindHost: "0.0.0.0",
+			NoVNCPath:   "/usr/share/novnc",
+		},
+	}
+}
+
+// ConfigError is one problem in the configuration.
+type ConfigError struct {
+	// File is the configuration file; empty when Validate found the problem
+	// outside LoadConfig.
+	File string
+	// Key is the key concerned ("agent.broker_port"); empty for a problem of
+	// the whole file.
+	Key string
+	// Msg says what is wrong; it starts with the key when there is one.
+	Msg string
+}
+
+// Error implements error: "config FILE: MSG".
+func (e *ConfigError) Error() string {
+	if e.File == "" {
+		return "config: " + e.Msg
+	}
+	return "config " + e.File + ": " + e.Msg
+}
+
+// LoadConfig reads the TOML file at path over DefaultConfig and validates the
+// result. Unknown keys and bad values are errors; the error joins one
+// *ConfigError per problem, each naming its key.
+func LoadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	return loadConfig(f, path)
+}
+
+// loadConfig is LoadConfig over a reader.
+func loadConfig(r io.Reader, name string) (Config, error) {
+	c := DefaultConfig()
+	md, err := toml.NewDecoder(r).Decode(&c)
+	if err != nil {
+		// The TOML errors name the line and the last key.
+		return Config{}, &ConfigError{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	}
+	var errs []error
+	var reported []string
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		if slices.ContainsFunc(reported, func(p string) bool { return strings.HasPrefix(key, p+".") }) {
+			continue // inside an unknown table already reported
+		}
+		reported = append(reported, key)
+		msg := fmt.Sprintf("unknown key %q", key)
+		if s := suggestKey(key); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		errs = append(errs, &ConfigError{File: name, Key: key, Msg: msg})
+	}
+	if err := c.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			var ce *ConfigError
+			if errors.As(e, &ce) {
+				ce.File = name
+			}
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// unjoin returns the errors inside an errors.Join.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// Validate checks every value. It reads CAFile (when TLSStrict) and
+// SoftwareStatementPath, so that a file the agent cannot use stops start-up.
+// It returns nil or the join of one *ConfigError per problem, in key order.
+func (c *Config) Validate() error {
+	var errs []error
+	fail := func(key, format string, args ...any) {
+		errs = append(errs, &ConfigError{Key: key, Msg: key + ": " + fmt.Sprintf(format, args...)})
+	}
+	if c.Version != "" && c.Version != ConfigVersion {
+		fail("version", "%q is not supported (want '%s')", c.Version, ConfigVersion)
+	}
+
+	a := &c.Agent
+	if strings.TrimSpace(a.BrokerHost) == "" {
+		fail("agent.broker_host", "is required (the broker's host name or IP)")
+	} else if _, err := brokerAddrs(a.BrokerHost, 8445); err != nil {
+		fail("agent.broker_host", "%v", err)
+	}
+	if !validPort(a.BrokerPort) {
+		fail("agent.broker_port", "%d is not a port (1-65535)", a.BrokerPort)
+	}
+	if a.TLSStrict && a.CAFile != "" {
+		if _, err := pki.LoadPool(a.CAFile); err != nil {
+			fail("agent.ca_file", "%v", err)
+		}
+	}
+	if a.MaxVirtualSessions < 0 {
+		fail("agent.max_virtual_sessions", "%d is negative (0 means unlimited)", a.MaxVirtualSessions)
+	}
+	if a.MaxConcurrentSessionsPerUser < 0 {
+		fail("agent.max_concurrent_sessions_per_user", "%d is negative (0 means unlimited)", a.MaxConcurrentSessionsPerUser)
+	}
+	if a.BrokerUpdateInterval < 1 || a.BrokerUpdateInterval > 86400 {
+		fail("agent.broker_update_interval", "%d is not a number of seconds from 1 to 86400", a.BrokerUpdateInterval)
+	}
+	if a.SoftwareStatementPath != "" {
+		if _, err := readSoftwareStatement(a.SoftwareStatementPath); err != nil {
+			fail("agent.software_statement_path", "%v", err)
+		}
+	}
+	if _, ok := drivers[a.Driver]; !ok {
+		if slices.Contains(plannedDrivers, a.Driver) {
+			fail("agent.driver", "driver %q is not available in this build yet", a.Driver)
+		} else {
+			fail("agent.driver", "unknown driver %q (want one of %s)", a.Driver, strings.Join(driverNames(), ", "))
+		}
+	}
+	if a.StateDir == "" {
+		fail("agent.state_dir", "is required (where the server ID and agent credentials are kept)")
+	}
+
+	if _, ok := parseLevel(c.Log.Level); !ok {
+		fail("log.level", "%q is not one of trace, debug, info, warn, error", c.Log.Level)
+	}
+
+	v := &c.VNC
+	if !validPort(v.WebPort) {
+		fail("vnc.web_port", "%d is not a port (1-65535)", v.WebPort)
+	}
+	if !validBindHost(v.WebBindHost) {
+		fail("vnc.web_bind_host", "%q is not an IP address or host name", v.WebBindHost)
+	}
+	switch {
+	case v.CertFile != "" && v.KeyFile == "":
+		fail("vnc.key_file", "is required with vnc.cert_file (set both or neither)")
+	case v.CertFile == "" && v.KeyFile != "":
+		fail("vnc.cert_file", "is required with vnc.key_file (set both or neither)")
+	}
+	return errors.Join(errs...)
+}
+
+// brokerAddrs splits broker_host into host:port addresses: a comma-separated
+// list whose entries are "host", "host:port", "[v6]", "[v6]:port" or a bare
+// IPv6 address, port defaulting to defPort.
+func brokerAddrs(list string, defPort int) ([]string, error) {
+	var out []string
+	for _, e := range strings.Split(list, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			return nil, fmt.Errorf("%q has an empty entry", list)
+		}
+		if strings.Contains(e, "://") || strings.ContainsAny(e, "/ \t?#@") {
+			return nil, fmt.Errorf("%q is not a host name or IP address (no scheme or path)", e)
+		}
+		host, port := e, strconv.Itoa(defPort)
+		switch {
+		case strings.HasPrefix(e, "["):
+			h, p, err := net.SplitHostPort(e)
+			if err != nil {
+				if !strings.HasSuffix(e, "]") { // "[v6]" without a port
+					return nil, fmt.Errorf("%q is not a host name or IP address", e)
+				}
+				h, p = e[1:len(e)-1], port
+			}
+			if net.ParseIP(h) == nil {
+				return nil, fmt.Errorf("%q: brackets hold an IPv6 address", e)
+			}
+			host, port = h, p
+		case strings.Count(e, ":") == 1:
+			h, p, err := net.SplitHostPort(e)
+			if err != nil {
+				return nil, fmt.Errorf("%q: %v", e, err)
+			}
+			host, port = h, p
+		}
+		if n, err := strconv.Atoi(port); err != nil || !validPort(n) {
+			return nil, fmt.Errorf("%q: %q is not a port (1-65535)", e, port)
+		}
+		if !validBindHost(host) || host == "0.0.0.0" || host == "::" {
+			return nil, fmt.Errorf("%q is not a host name or IP address", e)
+		}
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	return out, nil
+}
+
+func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
+// validBindHost accepts an IP address or a DNS name.
+func validBindHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// readSoftwareStatement reads a software statement file.
+func readSoftwareStatement(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// configKeys returns every key the file may hold ("agent.broker_host"), from
+// Config's toml tags.
+func configKeys() []string {
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for f := range t.Fields() {
+			name := prefix + f.Tag.Get("toml")
+			if f.Type.Kind() == reflect.Struct {
+				keys = append(keys, name)
+				walk(f.Type, name+".")
+				continue
+			}
+			keys = append(keys, name)
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return keys
+}
+
+// suggestKey returns the known key closest to an unknown one, if close enough
+// to be a typo, or "".
+func suggestKey(key string) string {
+	best, bestD := "", 3
+	for _, k := range configKeys() {
+		if d := editDistance(key, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c := DefaultConfig()
+	want := Config{
+		Version: "0.1",
+		Agent: AgentConfig{
+			BrokerPort: 8445, TLSStrict: true,
+			TagsFolder: "/etc/berth/agent/tags", InitFolder: "/var/lib/berth/agent/init", AutorunFolder: "/var/lib/berth/agent/autorun",
+			BrokerUpdateInterval: 30, DCVRoot: "/usr/bin/dcv", EnableQueryLoggedInUsers: true,
+			Driver: "sim", StateDir: "/var/lib/berth/agent",
+		},
+		Log: LogConfig{Level: "info", Rotation: "daily"},
+		VNC: VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
+	}
+	// The defaults lack only the broker.
+	err := c.Validate()
+	if err == nil || len(unjoin(err)) != 1 || !strings.Contains(err.Error(), "agent.broker_host: is required") {
+		t.Errorf("Validate(DefaultConfig()) = %v, want only agent.broker_host missing", err)
+	}
+	c.Agent.BrokerHost = "broker"
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate with a broker: %v", err)
+	}
+}
+
+func TestLoadConfig_Minimal(t *testing.T) {
+	c, err := loadConfig(strings.NewReader("version = '0.1'\n[agent]\nbroker_host = 'broker.example.com'\n"), "agent.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Agent.BrokerHost = "broker.example.com"
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// No version key is read as 0.1.
+	if _, err := loadConfig(strings.NewReader("[agent]\nbroker_host = 'b'\n"), "agent.conf"); err != nil {
+		t.Errorf("without version: %v", err)
+	}
+}
+
+func TestLoadConfig_Full(t *testing.T) {
+	c, err := LoadConfig("testdata/agent-full.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Version: "0.1",
+		Agent: AgentConfig{
+			BrokerHost: "broker1.example.com,broker2.example.com:9445", BrokerPort: 8446,
+			CAFile: "testdata/ca.pem", TLSStrict: true,
+			TagsFolder:         "/etc/dcv-session-manager-agent/tags/",
+			InitFolder:         "/var/lib/dcv-session-manager-agent/init",
+			AutorunFolder:      "/var/lib/dcv-session-manager-agent/autorun/",
+			MaxVirtualSessions: 4, MaxConcurrentSessionsPerUser: 1, BrokerUpdateInterval: 15,
+			SoftwareStatementPath: "testdata/software-statement", DCVRoot: "/usr/bin/dcv",
+			EnableQueryLoggedInUsers: false, Driver: "sim", StateDir: "/var/lib/berth/agent-test",
+		},
+		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "daily"},
+		VNC: VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key"},
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// Every key of Config is in the full file, so the file stays a complete
+	// example as keys are added.
+	data := string(mustRead(t, "testdata/agent-full.conf"))
+	for _, k := range configKeys() {
+		name := k[strings.LastIndex(k, ".")+1:]
+		if !strings.Contains(k, ".") {
+			name = k
+		}
+		if !strings.Contains(data, "\n"+name+" = ") && !strings.Contains(data, "["+name+"]") {
+			t.Errorf("testdata/agent-full.conf lacks key %s", k)
+		}
+	}
+}
+
+func TestLoadConfig_Errors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	mustWrite(t, empty, "\n")
+	notPEM := filepath.Join(dir, "not.pem")
+	mustWrite(t, notPEM, "hello")
+	const broker = "[agent]\nbroker_host = 'b'\n"
+	tests := []struct {
+		name, conf string
+		want       []string // each must appear in the error
+	}{
+		{"no broker", "version = '0.1'\n", []string{"agent.broker_host: is required"}},
+		{"version", "version = '0.2'\n" + broker, []string{`version: "0.2" is not supported`}},
+		{"version type", "version = 0.1\n" + broker, []string{`"version"`, "incompatible types"}},
+		{"port range", broker + "broker_port = 70000\n", []string{"agent.broker_port: 70000 is not a port"}},
+		{"port zero", broker + "broker_port = 0\n", []string{"agent.broker_port: 0 is not a port"}},
+		{"port type", broker + "broker_port = '8445'\n", []string{`"agent.broker_port"`, "incompatible types"}},
+		{"broker host scheme", "[agent]\nbroker_host = 'wss://b:8445'\n", []string{"agent.broker_host:", "no scheme"}},
+		{"broker host empty entry", "[agent]\nbroker_host = 'a,,b'\n", []string{"agent.broker_host:", "empty entry"}},
+		{"broker host port", "[agent]\nbroker_host = 'a:99999'\n", []string{"agent.broker_host:", "is not a port"}},
+		{"broker host name", "[agent]\nbroker_host = 'bad_host!'\n", []string{"agent.broker_host:", "not a host name"}},
+		{"negative sessions", broker + "max_virtual_sessions = -1\n", []string{"agent.max_virtual_sessions: -1 is negative"}},
+		{"negative per user", broker + "max_concurrent_sessions_per_user = -2\n", []string{"agent.max_concurrent_sessions_per_user: -2 is negative"}},
+		{"interval", broker + "broker_update_interval = 0\n", []string{"agent.broker_update_interval: 0 is not"}},
+		{"ca file missing", broker + "ca_file = '" + filepath.Join(dir, "nope.pem") + "'\n", []string{"agent.ca_file:", "no such file"}},
+		{"ca file not pem", broker + "ca_file = '" + notPEM + "'\n", []string{"agent.ca_file:", "no certificate"}},
+		{"statement missing", broker + "software_statement_path = '" + filepath.Join(dir, "nope") + "'\n", []string{"agent.software_statement_path:", "no such file"}},
+		{"statement empty", broker + "software_statement_path = '" + empty + "'\n", []string{"agent.software_statement_path:", "is empty"}},
+		{"driver vnc", broker + "driver = 'vnc'\n", []string{`agent.driver: driver "vnc" is not available in this build yet`}},
+		{"driver dcv", broker + "driver = 'dcv'\n", []string{`agent.driver: driver "dcv" is not available in this build yet`}},
+		{"driver unknown", broker + "driver = 'kvm'\n", []string{`agent.driver: unknown driver "kvm" (want one of sim, vnc, dcv)`}},
+		{"state dir", broker + "state_dir = ''\n", []string{"agent.state_dir: is required"}},
+		{"log level", broker + "[log]\nlevel = 'loud'\n", []string{`log.level: "loud" is not one of`}},
+		{"vnc port", broker + "[vnc]\nweb_port = -1\n", []string{"vnc.web_port: -1 is not a port"}},
+		{"vnc bind", broker + "[vnc]\nweb_bind_host = 'not a host'\n", []string{`vnc.web_bind_host: "not a host"`}},
+		{"vnc cert alone", broker + "[vnc]\ncert_file = '/c.pem'\n", []string{"vnc.key_file: is required with vnc.cert_file"}},
+		{"vnc key alone", broker + "[vnc]\nkey_file = '/c.key'\n", []string{"vnc.cert_file: is required with vnc.key_file"}},
+		{"unknown key", broker + "broker_prot = 8445\n", []string{`unknown key "agent.broker_prot" (did you mean "agent.broker_port"?)`}},
+		{"unknown table", broker + "[dcv]\nfoo = 1\nbar = 2\n", []string{`unknown key "dcv"`}},
+		{"unknown top-level key", "brokerhost = 'x'\n" + broker, []string{`unknown key "brokerhost"`}},
+		{"unverified reference key", broker + "preferred_network_interface = 'eth0'\n", []string{`unknown key "agent.preferred_network_interface"`}},
+		{"duplicate key", broker + "broker_host = 'c'\n", []string{"agent.broker_host", "already been defined"}},
+		{"syntax", "[agent\n", []string{"config agent.conf: line 2: expected"}},
+		{"several", "[agent]\nbroker_port = 0\nmax_virtual_sessions = -1\n", []string{"agent.broker_host:", "agent.broker_port:", "agent.max_virtual_sessions:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(strings.NewReader(tt.conf), "agent.conf")
+			if err == nil {
+				t.Fatalf("no error for:\n%s", tt.conf)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), "config agent.conf: ") {
+				t.Errorf("error %q does not name the file", err)
+			}
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Errorf("error %T is no *ConfigError", err)
+			}
+		})
+	}
+	t.Run("unknown table reported once", func(t *testing.T) {
+		_, err := loadConfig(strings.NewReader(broker+"[dcv]\nfoo = 1\nbar = 2\n"), "agent.conf")
+		if n := strings.Count(err.Error(), "unknown key"); n != 1 {
+			t.Errorf("%d unknown-key errors, want 1: %v", n, err)
+		}
+	})
+	t.Run("tls_strict off skips the ca file", func(t *testing.T) {
+		conf := broker + "tls_strict = false\nca_file = '" + filepath.Join(dir, "nope.pem") + "'\n"
+		if _, err := loadConfig(strings.NewReader(conf), "agent.conf"); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+func TestBrokerAddrs(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+	}{
+		{"broker", []string{"broker:8445"}},
+		{"b1, b2:9000 ,10.0.0.5", []string{"b1:8445", "b2:9000", "10.0.0.5:8445"}},
+		{"[::1]:9000,[fe80::1],2001:db8::7", []string{"[::1]:9000", "[fe80::1]:8445", "[2001:db8::7]:8445"}},
+		{"broker.example.com.", []string{"broker.example.com.:8445"}},
+	} {
+		got, err := brokerAddrs(tt.in, 8445)
+		if err != nil {
+			t.Errorf("brokerAddrs(%q): %v", tt.in, err)
+			continue
+		}
+		if !cmp.Equal(tt.want, got) {
+			t.Errorf("brokerAddrs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	for _, bad := range []string{"", ",", "https://b", "b/path", "b:0", "b:x", "0.0.0.0", "[::1", "[b]:80", "user@b", "b c"} {
+		if got, err := brokerAddrs(bad, 8445); err == nil {
+			t.Errorf("brokerAddrs(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func mustRead(tb testing.TB, name string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+func mustWrite(tb testing.TB, name, data string) {
+	tb.Helper()
+	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
