@@ -209,6 +209,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Version:           version,
 		Logger:            log,
 	}
+	if a.Driver == "sim" {
+		log.Warn("agent.driver is sim: sessions are simulated and run no desktop; use it for load testing only")
+	}
+	log.Info("agent started", "version", version, "server_id", m.serverID, "driver", a.Driver,
+		"brokers", strings.Join(urls, ","), "tags", len(m.tags), "state_dir", a.StateDir,
+		"software_statement", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
 	m.done = make(chan struct{})
@@ -218,12 +224,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
-	if a.Driver == "sim" {
-		log.Warn("agent.driver is sim: sessions are simulated and run no desktop; use it for load testing only")
-	}
-	log.Info("agent started", "version", version, "server_id", m.serverID, "driver", a.Driver,
-		"brokers", strings.Join(urls, ","), "tags", len(m.tags), "state_dir", a.StateDir,
-		"software_statement", statement != "")
 	return nil
 }
 
