@@ -299,8 +299,8 @@ func (c *cli) classify(ctx context.Context, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		opt, target := "--broker-url", c.st.BrokerURL
-		if c.rt.isToken(uerr.URL) {
-			opt, target = "--auth-server-url", c.authURL()
+		if c.rt.isToken(uerr.URL) && c.st.AuthURL != "" {
+			opt, target = "--auth-server-url", c.st.AuthURL
 		}
 		var cve *tls.CertificateVerificationError
 		var rhe tls.RecordHeaderError

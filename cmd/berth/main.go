@@ -27,6 +27,12 @@ func main() {
 // run is main without the process: env is the environment as os.Environ gives
 // it, and the result is the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env []string) int {
+	c := newCLI(stdin, stdout, stderr, env)
+	return c.exitCode(ctx, c.main(ctx, args))
+}
+
+// newCLI returns a cli for one run.
+func newCLI(stdin io.Reader, stdout, stderr io.Writer, env []string) *cli {
 	c := &cli{
 		stdin: stdin, stdout: stdout, stderr: stderr,
 		env:        map[string]string{},
@@ -46,5 +52,5 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			c.stderrTTY = true
 		}
 	}
-	return c.exitCode(ctx, c.main(ctx, args))
+	return c
 }
