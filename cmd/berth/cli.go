@@ -117,8 +117,8 @@ func newFlagSet(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args into fs. helpCmd is the command whose help --help prints
-// ("" for berth itself).
+// parse parses args into fs. cmd is the command whose help --help prints (nil
+// for berth itself); other parse errors become one-line usage errors.
 func (c *cli) parse(fs *flag.FlagSet, cmd *command, args []string) error {
 	err := fs.Parse(args)
 	if err == nil {

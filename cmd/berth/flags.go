@@ -188,10 +188,14 @@ func printOptions(w io.Writer, fs *flag.FlagSet, skip map[string]bool) {
 	}
 }
 
-// optionNames lists the names of fs's options, with aliases, sorted.
+// optionNames lists the names of fs's options, without aliases, sorted.
 func optionNames(fs *flag.FlagSet) []string {
 	var names []string
-	fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+	fs.VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Usage, aliasPrefix) {
+			names = append(names, "--"+f.Name)
+		}
+	})
 	sort.Strings(names)
 	return names
 }
