@@ -22,8 +22,14 @@ func benchServers(b *testing.B, s *sqlite.Store, n, maxVirtual, maxPerUser int) 
 // BenchmarkCommitPlacements commits batches of 1,000 new sessions spread over
 // 10,000 servers, as the broker's placement loop does. It reports placements/s.
 func BenchmarkCommitPlacements(b *testing.B) {
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) { benchCommitPlacements(b, mode.opts) })
+	}
+}
+
+func benchCommitPlacements(b *testing.B, opts sqlite.Options) {
 	const servers, batch = 10_000, 1_000
-	s := MustOpen(b, tempPath(b))
+	s := MustOpenWith(b, tempPath(b), opts)
 	benchServers(b, s, servers, 100, 20)
 	var n, full int
 	for b.Loop() {
@@ -53,12 +59,20 @@ func BenchmarkCommitPlacements(b *testing.B) {
 	}
 }
 
-// BenchmarkListSessionsOwnerPage reads one DescribeSessions page (Owner, AfterSeq,
-// Limit 101) out of 100,000 sessions of 100 owners.
-func BenchmarkListSessionsOwnerPage(b *testing.B) {
-	const total, owners, servers = 100_000, 100, 1_000
-	s := MustOpen(b, tempPath(b))
-	benchServers(b, s, servers, 0, 0)
+// benchModes are the two ways to open a store: with the session mirror
+// (Open) and without (SQL reads).
+var benchModes = []struct {
+	name string
+	opts sqlite.Options
+}{
+	{"mirror", sqlite.Options{}},
+	{"sql", sqlite.Options{NoSessionCache: true}},
+}
+
+// benchSessions stores total sessions of owners owners, spread over servers
+// servers.
+func benchSessions(b *testing.B, s *sqlite.Store, total, owners, servers int) {
+	b.Helper()
 	for start := 0; start < total; start += 1000 {
 		ss := make([]*broker.Session, 1000)
 		for i := range ss {
@@ -68,21 +82,96 @@ func BenchmarkListSessionsOwnerPage(b *testing.B) {
 		}
 		storetest.MustInsertSessions(b, s, ss...)
 	}
-	i := 0
-	for b.Loop() {
-		f := broker.SessionFilter{
-			Owner:    fmt.Sprintf("user-%03d", i%owners),
-			AfterSeq: int64((i * 7919) % (total / 2)),
-			Limit:    101,
-		}
-		ss, err := s.ListSessions(b.Context(), f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(ss) != 101 {
-			b.Fatalf("page of %d sessions, want 101", len(ss))
-		}
-		i++
+}
+
+// BenchmarkListSessionsOwnerPage reads one DescribeSessions page (Owner, AfterSeq,
+// Limit 101) out of 100,000 sessions of 100 owners.
+func BenchmarkListSessionsOwnerPage(b *testing.B) {
+	const total, owners, servers = 100_000, 100, 1_000
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			s := MustOpenWith(b, tempPath(b), mode.opts)
+			benchServers(b, s, servers, 0, 0)
+			benchSessions(b, s, total, owners, servers)
+			i := 0
+			for b.Loop() {
+				f := broker.SessionFilter{
+					Owner:    fmt.Sprintf("user-%03d", i%owners),
+					AfterSeq: int64((i * 7919) % (total / 2)),
+					Limit:    101,
+				}
+				ss, err := s.ListSessions(b.Context(), f)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(ss) != 101 {
+					b.Fatalf("page of %d sessions, want 101", len(ss))
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkCountSessions counts 100,000 sessions on 10,000 servers, as the
+// broker's server cache does.
+func BenchmarkCountSessions(b *testing.B) {
+	const total, owners, servers = 100_000, 5_000, 10_000
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			s := MustOpenWith(b, tempPath(b), mode.opts)
+			benchSessions(b, s, total, owners, servers)
+			for b.Loop() {
+				m, err := s.CountSessions(b.Context())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if len(m) != servers {
+					b.Fatalf("counts of %d servers, want %d", len(m), servers)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUpdateSession changes one session's state, as agent reports do.
+func BenchmarkUpdateSession(b *testing.B) {
+	const total, owners, servers = 10_000, 100, 1_000
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			s := MustOpenWith(b, tempPath(b), mode.opts)
+			benchSessions(b, s, total, owners, servers)
+			i := 0
+			for b.Loop() {
+				err := s.UpdateSession(b.Context(), fmt.Sprintf("sess-%08d", (i*7919)%total), func(ss *broker.Session) error {
+					ss.NumOfConnections++
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkOpen opens a file of 100,000 sessions: the mirror loads them.
+func BenchmarkOpen(b *testing.B) {
+	path := tempPath(b)
+	s := MustOpen(b, path)
+	benchSessions(b, s, 100_000, 100, 1_000)
+	s.Close()
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			for b.Loop() {
+				s, err := sqlite.OpenWith(b.Context(), path, mode.opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
 	}
 }
 

@@ -37,11 +37,12 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 	}
 	tags := tagsJSON(srv.Info.Tags)
 	var (
-		seq       int64
-		open      bool
-		createdAt time.Time
+		seq         int64
+		open        bool
+		createdAt   time.Time
+		tagsChanged bool
 	)
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		var (
 			agent, oldTags string
 			created        int64
@@ -63,6 +64,7 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 			if seq, err = res.LastInsertId(); err != nil {
 				return err
 			}
+			tagsChanged = true
 			return insertTags(ctx, tx, srv.ID, srv.Info.Tags)
 		case err != nil:
 			return err
@@ -81,7 +83,12 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 		if _, err := s.txExec(ctx, tx, deleteServerTagsSQL, srv.ID); err != nil {
 			return err
 		}
+		tagsChanged = true
 		return insertTags(ctx, tx, srv.ID, srv.Info.Tags)
+	}, func(m *mirror) {
+		if tagsChanged {
+			m.setTagsLocked(srv.ID, srv.Info.Tags)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("upsert server %q: %w", srv.ID, err)
@@ -200,12 +207,18 @@ func (s *Store) updateServer(ctx context.Context, q string, args ...any) error {
 // DeleteServer removes the server, its tags and its sessions. An unknown ID is
 // not an error.
 func (s *Store) DeleteServer(ctx context.Context, id string) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE server_id = ?`, id); err != nil {
+	var ids []string
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) (err error) {
+		if ids, err = deleteReturningIDs(ctx, tx, `DELETE FROM sessions WHERE server_id = ? RETURNING id`, id); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM servers WHERE id = ?`, id) // server_tags cascade
+		_, err = tx.ExecContext(ctx, `DELETE FROM servers WHERE id = ?`, id) // server_tags cascade
 		return err
+	}, func(m *mirror) {
+		for _, sid := range ids {
+			m.removeLocked(sid)
+		}
+		m.setTagsLocked(id, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("delete server %q: %w", id, err)

@@ -20,7 +20,7 @@ const (
 		updated_at, attempts, excluded, enqueued, enqueued_at, spec`
 
 	// sessionSet assigns every column but seq and id, with the arguments of
-	// sessionRow.args()[1:].
+	// encodeSession(ss)[1:].
 	sessionSet = `owner = ?, name = ?, type = ?, server_id = ?, state = ?, substate = ?, state_reason = ?,
 		max_concurrent_clients = ?, storage_root = ?, creation_time = ?, last_disconnection_time = ?,
 		num_connections = ?, updated_at = ?, attempts = ?, excluded = ?, enqueued = ?, enqueued_at = ?, spec = ?`
@@ -44,25 +44,49 @@ const (
 		WHERE v.id = ? GROUP BY v.seq`
 )
 
-// sessionArgs returns the values of every column but seq, in insertSessionSQL
-// order (id first).
-func sessionArgs(ss *broker.Session) ([]any, error) {
-	spec, err := json.Marshal(ss.Spec)
+// encodeSession returns the values of every column but seq, in
+// insertSessionSQL order (id first), and the JSON stored for Excluded and Spec.
+func encodeSession(ss *broker.Session) (args []any, excluded, spec string, err error) {
+	sp, err := json.Marshal(ss.Spec)
 	if err != nil {
-		return nil, fmt.Errorf("encode spec: %w", err)
+		return nil, "", "", fmt.Errorf("encode spec: %w", err)
 	}
-	excluded := []byte("[]")
+	ex := []byte("[]")
 	if len(ss.Excluded) > 0 {
-		if excluded, err = json.Marshal(ss.Excluded); err != nil {
-			return nil, fmt.Errorf("encode excluded: %w", err)
+		if ex, err = json.Marshal(ss.Excluded); err != nil {
+			return nil, "", "", fmt.Errorf("encode excluded: %w", err)
 		}
 	}
+	excluded, spec = string(ex), string(sp)
 	return []any{
 		ss.ID, ss.Owner, ss.Name, ss.Type, ss.ServerID, ss.State, ss.Substate, ss.StateReason,
 		ss.MaxConcurrentClients, ss.StorageRoot, toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
-		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, string(excluded), boolInt(ss.Enqueued),
-		toMillis(ss.EnqueuedAt), string(spec),
-	}, nil
+		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, excluded, boolInt(ss.Enqueued),
+		toMillis(ss.EnqueuedAt), spec,
+	}, excluded, spec, nil
+}
+
+// insertedRow inserts ss with the prepared insertSessionSQL and returns its Seq
+// and, if mirrored, its row for the mirror. A duplicate ID gives
+// broker.ErrConflict.
+func insertedRow(ctx context.Context, ins *sql.Stmt, ss *broker.Session, mirrored bool) (int64, *row, error) {
+	args, excluded, spec, err := encodeSession(ss)
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := ins.ExecContext(ctx, args...)
+	if isUnique(err) {
+		return 0, nil, fmt.Errorf("session ID exists: %w", broker.ErrConflict)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	seq, err := res.LastInsertId()
+	if err != nil || !mirrored {
+		return seq, nil, err
+	}
+	r, err := writtenRow(seq, ss.ID, ss, excluded, spec)
+	return seq, r, err
 }
 
 func scanSession(r rowScanner) (*broker.Session, error) {
@@ -98,17 +122,29 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 		return nil
 	}
 	seqs := make([]int64, len(ss))
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	var rows []*row
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		ins, err := s.txStmt(ctx, tx, insertSessionSQL)
 		if err != nil {
 			return err
 		}
+		if s.m != nil {
+			rows = make([]*row, len(ss))
+		}
 		for i, sess := range ss {
-			if seqs[i], err = insertSession(ctx, ins, sess); err != nil {
+			var r *row
+			if seqs[i], r, err = insertedRow(ctx, ins, sess, s.m != nil); err != nil {
 				return fmt.Errorf("session %q: %w", sess.ID, err)
+			}
+			if rows != nil {
+				rows[i] = r
 			}
 		}
 		return nil
+	}, func(m *mirror) {
+		for _, r := range rows {
+			m.putLocked(r)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("insert sessions: %w", err)
@@ -119,26 +155,11 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 	return nil
 }
 
-// insertSession runs the prepared insertSessionSQL for ss and returns its Seq.
-// A duplicate ID gives broker.ErrConflict.
-func insertSession(ctx context.Context, ins *sql.Stmt, ss *broker.Session) (int64, error) {
-	args, err := sessionArgs(ss)
-	if err != nil {
-		return 0, err
-	}
-	res, err := ins.ExecContext(ctx, args...)
-	if isUnique(err) {
-		return 0, fmt.Errorf("session ID exists: %w", broker.ErrConflict)
-	}
-	if err != nil {
-		return 0, err
-	}
-	return res.LastInsertId()
-}
-
 // placementTx holds the statements of a CommitPlacements transaction.
 type placementTx struct {
 	capacity, find, insert, update *sql.Stmt
+	// rows collects the rows written, for the mirror; nil without one.
+	rows []*row
 }
 
 // itemError is a per-placement failure: the item is not written, the
@@ -164,9 +185,12 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 		return errs, nil
 	}
 	seqs := make([]int64, len(ps))
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		var p placementTx
+	var p placementTx
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		var err error
+		if s.m != nil {
+			p.rows = make([]*row, 0, len(ps))
+		}
 		if p.capacity, err = s.txStmt(ctx, tx, capacitySQL); err != nil {
 			return err
 		}
@@ -191,6 +215,10 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 			}
 		}
 		return nil
+	}, func(m *mirror) {
+		for _, r := range p.rows {
+			m.putLocked(r)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("commit placements: %w", err)
@@ -236,23 +264,42 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 	case ss.Type == broker.TypeConsole && console > 0:
 		return 0, itemError{fmt.Errorf("server %q has a console session: %w", ss.ServerID, broker.ErrServerFull)}
 	}
+	mirrored := p.rows != nil
 	if pl.Insert {
-		seq, err := insertSession(ctx, p.insert, ss)
+		seq, r, err := insertedRow(ctx, p.insert, ss, mirrored)
 		if errors.Is(err, broker.ErrConflict) {
 			err = itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
 		}
+		if err == nil && mirrored {
+			p.rows = append(p.rows, r)
+		}
 		return seq, err
 	}
-	args, err := sessionArgs(ss)
+	args, excluded, spec, err := encodeSession(ss)
 	if err != nil {
 		return 0, itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
 	}
-	_, err = p.update.ExecContext(ctx, append(args[1:], seq)...)
-	return seq, err
+	if _, err = p.update.ExecContext(ctx, append(args[1:], seq)...); err != nil || !mirrored {
+		return seq, err
+	}
+	r, err := writtenRow(seq, ss.ID, ss, excluded, spec)
+	if err != nil {
+		return 0, err
+	}
+	p.rows = append(p.rows, r)
+	return seq, nil
 }
 
 // GetSession returns broker.ErrNotFound for an unknown ID.
 func (s *Store) GetSession(ctx context.Context, id string) (*broker.Session, error) {
+	if s.m != nil {
+		if ss, found, ok := s.m.get(id); ok {
+			if !found {
+				return nil, fmt.Errorf("get session %q: %w", id, broker.ErrNotFound)
+			}
+			return ss, nil
+		}
+	}
 	ss, err := scanSession(s.queryRow(ctx, getSessionSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = broker.ErrNotFound
@@ -265,6 +312,16 @@ func (s *Store) GetSession(ctx context.Context, id string) (*broker.Session, err
 
 // ListSessions returns the sessions f selects, ordered by Seq.
 func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error) {
+	if s.m != nil {
+		if out, ok := s.m.list(f); ok {
+			return out, nil
+		}
+	}
+	return s.listSessionsSQL(ctx, f)
+}
+
+// listSessionsSQL is ListSessions without the mirror.
+func (s *Store) listSessionsSQL(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error) {
 	var b strings.Builder
 	b.WriteString(`SELECT ` + sessionCols + ` FROM sessions`)
 	if f.Unplaced && f.Owner == "" && len(f.IDs) == 0 {
@@ -338,8 +395,11 @@ func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*br
 // Seq, and it must not call the store (the writer is held while fn runs). It
 // returns broker.ErrNotFound for an unknown ID.
 func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Session) error) error {
-	var fnErr error
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	var (
+		fnErr error
+		r     *row
+	)
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
 		if errors.Is(err, sql.ErrNoRows) {
 			return broker.ErrNotFound
@@ -351,13 +411,16 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 		if fnErr = fn(ss); fnErr != nil {
 			return fnErr
 		}
-		args, err := sessionArgs(ss)
+		args, excluded, spec, err := encodeSession(ss)
 		if err != nil {
 			return err
 		}
-		_, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...)
+		if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil || s.m == nil {
+			return err
+		}
+		r, err = writtenRow(seq, id, ss, excluded, spec)
 		return err
-	})
+	}, func(m *mirror) { m.putLocked(r) })
 	if fnErr != nil {
 		return fnErr
 	}
@@ -370,13 +433,17 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 // DeleteSession removes the session row. It returns broker.ErrNotFound for an
 // unknown ID.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
-	res, err := s.exec(ctx, deleteSessionSQL, id)
-	if err == nil {
-		var n int64
-		if n, err = res.RowsAffected(); err == nil && n == 0 {
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
+		res, err := s.txExec(ctx, tx, deleteSessionSQL, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err == nil && n == 0 {
 			err = broker.ErrNotFound
 		}
-	}
+		return err
+	}, func(m *mirror) { m.removeLocked(id) })
 	if err != nil {
 		return fmt.Errorf("delete session %q: %w", id, err)
 	}
@@ -386,21 +453,49 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 // PurgeDeleted removes DELETED sessions whose UpdatedAt is before before and
 // returns how many it removed.
 func (s *Store) PurgeDeleted(ctx context.Context, before time.Time) (int, error) {
-	res, err := s.exec(ctx, `DELETE FROM sessions WHERE state = ? AND updated_at < ?`,
-		broker.StateDeleted, toMillis(before))
+	var ids []string
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) (err error) {
+		ids, err = deleteReturningIDs(ctx, tx, `DELETE FROM sessions WHERE state = ? AND updated_at < ? RETURNING id`,
+			broker.StateDeleted, toMillis(before))
+		return err
+	}, func(m *mirror) {
+		for _, id := range ids {
+			m.removeLocked(id)
+		}
+	})
 	if err != nil {
 		return 0, fmt.Errorf("purge deleted sessions: %w", err)
 	}
-	n, err := res.RowsAffected()
+	return len(ids), nil
+}
+
+// deleteReturningIDs runs q, a DELETE ... RETURNING id, in tx and returns the
+// IDs.
+func deleteReturningIDs(ctx context.Context, tx *sql.Tx, q string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return 0, fmt.Errorf("purge deleted sessions: %w", err)
+		return nil, err
 	}
-	return int(n), nil
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // CountSessions returns the active (not DELETED) placed sessions per server.
 // Servers without active sessions are absent.
 func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, error) {
+	if s.m != nil {
+		if out, ok := s.m.countSessions(); ok {
+			return out, nil
+		}
+	}
 	rows, err := s.query(ctx, `SELECT server_id, type, owner, count(*) FROM sessions
 		WHERE state != 'DELETED' AND server_id != '' GROUP BY server_id, type, owner`)
 	if err != nil {
@@ -437,6 +532,11 @@ func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, er
 
 // CountByState returns the number of sessions per state.
 func (s *Store) CountByState(ctx context.Context) (map[string]int, error) {
+	if s.m != nil {
+		if out, ok := s.m.countByState(); ok {
+			return out, nil
+		}
+	}
 	rows, err := s.query(ctx, `SELECT state, count(*) FROM sessions GROUP BY state`)
 	if err != nil {
 		return nil, fmt.Errorf("count sessions by state: %w", err)

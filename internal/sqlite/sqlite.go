@@ -8,6 +8,13 @@
 // failing with SQLITE_BUSY; reads use a separate pool and, in WAL mode, are never
 // blocked by the writer. Another process (the admin CLI) may open the same file:
 // busy_timeout makes each side wait for the other's write lock.
+//
+// A Store opened with Open keeps a write-through, in-memory mirror of the
+// sessions table (see mirror.go) and serves session reads from it. That needs
+// the broker process to own the file: Open takes an exclusive lock on
+// <path>.lock, and processes that only manage clients, keys, statements and
+// settings beside a running broker open the file with OpenWith and
+// Options.NoSessionCache.
 package sqlite
 
 import (
@@ -62,15 +69,66 @@ type Store struct {
 	ws   stmtCache
 	rs   stmtCache
 
+	// wsem (capacity 1) is held by every write transaction from BEGIN until
+	// the mirror has applied its commit, so that the mirror applies commits in
+	// commit order.
+	wsem chan struct{}
+	// m mirrors the sessions table; nil with Options.NoSessionCache.
+	m *mirror
+	// lock is the open <path>.lock: held exclusively for the store's lifetime
+	// by a store with a mirror, and shared for the duration of each session
+	// write by one without.
+	lock *os.File
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
+// Options change how OpenWith opens a store. The zero value gives what Open
+// gives.
+type Options struct {
+	// NoSessionCache opens the file without the in-memory mirror of the
+	// sessions table and without taking the lock file, so that it can be used
+	// while a broker (a store opened with the mirror) runs on the same file:
+	// for the broker's admin commands, which manage clients, signing keys,
+	// software statements and settings. Session reads then run SQL. Writes of
+	// sessions and servers (InsertSessions, CommitPlacements, UpdateSession,
+	// DeleteSession, PurgeDeleted, UpsertServer, DeleteServer), which would
+	// leave the broker's mirror out of date, fail with a *LockError while a
+	// store with the mirror holds the file.
+	NoSessionCache bool
+}
+
+// LockError is the error of Open while another store with a session mirror
+// (another broker) holds the database file, and of the session and server
+// writes of a NoSessionCache store in that case.
+type LockError struct {
+	// Path is the absolute path of the database file.
+	Path string
+}
+
+func (e *LockError) Error() string {
+	return "another broker is using " + e.Path + ": stop it or point persistence-dsn elsewhere"
+}
+
 // Open opens (creating it with mode 0600 if needed) the database file at path,
-// applies pending migrations and returns the store.
+// applies pending migrations, loads the sessions into the store's in-memory
+// mirror and returns the store. It takes an exclusive lock on path + ".lock"
+// until Close, and fails with a *LockError if another store with a mirror, in
+// this process or another, holds it. It is OpenWith with zero Options.
 func Open(ctx context.Context, path string) (*Store, error) {
+	return OpenWith(ctx, path, Options{})
+}
+
+// OpenWith opens the database file at path as Open does, with opts.
+func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Store{Now: time.Now, path: abs, wsem: make(chan struct{}, 1)}
+	if err := s.openLock(!opts.NoSessionCache); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	// Create the file ourselves so that it gets mode 0600; SQLite gives its -wal
@@ -99,8 +157,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"&_txlock=immediate"
 	rdsn := name + "?" + busy + "&_pragma=foreign_keys(1)&_pragma=query_only(1)&_pragma=cache_size(-16384)"
 
-	s := &Store{Now: time.Now, path: abs}
 	if s.w, err = sql.Open("sqlite", wdsn); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.w.SetMaxOpenConns(1)
@@ -112,7 +170,37 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
+	if !opts.NoSessionCache {
+		if err := s.write(ctx, func(tx *sql.Tx) (err error) {
+			s.m, err = loadMirror(ctx, tx)
+			return err
+		}); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open store %s: load sessions: %w", abs, err)
+		}
+	}
 	return s, nil
+}
+
+// openLock opens the lock file and, if exclusive, takes the lock for the
+// store's lifetime.
+func (s *Store) openLock(exclusive bool) error {
+	f, err := os.OpenFile(s.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock file: %w", err)
+	}
+	s.lock = f
+	if !exclusive {
+		return nil
+	}
+	ok, err := tryLock(f, true)
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	if !ok {
+		return &LockError{Path: s.path}
+	}
+	return nil
 }
 
 // open migrates the database, prepares the writer's statements and opens the
@@ -178,6 +266,9 @@ func (s *Store) close() error {
 	}
 	if s.w != nil {
 		errs = append(errs, s.w.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the lock
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close store: %w", err)
@@ -260,8 +351,68 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE on the single writer
 // connection) and commits it if fn returns nil. fn must not call other Store
-// methods: the writer connection is busy until write returns.
+// methods that write: the writer is busy until write returns. Transactions that
+// change sessions or server tags use writeMirrored instead.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := s.acquireWriter(ctx); err != nil {
+		return err
+	}
+	defer s.releaseWriter()
+	return s.runTx(ctx, fn)
+}
+
+// writeMirrored is write for a transaction that changes sessions or server
+// tags. With a mirror, it calls apply (which may be nil) with the mirror
+// locked once the transaction has committed, before another write transaction
+// can begin; if the commit fails, and so may or may not have happened, it
+// reloads the mirror from the database. Without a mirror, it holds the lock
+// file shared for the transaction, and fails with a *LockError if a store with
+// a mirror holds it.
+func (s *Store) writeMirrored(ctx context.Context, fn func(tx *sql.Tx) error, apply func(m *mirror)) error {
+	if err := s.acquireWriter(ctx); err != nil {
+		return err
+	}
+	defer s.releaseWriter()
+	if s.m == nil {
+		ok, err := tryLock(s.lock, false)
+		if err != nil {
+			return fmt.Errorf("lock %s: %w", s.lock.Name(), err)
+		}
+		if !ok {
+			return &LockError{Path: s.path}
+		}
+		defer unlock(s.lock)
+		return s.runTx(ctx, fn)
+	}
+	if s.m.isStale() {
+		s.reloadMirror(ctx)
+	}
+	err := s.runTx(ctx, fn)
+	var ce commitError
+	switch {
+	case errors.As(err, &ce):
+		s.reloadMirror(ctx)
+	case err == nil && apply != nil:
+		s.m.apply(apply)
+	}
+	return err
+}
+
+// acquireWriter waits for the store's turn to write, or for ctx to end.
+func (s *Store) acquireWriter(ctx context.Context) error {
+	select {
+	case s.wsem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("begin: %w", ctx.Err())
+	}
+}
+
+func (s *Store) releaseWriter() { <-s.wsem }
+
+// runTx runs fn in a transaction of the writer; the caller holds the writer.
+// A failed commit is a commitError.
+func (s *Store) runTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -271,9 +422,30 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return commitError{err}
 	}
 	return nil
+}
+
+// commitError is a failed COMMIT, after which the transaction's outcome is
+// not known for sure.
+type commitError struct{ err error }
+
+func (e commitError) Error() string { return "commit: " + e.err.Error() }
+func (e commitError) Unwrap() error { return e.err }
+
+// reloadMirror replaces the mirror's contents with the database's; the caller
+// holds the writer. If that fails, the mirror is marked stale: reads run SQL
+// and the next mirrored write tries again.
+func (s *Store) reloadMirror(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), BusyTimeout)
+	defer cancel()
+	var fresh *mirror
+	err := s.runTx(ctx, func(tx *sql.Tx) (err error) {
+		fresh, err = loadMirror(ctx, tx)
+		return err
+	})
+	s.m.reset(fresh, err == nil)
 }
 
 // maxCachedStmts bounds each statement cache; ListSessions builds one statement

@@ -21,12 +21,19 @@ import (
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
-// MustOpen opens a store on path and closes it when tb ends.
+// MustOpen opens a store (with its session mirror) on path and closes it when
+// tb ends.
 func MustOpen(tb testing.TB, path string) *sqlite.Store {
 	tb.Helper()
-	s, err := sqlite.Open(tb.Context(), path)
+	return MustOpenWith(tb, path, sqlite.Options{})
+}
+
+// MustOpenWith opens a store on path with opts and closes it when tb ends.
+func MustOpenWith(tb testing.TB, path string, opts sqlite.Options) *sqlite.Store {
+	tb.Helper()
+	s, err := sqlite.OpenWith(tb.Context(), path, opts)
 	if err != nil {
-		tb.Fatalf("Open: %v", err)
+		tb.Fatalf("OpenWith(%+v): %v", opts, err)
 	}
 	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {
@@ -40,6 +47,12 @@ func tempPath(tb testing.TB) string { return filepath.Join(tb.TempDir(), "berth.
 
 func TestStore_BrokerContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) broker.Store { return MustOpen(t, tempPath(t)) })
+}
+
+func TestStore_BrokerContract_NoSessionCache(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) broker.Store {
+		return MustOpenWith(t, tempPath(t), sqlite.Options{NoSessionCache: true})
+	})
 }
 
 func TestStore_OAuthContract(t *testing.T) {
@@ -246,26 +259,38 @@ func TestStore_WriteDuringRead(t *testing.T) {
 }
 
 // TestStore_TwoHandles writes concurrently through two stores on one file, as
-// the broker and its admin CLI do.
+// the broker (sessions) and its admin commands (clients, settings) do.
 func TestStore_TwoHandles(t *testing.T) {
 	path := tempPath(t)
-	a, b := MustOpen(t, path), MustOpen(t, path)
+	a, b := MustOpen(t, path), MustOpenWith(t, path, sqlite.Options{NoSessionCache: true})
 	storetest.MustUpsertServers(t, a, storetest.NewServer("s-a", 0, 0, nil))
 	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for w, s := range []*sqlite.Store{a, b, a, b} {
+	errs := make(chan error, 150)
+	for w := range 4 {
 		wg.Go(func() {
 			for i := range 25 {
 				ss := storetest.NewSession(fmt.Sprintf("w%d-%d", w, i), "alice", broker.TypeVirtual, "s-a", broker.StateCreating)
-				cerrs, err := s.CommitPlacements(t.Context(), storetest.Place(ss))
+				cerrs, err := a.CommitPlacements(t.Context(), storetest.Place(ss))
 				if err == nil {
 					err = cerrs[0]
 				}
 				if err == nil {
-					err = s.UpdateSession(t.Context(), ss.ID, func(ss *broker.Session) error {
+					err = a.UpdateSession(t.Context(), ss.ID, func(ss *broker.Session) error {
 						ss.State = broker.StateReady
 						return nil
 					})
+				}
+				errs <- err
+			}
+		})
+	}
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range 25 {
+				c := oauthtest.NewClient(fmt.Sprintf("admin%d-%d", w, i), oauth.KindAPI, storetest.T0)
+				err := b.CreateClient(t.Context(), c)
+				if err == nil {
+					_, err = b.Setting(t.Context(), c.ID, "v")
 				}
 				errs <- err
 			}
@@ -278,12 +303,21 @@ func TestStore_TwoHandles(t *testing.T) {
 			t.Fatalf("concurrent write through two handles: %v", err)
 		}
 	}
-	counts, err := b.CountByState(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if counts[broker.StateReady] != 100 {
-		t.Errorf("CountByState = %v, want 100 READY", counts)
+	for _, s := range []*sqlite.Store{a, b} {
+		counts, err := s.CountByState(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counts[broker.StateReady] != 100 {
+			t.Errorf("CountByState = %v, want 100 READY", counts)
+		}
+		clients, err := s.ListClients(t.Context(), oauth.KindAPI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(clients) != 50 {
+			t.Errorf("%d clients, want 50", len(clients))
+		}
 	}
 }
 

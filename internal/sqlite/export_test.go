@@ -1,0 +1,86 @@
+package sqlite
+
+import (
+	"fmt"
+	"maps"
+)
+
+// CheckMirror checks the invariants of the store's session mirror; a store
+// without one passes.
+func (s *Store) CheckMirror() error {
+	if s.m == nil {
+		return nil
+	}
+	m := s.m
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stale {
+		return fmt.Errorf("mirror is stale")
+	}
+	states := make(map[string]int)
+	for id, r := range m.byID {
+		if r.dead || r.id != id {
+			return fmt.Errorf("byID[%q] is row %q (dead %v)", id, r.id, r.dead)
+		}
+		states[r.state]++
+	}
+	if !maps.Equal(states, m.states) {
+		return fmt.Errorf("states %v, rows have %v", m.states, states)
+	}
+	check := func(name string, l *seqList, key func(*row) string) (int, error) {
+		dead := 0
+		for i, r := range l.rows {
+			if i > 0 && l.rows[i-1].seq >= r.seq {
+				return 0, fmt.Errorf("%s: not sorted at %d", name, i)
+			}
+			if r.dead {
+				dead++
+				continue
+			}
+			if m.byID[r.id] != r {
+				return 0, fmt.Errorf("%s: live row %q is not byID's", name, r.id)
+			}
+			if key != nil && key(r) != l.key {
+				return 0, fmt.Errorf("%s: row %q has key %q", name, r.id, key(r))
+			}
+		}
+		if dead != l.dead {
+			return 0, fmt.Errorf("%s: %d dead rows, counted %d", name, dead, l.dead)
+		}
+		if key != nil && l.live() == 0 {
+			return 0, fmt.Errorf("%s: empty index kept", name)
+		}
+		return l.live(), nil
+	}
+	n, err := check("all", &m.all, nil)
+	if err != nil {
+		return err
+	}
+	if n != len(m.byID) {
+		return fmt.Errorf("all has %d live rows, byID %d", n, len(m.byID))
+	}
+	for _, idx := range []struct {
+		name string
+		m    map[string]*seqList
+		key  func(*row) string
+	}{
+		{"byOwner", m.byOwner, func(r *row) string { return r.owner }},
+		{"byServer", m.byServer, func(r *row) string { return r.serverID }},
+	} {
+		total := 0
+		for k, l := range idx.m {
+			if l.key != k {
+				return fmt.Errorf("%s[%q] has key %q", idx.name, k, l.key)
+			}
+			n, err := check(fmt.Sprintf("%s[%q]", idx.name, k), l, idx.key)
+			if err != nil {
+				return err
+			}
+			total += n
+		}
+		if total != len(m.byID) {
+			return fmt.Errorf("%s has %d live rows, byID %d", idx.name, total, len(m.byID))
+		}
+	}
+	return nil
+}
