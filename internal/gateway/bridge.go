@@ -1,0 +1,249 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// dialTimeout bounds connecting to a session's VNC socket.
+const dialTimeout = 5 * time.Second
+
+// bridge is one bridged WebSocket connection.
+type bridge struct {
+	session string
+	user    string
+	rights  atomic.Pointer[rights]
+
+	stopOnce sync.Once
+	stopped  chan struct{} // closed by stop
+	code     websocket.StatusCode
+	reason   string
+}
+
+// stop asks the bridge to end with a close code and reason.
+func (b *bridge) stop(code websocket.StatusCode, reason string) {
+	b.stopOnce.Do(func() {
+		b.code, b.reason = code, reason
+		close(b.stopped)
+	})
+}
+
+// reserve registers a new bridge for g unless the session is full.
+func (s *Server) reserve(g *grant) (*bridge, bool) {
+	b := &bridge{session: g.session.ID, user: g.claims.User, stopped: make(chan struct{})}
+	r := g.rights
+	b.rights.Store(&r)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, false
+	}
+	m := s.conns[b.session]
+	if g.session.MaxClients > 0 && len(m) >= g.session.MaxClients {
+		s.mu.Unlock()
+		return nil, false
+	}
+	if m == nil {
+		m = make(map[*bridge]struct{})
+		s.conns[b.session] = m
+	}
+	m[b] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.report(b.session)
+	return b, true
+}
+
+// release unregisters a bridge and records the disconnection.
+func (s *Server) release(b *bridge) {
+	s.mu.Lock()
+	if m := s.conns[b.session]; m != nil {
+		delete(m, b)
+		if len(m) == 0 {
+			delete(s.conns, b.session)
+		}
+	}
+	s.lastDis[b.session] = s.cfg.Now().UTC()
+	s.mu.Unlock()
+	s.report(b.session)
+	s.wg.Done()
+}
+
+// report tells the driver a session's connection count, in order.
+func (s *Server) report(id string) {
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	s.mu.Lock()
+	n, last := len(s.conns[id]), s.lastDis[id]
+	if n == 0 {
+		// Forget sessions without connections only once reported; the
+		// driver keeps the time.
+		delete(s.lastDis, id)
+	}
+	s.mu.Unlock()
+	if s.cfg.Sessions != nil {
+		s.cfg.Sessions.ConnectionChanged(id, n, last)
+	}
+}
+
+// Connections returns the number of live bridged connections of a session.
+func (s *Server) Connections(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns[id])
+}
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	g, herr := s.authorize(r.Context(), r)
+	if herr != nil {
+		herr.write(w)
+		return
+	}
+	b, ok := s.reserve(g)
+	if !ok {
+		(&httpError{http.StatusServiceUnavailable, "the session has its maximum number of clients"}).write(w)
+		return
+	}
+	defer s.release(b)
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}})
+	if err != nil {
+		return // Accept has answered
+	}
+	vnc, err := dialSession(r.Context(), g.session)
+	if err != nil {
+		s.log.Warn("cannot reach the session's VNC server", "session_id", b.session, "err", err)
+		c.Close(websocket.StatusTryAgainLater, "the session is not reachable")
+		return
+	}
+	log := s.log.With("session_id", b.session, "user", b.user, "remote", r.RemoteAddr)
+	log.Info("client connected", "view_only", g.rights.viewOnly())
+	why := s.pump(c, vnc, b)
+	log.Info("client disconnected", "why", why)
+}
+
+// dialSession connects to a session's VNC socket and checks that the peer
+// is the session's server.
+func dialSession(ctx context.Context, sess Session) (net.Conn, error) {
+	d := net.Dialer{Timeout: dialTimeout}
+	conn, err := d.DialContext(ctx, "unix", sess.Socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeer(conn, sess.UID, sess.PID); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// pump copies between the WebSocket and the VNC socket until either side
+// ends or the bridge is stopped, and returns why it ended.
+func (s *Server) pump(c *websocket.Conn, vnc net.Conn, b *bridge) string {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
+	ended := make(chan string, 3)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { // server → client
+		defer wg.Done()
+		_, err := io.Copy(nc, vnc)
+		ended <- "session closed the connection" + errSuffix(err)
+	}()
+	go func() { // client → server, filtered
+		defer wg.Done()
+		ended <- "client closed the connection" + errSuffix(s.filterCopy(vnc, nc, b))
+	}()
+	go func() { // keepalive
+		defer wg.Done()
+		t := time.NewTicker(s.cfg.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pctx, pcancel := context.WithTimeout(ctx, s.cfg.PingInterval)
+				err := c.Ping(pctx)
+				pcancel()
+				if err != nil && ctx.Err() == nil {
+					ended <- "client stopped answering pings"
+					return
+				}
+			}
+		}
+	}()
+	var why string
+	code, reason := websocket.StatusNormalClosure, ""
+	select {
+	case why = <-ended:
+		if why[0] == 's' {
+			code, reason = websocket.StatusGoingAway, "the session closed the connection"
+		}
+	case <-b.stopped:
+		why, code, reason = b.reason, b.code, b.reason
+	case <-s.ctx.Done():
+		why, code, reason = "gateway closed", websocket.StatusGoingAway, "the gateway is shutting down"
+	}
+	vnc.Close()
+	closed := make(chan struct{})
+	go func() {
+		c.Close(code, reason) // waits (bounded) for the client's close frame
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(2 * time.Second):
+		c.CloseNow()
+		<-closed
+	}
+	cancel()
+	wg.Wait()
+	return why
+}
+
+func errSuffix(err error) string {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		return ""
+	}
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
+// filterCopy copies client messages to the VNC server, dropping what the
+// bridge's current rights do not allow. It returns when either side fails
+// or the client breaks the protocol.
+func (s *Server) filterCopy(dst io.Writer, src io.Reader, b *bridge) error {
+	f := &clientFilter{allow: func(in input) bool { return b.rights.Load().allows(in) }}
+	buf := make([]byte, 32<<10)
+	var out []byte
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			var ferr error
+			out, ferr = f.feed(out[:0], buf[:n])
+			if len(out) > 0 {
+				if _, werr := dst.Write(out); werr != nil {
+					return werr
+				}
+			}
+			if ferr != nil {
+				return ferr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
