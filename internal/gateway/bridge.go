@@ -147,7 +147,9 @@ func dialSession(ctx context.Context, sess Session) (net.Conn, error) {
 // pump copies between the WebSocket and the VNC socket until either side
 // ends or the bridge is stopped, and returns why it ended.
 func (s *Server) pump(c *websocket.Conn, vnc net.Conn, b *bridge) string {
-	ctx, cancel := context.WithCancel(s.ctx)
+	// Not derived from s.ctx: cancelling would cut the WebSocket without a
+	// close frame; the select below handles the gateway's shutdown.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
 	ended := make(chan string, 3)
