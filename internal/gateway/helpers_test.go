@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -341,7 +342,7 @@ func dialWS(t testing.TB, srv *httptest.Server, token, session string) (*websock
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	u := "wss" + srv.URL[len("https"):] + "/websockify?authToken=" + token + "&sessionId=" + session
+	u := "wss" + srv.URL[len("https"):] + "/websockify?authToken=" + url.QueryEscape(token) + "&sessionId=" + url.QueryEscape(session)
 	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: srv.Client()})
 	if err != nil {
 		if resp == nil {
