@@ -2,6 +2,7 @@ package vnc
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -164,10 +165,21 @@ func (d *Driver) startConsole(ctx context.Context, s *session, p *plan) error {
 	return d.saveRecord(&rec)
 }
 
+// xCookie returns the cookie the agent connects to the session's display
+// with: its own for a VIRTUAL session, the owner's for the console.
+func (r *record) xCookie() ([]byte, error) {
+	if r.CookieHex != "" {
+		return hex.DecodeString(r.CookieHex)
+	}
+	return cookieFor(r.Cookie, r.Display, r.UID)
+}
+
 // cookieFor reads the MIT-MAGIC-COOKIE-1 for display n from an Xauthority
-// file: an entry for that display, else one for any display.
-func cookieFor(path string, n int) ([]byte, error) {
-	entries, err := readXauth(path)
+// file, which must be a regular file of uid (not a symlink: the owner must
+// not make the agent read other files): an entry for that display, else one
+// for any display.
+func cookieFor(path string, n, uid int) ([]byte, error) {
+	entries, err := readXauth(path, uid)
 	if err != nil {
 		return nil, err
 	}

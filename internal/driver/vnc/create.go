@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -390,6 +391,9 @@ func (d *Driver) startVirtual(ctx context.Context, s *session, p *plan) error {
 	}
 	cookie := make([]byte, 16)
 	rand.Read(cookie)
+	d.mu.Lock()
+	s.rec.CookieHex = hex.EncodeToString(cookie)
+	d.mu.Unlock()
 	if err := writeCookie(root, dirName+"/xauth", cookie, o); err != nil {
 		return err
 	}

@@ -44,7 +44,7 @@ func (d *Driver) Screenshot(ctx context.Context, id string, maxW, maxH int, form
 	if !ok {
 		return nil, ErrNotFound
 	}
-	cookie, err := cookieFor(rec.Cookie, rec.Display)
+	cookie, err := rec.xCookie()
 	if err != nil {
 		return nil, fmt.Errorf("screenshot: %w", err)
 	}

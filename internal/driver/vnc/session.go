@@ -21,23 +21,28 @@ const recordVersion = 1
 
 // record is what the driver keeps about a session in StateDir/sessions/ID.json:
 // enough to report, screenshot, bridge and delete it after an agent restart.
+// The server, init and autorun processes each lead their own session and
+// process group, so their PIDs are also their PGIDs.
 type record struct {
-	Version     int       `json:"version"`
-	ID          string    `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Owner       string    `json:"owner"`
-	Type        string    `json:"type"`
-	UID         int       `json:"uid"`
-	GID         int       `json:"gid"`
-	Home        string    `json:"home"`
-	Display     int       `json:"display"`
-	ServerPID   int       `json:"server_pid"`   // Xvnc (x0vncserver for CONSOLE)
-	ServerStart uint64    `json:"server_start"` // its start time in clock ticks, against PID reuse
-	InitPID     int       `json:"init_pid,omitempty"`
-	AutorunPID  int       `json:"autorun_pid,omitempty"`
-	Dir         string    `json:"dir"`    // /run/user/UID/berth-ID
-	Socket      string    `json:"socket"` // the VNC unix socket
-	Cookie      string    `json:"cookie"` // the X authority file
+	Version     int    `json:"version"`
+	ID          string `json:"id"`
+	Name        string `json:"name,omitempty"`
+	Owner       string `json:"owner"`
+	Type        string `json:"type"`
+	UID         int    `json:"uid"`
+	GID         int    `json:"gid"`
+	Home        string `json:"home"`
+	Display     int    `json:"display"`
+	ServerPID   int    `json:"server_pid"`   // Xvnc (x0vncserver for CONSOLE)
+	ServerStart uint64 `json:"server_start"` // its start time in clock ticks, against PID reuse
+	InitPID     int    `json:"init_pid,omitempty"`
+	AutorunPID  int    `json:"autorun_pid,omitempty"`
+	Dir         string `json:"dir"`    // /run/user/UID/berth-ID
+	Socket      string `json:"socket"` // the VNC unix socket
+	Cookie      string `json:"cookie"` // the X authority file
+	// CookieHex is the VIRTUAL session's X cookie: the agent never reads it
+	// back from the owner's directory.
+	CookieHex   string    `json:"cookie_hex,omitempty"`
 	Log         string    `json:"log"`
 	MaxClients  int64     `json:"max_clients,omitempty"`
 	StorageRoot string    `json:"storage_root,omitempty"`

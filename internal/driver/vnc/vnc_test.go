@@ -601,7 +601,7 @@ func TestDriver_DeleteWhileCreating(t *testing.T) {
 // drawWindow maps a white 200×100 window on the session's display.
 func drawWindow(t *testing.T, rec *record) {
 	t.Helper()
-	cookie, err := cookieFor(rec.Cookie, rec.Display)
+	cookie, err := rec.xCookie()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,5 +622,25 @@ func drawWindow(t *testing.T, rec *record) {
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestReadXauth_OwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	uid := uidOf(t, testUser1)
+	cookie := bytes.Repeat([]byte{7}, 16)
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, xauthEntry(cookie), 0o600)
+	os.Chown(good, uid, 0)
+	if got, err := cookieFor(good, 3, uid); err != nil || !bytes.Equal(got, cookie) {
+		t.Errorf("owner's file: %v %v", got, err)
+	}
+	if _, err := cookieFor(good, 3, uid+1); err == nil {
+		t.Error("another user's file accepted")
+	}
+	link := filepath.Join(dir, "link")
+	os.Symlink(good, link)
+	if _, err := cookieFor(link, 3, uid); err == nil {
+		t.Error("symlink followed")
 	}
 }

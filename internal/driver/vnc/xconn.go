@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/jezek/xgb"
@@ -67,13 +68,18 @@ type xauth struct {
 	data   []byte
 }
 
-// readXauth reads an Xauthority file (at most 64 KiB of it).
-func readXauth(path string) ([]xauth, error) {
-	f, err := os.Open(path)
+// readXauth reads an Xauthority file (at most 64 KiB of it) that is a
+// regular file owned by uid.
+func readXauth(path string, uid int) ([]xauth, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, err
+		return nil, errors.New("cannot open the X authority file")
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || int(fi.Sys().(*syscall.Stat_t).Uid) != uid {
+		return nil, errors.New("the X authority file is not a regular file of the owner")
+	}
 	r := io.LimitReader(f, 64<<10)
 	get := func() ([]byte, error) {
 		var n uint16
