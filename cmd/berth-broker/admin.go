@@ -206,7 +206,7 @@ func runAdmin(ctx context.Context, cmd adminCommand, args []string, stdout, stde
 	m.Logger = newLogger("warn", "text", os.Stderr)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := m.openStore(ctx); err != nil {
+	if err := m.openStore(ctx, true); err != nil {
 		return err
 	}
 	defer m.store.Close()

@@ -102,8 +102,9 @@ func (m *Main) loadConfig() error {
 	return nil
 }
 
-// openStore opens the configured store and the token authority on it.
-func (m *Main) openStore(ctx context.Context) error {
+// openStore opens the configured store and the token authority on it. admin
+// opens it beside a running broker, for the admin commands.
+func (m *Main) openStore(ctx context.Context, admin bool) error {
 	c := &m.Config
 	if err := os.MkdirAll(c.WorkingPath, 0o700); err != nil {
 		return fmt.Errorf("create working path: %w", err)
@@ -114,7 +115,7 @@ func (m *Main) openStore(ctx context.Context) error {
 		if path == "" {
 			path = filepath.Join(c.WorkingPath, "berth.db")
 		}
-		st, err := sqlite.Open(ctx, path)
+		st, err := sqlite.OpenWith(ctx, path, sqlite.Options{NoSessionCache: admin})
 		if err != nil {
 			return fmt.Errorf("open store: %w", err)
 		}
@@ -142,7 +143,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 	c := &m.Config
-	if err := m.openStore(ctx); err != nil {
+	if err := m.openStore(ctx, false); err != nil {
 		return err
 	}
 	if err := m.auth.EnsureKey(ctx); err != nil {
