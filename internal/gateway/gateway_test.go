@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ func TestServer_Page(t *testing.T) {
 	csp := resp.Header.Get("Content-Security-Policy")
 	if !strings.Contains(csp, "script-src 'self' 'sha256-") || resp.Header.Get("Referrer-Policy") != "no-referrer" || resp.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("headers: %v", resp.Header)
+	}
+	if _, err := os.Stat(gateway.DefaultNoVNCPath + "/core/rfb.js"); err != nil {
+		t.Skip("noVNC is not installed (apt-get install novnc)")
 	}
 	for path, want := range map[string]int{
 		"/novnc/core/rfb.js":                     200,
