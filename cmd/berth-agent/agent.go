@@ -9,9 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,7 +22,10 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/driver/vnc"
+	"github.com/berth-dev/berth/internal/gateway"
 	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -30,16 +36,24 @@ const defaultConfigPath = "/etc/berth/agent.conf"
 const logFileName = "agent.log"
 
 // driverFactory builds a session driver from the configuration.
-type driverFactory func(c *Config) (agent.Driver, error)
+type driverFactory func(c *Config, log *slog.Logger) (agent.Driver, error)
 
 // drivers are the session drivers built into this agent, by agent.driver name.
 var drivers = map[string]driverFactory{
 	// sim runs no desktop: sessions are map entries. Load testing only.
-	"sim": func(*Config) (agent.Driver, error) { return sim.New(), nil },
+	"sim": func(*Config, *slog.Logger) (agent.Driver, error) { return sim.New(), nil },
+	"vnc": func(c *Config, log *slog.Logger) (agent.Driver, error) {
+		return vnc.New(vnc.Config{
+			InitFolder:    c.Agent.InitFolder,
+			AutorunFolder: c.Agent.AutorunFolder,
+			StateDir:      filepath.Join(c.Agent.StateDir, "vnc"),
+			Logger:        log.With("component", "vnc"),
+		})
+	},
 }
 
 // plannedDrivers are valid agent.driver names whose drivers this build lacks.
-var plannedDrivers = []string{"vnc", "dcv"}
+var plannedDrivers = []string{"dcv"}
 
 // driverNames lists every valid agent.driver name, built or planned.
 func driverNames() []string {
@@ -66,11 +80,15 @@ type Main struct {
 
 	serverID string
 	driver   agent.Driver
-	tags     map[string]string
-	logFile  *os.File
-	cancel   context.CancelFunc
-	done     chan struct{}
-	closeMu  sync.Mutex
+	gateway  *gateway.Server
+	// gatewayPort is the port the web gateway listens on.
+	gatewayPort int
+	gatewayDone chan struct{}
+	tags        map[string]string
+	logFile     *os.File
+	cancel      context.CancelFunc
+	done        chan struct{}
+	closeMu     sync.Mutex
 }
 
 // NewMain returns a Main with the default configuration.
@@ -108,9 +126,11 @@ Runs the berth Session Manager agent: it connects to the broker's agent port
 starts and ends sessions with its driver (agent.driver).
 
 Drivers in this build:
+  vnc   a TigerVNC desktop per session, run as its owner, opened in a browser
+        through the agent's web gateway (noVNC) on vnc.web_port
   sim   simulated sessions, for load testing only: it runs no desktop and
         users cannot connect to its sessions
-Planned: vnc (TigerVNC + noVNC), dcv (Amazon DCV).
+Planned: dcv (Amazon DCV).
 
 Options:
 `)
@@ -184,7 +204,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.serverID, err = agent.LoadOrCreateServerID(a.StateDir); err != nil {
 		return fmt.Errorf("agent.state_dir: %w", err)
 	}
-	if m.driver, err = drivers[a.Driver](c); err != nil {
+	if m.driver, err = drivers[a.Driver](c, log); err != nil {
 		return fmt.Errorf("agent.driver: start %s driver: %w", a.Driver, err)
 	}
 	if m.Prober == nil {
@@ -217,6 +237,12 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"software_statement", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
+	if drv, ok := m.driver.(*vnc.Driver); ok {
+		if err := m.startGateway(ctx, runCtx, ag, drv, addrs[0], tlsConf); err != nil {
+			cancel()
+			return err
+		}
+	}
 	m.done = make(chan struct{})
 	go func() {
 		defer close(m.done)
@@ -224,6 +250,55 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
+	return nil
+}
+
+// startGateway starts the vnc driver's web gateway: HTTPS with the configured
+// certificate or one issued by the broker's CA, checking ConnectionTokens
+// against the broker's published keys.
+func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, brokerAddr string, tlsConf *tls.Config) error {
+	v := &m.Config.VNC
+	var cert tls.Certificate
+	var err error
+	if v.CertFile != "" {
+		if cert, err = tls.LoadX509KeyPair(v.CertFile, v.KeyFile); err != nil {
+			return fmt.Errorf("vnc.cert_file: %w", err)
+		}
+	} else {
+		r := m.Prober.Report(ctx)
+		names := []string{"localhost", "127.0.0.1"}
+		for _, n := range []string{r.Hostname, r.IP} {
+			if n != "" && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+		if cert, err = ag.GatewayCertificate(ctx, names); err != nil {
+			return fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): %w", err)
+		}
+	}
+	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf.Clone()}}
+	m.gateway = gateway.New(gateway.Config{
+		Addr:        net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)),
+		Certificate: cert,
+		NoVNCPath:   v.NoVNCPath,
+		WebURLPath:  "/",
+		Verifier:    &oauth.RemoteKeySet{URL: "https://" + brokerAddr + "/.well-known/jwks.json", Client: hc},
+		Sessions:    drv,
+		Logger:      m.Logger.With("component", "gateway"),
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)))
+	if err != nil {
+		return fmt.Errorf("vnc.web_port: %w", err)
+	}
+	m.gatewayPort = ln.Addr().(*net.TCPAddr).Port
+	m.gatewayDone = make(chan struct{})
+	go func() {
+		defer close(m.gatewayDone)
+		if err := m.gateway.Serve(runCtx, ln); err != nil {
+			m.Logger.Error("web gateway stopped", "err", err)
+		}
+	}()
+	m.Logger.Info("web gateway listening", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -236,6 +311,11 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	r.MaxVirtualSessions = m.Config.Agent.MaxVirtualSessions
 	r.MaxConcurrentSessionsPerUser = m.Config.Agent.MaxConcurrentSessionsPerUser
 	r.Tags = maps.Clone(m.tags)
+	if m.gateway != nil {
+		r.Port, r.WebURLPath = m.gatewayPort, "/"
+		r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: m.gatewayPort, WebURLPath: "/", Protocol: "HTTP"}}
+		r.Version = "berth-vnc"
+	}
 	return r, nil
 }
 
@@ -270,6 +350,11 @@ func (m *Main) Close() error {
 		m.cancel()
 		<-m.done
 		m.cancel = nil
+	}
+	if m.gateway != nil {
+		m.gateway.Close()
+		<-m.gatewayDone
+		m.gateway = nil
 	}
 	var errs []error
 	if cl, ok := m.driver.(io.Closer); ok {

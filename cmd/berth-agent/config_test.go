@@ -118,7 +118,6 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"ca file not pem", broker + "ca_file = '" + notPEM + "'\n", []string{"agent.ca_file:", "no certificate"}},
 		{"statement missing", broker + "software_statement_path = '" + filepath.Join(dir, "nope") + "'\n", []string{"agent.software_statement_path:", "no such file"}},
 		{"statement empty", broker + "software_statement_path = '" + empty + "'\n", []string{"agent.software_statement_path:", "is empty"}},
-		{"driver vnc", broker + "driver = 'vnc'\n", []string{`agent.driver: driver "vnc" is not available in this build yet`}},
 		{"driver dcv", broker + "driver = 'dcv'\n", []string{`agent.driver: driver "dcv" is not available in this build yet`}},
 		{"driver unknown", broker + "driver = 'kvm'\n", []string{`agent.driver: unknown driver "kvm" (want one of sim, vnc, dcv)`}},
 		{"state dir", broker + "state_dir = ''\n", []string{"agent.state_dir: is required"}},

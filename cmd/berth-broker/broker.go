@@ -220,6 +220,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	agentMux.Handle("/agent/connect", m.hub.Handler())
 	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
 	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
+	if c.EnableAgentAuthorization {
+		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, m.Logger))
+	}
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
 
 	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, clientCert); err != nil {
