@@ -2,7 +2,9 @@ package sqlite_test
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/broker/storetest"
@@ -187,4 +189,42 @@ func BenchmarkUpsertServer(b *testing.B) {
 		storetest.MustUpsertServers(b, s, srv)
 		i++
 	}
+}
+
+// BenchmarkMirrorMemory reports the Go heap that the mirror of 100,000
+// sessions (those of the broker benchmarks in internal/bench) takes, built by
+// inserts and loaded at Open.
+func BenchmarkMirrorMemory(b *testing.B) {
+	const total = 100_000
+	heap := func() int64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	var inserted, loaded int64
+	for b.Loop() {
+		path := tempPath(b)
+		before := heap()
+		s := MustOpen(b, path)
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		for start := 0; start < total; start += 1000 {
+			var ss []*broker.Session
+			for i := start; i < start+1000; i++ {
+				ss = append(ss, &broker.Session{ID: fmt.Sprintf("sess-%07d", i), Name: "desktop",
+					Owner: fmt.Sprintf("owner%03d", i%100), Type: "VIRTUAL", ServerID: fmt.Sprintf("srv-%05d", i%10000),
+					State: broker.StateReady, CreationTime: now, UpdatedAt: now, MaxConcurrentClients: 2,
+					NumOfConnections: int64(i % 3), StorageRoot: "/home/x"})
+			}
+			storetest.MustInsertSessions(b, s, ss...)
+		}
+		inserted = heap() - before
+		s.Close()
+		before = heap()
+		s = MustOpen(b, path)
+		loaded = heap() - before
+		s.Close()
+	}
+	b.ReportMetric(float64(inserted)/total, "inserted-B/session")
+	b.ReportMetric(float64(loaded)/total, "loaded-B/session")
 }

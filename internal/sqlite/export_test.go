@@ -3,6 +3,7 @@ package sqlite
 import (
 	"fmt"
 	"maps"
+	"strings"
 )
 
 // CheckMirror checks the invariants of the store's session mirror; a store
@@ -22,7 +23,7 @@ func (s *Store) CheckMirror() error {
 		if r.dead || r.id != id {
 			return fmt.Errorf("byID[%q] is row %q (dead %v)", id, r.id, r.dead)
 		}
-		states[r.state]++
+		states[r.state.Value()]++
 	}
 	if !maps.Equal(states, m.states) {
 		return fmt.Errorf("states %v, rows have %v", m.states, states)
@@ -50,6 +51,18 @@ func (s *Store) CheckMirror() error {
 		if key != nil && l.live() == 0 {
 			return 0, fmt.Errorf("%s: empty index kept", name)
 		}
+		var c activeCounts
+		for _, r := range l.rows {
+			if !r.dead {
+				c.count(r, 1)
+			}
+		}
+		if c.virtual != l.active.virtual || c.console != l.active.console ||
+			!maps.Equal(c.counts().ByOwner, l.active.counts().ByOwner) {
+			if name != "all" && !strings.HasPrefix(name, "byOwner") {
+				return 0, fmt.Errorf("%s: counts %+v, rows have %+v", name, l.active, c)
+			}
+		}
 		return l.live(), nil
 	}
 	n, err := check("all", &m.all, nil)
@@ -64,8 +77,8 @@ func (s *Store) CheckMirror() error {
 		m    map[string]*seqList
 		key  func(*row) string
 	}{
-		{"byOwner", m.byOwner, func(r *row) string { return r.owner }},
-		{"byServer", m.byServer, func(r *row) string { return r.serverID }},
+		{"byOwner", m.byOwner, func(r *row) string { return r.owner.Value() }},
+		{"byServer", m.byServer, func(r *row) string { return r.serverID.Value() }},
 	} {
 		total := 0
 		for k, l := range idx.m {

@@ -4,13 +4,8 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
-	"fmt"
 	"maps"
-	"reflect"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 
 	"github.com/berth-dev/berth/internal/broker"
@@ -88,239 +83,15 @@ func loadMirror(ctx context.Context, tx *sql.Tx) (*mirror, error) {
 		return nil, err
 	}
 	defer rows.Close()
+	names := make(map[string]string)
 	for rows.Next() {
 		ss, err := scanSession(rows)
 		if err != nil {
 			return nil, err
 		}
-		m.putLocked(scannedRow(ss))
+		m.putLocked(scannedRow(ss, names))
 	}
 	return m, rows.Err()
-}
-
-// row is one session as the database holds it (what scanSession returns), in
-// less memory: times are unix milliseconds (0: zero time), an empty Excluded
-// is nil and a zero Spec is nil.
-type row struct {
-	seq int64
-	id  string
-
-	name, owner, typ, serverID           string
-	state, substate, stateReason         string
-	storageRoot                          string
-	maxConcurrentClients, numConnections int64
-	// Times in unix milliseconds.
-	creation, lastDisconnection, updated, enqueuedAt int64
-	attempts                                         int
-	enqueued                                         bool
-	// dead marks a row that is no longer its session's (deleted or replaced);
-	// the indexes skip it until they compact. Changed only with mu held.
-	dead     bool
-	excluded []string
-	spec     *broker.SessionSpec
-}
-
-// rowFields reads the fields of ss that are columns, not the JSON ones.
-func rowFields(seq int64, id string, ss *broker.Session) *row {
-	return &row{
-		seq: seq, id: id, name: ss.Name, owner: ss.Owner, typ: internConst(ss.Type), serverID: ss.ServerID,
-		state: internConst(ss.State), substate: internConst(ss.Substate), stateReason: ss.StateReason,
-		storageRoot: ss.StorageRoot, maxConcurrentClients: ss.MaxConcurrentClients,
-		numConnections: ss.NumOfConnections, creation: toMillis(ss.CreationTime),
-		lastDisconnection: toMillis(ss.LastDisconnectionTime), updated: toMillis(ss.UpdatedAt),
-		enqueuedAt: toMillis(ss.EnqueuedAt), attempts: ss.Attempts, enqueued: ss.Enqueued,
-	}
-}
-
-// scannedRow makes a row of a session scanSession returned; the row takes
-// over its slices.
-func scannedRow(ss *broker.Session) *row {
-	r := rowFields(ss.Seq, ss.ID, ss)
-	if len(ss.Excluded) > 0 {
-		r.excluded = ss.Excluded
-	}
-	if !reflect.ValueOf(ss.Spec).IsZero() {
-		sp := ss.Spec
-		r.spec = &sp
-	}
-	return r
-}
-
-// writtenRow makes the row that scanSession would return once ss has been
-// written with Seq seq and ID id, its Excluded and Spec stored as the JSON
-// excluded and spec (see sessionArgs). It copies what it keeps of ss's slices.
-func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string) (*row, error) {
-	r := rowFields(seq, id, ss)
-	// json.Marshal writes invalid UTF-8 as \ufffd, which does not decode back
-	// to the original; without one the JSON decodes to an equal value.
-	switch {
-	case len(excluded) <= 2: // "[]"
-	case strings.Contains(excluded, `\ufffd`):
-		if err := json.Unmarshal([]byte(excluded), &r.excluded); err != nil {
-			return nil, fmt.Errorf("decode excluded: %w", err)
-		}
-	default:
-		r.excluded = slices.Clone(ss.Excluded)
-	}
-	switch {
-	case len(spec) <= 2: // "{}"
-	case strings.Contains(spec, `\ufffd`):
-		r.spec = new(broker.SessionSpec)
-		if err := json.Unmarshal([]byte(spec), r.spec); err != nil {
-			return nil, fmt.Errorf("decode spec: %w", err)
-		}
-	default:
-		sp := ss.Spec
-		sp.AutorunFileArguments = nil
-		if len(ss.Spec.AutorunFileArguments) > 0 {
-			sp.AutorunFileArguments = slices.Clone(ss.Spec.AutorunFileArguments)
-		}
-		r.spec = &sp
-	}
-	return r, nil
-}
-
-// internConst returns the package constant equal to v, if any, so that rows
-// share one copy of the common states and types.
-func internConst(v string) string {
-	switch v {
-	case broker.StateCreating:
-		return broker.StateCreating
-	case broker.StateReady:
-		return broker.StateReady
-	case broker.StateDeleting:
-		return broker.StateDeleting
-	case broker.StateDeleted:
-		return broker.StateDeleted
-	case broker.StateUnknown:
-		return broker.StateUnknown
-	case broker.SubstatePlacing:
-		return broker.SubstatePlacing
-	case broker.SubstatePendingPreparation:
-		return broker.SubstatePendingPreparation
-	case broker.TypeVirtual:
-		return broker.TypeVirtual
-	case broker.TypeConsole:
-		return broker.TypeConsole
-	}
-	return v
-}
-
-// fill sets ss to the session r holds, with its own copies of the slices.
-func (r *row) fill(ss *broker.Session) {
-	*ss = broker.Session{
-		Seq: r.seq, ID: r.id, Name: r.name, Owner: r.owner, Type: r.typ, ServerID: r.serverID,
-		State: r.state, Substate: r.substate, StateReason: r.stateReason,
-		MaxConcurrentClients: r.maxConcurrentClients, StorageRoot: r.storageRoot,
-		CreationTime: fromMillis(r.creation), LastDisconnectionTime: fromMillis(r.lastDisconnection),
-		NumOfConnections: r.numConnections, UpdatedAt: fromMillis(r.updated), Attempts: r.attempts,
-		Enqueued: r.enqueued, EnqueuedAt: fromMillis(r.enqueuedAt),
-	}
-	if len(r.excluded) > 0 {
-		ss.Excluded = slices.Clone(r.excluded)
-	}
-	if r.spec != nil {
-		ss.Spec = *r.spec
-		if len(r.spec.AutorunFileArguments) > 0 {
-			ss.Spec.AutorunFileArguments = slices.Clone(r.spec.AutorunFileArguments)
-		}
-	}
-}
-
-// seqList is an index: rows sorted by Seq, dead ones among them.
-type seqList struct {
-	key  string // the owner or server ID its rows share
-	rows []*row
-	dead int
-}
-
-func (l *seqList) live() int { return len(l.rows) - l.dead }
-
-// search returns the index of the row with Seq seq, or where it would go.
-func (l *seqList) search(seq int64) (int, bool) {
-	return slices.BinarySearchFunc(l.rows, seq, func(r *row, seq int64) int { return cmp.Compare(r.seq, seq) })
-}
-
-// after returns the index of the first row with Seq > seq.
-func (l *seqList) after(seq int64) int {
-	return sort.Search(len(l.rows), func(i int) bool { return l.rows[i].seq > seq })
-}
-
-// add inserts r, which is not in l; it takes the place of a dead row with its
-// Seq (the session left l and comes back).
-func (l *seqList) add(r *row) {
-	if n := len(l.rows); n == 0 || l.rows[n-1].seq < r.seq {
-		l.rows = append(l.rows, r)
-		return
-	}
-	i, found := l.search(r.seq)
-	if found {
-		if l.rows[i].dead {
-			l.dead--
-		}
-		l.rows[i] = r
-		return
-	}
-	l.rows = slices.Insert(l.rows, i, r)
-}
-
-// replace puts r in the place of the live row with its Seq.
-func (l *seqList) replace(r *row) {
-	if i, found := l.search(r.seq); found {
-		l.rows[i] = r
-		return
-	}
-	l.add(r) // not reached while the indexes agree
-}
-
-// drop counts old, which is marked dead, as dead in l and compacts l when
-// half its rows are dead.
-func (l *seqList) drop(old *row) {
-	if i, found := l.search(old.seq); !found || l.rows[i] != old {
-		return // not reached while the indexes agree
-	}
-	l.dead++
-	if l.dead >= 32 && 2*l.dead >= len(l.rows) {
-		l.compact()
-	}
-}
-
-func (l *seqList) compact() {
-	n := 0
-	for _, r := range l.rows {
-		if !r.dead {
-			l.rows[n] = r
-			n++
-		}
-	}
-	clear(l.rows[n:])
-	l.rows, l.dead = l.rows[:n], 0
-	if cap(l.rows) > 4*n+64 {
-		l.rows = slices.Clip(slices.Clone(l.rows))
-	}
-}
-
-// listFor returns the index of key in idx, creating it.
-func listFor(idx map[string]*seqList, key string) *seqList {
-	l := idx[key]
-	if l == nil {
-		l = &seqList{key: key}
-		idx[key] = l
-	}
-	return l
-}
-
-// dropFrom drops old from the index of key in idx, deleting an index left
-// without live rows.
-func dropFrom(idx map[string]*seqList, key string, old *row) {
-	l := idx[key]
-	if l == nil {
-		return
-	}
-	l.drop(old)
-	if l.live() == 0 {
-		delete(idx, key)
-	}
 }
 
 // isStale reports whether reads must bypass the mirror.
@@ -355,11 +126,11 @@ func (m *mirror) apply(fn func(m *mirror)) {
 // putLocked makes r its session's row, replacing the current one if any (with
 // the same Seq). m.mu must be held for writing.
 func (m *mirror) putLocked(r *row) {
-	ol, sl := listFor(m.byOwner, r.owner), listFor(m.byServer, r.serverID)
-	r.owner, r.serverID = ol.key, sl.key // share one copy of each
+	ol, sl := listFor(m.byOwner, r.owner.Value()), listFor(m.byServer, r.serverID.Value())
 	old := m.byID[r.id]
 	m.byID[r.id] = r
-	m.states[r.state]++
+	m.states[r.state.Value()]++
+	sl.active.count(r, 1)
 	if old == nil {
 		m.all.add(r)
 		ol.add(r)
@@ -367,18 +138,21 @@ func (m *mirror) putLocked(r *row) {
 		return
 	}
 	old.dead = true
-	m.countStateLocked(old.state, -1)
+	m.countStateLocked(old.state.Value(), -1)
 	m.all.replace(r)
 	if old.owner == r.owner {
 		ol.replace(r)
 	} else {
-		dropFrom(m.byOwner, old.owner, old)
+		dropFrom(m.byOwner, old.owner.Value(), old)
 		ol.add(r)
 	}
 	if old.serverID == r.serverID {
+		sl.active.count(old, -1)
 		sl.replace(r)
 	} else {
-		dropFrom(m.byServer, old.serverID, old)
+		if l := dropFrom(m.byServer, old.serverID.Value(), old); l != nil {
+			l.active.count(old, -1)
+		}
 		sl.add(r)
 	}
 }
@@ -391,10 +165,12 @@ func (m *mirror) removeLocked(id string) {
 	}
 	delete(m.byID, id)
 	old.dead = true
-	m.countStateLocked(old.state, -1)
+	m.countStateLocked(old.state.Value(), -1)
 	m.all.drop(old)
-	dropFrom(m.byOwner, old.owner, old)
-	dropFrom(m.byServer, old.serverID, old)
+	dropFrom(m.byOwner, old.owner.Value(), old)
+	if l := dropFrom(m.byServer, old.serverID.Value(), old); l != nil {
+		l.active.count(old, -1)
+	}
 }
 
 func (m *mirror) countStateLocked(state string, d int) {
@@ -427,7 +203,7 @@ func (m *mirror) get(id string) (ss *broker.Session, found, ok bool) {
 		return nil, false, true
 	}
 	ss = new(broker.Session)
-	r.fill(ss)
+	r.fill(ss, new([]string))
 	return ss, true, true
 }
 
@@ -467,8 +243,13 @@ func (m *mirror) list(f broker.SessionFilter) (out []*broker.Session, ok bool) {
 	}
 	buf := make([]broker.Session, len(rows))
 	out = make([]*broker.Session, len(rows))
+	n := 0
+	for _, r := range rows {
+		n += r.strings()
+	}
+	strs := make([]string, 0, n)
 	for i, r := range rows {
-		r.fill(&buf[i])
+		r.fill(&buf[i], &strs)
 		out[i] = &buf[i]
 	}
 	return out, true
@@ -504,14 +285,14 @@ func (m *mirror) indexLocked(f *broker.SessionFilter) *seqList {
 // matchLocked reports whether f selects r, but for AfterSeq and Limit.
 func (m *mirror) matchLocked(r *row, f *broker.SessionFilter) bool {
 	switch {
-	case f.Owner != "" && r.owner != f.Owner,
-		f.ServerID != "" && r.serverID != f.ServerID,
-		f.Unplaced && r.serverID != "",
-		len(f.States) > 0 && !slices.Contains(f.States, r.state):
+	case f.Owner != "" && r.owner.Value() != f.Owner,
+		f.ServerID != "" && r.serverID.Value() != f.ServerID,
+		f.Unplaced && r.serverID.Value() != "",
+		len(f.States) > 0 && !slices.Contains(f.States, r.state.Value()):
 		return false
 	}
 	if len(f.Tags) > 0 {
-		tags := m.tags[r.serverID]
+		tags := m.tags[r.serverID.Value()]
 		for k, v := range f.Tags {
 			if tv, ok := tags[k]; !ok || tv != v {
 				return false
@@ -531,27 +312,8 @@ func (m *mirror) countSessions() (out map[string]broker.Counts, ok bool) {
 	}
 	out = make(map[string]broker.Counts, len(m.byServer))
 	for id, l := range m.byServer {
-		if id == "" {
-			continue
-		}
-		var c broker.Counts
-		for _, r := range l.rows {
-			if r.dead || r.state == broker.StateDeleted {
-				continue
-			}
-			if c.ByOwner == nil {
-				c.ByOwner = make(map[string]int)
-			}
-			switch r.typ {
-			case broker.TypeVirtual:
-				c.Virtual++
-			case broker.TypeConsole:
-				c.Console++
-			}
-			c.ByOwner[r.owner]++
-		}
-		if c.ByOwner != nil {
-			out[id] = c
+		if id != "" && len(l.active.byOwner) > 0 {
+			out[id] = l.active.counts()
 		}
 	}
 	return out, true
