@@ -1,26 +1,92 @@
 #!/usr/bin/env bash
-# make run: start a broker on embedded SQLite in ./run/ and register an API client.
-# (The local agent with the vnc driver joins this script with the agent issue.)
+# make run: the quick start. As root on Debian 12 it installs the desktop
+# packages if missing, starts a broker on embedded SQLite and a local agent with
+# the vnc driver, registers an API client, creates a demo user and a session,
+# and prints the session's browser URL. Ctrl-C deletes the session and stops
+# everything. State lives in ./run (BERTH_RUN_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-state=${BERTH_RUN_DIR:-$PWD/run}
-mkdir -p "$state"
-conf=$state/broker.properties
-if [ ! -f "$conf" ]; then
-  cat >"$conf" <<CONF
-# berth quick-start broker (see docs/config.md for every key)
+[ "$(id -u)" = 0 ] || { echo "make run needs root: the agent starts desktops as local users" >&2; exit 1; }
+
+pkgs="tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils"
+missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+  echo "Installing: $missing"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+state=$(realpath -m "${BERTH_RUN_DIR:-$PWD/run}")
+user=${BERTH_DEMO_USER:-berth-demo}
+mkdir -p "$state/agent/init" "$state/agent/autorun" "$state/agent/tags"
+cat >"$state/broker.properties" <<CONF
+# berth quick-start broker; every key is described in docs/config.md
 session-manager-working-path = $state/broker
 client-to-broker-connector-https-port = 8443
 agent-to-broker-connector-https-port = 8445
 log-format = text
 CONF
-fi
-creds=$(./bin/berth-broker register-api-client --config "$conf" --client-name quickstart)
-./bin/berth-broker --config "$conf" &
-broker=$!
-trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null' EXIT INT TERM
-echo "Broker:      https://localhost:8443  (CA: $state/broker/ca.pem)"
-echo "API client:  $creds" | sed 's/^/             /;1s/^ *//'
-echo "Token:       curl --cacert $state/broker/ca.pem -u ID:PASSWORD -X POST 'https://localhost:8443/oauth2/token?grant_type=client_credentials'"
-echo "Ctrl-C stops the broker."
-wait $broker
+cat >"$state/agent.conf" <<CONF
+# berth quick-start agent; every key is described in docs/agent-config.md
+version = '0.1'
+[agent]
+broker_host = 'localhost'
+broker_port = 8445
+ca_file = '$state/broker/ca.pem'
+software_statement_path = '$state/broker/agent-software-statement'
+driver = 'vnc'
+state_dir = '$state/agent'
+init_folder = '$state/agent/init'
+autorun_folder = '$state/agent/autorun'
+tags_folder = '$state/agent/tags'
+broker_update_interval = 10
+[vnc]
+web_port = 8444
+[log]
+level = 'info'
+CONF
+
+pids=()
+session=""
+cleanup() {
+  trap - EXIT INT TERM
+  if [ -n "$session" ]; then
+    echo "Deleting session $session"
+    ./bin/berth "${cli[@]}" delete-session --session-id "$session" --owner "$user" >/dev/null || true
+    for _ in $(seq 50); do
+      ./bin/berth "${cli[@]}" describe-sessions --session-ids "$session" 2>/dev/null | grep -q '"State": "DELETED"' && break
+      sleep 0.2
+    done
+  fi
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill "${pids[i]}" 2>/dev/null || true; wait "${pids[i]}" 2>/dev/null || true; done
+  echo "Stopped."
+}
+trap cleanup EXIT INT TERM
+
+# Own process groups: Ctrl-C reaches only this script, which then cleans up.
+setsid ./bin/berth-broker --config "$state/broker.properties" 2>"$state/broker.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -f "$state/broker/ca.pem" ] && curl -fsS --cacert "$state/broker/ca.pem" https://localhost:8443/health >/dev/null 2>&1 && break; sleep 0.1; done
+setsid ./bin/berth-agent --config "$state/agent.conf" 2>"$state/agent.log" &
+pids+=($!)
+
+creds=$(./bin/berth-broker register-api-client --config "$state/broker.properties" --client-name quickstart)
+export BERTH_CLIENT_ID=$(sed -n 's/^client-id: //p' <<<"$creds")
+export BERTH_CLIENT_PASSWORD=$(sed -n 's/^client-password: //p' <<<"$creds")
+cli=(--broker-url https://localhost:8443 --ca-bundle "$state/broker/ca.pem")
+
+id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
+for _ in $(seq 100); do
+  ./bin/berth "${cli[@]}" describe-servers 2>/dev/null | grep -q '"Availability": "AVAILABLE"' && break; sleep 0.2
+done
+out=$(./bin/berth "${cli[@]}" create-session --name demo --owner "$user" --type Virtual --wait)
+session=$(sed -n 's/.*"Id": "\([0-9a-f-]\{36\}\)".*/\1/p' <<<"$out" | head -1)
+url=$(./bin/berth "${cli[@]}" get-session-connection-data --session-id "$session" --user "$user" --url)
+
+echo "Broker:  https://localhost:8443 (CA $state/broker/ca.pem; logs in $state/*.log)"
+echo "Client:  BERTH_CLIENT_ID=$BERTH_CLIENT_ID (password in $state/client.env)"
+printf 'BERTH_CLIENT_ID=%s\nBERTH_CLIENT_PASSWORD=%s\n' "$BERTH_CLIENT_ID" "$BERTH_CLIENT_PASSWORD" >"$state/client.env"
+chmod 600 "$state/client.env"
+echo "Session: $session (owner $user)"
+echo "URL: $url"
+echo "Open the URL in a browser (trust $state/broker/ca.pem or accept the certificate). Ctrl-C stops everything."
+wait "${pids[0]}"

@@ -47,7 +47,7 @@ var drivers = map[string]driverFactory{
 			InitFolder:    c.Agent.InitFolder,
 			AutorunFolder: c.Agent.AutorunFolder,
 			StateDir:      filepath.Join(c.Agent.StateDir, "vnc"),
-			Logger:        log.With("component", "vnc"),
+			Logger:        log,
 		})
 	},
 }
@@ -284,7 +284,7 @@ func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *v
 		WebURLPath:  "/",
 		Verifier:    &oauth.RemoteKeySet{URL: "https://" + brokerAddr + "/.well-known/jwks.json", Client: hc},
 		Sessions:    drv,
-		Logger:      m.Logger.With("component", "gateway"),
+		Logger:      m.Logger,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)))
 	if err != nil {
@@ -298,7 +298,6 @@ func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *v
 			m.Logger.Error("web gateway stopped", "err", err)
 		}
 	}()
-	m.Logger.Info("web gateway listening", "addr", ln.Addr().String())
 	return nil
 }
 
