@@ -107,6 +107,7 @@ type LockError struct {
 	Path string
 }
 
+// Error says which file is held and what to do.
 func (e *LockError) Error() string {
 	return "another broker is using " + e.Path + ": stop it or point persistence-dsn elsewhere"
 }
