@@ -26,12 +26,14 @@ lint:
 # Benchmarks whose numbers the closing notes quote.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./internal/placement/ ./internal/sqlite/ ./internal/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/e2e/
 
-# Run each fuzz target briefly (the seed corpora run in `make test` anyway).
+# Run each fuzz target briefly (their seed corpora run in `make test` anyway).
+FUZZ := FuzzParse:./internal/requirements/ FuzzParse:./internal/permfile/ FuzzParse:./internal/properties/ \
+	FuzzDecode:./internal/agentproto/ FuzzBearerToken:./internal/oauth/ FuzzParseINI:./cmd/berth/ \
+	FuzzClientMessages:./internal/gateway/ FuzzLoadConfig:./cmd/berth-broker/
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/requirements/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/permfile/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./internal/properties/
+	@for t in $(FUZZ); do $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime 20s "$${t#*:}" || exit 1; done
 
 # The main job: a broker on embedded SQLite plus a local agent.
 run: build
