@@ -22,14 +22,16 @@ import (
 
 // e2eBroker is a real berth-broker process on loopback.
 type e2eBroker struct {
-	dir      string // working path: store, ca.pem
-	url      string
-	id, pw   string
-	berth    string // path of the built berth binary
-	client   *api.Client
-	stderr   *lockedBuffer
-	baseEnv  []string
-	caBundle string
+	dir       string // working path: store, ca.pem
+	bin       string // directory of the built binaries
+	url       string
+	agentAddr string // host:port of the agent-to-broker connector
+	id, pw    string
+	berth     string // path of the built berth binary
+	client    *api.Client
+	stderr    *lockedBuffer
+	baseEnv   []string
+	caBundle  string
 }
 
 type lockedBuffer struct {
@@ -49,8 +51,9 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startE2EBroker builds berth and berth-broker, registers an API client and
-// starts the broker with its client API on a free loopback port.
+// startE2EBroker builds berth, berth-broker and berth-agent, registers an API
+// client and starts the broker with its client and agent ports on free
+// loopback ports.
 func startE2EBroker(t *testing.T) *e2eBroker {
 	t.Helper()
 	if testing.Short() {
@@ -62,12 +65,12 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 	}
 	tmp := t.TempDir()
 	bin := filepath.Join(tmp, "bin")
-	build := exec.Command(goBin, "build", "-o", bin+string(filepath.Separator), "./cmd/berth-broker", "./cmd/berth")
+	build := exec.Command(goBin, "build", "-o", bin+string(filepath.Separator), "./cmd/berth-broker", "./cmd/berth", "./cmd/berth-agent")
 	build.Dir = filepath.Join("..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	b := &e2eBroker{dir: filepath.Join(tmp, "broker"), berth: filepath.Join(bin, "berth"), stderr: &lockedBuffer{}}
+	b := &e2eBroker{dir: filepath.Join(tmp, "broker"), bin: bin, berth: filepath.Join(bin, "berth"), stderr: &lockedBuffer{}}
 	if err := os.MkdirAll(b.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +120,7 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -126,9 +129,10 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 			var rec struct {
 				Msg        string `json:"msg"`
 				ClientAddr string `json:"client_addr"`
+				AgentAddr  string `json:"agent_addr"`
 			}
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "broker started" {
-				addr <- rec.ClientAddr
+				addr <- [2]string{rec.ClientAddr, rec.AgentAddr}
 			}
 		}
 		io.Copy(b.stderr, pipe)
@@ -142,7 +146,8 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 	})
 	select {
 	case a := <-addr:
-		b.url = "https://" + a
+		b.url = "https://" + a[0]
+		b.agentAddr = a[1]
 	case <-time.After(60 * time.Second):
 		t.Fatalf("berth-broker did not start within 60s:\n%s", b.stderr.String())
 	}
@@ -158,14 +163,23 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 	return b
 }
 
-// berth runs the built berth binary against the broker.
+// run runs the built berth binary against the broker.
 func (b *e2eBroker) run(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return b.runAt(t, b.url, b.caBundle, env, args...)
+}
+
+// runAt runs the built berth binary against the broker API at url, trusting
+// the CA bundle ca. It gives up after two minutes.
+func (b *e2eBroker) runAt(t *testing.T, url, ca string, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	if env == nil {
 		env = b.baseEnv
 	}
-	full := append([]string{"--broker-url", b.url, "--ca-bundle", b.caBundle}, args...)
-	cmd := exec.Command(b.berth, full...)
+	full := append([]string{"--broker-url", url, "--ca-bundle", ca}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.berth, full...)
 	cmd.Env = env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -180,7 +194,8 @@ func (b *e2eBroker) run(t *testing.T, env []string, args ...string) (stdout, std
 }
 
 // sameAnswer decodes the CLI's JSON into the type of want and compares them,
-// ignoring RequestId (each call gets its own).
+// ignoring the fields that legitimately differ between two calls (see
+// normalize).
 func sameAnswer[T any](t *testing.T, what, stdout string, want *T) {
 	t.Helper()
 	var got T
@@ -189,9 +204,9 @@ func sameAnswer[T any](t *testing.T, what, stdout string, want *T) {
 	if err := dec.Decode(&got); err != nil {
 		t.Fatalf("%s: output is not the API answer: %v\n%s", what, err, stdout)
 	}
-	clearRequestID(&got)
+	normalize(reflect.ValueOf(&got))
 	w := *want
-	clearRequestID(&w)
+	normalize(reflect.ValueOf(&w))
 	if !reflect.DeepEqual(got, w) {
 		t.Errorf("%s: CLI output differs from the api.Client answer:\ncli: %+v\napi: %+v", what, got, w)
 	}
@@ -201,15 +216,45 @@ func sameAnswer[T any](t *testing.T, what, stdout string, want *T) {
 	}
 }
 
-func clearRequestID(v any) {
-	f := reflect.ValueOf(v).Elem().FieldByName("RequestId")
-	if f.IsValid() {
-		f.SetString("")
+// volatile names the fields that differ between two calls that ask the same:
+// each call gets its own RequestId and ConnectionToken, and the host report
+// (memory and swap use, load, logged-in users) and the connection counts of
+// sessions change with every agent report.
+var volatile = map[string]bool{
+	"RequestId": true, "ConnectionToken": true, "NumOfConnections": true, "LastDisconnectionTime": true,
+	"UsedBytes": true, "CpuLoadAverage": true, "LoggedInUsers": true,
+}
+
+// normalize zeroes the volatile fields of v, and the Data and CreationTime of
+// screenshot images (each call takes a new screenshot), at any depth.
+func normalize(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			normalize(v.Elem())
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			normalize(v.Index(i))
+		}
+	case reflect.Struct:
+		image := v.Type() == reflect.TypeFor[api.SessionScreenshotImage]()
+		for i := range v.NumField() {
+			name := v.Type().Field(i).Name
+			if volatile[name] || image && (name == "Data" || name == "CreationTime") {
+				v.Field(i).SetZero()
+				continue
+			}
+			normalize(v.Field(i))
+		}
 	}
 }
 
-// TestE2E runs the berth binary against a real berth-broker for every command
-// that needs no agent, and checks its output against api.Client's answers.
+// TestE2E runs the berth binary against a real berth-broker, first for every
+// command that needs no agent, then (as root, with TigerVNC installed) against
+// a real berth-agent with the vnc driver for every command and option that
+// needs a live server (testE2EAgent). It checks each JSON output against
+// api.Client's answer.
 func TestE2E(t *testing.T) {
 	b := startE2EBroker(t)
 	ctx := context.Background()
@@ -438,4 +483,7 @@ func TestE2E(t *testing.T) {
 		}
 		sameAnswer(t, "describe-servers (dcvsmcli.conf)", string(out), want)
 	})
+
+	// Last: the subtests above expect a broker without servers.
+	t.Run("vnc agent", func(t *testing.T) { testE2EAgent(t, b) })
 }
