@@ -114,6 +114,14 @@ func (m *mirror) reset(fresh *mirror, ok bool) {
 	m.states, m.tags = fresh.states, fresh.tags
 }
 
+// drop empties m for good (the store is closing): it stays stale.
+func (m *mirror) drop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.stale = true
+	m.byID, m.all, m.byOwner, m.byServer, m.states, m.tags = nil, seqList{}, nil, nil, nil, nil
+}
+
 // apply runs fn with m locked for writing, unless m is stale.
 func (m *mirror) apply(fn func(m *mirror)) {
 	m.mu.Lock()

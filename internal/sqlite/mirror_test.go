@@ -514,3 +514,21 @@ func TestStore_LoadMirror(t *testing.T) {
 		}
 	}
 }
+
+// TestStore_Close checks that a closed store does not answer from its mirror.
+func TestStore_Close(t *testing.T) {
+	s := MustOpen(t, tempPath(t))
+	storetest.MustInsertSessions(t, s, storetest.NewSession("a", "alice", broker.TypeVirtual, "", broker.StateReady))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSession(t.Context(), "a"); err == nil {
+		t.Error("GetSession on a closed store succeeded")
+	}
+	if _, err := s.ListSessions(t.Context(), broker.SessionFilter{}); err == nil {
+		t.Error("ListSessions on a closed store succeeded")
+	}
+	if err := s.DeleteSession(t.Context(), "a"); err == nil {
+		t.Error("DeleteSession on a closed store succeeded")
+	}
+}

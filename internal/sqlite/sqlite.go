@@ -247,14 +247,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close refreshes the planner's statistics if they are stale and closes the
-// read pool and the writer. Later calls return the first call's result.
+// Close refreshes the planner's statistics if they are stale, releases the
+// session mirror and the lock file, and closes the read pool and the writer.
+// Later calls return the first call's result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
 	return s.closeErr
 }
 
 func (s *Store) close() error {
+	if s.m != nil {
+		s.m.drop() // reads now reach the closed database and fail
+	}
 	errs := []error{s.rs.close(), s.ws.close()}
 	if s.w != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
