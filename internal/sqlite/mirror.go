@@ -83,13 +83,13 @@ func loadMirror(ctx context.Context, tx *sql.Tx) (*mirror, error) {
 		return nil, err
 	}
 	defer rows.Close()
-	names := make(map[string]string)
+	strs := make(map[string]string) // for the load only
 	for rows.Next() {
 		ss, err := scanSession(rows)
 		if err != nil {
 			return nil, err
 		}
-		m.putLocked(scannedRow(ss, names))
+		m.putLocked(scannedRow(ss, strs))
 	}
 	return m, rows.Err()
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"unique"
 
 	"github.com/berth-dev/berth/internal/broker"
@@ -20,12 +21,39 @@ type handle = unique.Handle[string]
 
 func intern(s string) handle {
 	if h, ok := common[s]; ok {
-		return h // a map lookup is a fraction of unique.Make's cost
+		return h
 	}
-	return unique.Make(s)
+	return interned.get(s)
 }
 
-// common holds the handles of the values most rows have.
+// internCache remembers the handles of recently interned strings: for a
+// value it already has, unique.Make costs microseconds (it makes a weak
+// pointer strong), a map lookup a fraction of that. It forgets everything
+// when full, so it keeps no value alive for long after the rows that had it.
+type internCache struct {
+	mu sync.Mutex
+	m  map[string]handle
+}
+
+const internCacheSize = 1 << 15
+
+var interned = internCache{m: make(map[string]handle)}
+
+func (c *internCache) get(s string) handle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.m[s]; ok {
+		return h
+	}
+	if len(c.m) >= internCacheSize {
+		clear(c.m)
+	}
+	h := unique.Make(s)
+	c.m[h.Value()] = h // the key shares the canonical copy
+	return h
+}
+
+// common holds the handles of the values most rows have (read without a lock).
 var common = func() map[string]handle {
 	m := make(map[string]handle)
 	for _, s := range []string{"", broker.TypeVirtual, broker.TypeConsole, broker.StateCreating, broker.StateReady,
@@ -37,14 +65,15 @@ var common = func() map[string]handle {
 }()
 
 // row is one session as the database holds it (what scanSession returns), in
-// about 160 bytes: times are unix milliseconds (0: zero time), columns with
-// few distinct values are interned, and the fields most sessions leave zero
-// live in more.
+// 176 bytes: times are unix milliseconds (0: zero time), columns with few
+// distinct values are interned, and the fields most sessions leave zero live
+// in more. Strings that may be unique to a session (ID, name, state reason)
+// are not interned: unique.Make is slow and costly for those.
 type row struct {
-	seq      int64
-	id, name string
+	seq                   int64
+	id, name, stateReason string
 
-	owner, serverID, typ, state, substate, stateReason, storageRoot handle
+	owner, serverID, typ, state, substate, storageRoot handle
 
 	maxConcurrentClients, numConnections             int64
 	creation, lastDisconnection, updated, enqueuedAt int64
@@ -67,7 +96,7 @@ func newRow(seq int64, id string, ss *broker.Session) *row {
 	return &row{
 		seq: seq, id: id, name: ss.Name,
 		owner: intern(ss.Owner), serverID: intern(ss.ServerID), typ: intern(ss.Type), state: intern(ss.State),
-		substate: intern(ss.Substate), stateReason: intern(ss.StateReason), storageRoot: intern(ss.StorageRoot),
+		substate: intern(ss.Substate), stateReason: ss.StateReason, storageRoot: intern(ss.StorageRoot),
 		maxConcurrentClients: ss.MaxConcurrentClients, numConnections: ss.NumOfConnections,
 		creation: toMillis(ss.CreationTime), lastDisconnection: toMillis(ss.LastDisconnectionTime),
 		updated: toMillis(ss.UpdatedAt), enqueuedAt: toMillis(ss.EnqueuedAt), enqueued: ss.Enqueued,
@@ -83,13 +112,17 @@ func (r *row) setMore(m rowMore, specZero bool) {
 }
 
 // scannedRow makes a row of a session scanSession returned; the row takes
-// over its slices. names, if not nil, shares equal names among rows.
-func scannedRow(ss *broker.Session, names map[string]string) *row {
-	if names != nil {
-		if n, ok := names[ss.Name]; ok {
-			ss.Name = n
+// over its slices. strs, if not nil, shares equal names and reasons among
+// rows.
+func scannedRow(ss *broker.Session, strs map[string]string) *row {
+	for _, p := range []*string{&ss.Name, &ss.StateReason} {
+		if strs == nil || *p == "" {
+			continue
+		}
+		if v, ok := strs[*p]; ok {
+			*p = v
 		} else {
-			names[ss.Name] = ss.Name
+			strs[*p] = *p
 		}
 	}
 	r := newRow(ss.Seq, ss.ID, ss)
@@ -142,7 +175,7 @@ func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string)
 func (r *row) fill(ss *broker.Session, strs *[]string) {
 	ss.Seq, ss.ID, ss.Name = r.seq, r.id, r.name
 	ss.Owner, ss.ServerID, ss.Type = r.owner.Value(), r.serverID.Value(), r.typ.Value()
-	ss.State, ss.Substate, ss.StateReason = r.state.Value(), r.substate.Value(), r.stateReason.Value()
+	ss.State, ss.Substate, ss.StateReason = r.state.Value(), r.substate.Value(), r.stateReason
 	ss.MaxConcurrentClients, ss.StorageRoot = r.maxConcurrentClients, r.storageRoot.Value()
 	ss.CreationTime, ss.LastDisconnectionTime = fromMillis(r.creation), fromMillis(r.lastDisconnection)
 	ss.NumOfConnections, ss.UpdatedAt = r.numConnections, fromMillis(r.updated)
