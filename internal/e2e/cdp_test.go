@@ -71,7 +71,7 @@ func MustStartChromium(tb testing.TB) *Chromium {
 		"--user-data-dir="+filepath.Join(dir, "profile"), "--ignore-certificate-errors",
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank")
 	c.cmd.Stdout, c.cmd.Stderr = pw, pw
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
 		pw.Close()
 		pr.Close()
