@@ -509,7 +509,8 @@ func (e *Env) MustWaitServer(tb testing.TB) api.Server {
 	}
 }
 
-// ctx returns a context bounded by apiTimeout, cancelled at cleanup.
+// apiCtx returns a context bounded by apiTimeout, cancelled at cleanup (for
+// one-off calls; loops use their own).
 func apiCtx(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	tb.Cleanup(cancel)
@@ -543,7 +544,9 @@ func (e *Env) track(list []api.Session) {
 // Describe returns a session as DescribeSessions shows it.
 func (e *Env) Describe(tb testing.TB, id string) (api.Session, error) {
 	tb.Helper()
-	out, err := e.Client.DescribeSessions(apiCtx(tb), api.DescribeSessionsRequest{SessionIds: []string{id}})
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	out, err := e.Client.DescribeSessions(ctx, api.DescribeSessionsRequest{SessionIds: []string{id}})
 	if err != nil {
 		return api.Session{}, err
 	}
