@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -96,46 +95,34 @@ func (c *serverJSON) get(v *broker.ServerView) json.RawMessage {
 // by hand so each server's cached encoding is spliced in as is: a page repeats
 // a few servers many times, and encoding them is most of the work of a page.
 func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, list []broker.SessionView, next string) {
-	buf := bytes.NewBuffer(make([]byte, 0, 1024+len(list)*1400))
-	enc := func(v any) []byte {
-		b, err := json.Marshal(v)
-		if err != nil {
-			panic(err) // plain structs of strings and numbers always encode
-		}
-		return b
-	}
-	buf.WriteString(`{"RequestId":`)
-	buf.Write(enc(requestID()))
-	buf.WriteString(`,"Sessions":[`)
+	buf := make([]byte, 0, 1024+len(list)*1400)
+	buf = append(buf, `{"RequestId":`...)
+	buf = appendString(buf, requestID())
+	buf = append(buf, `,"Sessions":[`...)
 	views := map[*broker.Server]json.RawMessage{}
 	for i, v := range list {
 		if i > 0 {
-			buf.WriteByte(',')
+			buf = append(buf, ',')
 		}
-		b := enc(sessionFields(v.Session))
-		if v.Server == nil {
-			buf.Write(b)
-			continue
+		var raw json.RawMessage
+		if v.Server != nil {
+			var ok bool
+			if raw, ok = views[v.Server]; !ok {
+				raw = s.serverCache.get(s.Service.ViewServer(ctx, v.Server))
+				views[v.Server] = raw
+			}
 		}
-		raw, ok := views[v.Server]
-		if !ok {
-			raw = s.serverCache.get(s.Service.ViewServer(ctx, v.Server))
-			views[v.Server] = raw
-		}
-		buf.Write(b[:len(b)-1])
-		buf.WriteString(`,"Server":`)
-		buf.Write(raw)
-		buf.WriteByte('}')
+		buf = appendSession(buf, v.Session, raw)
 	}
-	buf.WriteByte(']')
+	buf = append(buf, ']')
 	if next != "" {
-		buf.WriteString(`,"NextToken":`)
-		buf.Write(enc(next))
+		buf = append(buf, `,"NextToken":`...)
+		buf = appendString(buf, next)
 	}
-	buf.WriteByte('}')
+	buf = append(buf, '}')
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(buf)
 }
 
 // serverFromView converts a server with its availability to the wire form.

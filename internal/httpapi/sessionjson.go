@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/berth-dev/berth/internal/broker"
+)
+
+// appendSession appends the JSON of a session as encoding/json would encode
+// the api.Session built by sessionFields, with server (already encoded, may be
+// nil) as its Server. DescribeSessions pages are mostly this, so it avoids
+// reflection; TestAppendSession_MatchesEncodingJSON keeps the two identical.
+func appendSession(b []byte, x *broker.Session, server []byte) []byte {
+	b = append(b, `{"Id":`...)
+	b = appendString(b, x.ID)
+	b = append(b, `,"Name":`...)
+	b = appendString(b, x.Name)
+	b = append(b, `,"Owner":`...)
+	b = appendString(b, x.Owner)
+	if server != nil {
+		b = append(b, `,"Server":`...)
+		b = append(b, server...)
+	}
+	b = append(b, `,"Type":`...)
+	b = appendString(b, x.Type)
+	if x.MaxConcurrentClients != 0 {
+		b = append(b, `,"MaxConcurrentClients":`...)
+		b = strconv.AppendInt(b, x.MaxConcurrentClients, 10)
+	}
+	b = append(b, `,"State":`...)
+	b = appendString(b, x.State)
+	if x.Substate != "" {
+		b = append(b, `,"Substate":`...)
+		b = appendString(b, x.Substate)
+	}
+	if x.StateReason != "" {
+		b = append(b, `,"StateReason":`...)
+		b = appendString(b, x.StateReason)
+	}
+	b = append(b, `,"CreationTime":`...)
+	b = appendTime(b, x.CreationTime)
+	if !x.LastDisconnectionTime.IsZero() {
+		b = append(b, `,"LastDisconnectionTime":`...)
+		b = appendTime(b, x.LastDisconnectionTime)
+	}
+	b = append(b, `,"NumOfConnections":`...)
+	b = strconv.AppendInt(b, x.NumOfConnections, 10)
+	if x.StorageRoot != "" {
+		b = append(b, `,"StorageRoot":`...)
+		b = appendString(b, x.StorageRoot)
+	}
+	return append(b, '}')
+}
+
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string exactly as encoding/json does by
+// default (HTML-safe, invalid UTF-8 replaced by U+FFFD).
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,63 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/broker"
+)
+
+func TestAppendSession_MatchesEncodingJSON(t *testing.T) {
+	strs := []string{"", "alice", `quote " back \ slash`, "<b>&amp;</b>", "tab\tnew\nline\r\x00\x1f\x7f", "ünïcødé 日本",
+		"bad \xff utf8 \xc3", "line\u2028sep\u2029", "emoji 😀", "%home%/x"}
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := func() string { return strs[r.IntN(len(strs))] }
+	server := []byte(`{"Id":"srv","Tags":[]}`)
+	for i := range 2000 {
+		x := &broker.Session{ID: pick(), Name: pick(), Owner: pick(), Type: pick(), State: pick(), Substate: pick(),
+			StateReason: pick(), StorageRoot: pick(), MaxConcurrentClients: r.Int64N(3) - 1, NumOfConnections: r.Int64N(5),
+			CreationTime: time.Unix(r.Int64N(2e9), r.Int64N(1e9)).In(time.FixedZone("x", 3600))}
+		if i%2 == 0 {
+			x.LastDisconnectionTime = time.Unix(r.Int64N(2e9), 0)
+		}
+		var srv []byte
+		want := sessionFields(x)
+		if i%3 != 0 {
+			srv = server
+			var s api.Server
+			if err := json.Unmarshal(server, &s); err != nil {
+				t.Fatal(err)
+			}
+			want.Server = &s
+		}
+		exp, err := json.Marshal(struct {
+			api.Session
+			Server json.RawMessage `json:"Server,omitempty"`
+		}{want, srv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Compare as parsed JSON values (field order of the embedding differs)
+		// and byte-for-byte without the server.
+		got := appendSession(nil, x, srv)
+		var a, b any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("invalid JSON %s: %v", got, err)
+		}
+		_ = json.Unmarshal(exp, &b)
+		ja, _ := json.Marshal(a)
+		jb, _ := json.Marshal(b)
+		if string(ja) != string(jb) {
+			t.Fatalf("session %d:\n got %s\nwant %s", i, got, exp)
+		}
+		if srv == nil {
+			plain, _ := json.Marshal(want)
+			if string(got) != string(plain) {
+				t.Fatalf("bytes differ:\n got %s\nwant %s", got, plain)
+			}
+		}
+	}
+}
