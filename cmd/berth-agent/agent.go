@@ -311,6 +311,10 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	r.MaxConcurrentSessionsPerUser = m.Config.Agent.MaxConcurrentSessionsPerUser
 	r.Tags = maps.Clone(m.tags)
 	if m.gateway != nil {
+		// A gateway bound to one address is reachable only there: advertise it.
+		if ip := net.ParseIP(m.Config.VNC.WebBindHost); ip != nil && !ip.IsUnspecified() {
+			r.IP = ip.String()
+		}
 		r.Port, r.WebURLPath = m.gatewayPort, "/"
 		r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: m.gatewayPort, WebURLPath: "/", Protocol: "HTTP"}}
 		r.Version = "berth-vnc"

@@ -678,10 +678,9 @@ func (e *Env) MustConnectionData(tb testing.TB, id, user string) *api.GetSession
 	return d
 }
 
-// LocalURL returns the session's browser URL (api.ConnectionURL) with the
-// host replaced by 127.0.0.1. The agent advertises the host's address (its
-// first non-loopback IP), but its gateway listens only on 127.0.0.1 here
-// (web_bind_host); the port and path must be the gateway's.
+// LocalURL returns the session's browser URL (api.ConnectionURL), checking
+// that it names the gateway: the agent advertises the address its gateway is
+// bound to (web_bind_host 127.0.0.1 here) and the gateway's port.
 func (e *Env) LocalURL(tb testing.TB, d *api.GetSessionConnectionDataResponse) string {
 	tb.Helper()
 	raw := api.ConnectionURL(d)
@@ -695,7 +694,9 @@ func (e *Env) LocalURL(tb testing.TB, d *api.GetSessionConnectionDataResponse) s
 	if u.Query().Get("authToken") != d.ConnectionToken || u.Fragment != d.Session.Id {
 		tb.Fatalf("connection URL %s does not carry the token and the session ID", redact(raw))
 	}
-	u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+	if u.Hostname() != "127.0.0.1" {
+		tb.Fatalf("connection URL %s: host %s, want the gateway's bind address 127.0.0.1", redact(raw), u.Hostname())
+	}
 	return u.String()
 }
 

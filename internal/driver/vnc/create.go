@@ -625,6 +625,20 @@ func (d *Driver) startPrograms(s *session, p *plan, logf *os.File) error {
 		if len(prog.argv) == 0 {
 			continue
 		}
+		if prog.role == "autorun" && len(p.init) > 0 {
+			// Windows mapped while the window manager starts stay unmanaged.
+			d.mu.Lock()
+			rec := s.rec
+			d.mu.Unlock()
+			pid := rec.ServerPID
+			if isConsole(&rec) {
+				pid = 0 // the console's X server is not ours
+			}
+			cookie, err := rec.xCookie()
+			if err != nil || !waitWindowManager(context.Background(), rec.Display, cookie, pid) {
+				d.log.Info("no window manager answered; starting the autorun program anyway", "session_id", s.rec.ID)
+			}
+		}
 		cmd := exec.Command(prog.argv[0], prog.argv[1:]...)
 		cmd.Env = d.env(p.owner, s.rec.Display, s.rec.Cookie)
 		cmd.Dir = p.owner.workDir()

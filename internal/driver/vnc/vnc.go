@@ -374,15 +374,19 @@ func (d *Driver) changed(id string) {
 	}
 }
 
-// Sessions implements agent.Driver: every live session (CREATING or READY)
-// and, once, every session whose X server died on its own (DELETED).
+// Sessions implements agent.Driver: every live session (CREATING or READY,
+// including one whose delete is under way) and, once, every session whose X
+// server died on its own (DELETED).
 func (d *Driver) Sessions(ctx context.Context) ([]agentproto.Session, error) {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]agentproto.Session, 0, len(d.sessions)+len(d.dead))
-	for _, s := range d.sessions {
-		if s.deleting {
+	for id, s := range d.sessions {
+		// A session being deleted stays listed until its teardown is done, so
+		// the broker shows DELETED only once nothing of it is left; one whose
+		// X server died is listed below, DELETED.
+		if _, died := d.dead[id]; s.deleting && died {
 			continue
 		}
 		out = append(out, s.infoLocked())
