@@ -288,6 +288,9 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				continue
 			}
 			sessions[i].ServerID = ""
+			if !insert && errors.Is(e, ErrConflict) {
+				continue // deleted or placed by someone else meanwhile: leave it
+			}
 			if errors.Is(e, ErrServerFull) || errors.Is(e, ErrNotFound) {
 				todo = append(todo, i) // the snapshot was stale: place it again
 				continue

@@ -77,7 +77,9 @@ type Store interface {
 	// single console session against the server's current sessions, and inserts or
 	// updates the session. Items that no longer fit get ErrServerFull in the
 	// returned slice (same order) and are not written; a missing server gives
-	// ErrNotFound. The second result is a failure of the whole transaction.
+	// ErrNotFound; an Insert=false session that is no longer CREATING and
+	// unplaced (deleted or placed meanwhile) gives ErrConflict and is not
+	// written. The second result is a failure of the whole transaction.
 	CommitPlacements(ctx context.Context, ps []Placement) ([]error, error)
 	// GetSession returns ErrNotFound for an unknown ID.
 	GetSession(ctx context.Context, id string) (*Session, error)

@@ -32,7 +32,7 @@ const (
 
 	updateSessionSQL = `UPDATE sessions SET ` + sessionSet + ` WHERE seq = ?`
 	getSessionSQL    = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
-	findSessionSQL   = `SELECT seq FROM sessions WHERE id = ?`
+	findSessionSQL   = `SELECT seq, state, server_id FROM sessions WHERE id = ?`
 	deleteSessionSQL = `DELETE FROM sessions WHERE id = ?`
 
 	// capacitySQL returns the server's limits and its active sessions that count
@@ -240,12 +240,17 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 	}
 	var seq int64
 	if !pl.Insert {
-		err := p.find.QueryRowContext(ctx, ss.ID).Scan(&seq)
+		var state, server string
+		err := p.find.QueryRowContext(ctx, ss.ID).Scan(&seq, &state, &server)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, itemError{fmt.Errorf("session %q: %w", ss.ID, broker.ErrNotFound)}
 		}
 		if err != nil {
 			return 0, err
+		}
+		if state != broker.StateCreating || server != "" {
+			// Deleted or placed since the caller read it: never overwrite.
+			return 0, itemError{fmt.Errorf("session %q is %s on %q, no longer waiting for placement: %w", ss.ID, state, server, broker.ErrConflict)}
 		}
 	}
 	var maxVirtual, maxPerUser, virtual, owned, console int

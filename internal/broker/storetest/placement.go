@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -206,19 +207,13 @@ func testCommitMove(t *testing.T, s broker.Store) {
 		t.Errorf("queue after the move (-want +got):\n%s", d)
 	}
 
-	// Committing the session again on its own server does not count it twice.
-	moved.State = broker.StateReady
-	checkErrs(t, MustCommit(t, s, broker.Placement{Session: moved}), []error{nil})
-
-	// A retry moves it on to another server, freeing its place on the first.
+	// Once placed, a session is not placed again (a retry first takes it off
+	// its server with UpdateSession).
 	moved.ServerID = "s-b"
-	moved.Attempts = 2
-	moved.Excluded = []string{"s-old", "s-a"}
-	checkErrs(t, MustCommit(t, s, broker.Placement{Session: moved}), []error{nil})
-	if d := cmp.Diff(moved, MustGetSession(t, s, "q"), diffOpts...); d != "" {
-		t.Errorf("retried session (-want +got):\n%s", d)
+	checkErrs(t, MustCommit(t, s, broker.Placement{Session: moved}), []error{broker.ErrConflict})
+	if got := MustGetSession(t, s, "q"); got.ServerID != "s-a" {
+		t.Errorf("re-placed session moved to %q", got.ServerID)
 	}
-	checkErrs(t, MustCommit(t, s, Place(newPlaced("n", "carol", broker.TypeVirtual, "s-a"))...), []error{nil})
 }
 
 func testCommitMoveErrors(t *testing.T, s broker.Store) {
@@ -242,6 +237,38 @@ func testCommitMoveErrors(t *testing.T, s broker.Store) {
 		t.Errorf("rejected move changed the session (-want +got):\n%s", d)
 	}
 	checkNotStored(t, s, "nobody")
+}
+
+// testCommitMoveStale: a queued session deleted (or placed) after the caller
+// read it is never overwritten by a late placement.
+func testCommitMoveStale(t *testing.T, s broker.Store) {
+	MustUpsertServers(t, s, NewServer("s-a", 0, 0, nil), NewServer("s-b", 0, 0, nil))
+	MustInsertSessions(t, s,
+		NewSession("gone", "alice", broker.TypeVirtual, "", broker.StateCreating),
+		NewSession("taken", "bob", broker.TypeVirtual, "", broker.StateCreating))
+	gone, taken := MustGetSession(t, s, "gone"), MustGetSession(t, s, "taken")
+	if err := s.UpdateSession(context.Background(), "gone", func(x *broker.Session) error {
+		x.State = broker.StateDeleted
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateSession(context.Background(), "taken", func(x *broker.Session) error {
+		x.ServerID = "s-b"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantGone, wantTaken := MustGetSession(t, s, "gone"), MustGetSession(t, s, "taken")
+	gone.ServerID, taken.ServerID = "s-a", "s-a"
+	checkErrs(t, MustCommit(t, s, broker.Placement{Session: gone}, broker.Placement{Session: taken}),
+		[]error{broker.ErrConflict, broker.ErrConflict})
+	if d := cmp.Diff(wantGone, MustGetSession(t, s, "gone"), diffOpts...); d != "" {
+		t.Errorf("late placement changed a deleted session (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(wantTaken, MustGetSession(t, s, "taken"), diffOpts...); d != "" {
+		t.Errorf("late placement moved a placed session (-want +got):\n%s", d)
+	}
 }
 
 func testCommitDuplicateID(t *testing.T, s broker.Store) {

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"CommitPlacements_MixedBatch", testCommitMixedBatch},
 		{"CommitPlacements_Move", testCommitMove},
 		{"CommitPlacements_MoveErrors", testCommitMoveErrors},
+		{"CommitPlacements_MoveStale", testCommitMoveStale},
 		{"CommitPlacements_DuplicateID", testCommitDuplicateID},
 		{"CommitPlacements_Empty", testCommitEmpty},
 		{"CommitPlacements_Concurrent", testCommitConcurrent},
