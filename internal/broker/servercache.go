@@ -70,7 +70,11 @@ func (c *serverCache) put(s *Server) {
 		}
 	} else {
 		c.order = append(c.order, s)
-		sort.Slice(c.order, func(i, j int) bool { return c.order[i].Seq < c.order[j].Seq })
+		// New servers get the highest Seq, so this is rare: another broker
+		// registered servers this one has not loaded yet.
+		if n := len(c.order); n > 1 && c.order[n-2].Seq > s.Seq {
+			sort.Slice(c.order, func(i, j int) bool { return c.order[i].Seq < c.order[j].Seq })
+		}
 	}
 	c.byID[s.ID] = s
 }
