@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -26,7 +27,8 @@ func randomHex(n int) string {
 type serverCache struct {
 	mu        sync.RWMutex
 	byID      map[string]*Server
-	order     []*Server            // by Seq
+	order     []string             // server IDs by Seq
+	seenAt    map[string]time.Time // last contact seen by this broker (newer than Server.LastSeen)
 	linkDown  map[string]time.Time // servers whose link this broker saw close, and when
 	seenDirty map[string]time.Time // LastSeen not yet written to the store
 
@@ -46,12 +48,14 @@ func (c *serverCache) load(ctx context.Context, st Store) error {
 	if c.linkDown == nil {
 		c.linkDown = make(map[string]time.Time)
 		c.seenDirty = make(map[string]time.Time)
+		c.seenAt = make(map[string]time.Time)
 	}
-	for _, s := range list {
+	c.order = make([]string, len(list))
+	for i, s := range list {
 		s.prepare()
 		c.byID[s.ID] = s
+		c.order[i] = s.ID
 	}
-	c.order = list
 	return nil
 }
 
@@ -61,19 +65,13 @@ func (c *serverCache) put(s *Server) {
 	s.prepare()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old, ok := c.byID[s.ID]; ok {
-		for i, o := range c.order {
-			if o == old {
-				c.order[i] = s
-				break
-			}
-		}
-	} else {
-		c.order = append(c.order, s)
+	if _, ok := c.byID[s.ID]; !ok {
+		c.order = append(c.order, s.ID)
 		// New servers get the highest Seq, so this is rare: another broker
 		// registered servers this one has not loaded yet.
-		if n := len(c.order); n > 1 && c.order[n-2].Seq > s.Seq {
-			sort.Slice(c.order, func(i, j int) bool { return c.order[i].Seq < c.order[j].Seq })
+		if n := len(c.order); n > 1 && c.byID[c.order[n-2]].Seq > s.Seq {
+			c.byID[s.ID] = s
+			sort.Slice(c.order, func(i, j int) bool { return c.byID[c.order[i]].Seq < c.byID[c.order[j]].Seq })
 		}
 	}
 	c.byID[s.ID] = s
@@ -82,19 +80,14 @@ func (c *serverCache) put(s *Server) {
 func (c *serverCache) remove(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old, ok := c.byID[id]
-	if !ok {
+	if _, ok := c.byID[id]; !ok {
 		return
 	}
 	delete(c.byID, id)
 	delete(c.linkDown, id)
 	delete(c.seenDirty, id)
-	for i, o := range c.order {
-		if o == old {
-			c.order = append(c.order[:i:i], c.order[i+1:]...)
-			break
-		}
-	}
+	delete(c.seenAt, id)
+	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
 	c.countsValid = false
 }
 
@@ -107,7 +100,11 @@ func (c *serverCache) get(id string) *Server {
 func (c *serverCache) all() []*Server {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return append([]*Server(nil), c.order...)
+	out := make([]*Server, len(c.order))
+	for i, id := range c.order {
+		out[i] = c.byID[id]
+	}
+	return out
 }
 
 // seen records contact with a server's agent.
@@ -115,17 +112,7 @@ func (c *serverCache) seen(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.linkDown, id)
-	if s, ok := c.byID[id]; ok {
-		cp := *s
-		cp.LastSeen = t
-		c.byID[id] = &cp
-		for i, o := range c.order {
-			if o == s {
-				c.order[i] = &cp
-				break
-			}
-		}
-	}
+	c.seenAt[id] = t
 	c.seenDirty[id] = t
 }
 
@@ -145,17 +132,21 @@ func (c *serverCache) unreachableSince(id string, timeout time.Duration, now tim
 	if !ok {
 		return time.Time{}
 	}
+	last := s.LastSeen
+	if t, ok := c.seenAt[id]; ok && t.After(last) {
+		last = t
+	}
 	if t, ok := c.linkDown[id]; ok {
-		if !s.LastSeen.IsZero() && s.LastSeen.Before(t) {
-			return s.LastSeen
+		if !last.IsZero() && last.Before(t) {
+			return last
 		}
 		return t
 	}
-	if s.LastSeen.IsZero() {
+	if last.IsZero() {
 		return s.CreatedAt
 	}
-	if now.Sub(s.LastSeen) > timeout {
-		return s.LastSeen
+	if now.Sub(last) > timeout {
+		return last
 	}
 	return time.Time{}
 }
