@@ -223,6 +223,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if c.EnableAgentAuthorization {
 		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, m.Logger))
 	}
+	agentMux.Handle("POST /agent/validate-authentication-token",
+		dcvAuthHandler(m.auth, svc, newAddrLimiter(dcvAuthRate, dcvAuthBurst, dcvAuthMaxAddrs), m.Logger))
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
 
 	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, clientCert); err != nil {

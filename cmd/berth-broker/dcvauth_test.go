@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/sqlite"
+)
+
+// readySessions starts a sim agent with report and creates one READY virtual
+// session per owner; it returns the client and the session IDs.
+func readySessions(t *testing.T, b *testBroker, report agentproto.HostReport, owners ...string) (*api.Client, []string) {
+	t.Helper()
+	c := b.MustClient(t)
+	b.MustStartSimAgent(t, t.TempDir(), nil, report)
+	waitFor(t, "an available server", 10*time.Second, func() bool {
+		s, ok := servers(t, c)[report.Hostname]
+		return ok && s.Availability == api.AvailabilityAvailable
+	})
+	var ids []string
+	for _, o := range owners {
+		resp := create(t, c, api.CreateSessionRequest{Name: "s-" + o, Owner: o, Type: "VIRTUAL"})
+		if len(resp.SuccessfulList) != 1 {
+			t.Fatalf("create for %s: %+v", o, resp.UnsuccessfulList)
+		}
+		id := resp.SuccessfulList[0].Id
+		waitState(t, c, id, "READY")
+		ids = append(ids, id)
+	}
+	return c, ids
+}
+
+// postAuth posts a token verification form and returns the status, content
+// type and body.
+func postAuth(t *testing.T, b *testBroker, form url.Values) (int, string, string) {
+	t.Helper()
+	resp, err := b.hc.Post("https://"+b.AgentAddr()+"/agent/validate-authentication-token",
+		"application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+}
+
+// foreignToken signs a connection token for sessionID with a key the broker
+// does not know.
+func foreignToken(t *testing.T, sessionID string) string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "foreign.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	a := oauth.New(st, "berth-broker")
+	tok, err := a.IssueConnectionToken(ctx, sessionID, "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestDCVTokenVerifier(t *testing.T) {
+	ctx := context.Background()
+	b := MustRunMain(t, t.TempDir(), nil)
+	c, ids := readySessions(t, b, hostReport("dcv-host", 0, nil), "alice", "bob")
+	alice, bob := ids[0], ids[1]
+	cd, err := c.GetSessionConnectionData(ctx, alice, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := cd.ConnectionToken
+
+	// Expired: signed by the broker's own key, with a clock two hours back.
+	past := oauth.New(b.store, "berth-broker")
+	past.Now = func() time.Time { return time.Now().Add(-2 * time.Hour) }
+	expired, err := past.IssueConnectionToken(ctx, alice, "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forged: a foreign token, and one carrying the broker key's header with a
+	// foreign payload and signature.
+	foreign := foreignToken(t, alice)
+	fp := strings.SplitN(foreign, ".", 3)
+	forgedKid := strings.SplitN(good, ".", 2)[0] + "." + fp[1] + "." + fp[2]
+	// A user name needing XML escaping.
+	odd, err := b.auth.IssueConnectionToken(ctx, alice, "alice", `a<b&"c"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A session that is not READY: deleted.
+	gone, err := b.auth.IssueConnectionToken(ctx, "no-such-session", "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		body string // exact body, or the message's start after result="no"
+	}{
+		{"good", url.Values{"sessionId": {alice}, "authenticationToken": {good}, "clientAddress": {"10.0.0.1"}},
+			`<auth result="yes"><username>alice</username></auth>`},
+		{"no client address", url.Values{"sessionId": {alice}, "authenticationToken": {good}},
+			`<auth result="yes"><username>alice</username></auth>`},
+		{"escaped user", url.Values{"sessionId": {alice}, "authenticationToken": {odd}},
+			`<auth result="yes"><username>a&lt;b&amp;&#34;c&#34;</username></auth>`},
+		{"expired", url.Values{"sessionId": {alice}, "authenticationToken": {expired}}, "authentication token refused: token expired"},
+		{"foreign key", url.Values{"sessionId": {alice}, "authenticationToken": {foreign}}, "authentication token refused: unknown signing key"},
+		{"forged signature", url.Values{"sessionId": {alice}, "authenticationToken": {forgedKid}}, "authentication token refused: signature is invalid"},
+		{"other session", url.Values{"sessionId": {bob}, "authenticationToken": {good}}, "the token is for another session"},
+		{"unknown session", url.Values{"sessionId": {"no-such-session"}, "authenticationToken": {gone}}, "the session does not exist"},
+		{"malformed token", url.Values{"sessionId": {alice}, "authenticationToken": {"not.a.jwt"}}, "authentication token refused: malformed token"},
+		{"garbage token", url.Values{"sessionId": {alice}, "authenticationToken": {strings.Repeat("x", 9000)}}, "authentication token refused"},
+		{"missing session", url.Values{"authenticationToken": {good}}, "sessionId is required"},
+		{"missing token", url.Values{"sessionId": {alice}}, "authenticationToken is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, ct, body := postAuth(t, b, tc.form)
+			if code != http.StatusOK || !strings.HasPrefix(ct, "text/xml") {
+				t.Fatalf("status %d, content type %q", code, ct)
+			}
+			if strings.HasPrefix(tc.body, "<auth") {
+				if body != tc.body {
+					t.Fatalf("body %q, want %q", body, tc.body)
+				}
+				return
+			}
+			if want := `<auth result="no"><message>` + tc.body; !strings.HasPrefix(body, want) || !strings.HasSuffix(body, "</message></auth>") {
+				t.Fatalf("body %q, want prefix %q", body, want)
+			}
+			if strings.Contains(body, good) {
+				t.Fatal("the answer echoes the token")
+			}
+		})
+	}
+
+	t.Run("malformed bodies", func(t *testing.T) {
+		for _, raw := range []string{"%zz=1&sessionId=x", strings.Repeat("a", dcvAuthMaxBody+10), ""} {
+			resp, err := b.hc.Post("https://"+b.AgentAddr()+"/agent/validate-authentication-token", "application/x-www-form-urlencoded", strings.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), `<auth result="no"><message>`) {
+				t.Fatalf("body of %d bytes: status %d, %q", len(raw), resp.StatusCode, body)
+			}
+		}
+	})
+
+	t.Run("not READY", func(t *testing.T) {
+		if _, err := c.DeleteSessions(ctx, []api.DeleteSessionRequest{{SessionId: bob, Owner: "bob"}}); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := b.auth.IssueConnectionToken(ctx, bob, "bob", "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "bob's session refused", 10*time.Second, func() bool {
+			_, _, body := postAuth(t, b, url.Values{"sessionId": {bob}, "authenticationToken": {tok}})
+			return strings.HasPrefix(body, `<auth result="no">`)
+		})
+	})
+
+	t.Run("rate limit", func(t *testing.T) {
+		form := url.Values{"sessionId": {alice}, "authenticationToken": {good}, "clientAddress": {"192.0.2.77"}}
+		limited := 0
+		for range dcvAuthBurst + 20 {
+			code, _, body := postAuth(t, b, form)
+			if code != http.StatusOK {
+				t.Fatalf("status %d", code)
+			}
+			if body == `<auth result="no"><message>too many requests</message></auth>` {
+				limited++
+			}
+		}
+		if limited == 0 {
+			t.Fatal("the rate limit never refused")
+		}
+		// Another address is not affected.
+		form.Set("clientAddress", "192.0.2.78")
+		if _, _, body := postAuth(t, b, form); !strings.Contains(body, `result="yes"`) {
+			t.Fatalf("another address: %q", body)
+		}
+	})
+}
+
+func TestAddrLimiter(t *testing.T) {
+	l := newAddrLimiter(1, 2, 3)
+	now := time.Unix(1000, 0)
+	if !l.allow("a", now) || !l.allow("a", now) || l.allow("a", now) {
+		t.Fatal("burst of 2 not applied")
+	}
+	if !l.allow("a", now.Add(time.Second)) {
+		t.Fatal("no refill after a second")
+	}
+	for _, k := range []string{"b", "c", "d", "e"} {
+		l.allow(k, now)
+	}
+	if len(l.buckets) > 3 {
+		t.Fatalf("%d buckets, bound is 3", len(l.buckets))
+	}
+}
