@@ -116,6 +116,11 @@ func adminCommands() []adminCommand {
 				fmt.Fprintf(out, "agent client %s unregistered\n", a[0])
 				return nil
 			}},
+		{name: "register-server-dns-mappings", summary: "load the server DNS mappings that the Connection Gateway resolver uses (replaces the loaded ones)",
+			flags: stringFlag("file-path", "JSON mapping file in the reference format (required)"), example: "berth-broker register-server-dns-mappings --file-path mappings.json",
+			run: registerDNSMappings},
+		{name: "describe-server-dns-mappings", summary: "print the loaded server DNS mappings", example: "berth-broker describe-server-dns-mappings",
+			run: describeDNSMappings},
 	}
 }
 

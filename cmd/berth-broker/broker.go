@@ -48,6 +48,9 @@ type Main struct {
 	servers  []*http.Server
 	clientLn net.Listener
 	agentLn  net.Listener
+	// gatewayLn is the Connection Gateway resolver's listener; nil unless
+	// enable-gateway.
+	gatewayLn net.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -235,6 +238,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.serve(m.clientLn, apiSrv.Handler())
 	m.serve(m.agentLn, agentMux)
+	if c.EnableGateway {
+		if err := m.startGateway(); err != nil {
+			return err
+		}
+	}
 	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
 		"agent_addr", m.agentLn.Addr().String(), "working_path", c.WorkingPath, "broker_id", brokerID)
 	return nil
