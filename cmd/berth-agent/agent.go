@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/driver/dcv"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
@@ -50,10 +51,24 @@ var drivers = map[string]driverFactory{
 			Logger:        log,
 		})
 	},
+	"dcv": func(c *Config, log *slog.Logger) (agent.Driver, error) {
+		return dcv.New(dcv.Config{
+			DCVPath:       c.Agent.DCVRoot,
+			InitFolder:    c.Agent.InitFolder,
+			AutorunFolder: c.Agent.AutorunFolder,
+			StateDir:      filepath.Join(c.Agent.StateDir, "dcv"),
+			ScriptDir:     dcvScriptDir,
+			Logger:        log,
+		})
+	},
 }
 
+// dcvScriptDir receives the dcv driver's per-session autorun wrappers. Session
+// users run them, so it cannot live under agent.state_dir (0700).
+const dcvScriptDir = "/run/berth-agent/dcv-init"
+
 // plannedDrivers are valid agent.driver names whose drivers this build lacks.
-var plannedDrivers = []string{"dcv"}
+var plannedDrivers []string
 
 // driverNames lists every valid agent.driver name, built or planned.
 func driverNames() []string {
@@ -128,9 +143,10 @@ starts and ends sessions with its driver (agent.driver).
 Drivers in this build:
   vnc   a TigerVNC desktop per session, run as its owner, opened in a browser
         through the agent's web gateway (noVNC) on vnc.web_port
+  dcv   Amazon DCV: sessions of the host's DCV server, driven through the
+        dcv command (agent.dcv_root); endpoints from /etc/dcv/dcv.conf
   sim   simulated sessions, for load testing only: it runs no desktop and
         users cannot connect to its sessions
-Planned: dcv (Amazon DCV).
 
 Options:
 `)
@@ -319,7 +335,21 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 		r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: m.gatewayPort, WebURLPath: "/", Protocol: "HTTP"}}
 		r.Version = "berth-vnc"
 	}
+	if drv, ok := m.driver.(*dcv.Driver); ok {
+		dcvEndpoints(&r, drv)
+	}
 	return r, nil
+}
+
+// dcvEndpoints sets the report's endpoints from the DCV server's dcv.conf:
+// HTTP on web-port, and QUIC on quic-port when the QUIC frontend is enabled.
+func dcvEndpoints(r *agentproto.HostReport, drv *dcv.Driver) {
+	web, path, quic := drv.Endpoints()
+	r.Port, r.WebURLPath = web, path
+	r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: web, WebURLPath: path, Protocol: agentproto.ProtocolHTTP}}
+	if quic > 0 {
+		r.Endpoints = append(r.Endpoints, agentproto.Endpoint{IP: r.IP, Port: quic, WebURLPath: path, Protocol: agentproto.ProtocolQUIC})
+	}
 }
 
 // tlsConfig verifies the broker against agent.ca_file (or the system roots),

@@ -250,6 +250,9 @@ func (c *Config) Validate() error {
 			fail("agent.driver", "unknown driver %q (want one of %s)", a.Driver, strings.Join(driverNames(), ", "))
 		}
 	}
+	if a.Driver == "dcv" && strings.TrimSpace(a.DCVRoot) == "" {
+		fail("agent.dcv_root", "is required with driver dcv (the dcv command, e.g. /usr/bin/dcv)")
+	}
 	if a.StateDir == "" {
 		fail("agent.state_dir", "is required (where the server ID and agent credentials are kept)")
 	}

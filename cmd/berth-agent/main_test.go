@@ -56,9 +56,9 @@ func TestRun_Flags(t *testing.T) {
 	}
 	errOut.Reset()
 	bad := filepath.Join(t.TempDir(), "agent.conf")
-	mustWrite(t, bad, "[agent]\nbroker_host = 'b'\ndriver = 'dcv'\n")
-	if code := run(ctx, []string{"--config", bad}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `agent.driver: driver "dcv" is not available in this build yet`) {
-		t.Errorf("dcv driver: exit %d, stderr %q", code, errOut.String())
+	mustWrite(t, bad, "[agent]\nbroker_host = 'b'\ndriver = 'kvm'\n")
+	if code := run(ctx, []string{"--config", bad}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), `agent.driver: unknown driver "kvm"`) {
+		t.Errorf("unknown driver: exit %d, stderr %q", code, errOut.String())
 	}
 }
 
