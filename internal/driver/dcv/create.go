@@ -43,44 +43,6 @@ func opt(args []string, name, value string) []string {
 	return append(args, name, value)
 }
 
-// resolveIn resolves rel inside folder, refusing absolute paths, ".." and
-// symlinks that lead out of the folder. field names the request field in
-// errors ("InitFile"), kind the folder ("init").
-func resolveIn(folder, rel, field, kind string) (string, error) {
-	if filepath.IsAbs(rel) {
-		return "", fmt.Errorf("%s must be relative to the %s folder", field, kind)
-	}
-	if strings.ContainsRune(rel, 0) {
-		return "", fmt.Errorf("%s is not a valid path", field)
-	}
-	clean := filepath.Clean(rel)
-	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("%s escapes the %s folder", field, kind)
-	}
-	if folder == "" {
-		return "", fmt.Errorf("%s is not allowed: no %s folder is configured on this host", field, kind)
-	}
-	base, err := filepath.EvalSymlinks(folder)
-	if err != nil {
-		return "", fmt.Errorf("%s: the %s folder does not exist on this host", field, kind)
-	}
-	p, err := filepath.EvalSymlinks(filepath.Join(base, clean))
-	if err != nil {
-		return "", fmt.Errorf("%s %q does not exist in the %s folder", field, rel, kind)
-	}
-	if !strings.HasPrefix(p, base+string(filepath.Separator)) {
-		return "", fmt.Errorf("%s escapes the %s folder", field, kind)
-	}
-	fi, err := os.Stat(p)
-	if err != nil || !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s %q is not a regular file", field, rel)
-	}
-	if fi.Mode().Perm()&0o111 == 0 {
-		return "", fmt.Errorf("%s %q is not executable", field, rel)
-	}
-	return p, nil
-}
-
 // createArgs validates a request and returns the create-session argument
 // list, without --permissions-file, and the wrapper script to write (empty
 // for none; the caller passes it to --init).
@@ -130,12 +92,12 @@ func (d *Driver) createArgs(req agent.CreateRequest) (args []string, script stri
 	}
 	var initPath string
 	if req.InitFile != "" {
-		if initPath, err = resolveIn(d.cfg.InitFolder, req.InitFile, "InitFile", "init"); err != nil {
+		if initPath, err = agent.ResolveInFolder(d.cfg.InitFolder, req.InitFile, "InitFile", "init"); err != nil {
 			return nil, "", err
 		}
 	}
 	if req.AutorunFile != "" {
-		autorun, err := resolveIn(d.cfg.AutorunFolder, req.AutorunFile, "AutorunFile", "autorun")
+		autorun, err := agent.ResolveInFolder(d.cfg.AutorunFolder, req.AutorunFile, "AutorunFile", "autorun")
 		if err != nil {
 			return nil, "", err
 		}
