@@ -17,6 +17,9 @@ type Server struct {
 	BrokerID  string
 	CreatedAt time.Time
 	Info      ServerInfo
+	// Version changes whenever UpsertServer or SetServerOpen changes the row
+	// (kept by stores that implement ServerSyncer; zero otherwise).
+	Version int64
 
 	// tags and props are derived from Info when the broker caches the server.
 	tags  map[string]string

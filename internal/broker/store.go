@@ -106,3 +106,21 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// ServerStamp is what a broker needs to keep its server cache current: the
+// fields that change on every heartbeat, and the version of the rest.
+type ServerStamp struct {
+	ID       string
+	Version  int64
+	LastSeen time.Time
+	BrokerID string
+}
+
+// ServerSyncer is implemented by stores that several brokers share
+// (internal/postgres). A Service whose store implements it refreshes its
+// server cache from the stamps every Config.SyncInterval, re-reading only the
+// servers whose Version changed and dropping those that are gone.
+type ServerSyncer interface {
+	// ServerStamps returns one stamp per server, in no particular order.
+	ServerStamps(ctx context.Context) ([]ServerStamp, error)
+}
