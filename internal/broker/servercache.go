@@ -35,6 +35,11 @@ type serverCache struct {
 	counts      map[string]Counts
 	countsValid bool
 	countsAt    time.Time
+
+	// puts counts put calls; putAt records the count at each server's last
+	// put, so that a sync does not drop a server registered while it ran.
+	puts  uint64
+	putAt map[string]uint64
 }
 
 func (c *serverCache) load(ctx context.Context, st Store) error {
@@ -65,6 +70,11 @@ func (c *serverCache) put(s *Server) {
 	s.prepare()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.putLocked(s)
+}
+
+// putLocked is put with c.mu held and s prepared.
+func (c *serverCache) putLocked(s *Server) {
 	if _, ok := c.byID[s.ID]; !ok {
 		c.order = append(c.order, s.ID)
 		// New servers get the highest Seq, so this is rare: another broker
@@ -75,6 +85,11 @@ func (c *serverCache) put(s *Server) {
 		}
 	}
 	c.byID[s.ID] = s
+	c.puts++
+	if c.putAt == nil {
+		c.putAt = make(map[string]uint64)
+	}
+	c.putAt[s.ID] = c.puts
 }
 
 func (c *serverCache) remove(id string) {
@@ -87,6 +102,7 @@ func (c *serverCache) remove(id string) {
 	delete(c.linkDown, id)
 	delete(c.seenDirty, id)
 	delete(c.seenAt, id)
+	delete(c.putAt, id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
 	c.countsValid = false
 }
@@ -121,6 +137,9 @@ func (c *serverCache) down(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.linkDown[id] = t
+	// Another broker may hold the server's link next: do not overwrite its
+	// record of the server with this broker's older contact.
+	delete(c.seenDirty, id)
 }
 
 // unreachableSince returns when the server became unreachable, or zero if it is
@@ -261,4 +280,77 @@ func (c *serverCache) released(was *Session) {
 	cnt.ByOwner = by
 	m[was.ServerID] = cnt
 	c.counts = m
+}
+
+// sync brings the cache up to date with a store shared with other brokers: it
+// takes every server's stamp, re-reads the servers whose Version changed (or
+// that are new), drops those that are gone, and takes LastSeen and BrokerID
+// from the stamps. A link this broker saw close no longer counts once another
+// broker has heard from the server since.
+func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self string) error {
+	c.mu.RLock()
+	start := c.puts
+	c.mu.RUnlock()
+	stamps, err := sy.ServerStamps(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.RLock()
+	var changed []string
+	for i := range stamps {
+		if cur, ok := c.byID[stamps[i].ID]; !ok || cur.Version != stamps[i].Version {
+			changed = append(changed, stamps[i].ID)
+		}
+	}
+	c.mu.RUnlock()
+	var fresh []*Server
+	if len(changed) > 0 {
+		if fresh, err = st.ListServers(ctx, ServerFilter{IDs: changed}); err != nil {
+			return err
+		}
+	}
+	for _, s := range fresh {
+		s.prepare()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range fresh {
+		if cur, ok := c.byID[s.ID]; ok && c.putAt[s.ID] > start && cur.Version > s.Version {
+			continue // this broker stored a newer row meanwhile
+		}
+		c.putLocked(s)
+	}
+	live := make(map[string]bool, len(stamps))
+	for i := range stamps {
+		st := &stamps[i]
+		live[st.ID] = true
+		cur, ok := c.byID[st.ID]
+		if !ok {
+			continue
+		}
+		if !cur.LastSeen.Equal(st.LastSeen) || cur.BrokerID != st.BrokerID {
+			cp := *cur
+			cp.LastSeen, cp.BrokerID = st.LastSeen, st.BrokerID
+			c.byID[st.ID] = &cp
+		}
+		if down, ok := c.linkDown[st.ID]; ok && st.BrokerID != self && st.LastSeen.After(down) {
+			delete(c.linkDown, st.ID)
+		}
+	}
+	gone := false
+	for id := range c.byID {
+		if !live[id] && c.putAt[id] <= start {
+			delete(c.byID, id)
+			delete(c.linkDown, id)
+			delete(c.seenDirty, id)
+			delete(c.seenAt, id)
+			delete(c.putAt, id)
+			gone = true
+		}
+	}
+	if gone {
+		c.order = slices.DeleteFunc(c.order, func(id string) bool { return c.byID[id] == nil })
+		c.countsValid = false
+	}
+	return nil
 }

@@ -49,6 +49,9 @@ type Config struct {
 	// MaintenanceInterval is the period of expiry and cleanup (default: 5s, or a
 	// quarter of the shortest expiry time when that is shorter).
 	MaintenanceInterval time.Duration
+	// SyncInterval is how often a broker whose store implements ServerSyncer
+	// (shared with other brokers) refreshes its server cache (default 1s).
+	SyncInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +85,7 @@ func (c *Config) setDefaults() {
 	def(&c.AutorunMaxArgs, 50)
 	def(&c.AutorunMaxArgLength, 150)
 	def(&c.CreateWorkers, 64)
+	defd(&c.SyncInterval, time.Second)
 	if c.MaintenanceInterval == 0 {
 		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
 	}
@@ -188,6 +192,13 @@ func (s *Service) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.maintenanceLoop(ctx)
 	}()
+	if sy, ok := s.store.(ServerSyncer); ok {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.syncLoop(ctx, sy)
+		}()
+	}
 	<-ctx.Done()
 	s.wg.Wait()
 	return nil
@@ -220,6 +231,30 @@ func (s *Service) compile(src string) (*requirements.Expr, error) {
 
 func (s *Service) leader(ctx context.Context) bool {
 	return s.Leaser == nil || s.Leaser.IsLeader(ctx)
+}
+
+// syncLoop keeps the server cache current with the servers that other brokers
+// register and hear from.
+func (s *Service) syncLoop(ctx context.Context, sy ServerSyncer) {
+	t := time.NewTicker(s.cfg.SyncInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := s.servers.sync(ctx, s.store, sy, s.cfg.BrokerID)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			s.log.Warn("refresh servers from the store", "err", err)
+			failing = true
+		case err == nil && failing:
+			s.log.Info("refreshing servers from the store again")
+			failing = false
+		}
+	}
 }
 
 // maintenanceLoop runs periodic cleanup.

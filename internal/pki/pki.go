@@ -86,13 +86,32 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 }
 
 func createCA(dir string) (*CA, error) {
+	certPEM, keyPEM, err := NewCAPEM()
+	if err != nil {
+		return nil, err
+	}
+	// Key first: a crash in between leaves a lone key, which LoadOrCreateCA
+	// reports instead of silently replacing.
+	if err := writeFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write ca key: %w", err)
+	}
+	if err := writeFile(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("write ca certificate: %w", err)
+	}
+	return parseCA(certPEM, keyPEM)
+}
+
+// NewCAPEM generates a new CA, an ECDSA P-256 key and a self-signed
+// certificate valid for 10 years, and returns both PEM encoded without
+// writing them anywhere (brokers sharing a database keep their CA there).
+func NewCAPEM() (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generate ca key: %w", err)
+		return nil, nil, fmt.Errorf("generate ca key: %w", err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := time.Now()
 	name := "berth CA"
@@ -112,22 +131,38 @@ func createCA(dir string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("create ca certificate: %w", err)
+		return nil, nil, fmt.Errorf("create ca certificate: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return nil, err
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
 	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: der})
-	// Key first: a crash in between leaves a lone key, which LoadOrCreateCA
-	// reports instead of silently replacing.
-	if err := writeFile(filepath.Join(dir, caKeyFile), keyPEM, 0o600); err != nil {
-		return nil, fmt.Errorf("write ca key: %w", err)
+	return pem.EncodeToMemory(&pem.Block{Type: pemCertificate, Bytes: der}), keyPEM, nil
+}
+
+// ParseCA parses a CA certificate and its key, both PEM encoded, and checks
+// that the certificate is a CA and the key matches it.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) { return parseCA(certPEM, keyPEM) }
+
+// ReadCAFiles returns the PEM of dir/ca.pem and dir/ca.key; ok is false
+// unless both exist.
+func ReadCAFiles(dir string) (certPEM, keyPEM []byte, ok bool, err error) {
+	certPEM, certErr := os.ReadFile(filepath.Join(dir, caCertFile))
+	keyPEM, keyErr := os.ReadFile(filepath.Join(dir, caKeyFile))
+	switch {
+	case certErr == nil && keyErr == nil:
+		return certPEM, keyPEM, true, nil
+	case certErr != nil && !errors.Is(certErr, fs.ErrNotExist):
+		return nil, nil, false, certErr
+	case keyErr != nil && !errors.Is(keyErr, fs.ErrNotExist):
+		return nil, nil, false, keyErr
 	}
-	if err := writeFile(filepath.Join(dir, caCertFile), certPEM, 0o644); err != nil {
-		return nil, fmt.Errorf("write ca certificate: %w", err)
-	}
-	return parseCA(certPEM, keyPEM)
+	return nil, nil, false, nil
+}
+
+// WriteCACert writes the CA certificate to dir/ca.pem (mode 0644), for the
+// local agents and CLI to trust.
+func WriteCACert(dir string, certPEM []byte) error {
+	return writeFile(filepath.Join(dir, caCertFile), certPEM, 0o644)
 }
 
 func parseCA(certPEM, keyPEM []byte) (*CA, error) {
