@@ -31,11 +31,15 @@ func Errorf(code, format string, args ...any) error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// ErrorCode returns the code of err, CodeInternal if it carries none.
+// ErrorCode returns the code of err: CodeUnavailable for ErrStoreUnavailable,
+// CodeInternal if it carries none.
 func ErrorCode(err error) string {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	if errors.Is(err, ErrStoreUnavailable) {
+		return CodeUnavailable
 	}
 	return CodeInternal
 }

@@ -127,6 +127,9 @@ type Service struct {
 	deletes  chan deleteJob
 	wakeQ    chan struct{}
 	inflight sync.Map // session ID → struct{}: create command outstanding
+	deleting sync.Map // session ID → struct{}: delete command outstanding
+
+	lastRedrive time.Time // maintenance: when Redrive last ran (leader only)
 
 	wg sync.WaitGroup
 }
@@ -278,6 +281,12 @@ func (s *Service) maintenanceLoop(ctx context.Context) {
 // expire purges old DELETED sessions and cleans up unreachable servers.
 func (s *Service) expire(ctx context.Context) {
 	now := s.Now()
+	if now.Sub(s.lastRedrive) >= time.Minute {
+		// A safety net for work lost with a broker that died unnoticed:
+		// creates and deletes that should long have finished.
+		s.lastRedrive = now
+		s.Redrive(ctx, s.cfg.CreateTimeout+30*time.Second)
+	}
 	if n, err := s.store.PurgeDeleted(ctx, now.Add(-s.cfg.DeletedRetention)); err != nil {
 		s.log.Error("purge deleted sessions", "err", err)
 	} else if n > 0 {

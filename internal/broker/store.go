@@ -16,6 +16,9 @@ var (
 	// ErrConflict means a server ID is claimed by another agent client, or a
 	// session ID already exists.
 	ErrConflict = errors.New("conflict")
+	// ErrStoreUnavailable means the store cannot be reached (its database
+	// server is down or restarting); the API answers 503 and clients retry.
+	ErrStoreUnavailable = errors.New("the broker's database is unavailable; retry shortly")
 )
 
 // SessionFilter selects sessions. Zero fields do not filter.

@@ -55,6 +55,7 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 			return errUnchanged
 		}
 		x.Substate = SubstatePendingPreparation
+		x.UpdatedAt = s.Now()
 		return nil
 	})
 	if sess == nil {
@@ -118,7 +119,11 @@ func (s *Service) deleteWorker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-s.deletes:
+			if _, busy := s.deleting.LoadOrStore(j.sessionID, struct{}{}); busy {
+				continue
+			}
 			s.runDelete(ctx, j)
+			s.deleting.Delete(j.sessionID)
 		}
 	}
 }
@@ -230,4 +235,39 @@ func (s *Service) processQueue(ctx context.Context) error {
 		s.queueCreate(sess.ID)
 	}
 	return nil
+}
+
+// Redrive sends again the creates and deletes that no worker of this broker
+// is running: those of sessions CREATING on a server or DELETING. A broker
+// of a cluster calls it when another broker died, whose in-memory work would
+// otherwise be lost; agents treat a repeated create or delete of the same
+// session as one. olderThan skips sessions updated more recently (zero: all).
+func (s *Service) Redrive(ctx context.Context, olderThan time.Duration) {
+	ss, err := s.store.ListSessions(ctx, SessionFilter{States: []string{StateCreating, StateDeleting}})
+	if err != nil {
+		s.log.Error("list sessions to send again", "err", err)
+		return
+	}
+	cutoff := s.Now().Add(-olderThan)
+	n := 0
+	for _, x := range ss {
+		if x.ServerID == "" || (olderThan > 0 && x.UpdatedAt.After(cutoff)) {
+			continue
+		}
+		switch x.State {
+		case StateCreating:
+			if _, busy := s.inflight.Load(x.ID); !busy {
+				s.queueCreate(x.ID)
+				n++
+			}
+		case StateDeleting:
+			if _, busy := s.deleting.Load(x.ID); !busy {
+				s.queueDelete(deleteJob{sessionID: x.ID, serverID: x.ServerID})
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		s.log.Info("sent creates and deletes again", "sessions", n)
+	}
 }

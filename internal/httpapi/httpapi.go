@@ -194,7 +194,10 @@ func (s *Server) Error(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		s.Logger.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = "internal error; the broker logged the cause"
-		if code == broker.CodeUnavailable {
+		switch {
+		case errors.Is(err, broker.ErrStoreUnavailable):
+			msg = broker.ErrStoreUnavailable.Error() // not the driver's text: it names hosts
+		case code == broker.CodeUnavailable:
 			msg = err.Error()
 		}
 	}
