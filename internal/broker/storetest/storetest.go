@@ -79,6 +79,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
 	}
+	runSyncer(t, open)
 }
 
 // T0 is the base time of the suite's data: UTC, millisecond precision.
