@@ -1,0 +1,199 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/berth-dev/berth/internal/oauth"
+)
+
+// CreateClient inserts a client. A zero CreatedAt is set to the current time. An
+// existing ID is an error.
+func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
+	created := c.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO clients (id, name, kind, secret_hash, salt, active, created_at, statement)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(created), c.Statement)
+	if isUnique(err) {
+		err = errors.New("client ID exists")
+	}
+	if err != nil {
+		return fmt.Errorf("create client %q: %w", c.ID, err)
+	}
+	c.CreatedAt = created
+	return nil
+}
+
+const clientCols = `id, name, kind, secret_hash, salt, active, created_at, statement`
+
+func scanClient(r pgx.CollectableRow) (*oauth.Client, error) {
+	var (
+		c       oauth.Client
+		created int64
+	)
+	if err := r.Scan(&c.ID, &c.Name, &c.Kind, &c.SecretHash, &c.Salt, &c.Active, &created, &c.Statement); err != nil {
+		return nil, err
+	}
+	c.CreatedAt = fromMillis(created)
+	return &c, nil
+}
+
+// GetClient returns oauth.ErrNotFound for an unknown ID.
+func (s *Store) GetClient(ctx context.Context, id string) (*oauth.Client, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id)
+	c, err := pgx.CollectExactlyOneRow(rows, scanClient)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = oauth.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get client %q: %w", id, err)
+	}
+	return c, nil
+}
+
+// ListClients returns the clients of one kind, oldest first.
+func (s *Store) ListClients(ctx context.Context, kind string) ([]*oauth.Client, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+clientCols+` FROM clients WHERE kind = $1 ORDER BY created_at, seq`, kind)
+	out, err := pgx.CollectRows(rows, scanClient)
+	if err != nil {
+		return nil, fmt.Errorf("list clients: %w", err)
+	}
+	return out, nil
+}
+
+// SetClientActive returns oauth.ErrNotFound for an unknown ID.
+func (s *Store) SetClientActive(ctx context.Context, id string, active bool) error {
+	if err := s.updateOne(ctx, `UPDATE clients SET active = $1 WHERE id = $2`, active, id); err != nil {
+		return fmt.Errorf("set client %q active: %w", id, err)
+	}
+	return nil
+}
+
+// AddSigningKey stores k and, in the same transaction, retires every active key
+// created no later than k (RetiredAt = k.CreatedAt). A zero k.CreatedAt is set to
+// the current time. An existing ID is an error.
+func (s *Store) AddSigningKey(ctx context.Context, k *oauth.SigningKey) error {
+	created := k.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET retired_at = $1
+			WHERE retired_at = 0 AND created_at <= $1 AND id <> $2`,
+			toMillis(created), k.ID); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO signing_keys (id, algorithm, private_pem, created_at, retired_at)
+			VALUES ($1, $2, $3, $4, $5)`,
+			k.ID, k.Algorithm, k.PrivatePEM, toMillis(created), toMillis(k.RetiredAt))
+		if isUnique(err) {
+			return errors.New("key ID exists")
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("add signing key %q: %w", k.ID, err)
+	}
+	k.CreatedAt = created
+	return nil
+}
+
+// SigningKeys returns all keys, newest first.
+func (s *Store) SigningKeys(ctx context.Context) ([]*oauth.SigningKey, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT id, algorithm, private_pem, created_at, retired_at
+		FROM signing_keys ORDER BY created_at DESC, seq DESC`)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SigningKey, error) {
+		var (
+			k                oauth.SigningKey
+			created, retired int64
+		)
+		if err := r.Scan(&k.ID, &k.Algorithm, &k.PrivatePEM, &created, &retired); err != nil {
+			return nil, err
+		}
+		k.CreatedAt, k.RetiredAt = fromMillis(created), fromMillis(retired)
+		return &k, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list signing keys: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteSigningKeysRetiredBefore removes keys retired before t. Active keys stay.
+func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM signing_keys WHERE retired_at <> 0 AND retired_at < $1`,
+		toMillis(t)); err != nil {
+		return fmt.Errorf("delete retired signing keys: %w", err)
+	}
+	return nil
+}
+
+// CreateSoftwareStatement inserts a statement. A zero IssuedAt is set to the
+// current time. An existing ID is an error.
+func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareStatement) error {
+	issued := st.IssuedAt
+	if issued.IsZero() {
+		issued = s.now()
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO software_statements (id, statement, issued_at, active)
+		VALUES ($1, $2, $3, $4)`,
+		st.ID, st.Statement, toMillis(issued), st.Active)
+	if isUnique(err) {
+		err = errors.New("statement ID exists")
+	}
+	if err != nil {
+		return fmt.Errorf("create software statement %q: %w", st.ID, err)
+	}
+	st.IssuedAt = issued
+	return nil
+}
+
+// SoftwareStatements returns all statements, oldest first.
+func (s *Store) SoftwareStatements(ctx context.Context) ([]*oauth.SoftwareStatement, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT id, statement, issued_at, active
+		FROM software_statements ORDER BY issued_at, seq`)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SoftwareStatement, error) {
+		var (
+			st     oauth.SoftwareStatement
+			issued int64
+		)
+		if err := r.Scan(&st.ID, &st.Statement, &issued, &st.Active); err != nil {
+			return nil, err
+		}
+		st.IssuedAt = fromMillis(issued)
+		return &st, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list software statements: %w", err)
+	}
+	return out, nil
+}
+
+// SetSoftwareStatementActive sets Active on the statements whose Statement text
+// or ID is statementOrID. It returns oauth.ErrNotFound if none matches.
+func (s *Store) SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) error {
+	if err := s.updateOne(ctx, `UPDATE software_statements SET active = $1 WHERE statement = $2 OR id = $2`,
+		active, statementOrID); err != nil {
+		return fmt.Errorf("set software statement active: %w", err)
+	}
+	return nil
+}
+
+// updateOne runs an UPDATE and returns oauth.ErrNotFound if it matched no row.
+func (s *Store) updateOne(ctx context.Context, q string, args ...any) error {
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return oauth.ErrNotFound
+	}
+	return nil
+}
