@@ -22,6 +22,8 @@ import (
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/cluster"
+	"github.com/berth-dev/berth/internal/postgres"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
@@ -40,7 +42,9 @@ type Main struct {
 	// Stderr receives config warnings before the logger exists.
 	Stderr io.Writer
 
-	store    *sqlite.Store
+	store    store
+	// node is the broker's membership of a cluster on PostgreSQL; nil on SQLite.
+	node     *cluster.Node
 	auth     *oauth.Authority
 	svc      *broker.Service
 	hub      *agenthub.Hub
@@ -123,8 +127,18 @@ func (m *Main) openStore(ctx context.Context, admin bool) error {
 			return fmt.Errorf("open store: %w", err)
 		}
 		m.store = st
+	case "postgresql":
+		log := m.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		st, err := postgres.Open(ctx, c.PersistenceDSN, log)
+		if err != nil {
+			return fmt.Errorf("open store (persistence-dsn): %w", err)
+		}
+		m.store = st
 	default:
-		return fmt.Errorf("persistence-db: %q is not supported by this build (use sqlite)", c.PersistenceDB)
+		return fmt.Errorf("persistence-db: %q is not supported (use sqlite or postgresql)", c.PersistenceDB)
 	}
 	m.auth = oauth.New(m.store, "berth-broker")
 	m.auth.AccessTokenTTL = c.AccessTokenDuration
@@ -155,7 +169,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.ensureSoftwareStatement(ctx); err != nil {
 		return err
 	}
-	ca, err := pki.LoadOrCreateCA(c.WorkingPath)
+	ca, err := m.loadCA(ctx)
 	if err != nil {
 		return fmt.Errorf("certificate authority: %w", err)
 	}
@@ -175,7 +189,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
-	disp := &hubDispatcher{}
+	hubDisp := &hubDispatcher{}
+	var disp broker.Dispatcher = hubDisp
+	var leaser broker.Leaser
+	if pg, ok := m.store.(*postgres.Store); ok {
+		m.node = cluster.New(pg.Pool(), brokerID, hubDisp, m.locateAgent, cluster.Options{
+			Logger:       m.Logger,
+			OnBrokerDead: func(ctx context.Context, _ string) { m.svc.Redrive(ctx, 0) },
+		})
+		if err := m.node.Start(ctx); err != nil {
+			return err
+		}
+		disp, leaser = m.node, m.node
+	}
 	svc, err := broker.New(ctx, m.store, disp, m.auth, broker.Config{
 		BrokerID:               brokerID,
 		QueueMaxSize:           c.QueueMaxSize,
@@ -194,6 +220,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("start broker: %w", err)
 	}
+	svc.Leaser = leaser
 	m.svc = svc
 	m.hub = agenthub.New(svc, agentAuth{m.auth}, agenthub.Options{
 		RequireAuth:      c.EnableAgentAuthorization,
@@ -201,12 +228,19 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
 		Logger:           m.Logger,
 	})
-	disp.hub = m.hub
+	hubDisp.hub = m.hub
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
 		_ = svc.Run(runCtx)
 	}()
+	if m.node != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			_ = m.node.Run(runCtx)
+		}()
+	}
 
 	apiSrv := &httpapi.Server{Service: svc, Health: m.store, Logger: m.Logger}
 	if c.EnableAuthorization {

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/pki"
+)
+
+// store is what the broker keeps its state in: internal/sqlite or
+// internal/postgres.
+type store interface {
+	broker.Store
+	oauth.Store
+}
+
+// caSetting names the store setting that holds the CA shared by the brokers
+// of a cluster (its certificate and key, PEM encoded).
+const caSetting = "ca"
+
+// loadCA returns the broker's certificate authority. A single broker on
+// SQLite keeps it in its working path (ca.pem, ca.key). Brokers sharing a
+// PostgreSQL database share one CA kept in the database, so that agents
+// trust every broker and every broker can issue gateway certificates: the
+// first broker to start stores its CA (the working path's, if it has one, or
+// a new one), and the others take it; each writes the CA certificate to
+// ca.pem in its working path for local agents and clients.
+func (m *Main) loadCA(ctx context.Context) (*pki.CA, error) {
+	dir := m.Config.WorkingPath
+	if m.Config.PersistenceDB != "postgresql" {
+		return pki.LoadOrCreateCA(dir)
+	}
+	certPEM, keyPEM, local, err := pki.ReadCAFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !local {
+		if certPEM, keyPEM, err = pki.NewCAPEM(); err != nil {
+			return nil, err
+		}
+	}
+	v, err := m.store.Setting(ctx, caSetting, string(certPEM)+string(keyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("read the cluster's CA from the store: %w", err)
+	}
+	i := strings.Index(v, "-----END CERTIFICATE-----")
+	if i < 0 {
+		return nil, errors.New("the store's CA setting holds no certificate")
+	}
+	i += len("-----END CERTIFICATE-----\n")
+	i = min(i, len(v))
+	shared, sharedKey := []byte(v[:i]), []byte(v[i:])
+	ca, err := pki.ParseCA(shared, sharedKey)
+	if err != nil {
+		return nil, fmt.Errorf("the store's CA: %w", err)
+	}
+	if local && !bytes.Equal(bytes.TrimSpace(certPEM), bytes.TrimSpace(shared)) {
+		return nil, fmt.Errorf("%s holds ca.pem and ca.key of another CA than the brokers sharing persistence-dsn: remove both files to use the cluster's CA", dir)
+	}
+	if !local {
+		if err := pki.WriteCACert(dir, shared); err != nil {
+			return nil, fmt.Errorf("write ca.pem: %w", err)
+		}
+	}
+	return ca, nil
+}
+
+// locateAgent tells the cluster node which broker holds a server's agent link.
+func (m *Main) locateAgent(ctx context.Context, serverID string) (string, error) {
+	srv, err := m.store.GetServer(ctx, serverID)
+	if err != nil {
+		return "", err
+	}
+	if srv.LastSeen.IsZero() {
+		return "", nil
+	}
+	return srv.BrokerID, nil
+}
