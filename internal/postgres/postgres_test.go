@@ -238,6 +238,35 @@ func TestStore_TwoBrokersSeeEachOther(t *testing.T) {
 	}
 }
 
+// TestStore_TextPostgreSQLCannotHold: free text with NUL bytes or invalid
+// UTF-8 (a driver's message in a state reason, a tag) is stored with U+FFFD
+// in their place instead of failing the write.
+func TestStore_TextPostgreSQLCannotHold(t *testing.T) {
+	s := MustOpenFresh(t)
+	bad := "nul\x00 and \xff invalid"
+	srv := storetest.NewServer("s-a", 0, 0, map[string]string{"note": bad})
+	storetest.MustUpsertServers(t, s, srv)
+	ss := storetest.NewSession("x", "alice", broker.TypeVirtual, "s-a", broker.StateReady)
+	ss.StateReason = bad
+	storetest.MustInsertSessions(t, s, ss)
+	const want = "nul\uFFFD and \uFFFD invalid"
+	if got := storetest.MustGetSession(t, s, "x").StateReason; got != want {
+		t.Errorf("StateReason = %q, want %q", got, want)
+	}
+	if err := s.UpdateSession(t.Context(), "x", func(ss *broker.Session) error {
+		ss.StateReason = "again " + bad
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := storetest.MustGetSession(t, s, "x").StateReason; got != "again "+want {
+		t.Errorf("StateReason = %q, want %q", got, "again "+want)
+	}
+	if got := storetest.MustListSessions(t, s, broker.SessionFilter{Tags: map[string]string{"note": bad}}); len(got) != 1 {
+		t.Errorf("%d sessions by the tag, want 1", len(got))
+	}
+}
+
 // TestStore_ListSessionsUsesIndex checks the plans of the frequent pages, as
 // ListSessions runs them (prepared, with a generic or a custom plan): a page
 // of one of 100 owners and a page of the placement queue are index range

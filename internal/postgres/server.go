@@ -118,8 +118,8 @@ func insertTags(ctx context.Context, tx pgx.Tx, id string, tags map[string]strin
 	keys := make([]string, 0, len(tags))
 	values := make([]string, 0, len(tags))
 	for k, v := range tags {
-		keys = append(keys, k)
-		values = append(values, v)
+		keys = append(keys, pgText(k))
+		values = append(values, pgText(v))
 	}
 	_, err := tx.Exec(ctx, insertServerTagsSQL, id, keys, values)
 	return err

@@ -2,12 +2,12 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -47,21 +47,6 @@ const (
 	getSessionSQL = `SELECT ` + sessionCols + ` FROM sessions WHERE id = $1`
 )
 
-// encodeJSON returns the JSON stored for ss.Excluded and ss.Spec.
-func encodeJSON(ss *broker.Session) (excluded, spec string, err error) {
-	sp, err := json.Marshal(ss.Spec)
-	if err != nil {
-		return "", "", fmt.Errorf("encode spec: %w", err)
-	}
-	ex := []byte("[]")
-	if len(ss.Excluded) > 0 {
-		if ex, err = json.Marshal(ss.Excluded); err != nil {
-			return "", "", fmt.Errorf("encode excluded: %w", err)
-		}
-	}
-	return string(ex), string(sp), nil
-}
-
 // sessionRows holds sessions column by column: the array arguments of
 // insertSessionsSQL and moveSessionsSQL.
 type sessionRows struct {
@@ -82,14 +67,14 @@ func (r *sessionRows) add(seq int64, ss *broker.Session) error {
 	r.seq = append(r.seq, seq)
 	r.id = append(r.id, ss.ID)
 	r.owner = append(r.owner, ss.Owner)
-	r.name = append(r.name, ss.Name)
+	r.name = append(r.name, pgText(ss.Name))
 	r.typ = append(r.typ, ss.Type)
 	r.serverID = append(r.serverID, ss.ServerID)
 	r.state = append(r.state, ss.State)
-	r.substate = append(r.substate, ss.Substate)
-	r.reason = append(r.reason, ss.StateReason)
+	r.substate = append(r.substate, pgText(ss.Substate))
+	r.reason = append(r.reason, pgText(ss.StateReason))
 	r.maxClients = append(r.maxClients, ss.MaxConcurrentClients)
-	r.root = append(r.root, ss.StorageRoot)
+	r.root = append(r.root, pgText(ss.StorageRoot))
 	r.creation = append(r.creation, toMillis(ss.CreationTime))
 	r.lastDisc = append(r.lastDisc, toMillis(ss.LastDisconnectionTime))
 	r.numConn = append(r.numConn, ss.NumOfConnections)
@@ -126,10 +111,22 @@ func sessionArgs(seq int64, ss *broker.Session) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{ss.Owner, ss.Name, ss.Type, ss.ServerID, ss.State, ss.Substate, ss.StateReason,
-		ss.MaxConcurrentClients, ss.StorageRoot, toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
+	return []any{ss.Owner, pgText(ss.Name), ss.Type, ss.ServerID, ss.State, pgText(ss.Substate), pgText(ss.StateReason),
+		ss.MaxConcurrentClients, pgText(ss.StorageRoot), toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
 		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, excluded, ss.Enqueued,
 		toMillis(ss.EnqueuedAt), spec, seq}, nil
+}
+
+// pgText returns s as a PostgreSQL text value can hold it: invalid UTF-8 and
+// NUL bytes become U+FFFD. It is for free text that comes from agents or
+// drivers (a state reason may quote a program's output); IDs and owners are
+// validated before they reach the store, and the insert fails if they hold
+// such bytes.
+func pgText(s string) string {
+	if utf8.ValidString(s) && !strings.Contains(s, "\x00") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // scanSession reads the sessionCols of a row.
@@ -145,12 +142,13 @@ func scanSession(r pgx.CollectableRow) (*broker.Session, error) {
 		return nil, err
 	}
 	if len(excluded) > 2 { // not "[]"
-		if err := json.Unmarshal(excluded, &ss.Excluded); err != nil {
+		var err error
+		if ss.Excluded, err = decodeStrings(excluded); err != nil {
 			return nil, fmt.Errorf("decode session %q excluded: %w", ss.ID, err)
 		}
 	}
 	if len(spec) > 2 { // not "{}"
-		if err := json.Unmarshal(spec, &ss.Spec); err != nil {
+		if err := decodeSpec(spec, &ss.Spec); err != nil {
 			return nil, fmt.Errorf("decode session %q spec: %w", ss.ID, err)
 		}
 	}
@@ -248,7 +246,7 @@ func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*br
 		slices.Sort(keys)
 		for _, k := range keys {
 			b.WriteString(` AND EXISTS (SELECT 1 FROM server_tags t WHERE t.server_id = sessions.server_id AND t.key = ` +
-				arg(k) + ` AND t.value = ` + arg(f.Tags[k]) + `)`)
+				arg(pgText(k)) + ` AND t.value = ` + arg(pgText(f.Tags[k])) + `)`)
 		}
 	}
 	b.WriteString(` ORDER BY seq`)
