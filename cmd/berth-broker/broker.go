@@ -19,10 +19,10 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
-	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/postgres"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
@@ -42,7 +42,7 @@ type Main struct {
 	// Stderr receives config warnings before the logger exists.
 	Stderr io.Writer
 
-	store    store
+	store store
 	// node is the broker's membership of a cluster on PostgreSQL; nil on SQLite.
 	node     *cluster.Node
 	auth     *oauth.Authority

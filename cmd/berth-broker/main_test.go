@@ -94,7 +94,11 @@ func (b *testBroker) MustClient(tb testing.TB) *api.Client {
 func (b *testBroker) writeConfig(tb testing.TB) string {
 	tb.Helper()
 	p := filepath.Join(b.dir, "broker.properties")
-	if err := os.WriteFile(p, []byte("session-manager-working-path = "+b.dir+"\n"), 0o600); err != nil {
+	props := "session-manager-working-path = " + b.dir + "\n"
+	if b.Config.PersistenceDB == "postgresql" {
+		props += "persistence-db = postgresql\npersistence-dsn = " + b.Config.PersistenceDSN + "\n"
+	}
+	if err := os.WriteFile(p, []byte(props), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	return p

@@ -123,7 +123,9 @@ func (c *serverCache) all() []*Server {
 	return out
 }
 
-// seen records contact with a server's agent.
+// seen records a message from a server's agent on a link this broker holds
+// (the store then records this broker as the link's holder). A command that
+// went through another broker is no such contact.
 func (c *serverCache) seen(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

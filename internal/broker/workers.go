@@ -74,7 +74,6 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 		return // shutting down: the agent reconciles on the next start
 	}
 	if err == nil {
-		s.servers.seen(sess.ServerID, s.Now())
 		return // the agent's session report moves it to READY
 	}
 	reason := s.commandFailure(err)
