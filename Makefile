@@ -11,10 +11,10 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ $(addprefix ./cmd/,$(BINARIES))
 
 # The whole test suite: what CI runs (.ci/run) and what README tells you to run.
+# scripts/test.sh installs missing Debian packages (as root) and finds or
+# starts a PostgreSQL for the PostgreSQL tests.
 test: build
-	$(GO) vet ./...
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
-	$(GO) test -count=1 -timeout 20m ./...
+	GO=$(GO) ./scripts/test.sh
 
 test-short:
 	$(GO) test -short ./...
