@@ -209,6 +209,43 @@ func TestCommitPlacements_TwoBrokers(t *testing.T) {
 	}
 }
 
+// TestUpsertServer_ConcurrentRegistration registers one new server through
+// two stores from several goroutines at once: the losers of the insert race
+// run again and update the row the winner inserted.
+func TestUpsertServer_ConcurrentRegistration(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	stores := []*postgres.Store{MustOpen(t, dsn), MustOpen(t, dsn)}
+	const workers = 8
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			srv := storetest.NewServer("s-new", 4, 0, map[string]string{"zone": fmt.Sprint(w)})
+			errs[w] = stores[w%2].UpsertServer(t.Context(), srv)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Errorf("UpsertServer: %v", err)
+		}
+	}
+	servers, err := stores[0].ListServers(t.Context(), broker.ServerFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(servers) != 1 {
+		t.Fatalf("%d servers, want 1", len(servers))
+	}
+	var tags int
+	if err := stores[0].Pool().QueryRow(t.Context(), `SELECT count(*) FROM server_tags`).Scan(&tags); err != nil {
+		t.Fatal(err)
+	}
+	if tags != 1 {
+		t.Errorf("%d tag rows, want 1", tags)
+	}
+}
+
 // TestStore_TwoBrokersSeeEachOther: writes through one store are read through
 // another at once (there is no cache).
 func TestStore_TwoBrokersSeeEachOther(t *testing.T) {
