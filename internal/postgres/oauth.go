@@ -13,12 +13,13 @@ import (
 
 // CreateClient inserts a client. A zero CreatedAt is set to the current time. An
 // existing ID is an error.
-func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
+func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) (err error) {
+	defer unavailable(&err)
 	created := c.CreatedAt
 	if created.IsZero() {
 		created = s.now()
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO clients (id, name, kind, secret_hash, salt, active, created_at, statement)
+	_, err = s.pool.Exec(ctx, `INSERT INTO clients (id, name, kind, secret_hash, salt, active, created_at, statement)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(created), c.Statement)
 	if isUnique(err) {
@@ -46,7 +47,8 @@ func scanClient(r pgx.CollectableRow) (*oauth.Client, error) {
 }
 
 // GetClient returns oauth.ErrNotFound for an unknown ID.
-func (s *Store) GetClient(ctx context.Context, id string) (*oauth.Client, error) {
+func (s *Store) GetClient(ctx context.Context, id string) (_ *oauth.Client, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id)
 	c, err := pgx.CollectExactlyOneRow(rows, scanClient)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -59,7 +61,8 @@ func (s *Store) GetClient(ctx context.Context, id string) (*oauth.Client, error)
 }
 
 // ListClients returns the clients of one kind, oldest first.
-func (s *Store) ListClients(ctx context.Context, kind string) ([]*oauth.Client, error) {
+func (s *Store) ListClients(ctx context.Context, kind string) (_ []*oauth.Client, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT `+clientCols+` FROM clients WHERE kind = $1 ORDER BY created_at, seq`, kind)
 	out, err := pgx.CollectRows(rows, scanClient)
 	if err != nil {
@@ -69,7 +72,8 @@ func (s *Store) ListClients(ctx context.Context, kind string) ([]*oauth.Client, 
 }
 
 // SetClientActive returns oauth.ErrNotFound for an unknown ID.
-func (s *Store) SetClientActive(ctx context.Context, id string, active bool) error {
+func (s *Store) SetClientActive(ctx context.Context, id string, active bool) (err error) {
+	defer unavailable(&err)
 	if err := s.updateOne(ctx, `UPDATE clients SET active = $1 WHERE id = $2`, active, id); err != nil {
 		return fmt.Errorf("set client %q active: %w", id, err)
 	}
@@ -79,12 +83,13 @@ func (s *Store) SetClientActive(ctx context.Context, id string, active bool) err
 // AddSigningKey stores k and, in the same transaction, retires every active key
 // created no later than k (RetiredAt = k.CreatedAt). A zero k.CreatedAt is set to
 // the current time. An existing ID is an error.
-func (s *Store) AddSigningKey(ctx context.Context, k *oauth.SigningKey) error {
+func (s *Store) AddSigningKey(ctx context.Context, k *oauth.SigningKey) (err error) {
+	defer unavailable(&err)
 	created := k.CreatedAt
 	if created.IsZero() {
 		created = s.now()
 	}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE signing_keys SET retired_at = $1
 			WHERE retired_at = 0 AND created_at <= $1 AND id <> $2`,
 			toMillis(created), k.ID); err != nil {
@@ -106,7 +111,8 @@ func (s *Store) AddSigningKey(ctx context.Context, k *oauth.SigningKey) error {
 }
 
 // SigningKeys returns all keys, newest first.
-func (s *Store) SigningKeys(ctx context.Context) ([]*oauth.SigningKey, error) {
+func (s *Store) SigningKeys(ctx context.Context) (_ []*oauth.SigningKey, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT id, algorithm, private_pem, created_at, retired_at
 		FROM signing_keys ORDER BY created_at DESC, seq DESC`)
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SigningKey, error) {
@@ -127,7 +133,8 @@ func (s *Store) SigningKeys(ctx context.Context) ([]*oauth.SigningKey, error) {
 }
 
 // DeleteSigningKeysRetiredBefore removes keys retired before t. Active keys stay.
-func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time) error {
+func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time) (err error) {
+	defer unavailable(&err)
 	if _, err := s.pool.Exec(ctx, `DELETE FROM signing_keys WHERE retired_at <> 0 AND retired_at < $1`,
 		toMillis(t)); err != nil {
 		return fmt.Errorf("delete retired signing keys: %w", err)
@@ -137,12 +144,13 @@ func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time)
 
 // CreateSoftwareStatement inserts a statement. A zero IssuedAt is set to the
 // current time. An existing ID is an error.
-func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareStatement) error {
+func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareStatement) (err error) {
+	defer unavailable(&err)
 	issued := st.IssuedAt
 	if issued.IsZero() {
 		issued = s.now()
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO software_statements (id, statement, issued_at, active)
+	_, err = s.pool.Exec(ctx, `INSERT INTO software_statements (id, statement, issued_at, active)
 		VALUES ($1, $2, $3, $4)`,
 		st.ID, st.Statement, toMillis(issued), st.Active)
 	if isUnique(err) {
@@ -156,7 +164,8 @@ func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareS
 }
 
 // SoftwareStatements returns all statements, oldest first.
-func (s *Store) SoftwareStatements(ctx context.Context) ([]*oauth.SoftwareStatement, error) {
+func (s *Store) SoftwareStatements(ctx context.Context) (_ []*oauth.SoftwareStatement, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT id, statement, issued_at, active
 		FROM software_statements ORDER BY issued_at, seq`)
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SoftwareStatement, error) {
@@ -178,7 +187,8 @@ func (s *Store) SoftwareStatements(ctx context.Context) ([]*oauth.SoftwareStatem
 
 // SetSoftwareStatementActive sets Active on the statements whose Statement text
 // or ID is statementOrID. It returns oauth.ErrNotFound if none matches.
-func (s *Store) SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) error {
+func (s *Store) SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) (err error) {
+	defer unavailable(&err)
 	if err := s.updateOne(ctx, `UPDATE software_statements SET active = $1 WHERE statement = $2 OR id = $2`,
 		active, statementOrID); err != nil {
 		return fmt.Errorf("set software statement active: %w", err)

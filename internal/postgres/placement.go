@@ -63,12 +63,13 @@ const (
 // their row rewritten. The reads and the writes each go in one pipelined
 // batch. The second result is a failure of the whole transaction, in which
 // case nothing is written.
-func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]error, error) {
+func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) (_ []error, err error) {
+	defer unavailable(&err)
 	if len(ps) == 0 {
 		return []error{}, nil
 	}
 	var c *placementTx
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		c = newPlacementTx(ps)
 		if err := c.read(ctx, tx); err != nil {
 			return err

@@ -38,9 +38,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"runtime"
 	"slices"
 	"strconv"
@@ -129,7 +131,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) {
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks that the database answers, within PingTimeout.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer unavailable(&err)
 	ctx, cancel := context.WithTimeout(ctx, PingTimeout)
 	defer cancel()
 	if err := s.pool.Ping(ctx); err != nil {
@@ -327,4 +330,42 @@ func fromMillis(ms int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(ms).UTC()
+}
+
+// unavailable wraps *err with broker.ErrStoreUnavailable when it says that
+// PostgreSQL cannot be reached (down, restarting, the connection lost), so
+// that the API answers 503 and not 500.
+func unavailable(err *error) {
+	if *err == nil || errors.Is(*err, broker.ErrStoreUnavailable) {
+		return
+	}
+	if isUnavailable(*err) {
+		*err = fmt.Errorf("%w (%w)", broker.ErrStoreUnavailable, *err)
+	}
+}
+
+// isUnavailable reports whether err is a failure to reach PostgreSQL rather
+// than an answer from it.
+func isUnavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return true
+	}
+	if strings.HasPrefix(pgCode(err), "08") { // connection exception
+		return true
+	}
+	switch pgCode(err) {
+	case "57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
+		"53300": // too many connections
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return false
+	}
+	// pgx reports a connection that died under a query as "conn closed".
+	return strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "closed pool")
 }

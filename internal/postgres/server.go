@@ -37,7 +37,8 @@ const (
 // BrokerID changes, and its tag rows are rewritten only when its tags changed.
 // It returns broker.ErrConflict if the server exists with another
 // AgentClientID.
-func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
+func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) (err error) {
+	defer unavailable(&err)
 	b, err := json.Marshal(srv.Info)
 	if err != nil {
 		return fmt.Errorf("upsert server %q: encode info: %w", srv.ID, err)
@@ -126,7 +127,8 @@ func insertTags(ctx context.Context, tx pgx.Tx, id string, tags map[string]strin
 }
 
 // GetServer returns broker.ErrNotFound for an unknown ID.
-func (s *Store) GetServer(ctx context.Context, id string) (*broker.Server, error) {
+func (s *Store) GetServer(ctx context.Context, id string) (_ *broker.Server, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT `+serverCols+` FROM servers WHERE id = $1`, id)
 	srv, err := pgx.CollectExactlyOneRow(rows, scanServer)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -139,7 +141,8 @@ func (s *Store) GetServer(ctx context.Context, id string) (*broker.Server, error
 }
 
 // ListServers returns the servers f selects, ordered by Seq.
-func (s *Store) ListServers(ctx context.Context, f broker.ServerFilter) ([]*broker.Server, error) {
+func (s *Store) ListServers(ctx context.Context, f broker.ServerFilter) (_ []*broker.Server, err error) {
+	defer unavailable(&err)
 	q := `SELECT ` + serverCols + ` FROM servers WHERE seq > $1`
 	args := []any{f.AfterSeq}
 	if len(f.IDs) > 0 {
@@ -161,7 +164,8 @@ func (s *Store) ListServers(ctx context.Context, f broker.ServerFilter) ([]*brok
 
 // ServerStamps returns the ID, Version, LastSeen and BrokerID of every
 // server, in no particular order.
-func (s *Store) ServerStamps(ctx context.Context) ([]broker.ServerStamp, error) {
+func (s *Store) ServerStamps(ctx context.Context) (_ []broker.ServerStamp, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT id, version, last_seen, broker_id FROM servers`)
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (broker.ServerStamp, error) {
 		var (
@@ -180,7 +184,8 @@ func (s *Store) ServerStamps(ctx context.Context) ([]broker.ServerStamp, error) 
 
 // SetServerOpen sets whether the server takes new sessions; a change takes a
 // new Version. It returns broker.ErrNotFound for an unknown ID.
-func (s *Store) SetServerOpen(ctx context.Context, id string, open bool) error {
+func (s *Store) SetServerOpen(ctx context.Context, id string, open bool) (err error) {
+	defer unavailable(&err)
 	if err := s.updateServer(ctx, `UPDATE servers SET open = $1,
 		version = CASE WHEN open = $1 THEN version ELSE nextval('server_versions') END
 		WHERE id = $2`, open, id); err != nil {
@@ -192,7 +197,8 @@ func (s *Store) SetServerOpen(ctx context.Context, id string, open bool) error {
 // SetServerSeen records contact with the server's agent through broker
 // brokerID at t (zero t: link lost). It keeps the Version. It returns
 // broker.ErrNotFound for an unknown ID.
-func (s *Store) SetServerSeen(ctx context.Context, id, brokerID string, t time.Time) error {
+func (s *Store) SetServerSeen(ctx context.Context, id, brokerID string, t time.Time) (err error) {
+	defer unavailable(&err)
 	if err := s.updateServer(ctx, `UPDATE servers SET last_seen = $1, broker_id = $2 WHERE id = $3`,
 		toMillis(t), brokerID, id); err != nil {
 		return fmt.Errorf("set server %q seen: %w", id, err)
@@ -216,8 +222,9 @@ func (s *Store) updateServer(ctx context.Context, q string, args ...any) error {
 // DeleteServer removes the server, its tags and its sessions. An unknown ID is
 // not an error. It locks the server row before the sessions, in the order
 // CommitPlacements locks them.
-func (s *Store) DeleteServer(ctx context.Context, id string) error {
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+func (s *Store) DeleteServer(ctx context.Context, id string) (err error) {
+	defer unavailable(&err)
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT 1 FROM servers WHERE id = $1 FOR UPDATE`, id)
 		b.Queue(`DELETE FROM sessions WHERE server_id = $1`, id)

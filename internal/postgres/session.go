@@ -174,7 +174,8 @@ func collectSeqs(rows pgx.Rows) (map[string]int64, error) {
 // InsertSessions inserts new sessions with one statement and assigns their
 // Seqs, increasing in slice order. It returns broker.ErrConflict (and inserts
 // none) if an ID exists or repeats.
-func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error {
+func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) (err error) {
+	defer unavailable(&err)
 	if len(ss) == 0 {
 		return nil
 	}
@@ -199,7 +200,8 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 }
 
 // GetSession returns broker.ErrNotFound for an unknown ID.
-func (s *Store) GetSession(ctx context.Context, id string) (*broker.Session, error) {
+func (s *Store) GetSession(ctx context.Context, id string) (_ *broker.Session, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, getSessionSQL, id)
 	ss, err := pgx.CollectExactlyOneRow(rows, scanSession)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -215,7 +217,8 @@ func (s *Store) GetSession(ctx context.Context, id string) (*broker.Session, err
 // owner (Owner, AfterSeq, Limit) is a range scan of the (owner, seq) index;
 // the placement queue (Unplaced) one of the partial index of unplaced
 // sessions.
-func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error) {
+func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) (_ []*broker.Session, err error) {
+	defer unavailable(&err)
 	var b strings.Builder
 	args := []any{f.AfterSeq}
 	arg := func(v any) string {
@@ -267,9 +270,10 @@ func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) ([]*br
 // nothing. fn cannot change the session's ID or Seq. fn may be called again,
 // with a fresh copy, if the transaction has to be retried. It returns
 // broker.ErrNotFound for an unknown ID.
-func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Session) error) error {
+func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Session) error) (err error) {
+	defer unavailable(&err)
 	var fnErr error
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, getSessionSQL+` FOR UPDATE`, id)
 		ss, err := pgx.CollectExactlyOneRow(rows, scanSession)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -300,7 +304,8 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 
 // DeleteSession removes the session row. It returns broker.ErrNotFound for an
 // unknown ID.
-func (s *Store) DeleteSession(ctx context.Context, id string) error {
+func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {
+	defer unavailable(&err)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, id)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = broker.ErrNotFound
@@ -313,7 +318,8 @@ func (s *Store) DeleteSession(ctx context.Context, id string) error {
 
 // PurgeDeleted removes DELETED sessions whose UpdatedAt is before before and
 // returns how many it removed.
-func (s *Store) PurgeDeleted(ctx context.Context, before time.Time) (int, error) {
+func (s *Store) PurgeDeleted(ctx context.Context, before time.Time) (_ int, err error) {
+	defer unavailable(&err)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM sessions WHERE state = $1 AND updated_at < $2`,
 		broker.StateDeleted, toMillis(before))
 	if err != nil {
@@ -324,7 +330,8 @@ func (s *Store) PurgeDeleted(ctx context.Context, before time.Time) (int, error)
 
 // CountSessions returns the active (not DELETED) placed sessions per server.
 // Servers without active sessions are absent.
-func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, error) {
+func (s *Store) CountSessions(ctx context.Context) (_ map[string]broker.Counts, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT server_id, type, owner, count(*) FROM sessions
 		WHERE state <> 'DELETED' AND server_id <> '' GROUP BY server_id, type, owner`)
 	out := make(map[string]broker.Counts)
@@ -332,7 +339,7 @@ func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, er
 		server, typ, owner string
 		n                  int
 	)
-	_, err := pgx.ForEachRow(rows, []any{&server, &typ, &owner, &n}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&server, &typ, &owner, &n}, func() error {
 		c := out[server]
 		if c.ByOwner == nil {
 			c.ByOwner = make(map[string]int)
@@ -354,14 +361,15 @@ func (s *Store) CountSessions(ctx context.Context) (map[string]broker.Counts, er
 }
 
 // CountByState returns the number of sessions per state.
-func (s *Store) CountByState(ctx context.Context) (map[string]int, error) {
+func (s *Store) CountByState(ctx context.Context) (_ map[string]int, err error) {
+	defer unavailable(&err)
 	rows, _ := s.pool.Query(ctx, `SELECT state, count(*) FROM sessions GROUP BY state`)
 	out := make(map[string]int)
 	var (
 		state string
 		n     int
 	)
-	_, err := pgx.ForEachRow(rows, []any{&state, &n}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&state, &n}, func() error {
 		out[state] = n
 		return nil
 	})

@@ -12,7 +12,8 @@ import (
 // insert is INSERT ... ON CONFLICT DO NOTHING, which waits for a concurrent
 // insert of the same name to commit, so every broker sharing the database
 // sees the first value stored.
-func (s *Store) Setting(ctx context.Context, name, def string) (string, error) {
+func (s *Store) Setting(ctx context.Context, name, def string) (_ string, err error) {
+	defer unavailable(&err)
 	for range maxAttempts {
 		var v string
 		err := s.pool.QueryRow(ctx, `SELECT value FROM settings WHERE name = $1`, name).Scan(&v)
