@@ -75,13 +75,20 @@ func (c *serverCache) put(s *Server) {
 
 // putLocked is put with c.mu held and s prepared.
 func (c *serverCache) putLocked(s *Server) {
+	if cur, ok := c.byID[s.ID]; ok && cur.Seq != s.Seq {
+		// Deleted and registered again meanwhile: it moves to its new place.
+		c.order = slices.DeleteFunc(c.order, func(id string) bool { return id == s.ID })
+		delete(c.byID, s.ID)
+	}
 	if _, ok := c.byID[s.ID]; !ok {
-		c.order = append(c.order, s.ID)
-		// New servers get the highest Seq, so this is rare: another broker
-		// registered servers this one has not loaded yet.
-		if n := len(c.order); n > 1 && c.byID[c.order[n-2]].Seq > s.Seq {
-			c.byID[s.ID] = s
-			sort.Slice(c.order, func(i, j int) bool { return c.byID[c.order[i]].Seq < c.byID[c.order[j]].Seq })
+		// New servers usually get the highest Seq; those another broker
+		// registered meanwhile may not, and go in their place.
+		n := len(c.order)
+		if n == 0 || c.byID[c.order[n-1]].Seq < s.Seq {
+			c.order = append(c.order, s.ID)
+		} else {
+			i := sort.Search(n, func(i int) bool { return c.byID[c.order[i]].Seq > s.Seq })
+			c.order = slices.Insert(c.order, i, s.ID)
 		}
 	}
 	c.byID[s.ID] = s

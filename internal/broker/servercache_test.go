@@ -1,0 +1,112 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// syncStore is the part of a shared store that serverCache.sync reads.
+type syncStore struct {
+	Store // not called
+	rows  map[string]*Server
+	// during runs inside ServerStamps, after the stamps are taken.
+	during func()
+}
+
+func (f *syncStore) ServerStamps(context.Context) ([]ServerStamp, error) {
+	var out []ServerStamp
+	for _, s := range f.rows {
+		out = append(out, ServerStamp{ID: s.ID, Version: s.Version, LastSeen: s.LastSeen, BrokerID: s.BrokerID})
+	}
+	if f.during != nil {
+		f.during()
+	}
+	return out, nil
+}
+
+func (f *syncStore) ListServers(_ context.Context, flt ServerFilter) ([]*Server, error) {
+	var out []*Server
+	for _, id := range flt.IDs {
+		if s, ok := f.rows[id]; ok {
+			cp := *s
+			out = append(out, &cp)
+		}
+	}
+	return out, nil
+}
+
+func (c *serverCache) ids() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Clone(c.order)
+}
+
+func TestServerCache_PutKeepsSeqOrder(t *testing.T) {
+	var c serverCache
+	if err := c.load(t.Context(), &syncStore{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []int64{5, 1, 9, 3, 7} {
+		c.put(&Server{ID: string(rune('a' + seq)), Seq: seq})
+	}
+	// Deleted and registered again: a new, higher Seq.
+	c.put(&Server{ID: string(rune('a' + 1)), Seq: 10})
+	want := []string{"d", "f", "h", "j", "b"}
+	if got := c.ids(); !slices.Equal(got, want) {
+		t.Fatalf("order %v, want %v", got, want)
+	}
+}
+
+func TestServerCache_Sync(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	st := &syncStore{rows: map[string]*Server{
+		"a": {ID: "a", Seq: 1, Version: 1, BrokerID: "b1", LastSeen: t0, Info: ServerInfo{Hostname: "a1"}},
+		"b": {ID: "b", Seq: 2, Version: 1, BrokerID: "b2", LastSeen: t0},
+		"c": {ID: "c", Seq: 3, Version: 1, BrokerID: "b2", LastSeen: t0},
+	}}
+	var c serverCache
+	if err := c.load(t.Context(), &syncStore{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.sync(t.Context(), st, st, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ids(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("after the first sync: %v", got)
+	}
+	a := c.get("a")
+
+	// b1 saw a's link close; then a's agent reconnected to b2.
+	c.down("a", t0.Add(time.Second))
+	t1 := t0.Add(2 * time.Second)
+	st.rows["a"].BrokerID, st.rows["a"].LastSeen = "b2", t1
+	// b's info changed (new version), c was deleted, d registered elsewhere.
+	st.rows["b"].Version, st.rows["b"].Info.Hostname = 2, "b-new"
+	delete(st.rows, "c")
+	st.rows["d"] = &Server{ID: "d", Seq: 4, Version: 1, BrokerID: "b3", LastSeen: t1}
+	// e registers on this broker while the sync runs: not in the stamps, but kept.
+	st.during = func() { c.put(&Server{ID: "e", Seq: 5}) }
+	if err := c.sync(t.Context(), st, st, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ids(); !slices.Equal(got, []string{"a", "b", "d", "e"}) {
+		t.Fatalf("after the second sync: %v", got)
+	}
+	if got := c.get("a"); got.BrokerID != "b2" || !got.LastSeen.Equal(t1) || got.Info.Hostname != "a1" || got == a {
+		t.Fatalf("a is %+v: want the stamp's broker and time, a new value, the same info", got)
+	}
+	if !c.unreachableSince("a", 30*time.Second, t1.Add(time.Second)).IsZero() {
+		t.Fatal("a counts as unreachable although b2 heard from it after its link to b1 closed")
+	}
+	if got := c.get("b"); got.Info.Hostname != "b-new" {
+		t.Fatalf("b was not read again after its version changed: %+v", got.Info)
+	}
+	if c.get("c") != nil {
+		t.Fatal("c is still cached after it was deleted")
+	}
+	if got := c.get("d"); got == nil || got.BrokerID != "b3" {
+		t.Fatalf("d: %+v", got)
+	}
+}
