@@ -324,7 +324,7 @@ func (m *Main) certificate(certFile, keyFile string) (tls.Certificate, error) {
 		}
 		return c, nil
 	}
-	return pki.LoadOrIssue(m.Config.WorkingPath, "broker", m.ca, pki.HostNames())
+	return pki.LoadOrIssue(m.Config.WorkingPath, "broker", m.ca, append(pki.HostNames(), m.Config.certificateNames()...))
 }
 
 // ensureSoftwareStatement writes the initial software statement into the working

@@ -83,6 +83,10 @@ type Config struct {
 	// BrokerID is broker-id: this broker's name among brokers sharing one
 	// database. Empty means the host name (DefaultConfig fills it in).
 	BrokerID string
+	// CertificateNames is certificate-names: extra DNS names and IP
+	// addresses, comma-separated, for the certificates the broker issues
+	// itself (a load balancer's name in front of several brokers).
+	CertificateNames string
 
 	// EnableAuthorization is enable-authorization: the client API requires
 	// a bearer token.
@@ -553,6 +557,28 @@ func validBindHost(s string) bool {
 
 // validBrokerID accepts up to 128 printable characters without spaces; empty
 // means the host name.
+// validNameList accepts a comma-separated list of host names and IP
+// addresses (empty: none).
+func validNameList(s string) bool {
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n != "" && !validBindHost(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// certificateNames returns the names of certificate-names.
+func (c *Config) certificateNames() []string {
+	var out []string
+	for _, n := range strings.Split(c.CertificateNames, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func validBrokerID(s string) bool {
 	return len(s) <= 128 && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }) < 0
 }
@@ -593,6 +619,7 @@ func configKeys() []configKey {
 		warnKey(boolKey("enable-persistence", func(*Config) *bool { return new(bool) }),
 			"berth always persists its state (see persistence-db); enable-persistence is implied and ignored"),
 		stringKey("broker-id", "an identifier (up to 128 characters, no spaces)", validBrokerID, func(c *Config) *string { return &c.BrokerID }),
+		stringKey("certificate-names", "a comma-separated list of host names and IP addresses", validNameList, func(c *Config) *string { return &c.CertificateNames }),
 
 		boolKey("enable-authorization", func(c *Config) *bool { return &c.EnableAuthorization }),
 		boolKey("enable-authorization-server", func(c *Config) *bool { return &c.EnableAuthorizationServer }),
