@@ -148,11 +148,18 @@ func (c *Cluster) startBroker(tb testing.TB, i int, extra []string) {
 // is listed by every live broker, and returns it.
 func (c *Cluster) MustStartAgent(tb testing.TB, driver string, order []int, extra string) *ClusterAgent {
 	tb.Helper()
-	a := &ClusterAgent{Name: fmt.Sprintf("agent%d-%s", len(c.Agents)+1, driver)}
 	var hosts []string
 	for _, i := range order {
 		hosts = append(hosts, c.Brokers[i].AgentAddr)
 	}
+	return c.MustStartAgentAt(tb, driver, hosts, extra)
+}
+
+// MustStartAgentAt is MustStartAgent with the agent's broker addresses
+// given (a load balancer's, say).
+func (c *Cluster) MustStartAgentAt(tb testing.TB, driver string, hosts []string, extra string) *ClusterAgent {
+	tb.Helper()
+	a := &ClusterAgent{Name: fmt.Sprintf("agent%d-%s", len(c.Agents)+1, driver)}
 	before := c.serverIDs(tb)
 	conf := fmt.Sprintf(`version = '0.1'
 [agent]
@@ -167,7 +174,7 @@ broker_update_interval = %d
 %s
 [log]
 level = 'info'
-`, strings.Join(hosts, ","), c.CAFile, filepath.Join(c.Brokers[order[0]].Dir, "agent-software-statement"), driver,
+`, strings.Join(hosts, ","), c.CAFile, filepath.Join(c.Brokers[0].Dir, "agent-software-statement"), driver,
 		filepath.Join(c.Dir, a.Name), filepath.Join(folders, "init"), filepath.Join(folders, "autorun"),
 		int(updateInterval/time.Second), extra)
 	if driver == "vnc" {

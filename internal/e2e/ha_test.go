@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -567,4 +569,81 @@ func health(b *ClusterBroker) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// tcpBalancer is a minimal TCP load balancer for the tests: each connection
+// goes to the first backend that accepts it.
+type tcpBalancer struct {
+	ln       net.Listener
+	backends []string
+}
+
+func startBalancer(tb testing.TB, backends ...string) *tcpBalancer {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lb := &tcpBalancer{ln: ln, backends: backends}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go lb.forward(c)
+		}
+	}()
+	return lb
+}
+
+func (lb *tcpBalancer) forward(c net.Conn) {
+	defer c.Close()
+	for _, addr := range lb.backends {
+		b, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			continue
+		}
+		defer b.Close()
+		done := make(chan struct{}, 2)
+		go func() { io.Copy(b, c); done <- struct{}{} }()
+		go func() { io.Copy(c, b); done <- struct{}{} }()
+		<-done
+		return
+	}
+}
+
+// TestE2E_ClusterAgentBehindLoadBalancer: an agent that knows one address, a
+// load balancer in front of two brokers, moves to the other broker when its
+// broker is killed, and keeps its sessions.
+func TestE2E_ClusterAgentBehindLoadBalancer(t *testing.T) {
+	c := MustStartCluster(t, pgtest.DSN(t), 2)
+	lb := startBalancer(t, c.Brokers[0].AgentAddr, c.Brokers[1].AgentAddr)
+	// The agent's only broker address is the balancer's.
+	a := c.MustStartAgentAt(t, "sim", []string{lb.ln.Addr().String()}, "")
+	if got := c.Links(t)[a.ServerID]; got != "b1" {
+		t.Fatalf("the agent is linked to %q through the balancer, want b1", got)
+	}
+	b1, b2 := c.Brokers[0], c.Brokers[1]
+	ctx := apiCtx(t)
+	out, err := b2.Client.CreateSessions(ctx, []api.CreateSessionRequest{{Name: "kept", Owner: "alice", Type: api.TypeVirtual}})
+	if err != nil || len(out.SuccessfulList) != 1 {
+		t.Fatalf("CreateSessions: %v %+v", err, out)
+	}
+	id := out.SuccessfulList[0].Id
+	MustWaitSession(t, b2, id, api.StateReady, readyTimeout)
+
+	b1.Proc.Kill(t)
+	killed := time.Now()
+	waitFor(t, 10*time.Second, "the agent to reconnect through the balancer", func() bool {
+		return c.Links(t)[a.ServerID] == "b2"
+	})
+	t.Logf("the agent was linked to b2 %s after b1 was killed", time.Since(killed).Round(time.Millisecond))
+	MustWaitSession(t, b2, id, api.StateReady, 10*time.Second)
+	out, err = b2.Client.CreateSessions(ctx, []api.CreateSessionRequest{{Name: "after", Owner: "bob", Type: api.TypeVirtual}})
+	if err != nil || len(out.SuccessfulList) != 1 {
+		t.Fatalf("CreateSessions after the failover: %v %+v", err, out)
+	}
+	MustWaitSession(t, b2, out.SuccessfulList[0].Id, api.StateReady, readyTimeout)
 }
