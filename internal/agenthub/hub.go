@@ -182,11 +182,39 @@ func (h *Hub) Dispatch(ctx context.Context, serverID string, cmd broker.Command)
 	}
 	h.mu.Lock()
 	l := h.links[serverID]
+	opening := l == nil && h.servers[serverID] != nil
 	h.mu.Unlock()
+	if opening {
+		// The server's agent is connecting: the broker is reconciling its
+		// sessions under the server lock, and registers the link after.
+		if err := h.waitServer(ctx, serverID); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		l = h.links[serverID]
+		h.mu.Unlock()
+	}
 	if l == nil {
 		return nil, broker.ErrAgentUnreachable
 	}
 	return l.dispatch(ctx, c)
+}
+
+// waitServer waits until no Service call holds the server lock of id, or ctx
+// ends.
+func (h *Hub) waitServer(ctx context.Context, id string) error {
+	done := make(chan struct{})
+	go func() {
+		h.lockServer(id)
+		h.unlockServer(id)
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {

@@ -815,3 +815,37 @@ func TestHub_ServerTimeoutsSpareLinks(t *testing.T) {
 	}
 	e.svc.none(t, "disconnected", "srv-timeouts", 100*time.Millisecond)
 }
+
+// TestHub_DispatchWhileConnecting: a command that arrives while the server's
+// agent is connecting (the broker still reconciling its sessions) waits for
+// the link instead of failing as unreachable.
+func TestHub_DispatchWhileConnecting(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	e := mustStartHub(t, agenthub.Options{}, nil)
+	var once sync.Once
+	e.svc.ConnectErr = func(_, serverID string) error {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+		return nil
+	}
+	e.mustStartAgent(t, "srv-slow", sim.New(), nil)
+	<-entered
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := e.hub.Dispatch(ctx, "srv-slow", broker.Command{Kind: broker.CommandDelete, SessionID: "s1"})
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("Dispatch during the handshake: %v", err)
+	}
+	// With no handshake under way, an unknown server fails at once.
+	if _, err := e.hub.Dispatch(t.Context(), "srv-none", broker.Command{Kind: broker.CommandDelete, SessionID: "s1"}); !errors.Is(err, broker.ErrAgentUnreachable) {
+		t.Fatalf("Dispatch to a server without a link: %v", err)
+	}
+}

@@ -344,3 +344,20 @@ func closedAddr(addr string) bool {
 	c.Close()
 	return false
 }
+
+// brokerLogs and agentLogs return the paths of the processes' logs.
+func (c *Cluster) brokerLogs() []string {
+	var out []string
+	for _, b := range c.Brokers {
+		out = append(out, b.Proc.Log)
+	}
+	return out
+}
+
+func (c *Cluster) agentLogs() []string {
+	var out []string
+	for _, a := range c.Agents {
+		out = append(out, a.Proc.Log)
+	}
+	return out
+}

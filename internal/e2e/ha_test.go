@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -431,9 +433,10 @@ func TestE2E_ClusterKillBroker(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		all := allSessions(t, survivor)
-		var problems []string
+		var problems, ids []string
 		for id, a := range res.sessions {
 			got := all[id]
+			n := len(problems)
 			switch {
 			case len(got) != 1:
 				problems = append(problems, fmt.Sprintf("%s listed %d times", id, len(got)))
@@ -441,6 +444,9 @@ func TestE2E_ClusterKillBroker(t *testing.T) {
 				problems = append(problems, fmt.Sprintf("%s (deleted) is %s %q", id, got[0].State, got[0].StateReason))
 			case !a.deleted && got[0].State != api.StateReady:
 				problems = append(problems, fmt.Sprintf("%s is %s %s %q, want READY", id, got[0].State, got[0].Substate, got[0].StateReason))
+			}
+			if len(problems) > n {
+				ids = append(ids, id)
 			}
 		}
 		for id, got := range all {
@@ -469,6 +475,18 @@ func TestE2E_ClusterKillBroker(t *testing.T) {
 				}
 			}
 			t.Logf("links in the database: %v", c.Links(t))
+			for _, p := range append(c.brokerLogs(), c.agentLogs()...) {
+				b, _ := os.ReadFile(p)
+				n := 0
+				for _, line := range strings.Split(string(b), "\n") {
+					for _, id := range ids[:min(len(ids), 5)] {
+						if strings.Contains(line, id) && n < 40 {
+							t.Logf("%s: %s", filepath.Base(p), line)
+							n++
+						}
+					}
+				}
+			}
 			t.Fatalf("%d problems 60 s after the load:\n%s", len(problems), strings.Join(problems, "\n"))
 		}
 		time.Sleep(time.Second)
