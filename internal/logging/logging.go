@@ -1,0 +1,195 @@
+// Package logging builds the daemons' loggers: log/slog records as JSON (for
+// log shippers) or text (for a person at a terminal), at a configured level,
+// to stderr or to a file in a configured directory that rotates by size and
+// age (with gopkg.in/natefinch/lumberjack.v2). Attributes whose key names a
+// secret (password, secret, token, authorization, …) are masked, as a last
+// line of defence: no code path should log one in the first place.
+package logging
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"gopkg.in/natefinch/lumberjack.v2"
+)
+
+// Options configure New. Zero values take the defaults noted.
+type Options struct {
+	// Level is debug, info (default), warn or error; trace means debug.
+	Level string
+	// Format is auto (default: text when the output is a terminal, JSON
+	// otherwise), json or text.
+	Format string
+	// Dir, when set, receives the log in File instead of Stderr.
+	Dir string
+	// File is the log file's name in Dir, e.g. "broker.log".
+	File string
+	// MaxSizeMB rotates the file when it grows past this size (100).
+	MaxSizeMB int
+	// MaxAgeDays removes rotated files older than this (14).
+	MaxAgeDays int
+	// MaxBackups keeps at most this many rotated files (10).
+	MaxBackups int
+	// RotateEvery also starts a new file at this interval, e.g. 24h for the
+	// reference agent's daily rotation (0: by size only).
+	RotateEvery time.Duration
+	// Stderr is where logs go without Dir (os.Stderr).
+	Stderr io.Writer
+}
+
+// Logger is a configured logger and the file it writes, if any.
+type Logger struct {
+	*slog.Logger
+	file *lumberjack.Logger
+	stop chan struct{}
+	once sync.Once
+}
+
+// Close stops timed rotation and closes the log file, if any.
+func (l *Logger) Close() error {
+	if l.file == nil {
+		return nil
+	}
+	l.once.Do(func() { close(l.stop) })
+	return l.file.Close()
+}
+
+// Rotate starts a new log file now (for SIGHUP, or tests); without a file it
+// does nothing.
+func (l *Logger) Rotate() error {
+	if l.file == nil {
+		return nil
+	}
+	return l.file.Rotate()
+}
+
+// ParseLevel turns a configured level into a slog.Level.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "trace", "debug":
+		return slog.LevelDebug, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log level %q is not one of trace, debug, info, warn, error", s)
+}
+
+// New returns the logger that o describes. With Dir it creates the directory
+// (mode 0750) and the file (mode 0640).
+func New(o Options) (*Logger, error) {
+	level, err := ParseLevel(o.Level)
+	if err != nil {
+		return nil, err
+	}
+	out := o.Stderr
+	if out == nil {
+		out = os.Stderr
+	}
+	l := &Logger{}
+	if o.Dir != "" {
+		if o.File == "" || strings.ContainsAny(o.File, `/\`) {
+			return nil, fmt.Errorf("log file name %q: want a plain file name", o.File)
+		}
+		if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("log directory: %w", err)
+		}
+		path := filepath.Join(o.Dir, o.File)
+		// lumberjack opens with 0600 only when it creates the file; create
+		// it first so that a log reader group may read it.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %w", err)
+		}
+		f.Close()
+		l.file = &lumberjack.Logger{
+			Filename:   path,
+			MaxSize:    orDefault(o.MaxSizeMB, 100),
+			MaxAge:     orDefault(o.MaxAgeDays, 14),
+			MaxBackups: orDefault(o.MaxBackups, 10),
+			LocalTime:  false,
+			Compress:   true,
+		}
+		out = l.file
+		l.stop = make(chan struct{})
+		if o.RotateEvery > 0 {
+			go l.rotateEvery(o.RotateEvery)
+		}
+	}
+	hopts := &slog.HandlerOptions{Level: level, ReplaceAttr: redact}
+	text := o.Format == "text" || (o.Format != "json" && o.Dir == "" && isTerminal(out))
+	if text {
+		l.Logger = slog.New(slog.NewTextHandler(out, hopts))
+	} else {
+		l.Logger = slog.New(slog.NewJSONHandler(out, hopts))
+	}
+	return l, nil
+}
+
+// rotateEvery rotates the file at each multiple of d (UTC) until Close.
+func (l *Logger) rotateEvery(d time.Duration) {
+	for {
+		now := time.Now()
+		next := now.Truncate(d).Add(d)
+		t := time.NewTimer(next.Sub(now))
+		select {
+		case <-l.stop:
+			t.Stop()
+			return
+		case <-t.C:
+			_ = l.file.Rotate()
+		}
+	}
+}
+
+func orDefault(v, d int) int {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// secretKeys are attribute keys (compared lower-case, and as suffixes after
+// "_" or ".") whose values are never logged.
+var secretKeys = []string{"password", "passwd", "secret", "token", "authorization", "cookie", "private_key", "dsn"}
+
+// redact masks the value of an attribute whose key names a secret.
+func redact(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindGroup {
+		return a
+	}
+	if IsSecretKey(a.Key) {
+		return slog.String(a.Key, "[redacted]")
+	}
+	return a
+}
+
+// IsSecretKey reports whether an attribute key names a secret: "password",
+// "client_secret", "access_token", "Authorization" and the like.
+func IsSecretKey(key string) bool {
+	k := strings.ToLower(key)
+	for _, s := range secretKeys {
+		if k == s || strings.HasSuffix(k, "_"+s) || strings.HasSuffix(k, "."+s) || strings.HasSuffix(k, "-"+s) {
+			return true
+		}
+	}
+	return false
+}
