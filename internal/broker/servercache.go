@@ -35,6 +35,10 @@ type serverCache struct {
 	counts      map[string]Counts
 	countsValid bool
 	countsAt    time.Time
+	// countsGen counts changes to counts other than a full read; refreshing
+	// is set while a background read runs.
+	countsGen  uint64
+	refreshing bool
 
 	// puts counts put calls; putAt records the count at each server's last
 	// put, so that a sync does not drop a server registered while it ran.
@@ -112,6 +116,7 @@ func (c *serverCache) remove(id string) {
 	delete(c.putAt, id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
 	c.countsValid = false
+	c.countsGen++
 }
 
 func (c *serverCache) get(id string) *Server {
@@ -196,19 +201,32 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 func (c *serverCache) invalidateCounts() {
 	c.mu.Lock()
 	c.countsValid = false
+	c.countsGen++
 	c.mu.Unlock()
 }
 
 // sessionCounts returns per-server counts, re-reading them from the store when
-// invalid or older than maxAge.
+// invalid or older than maxAge. Counts that are merely old are returned at
+// once while one background read refreshes them (a count over 100,000
+// sessions on PostgreSQL takes a few hundred milliseconds, which requests
+// should not wait for); invalidated counts are read before returning.
 func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.Duration, now time.Time) (map[string]Counts, error) {
-	c.mu.RLock()
+	c.mu.Lock()
 	if c.countsValid && now.Sub(c.countsAt) < maxAge {
 		m := c.counts
-		c.mu.RUnlock()
+		c.mu.Unlock()
 		return m, nil
 	}
-	c.mu.RUnlock()
+	if c.countsValid {
+		m := c.counts
+		if !c.refreshing {
+			c.refreshing = true
+			go c.refreshCounts(context.WithoutCancel(ctx), st, now)
+		}
+		c.mu.Unlock()
+		return m, nil
+	}
+	c.mu.Unlock()
 	m, err := st.CountSessions(ctx)
 	if err != nil {
 		return nil, err
@@ -219,6 +237,25 @@ func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.D
 	return m, nil
 }
 
+// refreshCounts re-reads the counts in the background for sessionCounts.
+func (c *serverCache) refreshCounts(ctx context.Context, st Store, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c.mu.Lock()
+	gen := c.countsGen
+	c.mu.Unlock()
+	m, err := st.CountSessions(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshing = false
+	// Placements, releases and invalidations meanwhile changed the counts
+	// this read may predate: keep theirs (the next call reads again).
+	if err != nil || gen != c.countsGen {
+		return
+	}
+	c.counts, c.countsValid, c.countsAt = m, true, now
+}
+
 // addPlaced adds committed placements to the cached counts (copy on write, so
 // snapshots handed out earlier stay unchanged).
 func (c *serverCache) addPlaced(ss []*Session) {
@@ -227,6 +264,7 @@ func (c *serverCache) addPlaced(ss []*Session) {
 	if !c.countsValid {
 		return
 	}
+	c.countsGen++
 	m := make(map[string]Counts, len(c.counts))
 	for k, v := range c.counts {
 		m[k] = v
@@ -268,6 +306,7 @@ func (c *serverCache) released(was *Session) {
 	if !ok {
 		return
 	}
+	c.countsGen++
 	m := make(map[string]Counts, len(c.counts))
 	for k, v := range c.counts {
 		m[k] = v
@@ -360,6 +399,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 	if gone {
 		c.order = slices.DeleteFunc(c.order, func(id string) bool { return c.byID[id] == nil })
 		c.countsValid = false
+		c.countsGen++
 	}
 	return nil
 }

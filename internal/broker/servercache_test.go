@@ -110,3 +110,55 @@ func TestServerCache_Sync(t *testing.T) {
 		t.Fatalf("d: %+v", got)
 	}
 }
+
+// countStore counts CountSessions calls and can hold them.
+type countStore struct {
+	Store
+	calls chan struct{}
+	hold  chan struct{}
+}
+
+func (f *countStore) CountSessions(context.Context) (map[string]Counts, error) {
+	f.calls <- struct{}{}
+	<-f.hold
+	return map[string]Counts{"a": {Virtual: 1}}, nil
+}
+
+// TestServerCache_CountsRefreshInBackground: old counts are served at once
+// while one background read refreshes them; invalidated counts are read
+// before returning.
+func TestServerCache_CountsRefreshInBackground(t *testing.T) {
+	st := &countStore{calls: make(chan struct{}, 10), hold: make(chan struct{})}
+	var c serverCache
+	t0 := time.Unix(1000, 0)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := c.sessionCounts(t.Context(), st, time.Second, t0); err != nil {
+			t.Error(err)
+		}
+	}()
+	<-st.calls
+	st.hold <- struct{}{} // the first read is synchronous
+	<-done
+	// Old: returned at once, one refresh starts however many callers ask.
+	for range 3 {
+		m, err := c.sessionCounts(t.Context(), st, time.Second, t0.Add(5*time.Second))
+		if err != nil || m["a"].Virtual != 1 {
+			t.Fatalf("old counts: %v %v", m, err)
+		}
+	}
+	<-st.calls
+	select {
+	case <-st.calls:
+		t.Fatal("a second background read started")
+	case <-time.After(50 * time.Millisecond):
+	}
+	st.hold <- struct{}{}
+	// Invalidated: read synchronously.
+	c.invalidateCounts()
+	go func() { <-st.calls; st.hold <- struct{}{} }()
+	if _, err := c.sessionCounts(t.Context(), st, time.Second, t0.Add(6*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
