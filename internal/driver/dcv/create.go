@@ -58,8 +58,11 @@ func (d *Driver) createArgs(req agent.CreateRequest) (args []string, script stri
 		return nil, "", fmt.Errorf("unsupported session type %q", req.Type)
 	}
 	virtual := typ == "VIRTUAL"
-	if req.Owner == "" || !utf8.ValidString(req.Owner) || strings.ContainsFunc(req.Owner, isControl) {
-		return nil, "", errors.New("Owner is not a valid user name")
+	// DCV takes directory names as they are (first.last, user@corp.example,
+	// DOMAIN\user): they go to dcv as single argv elements, never through a
+	// shell, and no path is built from them.
+	if err := agent.CheckUserName("Owner", req.Owner); err != nil {
+		return nil, "", err
 	}
 	if utf8.RuneCountInString(req.Name) > maxNameLen || !utf8.ValidString(req.Name) || strings.ContainsFunc(req.Name, isControl) {
 		return nil, "", fmt.Errorf("Name must be at most %d printable characters", maxNameLen)
@@ -214,7 +217,7 @@ func (d *Driver) removeScript(id string) {
 func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 	args, script, err := d.createArgs(req)
 	if err != nil {
-		return err
+		return agent.InvalidRequest(err)
 	}
 	if script != "" {
 		path, err := d.writeScript(req.ID, script)

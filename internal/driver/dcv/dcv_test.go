@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	_ "image/jpeg"
 	_ "image/png"
@@ -183,8 +184,8 @@ func TestCreateMapping(t *testing.T) {
 			StorageRoot: "%home%/files", InitFile: "desk/init.sh", MaxConcurrentClients: 2},
 			[]string{"create-session", "--type", "virtual", "--owner", "carol", "--name", "three", "--user", "carol",
 				"--init", filepath.Join(e.init, "desk", "init.sh"), "--storage-root", "%home%/files", "--gl", "on", "--max-concurrent-clients", "2", "3f0c-uuid"}},
-		{"hazards", agent.CreateRequest{ID: "s4", Owner: "-dave", Name: hazard, StorageRoot: "/srv/my files/$x"},
-			[]string{"create-session", "--type", "virtual", "--owner=-dave", "--name", hazard, "--user=-dave", "--storage-root", "/srv/my files/$x", "--gl", "off", "s4"}},
+		{"hazards", agent.CreateRequest{ID: "s4", Owner: `CORP\dave`, Name: hazard, StorageRoot: "/srv/my files/$x"},
+			[]string{"create-session", "--type", "virtual", "--owner", `CORP\dave`, "--name", hazard, "--user", `CORP\dave`, "--storage-root", "/srv/my files/$x", "--gl", "off", "s4"}},
 		{"name starting with a dash", agent.CreateRequest{ID: "s5", Owner: "eve", Name: "--type=console"},
 			[]string{"create-session", "--type", "virtual", "--owner", "eve", "--name=--type=console", "--user", "eve", "--gl", "off", "s5"}},
 	}
@@ -247,6 +248,82 @@ func TestCreateRefusals(t *testing.T) {
 	}
 	if c := e.calls("create-session"); len(c) != 0 {
 		t.Errorf("dcv ran for refused requests: %q", c)
+	}
+}
+
+// TestCreate_OwnerNames: directory-style owner names reach dcv unchanged as
+// single arguments; names that could escape a path or a command line are
+// refused before dcv runs, with an error that names the field.
+func TestCreate_OwnerNames(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		owner string
+		ok    bool
+	}{
+		{"alice", true},
+		{"first.last", true},
+		{"user@corp.example", true},
+		{`CORP\alice`, true},
+		{"svc_build-01", true},
+		{"WS01$", true},
+		{"", false},
+		{"..", false},
+		{"../etc/passwd", false},
+		{"a/b", false},
+		{"a\x00b", false},
+		{"a\nb", false},
+		{"-rf", false},
+		{"--owner=root", false},
+		{".hidden", false},
+		{"a..b", false},
+		{"a b", false},
+		{"a;b", false},
+		{"$(id)", false},
+		{"`id`", false},
+		{"a|b", false},
+		{"a'b", false},
+		{"a$b", false},
+		{`\\server\share`, false},
+		{`a\b\c`, false},
+		{`CORP\`, false},
+		{"ünïcode", false},
+		{"\xff", false},
+		{strings.Repeat("a", 257), false},
+	}
+	for i, tc := range tests {
+		t.Run(fmt.Sprintf("%q", tc.owner), func(t *testing.T) {
+			id := fmt.Sprintf("own%d", i)
+			for _, typ := range []string{"VIRTUAL", "CONSOLE"} {
+				n := len(e.calls("create-session"))
+				err := e.d.Create(context.Background(), agent.CreateRequest{ID: id + typ[:1], Owner: tc.owner, Type: typ})
+				if !tc.ok {
+					if err == nil || !strings.HasPrefix(err.Error(), "Owner ") || !errors.Is(err, agent.ErrInvalidRequest) {
+						t.Errorf("%s: err %v, want a refusal that names Owner", typ, err)
+					}
+					if len(e.calls("create-session")) != n {
+						t.Errorf("%s: dcv ran for a refused owner", typ)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", typ, err)
+				}
+				argv := e.last("create-session")
+				i := slices.Index(argv, "--owner")
+				if i < 0 || argv[i+1] != tc.owner {
+					t.Errorf("%s: argv %q, want --owner %q", typ, argv, tc.owner)
+				}
+				if j := slices.Index(argv, "--user"); (typ == "VIRTUAL") != (j >= 0) || j >= 0 && argv[j+1] != tc.owner {
+					t.Errorf("%s: argv %q, want --user %q for virtual sessions only", typ, argv, tc.owner)
+				}
+				if s := e.fakeSession(id + typ[:1]); s == nil || s.Owner != tc.owner {
+					t.Errorf("%s: fake session %+v", typ, s)
+				}
+				if err := e.d.Delete(context.Background(), id+typ[:1]); err != nil { // one console at a time
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

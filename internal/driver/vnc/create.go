@@ -42,22 +42,38 @@ type owner struct {
 	shell  string
 }
 
-// lookupOwner resolves a session owner to a local user.
+// lookupOwner resolves a session owner to a local user: a name the host's
+// user database (NSS: /etc/passwd, or SSSD, winbind, LDAP) knows as it is.
+// Names are first checked with agent.CheckUserName, so that none can escape a
+// path or a command line. A Windows-style "DOMAIN\user" works only where the
+// host resolves that exact name (joined to the domain with winbind or SSSD);
+// the domain is never stripped to guess a local user, which could hand
+// CORP\root's session to root or CORP\alice's to an unrelated local alice.
+// An owner the host does not know is an invalid request
+// (agent.ErrInvalidRequest); a user database that cannot answer is not.
 func lookupOwner(name string) (*owner, error) {
-	if name == "" || strings.ContainsAny(name, "/:\x00\n") {
-		return nil, errors.New("owner is not a valid local user name")
+	if err := agent.CheckUserName("Owner", name); err != nil {
+		return nil, err
 	}
 	u, err := user.Lookup(name)
 	if err != nil {
-		return nil, fmt.Errorf("owner %q is not a local user on this host", name)
+		var unknown user.UnknownUserError
+		switch {
+		case !errors.As(err, &unknown):
+			return nil, &lookupError{fmt.Errorf("cannot look up owner %q: %v", name, err)}
+		case strings.Contains(name, `\`):
+			return nil, agent.InvalidRequest(fmt.Errorf("owner %q is not a local user on this host: the vnc driver runs sessions as local users, and a DOMAIN\\user name works only on a host joined to the domain (winbind or SSSD) that resolves that exact name", name))
+		default:
+			return nil, agent.InvalidRequest(fmt.Errorf("owner %q is not a local user on this host", name))
+		}
 	}
 	uid, err1 := strconv.Atoi(u.Uid)
 	gid, err2 := strconv.Atoi(u.Gid)
 	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("owner %q has no numeric user id", name)
+		return nil, agent.InvalidRequest(fmt.Errorf("owner %q has no numeric user id", name))
 	}
 	if uid == 0 {
-		return nil, errors.New("sessions cannot be owned by root")
+		return nil, agent.InvalidRequest(errors.New("sessions cannot be owned by root"))
 	}
 	o := &owner{name: u.Username, uid: uid, gid: gid, home: u.HomeDir, shell: loginShell(u.Username)}
 	gids, err := u.GroupIds()
@@ -138,8 +154,30 @@ type plan struct {
 	storage string   // expanded storage root; "" for none
 }
 
-// validate checks a request and resolves everything it names.
+// validate checks a request and resolves everything it names. Refusals of
+// the request are marked agent.ErrInvalidRequest; a host without Xvnc, or a
+// user database that cannot answer, is not the request's fault.
 func (d *Driver) validate(req agent.CreateRequest) (*plan, error) {
+	if d.xvnc == "" {
+		return nil, errors.New(d.xvncReason)
+	}
+	p, err := d.plan(req)
+	var le *lookupError
+	if err != nil && !errors.As(err, &le) {
+		err = agent.InvalidRequest(err)
+	}
+	return p, err
+}
+
+// lookupError is a user database that could not answer: a failure of the
+// host, not of the request.
+type lookupError struct{ err error }
+
+func (e *lookupError) Error() string { return e.err.Error() }
+func (e *lookupError) Unwrap() error { return e.err }
+
+// plan is validate without the marking of errors.
+func (d *Driver) plan(req agent.CreateRequest) (*plan, error) {
 	if req.Type == "" {
 		req.Type = "VIRTUAL"
 	}
@@ -148,9 +186,6 @@ func (d *Driver) validate(req agent.CreateRequest) (*plan, error) {
 	}
 	if req.DcvGlEnabled {
 		return nil, errors.New("DCV GL is not available on this host")
-	}
-	if d.xvnc == "" {
-		return nil, errors.New(d.xvncReason)
 	}
 	if req.MaxConcurrentClients < 0 {
 		return nil, errors.New("MaxConcurrentClients must not be negative")

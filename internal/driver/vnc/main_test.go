@@ -16,10 +16,15 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 )
 
-// Test users, created by TestMain when missing.
+// Test users, created by TestMain when missing. The last three have the
+// shapes of directory names: the host's user database knows them as they are,
+// as it does on a host joined to a domain (SSSD, winbind).
 const (
-	testUser1 = "berthtest1"
-	testUser2 = "berthtest2"
+	testUser1      = "berthtest1"
+	testUser2      = "berthtest2"
+	testUserDotted = "berth.first"
+	testUserMail   = "berth@corp.example"
+	testUserDomain = `BERTH\berthdom`
 )
 
 // testFolders is a world-readable directory holding the init and autorun
@@ -35,7 +40,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("skipping internal/driver/vnc: " + reason + " (apt-get install tigervnc-standalone-server openbox xterm)")
 		os.Exit(0)
 	}
-	for _, u := range []string{testUser1, testUser2} {
+	for _, u := range []string{testUser1, testUser2, testUserDotted, testUserMail, testUserDomain} {
 		if _, err := user.Lookup(u); err != nil {
 			if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", u).CombinedOutput(); err != nil {
 				fmt.Printf("useradd %s: %v: %s\n", u, err, out)

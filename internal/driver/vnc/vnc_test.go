@@ -3,6 +3,8 @@ package vnc
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"image/png"
@@ -216,6 +218,88 @@ func TestDriver_Create_Refused(t *testing.T) {
 	}
 	// A symlink that stays inside the folder is fine.
 	mustCreate(t, d, agent.CreateRequest{ID: newID(t), Owner: testUser1, InitFile: "sub/inside.sh"})
+}
+
+// TestDriver_Create_OwnerNames: owners that the host's user database knows
+// run their sessions as that user, whatever the shape of the name; names
+// that could escape a path or a command line are refused before any lookup,
+// and a DOMAIN\user the host does not know is refused with the reason.
+func TestDriver_Create_OwnerNames(t *testing.T) {
+	d := newDriver(t, "")
+	tests := []struct {
+		owner string
+		want  string // "" for accepted, else part of the error
+	}{
+		{testUser1, ""},
+		{testUserDotted, ""},
+		{testUserMail, ""},
+		{testUserDomain, ""},
+		{`BERTH\nosuchuser`, `works only on a host joined to the domain`},
+		{`nosuchdomain\` + testUser1, `works only on a host joined to the domain`}, // never stripped to berthtest1
+		{"no-such-user-berth", "not a local user on this host"},
+		{"root", "cannot be owned by root"},
+		{"", "Owner is required"},
+		{"..", `must not start with '.'`},
+		{"../etc/passwd", `must not start with '.'`},
+		{"a/../../b", `must not contain ".."`},
+		{"a/b", `character '/' is not allowed`},
+		{"a\x00b", `character '\x00' is not allowed`},
+		{"a\nb", `character '\n' is not allowed`},
+		{"-rf", `must not start with '-'`},
+		{"a b", `character ' ' is not allowed`},
+		{"a;b", `character ';' is not allowed`},
+		{"$(id)", `character '(' is not allowed`},
+		{"a$b", `"$" is allowed only at the end`},
+		{`\\server\share`, "a backslash is allowed only once"},
+		{`a\b\c`, "a backslash is allowed only once"},
+		{"ünïcode", `character 'ü' is not allowed`},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%q", tc.owner), func(t *testing.T) {
+			id := newID(t)
+			if tc.want != "" {
+				err := d.Create(context.Background(), agent.CreateRequest{ID: id, Owner: tc.owner})
+				if err == nil {
+					d.Delete(context.Background(), id)
+					t.Fatal("create succeeded")
+				}
+				if !strings.Contains(err.Error(), tc.want) || !errors.Is(err, agent.ErrInvalidRequest) {
+					t.Errorf("error %q (invalid request: %v), want it to contain %q", err, errors.Is(err, agent.ErrInvalidRequest), tc.want)
+				}
+				if _, ok := sessionInfo(t, d, id); ok {
+					t.Error("refused session is listed")
+				}
+				return
+			}
+			mustCreate(t, d, agent.CreateRequest{ID: id, Owner: tc.owner})
+			s, ok := sessionInfo(t, d, id)
+			if !ok || s.Owner != tc.owner || s.State != agentproto.StateReady {
+				t.Errorf("session %+v", s)
+			}
+			rec, _ := d.recordOf(id)
+			if uid := uidOf(t, tc.owner); rec.UID != uid || processUID(t, rec.ServerPID) != uid {
+				t.Errorf("Xvnc runs as uid %d (record %d), want %d", processUID(t, rec.ServerPID), rec.UID, uid)
+			}
+		})
+	}
+}
+
+// processUID returns the real user ID of a process.
+func processUID(t testing.TB, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	t.Fatalf("no Uid in /proc/%d/status", pid)
+	return -1
 }
 
 func TestDriver_Create_NoConsole(t *testing.T) {
