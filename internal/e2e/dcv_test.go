@@ -133,6 +133,7 @@ func mustStartDCVEnv(tb testing.TB, fail string) *Env {
 		BrokerConf: filepath.Join(dir, "broker.properties"),
 		AgentConf:  filepath.Join(dir, "agent.conf"),
 		sessions:   map[string]string{},
+		opts:       EnvOptions{LogLevel: "info"},
 	}
 	e.CAFile = filepath.Join(e.BrokerDir, "ca.pem")
 

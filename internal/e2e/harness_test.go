@@ -274,6 +274,7 @@ type Env struct {
 
 	mu       sync.Mutex
 	sessions map[string]string // created session ID → owner
+	opts     EnvOptions
 }
 
 // MustStartEnv starts a broker and an agent in a temporary directory,
@@ -284,6 +285,26 @@ type Env struct {
 // benchmarks (the check would add to what they measure).
 func MustStartEnv(tb testing.TB) *Env {
 	tb.Helper()
+	return MustStartEnvWith(tb, EnvOptions{})
+}
+
+// EnvOptions change what MustStartEnvWith starts.
+type EnvOptions struct {
+	// LogLevel is both daemons' log level (info).
+	LogLevel string
+	// BrokerProps are more broker.properties lines.
+	BrokerProps []string
+	// AgentAgent are more lines for agent.conf's [agent] table, and
+	// AgentTables more tables at its end.
+	AgentAgent, AgentTables string
+}
+
+// MustStartEnvWith is MustStartEnv with options.
+func MustStartEnvWith(tb testing.TB, opts EnvOptions) *Env {
+	tb.Helper()
+	if opts.LogLevel == "" {
+		opts.LogLevel = "info"
+	}
 	bin := MustBuild(tb)
 	dir := tb.TempDir()
 	e := &Env{
@@ -293,6 +314,7 @@ func MustStartEnv(tb testing.TB) *Env {
 		BrokerConf: filepath.Join(dir, "broker.properties"),
 		AgentConf:  filepath.Join(dir, "agent.conf"),
 		sessions:   map[string]string{},
+		opts:       opts,
 	}
 	e.CAFile = filepath.Join(e.BrokerDir, "ca.pem")
 	tb.Cleanup(func() {
@@ -334,7 +356,8 @@ func (e *Env) mustStartBroker(tb testing.TB) {
 		"agent-to-broker-connector-bind-host = 127.0.0.1",
 		"agent-heartbeat-timeout-seconds = 10",
 		"log-format = json",
-		"log-level = info",
+		"log-level = " + e.opts.LogLevel,
+		strings.Join(e.opts.BrokerProps, "\n"),
 		"",
 	}, "\n")
 	if err := os.WriteFile(e.BrokerConf, []byte(props), 0o600); err != nil {
@@ -460,14 +483,16 @@ init_folder = '%s'
 autorun_folder = '%s'
 tags_folder = '%s'
 broker_update_interval = %d
+%s
 [vnc]
 web_port = %d
 web_bind_host = '127.0.0.1'
 [log]
-level = 'info'
+level = '%s'
+%s
 `, port, e.CAFile, filepath.Join(e.BrokerDir, "agent-software-statement"), filepath.Join(e.Dir, "agent"),
 		filepath.Join(folders, "init"), filepath.Join(folders, "autorun"), filepath.Join(folders, "tags"),
-		int(updateInterval/time.Second), e.WebPort)
+		int(updateInterval/time.Second), e.opts.AgentAgent, e.WebPort, e.opts.LogLevel, e.opts.AgentTables)
 	if err := os.WriteFile(e.AgentConf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
