@@ -229,6 +229,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Prober.Logger == nil {
 		m.Prober.Logger = log.With("component", "hostinfo")
 	}
+	if m.Prober.PreferredInterface == "" {
+		m.Prober.PreferredInterface = a.PreferredNetworkInterface
+	}
 	if !a.EnableQueryLoggedInUsers && !slices.Contains(m.Prober.Skip, "users") {
 		m.Prober.Skip = append(slices.Clone(m.Prober.Skip), "users")
 	}

@@ -71,6 +71,10 @@ type AgentConfig struct {
 	DCVRoot string `toml:"dcv_root"`
 	// EnableQueryLoggedInUsers reports the host's logged-in users.
 	EnableQueryLoggedInUsers bool `toml:"enable_query_logged_in_users"`
+	// PreferredNetworkInterface names the interface whose address the agent
+	// reports as the host's IP (Server.Ip, the endpoints); empty means the
+	// default route's interface.
+	PreferredNetworkInterface string `toml:"preferred_network_interface"`
 	// Driver names the session driver (berth's key): see drivers.
 	Driver string `toml:"driver"`
 	// StateDir keeps the server ID and the agent credentials (berth's key).
@@ -256,6 +260,9 @@ func (c *Config) Validate() error {
 	if a.StateDir == "" {
 		fail("agent.state_dir", "is required (where the server ID and agent credentials are kept)")
 	}
+	if n := a.PreferredNetworkInterface; n != "" && !validInterfaceName(n) {
+		fail("agent.preferred_network_interface", "%q is not a network interface name (at most 15 characters, no '/', ':' or spaces)", n)
+	}
 
 	if _, ok := parseLevel(c.Log.Level); !ok {
 		fail("log.level", "%q is not one of trace, debug, info, warn, error", c.Log.Level)
@@ -323,6 +330,20 @@ func brokerAddrs(list string, defPort int) ([]string, error) {
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
+// validInterfaceName accepts what Linux accepts as a network interface name
+// (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or spaces.
+func validInterfaceName(n string) bool {
+	if n == "" || len(n) > 15 || n == "." || n == ".." {
+		return false
+	}
+	for _, r := range n {
+		if r == '/' || r == ':' || r <= ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // validBindHost accepts an IP address or a DNS name.
 func validBindHost(h string) bool {

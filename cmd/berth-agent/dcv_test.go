@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/dcv"
+	"github.com/berth-dev/berth/internal/hostinfo"
 )
 
 // TestDCVDriverWired: agent.driver = "dcv" builds the dcv driver on
@@ -71,5 +72,46 @@ func TestDCVEndpoints(t *testing.T) {
 	dcvEndpoints(&r, drv)
 	if r.Port != 8443 || r.WebURLPath != "/" || len(r.Endpoints) != 1 {
 		t.Errorf("defaults %d %q %+v", r.Port, r.WebURLPath, r.Endpoints)
+	}
+}
+
+// TestMain_PreferredNetworkInterface: agent.preferred_network_interface gives
+// the host's IP in the report and in the dcv endpoints; a missing interface
+// falls back to the default route's address with a warning.
+func TestMain_PreferredNetworkInterface(t *testing.T) {
+	for _, tt := range []struct {
+		iface string
+		want  func(ip string) bool
+		warn  bool
+	}{
+		{"lo", func(ip string) bool { return ip == "127.0.0.1" }, false},
+		{"berth-none0", func(ip string) bool { return ip != "127.0.0.1" }, true},
+	} {
+		t.Run(tt.iface, func(t *testing.T) {
+			dir := t.TempDir()
+			m := NewMain()
+			m.Config = testConfig(dir)
+			m.Config.Agent.BrokerPort = freePort(t) // nothing listens: the agent retries
+			m.Config.Agent.Driver = "dcv"
+			m.Config.Agent.DCVRoot = filepath.Join(dir, "no-dcv")
+			m.Config.Agent.PreferredNetworkInterface = tt.iface
+			var logs syncBuffer
+			m.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu", "users"}}
+			if err := m.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			r, err := m.report(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want(r.IP) || len(r.Endpoints) == 0 || r.Endpoints[0].IP != r.IP {
+				t.Errorf("IP %q endpoints %+v", r.IP, r.Endpoints)
+			}
+			if warned := strings.Contains(logs.String(), "preferred network interface unusable"); warned != tt.warn {
+				t.Errorf("warning logged: %v, want %v\n%s", warned, tt.warn, logs.String())
+			}
+		})
 	}
 }

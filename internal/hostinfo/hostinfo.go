@@ -73,12 +73,22 @@ type Prober struct {
 	// NvidiaSMI is the nvidia-smi program used to name NVIDIA GPUs. Empty
 	// means "nvidia-smi" from PATH when Root is "/", and none otherwise.
 	NvidiaSMI string
+	// PreferredInterface names the network interface whose address the
+	// report gives as IP (agent.conf's preferred_network_interface); "" means
+	// the default route's interface. See probeNet for the whole order.
+	PreferredInterface string
+	// Interfaces lists the network interfaces; nil means SystemInterfaces.
+	// Tests give a fixed list.
+	Interfaces func() ([]NetInterface, error)
 	// Logger receives each probe's first failure; nil discards them.
 	Logger *slog.Logger
 
-	mu     sync.Mutex      // guards failed and gpus
+	mu     sync.Mutex      // guards failed, gpus and preferredProblem
 	failed map[string]bool // probes whose failure has been logged
 	gpus   gpuCache
+	// preferredProblem is why PreferredInterface gave no address at the
+	// last report ("" if it did), so that each problem is logged once.
+	preferredProblem string
 
 	awsMu sync.Mutex // held during the IMDS lookup
 	aws   *awsCache  // nil until the lookup
