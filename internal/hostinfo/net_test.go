@@ -225,4 +225,3 @@ func TestProbeNet_RealInterfaces(t *testing.T) {
 		}
 	}
 }
-
