@@ -26,15 +26,13 @@ import (
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
 	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
 // defaultConfigPath is where the packaged agent keeps its configuration.
 const defaultConfigPath = "/etc/berth/agent.conf"
-
-// logFileName is the log file written in log.directory.
-const logFileName = "agent.log"
 
 // driverFactory builds a session driver from the configuration.
 type driverFactory func(c *Config, log *slog.Logger) (agent.Driver, error)
@@ -100,7 +98,7 @@ type Main struct {
 	gatewayPort int
 	gatewayDone chan struct{}
 	tags        map[string]string
-	logFile     *os.File
+	logs        *logging.Logger // the log file, when log.directory is set
 	cancel      context.CancelFunc
 	done        chan struct{}
 	closeMu     sync.Mutex
@@ -399,60 +397,11 @@ func (m *Main) Close() error {
 		}
 		m.driver = nil
 	}
-	if m.logFile != nil {
-		if err := m.logFile.Close(); err != nil {
+	if m.logs != nil {
+		if err := m.logs.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close log file: %w", err))
 		}
-		m.logFile = nil
+		m.logs = nil
 	}
 	return errors.Join(errs...)
-}
-
-// openLog builds m.Logger from the [log] table: JSON on stderr unless stderr
-// is a terminal (then text), and JSON in log.directory/agent.log when set.
-func (m *Main) openLog() error {
-	level, _ := parseLevel(m.Config.Log.Level)
-	opts := &slog.HandlerOptions{Level: level}
-	w := m.stderr()
-	var h slog.Handler
-	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		h = slog.NewTextHandler(w, opts)
-	} else {
-		h = slog.NewJSONHandler(w, opts)
-	}
-	if dir := m.Config.Log.Directory; dir != "" {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("log.directory: %w", err)
-		}
-		f, err := os.OpenFile(filepath.Join(dir, logFileName), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return fmt.Errorf("log.directory: %w", err)
-		}
-		m.logFile = f
-		h = slog.NewMultiHandler(h, slog.NewJSONHandler(f, opts))
-	}
-	m.Logger = slog.New(h)
-	return nil
-}
-
-// parseLevel maps log.level to a slog level; trace is below debug.
-func parseLevel(s string) (slog.Level, bool) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "trace":
-		return slog.LevelDebug - 4, true
-	case "debug":
-		return slog.LevelDebug, true
-	case "info", "":
-		return slog.LevelInfo, true
-	case "warn", "warning":
-		return slog.LevelWarn, true
-	case "error":
-		return slog.LevelError, true
-	}
-	return 0, false
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

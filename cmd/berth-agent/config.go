@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -87,8 +88,17 @@ type LogConfig struct {
 	Level string `toml:"level"`
 	// Directory, when set, receives agent.log in addition to stderr.
 	Directory string `toml:"directory"`
-	// Rotation is accepted for compatibility; berth does not rotate its log.
+	// Rotation is when agent.log starts anew: daily, hourly (and at
+	// MaxSizeMB) or size (at MaxSizeMB only).
 	Rotation string `toml:"rotation"`
+	// MaxSizeMB rotates agent.log when it grows past this size.
+	MaxSizeMB int `toml:"max_size_mb"`
+	// MaxAgeDays removes rotated files older than this.
+	MaxAgeDays int `toml:"max_age_days"`
+	// MaxBackups keeps at most this many rotated files.
+	MaxBackups int `toml:"max_backups"`
+	// Format is auto (text on a terminal, JSON otherwise), json or text.
+	Format string `toml:"format"`
 }
 
 // VNCConfig is the [vnc] table (berth's own), read by the vnc driver.
@@ -121,7 +131,7 @@ func DefaultConfig() Config {
 			Driver:                   "sim",
 			StateDir:                 "/var/lib/berth/agent",
 		},
-		Log: LogConfig{Level: "info", Rotation: "daily"},
+		Log: LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
 		VNC: VNCConfig{
 			WebPort:     8444,
 			WebBindHost: "0.0.0.0",
@@ -264,8 +274,26 @@ func (c *Config) Validate() error {
 		fail("agent.preferred_network_interface", "%q is not a network interface name (at most 15 characters, no '/', ':' or spaces)", n)
 	}
 
-	if _, ok := parseLevel(c.Log.Level); !ok {
-		fail("log.level", "%q is not one of trace, debug, info, warn, error", c.Log.Level)
+	l := &c.Log
+	if _, err := logging.ParseLevel(l.Level); err != nil {
+		fail("log.level", "%q is not one of trace, debug, info, warn, error", l.Level)
+	}
+	if _, ok := rotations[strings.ToLower(l.Rotation)]; !ok {
+		fail("log.rotation", "%q is not one of daily, hourly, size", l.Rotation)
+	}
+	if l.MaxSizeMB < 1 || l.MaxSizeMB > 1<<20 {
+		fail("log.max_size_mb", "%d is not a size from 1 to 1048576 MB", l.MaxSizeMB)
+	}
+	if l.MaxAgeDays < 1 {
+		fail("log.max_age_days", "%d is not a number of days (1 or more)", l.MaxAgeDays)
+	}
+	if l.MaxBackups < 1 {
+		fail("log.max_backups", "%d is not a number of files (1 or more)", l.MaxBackups)
+	}
+	switch strings.ToLower(l.Format) {
+	case "auto", "json", "text":
+	default:
+		fail("log.format", "%q is not one of auto, json, text", l.Format)
 	}
 
 	v := &c.VNC

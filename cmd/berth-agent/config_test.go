@@ -20,7 +20,7 @@ func TestDefaultConfig(t *testing.T) {
 			BrokerUpdateInterval: 30, DCVRoot: "/usr/bin/dcv", EnableQueryLoggedInUsers: true,
 			Driver: "sim", StateDir: "/var/lib/berth/agent",
 		},
-		Log: LogConfig{Level: "info", Rotation: "daily"},
+		Log: LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
 		VNC: VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
@@ -70,7 +70,7 @@ func TestLoadConfig_Full(t *testing.T) {
 			SoftwareStatementPath: "testdata/software-statement", DCVRoot: "/usr/bin/dcv",
 			EnableQueryLoggedInUsers: false, PreferredNetworkInterface: "eth0", Driver: "sim", StateDir: "/var/lib/berth/agent-test",
 		},
-		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "daily"},
+		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
 		VNC: VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
@@ -122,6 +122,11 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"driver unknown", broker + "driver = 'kvm'\n", []string{`agent.driver: unknown driver "kvm" (want one of dcv, sim, vnc)`}},
 		{"state dir", broker + "state_dir = ''\n", []string{"agent.state_dir: is required"}},
 		{"log level", broker + "[log]\nlevel = 'loud'\n", []string{`log.level: "loud" is not one of`}},
+		{"log rotation", broker + "[log]\nrotation = 'weekly'\n", []string{`log.rotation: "weekly" is not one of daily, hourly, size`}},
+		{"log size", broker + "[log]\nmax_size_mb = 0\n", []string{"log.max_size_mb: 0 is not a size"}},
+		{"log age", broker + "[log]\nmax_age_days = -1\n", []string{"log.max_age_days: -1 is not"}},
+		{"log backups", broker + "[log]\nmax_backups = 0\n", []string{"log.max_backups: 0 is not"}},
+		{"log format", broker + "[log]\nformat = 'xml'\n", []string{`log.format: "xml" is not one of auto, json, text`}},
 		{"vnc port", broker + "[vnc]\nweb_port = -1\n", []string{"vnc.web_port: -1 is not a port"}},
 		{"vnc bind", broker + "[vnc]\nweb_bind_host = 'not a host'\n", []string{`vnc.web_bind_host: "not a host"`}},
 		{"vnc cert alone", broker + "[vnc]\ncert_file = '/c.pem'\n", []string{"vnc.key_file: is required with vnc.cert_file"}},

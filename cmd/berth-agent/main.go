@@ -37,10 +37,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitCode(err, stderr)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := m.Run(ctx); err != nil {
 		return exitCode(err, stderr)
 	}
-	<-ctx.Done()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup: // logrotate's postrotate, or an operator: start a new agent.log
+			if err := m.RotateLog(); err != nil {
+				m.Logger.Error("rotate log file", "err", err)
+			}
+		}
+	}
 	m.Logger.Info("shutting down")
 	if err := m.Close(); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,119 @@ func TestMain_LogDirectory(t *testing.T) {
 	}
 	if strings.Contains(data, "eyJ") {
 		t.Errorf("log holds the software statement:\n%s", data)
+	}
+}
+
+// logBackups returns the rotated files next to agent.log in dir.
+func logBackups(t *testing.T, dir string) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "agent-*.log*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestMain_LogRotation: with log.directory the agent writes agent.log there
+// (0640, JSON), starts a new one when it passes log.max_size_mb, keeps
+// log.max_backups rotated files, and rotates on demand (SIGHUP).
+func TestMain_LogRotation(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "log")
+	m := NewMain()
+	m.Config = testConfig(dir)
+	m.Config.Agent.BrokerPort = freePort(t) // nothing listens: the agent retries
+	m.Config.Log.Directory = logDir
+	m.Config.Log.Rotation = "size"
+	m.Config.Log.MaxSizeMB = 1
+	m.Config.Log.MaxBackups = 2
+	m.Stderr = io.Discard
+	m.Prober = &hostinfo.Prober{Skip: []string{"aws"}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	active := filepath.Join(logDir, "agent.log")
+	if fi, err := os.Stat(active); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Fatalf("agent.log: %v %v", fi, err)
+	}
+	if !strings.Contains(string(mustRead(t, active)), `"msg":"agent started"`) {
+		t.Errorf("agent.log lacks the start line:\n%s", mustRead(t, active))
+	}
+	filler := strings.Repeat("x", 400<<10)
+	for i := range 8 { // 3.2 MB through 1 MB files
+		m.Logger.Info("filler", "n", i, "data", filler, "client_secret", "s3cret")
+	}
+	waitFor(t, 10*time.Second, "two rotated files, the older ones removed", func() bool { return len(logBackups(t, logDir)) == 2 })
+	data := string(mustRead(t, active))
+	if !strings.Contains(data, `"n":7`) || len(data) > 1<<20 {
+		t.Errorf("agent.log holds %d bytes, want the last line within 1 MB", len(data))
+	}
+	if strings.Contains(data, "s3cret") {
+		t.Error("agent.log holds a secret")
+	}
+	// On demand (SIGHUP): a new, empty agent.log; still two backups.
+	before := logBackups(t, logDir)
+	if err := m.RotateLog(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(active); err != nil || fi.Size() != 0 {
+		t.Errorf("agent.log after rotation: %v %v", fi, err)
+	}
+	waitFor(t, 10*time.Second, "the rotation's backup, and the oldest removed", func() bool {
+		after := logBackups(t, logDir)
+		return len(after) == 2 && !slices.Equal(after, before)
+	})
+	m.Logger.Info("after rotation")
+	if !strings.Contains(string(mustRead(t, active)), "after rotation") {
+		t.Error("agent.log not written after rotation")
+	}
+}
+
+// TestRun_SIGHUPRotatesLog: the process rotates agent.log on SIGHUP.
+func TestRun_SIGHUPRotatesLog(t *testing.T) {
+	dir := t.TempDir()
+	logDir := filepath.Join(dir, "log")
+	conf := filepath.Join(dir, "agent.conf")
+	mustWrite(t, conf, fmt.Sprintf(`[agent]
+broker_host = '127.0.0.1:%d'
+tags_folder = '%[2]s/tags'
+state_dir = '%[2]s/state'
+[log]
+directory = '%[3]s'
+rotation = 'daily'
+`, freePort(t), dir, logDir))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"--config", conf}, io.Discard, io.Discard) }()
+	waitFor(t, 10*time.Second, "agent.log", func() bool {
+		data, _ := os.ReadFile(filepath.Join(logDir, "agent.log"))
+		return strings.Contains(string(data), "agent started")
+	})
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a rotated file after SIGHUP", func() bool { return len(logBackups(t, logDir)) == 1 })
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return")
+	}
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
