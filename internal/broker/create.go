@@ -176,9 +176,10 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 	var queue []*Session
 	for j, sess := range pending {
 		i := idx[j]
-		if reason, bad := failed[j]; bad {
+		if f, bad := failed[j]; bad {
 			if !sess.Spec.EnqueueRequest {
-				out[i].FailureReason = reason
+				out[i].FailureReason = f.msg
+				s.metrics().PlacementFailed(f.reason)
 				continue
 			}
 			sess.Enqueued, sess.EnqueuedAt = true, now
@@ -200,7 +201,8 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 				for i := range out {
 					if out[i].Session == sess {
 						out[i].Session = nil
-						out[i].FailureReason = fmt.Sprintf("%s; the create queue is full (create-sessions-queue-max-size %d)", failed[indexOf(pending, sess)], s.cfg.QueueMaxSize)
+						out[i].FailureReason = fmt.Sprintf("%s; the create queue is full (create-sessions-queue-max-size %d)", failed[indexOf(pending, sess)].msg, s.cfg.QueueMaxSize)
+						s.metrics().PlacementFailed(FailQueueFull)
 					}
 				}
 				continue
@@ -240,8 +242,8 @@ func indexOf(list []*Session, x *Session) int {
 // place chooses servers for sessions and commits the choices. insert says the
 // sessions are new (else they exist, unplaced). It returns the committed sessions
 // and, by index, the reason each failed one could not be placed.
-func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requirements.Expr, insert bool) ([]*Session, map[int]string, error) {
-	failed := map[int]string{}
+func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requirements.Expr, insert bool) ([]*Session, map[int]placeFailure, error) {
+	failed := map[int]placeFailure{}
 	todo := make([]int, len(sessions))
 	for i := range todo {
 		todo[i] = i
@@ -263,7 +265,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 		for k, d := range decisions {
 			i := todo[k]
 			if d.Err != nil {
-				failed[i] = d.Err.Error()
+				failed[i] = noHostFailure(d.Err)
 				continue
 			}
 			sess := sessions[i]
@@ -295,14 +297,15 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				todo = append(todo, i) // the snapshot was stale: place it again
 				continue
 			}
-			failed[i] = "could not commit the placement; retry"
+			failed[i] = placeFailure{"could not commit the placement; retry", FailStore}
 			s.log.Error("commit placement", "session_id", sessions[i].ID, "err", e)
 		}
 		s.servers.addPlaced(ok)
+		s.metrics().Placed(len(ok))
 		placed = append(placed, ok...)
 	}
 	for _, i := range todo {
-		failed[i] = "no DCV server found for the given criteria: servers filled up while placing; retry"
+		failed[i] = placeFailure{"no DCV server found for the given criteria: servers filled up while placing; retry", FailFull}
 	}
 	return placed, failed, nil
 }

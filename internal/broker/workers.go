@@ -77,6 +77,7 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 		return // the agent's session report moves it to READY
 	}
 	reason := s.commandFailure(err)
+	s.metrics().CreateFailed(createFailure(err))
 	s.log.Warn("session create failed", "session_id", id, "host_id", sess.ServerID, "reason", reason)
 	s.retryOrFail(ctx, id, sess.ServerID, reason)
 }
@@ -109,6 +110,8 @@ func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) 
 	s.servers.invalidateCounts()
 	if retry {
 		s.wakeQueue()
+	} else if err == nil {
+		s.metrics().PlacementFailed(FailCreate)
 	}
 }
 
@@ -189,6 +192,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 	for _, sess := range waiting {
 		if sess.Enqueued && now.Sub(sess.EnqueuedAt) > s.cfg.QueueMaxTime {
 			s.setDeleted(ctx, sess.ID, fmt.Sprintf("no DCV server became available within %s (create-sessions-queue-max-time-seconds)", s.cfg.QueueMaxTime))
+			s.metrics().PlacementFailed(FailQueueTimeout)
 			continue
 		}
 		var expr *requirements.Expr
@@ -204,12 +208,14 @@ func (s *Service) processQueue(ctx context.Context) error {
 	if len(todo) == 0 {
 		return nil
 	}
+	since := queuedSince(todo)
 	placed, failed, err := s.place(ctx, todo, exprs, false)
 	if err != nil {
 		return err
 	}
+	s.observeQueueWaits(placed, since, s.Now())
 	for i, sess := range todo {
-		reason, bad := failed[i]
+		f, bad := failed[i]
 		if !bad || sess.Enqueued {
 			continue
 		}
@@ -224,11 +230,12 @@ func (s *Service) processQueue(ctx context.Context) error {
 			})
 			continue
 		}
-		msg := reason
+		msg := f.msg
 		if sess.StateReason != "" {
-			msg = sess.StateReason + "; no other server to retry on: " + reason
+			msg = sess.StateReason + "; no other server to retry on: " + f.msg
 		}
 		s.setDeleted(ctx, sess.ID, msg)
+		s.metrics().PlacementFailed(FailCreate)
 	}
 	for _, sess := range placed {
 		s.queueCreate(sess.ID)
