@@ -57,6 +57,47 @@ type Authenticator interface {
 	AuthenticateAgent(ctx context.Context, id, secret string) (clientID string, err error)
 }
 
+// Observer is told of agent link events, for metrics. Its methods must be
+// quick and safe for concurrent use.
+type Observer interface {
+	// LinkUp counts a link that completed its handshake. reconnect is true
+	// when this hub had a link of the same server before (since it started).
+	LinkUp(reconnect bool)
+	// LinkDown counts a link that closed after LinkUp.
+	LinkDown()
+	// LinkRefused counts a connection refused before its link was up:
+	// reason is one of RefusalReasons.
+	LinkRefused(reason string)
+}
+
+// Reasons given to Observer.LinkRefused.
+const (
+	// RefusedAuth: no or invalid agent client credentials.
+	RefusedAuth = "auth"
+	// RefusedVersion: a protocol version the broker does not support.
+	RefusedVersion = "protocol_version"
+	// RefusedBadHello: the first message was not a valid hello.
+	RefusedBadHello = "bad_hello"
+	// RefusedConflict: the server ID belongs to another agent client.
+	RefusedConflict = "conflict"
+	// RefusedInternal: the broker could not record the agent.
+	RefusedInternal = "internal"
+	// RefusedShuttingDown: the hub was closing.
+	RefusedShuttingDown = "shutting_down"
+)
+
+// RefusalReasons lists every reason of Observer.LinkRefused.
+func RefusalReasons() []string {
+	return []string{RefusedAuth, RefusedVersion, RefusedBadHello, RefusedConflict, RefusedInternal, RefusedShuttingDown}
+}
+
+// noObserver is the Observer of a hub given none.
+type noObserver struct{}
+
+func (noObserver) LinkUp(bool)        {}
+func (noObserver) LinkDown()          {}
+func (noObserver) LinkRefused(string) {}
+
 // Options tune a Hub.
 type Options struct {
 	// RequireAuth (enable-agent-authorization) makes agents present HTTP Basic
@@ -71,6 +112,8 @@ type Options struct {
 	UpdateInterval time.Duration
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
+	// Observer, when set, is told of link events (for metrics).
+	Observer Observer
 }
 
 // Hub is the registry of agent links. Create it with New, mount Handler on the
@@ -89,6 +132,9 @@ type Hub struct {
 	closed  bool
 	links   map[string]*link       // the current link of each server ID
 	servers map[string]*serverLock // serializes Service calls per server ID
+	// linked holds every server ID that had a link to this hub, to tell
+	// reconnections from first connections.
+	linked map[string]struct{}
 }
 
 // serverLock is a reference-counted mutex for one server ID.
@@ -115,6 +161,9 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Observer == nil {
+		opts.Observer = noObserver{}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{
 		svc:     svc,
@@ -125,6 +174,7 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 		cancel:  cancel,
 		links:   make(map[string]*link),
 		servers: make(map[string]*serverLock),
+		linked:  make(map[string]struct{}),
 	}
 }
 
@@ -234,12 +284,14 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		id, secret, ok := r.BasicAuth()
 		if !ok {
 			log.Warn("agent refused: no credentials")
+			h.opts.Observer.LinkRefused(RefusedAuth)
 			unauthorized(w)
 			return
 		}
 		cid, err := h.auth.AuthenticateAgent(r.Context(), id, secret)
 		if err != nil {
 			log.Warn("agent refused: authentication failed", "agent_id", id, "err", err)
+			h.opts.Observer.LinkRefused(RefusedAuth)
 			unauthorized(w)
 			return
 		}
@@ -285,16 +337,19 @@ func (h *Hub) unlockServer(id string) {
 }
 
 // register makes l the current link of its server and returns the link it
-// replaces, if any. It fails once the hub is closed. Hold the server lock.
-func (h *Hub) register(l *link) (old *link, err error) {
+// replaces, if any, and whether the server had a link to this hub before. It
+// fails once the hub is closed. Hold the server lock.
+func (h *Hub) register(l *link) (old *link, again bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, errHubClosed
+		return nil, false, errHubClosed
 	}
 	old = h.links[l.serverID]
 	h.links[l.serverID] = l
-	return old, nil
+	_, again = h.linked[l.serverID]
+	h.linked[l.serverID] = struct{}{}
+	return old, again, nil
 }
 
 // unregister removes l if it is still the current link of its server, and

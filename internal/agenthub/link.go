@@ -102,6 +102,7 @@ func (l *link) serve() {
 	l.h.lockServer(l.serverID)
 	defer l.h.unlockServer(l.serverID)
 	l.failPending()
+	l.h.opts.Observer.LinkDown()
 	if !l.h.unregister(l) {
 		l.log.Info("replaced agent link closed")
 		return
@@ -130,6 +131,7 @@ func (l *link) handshake() bool {
 	switch {
 	case errors.As(err, &ve):
 		l.log.Warn("agent refused: protocol version not supported", "version", ve.Version)
+		h.opts.Observer.LinkRefused(RefusedVersion)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeVersionUnsupported, Message: ve.Error(),
 			MinVersion: agentproto.MinProtocolVersion, MaxVersion: agentproto.ProtocolVersion})
 		return false
@@ -140,6 +142,7 @@ func (l *link) handshake() bool {
 	}
 	if err != nil {
 		l.log.Warn("agent refused: bad hello", "err", err)
+		h.opts.Observer.LinkRefused(RefusedBadHello)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: err.Error()})
 		return false
 	}
@@ -155,8 +158,9 @@ func (l *link) handshake() bool {
 	h.lockServer(l.serverID)
 	err = h.svc.AgentConnected(l.ctx, l.clientID, l.serverID, info, sessions)
 	var old *link
+	var again bool
 	if err == nil {
-		old, err = h.register(l)
+		old, again, err = h.register(l)
 		if err != nil { // the hub closed meanwhile: undo AgentConnected
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(h.ctx), 10*time.Second)
 			h.svc.AgentDisconnected(ctx, l.serverID)
@@ -166,17 +170,21 @@ func (l *link) handshake() bool {
 	h.unlockServer(l.serverID)
 	switch {
 	case errors.Is(err, errHubClosed):
+		h.opts.Observer.LinkRefused(RefusedShuttingDown)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeShuttingDown, Message: "broker shutting down"})
 		return false
 	case errors.Is(err, broker.ErrConflict):
 		l.log.Warn("agent refused: server id belongs to another agent client")
+		h.opts.Observer.LinkRefused(RefusedConflict)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeConflict, Message: "server id belongs to another agent client"})
 		return false
 	case err != nil:
 		l.log.Error("agent refused: cannot record it", "err", err)
+		h.opts.Observer.LinkRefused(RefusedInternal)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeInternal, Message: "broker cannot record the agent; try again later"})
 		return false
 	}
+	h.opts.Observer.LinkUp(again)
 	if old != nil {
 		old.log.Info("agent link replaced by a newer one")
 		old.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/broker"
@@ -35,6 +36,35 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// RequestObserver is told how each API request ended, for metrics. It must be
+// quick and safe for concurrent use.
+type RequestObserver interface {
+	// ObserveRequest records one request: operation is the API's name
+	// (Operations), status the HTTP status answered, d the time taken.
+	ObserveRequest(operation string, status int, d time.Duration)
+}
+
+// Operation names given to RequestObserver: the Session Manager APIs and the
+// token endpoint.
+const (
+	OpDescribeSessions         = "DescribeSessions"
+	OpDescribeServers          = "DescribeServers"
+	OpCreateSessions           = "CreateSessions"
+	OpDeleteSessions           = "DeleteSessions"
+	OpUpdateSessionPermissions = "UpdateSessionPermissions"
+	OpGetSessionConnectionData = "GetSessionConnectionData"
+	OpGetSessionScreenshots    = "GetSessionScreenshots"
+	OpOpenServers              = "OpenServers"
+	OpCloseServers             = "CloseServers"
+	OpToken                    = "Token"
+)
+
+// Operations lists every operation name RequestObserver receives.
+func Operations() []string {
+	return []string{OpDescribeSessions, OpDescribeServers, OpCreateSessions, OpDeleteSessions, OpUpdateSessionPermissions,
+		OpGetSessionConnectionData, OpGetSessionScreenshots, OpOpenServers, OpCloseServers, OpToken}
+}
+
 // Server serves the client API.
 type Server struct {
 	Service *broker.Service
@@ -48,6 +78,8 @@ type Server struct {
 	Spec   []byte
 	Health Pinger
 	Logger *slog.Logger
+	// Observer, when set, is told of every API and token request.
+	Observer RequestObserver
 
 	serverCache serverJSON
 }
@@ -71,20 +103,20 @@ func (s *Server) Handler() http.Handler {
 		s.Logger = slog.Default()
 	}
 	mux := http.NewServeMux()
-	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, s.authn(s.wrap(h)))
+	api := func(pattern, op string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(pattern, s.observe(op, s.authn(s.wrap(h))))
 	}
-	api("POST /describeSessions", s.describeSessions)
-	api("POST /describeServers", s.describeServers)
-	api("POST /createSessions", s.createSessions)
-	api("POST /deleteSessions", s.deleteSessions)
-	api("PUT /sessionPermissions", s.updatePermissions)
-	api("GET /sessionConnectionData/{sessionId}/{user}", s.connectionData)
-	api("POST /getSessionScreenshots", s.screenshots)
-	api("POST /openServers", s.openServers)
-	api("POST /closeServers", s.closeServers)
+	api("POST /describeSessions", OpDescribeSessions, s.describeSessions)
+	api("POST /describeServers", OpDescribeServers, s.describeServers)
+	api("POST /createSessions", OpCreateSessions, s.createSessions)
+	api("POST /deleteSessions", OpDeleteSessions, s.deleteSessions)
+	api("PUT /sessionPermissions", OpUpdateSessionPermissions, s.updatePermissions)
+	api("GET /sessionConnectionData/{sessionId}/{user}", OpGetSessionConnectionData, s.connectionData)
+	api("POST /getSessionScreenshots", OpGetSessionScreenshots, s.screenshots)
+	api("POST /openServers", OpOpenServers, s.openServers)
+	api("POST /closeServers", OpCloseServers, s.closeServers)
 	if s.TokenHandler != nil {
-		mux.Handle("/oauth2/token", s.TokenHandler)
+		mux.Handle("/oauth2/token", s.observe(OpToken, s.TokenHandler))
 	}
 	if s.JWKSHandler != nil {
 		mux.Handle("GET /.well-known/jwks.json", s.JWKSHandler)
@@ -118,6 +150,41 @@ func HealthHandler(p Pinger) http.Handler {
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
 }
+
+// observe tells the Observer, if any, how each request to h ended.
+func (s *Server) observe(op string, h http.Handler) http.Handler {
+	if s.Observer == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		s.Observer.ObserveRequest(op, sw.status, time.Since(start))
+	})
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader && code >= 200 {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(p)
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // authn requires a valid bearer token when a Verifier is set.
 func (s *Server) authn(next http.Handler) http.Handler {

@@ -104,6 +104,8 @@ type Authority struct {
 	// Logger receives operational messages, never secrets or tokens; nil
 	// means slog.Default().
 	Logger *slog.Logger
+	// Observer, when set, is told of tokens issued and refused (metrics).
+	Observer Observer
 
 	keyMu      sync.Mutex
 	keys       []*signingKey // newest first; guarded by keyMu

@@ -131,23 +131,28 @@ func (a *Authority) TokenHandler() http.Handler {
 			if errors.As(err, &mbe) {
 				desc = "request body too large"
 			}
+			a.refused(TokenRequest, RefusedInvalidRequest)
 			writeOAuthError(w, http.StatusBadRequest, "invalid_request", desc)
 			return
 		}
 		grants := r.Form["grant_type"]
 		switch {
 		case len(grants) == 0 || grants[0] == "":
+			a.refused(TokenRequest, RefusedInvalidRequest)
 			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "missing grant_type")
 			return
 		case !allEqual(grants):
+			a.refused(TokenRequest, RefusedInvalidRequest)
 			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "conflicting grant_type parameters")
 			return
 		case grants[0] != "client_credentials":
+			a.refused(TokenRequest, RefusedUnsupportedType)
 			writeOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "")
 			return
 		}
 		id, secret, desc := clientCredentials(r)
 		if desc != "" {
+			a.refused(TokenRequest, RefusedInvalidRequest)
 			writeOAuthError(w, http.StatusBadRequest, "invalid_request", desc)
 			return
 		}
@@ -155,17 +160,20 @@ func (a *Authority) TokenHandler() http.Handler {
 		c, err := a.Authenticate(ctx, KindAPI, id, secret)
 		if errors.Is(err, ErrInvalidClient) {
 			a.logger().InfoContext(ctx, "token request refused: client authentication failed", "client_id", truncate(id, 64))
+			a.refused(TokenRequest, RefusedInvalidClient)
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
 			return
 		}
 		if err != nil {
 			a.logger().ErrorContext(ctx, "token request failed", "err", err)
+			a.refused(TokenRequest, RefusedServerError)
 			writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
 			return
 		}
 		token, ttl, err := a.IssueAccessToken(ctx, c)
 		if err != nil {
 			a.logger().ErrorContext(ctx, "token request failed", "client_id", c.ID, "err", err)
+			a.refused(TokenRequest, RefusedServerError)
 			writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
 			return
 		}

@@ -70,6 +70,7 @@ func (a *Authority) IssueAccessToken(ctx context.Context, c *Client) (token stri
 	if err != nil {
 		return "", 0, fmt.Errorf("issue access token: %w", err)
 	}
+	a.issued(TokenAccess)
 	return token, ttl, nil
 }
 
@@ -77,9 +78,14 @@ func (a *Authority) IssueAccessToken(ctx context.Context, c *Client) (token stri
 // It returns a *TokenError if the token is not acceptable, including when its
 // client was deactivated (noticed within about 5 seconds), and another error
 // if the store failed.
-func (a *Authority) VerifyAccessToken(ctx context.Context, token string) (*Principal, error) {
+func (a *Authority) VerifyAccessToken(ctx context.Context, token string) (p *Principal, err error) {
+	defer func() {
+		if err != nil {
+			a.refused(TokenAccess, refusalReason(err))
+		}
+	}()
 	var c accessClaims
-	err := parseToken(token, &c, typAccess, audAccess, a.issuer(), a.now, func(kid string) (*ecdsa.PublicKey, error) {
+	err = parseToken(token, &c, typAccess, audAccess, a.issuer(), a.now, func(kid string) (*ecdsa.PublicKey, error) {
 		return a.verificationKey(ctx, kid)
 	})
 	if err != nil {
@@ -116,6 +122,7 @@ func (a *Authority) IssueConnectionToken(ctx context.Context, sessionID, owner, 
 	if err != nil {
 		return "", fmt.Errorf("issue connection token: %w", err)
 	}
+	a.issued(TokenConnection)
 	return token, nil
 }
 
@@ -128,6 +135,7 @@ func (a *Authority) VerifyConnectionToken(ctx context.Context, token string) (*C
 		return a.verificationKey(ctx, kid)
 	})
 	if err != nil {
+		a.refused(TokenConnection, refusalReason(err))
 		return nil, err
 	}
 	return c.result(), nil
