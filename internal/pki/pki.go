@@ -33,9 +33,11 @@ const (
 
 	// caValidity is how long a new CA is valid.
 	caValidity = 10 * 365 * 24 * time.Hour
-	// leafValidity is how long LoadOrIssue's certificates are valid.
-	leafValidity = 365 * 24 * time.Hour
-	// renewBefore is the remaining validity below which LoadOrIssue re-issues.
+	// LeafValidity is how long LoadOrIssue's certificates are valid.
+	LeafValidity = 365 * 24 * time.Hour
+	// renewBefore is the remaining validity below which LoadOrIssue
+	// re-issues a certificate even before its RenewTime (a third of the
+	// validity when that is shorter).
 	renewBefore = 30 * 24 * time.Hour
 	// backdate is subtracted from NotBefore to tolerate clock skew between hosts.
 	backdate = 5 * time.Minute
@@ -239,11 +241,19 @@ func (ca *CA) Issue(names []string, validity time.Duration) (certPEM, keyPEM []b
 }
 
 // LoadOrIssue returns the certificate in dir/<name>.pem and dir/<name>.key if
-// both exist, it was signed by ca, it covers every one of names and it stays
-// valid for at least another 30 days. Otherwise it issues a new one valid for a
-// year, writes it there (key mode 0600, dir created with mode 0700) and returns
-// it. The returned certificate has Leaf set.
+// both exist, it was signed by ca, it covers every one of names and it is not
+// yet due for renewal: before its RenewTime, and valid for at least another
+// 30 days. Otherwise it issues a new one valid for LeafValidity, writes it
+// there (key mode 0600, dir created with mode 0700) and returns it. The
+// returned certificate has Leaf set.
 func LoadOrIssue(dir, name string, ca *CA, names []string) (tls.Certificate, error) {
+	return LoadOrIssueFor(dir, name, ca, names, LeafValidity)
+}
+
+// LoadOrIssueFor is LoadOrIssue with the validity of a new certificate; a
+// certificate left with less than a third of validity is renewed even when
+// that is more than 30 days.
+func LoadOrIssueFor(dir, name string, ca *CA, names []string, validity time.Duration) (tls.Certificate, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`) {
 		return tls.Certificate{}, fmt.Errorf("load certificate: invalid name %q", name)
 	}
@@ -263,11 +273,11 @@ func LoadOrIssue(dir, name string, ca *CA, names []string) (tls.Certificate, err
 		}
 	}
 	if certErr == nil && keyErr == nil {
-		if c, err := tls.X509KeyPair(certPEM, keyPEM); err == nil && usable(c.Leaf, ca, names, time.Now()) {
+		if c, err := tls.X509KeyPair(certPEM, keyPEM); err == nil && usable(c.Leaf, ca, names, time.Now(), min(renewBefore, validity/3)) {
 			return c, nil
 		}
 	}
-	certPEM, keyPEM, err := ca.Issue(names, leafValidity)
+	certPEM, keyPEM, err := ca.Issue(names, validity)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("issue certificate %s: %w", name, err)
 	}
@@ -287,10 +297,24 @@ func LoadOrIssue(dir, name string, ca *CA, names []string) (tls.Certificate, err
 	return c, nil
 }
 
-// usable reports whether leaf chains to ca, covers names and is valid for at
-// least renewBefore after now.
-func usable(leaf *x509.Certificate, ca *CA, names []string, now time.Time) bool {
-	if leaf == nil || leaf.NotAfter.Sub(now) < renewBefore {
+// RenewTime returns when a certificate should be replaced: once two thirds
+// of its lifetime have passed, so that a renewal that fails has the last
+// third to succeed. The lifetime of a certificate that this package issued
+// starts when it was issued, not at its NotBefore, which is set back a few
+// minutes for clock skew.
+func RenewTime(leaf *x509.Certificate) time.Time {
+	start := leaf.NotBefore
+	if s := start.Add(backdate); s.Before(leaf.NotAfter) {
+		start = s
+	}
+	return start.Add(leaf.NotAfter.Sub(start) * 2 / 3)
+}
+
+// usable reports whether leaf chains to ca, covers names and is not yet due
+// for renewal at now: before its RenewTime and valid for at least another
+// left.
+func usable(leaf *x509.Certificate, ca *CA, names []string, now time.Time, left time.Duration) bool {
+	if leaf == nil || !now.Before(RenewTime(leaf)) || leaf.NotAfter.Sub(now) < left {
 		return false
 	}
 	roots := x509.NewCertPool()
