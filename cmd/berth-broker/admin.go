@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -208,7 +207,7 @@ func runAdmin(ctx context.Context, cmd adminCommand, args []string, stdout, stde
 	if err := m.loadConfig(); err != nil {
 		return err
 	}
-	m.Logger = newLogger("warn", "text", os.Stderr)
+	m.Logger = stderrLogger("warn", m.Stderr)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := m.openStore(ctx, true); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -21,6 +22,8 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/logging"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/postgres"
@@ -39,8 +42,24 @@ type Main struct {
 	Config     Config
 	ConfigPath string
 	Logger     *slog.Logger
-	// Stderr receives config warnings before the logger exists.
+	// Stderr receives config warnings before the logger exists, and the
+	// log when no log-directory is set.
 	Stderr io.Writer
+
+	// certValidity is the lifetime of the certificates the broker issues
+	// itself for its listeners (pki.LeafValidity); certCheck is how often
+	// they are checked for renewal (defaultCertCheck); statsMaxAge is how
+	// long the metrics reuse the broker's figures (5s). Tests shorten them.
+	certValidity time.Duration
+	certCheck    time.Duration
+	statsMaxAge  time.Duration
+
+	// logger is the logger Run opened (nil when Logger was given).
+	logger *logging.Logger
+	certs  *certManager
+	// metrics is nil unless metrics-port is set.
+	metrics   *metrics.Broker
+	metricsLn net.Listener
 
 	store store
 	// node is the broker's membership of a cluster on PostgreSQL; nil on SQLite.
@@ -152,7 +171,9 @@ func (m *Main) openStore(ctx context.Context, admin bool) error {
 // Run starts the broker and returns once it listens; Close stops it.
 func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Logger == nil {
-		m.Logger = newLogger(m.Config.LogLevel, m.Config.LogFormat, os.Stderr)
+		if err := m.openLogger(); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -174,11 +195,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("certificate authority: %w", err)
 	}
 	m.ca = ca
-	clientCert, err := m.certificate(c.ClientCertFile, c.ClientKeyFile)
+	m.certs = &certManager{
+		dir:      c.WorkingPath,
+		ca:       ca,
+		names:    func() []string { return append(pki.HostNames(), c.certificateNames()...) },
+		validity: cmp.Or(m.certValidity, pki.LeafValidity),
+		log:      m.Logger.With("component", "certificates"),
+	}
+	clientCert, err := m.certs.holder("client", c.ClientCertFile, c.ClientKeyFile)
 	if err != nil {
 		return err
 	}
-	agentCert, err := m.certificate(c.AgentCertFile, c.AgentKeyFile)
+	agentCert, err := m.certs.holder("agent", c.AgentCertFile, c.AgentKeyFile)
 	if err != nil {
 		return err
 	}
@@ -222,12 +250,24 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	svc.Leaser = leaser
 	m.svc = svc
-	m.hub = agenthub.New(svc, agentAuth{m.auth}, agenthub.Options{
+	hubOpts := agenthub.Options{
 		RequireAuth:      c.EnableAgentAuthorization,
 		HeartbeatTimeout: c.AgentHeartbeatTimeout,
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
 		Logger:           m.Logger,
-	})
+	}
+	if c.MetricsPort != MetricsOff {
+		m.metrics = metrics.New(metrics.Source{
+			Stats:             svc.Stats,
+			AgentLinks:        func() int { return m.hub.Count() },
+			Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
+			CertificateExpiry: m.certs.expiry,
+		}, metrics.Options{Version: version, StatsMaxAge: m.statsMaxAge, Logger: m.Logger})
+		svc.SetMetrics(m.metrics)
+		m.auth.Observer = m.metrics
+		hubOpts.Observer = m.metrics
+	}
+	m.hub = agenthub.New(svc, agentAuth{m.auth}, hubOpts)
 	hubDisp.hub = m.hub
 	m.wg.Add(1)
 	go func() {
@@ -241,8 +281,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			_ = m.node.Run(runCtx)
 		}()
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.certs.run(runCtx, cmp.Or(m.certCheck, defaultCertCheck))
+	}()
 
 	apiSrv := &httpapi.Server{Service: svc, Health: m.store, Logger: m.Logger}
+	var certIssued func()
+	if m.metrics != nil {
+		apiSrv.Observer = m.metrics
+		certIssued = m.metrics.AgentCertificateIssued
+	}
 	if c.EnableAuthorization {
 		apiSrv.Verifier = m.auth
 	}
@@ -258,22 +308,27 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
 	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
 	if c.EnableAgentAuthorization {
-		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, m.Logger))
+		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, c.AgentCertValidity, certIssued, m.Logger))
 	}
 	agentMux.Handle("POST /agent/validate-authentication-token",
 		dcvAuthHandler(m.auth, svc, newAddrLimiter(dcvAuthRate, dcvAuthBurst, dcvAuthMaxAddrs), m.Logger))
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
 
-	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, clientCert); err != nil {
+	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, serverTLS(clientCert)); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)
 	}
-	if m.agentLn, err = listenTLS(c.AgentBindHost, c.AgentPort, agentCert); err != nil {
+	if m.agentLn, err = listenTLS(c.AgentBindHost, c.AgentPort, serverTLS(agentCert)); err != nil {
 		return fmt.Errorf("agent-to-broker-connector: %w", err)
 	}
 	m.serve(m.clientLn, apiSrv.Handler())
 	m.serve(m.agentLn, agentMux)
 	if c.EnableGateway {
 		if err := m.startGateway(); err != nil {
+			return err
+		}
+	}
+	if m.metrics != nil {
+		if err := m.startMetrics(); err != nil {
 			return err
 		}
 	}
@@ -307,24 +362,59 @@ func (m *Main) serve(ln net.Listener, h http.Handler) {
 	}()
 }
 
-func listenTLS(host string, port int, cert tls.Certificate) (net.Listener, error) {
+func listenTLS(host string, port int, cfg *tls.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return nil, err
 	}
-	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
+	return tls.NewListener(ln, cfg), nil
 }
 
-// certificate loads the configured certificate or issues one from the broker CA.
-func (m *Main) certificate(certFile, keyFile string) (tls.Certificate, error) {
-	if certFile != "" {
-		c, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return c, fmt.Errorf("load certificate %s: %w", certFile, err)
-		}
-		return c, nil
+// startMetrics opens the metrics listener (metrics-port): Prometheus metrics
+// at /metrics over HTTPS, with the certificate the broker issues from its
+// CA, so that a scraper trusts it with ca.pem whatever certificates the
+// other listeners use.
+func (m *Main) startMetrics() error {
+	c := &m.Config
+	h, err := m.certs.holder("metrics", "", "")
+	if err != nil {
+		return err
 	}
-	return pki.LoadOrIssue(m.Config.WorkingPath, "broker", m.ca, append(pki.HostNames(), m.Config.certificateNames()...))
+	if m.metricsLn, err = listenTLS(c.MetricsBindHost, c.MetricsPort, serverTLS(h)); err != nil {
+		return fmt.Errorf("metrics-port: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.metrics.Handler())
+	m.serve(m.metricsLn, mux)
+	m.Logger.Info("metrics listener started", "metrics_addr", m.metricsLn.Addr().String())
+	return nil
+}
+
+// openLogger opens the process logger of the log-* keys: to Stderr, or to
+// broker.log in log-directory, rotated by size and age (and daily with
+// log-rotation = daily).
+func (m *Main) openLogger() error {
+	c := &m.Config
+	var every time.Duration
+	if c.LogRotation == "daily" {
+		every = 24 * time.Hour
+	}
+	l, err := logging.New(logging.Options{
+		Level:       c.LogLevel,
+		Format:      c.LogFormat,
+		Dir:         c.LogDirectory,
+		File:        "broker.log",
+		MaxSizeMB:   c.LogMaxSizeMB,
+		MaxAgeDays:  c.LogMaxAgeDays,
+		MaxBackups:  c.LogMaxBackups,
+		RotateEvery: every,
+		Stderr:      m.Stderr,
+	})
+	if err != nil {
+		return fmt.Errorf("log-directory: %w", err)
+	}
+	m.logger, m.Logger = l, l.Logger
+	return nil
 }
 
 // ensureSoftwareStatement writes the initial software statement into the working
@@ -362,6 +452,15 @@ func (m *Main) ClientAddr() string { return m.clientLn.Addr().String() }
 // AgentAddr is the agent listener's address.
 func (m *Main) AgentAddr() string { return m.agentLn.Addr().String() }
 
+// MetricsAddr is the metrics listener's address, "" when metrics-port is
+// not set.
+func (m *Main) MetricsAddr() string {
+	if m.metricsLn == nil {
+		return ""
+	}
+	return m.metricsLn.Addr().String()
+}
+
 // Service returns the broker core (for in-process tests and benchmarks).
 func (m *Main) Service() *broker.Service { return m.svc }
 
@@ -379,10 +478,17 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
-	if m.store != nil {
-		return m.store.Close()
+	if m.svc != nil {
+		m.svc.SetMetrics(nil)
 	}
-	return nil
+	var err error
+	if m.store != nil {
+		err = m.store.Close()
+	}
+	if m.logger != nil {
+		_ = m.logger.Close()
+	}
+	return err
 }
 
 // agentAuth adapts the token authority to the hub's authenticator.
@@ -396,20 +502,13 @@ func (x agentAuth) AuthenticateAgent(ctx context.Context, id, secret string) (st
 	return c.ID, nil
 }
 
-// newLogger builds the process logger: JSON unless stderr is a terminal (auto).
-func newLogger(level, format string, w *os.File) *slog.Logger {
-	var lv slog.Level
-	_ = lv.UnmarshalText([]byte(level))
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "text" || (format != "json" && isTerminal(w)) {
-		return slog.New(slog.NewTextHandler(w, opts))
+// stderrLogger returns a text logger to w at level, for the admin commands.
+func stderrLogger(level string, w io.Writer) *slog.Logger {
+	l, err := logging.New(logging.Options{Level: level, Format: "text", Stderr: w})
+	if err != nil {
+		return slog.New(slog.NewTextHandler(w, nil))
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return l.Logger
 }
 
 // hubDispatcher lets the broker core and the hub, which need each other, be

@@ -71,6 +71,13 @@ type Config struct {
 	GatewayTrustStoreFile string
 	GatewayTrustStorePass string
 
+	// MetricsPort is metrics-port: the HTTPS port of the Prometheus metrics
+	// listener; MetricsOff (the default, an empty value in the file) means no
+	// such listener, 0 any free port.
+	MetricsPort int
+	// MetricsBindHost is metrics-bind-host.
+	MetricsBindHost string
+
 	// WorkingPath is session-manager-working-path: the state directory
 	// (database, keys, certificates).
 	WorkingPath string
@@ -143,6 +150,9 @@ type Config struct {
 	// seconds-before-deleting-sessions-unreachable-server: how long the
 	// sessions of an unreachable server are kept before they are deleted.
 	UnreachableSessionsTimeout time.Duration
+	// AgentCertValidity is agent-certificate-validity-hours: the lifetime
+	// of the gateway certificates the broker issues to agents.
+	AgentCertValidity time.Duration
 
 	// EnableAPIYAML is enable-api-yaml: serve /dcv-session-manager-api.yaml.
 	EnableAPIYAML bool
@@ -151,7 +161,25 @@ type Config struct {
 	// LogFormat is log-format: "auto" (text on a terminal, else JSON),
 	// "json" or "text".
 	LogFormat string
+	// LogDirectory is log-directory: where broker.log is written; empty
+	// means standard error (the journal under systemd).
+	LogDirectory string
+	// LogMaxSizeMB is log-max-size-mb: broker.log is rotated when it grows
+	// past this many megabytes.
+	LogMaxSizeMB int
+	// LogMaxAgeDays is log-max-age-days: rotated files older than this are
+	// removed.
+	LogMaxAgeDays int
+	// LogMaxBackups is log-max-backups: at most this many rotated files are
+	// kept.
+	LogMaxBackups int
+	// LogRotation is log-rotation: "daily" (also start a new file every day,
+	// at midnight UTC) or "size" (only by size).
+	LogRotation string
 }
+
+// MetricsOff is Config.MetricsPort when no metrics listener is configured.
+const MetricsOff = -1
 
 // DefaultConfig returns the configuration the broker runs with when its
 // file sets nothing. BrokerID is the host name.
@@ -168,6 +196,8 @@ func DefaultConfig() Config {
 		EnableGateway:              false,
 		GatewayPort:                8447,
 		GatewayBindHost:            "0.0.0.0",
+		MetricsPort:                MetricsOff,
+		MetricsBindHost:            "127.0.0.1",
 		WorkingPath:                "/var/lib/berth",
 		PersistenceDB:              "sqlite",
 		BrokerID:                   host,
@@ -188,9 +218,14 @@ func DefaultConfig() Config {
 		AgentHeartbeatTimeout:      30 * time.Second,
 		UnreachableServerTimeout:   900 * time.Second,
 		UnreachableSessionsTimeout: 900 * time.Second,
+		AgentCertValidity:          2160 * time.Hour,
 		EnableAPIYAML:              true,
 		LogLevel:                   "info",
 		LogFormat:                  "auto",
+		LogMaxSizeMB:               100,
+		LogMaxAgeDays:              14,
+		LogMaxBackups:              10,
+		LogRotation:                "daily",
 	}
 }
 
@@ -394,6 +429,9 @@ func (c *Config) Validate() error {
 	if c.EnableGateway {
 		ports = append(ports, port{"gateway-to-broker-connector-https-port", c.GatewayPort})
 	}
+	if c.MetricsPort != MetricsOff {
+		ports = append(ports, port{"metrics-port", c.MetricsPort})
+	}
 	for i, p := range ports {
 		for _, q := range ports[:i] {
 			if p.port != 0 && p.port == q.port {
@@ -444,6 +482,31 @@ const portRule = "a port number (1-65535, or 0 for any free port)"
 
 func portKey(name string, field func(*Config) *int) configKey {
 	return intKey(name, portRule, func(n int) bool { return n >= 0 && n <= 65535 }, field)
+}
+
+// optionalPortKey is a port key whose empty value (stored as MetricsOff)
+// turns its listener off.
+func optionalPortKey(name string, field func(*Config) *int) configKey {
+	const rule = "a port number (1-65535, 0 for any free port, or empty for none)"
+	k := intKey(name, rule, func(n int) bool { return n == MetricsOff || n >= 0 && n <= 65535 }, field)
+	parse := k.parse
+	k.parse = func(c *Config, v string) string {
+		if v == "" {
+			*field(c) = MetricsOff
+			return ""
+		}
+		if v == strconv.Itoa(MetricsOff) {
+			return fmt.Sprintf("%q is not %s", v, rule)
+		}
+		return parse(c, v)
+	}
+	k.show = func(c *Config) string {
+		if *field(c) == MetricsOff {
+			return ""
+		}
+		return strconv.Itoa(*field(c))
+	}
+	return k
 }
 
 // atLeastKey is a key whose value is a whole number of at least least.
@@ -612,6 +675,8 @@ func configKeys() []configKey {
 		boolKey("enable-tls-client-auth-gateway", func(c *Config) *bool { return &c.GatewayTLSClientAuth }),
 		stringKey("gateway-to-broker-connector-trust-store-file", "", nil, func(c *Config) *string { return &c.GatewayTrustStoreFile }),
 		stringKey("gateway-to-broker-connector-trust-store-pass", "", nil, func(c *Config) *string { return &c.GatewayTrustStorePass }),
+		optionalPortKey("metrics-port", func(c *Config) *int { return &c.MetricsPort }),
+		stringKey("metrics-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.MetricsBindHost }),
 
 		stringKey("session-manager-working-path", "a directory path", func(s string) bool { return s != "" }, func(c *Config) *string { return &c.WorkingPath }),
 		persistenceDB,
@@ -644,10 +709,16 @@ func configKeys() []configKey {
 		durationKey("agent-heartbeat-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.AgentHeartbeatTimeout }),
 		durationKey("seconds-before-deleting-unreachable-dcv-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableServerTimeout }),
 		durationKey("seconds-before-deleting-sessions-unreachable-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableSessionsTimeout }),
+		durationKey("agent-certificate-validity-hours", time.Hour, "hours", 1, func(c *Config) *time.Duration { return &c.AgentCertValidity }),
 
 		boolKey("enable-api-yaml", func(c *Config) *bool { return &c.EnableAPIYAML }),
 		enumKey("log-level", func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
 		enumKey("log-format", func(c *Config) *string { return &c.LogFormat }, "auto", "json", "text"),
+		stringKey("log-directory", "", nil, func(c *Config) *string { return &c.LogDirectory }),
+		atLeastKey("log-max-size-mb", 1, func(c *Config) *int { return &c.LogMaxSizeMB }),
+		atLeastKey("log-max-age-days", 1, func(c *Config) *int { return &c.LogMaxAgeDays }),
+		atLeastKey("log-max-backups", 1, func(c *Config) *int { return &c.LogMaxBackups }),
+		enumKey("log-rotation", func(c *Config) *string { return &c.LogRotation }, "daily", "size"),
 	}
 }
 
@@ -675,7 +746,7 @@ func ignoredConfigKey(name string) (string, bool) {
 	case name == "jdbc-connection-url" || name == "jdbc-user" || name == "jdbc-password":
 		return "berth does not use JDBC; it uses persistence-db and persistence-dsn", true
 	case name == "enable-cloud-watch-metrics" || name == "cloud-watch-region" || name == "metrics-fleet-name-dimension":
-		return "berth does not publish CloudWatch metrics", true
+		return "berth does not publish CloudWatch metrics; set metrics-port for Prometheus metrics", true
 	case strings.HasSuffix(name, "-key-store-file") || strings.HasSuffix(name, "-key-store-pass"):
 		prefix := strings.TrimSuffix(strings.TrimSuffix(name, "-key-store-file"), "-key-store-pass")
 		switch prefix {

@@ -35,16 +35,28 @@ type testBroker struct {
 // MustRunMain starts a broker on 127.0.0.1:0 in dir with test-friendly timings.
 func MustRunMain(tb testing.TB, dir string, edit func(*Config)) *testBroker {
 	tb.Helper()
+	return MustRunMainWith(tb, dir, func(m *Main) {
+		if edit != nil {
+			edit(&m.Config)
+		}
+	})
+}
+
+// MustRunMainWith is MustRunMain with edit given the whole Main (its
+// unexported tunables too). With edit leaving Logger nil, the broker opens
+// its own logger from the configuration.
+func MustRunMainWith(tb testing.TB, dir string, edit func(*Main)) *testBroker {
+	tb.Helper()
 	m := NewMain()
 	m.Config.WorkingPath = dir
 	m.Config.ClientBindHost, m.Config.AgentBindHost = "127.0.0.1", "127.0.0.1"
 	m.Config.ClientPort, m.Config.AgentPort = 0, 0
 	m.Config.AgentHeartbeatTimeout = 3 * time.Second
 	m.Config.QueueMaxTime = 3 * time.Second
-	if edit != nil {
-		edit(&m.Config)
-	}
 	m.Logger = slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if edit != nil {
+		edit(m)
+	}
 	if err := m.Run(context.Background()); err != nil {
 		tb.Fatalf("run broker: %v", err)
 	}

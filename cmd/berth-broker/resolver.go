@@ -27,11 +27,11 @@ const (
 // set.
 func (m *Main) startGateway() error {
 	c := &m.Config
-	cert, err := m.certificate(c.GatewayCertFile, c.GatewayKeyFile)
+	cert, err := m.certs.holder("gateway", c.GatewayCertFile, c.GatewayKeyFile)
 	if err != nil {
 		return err
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfg := serverTLS(cert)
 	if c.GatewayTLSClientAuth {
 		pool, err := pki.LoadPool(c.GatewayTrustStoreFile)
 		if err != nil {

@@ -298,7 +298,7 @@ func TestGatewayResolver_TrustStoreNotPEM(t *testing.T) {
 	m.Config.ClientBindHost, m.Config.AgentBindHost, m.Config.GatewayBindHost = "127.0.0.1", "127.0.0.1", "127.0.0.1"
 	m.Config.ClientPort, m.Config.AgentPort, m.Config.GatewayPort = 0, 0, 0
 	m.Config.EnableGateway, m.Config.GatewayTLSClientAuth, m.Config.GatewayTrustStoreFile = true, true, trust
-	m.Logger = newLogger("error", "text", os.Stderr)
+	m.Logger = stderrLogger("error", os.Stderr)
 	err := m.Run(context.Background())
 	if err == nil {
 		m.Close()
