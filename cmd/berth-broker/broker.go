@@ -478,9 +478,6 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
-	if m.svc != nil {
-		m.svc.SetMetrics(nil)
-	}
 	var err error
 	if m.store != nil {
 		err = m.store.Close()

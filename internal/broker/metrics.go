@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/placement"
@@ -80,27 +79,21 @@ func (noMetrics) PlacementFailed(string)  {}
 func (noMetrics) CreateFailed(string)     {}
 func (noMetrics) QueueWait(time.Duration) {}
 
-// observers maps a *Service to its Metrics. It stands in for a field of
-// Service (which service.go would hold) and has one entry per Service that
-// SetMetrics was called for; SetMetrics(nil) removes it.
-var observers sync.Map
-
-// SetMetrics makes the Service report its events to m; nil stops reporting
-// (call it when the Service is done with, to forget it). Call it before Run.
+// SetMetrics makes the Service report its events to m; nil stops reporting.
+// Call it before Run.
 func (s *Service) SetMetrics(m Metrics) {
 	if m == nil {
-		observers.Delete(s)
-		return
+		m = noMetrics{}
 	}
-	observers.Store(s, m)
+	s.obs = m
 }
 
 // metrics returns the Service's Metrics, a no-op one if none was set.
 func (s *Service) metrics() Metrics {
-	if m, ok := observers.Load(s); ok {
-		return m.(Metrics)
+	if s.obs == nil {
+		return noMetrics{}
 	}
-	return noMetrics{}
+	return s.obs
 }
 
 // placeFailure is why place could not place a session: the message for the

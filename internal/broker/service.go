@@ -131,6 +131,8 @@ type Service struct {
 
 	lastRedrive time.Time // maintenance: when Redrive last ran (leader only)
 
+	obs Metrics // set by SetMetrics; nil reports nothing
+
 	wg sync.WaitGroup
 }
 
