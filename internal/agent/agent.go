@@ -72,6 +72,8 @@ type Agent struct {
 	Version string
 	// Logger receives the agent's logs; nil discards them. Secrets are never logged.
 	Logger *slog.Logger
+	// Metrics receives the agent's measurements; nil records nothing.
+	Metrics Metrics
 }
 
 // endpoint is one broker, as the agent reaches it.
@@ -119,6 +121,8 @@ type runner struct {
 	changed chan struct{}   // a driver change is pending (capacity 1)
 	cmdSem  chan struct{}
 	cmds    sync.WaitGroup
+	metrics Metrics
+	ready   readyClock
 
 	// Owned by the connect loop.
 	creds        *credentials
@@ -163,6 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		changed: make(chan struct{}, 1),
 		cmdSem:  make(chan struct{}, MaxConcurrentCommands),
 		creds:   creds,
+		metrics: a.metrics(),
 	}
 	if n, ok := a.Driver.(Notifier); ok {
 		n.Notify(r.notify)

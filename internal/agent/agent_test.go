@@ -16,12 +16,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/coder/websocket"
 )
 
@@ -35,11 +37,18 @@ type fakeBroker struct {
 	auth      bool
 	// welcome answers a hello; nil sends a Welcome with a 10 s interval.
 	welcome func(*agentproto.Hello) agentproto.Body
+	// ca signs gateway certificates (POST /agent/certificate) valid for
+	// certValidity; nil serves none.
+	ca           *pki.CA
+	certValidity time.Duration
+	// certFailures fails that many certificate requests (503) first.
+	certFailures atomic.Int32
 
 	mu            sync.Mutex
 	clients       map[string]string
 	registrations int
 	dials         int
+	certificates  int // certificates issued
 	conns         chan *brokerConn
 }
 
@@ -56,6 +65,7 @@ func mustStartBroker(t *testing.T, fb *fakeBroker) *fakeBroker {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /agent/register", fb.register)
 	mux.HandleFunc("GET /agent/connect", func(w http.ResponseWriter, r *http.Request) { fb.connect(t, w, r) })
+	mux.HandleFunc("POST /agent/certificate", fb.certificate)
 	fb.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(fb.srv.Close)
 	fb.url = "wss://" + fb.srv.Listener.Addr().String()
@@ -87,6 +97,40 @@ func (fb *fakeBroker) register(w http.ResponseWriter, r *http.Request) {
 	fb.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(map[string]any{"client_id": id, "client_secret": secret, "client_id_issued_at": 1})
+}
+
+// certificate signs a web gateway certificate request as the broker does,
+// for registered agents.
+func (fb *fakeBroker) certificate(w http.ResponseWriter, r *http.Request) {
+	if fb.ca == nil {
+		http.NotFound(w, r)
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	fb.mu.Lock()
+	good := ok && fb.clients[id] == secret && secret != ""
+	fb.mu.Unlock()
+	if !good {
+		http.Error(w, "invalid agent client credentials", http.StatusUnauthorized)
+		return
+	}
+	if fb.certFailures.Add(-1) >= 0 {
+		http.Error(w, "store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	csr, err := io.ReadAll(io.LimitReader(r.Body, 16<<10))
+	if err != nil {
+		return
+	}
+	cert, err := fb.ca.SignCSR(csr, fb.certValidity)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fb.mu.Lock()
+	fb.certificates++
+	fb.mu.Unlock()
+	w.Write(append(cert, fb.ca.CertPEM...))
 }
 
 func (fb *fakeBroker) connect(t *testing.T, w http.ResponseWriter, r *http.Request) {

@@ -12,12 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/pki"
 )
 
 // Gateway certificate files kept in the agent's state directory.
@@ -26,14 +30,23 @@ const (
 	gatewayKeyFile  = "gateway.key"
 )
 
-// GatewayCertificate returns a server certificate for the agent's web gateway,
-// issued by the broker's CA for names (host names and IP addresses): it reuses
-// the one in StateDir while it covers names and has more than a third of its
-// life left, and otherwise registers if needed and asks the broker to sign a
-// new key (POST /agent/certificate with the agent's client credentials).
+// GatewayCertificate returns a server certificate for the agent's web
+// gateway, issued by the broker's CA for names (host names and IP addresses): it reuses
+// the one in StateDir while it covers names and is not due for renewal
+// (pki.RenewTime: a third of its life left), and otherwise registers if
+// needed and asks the broker to sign a new key (POST /agent/certificate with
+// the agent's client credentials). The returned certificate has Leaf set.
 func (a *Agent) GatewayCertificate(ctx context.Context, names []string) (tls.Certificate, error) {
-	if c, err := loadGatewayCert(a.StateDir, names, time.Now()); err == nil {
-		return c, nil
+	return a.gatewayCertificate(ctx, names, false)
+}
+
+// gatewayCertificate is GatewayCertificate; force skips the stored
+// certificate.
+func (a *Agent) gatewayCertificate(ctx context.Context, names []string, force bool) (tls.Certificate, error) {
+	if !force {
+		if c, err := loadGatewayCert(a.StateDir, names, time.Now()); err == nil {
+			return c, nil
+		}
 	}
 	eps, err := a.check()
 	if err != nil {
@@ -64,10 +77,15 @@ func (a *Agent) GatewayCertificate(ctx context.Context, names []string) (tls.Cer
 			lastErr = err
 			continue
 		}
+		c, err := tls.X509KeyPair(cert.certPEM, cert.keyPEM)
+		if err != nil {
+			lastErr = fmt.Errorf("broker sent an unusable certificate: %w", err)
+			continue
+		}
 		if err := cert.save(a.StateDir); err != nil {
 			return tls.Certificate{}, err
 		}
-		return tls.X509KeyPair(cert.certPEM, cert.keyPEM)
+		return c, nil
 	}
 	return tls.Certificate{}, fmt.Errorf("gateway certificate: %w", lastErr)
 }
@@ -123,7 +141,7 @@ func requestGatewayCert(ctx context.Context, hc *http.Client, url string, creds 
 }
 
 // loadGatewayCert returns the stored gateway certificate if it covers names and
-// has more than a third of its lifetime left.
+// is not due for renewal.
 func loadGatewayCert(dir string, names []string, now time.Time) (tls.Certificate, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, gatewayCertFile))
 	if err != nil {
@@ -137,19 +155,68 @@ func loadGatewayCert(dir string, names []string, now time.Time) (tls.Certificate
 	if err != nil {
 		return c, err
 	}
-	leaf, err := x509.ParseCertificate(c.Certificate[0])
-	if err != nil {
-		return c, err
-	}
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	if leaf.NotAfter.Sub(now) < life/3 {
+	if !now.Before(pki.RenewTime(c.Leaf)) {
 		return c, errors.New("gateway certificate: due for renewal")
 	}
 	for _, n := range names {
-		if err := leaf.VerifyHostname(n); err != nil {
+		if err := c.Leaf.VerifyHostname(n); err != nil {
 			return c, err
 		}
 	}
-	c.Leaf = leaf
 	return c, nil
+}
+
+// Bounds of the retry delay after a failed renewal (jittered, doubling).
+const (
+	renewRetryMin = 2 * time.Second
+	renewRetryMax = 5 * time.Minute
+)
+
+// RenewGatewayCertificate keeps the broker-issued certificate in h current
+// until ctx ends. When it is due for renewal (pki.RenewTime: a third of its
+// lifetime left) it asks the broker for a new one for names, as
+// GatewayCertificate does (registering if needed), and puts it in h. A failed
+// request is logged and retried after a jittered delay that doubles from 2 s
+// up to 5 min, while h keeps serving the current certificate. Nothing else is
+// touched: servers that take their certificate from h.GetCertificate serve
+// the new one from their next handshake, connections already made stay up,
+// and the broker link is not involved. Each attempt goes to
+// Metrics.CertificateRenewal. It returns nil when ctx ends.
+func (a *Agent) RenewGatewayCertificate(ctx context.Context, names []string, h *pki.Holder) error {
+	log := a.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "agent")
+	m := a.metrics()
+	retry := renewRetryMin
+	for {
+		if !sleep(ctx, max(time.Until(pki.RenewTime(h.Leaf())), 0)) {
+			return nil
+		}
+		old := h.Leaf()
+		c, err := a.gatewayCertificate(ctx, names, true)
+		if err == nil && !pki.RenewTime(c.Leaf).After(time.Now()) {
+			// Taking it would ask again at once, and again.
+			err = fmt.Errorf("the broker issued a certificate already due for renewal (valid until %s)", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.CertificateRenewal(err)
+		if err != nil {
+			d := retry/2 + mrand.N(retry/2)
+			retry = min(retry*2, renewRetryMax)
+			log.Warn("cannot renew the web gateway certificate; keeping the current one",
+				"err", err, "not_after", old.NotAfter.UTC().Format(time.RFC3339), "retry_in", d.Round(time.Millisecond))
+			if !sleep(ctx, d) {
+				return nil
+			}
+			continue // still due: ask again at once
+		}
+		h.Set(c)
+		retry = renewRetryMin
+		log.Info("web gateway certificate renewed", "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339),
+			"renew_at", pki.RenewTime(c.Leaf).UTC().Format(time.RFC3339))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
@@ -18,9 +19,11 @@ import (
 // created keeps starting) and is cancelled only by its deadline or by Run's end;
 // its result goes back on the link it came from, if that still stands.
 func (r *runner) startCommand(l *link, id string, c *agentproto.Command) {
+	arrived := time.Now()
 	select {
 	case r.cmdSem <- struct{}{}:
 	default:
+		r.metrics.CommandDone(c.Kind, 0, ReasonBusy)
 		l.sendResult(id, &agentproto.Result{Error: "agent busy"})
 		return
 	}
@@ -28,13 +31,17 @@ func (r *runner) startCommand(l *link, id string, c *agentproto.Command) {
 	go func() {
 		defer r.cmds.Done()
 		defer func() { <-r.cmdSem }()
-		start := time.Now()
-		res := r.execute(r.ctx, c)
-		log := l.log.With("kind", c.Kind, "session_id", c.SessionID, "duration", time.Since(start))
+		res, reason := r.execute(r.ctx, c)
+		took := time.Since(arrived)
+		r.metrics.CommandDone(c.Kind, took, reason)
+		log := l.log.With("kind", c.Kind, "session_id", c.SessionID, "duration", took)
 		if res.OK {
 			log.Debug("command done")
 		} else {
 			log.Info("command failed", "reason", res.Error)
+		}
+		if c.Kind == agentproto.KindCreate && res.OK {
+			r.ready.created(c.SessionID, arrived)
 		}
 		l.sendResult(id, res)
 		if c.Kind == agentproto.KindCreate || c.Kind == agentproto.KindDelete {
@@ -43,8 +50,9 @@ func (r *runner) startCommand(l *link, id string, c *agentproto.Command) {
 	}()
 }
 
-// execute runs one command on the driver within its deadline.
-func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agentproto.Result) {
+// execute runs one command on the driver within its deadline. reason is ""
+// for a success, else the Reason* of the failure.
+func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agentproto.Result, reason string) {
 	timeout := c.Timeout()
 	if timeout <= 0 {
 		timeout = DefaultCommandTimeout
@@ -54,7 +62,7 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 	defer func() {
 		if p := recover(); p != nil {
 			r.log.Error("driver panicked", "kind", c.Kind, "session_id", c.SessionID, "panic", p, "stack", string(debug.Stack()))
-			res = &agentproto.Result{Error: "internal agent error"}
+			res, reason = &agentproto.Result{Error: "internal agent error"}, ReasonPanic
 		}
 	}()
 	d := r.a.Driver
@@ -80,13 +88,13 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 	case agentproto.KindPermissions:
 		ps, ok := d.(PermissionSetter)
 		if !ok {
-			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot change permissions", d.Name())}
+			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot change permissions", d.Name())}, ReasonUnsupported
 		}
 		err = ps.SetPermissions(ctx, c.SessionID, c.Permissions.File)
 	case agentproto.KindScreenshot:
 		ss, ok := d.(Screenshotter)
 		if !ok {
-			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot take screenshots", d.Name())}
+			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot take screenshots", d.Name())}, ReasonUnsupported
 		}
 		var w, h int
 		format := agentproto.FormatPNG
@@ -99,18 +107,19 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 		var images []agentproto.Image
 		images, err = ss.Screenshot(ctx, c.SessionID, w, h, format)
 		if err == nil {
-			return &agentproto.Result{OK: true, Images: images}
+			return &agentproto.Result{OK: true, Images: images}, ""
 		}
 	default: // Decode lets only known kinds through
-		return &agentproto.Result{Error: fmt.Sprintf("unknown command kind %q", c.Kind)}
+		return &agentproto.Result{Error: fmt.Sprintf("unknown command kind %q", c.Kind)}, ReasonInvalidRequest
 	}
 	if err != nil {
+		reason = failureReason(ctx, err)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !strings.Contains(err.Error(), "deadline") {
 			err = fmt.Errorf("timed out after %s: %w", timeout, err)
 		}
-		return &agentproto.Result{Error: err.Error()}
+		return &agentproto.Result{Error: err.Error()}, reason
 	}
-	return &agentproto.Result{OK: true}
+	return &agentproto.Result{OK: true}, ""
 }
 
 // hostReport builds the host report: the Report func's, completed with the
@@ -149,10 +158,17 @@ func (r *runner) applyHealth(ctx context.Context, h *agentproto.HostReport) {
 // sessions lists the driver's sessions in ID order, never nil, leaving out any
 // with an ID the protocol cannot carry.
 func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
+	listed := time.Now()
 	list, err := r.a.Driver.Sessions(ctx)
 	if err != nil {
 		return nil, err
 	}
+	r.ready.listed(list, listed, r.metrics)
+	counts := map[string]int{agentproto.StateCreating: 0, agentproto.StateReady: 0, agentproto.StateDeleted: 0}
+	for _, s := range list {
+		counts[s.State]++
+	}
+	r.metrics.SessionStates(counts)
 	out := make([]agentproto.Session, 0, len(list))
 	for _, s := range list {
 		if !agentproto.ValidID(s.ID) {
@@ -163,4 +179,59 @@ func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
 	}
 	slices.SortFunc(out, func(a, b agentproto.Session) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
+}
+
+// readyClock measures the time from a create command's arrival to the first
+// listing of its session as READY, for Metrics.SessionReady.
+type readyClock struct {
+	mu      sync.Mutex
+	pending map[string]pendingCreate // by session ID
+}
+
+// pendingCreate is a session created but not yet listed READY.
+type pendingCreate struct {
+	arrived time.Time // the create command's arrival
+	created time.Time // when Create returned
+}
+
+// maxPendingAge drops sessions never listed READY (no link for an hour, or a
+// driver that never reports READY).
+const maxPendingAge = time.Hour
+
+// created records a session whose Create succeeded.
+func (c *readyClock) created(id string, arrived time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		c.pending = make(map[string]pendingCreate)
+	}
+	c.pending[id] = pendingCreate{arrived: arrived, created: time.Now()}
+}
+
+// listed records a listing of the driver's sessions taken at listedAt: each
+// pending session listed READY is measured; one missing from a listing taken
+// after its Create returned has gone.
+func (c *readyClock) listed(list []agentproto.Session, listedAt time.Time, m Metrics) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		return
+	}
+	seen := make(map[string]bool, len(c.pending))
+	for _, s := range list {
+		p, ok := c.pending[s.ID]
+		if !ok {
+			continue
+		}
+		seen[s.ID] = true
+		if s.State == agentproto.StateReady {
+			m.SessionReady(time.Since(p.arrived))
+			delete(c.pending, s.ID)
+		}
+	}
+	for id, p := range c.pending {
+		if !seen[id] && p.created.Before(listedAt) || time.Since(p.created) > maxPendingAge {
+			delete(c.pending, id)
+		}
+	}
 }

@@ -54,6 +54,8 @@ func (l *link) serve(ctx context.Context) (up bool, err error) {
 		return false, err
 	}
 	l.log.Info("connected to broker", "interval", l.interval)
+	l.r.metrics.BrokerLink(true)
+	defer l.r.metrics.BrokerLink(false)
 
 	readerDone := make(chan struct{})
 	go func() {

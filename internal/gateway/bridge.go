@@ -94,6 +94,13 @@ func (s *Server) report(id string) {
 	}
 }
 
+// isClosed reports whether Close has been called.
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // Connections returns the number of live bridged connections of a session.
 func (s *Server) Connections(id string) int {
 	s.mu.Lock()
@@ -102,27 +109,38 @@ func (s *Server) Connections(id string) int {
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	m := s.cfg.Metrics
 	g, herr := s.authorize(r.Context(), r)
 	if herr != nil {
+		m.ConnectionRefused(herr.metricReason())
 		herr.write(w)
 		return
 	}
 	b, ok := s.reserve(g)
 	if !ok {
+		reason := RefusedFull
+		if s.isClosed() {
+			reason = RefusedUnavailable
+		}
+		m.ConnectionRefused(reason)
 		(&httpError{http.StatusServiceUnavailable, "the session has its maximum number of clients"}).write(w)
 		return
 	}
 	defer s.release(b)
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}})
 	if err != nil {
-		return // Accept has answered
+		m.ConnectionRefused(RefusedBadRequest) // not a WebSocket handshake; Accept has answered
+		return
 	}
 	vnc, err := dialSession(r.Context(), g.session)
 	if err != nil {
+		m.ConnectionRefused(RefusedUnreachable)
 		s.log.Warn("cannot reach the session's VNC server", "session_id", b.session, "err", err)
 		c.Close(websocket.StatusTryAgainLater, "the session is not reachable")
 		return
 	}
+	m.ConnectionOpened()
+	defer m.ConnectionClosed()
 	log := s.log.With("session_id", b.session, "user", b.user, "remote", r.RemoteAddr)
 	log.Info("client connected", "view_only", g.rights.viewOnly())
 	why := s.pump(c, vnc, b)

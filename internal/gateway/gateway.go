@@ -95,9 +95,14 @@ type Sessions interface {
 type Config struct {
 	// Addr is the address Run listens on ("host:port").
 	Addr string
-	// Certificate is the gateway's TLS certificate. Required by Run and
-	// Serve.
+	// Certificate is the gateway's TLS certificate. Run and Serve require it
+	// or GetCertificate.
 	Certificate tls.Certificate
+	// GetCertificate, when set, gives the certificate of each TLS handshake
+	// instead of Certificate (tls.Config.GetCertificate), so that the
+	// certificate can be renewed while the gateway runs: new connections get
+	// the new one, and connections already made are not touched.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// NoVNCPath is the noVNC directory (Debian's novnc package); empty means
 	// DefaultNoVNCPath.
 	NoVNCPath string
@@ -121,7 +126,53 @@ type Config struct {
 	// Logger receives operational messages, never tokens; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Metrics receives the gateway's measurements; nil records nothing.
+	Metrics Metrics
 }
+
+// Metrics receives the gateway's measurements; internal/agentmetrics exports
+// them to Prometheus. The methods are called from many goroutines and must
+// not block.
+type Metrics interface {
+	// ConnectionOpened records a client whose WebSocket is bridged to its
+	// session's VNC server; ConnectionClosed records its end.
+	ConnectionOpened()
+	ConnectionClosed()
+	// ConnectionRefused records a WebSocket connection the gateway refused,
+	// for reason: one of the Refused* constants.
+	ConnectionRefused(reason string)
+}
+
+// Reasons a connection was refused, as Metrics.ConnectionRefused receives
+// them.
+const (
+	// RefusedBadRequest: the request lacks a session ID.
+	RefusedBadRequest = "bad_request"
+	// RefusedUnauthorized: no token, or a token that is invalid or expired.
+	RefusedUnauthorized = "unauthorized"
+	// RefusedForbidden: the token is for another session, or the session's
+	// permissions do not let its user connect.
+	RefusedForbidden = "forbidden"
+	// RefusedNotFound: no such session, or it is not READY.
+	RefusedNotFound = "not_found"
+	// RefusedFull: the session has its MaxConcurrentClients.
+	RefusedFull = "full"
+	// RefusedUnavailable: the token cannot be verified now (the broker's
+	// keys cannot be fetched), or the gateway is not configured or closing.
+	RefusedUnavailable = "unavailable"
+	// RefusedUnreachable: the session's VNC server did not answer.
+	RefusedUnreachable = "unreachable"
+)
+
+// RefusedReasons lists every Refused* value.
+var RefusedReasons = []string{RefusedBadRequest, RefusedUnauthorized, RefusedForbidden, RefusedNotFound, RefusedFull, RefusedUnavailable, RefusedUnreachable}
+
+// noMetrics records nothing.
+type noMetrics struct{}
+
+func (noMetrics) ConnectionOpened()        {}
+func (noMetrics) ConnectionClosed()        {}
+func (noMetrics) ConnectionRefused(string) {}
 
 // Server is the web gateway. Create it with New, serve with Run or Serve (or
 // mount Handler), and Close it.
@@ -166,6 +217,9 @@ func New(cfg Config) *Server {
 	if cfg.Groups == nil {
 		cfg.Groups = osGroups
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.Default()
@@ -208,15 +262,19 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves HTTPS on ln until ctx ends or Close is called; it closes ln.
 // It returns nil after a shutdown.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if len(s.cfg.Certificate.Certificate) == 0 {
+	if len(s.cfg.Certificate.Certificate) == 0 && s.cfg.GetCertificate == nil {
 		ln.Close()
 		return errors.New("gateway: a TLS certificate is required")
 	}
 	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{s.cfg.Certificate},
-		MinVersion:   tls.VersionTLS12,
+		MinVersion: tls.VersionTLS12,
 		// WebSockets need HTTP/1.1 (an HTTP/2 connection cannot be hijacked).
 		NextProtos: []string{"http/1.1"},
+	}
+	if s.cfg.GetCertificate != nil {
+		tlsCfg.GetCertificate = s.cfg.GetCertificate
+	} else {
+		tlsCfg.Certificates = []tls.Certificate{s.cfg.Certificate}
 	}
 	srv := &http.Server{
 		Handler:           s.handler,

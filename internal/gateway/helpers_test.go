@@ -304,13 +304,23 @@ const (
 
 func newEnv(t *testing.T, perms string, maxClients int) *env {
 	t.Helper()
+	return newEnvConfig(t, perms, maxClients, nil)
+}
+
+// newEnvConfig is newEnv with mod applied to the gateway's configuration.
+func newEnvConfig(t *testing.T, perms string, maxClients int, mod func(*gateway.Config)) *env {
+	t.Helper()
 	e := &env{t: t, broker: newBroker(t), sessions: newSessions(), rfb: newRFBServer(t)}
 	e.sessions.set(gateway.Session{ID: sessID, Owner: owner, Socket: e.rfb.path, UID: os.Getuid(), PID: os.Getpid(), MaxClients: maxClients, Permissions: mustPerms(t, perms)})
-	e.gw = gateway.New(gateway.Config{
+	cfg := gateway.Config{
 		Verifier: e.broker.verifier,
 		Sessions: e.sessions,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.gw = gateway.New(cfg)
 	e.srv = httptest.NewUnstartedServer(e.gw.Handler())
 	e.srv.StartTLS()
 	t.Cleanup(func() {

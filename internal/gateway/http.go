@@ -145,6 +145,21 @@ type httpError struct {
 	reason string
 }
 
+// metricReason is the Refused* reason of a refusal, from its status.
+func (e *httpError) metricReason() string {
+	switch e.status {
+	case http.StatusBadRequest:
+		return RefusedBadRequest
+	case http.StatusUnauthorized:
+		return RefusedUnauthorized
+	case http.StatusForbidden:
+		return RefusedForbidden
+	case http.StatusNotFound:
+		return RefusedNotFound
+	}
+	return RefusedUnavailable
+}
+
 func (e *httpError) write(w http.ResponseWriter) {
 	w.Header().Set("Cache-Control", "no-store")
 	http.Error(w, e.reason, e.status)
