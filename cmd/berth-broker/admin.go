@@ -120,7 +120,29 @@ func adminCommands() []adminCommand {
 			run: registerDNSMappings},
 		{name: "describe-server-dns-mappings", summary: "print the loaded server DNS mappings", example: "berth-broker describe-server-dns-mappings",
 			run: describeDNSMappings},
+		{name: "backup", summary: "write a consistent copy of the SQLite database while the broker runs (PostgreSQL: use pg_dump)",
+			flags: stringFlag("out", "the new file to write (required; must not exist)"), example: "berth-broker backup --out /backup/berth.db",
+			run: backup},
 	}
+}
+
+// backup copies a running broker's SQLite database.
+func backup(ctx context.Context, m *Main, a []string, out io.Writer) error {
+	if a[0] == "" {
+		return usageError("--out is required")
+	}
+	b, ok := m.store.(interface {
+		Backup(ctx context.Context, path string) error
+	})
+	if !ok {
+		return usageError("backup copies the SQLite store; with persistence-db = postgresql use PostgreSQL's tools (pg_dump, base backups)")
+	}
+	start := time.Now()
+	if err := b.Backup(ctx, a[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "backup written to %s in %s\n", a[0], time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func adminUsage() string {
