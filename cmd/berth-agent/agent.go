@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agentmetrics"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/dcv"
 	"github.com/berth-dev/berth/internal/driver/sim"
@@ -99,8 +100,12 @@ type Main struct {
 	gatewayDone chan struct{}
 	tags        map[string]string
 	logs        *logging.Logger // the log file, when log.directory is set
+	metrics     *agentmetrics.Metrics
+	metricsSrv  *http.Server
+	metricsAddr string
 	cancel      context.CancelFunc
 	done        chan struct{}
+	bg          sync.WaitGroup // certificate renewal, file watchers, metrics listener
 	closeMu     sync.Mutex
 }
 
@@ -246,6 +251,10 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Version:           version,
 		Logger:            log,
 	}
+	if c.Metrics.Port != 0 {
+		m.metrics = agentmetrics.New(agentmetrics.Options{Version: version, Driver: a.Driver})
+		ag.Metrics = m.metrics
+	}
 	if a.Driver == "sim" {
 		log.Warn("agent.driver is sim: sessions are simulated and run no desktop; use it for load testing only")
 	}
@@ -254,9 +263,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"software_statement", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
+	var gwCert *pki.Holder
 	if drv, ok := m.driver.(*vnc.Driver); ok {
-		if err := m.startGateway(ctx, runCtx, ag, drv, addrs[0], tlsConf); err != nil {
-			cancel()
+		if gwCert, err = m.startGateway(ctx, runCtx, ag, drv, addrs[0], tlsConf); err != nil {
+			return err
+		}
+	}
+	if m.metrics != nil {
+		if err := m.startMetrics(ctx, runCtx, gwCert); err != nil {
 			return err
 		}
 	}
@@ -271,51 +285,43 @@ func (m *Main) Run(ctx context.Context) (err error) {
 }
 
 // startGateway starts the vnc driver's web gateway: HTTPS with the configured
-// certificate or one issued by the broker's CA, checking ConnectionTokens
-// against the broker's published keys.
-func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, brokerAddr string, tlsConf *tls.Config) error {
+// certificate or one issued by the broker's CA, either kept current while it
+// runs, checking ConnectionTokens against the broker's published keys. It
+// returns the holder of the gateway's certificate.
+func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, brokerAddr string, tlsConf *tls.Config) (*pki.Holder, error) {
 	v := &m.Config.VNC
-	var cert tls.Certificate
-	var err error
-	if v.CertFile != "" {
-		if cert, err = tls.LoadX509KeyPair(v.CertFile, v.KeyFile); err != nil {
-			return fmt.Errorf("vnc.cert_file: %w", err)
-		}
-	} else {
-		r := m.Prober.Report(ctx)
-		names := []string{"localhost", "127.0.0.1"}
-		for _, n := range []string{r.Hostname, r.IP} {
-			if n != "" && !slices.Contains(names, n) {
-				names = append(names, n)
-			}
-		}
-		if cert, err = ag.GatewayCertificate(ctx, names); err != nil {
-			return fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): %w", err)
-		}
+	cert, err := m.gatewayCertificate(ctx, runCtx, ag)
+	if err != nil {
+		return nil, err
 	}
 	hc := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf.Clone()}}
-	m.gateway = gateway.New(gateway.Config{
-		Addr:        net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)),
-		Certificate: cert,
-		NoVNCPath:   v.NoVNCPath,
-		WebURLPath:  "/",
-		Verifier:    &oauth.RemoteKeySet{URL: "https://" + brokerAddr + "/.well-known/jwks.json", Client: hc},
-		Sessions:    drv,
-		Logger:      m.Logger,
-	})
+	gc := gateway.Config{
+		Addr:           net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)),
+		GetCertificate: cert.GetCertificate,
+		NoVNCPath:      v.NoVNCPath,
+		WebURLPath:     "/",
+		Verifier:       &oauth.RemoteKeySet{URL: "https://" + brokerAddr + "/.well-known/jwks.json", Client: hc},
+		Sessions:       drv,
+		Logger:         m.Logger,
+	}
+	if m.metrics != nil {
+		gc.Metrics = m.metrics
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)))
 	if err != nil {
-		return fmt.Errorf("vnc.web_port: %w", err)
+		return nil, fmt.Errorf("vnc.web_port: %w", err)
 	}
+	gw := gateway.New(gc)
+	m.gateway = gw
 	m.gatewayPort = ln.Addr().(*net.TCPAddr).Port
 	m.gatewayDone = make(chan struct{})
 	go func() {
 		defer close(m.gatewayDone)
-		if err := m.gateway.Serve(runCtx, ln); err != nil {
+		if err := gw.Serve(runCtx, ln); err != nil {
 			m.Logger.Error("web gateway stopped", "err", err)
 		}
 	}()
-	return nil
+	return cert, nil
 }
 
 // report is the host report the agent sends: the probed host plus what the
@@ -382,7 +388,9 @@ func (m *Main) Close() error {
 	defer m.closeMu.Unlock()
 	if m.cancel != nil {
 		m.cancel()
-		<-m.done
+		if m.done != nil {
+			<-m.done
+		}
 		m.cancel = nil
 	}
 	if m.gateway != nil {
@@ -390,6 +398,8 @@ func (m *Main) Close() error {
 		<-m.gatewayDone
 		m.gateway = nil
 	}
+	m.stopMetrics()
+	m.bg.Wait()
 	var errs []error
 	if cl, ok := m.driver.(io.Closer); ok {
 		if err := cl.Close(); err != nil {

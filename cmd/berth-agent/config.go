@@ -21,8 +21,9 @@ import (
 const ConfigVersion = "0.1"
 
 // Config is the agent's configuration file (TOML): the keys of the reference
-// agent's agent.conf plus berth's own (agent.driver, agent.state_dir and the
-// [vnc] table). docs/agent-config.md describes every key. Precedence is
+// agent's agent.conf plus berth's own (agent.driver, agent.state_dir, the
+// [vnc] and [metrics] tables, some [log] keys). docs/agent-config.md
+// describes every key. Precedence is
 // DefaultConfig < the file (LoadConfig) < flags (set by the caller, who then
 // calls Validate); today the only flag is --config.
 type Config struct {
@@ -34,6 +35,8 @@ type Config struct {
 	Log LogConfig `toml:"log"`
 	// VNC is the [vnc] table, for the vnc driver.
 	VNC VNCConfig `toml:"vnc"`
+	// Metrics is the [metrics] table (berth's own): the Prometheus endpoint.
+	Metrics MetricsConfig `toml:"metrics"`
 }
 
 // AgentConfig is the [agent] table.
@@ -115,6 +118,20 @@ type VNCConfig struct {
 	KeyFile  string `toml:"key_file"`
 }
 
+// MetricsConfig is the [metrics] table (berth's own): Prometheus metrics
+// served over HTTPS at /metrics.
+type MetricsConfig struct {
+	// Port is the metrics listener's port; 0 serves no metrics.
+	Port int `toml:"port"`
+	// BindHost is the address the metrics listener listens on.
+	BindHost string `toml:"bind_host"`
+	// CertFile and KeyFile are the listener's PEM certificate and key; both
+	// or neither. Neither: the web gateway's certificate (vnc driver), else
+	// one issued by a CA of the agent's own in StateDir/metrics-ca.
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
 // DefaultConfig returns the defaults of every key; BrokerHost has none.
 func DefaultConfig() Config {
 	return Config{
@@ -137,6 +154,7 @@ func DefaultConfig() Config {
 			WebBindHost: "0.0.0.0",
 			NoVNCPath:   "/usr/share/novnc",
 		},
+		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
 	}
 }
 
@@ -309,6 +327,23 @@ func (c *Config) Validate() error {
 	case v.CertFile == "" && v.KeyFile != "":
 		fail("vnc.cert_file", "is required with vnc.key_file (set both or neither)")
 	}
+
+	mc := &c.Metrics
+	if mc.Port != 0 && !validPort(mc.Port) {
+		fail("metrics.port", "%d is not a port (1-65535, or 0 for no metrics)", mc.Port)
+	}
+	if !validBindHost(mc.BindHost) {
+		fail("metrics.bind_host", "%q is not an IP address or host name", mc.BindHost)
+	}
+	switch {
+	case mc.CertFile != "" && mc.KeyFile == "":
+		fail("metrics.key_file", "is required with metrics.cert_file (set both or neither)")
+	case mc.CertFile == "" && mc.KeyFile != "":
+		fail("metrics.cert_file", "is required with metrics.key_file (set both or neither)")
+	}
+	if mc.Port != 0 && c.Agent.Driver == "vnc" && mc.Port == v.WebPort && (mc.BindHost == v.WebBindHost || isWildcard(mc.BindHost) || isWildcard(v.WebBindHost)) {
+		fail("metrics.port", "%d is vnc.web_port too", mc.Port)
+	}
 	return errors.Join(errs...)
 }
 
@@ -358,6 +393,12 @@ func brokerAddrs(list string, defPort int) ([]string, error) {
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
+// isWildcard reports whether a bind host means every address.
+func isWildcard(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsUnspecified()
+}
 
 // validInterfaceName accepts what Linux accepts as a network interface name
 // (dev_valid_name): 1 to 15 bytes, not "." or "..", no '/', ':' or spaces.

@@ -20,8 +20,9 @@ func TestDefaultConfig(t *testing.T) {
 			BrokerUpdateInterval: 30, DCVRoot: "/usr/bin/dcv", EnableQueryLoggedInUsers: true,
 			Driver: "sim", StateDir: "/var/lib/berth/agent",
 		},
-		Log: LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
-		VNC: VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},
+		Log:     LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
+		VNC:     VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},
+		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
@@ -70,8 +71,9 @@ func TestLoadConfig_Full(t *testing.T) {
 			SoftwareStatementPath: "testdata/software-statement", DCVRoot: "/usr/bin/dcv",
 			EnableQueryLoggedInUsers: false, PreferredNetworkInterface: "eth0", Driver: "sim", StateDir: "/var/lib/berth/agent-test",
 		},
-		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
-		VNC: VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key"},
+		Log:     LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
+		VNC:     VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key"},
+		Metrics: MetricsConfig{Port: 9464, BindHost: "0.0.0.0", CertFile: "/etc/berth/metrics.pem", KeyFile: "/etc/berth/metrics.key"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -131,6 +133,11 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"vnc bind", broker + "[vnc]\nweb_bind_host = 'not a host'\n", []string{`vnc.web_bind_host: "not a host"`}},
 		{"vnc cert alone", broker + "[vnc]\ncert_file = '/c.pem'\n", []string{"vnc.key_file: is required with vnc.cert_file"}},
 		{"vnc key alone", broker + "[vnc]\nkey_file = '/c.key'\n", []string{"vnc.cert_file: is required with vnc.key_file"}},
+		{"metrics port", broker + "[metrics]\nport = 70000\n", []string{"metrics.port: 70000 is not a port (1-65535, or 0 for no metrics)"}},
+		{"metrics bind", broker + "[metrics]\nport = 9464\nbind_host = 'a b'\n", []string{`metrics.bind_host: "a b" is not an IP address or host name`}},
+		{"metrics cert alone", broker + "[metrics]\ncert_file = '/m.pem'\n", []string{"metrics.key_file: is required with metrics.cert_file"}},
+		{"metrics key alone", broker + "[metrics]\nkey_file = '/m.key'\n", []string{"metrics.cert_file: is required with metrics.key_file"}},
+		{"metrics on the gateway port", broker + "driver = 'vnc'\n[metrics]\nport = 8444\n", []string{"metrics.port: 8444 is vnc.web_port too"}},
 		{"unknown key", broker + "broker_prot = 8445\n", []string{`unknown key "agent.broker_prot" (did you mean "agent.broker_port"?)`}},
 		{"unknown table", broker + "[dcv]\nfoo = 1\nbar = 2\n", []string{`unknown key "dcv"`}},
 		{"unknown top-level key", "brokerhost = 'x'\n" + broker, []string{`unknown key "brokerhost"`}},

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"math/big"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agentmetrics/metricstest"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/pki"
+)
+
+// scrape GETs https://addr/metrics, verifying the listener against roots,
+// and parses the exposition.
+func scrape(t *testing.T, addr string, roots *x509.CertPool) metricstest.Families {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}}
+	resp, err := c.Get("https://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("scrape: %s", resp.Status)
+	}
+	return metricstest.Parse(t, resp.Body)
+}
+
+// poolOf returns a pool of the certificates in a PEM file.
+func poolOf(t *testing.T, file string) *x509.CertPool {
+	t.Helper()
+	pool, err := pki.LoadPool(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// TestMain_Metrics runs the agent (sim driver) against a real berth-broker,
+// creates a session through the API, and scrapes /metrics over HTTPS with
+// the certificate of the agent's own CA: the link, the session start, its
+// time to READY and the sessions by state are there.
+func TestMain_Metrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs berth-broker")
+	}
+	b := mustStartBroker(t)
+	dir := t.TempDir()
+	m := NewMain()
+	m.Config = testConfig(dir)
+	m.Config.Agent.BrokerPort = b.agentPort
+	m.Config.Agent.CAFile = filepath.Join(b.dir, "ca.pem")
+	m.Config.Agent.SoftwareStatementPath = filepath.Join(b.dir, "agent-software-statement")
+	m.Config.Agent.BrokerUpdateInterval = 1
+	m.Config.Metrics.Port = freePort(t)
+	m.Logger = testLogger(t)
+	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	roots := poolOf(t, filepath.Join(m.Config.Agent.StateDir, "metrics-ca", "ca.pem"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waitFor(t, 30*time.Second, "the broker link", func() bool {
+		v, _ := scrape(t, m.MetricsAddr(), roots).Value("berth_agent_broker_connected")
+		return v == 1
+	})
+	var id string
+	waitFor(t, 30*time.Second, "a session placed on the agent", func() bool {
+		resp, err := b.client.CreateSessions(ctx, []api.CreateSessionRequest{{Name: "metrics", Owner: "alice", Type: "VIRTUAL"}})
+		if err != nil || len(resp.SuccessfulList) != 1 {
+			return false
+		}
+		id = resp.SuccessfulList[0].Id
+		return true
+	})
+	waitFor(t, 30*time.Second, "the session READY", func() bool {
+		resp, err := b.client.DescribeSessions(ctx, api.DescribeSessionsRequest{SessionIds: []string{id}})
+		return err == nil && len(resp.Sessions) == 1 && resp.Sessions[0].State == "READY"
+	})
+	var fs metricstest.Families
+	waitFor(t, 10*time.Second, "the READY time", func() bool {
+		fs = scrape(t, m.MetricsAddr(), roots)
+		v, _ := fs.Value("berth_agent_session_create_to_ready_seconds", "driver", "sim")
+		return v == 1
+	})
+	for _, tt := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"berth_agent_info", []string{"driver", "sim", "version", version}, 1},
+		{"berth_agent_broker_connected", nil, 1},
+		{"berth_agent_session_starts_total", []string{"driver", "sim"}, 1},
+		{"berth_agent_session_start_failures_total", []string{"driver", "sim", "reason", "driver_error"}, 0},
+		{"berth_agent_commands_total", []string{"kind", "create", "result", "ok"}, 1},
+		{"berth_agent_sessions", []string{"driver", "sim", "state", "READY"}, 1},
+		{"berth_agent_gateway_connections", nil, 0},
+	} {
+		if got := fs.Must(t, tt.name, tt.labels...); got != tt.want {
+			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "berth_agent_gateway_certificate_expiry_timestamp_seconds"} {
+		if _, ok := fs[name]; !ok {
+			t.Errorf("no %s", name)
+		}
+	}
+
+	// Only HTTPS: a plain HTTP request gets no metrics.
+	resp, err := http.Get("http://" + m.MetricsAddr() + "/metrics")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "berth_agent_") {
+			t.Error("metrics served over plain HTTP")
+		}
+	}
+	// Nothing but /metrics is served.
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}}}
+	if resp, err := c.Get("https://" + m.MetricsAddr() + "/debug/pprof/"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("other path: %v %v", resp, err)
+	}
+}
+
+// TestMain_Metrics_VNCGateway: with the vnc driver the metrics listener
+// serves the web gateway's certificate, issued by the broker's CA, so a
+// scraper trusts the broker's ca.pem; the gateway's own handshake presents
+// the same certificate, whose expiry is a metric.
+func TestMain_Metrics_VNCGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs berth-broker")
+	}
+	b := mustStartBroker(t)
+	dir := t.TempDir()
+	m := NewMain()
+	m.Config = testConfig(dir)
+	m.Config.Agent.Driver = "vnc"
+	m.Config.Agent.BrokerPort = b.agentPort
+	m.Config.Agent.CAFile = filepath.Join(b.dir, "ca.pem")
+	m.Config.Agent.SoftwareStatementPath = filepath.Join(b.dir, "agent-software-statement")
+	m.Config.VNC.WebPort = freePort(t)
+	m.Config.VNC.WebBindHost = "127.0.0.1"
+	m.Config.Metrics.Port = freePort(t)
+	m.Logger = testLogger(t)
+	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	roots := poolOf(t, filepath.Join(b.dir, "ca.pem"))
+	fs := scrape(t, m.MetricsAddr(), roots)
+	gw, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("gateway handshake: %v", err)
+	}
+	defer gw.Close()
+	leaf := gw.ConnectionState().PeerCertificates[0]
+	mc, err := tls.Dial("tcp", m.MetricsAddr(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if got := mc.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("metrics serial %v, gateway serial %v", got, leaf.SerialNumber)
+	}
+	if v := fs.Must(t, "berth_agent_gateway_certificate_expiry_timestamp_seconds"); v != float64(leaf.NotAfter.Unix()) {
+		t.Errorf("expiry %v, want %v", v, leaf.NotAfter.Unix())
+	}
+	if v := fs.Must(t, "berth_agent_info", "driver", "vnc"); v != 1 {
+		t.Errorf("info %v", v)
+	}
+}
+
+// TestMain_CertificateFiles: certificate files named in the configuration
+// are read again when they change: new handshakes (web gateway and metrics)
+// get the new certificate, a connection made before keeps working, and a
+// half-written pair is ignored until it is whole.
+func TestMain_CertificateFiles(t *testing.T) {
+	defer func(d time.Duration) { certFileCheck = d }(certFileCheck)
+	certFileCheck = 20 * time.Millisecond
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	ca, err := pki.LoadOrCreateCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls.key")
+	issue := func() *big.Int {
+		t.Helper()
+		certPEM, keyPEM, err := ca.Issue([]string{"127.0.0.1", "localhost"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustWrite(t, keyFile, string(keyPEM))
+		mustWrite(t, certFile, string(certPEM))
+		c, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Leaf.SerialNumber
+	}
+	first := issue()
+
+	m := NewMain()
+	m.Config = testConfig(dir)
+	m.Config.Agent.BrokerPort = freePort(t) // nothing listens: the agent retries
+	m.Config.Agent.Driver = "vnc"
+	m.Config.VNC.WebPort = freePort(t)
+	m.Config.VNC.WebBindHost = "127.0.0.1"
+	m.Config.VNC.CertFile, m.Config.VNC.KeyFile = certFile, keyFile
+	m.Config.Metrics.Port = freePort(t)
+	m.Config.Metrics.CertFile, m.Config.Metrics.KeyFile = certFile, keyFile
+	m.Logger = testLogger(t)
+	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	roots := poolOf(t, filepath.Join(caDir, "ca.pem"))
+	conf := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}
+	addrs := map[string]string{"gateway": "127.0.0.1:" + itoa(m.gatewayPort), "metrics": m.MetricsAddr()}
+	serial := func(addr string) *big.Int {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, conf)
+		if err != nil {
+			t.Fatalf("handshake with %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	for name, addr := range addrs {
+		if got := serial(addr); got.Cmp(first) != 0 {
+			t.Errorf("%s serves serial %v, want %v", name, got, first)
+		}
+	}
+	// A keep-alive connection to the gateway, from before the change.
+	old, err := tls.Dial("tcp", addrs["gateway"], conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	oldReader := bufio.NewReader(old)
+	get := func() {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "https://127.0.0.1/", nil)
+		old.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := req.Write(old); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(oldReader, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get()
+
+	// Half a pair (a new key, the old certificate) is not taken.
+	certPEM, keyPEM, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, keyFile, string(keyPEM))
+	time.Sleep(200 * time.Millisecond)
+	for name, addr := range addrs {
+		if got := serial(addr); got.Cmp(first) != 0 {
+			t.Errorf("%s took a half-written pair", name)
+		}
+	}
+	mustWrite(t, certFile, string(certPEM))
+	c, _ := tls.X509KeyPair(certPEM, keyPEM)
+	second := c.Leaf.SerialNumber
+	for name, addr := range addrs {
+		waitFor(t, 5*time.Second, name+" serving the new certificate", func() bool { return serial(addr).Cmp(second) == 0 })
+	}
+	get() // the connection from before still works
+	if got := old.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first) != 0 {
+		t.Errorf("the old connection shows %v", got)
+	}
+	// And once more.
+	third := issue()
+	for name, addr := range addrs {
+		waitFor(t, 5*time.Second, name+" serving the third certificate", func() bool { return serial(addr).Cmp(third) == 0 })
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
