@@ -4,7 +4,7 @@ LDFLAGS := -X main.version=$(VERSION)
 GO ?= go
 BINARIES := berth-broker berth-agent berth
 
-.PHONY: build test test-short lint bench fuzz run clean
+.PHONY: build test test-short lint bench fuzz run clean deb
 
 build:
 	@mkdir -p bin
@@ -39,5 +39,15 @@ fuzz:
 run: build
 	./scripts/run.sh
 
+# Debian packages berth-broker, berth-agent and berth-cli in dist/ (DIST=DIR: elsewhere); see packaging/.
+DIST ?= dist
+DEB_VERSION = $(shell ./packaging/debversion.sh "$(VERSION)")
+deb: build
+	@mkdir -p $(DIST)
+	@for p in berth-broker berth-agent berth-cli; do \
+		BERTH_DEB_VERSION="$(DEB_VERSION)" BERTH_DEB_ARCH="$$($(GO) env GOARCH)" \
+			$(GO) tool nfpm package --config packaging/$$p.yaml --packager deb --target $(DIST)/ || exit 1; \
+	done
+
 clean:
-	rm -rf bin
+	rm -rf bin dist
