@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
@@ -106,6 +107,9 @@ type Main struct {
 	cancel      context.CancelFunc
 	done        chan struct{}
 	bg          sync.WaitGroup // certificate renewal, file watchers, metrics listener
+	// reportNames are the names a certificate of this host must cover, from
+	// the last report (hostname, IP).
+	reportNames atomic.Pointer[[]string]
 	closeMu     sync.Mutex
 }
 
@@ -345,6 +349,8 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	if drv, ok := m.driver.(*dcv.Driver); ok {
 		dcvEndpoints(&r, drv)
 	}
+	names := namesOf(r.Hostname, r.IP)
+	m.reportNames.Store(&names)
 	return r, nil
 }
 

@@ -15,24 +15,40 @@ import (
 var certFileCheck = 10 * time.Second
 
 // localCACheck is how often the certificate from the agent's own CA is
-// checked for renewal.
-var localCACheck = 24 * time.Hour
+// checked: due for renewal, or not covering the host's names.
+var localCACheck = time.Minute
 
 // metricsCADir is the directory in agent.state_dir of the CA the agent
 // creates for its metrics listener when nothing else gives a certificate.
 const metricsCADir = "metrics-ca"
 
 // hostNames are the names a certificate of this host covers: localhost, the
-// loopback addresses, the host name and the reported IP.
+// loopback address, the host name and the reported IP, from a new probe.
 func (m *Main) hostNames(ctx context.Context, extra ...string) []string {
 	r := m.Prober.Report(ctx)
+	return namesOf(r.Hostname, r.IP, extra...)
+}
+
+// namesOf is hostNames for a host name and an IP.
+func namesOf(hostname, ip string, extra ...string) []string {
 	names := []string{"localhost", "127.0.0.1"}
-	for _, n := range append([]string{r.Hostname, r.IP}, extra...) {
+	for _, n := range append([]string{hostname, ip}, extra...) {
 		if n != "" && !isWildcard(n) && !slices.Contains(names, n) {
 			names = append(names, n)
 		}
 	}
 	return names
+}
+
+// currentNames returns the names of the last host report the agent sent, or
+// start before the first.
+func (m *Main) currentNames(start []string) func() []string {
+	return func() []string {
+		if p := m.reportNames.Load(); p != nil {
+			return *p
+		}
+		return start
+	}
 }
 
 // gatewayCertificate returns the holder of the web gateway's certificate and
@@ -54,7 +70,7 @@ func (m *Main) gatewayCertificate(ctx, runCtx context.Context, ag *agent.Agent) 
 		return nil, fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): %w", err)
 	}
 	h := pki.NewHolder(cert)
-	m.background(func() { ag.RenewGatewayCertificate(runCtx, names, h) })
+	m.background(func() { ag.RenewGatewayCertificate(runCtx, h, m.currentNames(names)) })
 	return h, nil
 }
 
@@ -99,10 +115,13 @@ func (m *Main) watchedFiles(ctx context.Context, certFile, keyFile string) (*pki
 	return h, nil
 }
 
-// localCertificate returns a holder of a certificate for names issued by a CA
-// of the agent's own in agent.state_dir/metrics-ca (ca.pem is what scrapers
-// trust), and re-issues it daily once due, until ctx ends.
-func (m *Main) localCertificate(ctx context.Context, names []string) (*pki.Holder, error) {
+// localCertificate returns a holder of a certificate for the host's names
+// (and extra) issued by a CA of the agent's own in
+// agent.state_dir/metrics-ca (ca.pem is what scrapers trust), and re-issues
+// it once due or once it no longer covers the host's names (checked every
+// localCACheck), until ctx ends.
+func (m *Main) localCertificate(ctx context.Context, extra ...string) (*pki.Holder, error) {
+	names := m.hostNames(ctx, extra...)
 	dir := filepath.Join(m.Config.Agent.StateDir, metricsCADir)
 	ca, err := pki.LoadOrCreateCA(dir)
 	if err != nil {
@@ -123,7 +142,8 @@ func (m *Main) localCertificate(ctx context.Context, names []string) (*pki.Holde
 				return
 			case <-t.C:
 			}
-			c, err := pki.LoadOrIssue(dir, "metrics", ca, names)
+			now := m.currentNames(names)()
+			c, err := pki.LoadOrIssue(dir, "metrics", ca, namesOf("", "", append(slices.Clone(now), extra...)...))
 			if err != nil {
 				log.Warn("cannot renew the metrics certificate; keeping the current one", "err", err)
 				continue

@@ -35,7 +35,7 @@ func (m *Main) startMetrics(ctx, runCtx context.Context, gw *pki.Holder) error {
 		h = gw
 	default:
 		source = "agent CA"
-		if h, err = m.localCertificate(runCtx, m.hostNames(ctx, mc.BindHost)); err != nil {
+		if h, err = m.localCertificate(runCtx, mc.BindHost); err != nil {
 			return fmt.Errorf("metrics certificate: %w", err)
 		}
 	}

@@ -74,6 +74,10 @@ type Agent struct {
 	Logger *slog.Logger
 	// Metrics receives the agent's measurements; nil records nothing.
 	Metrics Metrics
+	// CertCheckInterval is how often RenewGatewayCertificate compares the
+	// gateway certificate's names with the host's; 0 means
+	// DefaultCertCheckInterval.
+	CertCheckInterval time.Duration
 }
 
 // endpoint is one broker, as the agent reaches it.

@@ -166,6 +166,10 @@ func loadGatewayCert(dir string, names []string, now time.Time) (tls.Certificate
 	return c, nil
 }
 
+// DefaultCertCheckInterval is how often RenewGatewayCertificate compares the
+// certificate with the host's names when Agent.CertCheckInterval is 0.
+const DefaultCertCheckInterval = time.Minute
+
 // Bounds of the retry delay after a failed renewal (jittered, doubling).
 const (
 	renewRetryMin = 2 * time.Second
@@ -173,29 +177,48 @@ const (
 )
 
 // RenewGatewayCertificate keeps the broker-issued certificate in h current
-// until ctx ends. When it is due for renewal (pki.RenewTime: a third of its
-// lifetime left) it asks the broker for a new one for names, as
-// GatewayCertificate does (registering if needed), and puts it in h. A failed
-// request is logged and retried after a jittered delay that doubles from 2 s
-// up to 5 min, while h keeps serving the current certificate. Nothing else is
+// until ctx ends. It asks the broker for a new one, as GatewayCertificate
+// does (registering if needed), and puts it in h when the current one is due
+// for renewal (pki.RenewTime: a third of its lifetime left), or as soon as it
+// no longer covers every name that names returns (the host's address
+// changed; names is read every CertCheckInterval). A failed request is
+// logged and retried after a jittered delay that doubles from 2 s up to
+// 5 min, while h keeps serving the current certificate. Nothing else is
 // touched: servers that take their certificate from h.GetCertificate serve
 // the new one from their next handshake, connections already made stay up,
 // and the broker link is not involved. Each attempt goes to
 // Metrics.CertificateRenewal. It returns nil when ctx ends.
-func (a *Agent) RenewGatewayCertificate(ctx context.Context, names []string, h *pki.Holder) error {
+func (a *Agent) RenewGatewayCertificate(ctx context.Context, h *pki.Holder, names func() []string) error {
 	log := a.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "agent")
+	check := a.CertCheckInterval
+	if check <= 0 {
+		check = DefaultCertCheckInterval
+	}
 	m := a.metrics()
 	retry := renewRetryMin
 	for {
-		if !sleep(ctx, max(time.Until(pki.RenewTime(h.Leaf())), 0)) {
-			return nil
+		var want []string
+		var why string
+		for why == "" {
+			want = names()
+			due := pki.RenewTime(h.Leaf())
+			switch missing := uncovered(h.Leaf(), want); {
+			case !time.Now().Before(due):
+				why = "a third of its lifetime is left"
+			case missing != "":
+				why = fmt.Sprintf("it does not cover %q", missing)
+			default:
+				if !sleep(ctx, min(time.Until(due), check)) {
+					return nil
+				}
+			}
 		}
 		old := h.Leaf()
-		c, err := a.gatewayCertificate(ctx, names, true)
+		c, err := a.gatewayCertificate(ctx, want, true)
 		if err == nil && !pki.RenewTime(c.Leaf).After(time.Now()) {
 			// Taking it would ask again at once, and again.
 			err = fmt.Errorf("the broker issued a certificate already due for renewal (valid until %s)", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -207,7 +230,7 @@ func (a *Agent) RenewGatewayCertificate(ctx context.Context, names []string, h *
 		if err != nil {
 			d := retry/2 + mrand.N(retry/2)
 			retry = min(retry*2, renewRetryMax)
-			log.Warn("cannot renew the web gateway certificate; keeping the current one",
+			log.Warn("cannot renew the web gateway certificate; keeping the current one", "why", why,
 				"err", err, "not_after", old.NotAfter.UTC().Format(time.RFC3339), "retry_in", d.Round(time.Millisecond))
 			if !sleep(ctx, d) {
 				return nil
@@ -216,7 +239,17 @@ func (a *Agent) RenewGatewayCertificate(ctx context.Context, names []string, h *
 		}
 		h.Set(c)
 		retry = renewRetryMin
-		log.Info("web gateway certificate renewed", "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339),
+		log.Info("web gateway certificate renewed", "why", why, "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339),
 			"renew_at", pki.RenewTime(c.Leaf).UTC().Format(time.RFC3339))
 	}
+}
+
+// uncovered returns the first of names that leaf does not cover, or "".
+func uncovered(leaf *x509.Certificate, names []string) string {
+	for _, n := range names {
+		if leaf.VerifyHostname(n) != nil {
+			return n
+		}
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,7 +97,7 @@ func TestAgent_RenewGatewayCertificate(t *testing.T) {
 	h := pki.NewHolder(cert)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.RenewGatewayCertificate(ctx, names, h) }()
+	go func() { done <- a.RenewGatewayCertificate(ctx, h, func() []string { return names }) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -163,4 +164,41 @@ func pemBlock(t *testing.T, data []byte) []byte {
 		t.Fatal("no PEM block")
 	}
 	return b.Bytes
+}
+
+// TestAgent_RenewGatewayCertificate_NewName: a certificate that no longer
+// covers the host's names (its address changed) is renewed at once, long
+// before it is due.
+func TestAgent_RenewGatewayCertificate_NewName(t *testing.T) {
+	ca := mustCA(t)
+	fb := mustStartBroker(t, &fakeBroker{statement: "stmt", auth: true, ca: ca, certValidity: time.Hour})
+	a := &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, ServerID: "srv-1", StateDir: t.TempDir(),
+		SoftwareStatement: "stmt", Driver: sim.New(), CertCheckInterval: 20 * time.Millisecond}
+	var names atomic.Pointer[[]string]
+	names.Store(&[]string{"localhost", "10.0.0.5"})
+	cert, err := a.GatewayCertificate(context.Background(), *names.Load())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pki.NewHolder(cert)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.RenewGatewayCertificate(ctx, h, func() []string { return *names.Load() })
+	}()
+	defer func() { cancel(); <-done }()
+	time.Sleep(200 * time.Millisecond)
+	if h.Leaf().SerialNumber.Cmp(cert.Leaf.SerialNumber) != 0 {
+		t.Fatal("renewed a certificate that is neither due nor missing a name")
+	}
+	names.Store(&[]string{"localhost", "10.0.0.7"})
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Leaf().VerifyHostname("10.0.0.7") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the certificate was not renewed for the new address")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	verifyGatewayCert(t, h.Leaf(), ca, []string{"localhost", "10.0.0.7"})
 }

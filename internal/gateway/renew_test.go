@@ -85,7 +85,7 @@ func TestServer_CertificateRenewal(t *testing.T) {
 	renewDone := make(chan struct{})
 	go func() {
 		defer close(renewDone)
-		ag.RenewGatewayCertificate(ctx, names, holder)
+		ag.RenewGatewayCertificate(ctx, holder, func() []string { return names })
 	}()
 	defer func() { cancel(); <-renewDone }()
 
