@@ -72,7 +72,7 @@ Commands:
 	fmt.Fprintf(w, `
 dcvsmcli.conf is read from --conf FILE, else $XDG_CONFIG_HOME/dcvsmcli.conf
 (~/.config/dcvsmcli.conf when XDG_CONFIG_HOME is unset), else dcvsmcli.conf or
-conf/dcvsmcli.conf beside the berth binary.
+conf/dcvsmcli.conf beside the berth binary, else /etc/berth/dcvsmcli.conf.
 
 Exit status: 0 success; 1 a failed item, an API or credentials error; 2 bad usage
 (including an unreachable broker).

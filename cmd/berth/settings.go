@@ -14,6 +14,10 @@ import (
 // configFileName is the reference CLI's configuration file name.
 const configFileName = "dcvsmcli.conf"
 
+// systemConfigFile is read when no other dcvsmcli.conf is found (the
+// berth-cli package installs it). A variable so that tests can move it.
+var systemConfigFile = "/etc/berth/dcvsmcli.conf"
+
 // setting is one value that a global option, an environment variable or the
 // configuration file can give. Precedence: option > environment > file > default.
 type setting struct {
@@ -97,7 +101,7 @@ func (f *settingFlag) IsBoolFlag() bool { return f.isBool }
 // globalFlags registers the global options (except --version) on fs; values go
 // into c.flagValues, so they work before or after the command name.
 func (c *cli) globalFlags(fs *flag.FlagSet) {
-	fs.Var(&settingFlag{name: "conf", set: c.flagValues}, "conf", "read settings from `FILE` (default: $XDG_CONFIG_HOME/dcvsmcli.conf, then dcvsmcli.conf beside berth)")
+	fs.Var(&settingFlag{name: "conf", set: c.flagValues}, "conf", "read settings from `FILE` (default: $XDG_CONFIG_HOME/dcvsmcli.conf, then dcvsmcli.conf beside berth, then /etc/berth/dcvsmcli.conf)")
 	for _, s := range settingTable() {
 		if !s.option {
 			continue
@@ -143,6 +147,8 @@ func findConfig(conf string, env map[string]string, exe string) (string, error) 
 		dir := filepath.Dir(exe)
 		candidates = append(candidates, filepath.Join(dir, configFileName), filepath.Join(dir, "conf", configFileName))
 	}
+	// The berth-cli package's system-wide file.
+	candidates = append(candidates, systemConfigFile)
 	for _, p := range candidates {
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p, nil

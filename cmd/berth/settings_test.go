@@ -86,9 +86,11 @@ url = https://file:8443
 }
 
 // TestFindConfig checks the lookup order: --conf, $XDG_CONFIG_HOME (or
-// ~/.config), beside the binary, conf/ beside the binary.
+// ~/.config), beside the binary, conf/ beside the binary, the system file.
 func TestFindConfig(t *testing.T) {
 	root := t.TempDir()
+	defer func(old string) { systemConfigFile = old }(systemConfigFile)
+	systemConfigFile = filepath.Join(root, "none", "system.conf")
 	mk := func(p string) string {
 		p = filepath.Join(root, p)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -120,9 +122,14 @@ func TestFindConfig(t *testing.T) {
 		{"beside the binary", "", map[string]string{}, exe, beside},
 		{"conf/ beside the binary", "", map[string]string{}, exe2, bundled},
 		{"none", "", map[string]string{"HOME": filepath.Join(root, "none")}, filepath.Join(root, "none", "berth"), ""},
+		{"the system file last", "", map[string]string{"HOME": filepath.Join(root, "none")}, filepath.Join(root, "none", "berth"), "SYSTEM"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == "SYSTEM" {
+				systemConfigFile = mk("etc/berth/dcvsmcli.conf")
+				tt.want = systemConfigFile
+			}
 			got, err := findConfig(tt.conf, tt.env, tt.exe)
 			if err != nil || got != tt.want {
 				t.Errorf("findConfig = %q, %v; want %q", got, err, tt.want)
