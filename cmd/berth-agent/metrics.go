@@ -39,7 +39,11 @@ func (m *Main) startMetrics(ctx, runCtx context.Context, gw *pki.Holder) error {
 			return fmt.Errorf("metrics certificate: %w", err)
 		}
 	}
-	m.metrics.CertificateExpiry(func() time.Time { return h.Leaf().NotAfter })
+	expiring := h // the certificate users meet: the gateway's, else this listener's
+	if gw != nil {
+		expiring = gw
+	}
+	m.metrics.CertificateExpiry(func() time.Time { return expiring.Leaf().NotAfter })
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(mc.BindHost, strconv.Itoa(mc.Port)))
 	if err != nil {

@@ -179,8 +179,9 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // CertificateExpiry publishes berth_agent_gateway_certificate_expiry_timestamp_seconds,
-// the expiry that notAfter returns at each scrape (the certificate the web
-// gateway and the metrics listener serve now). Later calls do nothing.
+// the expiry that notAfter returns at each scrape (of the certificate the web
+// gateway serves now, else of the metrics listener's). Later calls do
+// nothing.
 func (m *Metrics) CertificateExpiry(notAfter func() time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -190,7 +191,7 @@ func (m *Metrics) CertificateExpiry(notAfter func() time.Time) {
 	m.certExpiry = true
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "berth_agent_gateway_certificate_expiry_timestamp_seconds",
-		Help: "Expiry (Unix time) of the TLS certificate the agent's listeners serve now.",
+		Help: "Expiry (Unix time) of the TLS certificate the web gateway serves now (vnc driver), else the metrics listener's.",
 	}, func() float64 { return float64(notAfter().Unix()) }))
 }
 
