@@ -7,7 +7,8 @@ import (
 )
 
 // TestDeps guards the import rules: the agent library never pulls in the
-// broker's packages or a SQL driver, and agentproto stays std-lib only.
+// broker's packages, a SQL driver or Prometheus (internal/agentmetrics
+// implements its Metrics), and agentproto stays std-lib only.
 func TestDeps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
@@ -21,7 +22,7 @@ func TestDeps(t *testing.T) {
 	}
 	for _, d := range deps("github.com/berth-dev/berth/internal/agent") {
 		for _, bad := range []string{"/internal/broker", "/internal/agenthub", "/internal/sqlite", "/internal/postgres",
-			"/internal/httpapi", "/internal/oauth", "sqlite", "pgx", "lib/pq"} {
+			"/internal/httpapi", "/internal/oauth", "sqlite", "pgx", "lib/pq", "prometheus"} {
 			if strings.Contains(d, bad) {
 				t.Errorf("internal/agent depends on %s", d)
 			}
