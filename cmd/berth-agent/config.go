@@ -145,7 +145,7 @@ func DefaultConfig() Config {
 			BrokerUpdateInterval:     30,
 			DCVRoot:                  "/usr/bin/dcv",
 			EnableQueryLoggedInUsers: true,
-			Driver:                   "sim",
+			Driver:                   "vnc",
 			StateDir:                 "/var/lib/berth/agent",
 		},
 		Log: LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},

@@ -18,7 +18,7 @@ func TestDefaultConfig(t *testing.T) {
 			BrokerPort: 8445, TLSStrict: true,
 			TagsFolder: "/etc/berth/agent/tags", InitFolder: "/var/lib/berth/agent/init", AutorunFolder: "/var/lib/berth/agent/autorun",
 			BrokerUpdateInterval: 30, DCVRoot: "/usr/bin/dcv", EnableQueryLoggedInUsers: true,
-			Driver: "sim", StateDir: "/var/lib/berth/agent",
+			Driver: "vnc", StateDir: "/var/lib/berth/agent",
 		},
 		Log:     LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
 		VNC:     VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},

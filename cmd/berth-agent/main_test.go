@@ -66,6 +66,7 @@ func TestRun_Flags(t *testing.T) {
 // testConfig is a configuration whose files live in dir.
 func testConfig(dir string) Config {
 	c := DefaultConfig()
+	c.Agent.Driver = "sim" // the tests that need a desktop set vnc
 	c.Agent.BrokerHost = "127.0.0.1"
 	c.Agent.TagsFolder = filepath.Join(dir, "tags")
 	c.Agent.InitFolder = filepath.Join(dir, "init")
@@ -216,6 +217,7 @@ func TestRun_SIGHUPRotatesLog(t *testing.T) {
 	conf := filepath.Join(dir, "agent.conf")
 	mustWrite(t, conf, fmt.Sprintf(`[agent]
 broker_host = '127.0.0.1:%d'
+driver = 'sim'
 tags_folder = '%[2]s/tags'
 state_dir = '%[2]s/state'
 [log]
