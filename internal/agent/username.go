@@ -3,12 +3,12 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"strings"
-	"unicode/utf8"
+
+	"github.com/berth-dev/berth/internal/username"
 )
 
 // MaxUserNameLength caps owner and user names (the broker's own bound).
-const MaxUserNameLength = 256
+const MaxUserNameLength = username.MaxLength
 
 // ErrInvalidRequest marks a command that a driver refuses because of what it
 // asks (a bad owner, a path that escapes its folder, an unsupported option),
@@ -44,32 +44,12 @@ func InvalidRequest(err error) error {
 // because the agent does not trust its input. field names the request field
 // in errors ("Owner"); the error is marked ErrInvalidRequest.
 func CheckUserName(field, name string) error {
-	fail := func(format string, args ...any) error {
-		return InvalidRequest(fmt.Errorf("%s %s", field, fmt.Sprintf(format, args...)))
-	}
+	err := username.Check(name)
 	switch {
+	case err == nil:
+		return nil
 	case name == "":
-		return fail("is required")
-	case len(name) > MaxUserNameLength:
-		return fail("is longer than %d bytes", MaxUserNameLength)
-	case !utf8.ValidString(name):
-		return fail("is not valid UTF-8")
-	case name[0] == '-' || name[0] == '.':
-		return fail("%q must not start with %q", name, name[0])
-	case strings.Contains(name, ".."):
-		return fail("%q must not contain \"..\"", name)
-	case strings.Count(name, `\`) > 1 || strings.HasPrefix(name, `\`) || strings.HasSuffix(name, `\`):
-		return fail("%q: a backslash is allowed only once, as DOMAIN\\user", name)
+		return InvalidRequest(fmt.Errorf("%s %w", field, err))
 	}
-	for _, r := range name {
-		ok := r == '.' || r == '_' || r == '-' || r == '@' || r == '\\' || r == '$' ||
-			r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
-		if !ok {
-			return fail("%q: character %q is not allowed (letters, digits, . _ - @ and one DOMAIN\\ prefix)", name, r)
-		}
-	}
-	if strings.Contains(name[:len(name)-1], "$") {
-		return fail("%q: \"$\" is allowed only at the end", name)
-	}
-	return nil
+	return InvalidRequest(fmt.Errorf("%s %q: %w", field, name, err))
 }

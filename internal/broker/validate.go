@@ -7,6 +7,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/berth-dev/berth/internal/username"
 )
 
 // MaxNameLength caps session names (the Access Console enforces 255; DCV 256).
@@ -22,29 +24,8 @@ const maxPathLength = 1024
 // directories use (first.last, user@corp.example, DOMAIN\user) and refuses
 // anything that could escape a path or a command line.
 func ValidateUserName(field, name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("%s: is required", field)
-	case len(name) > maxUserLength:
-		return fmt.Errorf("%s: longer than %d bytes", field, maxUserLength)
-	case !utf8.ValidString(name):
-		return fmt.Errorf("%s: is not valid UTF-8", field)
-	case name[0] == '-' || name[0] == '.':
-		return fmt.Errorf("%s: must not start with %q", field, name[0])
-	case strings.Contains(name, ".."):
-		return fmt.Errorf("%s: must not contain \"..\"", field)
-	case strings.Count(name, `\`) > 1 || strings.HasPrefix(name, `\`) || strings.HasSuffix(name, `\`):
-		return fmt.Errorf("%s: a backslash is allowed only once, as DOMAIN\\user", field)
-	}
-	for _, r := range name {
-		ok := r == '.' || r == '_' || r == '-' || r == '@' || r == '\\' || r == '$' ||
-			(r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r)))
-		if !ok {
-			return fmt.Errorf("%s: character %q is not allowed (letters, digits, . _ - @ and one DOMAIN\\ prefix)", field, r)
-		}
-	}
-	if strings.Contains(name[:len(name)-1], "$") {
-		return fmt.Errorf("%s: \"$\" is allowed only at the end", field)
+	if err := username.Check(name); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
 	}
 	return nil
 }
