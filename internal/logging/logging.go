@@ -51,13 +51,41 @@ type Logger struct {
 	once sync.Once
 }
 
-// Close stops timed rotation and closes the log file, if any.
+// Close stops timed rotation and closes the log file, if any. It waits (up to
+// closeWait) for rotated files still being compressed, so that nothing writes
+// in the directory after Close returns.
 func (l *Logger) Close() error {
 	if l.file == nil {
 		return nil
 	}
 	l.once.Do(func() { close(l.stop) })
-	return l.file.Close()
+	err := l.file.Close()
+	dir, base := filepath.Dir(l.file.Filename), filepath.Base(l.file.Filename)
+	prefix := strings.TrimSuffix(base, filepath.Ext(base)) + "-"
+	for deadline := time.Now().Add(closeWait); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if !pendingCompression(dir, prefix, filepath.Ext(base)) {
+			break
+		}
+	}
+	return err
+}
+
+// closeWait bounds how long Close waits for compression.
+const closeWait = 5 * time.Second
+
+// pendingCompression reports whether a rotated file (prefix…ext) has not
+// been compressed yet.
+func pendingCompression(dir, prefix, ext string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if n := e.Name(); strings.HasPrefix(n, prefix) && strings.HasSuffix(n, ext) {
+			return true
+		}
+	}
+	return false
 }
 
 // Rotate starts a new log file now (for SIGHUP, or tests); without a file it
