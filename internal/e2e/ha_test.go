@@ -243,6 +243,9 @@ func ptr[T any](v T) *T { return &v }
 type acked struct {
 	owner   string
 	deleted bool // a DeleteSessions call acknowledged it
+	// maybe: a DeleteSessions call for it got no answer (its broker was
+	// killed): it may have taken effect.
+	maybe bool
 }
 
 // loadResult is what the load generator saw.
@@ -285,12 +288,15 @@ func runLoad(ctx context.Context, c *Cluster, workers int, killed func(*ClusterB
 					id := mine[0]
 					var out *api.DeleteSessionsResponse
 					out, err = b.Client.DeleteSessions(cctx, []api.DeleteSessionRequest{{SessionId: id, Owner: owner}})
-					if err == nil && len(out.SuccessfulList) == 1 {
-						r.mu.Lock()
+					r.mu.Lock()
+					switch {
+					case err == nil && len(out.SuccessfulList) == 1:
 						r.sessions[id].deleted = true
-						r.mu.Unlock()
 						mine = mine[1:]
+					case err != nil:
+						r.sessions[id].maybe = true
 					}
+					r.mu.Unlock()
 				} else {
 					var out *api.CreateSessionsResponse
 					out, err = b.Client.CreateSessions(cctx, []api.CreateSessionRequest{
@@ -442,6 +448,8 @@ func TestE2E_ClusterKillBroker(t *testing.T) {
 				problems = append(problems, fmt.Sprintf("%s listed %d times", id, len(got)))
 			case a.deleted && got[0].State != api.StateDeleted:
 				problems = append(problems, fmt.Sprintf("%s (deleted) is %s %q", id, got[0].State, got[0].StateReason))
+			case a.maybe && !a.deleted && got[0].State == api.StateDeleted:
+				// A delete whose answer was lost with its broker took effect.
 			case !a.deleted && got[0].State != api.StateReady:
 				problems = append(problems, fmt.Sprintf("%s is %s %s %q, want READY", id, got[0].State, got[0].Substate, got[0].StateReason))
 			}
