@@ -96,10 +96,7 @@ func (m *Main) watchedFiles(ctx context.Context, certFile, keyFile string) (*pki
 				return
 			case <-t.C:
 			}
-			if !pair.Changed() {
-				continue
-			}
-			c, err := pair.Load()
+			reloaded, err := pair.Reload(h)
 			if err != nil {
 				if !failing {
 					log.Warn("certificate files changed but do not load; keeping the current certificate", "err", err)
@@ -107,9 +104,10 @@ func (m *Main) watchedFiles(ctx context.Context, certFile, keyFile string) (*pki
 				failing = true
 				continue
 			}
-			failing = false
-			h.Set(c)
-			log.Info("certificate files reloaded", "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+			if reloaded {
+				failing = false
+				log.Info("certificate files reloaded", "not_after", h.Leaf().NotAfter.UTC().Format(time.RFC3339))
+			}
 		}
 	})
 	return h, nil

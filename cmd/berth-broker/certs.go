@@ -97,10 +97,7 @@ func (cm *certManager) check(now time.Time) {
 		}
 	}
 	for _, f := range cm.files {
-		if !f.pair.Changed() {
-			continue
-		}
-		c, err := f.pair.Load()
+		reloaded, err := f.pair.Reload(f.holder)
 		if err != nil {
 			// Often one file is replaced before the other: the next check
 			// sees both.
@@ -110,10 +107,11 @@ func (cm *certManager) check(now time.Time) {
 			}
 			continue
 		}
-		f.lastErr = ""
-		f.holder.Set(c)
-		cm.log.Info("reloaded a changed certificate", "listener", f.listener, "file", f.pair.CertFile,
-			"not_after", c.Leaf.NotAfter)
+		if reloaded {
+			f.lastErr = ""
+			cm.log.Info("reloaded a changed certificate", "listener", f.listener, "file", f.pair.CertFile,
+				"not_after", f.holder.Leaf().NotAfter)
+		}
 	}
 }
 

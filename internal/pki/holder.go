@@ -78,6 +78,22 @@ func (p *FilePair) Changed() bool {
 	return err != nil || !bytes.Equal(data[0], p.loaded[0]) || !bytes.Equal(data[1], p.loaded[1])
 }
 
+// Reload loads the files into h when their content changed since the last
+// good Load, and reports whether h now holds a new certificate. A pair that
+// changed but does not load (one file replaced and not yet the other) leaves
+// h as it was and returns the error.
+func (p *FilePair) Reload(h *Holder) (bool, error) {
+	if !p.Changed() {
+		return false, nil
+	}
+	c, err := p.Load()
+	if err != nil {
+		return false, err
+	}
+	h.Set(c)
+	return true, nil
+}
+
 // read returns the contents of both files; it follows links (certbot's
 // live/ names point into archive/).
 func (p *FilePair) read() ([2][]byte, error) {

@@ -226,3 +226,38 @@ func TestFilePair(t *testing.T) {
 		t.Error("Load through the links returned the old certificate")
 	}
 }
+
+// TestFilePair_Reload: Reload sets the holder only when the files changed and
+// load; a half-replaced pair leaves the holder as it was.
+func TestFilePair_Reload(t *testing.T) {
+	ca, _ := MustCA(t)
+	dir := t.TempDir()
+	p := &pki.FilePair{CertFile: filepath.Join(dir, "c.pem"), KeyFile: filepath.Join(dir, "c.key")}
+	issue := func() (string, string) {
+		c, k, err := ca.Issue([]string{"localhost"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(c), string(k)
+	}
+	c1, k1 := issue()
+	mustWrite(t, p.CertFile, c1)
+	mustWrite(t, p.KeyFile, k1)
+	first, err := p.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := pki.NewHolder(first)
+	if ok, err := p.Reload(h); ok || err != nil {
+		t.Fatalf("Reload of unchanged files: %v %v", ok, err)
+	}
+	c2, k2 := issue()
+	mustWrite(t, p.CertFile, c2)
+	if ok, err := p.Reload(h); ok || err == nil || !h.Leaf().Equal(first.Leaf) {
+		t.Fatalf("Reload of a half-replaced pair: %v %v", ok, err)
+	}
+	mustWrite(t, p.KeyFile, k2)
+	if ok, err := p.Reload(h); !ok || err != nil || h.Leaf().Equal(first.Leaf) {
+		t.Fatalf("Reload of a replaced pair: %v %v", ok, err)
+	}
+}
