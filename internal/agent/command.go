@@ -114,10 +114,11 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 	}
 	if err != nil {
 		reason = failureReason(ctx, err)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && !strings.Contains(err.Error(), "deadline") {
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+		if timedOut && !strings.Contains(err.Error(), "deadline") {
 			err = fmt.Errorf("timed out after %s: %w", timeout, err)
 		}
-		return &agentproto.Result{Error: err.Error()}, reason
+		return &agentproto.Result{Error: err.Error(), Timeout: timedOut}, reason
 	}
 	return &agentproto.Result{OK: true}, ""
 }

@@ -1,6 +1,7 @@
 package agenthub
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -149,6 +150,10 @@ func clamp(v, lo, hi int) int { return max(lo, min(v, hi)) }
 
 // result converts an agent's result.
 func result(r *agentproto.Result) (*broker.Result, error) {
+	if !r.OK && r.Timeout {
+		// The agent's copy of the deadline ran out just before the broker's.
+		return nil, context.DeadlineExceeded
+	}
 	if !r.OK {
 		reason := r.Error
 		if reason == "" {

@@ -185,6 +185,9 @@ type Result struct {
 	OK bool `json:"ok"`
 	// Error is the failure reason when !OK; it is shown to API clients.
 	Error string `json:"error,omitempty"`
+	// Timeout is set with !OK when the command's deadline passed on the agent
+	// (the broker then reports its own deadline, as if it had run out first).
+	Timeout bool `json:"timeout,omitempty"`
 	// Images holds screenshots.
 	Images []Image `json:"images,omitempty"`
 }
