@@ -2,6 +2,8 @@
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 GO ?= go
+# go.mod asks for Go 1.27.3; the go command fetches it from the module proxy.
+export GOTOOLCHAIN := go1.27.3
 BINARIES := berth-broker berth-agent berth
 
 .PHONY: build test test-short lint bench fuzz run clean deb

@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
+# go.mod asks for Go 1.27.3; the go command fetches it from the module proxy.
+export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 GO=${GO:-go}
 
 pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils chromium postgresql postgresql-client"
