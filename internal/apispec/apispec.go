@@ -3,7 +3,7 @@
 //
 // Two documents matter: berth's own (api.OpenAPIDocument, loaded by Berth) and
 // Amazon's DCV Session Manager API 2023.0 that berth must stay wire-compatible
-// with (loaded by Reference from the shared/reference folder beside the checkout).
+// with (loaded by Reference from testdata/, where it is kept with its licence).
 // Tests of the HTTP API validate every response they receive against both:
 //
 //	doc, err := apispec.Berth()
@@ -20,15 +20,13 @@ package apispec
 
 import (
 	"bytes"
+	_ "embed"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -39,10 +37,13 @@ import (
 	"github.com/berth-dev/berth/api"
 )
 
-// ReferenceFile is the path of Amazon's API document relative to the directory
-// that holds the shared folder: the parent of the repository root, or the root
-// itself.
-const ReferenceFile = "shared/reference/amazon-dcv-session-manager-api-2023.0.yaml"
+// ReferenceFile is the name of Amazon's API document in this package's
+// testdata folder. It comes from the aws/dcv-access-console repository under
+// the Apache License 2.0 (testdata/NOTICE).
+const ReferenceFile = "amazon-dcv-session-manager-api-2023.0.yaml"
+
+//go:embed testdata/amazon-dcv-session-manager-api-2023.0.yaml
+var referenceDocument []byte
 
 // ErrUndocumentedStatus is wrapped by the error ValidateResponse returns when the
 // document lists no response (and no default or range such as 4XX) for the status
@@ -103,48 +104,16 @@ func Berth() (*Doc, error) {
 	return d, nil
 }
 
-// Reference loads Amazon's DCV Session Manager API 2023.0 document, found by
-// ReferencePath. The error wraps fs.ErrNotExist when the file is not found.
+// Reference loads Amazon's DCV Session Manager API 2023.0 document, which
+// the package embeds from testdata/ReferenceFile.
 func Reference() (*Doc, error) {
-	path, err := ReferencePath()
-	if err != nil {
-		return nil, err
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read reference document: %w", err)
-	}
 	// The reference gives the boolean DeleteSessionRequestData.Force the
 	// string default "false"; it is Amazon's text and stays as it is.
-	d, err := load(data, openapi3.DisableSchemaDefaultsValidation())
+	d, err := load(referenceDocument, openapi3.DisableSchemaDefaultsValidation())
 	if err != nil {
-		return nil, fmt.Errorf("reference document %s: %w", path, err)
+		return nil, fmt.Errorf("reference document %s: %w", ReferenceFile, err)
 	}
 	return d, nil
-}
-
-// ReferencePath finds Amazon's API document by walking up from the working
-// directory and looking for ReferenceFile in each directory on the way, so it
-// works from any package of a checkout that has shared/ beside it (as /work/main
-// has /work/shared) or inside it. The error wraps fs.ErrNotExist when no
-// directory up to the root has the file.
-func ReferencePath() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find reference document: %w", err)
-	}
-	for dir := wd; ; {
-		p := filepath.Join(dir, filepath.FromSlash(ReferenceFile))
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", fmt.Errorf("find reference document: no %s in %s or any parent directory: %w", ReferenceFile, wd, fs.ErrNotExist)
 }
 
 // Spec returns the parsed document. Callers must not modify it.

@@ -1,8 +1,6 @@
 package apispec
 
 import (
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,88 +12,20 @@ import (
 	"github.com/berth-dev/berth/api"
 )
 
-func TestReferencePath_FromThisCheckout(t *testing.T) {
-	p, err := ReferencePath()
-	if errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("SKIPPING: Amazon's reference API document is not in this checkout: %v", err)
-	}
+// TestReference_Embedded loads Amazon's document from the package's own
+// testdata: the wire-compatibility checks run on a fresh clone with nothing
+// beside it.
+func TestReference_Embedded(t *testing.T) {
+	d, err := Reference()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(filepath.ToSlash(p), ReferenceFile) {
-		t.Errorf("ReferencePath() = %s, want a path ending in %s", p, ReferenceFile)
+	if n := d.Spec().Paths.Len(); n < 9 {
+		t.Errorf("reference document has %d paths, want Amazon's nine or more", n)
 	}
-}
-
-func TestReferencePath_Layouts(t *testing.T) {
-	write := func(t *testing.T, root string) {
-		t.Helper()
-		p := filepath.Join(root, filepath.FromSlash(ReferenceFile))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte("openapi: 3.0.0\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := os.Stat(filepath.Join("testdata", "NOTICE")); err != nil {
+		t.Errorf("the reference document's licence notice is missing: %v", err)
 	}
-	t.Run("shared beside the repository", func(t *testing.T) {
-		root := t.TempDir()
-		write(t, root)
-		pkg := filepath.Join(root, "clone", "internal", "httpapi")
-		if err := os.MkdirAll(pkg, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Chdir(pkg)
-		p, err := ReferencePath()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := filepath.Join(root, filepath.FromSlash(ReferenceFile)); !sameFile(t, p, want) {
-			t.Errorf("ReferencePath() = %s, want %s", p, want)
-		}
-	})
-	t.Run("shared inside the repository", func(t *testing.T) {
-		repo := filepath.Join(t.TempDir(), "repo")
-		write(t, repo)
-		pkg := filepath.Join(repo, "internal", "apispec")
-		if err := os.MkdirAll(pkg, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Chdir(pkg)
-		p, err := ReferencePath()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := filepath.Join(repo, filepath.FromSlash(ReferenceFile)); !sameFile(t, p, want) {
-			t.Errorf("ReferencePath() = %s, want %s", p, want)
-		}
-	})
-	t.Run("absent", func(t *testing.T) {
-		t.Chdir(t.TempDir())
-		if _, err := os.Stat(filepath.Join("/", filepath.FromSlash(ReferenceFile))); err == nil {
-			t.Skip("the file system root has a shared/reference folder")
-		}
-		_, err := ReferencePath()
-		if !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("ReferencePath() error = %v, want one wrapping fs.ErrNotExist", err)
-		}
-		if _, err := Reference(); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Reference() error = %v, want one wrapping fs.ErrNotExist", err)
-		}
-	})
-}
-
-func sameFile(t *testing.T, a, b string) bool {
-	t.Helper()
-	sa, err := os.Stat(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := os.Stat(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.SameFile(sa, sb)
 }
 
 func TestLoad_Invalid(t *testing.T) {
