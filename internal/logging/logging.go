@@ -1,17 +1,24 @@
 // Package logging builds the daemons' loggers: log/slog records as JSON (for
 // log shippers) or text (for a person at a terminal), at a configured level,
 // to stderr or to a file in a configured directory that rotates by size and
-// age (with gopkg.in/natefinch/lumberjack.v2). Attributes whose key names a
-// secret (password, secret, token, authorization, …) are masked, as a last
-// line of defence: no code path should log one in the first place.
+// age (with gopkg.in/natefinch/lumberjack.v2). Log files are readable by the
+// daemon's user only (0600 in a 0700 directory), or also by one configured
+// group (0640 in 0750); the rotated and compressed files keep that mode.
+// Attributes whose key names a secret (password, secret, token,
+// authorization, statement, …) are masked, as a last line of defence: no code
+// path should log one in the first place.
 package logging
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,7 +48,19 @@ type Options struct {
 	RotateEvery time.Duration
 	// Stderr is where logs go without Dir (os.Stderr).
 	Stderr io.Writer
+	// Group, when set, is the group (a name or a numeric ID) that may read
+	// the log: a directory New creates is 0750 and the files are 0640 and
+	// belong to that group. Unset: 0700 and 0600, the daemon's user only.
+	Group string
 }
+
+// File modes of the log directory (when New creates it) and files.
+const (
+	dirMode       fs.FileMode = 0o700
+	fileMode      fs.FileMode = 0o600
+	groupDirMode  fs.FileMode = 0o750
+	groupFileMode fs.FileMode = 0o640
+)
 
 // Logger is a configured logger and the file it writes, if any.
 type Logger struct {
@@ -113,7 +132,11 @@ func ParseLevel(s string) (slog.Level, error) {
 }
 
 // New returns the logger that o describes. With Dir it creates the directory
-// (mode 0750) and the file (mode 0640).
+// (mode 0700, or 0750 with a Group) and the file (0600, or 0640 with a Group).
+// An existing log file, and rotated files of it, whose mode allows more than
+// that (left by an older version or another tool) are restricted to it: the
+// files lumberjack rotates and compresses take the mode of the file they come
+// from.
 func New(o Options) (*Logger, error) {
 	level, err := ParseLevel(o.Level)
 	if err != nil {
@@ -128,17 +151,27 @@ func New(o Options) (*Logger, error) {
 		if o.File == "" || strings.ContainsAny(o.File, `/\`) {
 			return nil, fmt.Errorf("log file name %q: want a plain file name", o.File)
 		}
-		if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		dmode, fmode, gid := dirMode, fileMode, -1
+		if o.Group != "" {
+			if gid, err = lookupGroup(o.Group); err != nil {
+				return nil, err
+			}
+			dmode, fmode = groupDirMode, groupFileMode
+		}
+		if err := os.MkdirAll(o.Dir, dmode); err != nil {
 			return nil, fmt.Errorf("log directory: %w", err)
 		}
 		path := filepath.Join(o.Dir, o.File)
-		// lumberjack opens with 0600 only when it creates the file; create
-		// it first so that a log reader group may read it.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		// Create the file before lumberjack does, with the mode (and group)
+		// that every file rotated from it then keeps.
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, fmode)
 		if err != nil {
 			return nil, fmt.Errorf("log file: %w", err)
 		}
 		f.Close()
+		if err := restrict(o.Dir, o.File, fmode, gid); err != nil {
+			return nil, fmt.Errorf("log file: %w", err)
+		}
 		l.file = &lumberjack.Logger{
 			Filename:   path,
 			MaxSize:    orDefault(o.MaxSizeMB, 100),
@@ -161,6 +194,66 @@ func New(o Options) (*Logger, error) {
 		l.Logger = slog.New(slog.NewJSONHandler(out, hopts))
 	}
 	return l, nil
+}
+
+// lookupGroup returns the ID of group, a name or a number.
+func lookupGroup(group string) (int, error) {
+	if id, err := strconv.Atoi(group); err == nil && id >= 0 {
+		return id, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("log group: %w", err)
+	}
+	id, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("log group %q: group ID %q is not a number", group, g.Gid)
+	}
+	return id, nil
+}
+
+// restrict gives the log file name in dir, and the rotated files of it
+// (name-<time>.ext, compressed or not), mode (or less where the file already
+// allows less) and, when gid >= 0, that group.
+func restrict(dir, name string, mode fs.FileMode, gid int) error {
+	ext := filepath.Ext(name)
+	prefix := strings.TrimSuffix(name, ext) + "-"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		n := e.Name()
+		rotated := strings.HasPrefix(n, prefix) && (strings.HasSuffix(n, ext) || strings.HasSuffix(n, ext+".gz"))
+		if n != name && !rotated || !e.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(dir, n)
+		fi, err := e.Info()
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		if gid >= 0 {
+			if err := os.Chown(p, -1, gid); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		perm := fi.Mode().Perm()
+		want := perm & mode
+		if n == name && gid >= 0 {
+			want = mode // the group was asked for: it may read the live file
+		}
+		if want != perm {
+			if err := os.Chmod(p, want); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // rotateEvery rotates the file at each multiple of d (UTC) until Close.
@@ -197,7 +290,7 @@ func isTerminal(w io.Writer) bool {
 
 // secretKeys are attribute keys (compared lower-case, and as suffixes after
 // "_" or ".") whose values are never logged.
-var secretKeys = []string{"password", "passwd", "secret", "token", "authorization", "cookie", "private_key", "dsn"}
+var secretKeys = []string{"password", "passwd", "secret", "token", "authorization", "cookie", "private_key", "dsn", "statement"}
 
 // redact masks the value of an attribute whose key names a secret.
 func redact(_ []string, a slog.Attr) slog.Attr {
@@ -211,7 +304,8 @@ func redact(_ []string, a slog.Attr) slog.Attr {
 }
 
 // IsSecretKey reports whether an attribute key names a secret: "password",
-// "client_secret", "access_token", "Authorization" and the like.
+// "client_secret", "access_token", "Authorization", "software_statement" and
+// the like.
 func IsSecretKey(key string) bool {
 	k := strings.ToLower(key)
 	for _, s := range secretKeys {
