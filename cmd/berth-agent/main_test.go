@@ -155,7 +155,7 @@ func logBackups(t *testing.T, dir string) []string {
 }
 
 // TestMain_LogRotation: with log.directory the agent writes agent.log there
-// (0640, JSON), starts a new one when it passes log.max_size_mb, keeps
+// (0600, JSON), starts a new one when it passes log.max_size_mb, keeps
 // log.max_backups rotated files, and rotates on demand (SIGHUP).
 func TestMain_LogRotation(t *testing.T) {
 	dir := t.TempDir()
@@ -174,7 +174,7 @@ func TestMain_LogRotation(t *testing.T) {
 	}
 	defer m.Close()
 	active := filepath.Join(logDir, "agent.log")
-	if fi, err := os.Stat(active); err != nil || fi.Mode().Perm() != 0o640 {
+	if fi, err := os.Stat(active); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("agent.log: %v %v", fi, err)
 	}
 	if !strings.Contains(string(mustRead(t, active)), `"msg":"agent started"`) {

@@ -53,7 +53,7 @@ func TestBroker_LogDirectory(t *testing.T) {
 			t.Errorf("broker.log has no %q line; messages: %v", want, msgs)
 		}
 	}
-	if fi, err := os.Stat(path); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm() != 0o640 {
-		t.Errorf("broker.log mode %v, want 0640", fi.Mode().Perm())
+	if fi, err := os.Stat(path); err == nil && runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+		t.Errorf("broker.log mode %v, want 0600", fi.Mode().Perm())
 	}
 }
