@@ -20,7 +20,18 @@ const (
 	remoteMinFetchInterval = time.Second
 	// maxJWKSLen bounds the JWKS document.
 	maxJWKSLen = 1 << 20
+	// DefaultMaxStaleness is RemoteKeySet.MaxStaleness when it is zero.
+	DefaultMaxStaleness = time.Hour
 )
+
+// BrokerIssuer is the "iss" of the tokens berth-broker issues, and the issuer a
+// RemoteKeySet requires unless told another.
+const BrokerIssuer = "berth-broker"
+
+// ErrStaleKeys means a RemoteKeySet could not refetch the broker's keys for
+// longer than its MaxStaleness: it verifies no token until the broker answers
+// again.
+var ErrStaleKeys = errors.New("broker keys too old to trust")
 
 // defaultRemoteClient is used when RemoteKeySet.Client is nil.
 var defaultRemoteClient = &http.Client{Timeout: 10 * time.Second}
@@ -29,7 +40,10 @@ var defaultRemoteClient = &http.Client{Timeout: 10 * time.Second}
 // in a gateway on an agent host) with the keys the broker publishes through
 // JWKSHandler. It fetches the key set on first use, again when a token names a
 // key it does not know (at most once per second) and every 5 minutes; if a
-// refetch fails it keeps using the keys it has. Set the exported fields before
+// refetch fails it keeps using the keys it has, for at most MaxStaleness after
+// the last fetch that worked: a key the broker has since withdrawn (a rotation
+// after a leak) must not verify tokens for ever on a host cut off from it. Only
+// tokens whose "iss" is the broker's verify. Set the exported fields before
 // first use. It is safe for concurrent use.
 type RemoteKeySet struct {
 	// URL is the broker's JWKS endpoint.
@@ -37,9 +51,15 @@ type RemoteKeySet struct {
 	// Client fetches URL; nil means a client with a 10 s timeout and the
 	// system roots. Set one that trusts the broker's CA (see pki.LoadPool).
 	Client *http.Client
-	// Issuer, if not empty, is the "iss" tokens must carry (the broker's
-	// Authority.Issuer).
+	// Issuer is the "iss" tokens must carry (the broker's Authority.Issuer);
+	// empty means BrokerIssuer.
 	Issuer string
+	// MaxStaleness is how long after the last successful fetch the cached
+	// keys still verify tokens while refetching fails; after that every
+	// token is refused with an error wrapping ErrStaleKeys (not a
+	// *TokenError: the token may be good) until a fetch works again. Zero
+	// means DefaultMaxStaleness (1 h); it should exceed the 5 minute refresh.
+	MaxStaleness time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 
@@ -60,12 +80,26 @@ func (s *RemoteKeySet) now() time.Time {
 	return time.Now()
 }
 
+func (s *RemoteKeySet) issuer() string {
+	if s.Issuer == "" {
+		return BrokerIssuer
+	}
+	return s.Issuer
+}
+
+func (s *RemoteKeySet) maxStaleness() time.Duration {
+	if s.MaxStaleness <= 0 {
+		return DefaultMaxStaleness
+	}
+	return s.MaxStaleness
+}
+
 // VerifyConnectionToken checks a connection token. It returns a *TokenError if
 // the token is not acceptable and another error if the key set could not be
 // fetched. The caller checks that SessionID is the session being connected to.
 func (s *RemoteKeySet) VerifyConnectionToken(ctx context.Context, token string) (*ConnectionClaims, error) {
 	var c connectionClaims
-	err := parseToken(token, &c, typConnection, audConnection, s.Issuer, s.now, func(kid string) (*ecdsa.PublicKey, error) {
+	err := parseToken(token, &c, typConnection, audConnection, s.issuer(), s.now, func(kid string) (*ecdsa.PublicKey, error) {
 		return s.key(ctx, kid)
 	})
 	if err != nil {
@@ -97,11 +131,14 @@ func (s *RemoteKeySet) key(ctx context.Context, kid string) (*ecdsa.PublicKey, e
 	s.mu.Lock()
 	recent := !s.triedAt.IsZero() && !now.Before(s.triedAt) && now.Sub(s.triedAt) < remoteMinFetchInterval
 	lastErr := s.fetchErr
+	fetchedAt := s.fetchedAt
 	s.mu.Unlock()
 	if recent {
 		switch {
-		case k != nil:
+		case k != nil && lastErr == nil:
 			return k, nil
+		case k != nil:
+			return s.stale(k, fetchedAt, now, lastErr)
 		case lastErr != nil:
 			return nil, &lookupError{err: lastErr}
 		}
@@ -119,7 +156,7 @@ func (s *RemoteKeySet) key(ctx context.Context, kid string) (*ecdsa.PublicKey, e
 	s.mu.Unlock()
 	if err != nil {
 		if k != nil {
-			return k, nil // stale but still the broker's key
+			return s.stale(k, fetchedAt, now, err)
 		}
 		return nil, &lookupError{err: err}
 	}
@@ -127,6 +164,18 @@ func (s *RemoteKeySet) key(ctx context.Context, kid string) (*ecdsa.PublicKey, e
 		return k, nil
 	}
 	return nil, tokenError(reasonUnknownKey)
+}
+
+// stale returns k, a cached key that a refetch at now failed (with err) to
+// confirm, while the keys fetched at fetchedAt are within MaxStaleness, and a
+// *lookupError wrapping ErrStaleKeys after that.
+func (s *RemoteKeySet) stale(k *ecdsa.PublicKey, fetchedAt, now time.Time, err error) (*ecdsa.PublicKey, error) {
+	age := max(now.Sub(fetchedAt), 0) // a clock set back does not age the keys
+	if !fetchedAt.IsZero() && age <= s.maxStaleness() {
+		return k, nil // stale but still the broker's key
+	}
+	return nil, &lookupError{err: fmt.Errorf("%w: last fetched from %s %s ago (longest trusted %s); fetching again failed: %w",
+		ErrStaleKeys, s.URL, age.Truncate(time.Second), s.maxStaleness(), err)}
 }
 
 // cached returns the cached key named kid (nil if none) and whether the cache

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,5 +162,116 @@ func TestRemoteKeySet_FetchErrors(t *testing.T) {
 	ks := &oauth.RemoteKeySet{URL: srv.URL}
 	if _, err := ks.VerifyConnectionToken(ctx, tok); err == nil {
 		t.Error("verified with keys from an untrusted server")
+	}
+}
+
+// TestRemoteKeySet_Issuer: with no Issuer set (as the agent's web gateway is
+// wired) only tokens of berth-broker's issuer verify; a token that another
+// issuer signed with a key the broker publishes is refused.
+func TestRemoteKeySet_Issuer(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	srv, _ := jwksServer(t, e)
+	ks := &oauth.RemoteKeySet{URL: srv.URL, Client: srv.Client(), Now: e.clock.Now}
+	broker := e.newAuthority(oauth.BrokerIssuer)
+	good, err := broker.IssueConnectionToken(ctx, "s", "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.VerifyConnectionToken(ctx, good); err != nil {
+		t.Fatalf("token of %s: %v", oauth.BrokerIssuer, err)
+	}
+	other, err := e.auth.IssueConnectionToken(ctx, "s", "alice", "alice") // iss https://broker.test, same keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	noIss := e.resign(t, good, func(_, c map[string]any) { delete(c, "iss") })
+	for name, tt := range map[string]struct{ token, reason string }{
+		"another issuer": {other, "wrong issuer"},
+		"no issuer":      {noIss, "missing required claim"},
+	} {
+		if got := reason(t, tokenErr(ks.VerifyConnectionToken(ctx, tt.token))); got != tt.reason {
+			t.Errorf("%s: reason %q, want %q", name, got, tt.reason)
+		}
+	}
+}
+
+func tokenErr(_ *oauth.ConnectionClaims, err error) error { return err }
+
+// TestRemoteKeySet_MaxStaleness: while the broker cannot be reached the cached
+// keys verify tokens for MaxStaleness after the last good fetch and then no
+// longer (with ErrStaleKeys, promptly, not a TokenError); when the broker
+// answers again tokens verify again. Without the limit a host cut off from the
+// broker would honour a key the broker withdrew (rotated after a leak) for
+// ever.
+func TestRemoteKeySet_MaxStaleness(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	var down atomic.Bool
+	h := e.auth.JWKSHandler()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	ks := &oauth.RemoteKeySet{URL: srv.URL, Client: srv.Client(), Issuer: "https://broker.test", Now: e.clock.Now, MaxStaleness: 30 * time.Minute}
+	tok, err := e.auth.IssueConnectionToken(ctx, "s", "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.VerifyConnectionToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	verify := func() error {
+		t.Helper()
+		tok, err := e.auth.IssueConnectionToken(ctx, "s", "alice", "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ks.VerifyConnectionToken(ctx, tok)
+		return err
+	}
+
+	down.Store(true)
+	e.clock.Add(29 * time.Minute)
+	if err := verify(); err != nil {
+		t.Fatalf("29 minutes after the last fetch, broker down: %v", err)
+	}
+	e.clock.Add(2 * time.Minute)
+	err = verify()
+	var te *oauth.TokenError
+	if !errors.Is(err, oauth.ErrStaleKeys) || errors.As(err, &te) {
+		t.Fatalf("31 minutes after the last fetch, broker down: err = %v, want ErrStaleKeys", err)
+	}
+	if !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "31m") {
+		t.Errorf("the error does not say why: %v", err)
+	}
+	// Still refused within the refetch back-off.
+	if err := verify(); !errors.Is(err, oauth.ErrStaleKeys) {
+		t.Errorf("second try: err = %v, want ErrStaleKeys", err)
+	}
+
+	down.Store(false)
+	e.clock.Add(2 * time.Second)
+	if err := verify(); err != nil {
+		t.Fatalf("broker back: %v", err)
+	}
+
+	// A broker that is gone (connection refused) ends the same way, at once.
+	srv.Close()
+	e.clock.Add(31 * time.Minute)
+	start := time.Now()
+	if err := verify(); !errors.Is(err, oauth.ErrStaleKeys) {
+		t.Fatalf("broker gone: err = %v, want ErrStaleKeys", err)
+	}
+	t.Logf("refusal with the broker gone took %s", time.Since(start).Round(time.Millisecond))
+
+	// The default is an hour.
+	ks2 := &oauth.RemoteKeySet{URL: srv.URL}
+	if ks2.MaxStaleness != 0 || oauth.DefaultMaxStaleness != time.Hour {
+		t.Errorf("DefaultMaxStaleness = %v", oauth.DefaultMaxStaleness)
 	}
 }
