@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,6 +163,9 @@ func dialSession(ctx context.Context, sess Session) (net.Conn, error) {
 	return conn, nil
 }
 
+// unparsable starts the reason of a bridge whose server parser failed.
+const unparsable = "session sent a message the gateway cannot parse: "
+
 // pump copies between the WebSocket and the VNC socket until either side
 // ends or the bridge is stopped, and returns why it ended.
 func (s *Server) pump(c *websocket.Conn, vnc net.Conn, b *bridge) string {
@@ -170,17 +174,23 @@ func (s *Server) pump(c *websocket.Conn, vnc net.Conn, b *bridge) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
+	link := newLink()
 	ended := make(chan string, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
-	go func() { // server → client
+	go func() { // server → client, parsed and filtered
 		defer wg.Done()
-		_, err := io.Copy(nc, vnc)
+		p := newServerParser(nc, vnc, link, func() bool { return b.rights.Load().clipboardCopy })
+		err := p.run()
+		if errors.Is(err, errRFB) {
+			ended <- unparsable + err.Error()
+			return
+		}
 		ended <- "session closed the connection" + errSuffix(err)
 	}()
 	go func() { // client → server, filtered
 		defer wg.Done()
-		ended <- "client closed the connection" + errSuffix(s.filterCopy(vnc, nc, b))
+		ended <- "client closed the connection" + errSuffix(s.filterCopy(vnc, nc, b, link))
 	}()
 	go func() { // keepalive
 		defer wg.Done()
@@ -205,7 +215,9 @@ func (s *Server) pump(c *websocket.Conn, vnc net.Conn, b *bridge) string {
 	code, reason := websocket.StatusNormalClosure, ""
 	select {
 	case why = <-ended:
-		if why[0] == 's' {
+		if strings.HasPrefix(why, unparsable) {
+			code, reason = websocket.StatusGoingAway, "the gateway cannot parse the session's messages"
+		} else if why[0] == 's' {
 			code, reason = websocket.StatusGoingAway, "the session closed the connection"
 		}
 	case <-b.stopped:
@@ -244,8 +256,8 @@ func errSuffix(err error) string {
 // filterCopy copies client messages to the VNC server, dropping what the
 // bridge's current rights do not allow. It returns when either side fails
 // or the client breaks the protocol.
-func (s *Server) filterCopy(dst io.Writer, src io.Reader, b *bridge) error {
-	f := &clientFilter{allow: func(in input) bool { return b.rights.Load().allows(in) }}
+func (s *Server) filterCopy(dst io.Writer, src io.Reader, b *bridge, link *rfbLink) error {
+	f := &clientFilter{allow: func(in input) bool { return b.rights.Load().allows(in) }, link: link}
 	buf := make([]byte, 32<<10)
 	var out []byte
 	for {

@@ -221,7 +221,7 @@ func (s *Server) authorize(ctx context.Context, r *http.Request) (*grant, *httpE
 
 // rights are what a user may do in a connection.
 type rights struct {
-	display, keyboard, mouse, clipboardPaste bool
+	display, keyboard, mouse, clipboardPaste, clipboardCopy bool
 }
 
 func (r *rights) viewOnly() bool { return !r.keyboard && !r.mouse }
@@ -235,6 +235,8 @@ func (r *rights) allows(in input) bool {
 		return r.mouse
 	case inputClipboard:
 		return r.clipboardPaste
+	case inputClipboardRequest:
+		return r.clipboardCopy
 	case inputControl:
 		return r.keyboard || r.mouse
 	}
@@ -253,6 +255,7 @@ func (s *Server) rights(sess Session, user string) rights {
 		keyboard:       f["keyboard"],
 		mouse:          f["mouse"],
 		clipboardPaste: f["clipboard-paste"],
+		clipboardCopy:  f["clipboard-copy"],
 	}
 }
 
