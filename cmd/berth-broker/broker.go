@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/postgres"
@@ -74,6 +75,8 @@ type Main struct {
 	// gatewayLn is the Connection Gateway resolver's listener; nil unless
 	// enable-gateway.
 	gatewayLn net.Listener
+	// limited are the connection limits of the listeners, by name.
+	limited map[string]*netlimit.Listener
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -304,20 +307,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		apiSrv.Spec = api.OpenAPIDocument
 	}
 	agentMux := http.NewServeMux()
-	agentMux.Handle("/agent/connect", m.hub.Handler())
+	dcv := m.dcvVerifier()
+	agentMux.Handle("/agent/connect", dcv.TrackLinks(m.hub.Handler()))
 	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
 	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
 	if c.EnableAgentAuthorization {
 		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, c.AgentCertValidity, certIssued, m.Logger))
 	}
-	agentMux.Handle("POST /agent/validate-authentication-token",
-		dcvAuthHandler(m.auth, svc, newAddrLimiter(dcvAuthRate, dcvAuthBurst, dcvAuthMaxAddrs), m.Logger))
+	agentMux.Handle("POST /agent/validate-authentication-token", dcv)
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
 
-	if m.clientLn, err = listenTLS(c.ClientBindHost, c.ClientPort, serverTLS(clientCert)); err != nil {
+	if m.clientLn, err = m.listenTLS("client", c.ClientBindHost, c.ClientPort,
+		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, serverTLS(clientCert)); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)
 	}
-	if m.agentLn, err = listenTLS(c.AgentBindHost, c.AgentPort, serverTLS(agentCert)); err != nil {
+	if m.agentLn, err = m.listenTLS("agent", c.AgentBindHost, c.AgentPort,
+		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, serverTLS(agentCert)); err != nil {
 		return fmt.Errorf("agent-to-broker-connector: %w", err)
 	}
 	m.serve(m.clientLn, apiSrv.Handler())
@@ -344,11 +349,20 @@ func retries(n int) int {
 	return n
 }
 
+// serve serves h on ln until Close. A connection must finish its TLS
+// handshake and each request its header within
+// connector-request-header-timeout-seconds, and a whole request, body
+// included, within connector-request-read-timeout-seconds of its first byte;
+// a kept-alive connection idle for connector-idle-timeout-seconds is closed.
+// A hijacked connection (a WebSocket: agent links) is bound by none of them:
+// net/http clears its deadlines on Hijack.
 func (m *Main) serve(ln net.Listener, h http.Handler) {
+	c := &m.Config
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: cmp.Or(c.RequestHeaderTimeout, 10*time.Second),
+		ReadTimeout:       cmp.Or(c.RequestReadTimeout, 30*time.Second),
+		IdleTimeout:       cmp.Or(c.IdleTimeout, 2*time.Minute),
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelDebug),
 	}
@@ -362,12 +376,26 @@ func (m *Main) serve(ln net.Listener, h http.Handler) {
 	}()
 }
 
-func listenTLS(host string, port int, cfg *tls.Config) (net.Listener, error) {
+// metricsLimits bound the metrics listener's connections: scrapers are few.
+var metricsLimits = netlimit.Limits{Max: 64, MaxPerAddr: 16}
+
+// listenTLS listens on host:port with the connection limits lim (the
+// listener named name in logs and metrics), then TLS.
+func (m *Main) listenTLS(name, host string, port int, lim netlimit.Limits, cfg *tls.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return nil, err
 	}
-	return tls.NewListener(ln, cfg), nil
+	opts := netlimit.Options{Name: name, Logger: m.Logger}
+	if o, ok := any(m.metrics).(netlimit.Observer); ok && m.metrics != nil {
+		opts.Observer = o
+	}
+	l := netlimit.Wrap(ln, lim, opts)
+	if m.limited == nil {
+		m.limited = make(map[string]*netlimit.Listener)
+	}
+	m.limited[name] = l
+	return tls.NewListener(l, cfg), nil
 }
 
 // startMetrics opens the metrics listener (metrics-port): Prometheus metrics
@@ -380,7 +408,7 @@ func (m *Main) startMetrics() error {
 	if err != nil {
 		return err
 	}
-	if m.metricsLn, err = listenTLS(c.MetricsBindHost, c.MetricsPort, serverTLS(h)); err != nil {
+	if m.metricsLn, err = m.listenTLS("metrics", c.MetricsBindHost, c.MetricsPort, metricsLimits, serverTLS(h)); err != nil {
 		return fmt.Errorf("metrics-port: %w", err)
 	}
 	mux := http.NewServeMux()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -77,6 +78,49 @@ type Config struct {
 	MetricsPort int
 	// MetricsBindHost is metrics-bind-host.
 	MetricsBindHost string
+
+	// ClientMaxConns and ClientMaxConnsPerAddr are
+	// client-to-broker-connector-max-connections and
+	// client-to-broker-connector-max-connections-per-address: how many
+	// connections the client API holds at once, in all and from one client
+	// network (an IPv4 address, or an IPv6 /64); 0 is no bound. Connections
+	// over either bound are closed on accept.
+	ClientMaxConns        int
+	ClientMaxConnsPerAddr int
+	// AgentMaxConns and AgentMaxConnsPerAddr are the same bounds of the
+	// agent connector (agent-to-broker-connector-max-connections and
+	// -max-connections-per-address). Every agent holds one connection, and a
+	// fleet behind one NAT or load balancer shares one address, so the
+	// per-address bound must stay above the fleet's size there.
+	AgentMaxConns        int
+	AgentMaxConnsPerAddr int
+	// GatewayMaxConns and GatewayMaxConnsPerAddr are the same bounds of the
+	// gateway resolver (gateway-to-broker-connector-max-connections and
+	// -max-connections-per-address).
+	GatewayMaxConns        int
+	GatewayMaxConnsPerAddr int
+	// RequestHeaderTimeout is connector-request-header-timeout-seconds: on
+	// every listener, a new connection must finish its TLS handshake, and a
+	// request its header, within this time.
+	RequestHeaderTimeout time.Duration
+	// RequestReadTimeout is connector-request-read-timeout-seconds: a
+	// request, header and body, must arrive within this time of its first
+	// byte. WebSockets (agent links) are not bound by it.
+	RequestReadTimeout time.Duration
+	// IdleTimeout is connector-idle-timeout-seconds: a kept-alive connection
+	// with no request for this long is closed.
+	IdleTimeout time.Duration
+
+	// DCVVerifierAllowed is dcv-token-verifier-allowed-addresses: who may
+	// call the DCV token verifier, a comma-separated list of IP addresses,
+	// CIDR networks and the word "servers" (the addresses of the broker's
+	// DCV servers: those of live agent links, and those the session's server
+	// reports). Empty: nobody.
+	DCVVerifierAllowed string
+	// DCVVerifierRate is dcv-token-verifier-rate-limit: verifications per
+	// second from one caller address (bursts of twice as many); 0 is no
+	// limit.
+	DCVVerifierRate int
 
 	// WorkingPath is session-manager-working-path: the state directory
 	// (database, keys, certificates).
@@ -198,6 +242,17 @@ func DefaultConfig() Config {
 		GatewayBindHost:            "0.0.0.0",
 		MetricsPort:                MetricsOff,
 		MetricsBindHost:            "127.0.0.1",
+		ClientMaxConns:             4096,
+		ClientMaxConnsPerAddr:      512,
+		AgentMaxConns:              20000,
+		AgentMaxConnsPerAddr:       10000,
+		GatewayMaxConns:            1024,
+		GatewayMaxConnsPerAddr:     256,
+		RequestHeaderTimeout:       10 * time.Second,
+		RequestReadTimeout:         30 * time.Second,
+		IdleTimeout:                120 * time.Second,
+		DCVVerifierAllowed:         "servers",
+		DCVVerifierRate:            20,
 		WorkingPath:                "/var/lib/berth",
 		PersistenceDB:              "sqlite",
 		BrokerID:                   host,
@@ -421,6 +476,10 @@ func (c *Config) Validate() error {
 	if c.EnableGateway && c.GatewayTLSClientAuth && c.GatewayTrustStoreFile == "" {
 		failNear("gateway-to-broker-connector-trust-store-file", "enable-tls-client-auth-gateway", "required when enable-tls-client-auth-gateway is true")
 	}
+	if c.RequestReadTimeout > 0 && c.RequestReadTimeout < c.RequestHeaderTimeout {
+		failNear("connector-request-read-timeout-seconds", "connector-request-header-timeout-seconds",
+			fmt.Sprintf("must be at least connector-request-header-timeout-seconds (%d): it bounds the header too", c.RequestHeaderTimeout/time.Second))
+	}
 	type port struct {
 		key  string
 		port int
@@ -631,6 +690,42 @@ func validNameList(s string) bool {
 	return true
 }
 
+// verifierServers is the word of dcv-token-verifier-allowed-addresses that
+// stands for the addresses of the broker's DCV servers.
+const verifierServers = "servers"
+
+// validVerifierAllowed accepts what dcvVerifierAllowed can read.
+func validVerifierAllowed(s string) bool {
+	_, _, err := parseVerifierAllowed(s)
+	return err == nil
+}
+
+// parseVerifierAllowed reads dcv-token-verifier-allowed-addresses: whether
+// it lists servers, and its networks (an address is a /32 or /128).
+func parseVerifierAllowed(s string) (servers bool, nets []netip.Prefix, err error) {
+	for e := range strings.SplitSeq(s, ",") {
+		e = strings.TrimSpace(e)
+		switch {
+		case e == "":
+		case strings.EqualFold(e, verifierServers):
+			servers = true
+		case strings.Contains(e, "/"):
+			p, err := netip.ParsePrefix(e)
+			if err != nil {
+				return false, nil, fmt.Errorf("%q is not a CIDR network", e)
+			}
+			nets = append(nets, p.Masked())
+		default:
+			a, err := netip.ParseAddr(e)
+			if err != nil {
+				return false, nil, fmt.Errorf("%q is not an IP address", e)
+			}
+			nets = append(nets, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return servers, nets, nil
+}
+
 // certificateNames returns the names of certificate-names.
 func (c *Config) certificateNames() []string {
 	var out []string
@@ -677,6 +772,18 @@ func configKeys() []configKey {
 		stringKey("gateway-to-broker-connector-trust-store-pass", "", nil, func(c *Config) *string { return &c.GatewayTrustStorePass }),
 		optionalPortKey("metrics-port", func(c *Config) *int { return &c.MetricsPort }),
 		stringKey("metrics-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.MetricsBindHost }),
+		atLeastKey("client-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.ClientMaxConns }),
+		atLeastKey("client-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.ClientMaxConnsPerAddr }),
+		atLeastKey("agent-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.AgentMaxConns }),
+		atLeastKey("agent-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.AgentMaxConnsPerAddr }),
+		atLeastKey("gateway-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.GatewayMaxConns }),
+		atLeastKey("gateway-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.GatewayMaxConnsPerAddr }),
+		durationKey("connector-request-header-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.RequestHeaderTimeout }),
+		durationKey("connector-request-read-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.RequestReadTimeout }),
+		durationKey("connector-idle-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.IdleTimeout }),
+		stringKey("dcv-token-verifier-allowed-addresses", "a comma-separated list of IP addresses, CIDR networks and the word servers",
+			validVerifierAllowed, func(c *Config) *string { return &c.DCVVerifierAllowed }),
+		atLeastKey("dcv-token-verifier-rate-limit", 0, func(c *Config) *int { return &c.DCVVerifierRate }),
 
 		stringKey("session-manager-working-path", "a directory path", func(s string) bool { return s != "" }, func(c *Config) *string { return &c.WorkingPath }),
 		persistenceDB,

@@ -190,6 +190,17 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		GatewayTrustStorePass:      "changeit",
 		MetricsPort:                9448,
 		MetricsBindHost:            "0.0.0.0",
+		ClientMaxConns:             100,
+		ClientMaxConnsPerAddr:      10,
+		AgentMaxConns:              200,
+		AgentMaxConnsPerAddr:       20,
+		GatewayMaxConns:            30,
+		GatewayMaxConnsPerAddr:     3,
+		RequestHeaderTimeout:       5 * time.Second,
+		RequestReadTimeout:         20 * time.Second,
+		IdleTimeout:                time.Minute,
+		DCVVerifierAllowed:         "servers,10.0.0.0/8",
+		DCVVerifierRate:            5,
 		WorkingPath:                "/srv/berth",
 		PersistenceDB:              "postgresql",
 		PersistenceDSN:             "postgres://berth:s3cret@db.example.com/berth?sslmode=verify-full",
@@ -564,4 +575,74 @@ func FuzzLoadConfig(f *testing.F) {
 			t.Fatalf("loaded config does not validate: %v", err)
 		}
 	})
+}
+
+// TestConfig_ConnectionLimits covers the keys of the listeners' limits and
+// of the DCV token verifier: defaults, values, and refusals naming the key.
+func TestConfig_ConnectionLimits(t *testing.T) {
+	d := DefaultConfig()
+	for _, tc := range []struct {
+		key       string
+		got, want any
+	}{
+		{"client-to-broker-connector-max-connections", d.ClientMaxConns, 4096},
+		{"client-to-broker-connector-max-connections-per-address", d.ClientMaxConnsPerAddr, 512},
+		{"agent-to-broker-connector-max-connections", d.AgentMaxConns, 20000},
+		{"agent-to-broker-connector-max-connections-per-address", d.AgentMaxConnsPerAddr, 10000},
+		{"gateway-to-broker-connector-max-connections", d.GatewayMaxConns, 1024},
+		{"gateway-to-broker-connector-max-connections-per-address", d.GatewayMaxConnsPerAddr, 256},
+		{"connector-request-header-timeout-seconds", d.RequestHeaderTimeout, 10 * time.Second},
+		{"connector-request-read-timeout-seconds", d.RequestReadTimeout, 30 * time.Second},
+		{"connector-idle-timeout-seconds", d.IdleTimeout, 2 * time.Minute},
+		{"dcv-token-verifier-allowed-addresses", d.DCVVerifierAllowed, "servers"},
+		{"dcv-token-verifier-rate-limit", d.DCVVerifierRate, 20},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("default %s = %v, want %v", tc.key, tc.got, tc.want)
+		}
+	}
+
+	c, _, err := loadConfigText(t, `client-to-broker-connector-max-connections = 0
+client-to-broker-connector-max-connections-per-address = 7
+agent-to-broker-connector-max-connections = 50000
+agent-to-broker-connector-max-connections-per-address = 0
+gateway-to-broker-connector-max-connections = 10
+gateway-to-broker-connector-max-connections-per-address = 2
+connector-request-header-timeout-seconds = 5
+connector-request-read-timeout-seconds = 5
+connector-idle-timeout-seconds = 30
+dcv-token-verifier-allowed-addresses = servers, 10.1.0.0/16 ,192.0.2.9, 2001:db8::/32
+dcv-token-verifier-rate-limit = 0
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClientMaxConns != 0 || c.ClientMaxConnsPerAddr != 7 || c.AgentMaxConns != 50000 || c.AgentMaxConnsPerAddr != 0 ||
+		c.GatewayMaxConns != 10 || c.GatewayMaxConnsPerAddr != 2 || c.RequestHeaderTimeout != 5*time.Second ||
+		c.RequestReadTimeout != 5*time.Second || c.IdleTimeout != 30*time.Second || c.DCVVerifierRate != 0 {
+		t.Errorf("loaded %+v", c)
+	}
+	servers, nets, err := parseVerifierAllowed(c.DCVVerifierAllowed)
+	if err != nil || !servers || fmt.Sprint(nets) != "[10.1.0.0/16 192.0.2.9/32 2001:db8::/32]" {
+		t.Errorf("parseVerifierAllowed = %v, %v, %v", servers, nets, err)
+	}
+	if servers, nets, err := parseVerifierAllowed(""); err != nil || servers || len(nets) != 0 {
+		t.Errorf("empty list: %v, %v, %v", servers, nets, err)
+	}
+
+	for _, tc := range []struct{ text, want string }{
+		{"client-to-broker-connector-max-connections = -1", `client-to-broker-connector-max-connections: "-1" is not a whole number (0 or more)`},
+		{"agent-to-broker-connector-max-connections-per-address = many", `agent-to-broker-connector-max-connections-per-address: "many" is not a whole number (0 or more)`},
+		{"connector-request-header-timeout-seconds = 0", `connector-request-header-timeout-seconds: "0" is not a whole number of seconds (at least 1)`},
+		{"connector-idle-timeout-seconds = 1.5", `connector-idle-timeout-seconds: "1.5" is not a whole number of seconds (at least 1)`},
+		{"connector-request-read-timeout-seconds = 5", "connector-request-read-timeout-seconds: must be at least connector-request-header-timeout-seconds (10): it bounds the header too"},
+		{"dcv-token-verifier-allowed-addresses = servers, 10.0.0.0/33", `dcv-token-verifier-allowed-addresses: "servers, 10.0.0.0/33" is not a comma-separated list of IP addresses, CIDR networks and the word servers`},
+		{"dcv-token-verifier-allowed-addresses = dcv-1.example.com", `dcv-token-verifier-allowed-addresses: "dcv-1.example.com" is not a comma-separated list of IP addresses, CIDR networks and the word servers`},
+		{"dcv-token-verifier-rate-limit = -5", `dcv-token-verifier-rate-limit: "-5" is not a whole number (0 or more)`},
+	} {
+		_, _, err := loadConfigText(t, tc.text+"\n")
+		if err == nil || !strings.Contains(err.Error(), "broker.properties:1: "+tc.want) {
+			t.Errorf("%s: error %v, want %q", tc.text, err, tc.want)
+		}
+	}
 }

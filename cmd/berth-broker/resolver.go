@@ -1,19 +1,25 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/pki"
 )
+
+// sessionReader reads a session as clients see it (*broker.Service).
+type sessionReader interface {
+	SessionForConnection(ctx context.Context, id string) (*broker.SessionView, error)
+}
 
 // Transport protocols of POST /resolveSession.
 const (
@@ -40,11 +46,11 @@ func (m *Main) startGateway() error {
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(c.GatewayBindHost, fmt.Sprint(c.GatewayPort)))
+	m.gatewayLn, err = m.listenTLS("gateway", c.GatewayBindHost, c.GatewayPort,
+		netlimit.Limits{Max: c.GatewayMaxConns, MaxPerAddr: c.GatewayMaxConnsPerAddr}, cfg)
 	if err != nil {
 		return fmt.Errorf("gateway-to-broker-connector: %w", err)
 	}
-	m.gatewayLn = tls.NewListener(ln, cfg)
 	mux := http.NewServeMux()
 	mux.Handle("POST /resolveSession", resolverHandler(m.svc, newDNSMappings(c.WorkingPath, m.Logger), m.Logger))
 	mux.Handle("GET /health", httpapi.HealthHandler(m.store))

@@ -126,8 +126,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		key := KeyOf(c.RemoteAddr())
 		if reason := l.take(key); reason != "" {
+			l.refused(key, reason) // first, so that it is counted when the client sees the close
 			c.Close()
-			l.refused(key, reason)
 			continue
 		}
 		return &conn{Conn: c, l: l, key: key}, nil
