@@ -109,12 +109,14 @@ func (d *Driver) startConsole(ctx context.Context, s *session, p *plan) error {
 	cmd.Dir = o.workDir()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = o.sysProcAttr()
-	closeOnExec()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start x0vncserver: %s", shortExecErr(err))
+	deadline := time.Now().Add(d.cfg.ReadyTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
 	}
-	pid := cmd.Process.Pid
-	cmd.Process.Release()
+	pid, err := d.startServer(ctx, s, p, cmd, ":"+strconv.Itoa(n), deadline, nil)
+	if err != nil {
+		return err
+	}
 	pi, _ := readStat(pid)
 	pr := &proc{pid: pid, start: pi.start, child: true, role: "server"}
 	d.mu.Lock()
@@ -124,10 +126,6 @@ func (d *Driver) startConsole(ctx context.Context, s *session, p *plan) error {
 	d.mu.Unlock()
 	if err := d.saveRecord(&rec); err != nil {
 		return err
-	}
-	deadline := time.Now().Add(d.cfg.ReadyTimeout)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
 	}
 	for {
 		err = rfbPing(s.rec.Socket, deadline)
@@ -155,7 +153,7 @@ func (d *Driver) startConsole(ctx context.Context, s *session, p *plan) error {
 		}
 	}
 	p.init = nil
-	if err := d.startPrograms(s, p, logf); err != nil {
+	if err := d.startPrograms(ctx, s, p, logf); err != nil {
 		return err
 	}
 	d.mu.Lock()

@@ -22,8 +22,10 @@ import (
 
 	"github.com/jezek/xgb/xproto"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/login"
 )
 
 // DCV's limits on autorun arguments.
@@ -152,6 +154,9 @@ type plan struct {
 	init    []string // argv; nil: nothing
 	autorun []string // argv; nil: nothing
 	storage string   // expanded storage root; "" for none
+	// pamService is the PAM service the session's server starts in; "" for
+	// none.
+	pamService string
 }
 
 // validate checks a request and resolves everything it names. Refusals of
@@ -197,7 +202,17 @@ func (d *Driver) plan(req agent.CreateRequest) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.account.Check(req.Owner); err != nil {
+		var r *account.Refusal
+		if errors.As(err, &r) || errors.Is(err, account.ErrUnknownUser) {
+			return nil, err
+		}
+		return nil, &lookupError{err}
+	}
 	p := &plan{req: req, owner: o}
+	if p.pamService, err = d.pamService(); err != nil {
+		return nil, &lookupError{err} // the host's, not the request's
+	}
 	if req.InitFile != "" {
 		path, err := agent.ResolveInFolder(d.cfg.InitFolder, req.InitFile, "InitFile", "init")
 		if err != nil {
@@ -239,6 +254,25 @@ func (d *Driver) plan(req agent.CreateRequest) (*plan, error) {
 		p.storage = filepath.Clean(s)
 	}
 	return p, nil
+}
+
+// pamService returns the PAM service a new session starts in ("" for none),
+// or why none can when Config.PAM is PAMRequired.
+func (d *Driver) pamService() (string, error) {
+	if d.cfg.PAM == PAMOff {
+		return "", nil
+	}
+	err := login.Available(d.cfg.PAMService)
+	switch {
+	case err == nil:
+		return d.cfg.PAMService, nil
+	case d.cfg.PAM == PAMRequired:
+		return "", fmt.Errorf("sessions need PAM here (agent.conf [account] pam = %q), but %v", PAMRequired, err)
+	}
+	d.pamWarn.Do(func() {
+		d.log.Warn("sessions start without PAM (agent.conf [account] pam = \"auto\")", "reason", err.Error())
+	})
+	return "", nil
 }
 
 // Create implements agent.Driver. It returns once the session is READY (its
@@ -361,41 +395,54 @@ func (d *Driver) startVirtual(ctx context.Context, s *session, p *plan) error {
 	if err := d.prepareX11Dir(); err != nil {
 		return err
 	}
-	rt, err := d.runtimeDir(o)
-	if err != nil {
-		return err
-	}
-	root, err := os.OpenRoot(rt)
-	if err != nil {
-		return fmt.Errorf("open runtime directory: %w", err)
-	}
-	defer root.Close()
 	dirName := "berth-" + s.rec.ID
-	dir := filepath.Join(rt, dirName)
+	dir := filepath.Join(d.cfg.RuntimeRoot, strconv.Itoa(o.uid), dirName)
+	cookie := make([]byte, 16)
+	rand.Read(cookie)
 	d.mu.Lock()
 	s.rec.Dir = dir
 	s.rec.Socket = filepath.Join(dir, "vnc.sock")
 	s.rec.Cookie = filepath.Join(dir, "xauth")
-	d.mu.Unlock()
-
-	// A leftover of a crashed session goes first. The directory is created
-	// by root (0700) and handed to the owner once populated.
-	if err := root.RemoveAll(dirName); err != nil {
-		return fmt.Errorf("clear session directory: %w", err)
-	}
-	if err := root.Mkdir(dirName, 0o700); err != nil {
-		return fmt.Errorf("create session directory: %w", err)
-	}
-	cookie := make([]byte, 16)
-	rand.Read(cookie)
-	d.mu.Lock()
 	s.rec.CookieHex = hex.EncodeToString(cookie)
 	d.mu.Unlock()
-	if err := writeCookie(root, dirName+"/xauth", cookie, o); err != nil {
-		return err
+
+	// The session directory and its cookie: created by root (0700) and
+	// handed to the owner once populated, after the PAM session opened (its
+	// pam_systemd may mount the owner's runtime directory), before Xvnc
+	// starts. A leftover of a crashed session goes first.
+	prepared := false
+	prepare := func() error {
+		if prepared {
+			return nil
+		}
+		rt, err := d.runtimeDir(o)
+		if err != nil {
+			return err
+		}
+		root, err := os.OpenRoot(rt)
+		if err != nil {
+			return fmt.Errorf("open runtime directory: %w", err)
+		}
+		defer root.Close()
+		if err := root.RemoveAll(dirName); err != nil {
+			return fmt.Errorf("clear session directory: %w", err)
+		}
+		if err := root.Mkdir(dirName, 0o700); err != nil {
+			return fmt.Errorf("create session directory: %w", err)
+		}
+		if err := writeCookie(root, dirName+"/xauth", cookie, o); err != nil {
+			return err
+		}
+		if err := root.Lchown(dirName, o.uid, o.gid); err != nil {
+			return fmt.Errorf("create session directory: %w", err)
+		}
+		prepared = true
+		return nil
 	}
-	if err := root.Lchown(dirName, o.uid, o.gid); err != nil {
-		return fmt.Errorf("create session directory: %w", err)
+	if p.pamService == "" {
+		if err := prepare(); err != nil {
+			return err
+		}
 	}
 
 	logf, err := os.OpenFile(s.rec.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -404,7 +451,7 @@ func (d *Driver) startVirtual(ctx context.Context, s *session, p *plan) error {
 	}
 	defer logf.Close()
 
-	if err := d.startXvnc(ctx, s, o, cookie, logf); err != nil {
+	if err := d.startXvnc(ctx, s, p, cookie, logf, prepare); err != nil {
 		return err
 	}
 	if p.storage != "" {
@@ -412,7 +459,7 @@ func (d *Driver) startVirtual(ctx context.Context, s *session, p *plan) error {
 			return err
 		}
 	}
-	if err := d.startPrograms(s, p, logf); err != nil {
+	if err := d.startPrograms(ctx, s, p, logf); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -424,7 +471,7 @@ func (d *Driver) startVirtual(ctx context.Context, s *session, p *plan) error {
 
 // startXvnc allocates a display and starts Xvnc on it, retrying with the next
 // number when the X server finds it taken, and waits until it is ready.
-func (d *Driver) startXvnc(ctx context.Context, s *session, o *owner, cookie []byte, logf *os.File) error {
+func (d *Driver) startXvnc(ctx context.Context, s *session, p *plan, cookie []byte, logf *os.File, prepare func() error) error {
 	var lastErr error
 	skip := map[int]bool{}
 	for attempt := 0; attempt < 8; attempt++ {
@@ -435,7 +482,7 @@ func (d *Driver) startXvnc(ctx context.Context, s *session, o *owner, cookie []b
 		d.mu.Lock()
 		s.rec.Display = n
 		d.mu.Unlock()
-		retry, err := d.tryXvnc(ctx, s, o, n, cookie, logf)
+		retry, err := d.tryXvnc(ctx, s, p, n, cookie, logf, prepare)
 		if err == nil {
 			return nil
 		}
@@ -454,7 +501,8 @@ func (d *Driver) startXvnc(ctx context.Context, s *session, o *owner, cookie []b
 }
 
 // tryXvnc starts Xvnc on display n. retry says the display was taken.
-func (d *Driver) tryXvnc(ctx context.Context, s *session, o *owner, n int, cookie []byte, logf *os.File) (retry bool, err error) {
+func (d *Driver) tryXvnc(ctx context.Context, s *session, p *plan, n int, cookie []byte, logf *os.File, prepare func() error) (retry bool, err error) {
+	o := p.owner
 	name := s.rec.Name
 	if name == "" {
 		name = s.rec.ID
@@ -486,19 +534,20 @@ func (d *Driver) tryXvnc(ctx context.Context, s *session, o *owner, n int, cooki
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = o.sysProcAttr()
-	closeOnExec()
-	err = cmd.Start()
+	deadline := time.Now().Add(d.cfg.ReadyTimeout)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	pid, err := d.startServer(ctx, s, p, cmd, ":"+strconv.Itoa(n), deadline, prepare)
 	pw.Close()
 	if err != nil {
-		return false, fmt.Errorf("start Xvnc: %w", err)
+		return false, err
 	}
-	pid := cmd.Process.Pid
-	cmd.Process.Release() // the monitor reaps it with wait4
 	pi, _ := readStat(pid)
-	p := &proc{pid: pid, start: pi.start, child: true, role: "server"}
+	sp := &proc{pid: pid, start: pi.start, child: true, role: "server"}
 	d.mu.Lock()
 	s.rec.ServerPID, s.rec.ServerStart = pid, pi.start
-	s.procs = append(s.procs, p)
+	s.procs = append(s.procs, sp)
 	rec := s.rec
 	d.mu.Unlock()
 	// Record the session now, so that an agent that dies while it starts
@@ -507,10 +556,6 @@ func (d *Driver) tryXvnc(ctx context.Context, s *session, o *owner, n int, cooki
 		return false, err
 	}
 
-	deadline := time.Now().Add(d.cfg.ReadyTimeout)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
-	}
 	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now()) })
 	defer stop()
 	pr.SetReadDeadline(deadline)
@@ -518,9 +563,9 @@ func (d *Driver) tryXvnc(ctx context.Context, s *session, o *owner, n int, cooki
 	fail := func(reason string) (bool, error) {
 		// Stop this attempt's server; the caller tears the rest down.
 		syscall.Kill(pid, syscall.SIGKILL)
-		waitGone(p, 2*time.Second)
+		waitGone(sp, 2*time.Second)
 		d.mu.Lock()
-		s.procs = removeProc(s.procs, p)
+		s.procs = removeProc(s.procs, sp)
 		d.mu.Unlock()
 		tail := logTail(s.rec.Log, logStart)
 		taken := strings.Contains(tail, "already active for display") ||
@@ -563,6 +608,49 @@ func (d *Driver) tryXvnc(ctx context.Context, s *session, o *owner, n int, cooki
 		return fail("the VNC socket does not answer: " + err.Error())
 	}
 	return false, nil
+}
+
+// startServer starts a session's server (Xvnc, or x0vncserver for the
+// console) from cmd, which runs as the owner: directly, or through the login
+// helper in a PAM session of p.pamService, whose environment it keeps for
+// the session's other programs. prepare runs before the server starts
+// (after PAM opened the session). It returns the server's PID, the agent's
+// child to reap. A PAM account refusal is an invalid request.
+func (d *Driver) startServer(ctx context.Context, s *session, p *plan, cmd *exec.Cmd, display string, deadline time.Time, prepare func() error) (int, error) {
+	prog := filepath.Base(cmd.Path)
+	closeOnExec()
+	if p.pamService == "" {
+		if prepare != nil {
+			if err := prepare(); err != nil {
+				return 0, err
+			}
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("start %s: %s", prog, shortExecErr(err))
+		}
+		pid := cmd.Process.Pid
+		cmd.Process.Release() // the monitor reaps it with wait4
+		return pid, nil
+	}
+	pctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	st, err := login.Start(pctx, cmd, login.Options{Service: p.pamService, User: p.owner.name, Display: display, BeforeExec: prepare})
+	if err != nil {
+		var r *login.Refusal
+		if errors.As(err, &r) {
+			return 0, agent.InvalidRequest(err)
+		}
+		return 0, fmt.Errorf("start %s: %w", prog, err)
+	}
+	if st.Note != "" {
+		d.log.Info(st.Note, "session_id", s.rec.ID, "owner", p.owner.name)
+	}
+	d.mu.Lock()
+	s.pamEnv = st.Env
+	d.mu.Unlock()
+	pid := st.Process.Pid
+	st.Process.Release()
+	return pid, nil
 }
 
 // readDisplayFD reads the display number Xvnc writes to -displayfd.
@@ -614,7 +702,7 @@ func rfbPing(sock string, deadline time.Time) error {
 
 // startPrograms starts the init and autorun programs as the owner, each in
 // a session of its own.
-func (d *Driver) startPrograms(s *session, p *plan, logf *os.File) error {
+func (d *Driver) startPrograms(ctx context.Context, s *session, p *plan, logf *os.File) error {
 	for _, prog := range []struct {
 		role string
 		argv []string
@@ -637,16 +725,32 @@ func (d *Driver) startPrograms(s *session, p *plan, logf *os.File) error {
 			}
 		}
 		cmd := exec.Command(prog.argv[0], prog.argv[1:]...)
-		cmd.Env = d.env(p.owner, s.rec.Display, s.rec.Cookie)
+		d.mu.Lock()
+		cmd.Env = login.MergeEnv(d.env(p.owner, s.rec.Display, s.rec.Cookie), s.pamEnv)
+		serverPID := s.rec.ServerPID
+		d.mu.Unlock()
 		cmd.Dir = p.owner.workDir()
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = p.owner.sysProcAttr()
 		closeOnExec()
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start %s program: %s", prog.role, shortExecErr(err))
+		var pid int
+		if p.pamService == "" {
+			if err := cmd.Start(); err != nil {
+				return fmt.Errorf("start %s program: %s", prog.role, shortExecErr(err))
+			}
+			pid = cmd.Process.Pid
+			cmd.Process.Release()
+		} else {
+			// Inside the PAM session: the server's limits and priority.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReadyTimeout)
+			st, err := login.Start(sctx, cmd, login.Options{LimitsFrom: serverPID})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("start %s program: %v", prog.role, err)
+			}
+			pid = st.Process.Pid
+			st.Process.Release()
 		}
-		pid := cmd.Process.Pid
-		cmd.Process.Release()
 		pi, _ := readStat(pid)
 		d.mu.Lock()
 		s.procs = append(s.procs, &proc{pid: pid, start: pi.start, child: true, role: prog.role})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/login"
 )
 
 // Test users, created by TestMain when missing. The last three have the
@@ -28,10 +29,18 @@ const (
 )
 
 // testFolders is a world-readable directory holding the init and autorun
-// folders (test users must be able to run what is in them).
+// folders (test users must be able to run what is in them), and the files of
+// the test PAM service.
 var testFolders string
 
+// testPAMService is the PAM service of the tests' drivers, installed in
+// /etc/pam.d for the run: the packaged service's shape, with pam_nologin and
+// pam_limits reading testFolders/nologin and testFolders/limits.conf (the
+// host's /etc/nologin and limits stay untouched).
+var testPAMService = fmt.Sprintf("berth-vnc-test-%d", os.Getpid())
+
 func TestMain(m *testing.M) {
+	login.Main() // sessions start through the login helper: this binary
 	if os.Geteuid() != 0 {
 		fmt.Println("skipping internal/driver/vnc: the vnc driver tests run real Xvnc sessions as local users and need root")
 		os.Exit(0)
@@ -57,9 +66,28 @@ func TestMain(m *testing.M) {
 		fmt.Println(err)
 		os.Exit(1)
 	}
+	pamFile := filepath.Join("/etc/pam.d", testPAMService)
+	if err := os.WriteFile(pamFile, []byte(testPAMText(testFolders)), 0o644); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	os.Remove(pamFile)
 	os.RemoveAll(testFolders)
 	os.Exit(code)
+}
+
+// testPAMText is the test PAM service: packaging/pam.d/berth with the
+// nologin and limits files in dir.
+func testPAMText(dir string) string {
+	return fmt.Sprintf(`# berth test service (internal/driver/vnc tests); removed after the run
+auth     sufficient pam_rootok.so
+account  requisite  pam_nologin.so file=%[1]s/nologin
+account  include    common-account
+session  optional   pam_keyinit.so force revoke
+session  required   pam_limits.so conf=%[1]s/limits.conf
+session  include    common-session
+`, dir)
 }
 
 // setupFolders writes the test init and autorun programs.
@@ -69,6 +97,7 @@ func setupFolders(dir string) error {
 		"autorun/args.sh":  "#!/bin/sh\nout=\"$HOME/berth-autorun-test\"\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > \"$out/args.tmp\" && mv \"$out/args.tmp\" \"$out/args\"\nexec sleep 600\n",
 		"autorun/xterm.sh": "#!/bin/sh\nexec xterm -fa 'DejaVu Sans Mono' -fs 11 -geometry 80x20+40+40 -bg white -fg black -e sleep 600\n",
 		"autorun/sleep.sh": "#!/bin/sh\nexec sleep 600\n",
+		"limits.conf":      "",
 		// spawns a child that leaves the process group and session
 		"autorun/escape.sh": "#!/bin/sh\nsetsid sleep 600 &\nexec sleep 600\n",
 		"init/wm.sh":        "#!/bin/sh\nexec openbox\n",
@@ -85,7 +114,7 @@ func setupFolders(dir string) error {
 	}
 	for name, text := range files {
 		mode := os.FileMode(0o755)
-		if name == "init/noexec.sh" {
+		if name == "init/noexec.sh" || name == "limits.conf" {
 			mode = 0o644
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), mode); err != nil {
@@ -99,18 +128,30 @@ func setupFolders(dir string) error {
 	return os.Symlink("../wm.sh", dir+"/init/sub/inside.sh")
 }
 
-// newDriver returns a driver on a fresh state directory, closed at cleanup.
+// newDriver returns a driver on a fresh state directory, closed at cleanup:
+// the default account policy, sessions in the test PAM service (required).
 func newDriver(t testing.TB, stateDir string) *Driver {
 	t.Helper()
-	if stateDir == "" {
-		stateDir = t.TempDir()
-	}
-	d, err := New(Config{
+	return newDriverWith(t, func(c *Config) {
+		if stateDir != "" {
+			c.StateDir = stateDir
+		}
+	})
+}
+
+// newDriverWith is newDriver with mod applied to the configuration.
+func newDriverWith(t testing.TB, mod func(*Config)) *Driver {
+	t.Helper()
+	cfg := Config{
 		InitFolder:    testFolders + "/init",
 		AutorunFolder: testFolders + "/autorun",
-		StateDir:      stateDir,
+		StateDir:      t.TempDir(),
 		Geometry:      "1280x800",
-	})
+		PAM:           PAMRequired,
+		PAMService:    testPAMService,
+	}
+	mod(&cfg)
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,6 +72,10 @@ type session struct {
 	conns          int
 	lastDisconnect time.Time
 
+	// pamEnv is the environment of the server's PAM session, for the
+	// session's other programs.
+	pamEnv []string
+
 	// procs are the session's processes the monitor watches: the server and
 	// (for processes this Driver started) init and autorun, to reap them.
 	procs []*proc

@@ -6,6 +6,9 @@
 //
 // Per session the driver:
 //
+//   - checks the owner against the account policy (package account:
+//     minimum user ID, login shell, locked or expired accounts, allowed and
+//     denied groups) before anything starts or is created as them;
 //   - allocates a display number (from :10 up, skipping every number with an
 //     X socket, a lock file or an abstract socket, and retrying when the X
 //     server finds the number taken);
@@ -13,7 +16,10 @@
 //     (0600, owned by the owner) and starts Xvnc there as the owner, in its
 //     own session and process group, with a clean environment, VNC on the
 //     unix socket /run/user/UID/berth-ID/vnc.sock only (mode 0600, security
-//     type None: the gateway authenticates) and -displayfd;
+//     type None: the gateway authenticates) and -displayfd; where the host
+//     has PAM, in a PAM login session (package login: the account stack,
+//     pam_nologin, pam_limits, pam_systemd), whose limits and environment
+//     the session's other programs get too;
 //   - reports the session READY once the display number arrived, an X round
 //     trip with the cookie answered and the socket spoke RFB 003.008, then
 //     starts the init file (default openbox) and the autorun program as the
@@ -49,9 +55,11 @@ import (
 	"github.com/jezek/xgb"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/login"
 	"github.com/berth-dev/berth/internal/permfile"
 )
 
@@ -75,6 +83,7 @@ const (
 	DefaultFirstDisplay = 10
 	DefaultReadyTimeout = 20 * time.Second
 	DefaultInit         = "openbox"
+	DefaultPAMService   = "berth"
 	defaultLang         = "C.UTF-8"
 	// userPath is the PATH of session processes: the user's, never root's.
 	userPath = "/usr/local/bin:/usr/bin:/bin:/usr/games"
@@ -117,8 +126,34 @@ type Config struct {
 	// RuntimeRoot is the parent of the users' runtime directories; empty
 	// means /run/user. Tests only.
 	RuntimeRoot string
+	// Account checks every owner before anything starts as them (agent.conf
+	// [account]); nil means the default policy (account.DefaultPolicy) on
+	// this host.
+	Account AccountChecker
+	// PAM says whether a session's X server starts in a PAM login session
+	// of PAMService (package login): PAMAuto ("" too) when this program can
+	// (login.Main was called, libpam loads, the service has a file), PAMOff,
+	// or PAMRequired (sessions are refused when it cannot).
+	PAM string
+	// PAMService is the PAM service; empty means DefaultPAMService.
+	PAMService string
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// The values of Config.PAM.
+const (
+	PAMAuto     = "auto"
+	PAMOff      = "off"
+	PAMRequired = "required"
+)
+
+// AccountChecker decides whether a user may own a session (package
+// account's Checker): nil, an *account.Refusal, or an error wrapping
+// account.ErrUnknownUser for a refused owner, any other error for an account
+// database that cannot answer.
+type AccountChecker interface {
+	Check(name string) error
 }
 
 // Driver is the vnc driver. Create it with New; it is safe for concurrent
@@ -142,6 +177,9 @@ type Driver struct {
 
 	x11Once sync.Once // prepares /tmp/.X11-unix (G1)
 	x11Err  error
+
+	account AccountChecker
+	pamWarn sync.Once // the warning that PAM is off (auto)
 
 	mu        sync.Mutex
 	sessions  map[string]*session   // guarded by mu
@@ -189,6 +227,19 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.RuntimeRoot == "" {
 		cfg.RuntimeRoot = "/run/user"
 	}
+	switch cfg.PAM {
+	case "":
+		cfg.PAM = PAMAuto
+	case PAMAuto, PAMOff, PAMRequired:
+	default:
+		return nil, fmt.Errorf("vnc driver: PAM %q is not one of auto, off, required", cfg.PAM)
+	}
+	if cfg.PAMService == "" {
+		cfg.PAMService = DefaultPAMService
+	}
+	if err := login.CheckServiceName(cfg.PAMService); err != nil {
+		return nil, fmt.Errorf("vnc driver: %w", err)
+	}
 	for _, f := range []*string{&cfg.InitFolder, &cfg.AutorunFolder} {
 		if *f != "" && !filepath.IsAbs(*f) {
 			abs, err := filepath.Abs(*f)
@@ -215,6 +266,10 @@ func New(cfg Config) (*Driver, error) {
 		displays: make(map[int]string),
 		watchers: make(map[int]func(string)),
 		dead:     make(map[string]*deadEntry),
+		account:  cfg.Account,
+	}
+	if d.account == nil {
+		d.account = &account.Checker{Policy: account.DefaultPolicy()}
 	}
 	if err := os.MkdirAll(d.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("vnc driver: create state directory: %w", err)
