@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 )
@@ -170,22 +172,27 @@ func (d *Driver) scriptPath(id string) string {
 	return filepath.Join(d.cfg.ScriptDir, id+".sh")
 }
 
-// writeScript writes a session's wrapper script, root-owned and 0755, in a
-// 0755 ScriptDir, replacing any older one atomically.
-func (d *Driver) writeScript(id, text string) (string, error) {
-	if err := os.MkdirAll(d.cfg.ScriptDir, 0o755); err != nil {
+// writeScript writes a session's wrapper script, replacing any older one
+// atomically: owned by the owner (uid, gid), who runs it, mode 0700, so that
+// no other user reads its autorun arguments, in a root-owned ScriptDir of
+// mode 0711 (searchable, not listable).
+func (d *Driver) writeScript(id, text string, uid, gid int) (string, error) {
+	if err := os.MkdirAll(d.cfg.ScriptDir, 0o711); err != nil {
 		return "", fmt.Errorf("write autorun wrapper: %v", errors.Unwrap(err))
 	}
-	if err := os.Chmod(d.cfg.ScriptDir, 0o755); err != nil {
+	if err := os.Chmod(d.cfg.ScriptDir, 0o711); err != nil {
 		return "", fmt.Errorf("write autorun wrapper: %v", errors.Unwrap(err))
 	}
-	f, err := os.CreateTemp(d.cfg.ScriptDir, ".tmp-*")
+	f, err := os.CreateTemp(d.cfg.ScriptDir, ".tmp-*") // 0600, root's
 	if err != nil {
 		return "", fmt.Errorf("write autorun wrapper: %v", errors.Unwrap(err))
 	}
 	_, werr := f.WriteString(text)
 	if werr == nil {
-		werr = f.Chmod(0o755)
+		werr = f.Chown(uid, gid)
+	}
+	if werr == nil {
+		werr = f.Chmod(0o700)
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
@@ -199,6 +206,36 @@ func (d *Driver) writeScript(id, text string) (string, error) {
 		return "", fmt.Errorf("write autorun wrapper: %v", werr)
 	}
 	return path, nil
+}
+
+// checkOwner applies the account policy to a virtual session's owner.
+// Refusals are invalid requests.
+func (d *Driver) checkOwner(owner string) error {
+	err := d.cfg.Account.Check(owner)
+	var r *account.Refusal
+	if err != nil && (errors.As(err, &r) || errors.Is(err, account.ErrUnknownUser)) {
+		return agent.InvalidRequest(err)
+	}
+	return err
+}
+
+// ownerIDs resolves the owner of a virtual session to their user and group
+// IDs (the wrapper script's owner).
+func ownerIDs(owner string) (uid, gid int, err error) {
+	u, err := user.Lookup(owner)
+	if err != nil {
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return 0, 0, agent.InvalidRequest(fmt.Errorf("owner %q is not a local user on this host", owner))
+		}
+		return 0, 0, fmt.Errorf("cannot look up owner %q: %v", owner, err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return 0, 0, agent.InvalidRequest(fmt.Errorf("owner %q has no numeric user id", owner))
+	}
+	return uid, gid, nil
 }
 
 // removeScript removes a session's wrapper script, if any.
@@ -219,8 +256,18 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 	if err != nil {
 		return agent.InvalidRequest(err)
 	}
+	if args[2] == "virtual" {
+		if err := d.checkOwner(req.Owner); err != nil {
+			d.log.Warn("create session refused", "session_id", req.ID, "owner", req.Owner, "err", err)
+			return err
+		}
+	}
 	if script != "" {
-		path, err := d.writeScript(req.ID, script)
+		uid, gid, err := ownerIDs(req.Owner)
+		if err != nil {
+			return err
+		}
+		path, err := d.writeScript(req.ID, script, uid, gid)
 		if err != nil {
 			return err
 		}

@@ -19,11 +19,17 @@
 // without an agent restart. Sessions created on the host with `dcv
 // create-session` are reported like the broker's.
 //
+// The owner of a virtual session must pass the account policy (package
+// account: minimum user ID, login shell, locked or expired accounts, allowed
+// and denied groups) before dcv runs.
+//
 // AutorunFile and its arguments run through the init step of Linux virtual
-// sessions: the driver writes a per-session wrapper script (root-owned, 0755,
-// every argument single-quoted) that starts the session's init file (the
-// request's InitFile, else /etc/dcv/dcvsessioninit when present) in the
-// background and then execs the autorun program.
+// sessions: the driver writes a per-session wrapper script (every argument
+// single-quoted) that starts the session's init file (the request's
+// InitFile, else /etc/dcv/dcvsessioninit when present) in the background and
+// then execs the autorun program. The arguments may be private, so the
+// script belongs to the session's owner, who runs it, with mode 0700, in a
+// directory (0711) that other users cannot list.
 //
 // Endpoints reads the web and QUIC ports and the web URL path from the DCV
 // server's configuration (dcv.conf).
@@ -44,6 +50,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 )
@@ -99,8 +106,22 @@ type Config struct {
 	// SessionInit is the init program DCV runs without an init file; empty
 	// means DefaultSessionInit. Tests only.
 	SessionInit string
+	// Account checks the owner of every virtual session (whose desktop DCV
+	// runs as the owner) before dcv runs (agent.conf [account]); nil means
+	// the default policy (account.DefaultPolicy) on this host. Console
+	// sessions show the desktop of whoever is logged in at the console, so
+	// their owner is not checked. PAM is the DCV server's own.
+	Account AccountChecker
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// AccountChecker decides whether a user may own a virtual session (package
+// account's Checker): nil, an *account.Refusal, or an error wrapping
+// account.ErrUnknownUser for a refused owner, any other error for an account
+// database that cannot answer.
+type AccountChecker interface {
+	Check(name string) error
 }
 
 // Driver is the dcv driver. Create it with New; it is safe for concurrent
@@ -163,6 +184,9 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Account == nil {
+		cfg.Account = &account.Checker{Policy: account.DefaultPolicy()}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,11 +70,23 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 			t.Fatal(err)
 		}
 	}
+	// Session users run the wrapper scripts and what they start: the test
+	// directory is theirs to traverse, as /run/berth-agent is on a host.
+	for _, d := range []string{filepath.Dir(dir), dir} { // t.TempDir's parent too
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg := Config{
 		DCVPath: fakeDCV, InitFolder: e.init, AutorunFolder: e.autorun, StateDir: e.stateDir,
+		ScriptDir:      filepath.Join(dir, "scripts"),
 		CommandTimeout: 10 * time.Second, ConfPath: filepath.Join(dir, "dcv.conf"), PollInterval: time.Hour,
 		SessionInit: filepath.Join(dir, "no-dcvsessioninit"),
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The contract tests use the owner names of a domain-joined DCV
+		// host, which this host does not know; the account policy has
+		// tests of its own (TestCreate_AccountPolicy).
+		Account: acceptAll{},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -86,6 +99,11 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	e.d = d
 	return e
 }
+
+// acceptAll is an account policy that accepts every owner.
+type acceptAll struct{}
+
+func (acceptAll) Check(string) error { return nil }
 
 // calls returns the argument lists the fake received for subcommand sub.
 func (e *env) calls(sub string) [][]string {
@@ -349,9 +367,18 @@ func TestPermissionsFileAtCreate(t *testing.T) {
 	}
 }
 
-// TestAutorunWrapper runs the generated init wrapper and checks that the
-// autorun program receives exactly the request's arguments.
+// TestAutorunWrapper runs the generated init wrapper as the session's owner
+// and checks that the autorun program receives exactly the request's
+// arguments. The attack: the arguments may be private (a token, a URL), and
+// another user of the host reads them from the wrapper; the wrapper is the
+// owner's, mode 0700, in a directory that others cannot list.
 func TestAutorunWrapper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the wrapper belongs to a local user created here")
+	}
+	newUser(t, "bdcv-owner", []string{"-m", "-s", "/bin/sh"})
+	newUser(t, "bdcv-other", []string{"-m", "-s", "/bin/sh"})
+	owner, other := ids(t, "bdcv-owner"), ids(t, "bdcv-other")
 	for _, withInit := range []bool{true, false} {
 		name := "default init"
 		if withInit {
@@ -363,12 +390,17 @@ func TestAutorunWrapper(t *testing.T) {
 				sessionInit = filepath.Join(filepath.Dir(c.StateDir), "dcvsessioninit")
 				c.SessionInit = sessionInit
 			})
-			out := filepath.Join(e.dir, "out")
+			outDir := filepath.Join(e.dir, "out")
+			if err := os.Mkdir(outDir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(outDir, 0o777)
+			out := filepath.Join(outDir, "out")
 			writeExec(t, sessionInit, "#!/bin/sh\ntouch \"$OUT.default-init\"\n")
 			writeExec(t, filepath.Join(e.init, "my init.sh"), "#!/bin/sh\ntouch \"$OUT.init\"\n")
 			writeExec(t, filepath.Join(e.autorun, "app's dir", "run.sh"), "#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$OUT\"\n")
 			args := []string{"plain", "with space", "it's", `"double"`, "$HOME", "`id`", "$(id)", "a\nb", "back\\slash", "", "'", "*", "-x", "; exit 1"}
-			req := agent.CreateRequest{ID: "a1", Owner: "alice", AutorunFile: "app's dir/run.sh", AutorunFileArguments: args}
+			req := agent.CreateRequest{ID: "a1", Owner: "bdcv-owner", AutorunFile: "app's dir/run.sh", AutorunFileArguments: args}
 			if withInit {
 				req.InitFile = "my init.sh"
 			}
@@ -385,14 +417,30 @@ func TestAutorunWrapper(t *testing.T) {
 				t.Errorf("--init %s, want the wrapper", script)
 			}
 			fi, err := os.Stat(script)
-			if err != nil || fi.Mode().Perm() != 0o755 {
-				t.Fatalf("wrapper: %v %v", fi, err)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o700 || st.Uid != owner.Uid || st.Gid != owner.Gid {
+				t.Errorf("wrapper: mode %v uid %d gid %d, want 0700 and the owner's %d:%d", fi.Mode().Perm(), st.Uid, st.Gid, owner.Uid, owner.Gid)
+			}
+			if fi, err := os.Stat(filepath.Dir(script)); err != nil || fi.Mode().Perm() != 0o711 {
+				t.Errorf("script directory: %v, want mode 0711 (%v)", fi.Mode().Perm(), err)
+			}
+			// Another user can neither read the wrapper nor list the
+			// directory's session IDs.
+			for _, argv := range [][]string{{"cat", script}, {"ls", filepath.Dir(script)}} {
+				cmd := exec.Command(argv[0], argv[1:]...)
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: other}
+				if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "Permission denied") {
+					t.Errorf("%q as another user: %v: %s", argv, err, b)
+				}
 			}
 			if e.fakeSession("a1").Init != script {
 				t.Errorf("fake recorded init %q", e.fakeSession("a1").Init)
 			}
 			cmd := exec.Command(script)
 			cmd.Env = []string{"OUT=" + out, "PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: owner} // as DCV runs it
 			if b, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("wrapper: %v: %s", err, b)
 			}
