@@ -28,6 +28,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -40,6 +41,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/permfile"
 )
@@ -49,6 +51,15 @@ const (
 	DefaultNoVNCPath    = "/usr/share/novnc"
 	DefaultWebURLPath   = "/"
 	DefaultPingInterval = 30 * time.Second
+	// DefaultMaxConnections and DefaultMaxConnectionsPerAddress are
+	// Config.Limits when it is zero.
+	DefaultMaxConnections           = 1024
+	DefaultMaxConnectionsPerAddress = 256
+	// DefaultReadHeaderTimeout, DefaultReadTimeout and DefaultIdleTimeout
+	// are the Config timeouts when they are zero.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
 )
 
 // TokenVerifier checks a connection token's signature and lifetime.
@@ -128,6 +139,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics receives the gateway's measurements; nil records nothing.
 	Metrics Metrics
+
+	// Limits bound the connections Serve holds, in all and from one client
+	// network (an IPv4 address or an IPv6 /64); connections over them are
+	// closed on accept. Zero means DefaultMaxConnections and
+	// DefaultMaxConnectionsPerAddress; a negative field means no bound.
+	Limits netlimit.Limits
+	// LimitObserver, when set, is told of each connection refused over
+	// Limits.
+	LimitObserver netlimit.Observer
+	// ReadHeaderTimeout bounds a new connection's TLS handshake and each
+	// request's header; ReadTimeout a whole request from its first byte;
+	// IdleTimeout a kept-alive connection between requests. Zero means the
+	// Default* value. A WebSocket (a desktop stream) is bound by none of
+	// them once upgraded: net/http clears a hijacked connection's deadlines.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	IdleTimeout       time.Duration
 }
 
 // Metrics receives the gateway's measurements; internal/agentmetrics exports
@@ -193,6 +221,7 @@ type Server struct {
 	conns   map[string]map[*bridge]struct{} // session → live bridges; guarded by mu
 	lastDis map[string]time.Time            // guarded by mu
 	srvs    map[*http.Server]struct{}       // guarded by mu
+	limited *netlimit.Listener              // of the last Serve; guarded by mu
 	closed  bool                            // guarded by mu
 }
 
@@ -211,6 +240,13 @@ func New(cfg Config) *Server {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
+	if cfg.Limits == (netlimit.Limits{}) {
+		cfg.Limits = netlimit.Limits{Max: DefaultMaxConnections, MaxPerAddr: DefaultMaxConnectionsPerAddress}
+	}
+	cfg.Limits.Max, cfg.Limits.MaxPerAddr = max(cfg.Limits.Max, 0), max(cfg.Limits.MaxPerAddr, 0)
+	cfg.ReadHeaderTimeout = cmp.Or(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	cfg.ReadTimeout = cmp.Or(cfg.ReadTimeout, DefaultReadTimeout)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -260,7 +296,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve serves HTTPS on ln until ctx ends or Close is called; it closes ln.
-// It returns nil after a shutdown.
+// It returns nil after a shutdown. It applies Config.Limits to ln and the
+// Config timeouts to every connection.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if len(s.cfg.Certificate.Certificate) == 0 && s.cfg.GetCertificate == nil {
 		ln.Close()
@@ -278,10 +315,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		ErrorLog:          log.New(slogWriter{s.log}, "", 0),
 	}
+	limited := netlimit.Wrap(ln, s.cfg.Limits, netlimit.Options{Name: "gateway", Observer: s.cfg.LimitObserver, Logger: s.log})
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -289,6 +328,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("gateway: closed")
 	}
 	s.srvs[srv] = struct{}{}
+	s.limited = limited
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -298,7 +338,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { s.shutdown(srv) })
 	defer stop()
 	s.log.Info("web gateway listening", "addr", ln.Addr().String())
-	err := srv.Serve(tls.NewListener(ln, tlsCfg))
+	err := srv.Serve(tls.NewListener(limited, tlsCfg))
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
