@@ -33,7 +33,7 @@ var installedPaths = []string{
 	"/usr/bin/berth-broker", "/usr/bin/berth-agent", "/usr/bin/berth",
 	"/usr/lib/systemd/system/berth-broker.service", "/usr/lib/systemd/system/berth-agent.service",
 	"/etc/berth", "/var/lib/berth", "/var/log/berth", "/usr/share/doc/berth-broker",
-	"/usr/share/doc/berth-agent", "/usr/share/doc/berth-cli",
+	"/usr/share/doc/berth-agent", "/usr/share/doc/berth-cli", "/etc/pam.d/berth",
 }
 
 // TestInstall builds the Debian packages, installs them on this machine with
@@ -116,6 +116,7 @@ func TestInstall(t *testing.T) {
 	checkFile(t, "/etc/berth/broker.properties", 0o640, 0, gid)
 	checkFile(t, "/etc/berth/agent.conf", 0o644, 0, 0)
 	checkFile(t, "/etc/berth/dcvsmcli.conf", 0o644, 0, 0)
+	checkFile(t, "/etc/pam.d/berth", 0o644, 0, 0)
 	checkFile(t, "/var/lib/berth", fs.ModeDir|0o750, uid, gid)
 	checkFile(t, "/var/log/berth", fs.ModeDir|0o750, uid, gid)
 	checkFile(t, "/var/lib/berth/agent", fs.ModeDir|0o700, 0, 0)
@@ -133,6 +134,9 @@ func TestInstall(t *testing.T) {
 		if !strings.Contains(out, conf+" ") {
 			t.Errorf("%s: conffiles %q lack %s", p, out, conf)
 		}
+	}
+	if out := mustRun(t, tools["dpkg-query"], "-W", "-f=${Conffiles}", "berth-agent"); !strings.Contains(out, "/etc/pam.d/berth ") {
+		t.Errorf("berth-agent: conffiles %q lack /etc/pam.d/berth", out)
 	}
 	if sa, err := exec.LookPath("systemd-analyze"); err == nil {
 		stdout, stderr, code := run(t, time.Minute, sa, "verify",

@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentmetrics"
 	"github.com/berth-dev/berth/internal/agentproto"
@@ -48,6 +49,9 @@ var drivers = map[string]driverFactory{
 			InitFolder:    c.Agent.InitFolder,
 			AutorunFolder: c.Agent.AutorunFolder,
 			StateDir:      filepath.Join(c.Agent.StateDir, "vnc"),
+			Account:       &account.Checker{Policy: c.Account.Policy()},
+			PAM:           c.Account.PAM,
+			PAMService:    c.Account.PAMService,
 			Logger:        log,
 		})
 	},
@@ -58,6 +62,7 @@ var drivers = map[string]driverFactory{
 			AutorunFolder: c.Agent.AutorunFolder,
 			StateDir:      filepath.Join(c.Agent.StateDir, "dcv"),
 			ScriptDir:     dcvScriptDir,
+			Account:       &account.Checker{Policy: c.Account.Policy()},
 			Logger:        log,
 		})
 	},

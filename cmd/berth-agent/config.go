@@ -12,7 +12,9 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/logging"
+	"github.com/berth-dev/berth/internal/login"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -22,7 +24,7 @@ const ConfigVersion = "0.1"
 
 // Config is the agent's configuration file (TOML): the keys of the reference
 // agent's agent.conf plus berth's own (agent.driver, agent.state_dir, the
-// [vnc] and [metrics] tables, some [log] keys). docs/agent-config.md
+// [vnc], [metrics] and [account] tables, some [log] keys). docs/agent-config.md
 // describes every key. Precedence is
 // DefaultConfig < the file (LoadConfig) < flags (set by the caller, who then
 // calls Validate); today the only flag is --config.
@@ -37,6 +39,8 @@ type Config struct {
 	VNC VNCConfig `toml:"vnc"`
 	// Metrics is the [metrics] table (berth's own): the Prometheus endpoint.
 	Metrics MetricsConfig `toml:"metrics"`
+	// Account is the [account] table (berth's own): who may own a session.
+	Account AccountConfig `toml:"account"`
 }
 
 // AgentConfig is the [agent] table.
@@ -132,6 +136,45 @@ type MetricsConfig struct {
 	KeyFile  string `toml:"key_file"`
 }
 
+// AccountConfig is the [account] table (berth's own): the account policy a
+// session's owner must pass before the driver starts anything as them
+// (package account), and the PAM login session of the vnc driver's
+// desktops (package login).
+type AccountConfig struct {
+	// MinUID is the lowest user ID that may own a session; 0 takes UID_MIN
+	// from /etc/login.defs (1000 when it has none).
+	MinUID int `toml:"min_uid"`
+	// RequireValidShell refuses owners whose login shell is not in
+	// /etc/shells or is a nologin or false program.
+	RequireValidShell bool `toml:"require_valid_shell"`
+	// RefuseLocked refuses owners whose password is locked in /etc/shadow.
+	RefuseLocked bool `toml:"refuse_locked"`
+	// RefuseExpired refuses expired accounts and accounts disabled for
+	// password inactivity.
+	RefuseExpired bool `toml:"refuse_expired"`
+	// AllowGroups, when not empty, admits only members of one of them.
+	AllowGroups []string `toml:"allow_groups"`
+	// DenyGroups refuses members of any of them.
+	DenyGroups []string `toml:"deny_groups"`
+	// PAM is auto, off or required: whether the vnc driver starts each
+	// desktop in a PAM login session of PAMService.
+	PAM string `toml:"pam"`
+	// PAMService is the PAM service (a file in /etc/pam.d).
+	PAMService string `toml:"pam_service"`
+}
+
+// Policy returns the account policy of the table.
+func (a *AccountConfig) Policy() account.Policy {
+	return account.Policy{
+		MinUID:            a.MinUID,
+		RequireValidShell: a.RequireValidShell,
+		RefuseLocked:      a.RefuseLocked,
+		RefuseExpired:     a.RefuseExpired,
+		AllowGroups:       a.AllowGroups,
+		DenyGroups:        a.DenyGroups,
+	}
+}
+
 // DefaultConfig returns the defaults of every key; BrokerHost has none.
 func DefaultConfig() Config {
 	return Config{
@@ -155,6 +198,13 @@ func DefaultConfig() Config {
 			NoVNCPath:   "/usr/share/novnc",
 		},
 		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
+		Account: AccountConfig{
+			RequireValidShell: true,
+			RefuseLocked:      true,
+			RefuseExpired:     true,
+			PAM:               "auto",
+			PAMService:        "berth",
+		},
 	}
 }
 
@@ -344,7 +394,45 @@ func (c *Config) Validate() error {
 	if mc.Port != 0 && c.Agent.Driver == "vnc" && mc.Port == v.WebPort && (mc.BindHost == v.WebBindHost || isWildcard(mc.BindHost) || isWildcard(v.WebBindHost)) {
 		fail("metrics.port", "%d is vnc.web_port too", mc.Port)
 	}
+
+	ac := &c.Account
+	if ac.MinUID < 0 || ac.MinUID > 1<<31-2 {
+		fail("account.min_uid", "%d is not a user ID (0 takes UID_MIN from /etc/login.defs)", ac.MinUID)
+	}
+	for _, g := range []struct {
+		key   string
+		names []string
+	}{{"account.allow_groups", ac.AllowGroups}, {"account.deny_groups", ac.DenyGroups}} {
+		for _, n := range g.names {
+			if !validGroupName(n) {
+				fail(g.key, "%q is not a group name", n)
+			}
+		}
+	}
+	switch ac.PAM {
+	case "auto", "off", "required":
+	default:
+		fail("account.pam", "%q is not one of auto, off, required", ac.PAM)
+	}
+	if err := login.CheckServiceName(ac.PAMService); err != nil {
+		fail("account.pam_service", "%v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// validGroupName accepts what /etc/group and directory services can name
+// ("desktop-users", `CORP\domain users`): 1 to 256 bytes without ':', ',',
+// control characters or surrounding spaces.
+func validGroupName(n string) bool {
+	if n == "" || len(n) > 256 || strings.TrimSpace(n) != n {
+		return false
+	}
+	for _, r := range n {
+		if r == ':' || r == ',' || r < ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // brokerAddrs splits broker_host into host:port addresses: a comma-separated

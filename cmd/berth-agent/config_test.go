@@ -23,6 +23,7 @@ func TestDefaultConfig(t *testing.T) {
 		Log:     LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
 		VNC:     VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc"},
 		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
+		Account: AccountConfig{RequireValidShell: true, RefuseLocked: true, RefuseExpired: true, PAM: "auto", PAMService: "berth"},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
@@ -74,6 +75,11 @@ func TestLoadConfig_Full(t *testing.T) {
 		Log:     LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
 		VNC:     VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key"},
 		Metrics: MetricsConfig{Port: 9464, BindHost: "0.0.0.0", CertFile: "/etc/berth/metrics.pem", KeyFile: "/etc/berth/metrics.key"},
+		Account: AccountConfig{
+			MinUID: 5000, RequireValidShell: false, RefuseLocked: true, RefuseExpired: false,
+			AllowGroups: []string{"desktop-users", "CORP\\vdi users"}, DenyGroups: []string{"no-desktop"},
+			PAM: "required", PAMService: "berth-desktop",
+		},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -138,6 +144,13 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"metrics cert alone", broker + "[metrics]\ncert_file = '/m.pem'\n", []string{"metrics.key_file: is required with metrics.cert_file"}},
 		{"metrics key alone", broker + "[metrics]\nkey_file = '/m.key'\n", []string{"metrics.cert_file: is required with metrics.key_file"}},
 		{"metrics on the gateway port", broker + "driver = 'vnc'\n[metrics]\nport = 8444\n", []string{"metrics.port: 8444 is vnc.web_port too"}},
+		{"account min uid", broker + "[account]\nmin_uid = -1\n", []string{"account.min_uid: -1 is not a user ID"}},
+		{"account pam", broker + "[account]\npam = 'yes'\n", []string{`account.pam: "yes" is not one of auto, off, required`}},
+		{"account pam service", broker + "[account]\npam_service = '../passwd'\n", []string{`account.pam_service: "../passwd" is not a PAM service name`}},
+		{"account allow group", broker + "[account]\nallow_groups = ['ok', 'a:b']\n", []string{`account.allow_groups: "a:b" is not a group name`}},
+		{"account deny group", broker + "[account]\ndeny_groups = ['']\n", []string{`account.deny_groups: "" is not a group name`}},
+		{"account shell type", broker + "[account]\nrequire_valid_shell = 'yes'\n", []string{`"account.require_valid_shell"`, "incompatible types"}},
+		{"account unknown key", broker + "[account]\nmin_gid = 5\n", []string{`unknown key "account.min_gid" (did you mean "account.min_uid"?)`}},
 		{"unknown key", broker + "broker_prot = 8445\n", []string{`unknown key "agent.broker_prot" (did you mean "agent.broker_port"?)`}},
 		{"unknown table", broker + "[dcv]\nfoo = 1\nbar = 2\n", []string{`unknown key "dcv"`}},
 		{"unknown top-level key", "brokerhost = 'x'\n" + broker, []string{`unknown key "brokerhost"`}},

@@ -13,12 +13,17 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/berth-dev/berth/internal/login"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// Desktops start through a helper that is this program run again
+	// (package login): that run ends here.
+	login.Main()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)

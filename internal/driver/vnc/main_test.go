@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ const (
 var testFolders string
 
 // testPAMService is the PAM service of the tests' drivers, installed in
-// /etc/pam.d for the run: the packaged service's shape, with pam_nologin and
+// /etc/pam.d for the run: the packaged service, with pam_nologin and
 // pam_limits reading testFolders/nologin and testFolders/limits.conf (the
 // host's /etc/nologin and limits stay untouched).
 var testPAMService = fmt.Sprintf("berth-vnc-test-%d", os.Getpid())
@@ -67,7 +68,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pamFile := filepath.Join("/etc/pam.d", testPAMService)
-	if err := os.WriteFile(pamFile, []byte(testPAMText(testFolders)), 0o644); err != nil {
+	pamText, err := testPAMText(testFolders)
+	if err == nil {
+		err = os.WriteFile(pamFile, []byte(pamText), 0o644)
+	}
+	if err != nil {
 		fmt.Println(err)
 		os.Exit(1)
 	}
@@ -77,17 +82,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testPAMText is the test PAM service: packaging/pam.d/berth with the
-// nologin and limits files in dir.
-func testPAMText(dir string) string {
-	return fmt.Sprintf(`# berth test service (internal/driver/vnc tests); removed after the run
-auth     sufficient pam_rootok.so
-account  requisite  pam_nologin.so file=%[1]s/nologin
-account  include    common-account
-session  optional   pam_keyinit.so force revoke
-session  required   pam_limits.so conf=%[1]s/limits.conf
-session  include    common-session
-`, dir)
+// testPAMText is the test PAM service: the packaged packaging/pam.d/berth
+// with pam_nologin and pam_limits reading the files in dir.
+func testPAMText(dir string) (string, error) {
+	data, err := os.ReadFile("../../../packaging/pam.d/berth")
+	if err != nil {
+		return "", err
+	}
+	text := string(data)
+	for mod, arg := range map[string]string{"pam_nologin.so": "file=" + dir + "/nologin", "pam_limits.so": "conf=" + dir + "/limits.conf"} {
+		if !strings.Contains(text, mod+"\n") {
+			return "", fmt.Errorf("packaging/pam.d/berth: no %s line", mod)
+		}
+		text = strings.Replace(text, mod+"\n", mod+" "+arg+"\n", 1)
+	}
+	return "# berth test service (internal/driver/vnc tests); removed after the run\n" + text, nil
 }
 
 // setupFolders writes the test init and autorun programs.
