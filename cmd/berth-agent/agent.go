@@ -312,6 +312,7 @@ func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *v
 		Verifier:       &oauth.RemoteKeySet{URL: "https://" + brokerAddr + "/.well-known/jwks.json", Client: hc},
 		Sessions:       drv,
 		Logger:         m.Logger,
+		Limits:         v.gatewayLimits(),
 	}
 	if m.metrics != nil {
 		gc.Metrics = m.metrics

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/login"
+	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -120,6 +121,24 @@ type VNCConfig struct {
 	// both or neither.
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+	// GatewayMaxConnections and GatewayMaxConnectionsPerAddress bound the
+	// connections the web gateway holds at once, in all and from one client
+	// network (an IPv4 address or an IPv6 /64); 0 is no bound. Connections
+	// over them are closed on accept.
+	GatewayMaxConnections           int `toml:"gateway_max_connections"`
+	GatewayMaxConnectionsPerAddress int `toml:"gateway_max_connections_per_address"`
+}
+
+// gatewayLimits are the web gateway's connection limits (gateway.Config:
+// negative for no bound).
+func (v *VNCConfig) gatewayLimits() netlimit.Limits {
+	none := func(n int) int {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	return netlimit.Limits{Max: none(v.GatewayMaxConnections), MaxPerAddr: none(v.GatewayMaxConnectionsPerAddress)}
 }
 
 // MetricsConfig is the [metrics] table (berth's own): Prometheus metrics
@@ -193,9 +212,11 @@ func DefaultConfig() Config {
 		},
 		Log: LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
 		VNC: VNCConfig{
-			WebPort:     8444,
-			WebBindHost: "0.0.0.0",
-			NoVNCPath:   "/usr/share/novnc",
+			WebPort:                         8444,
+			WebBindHost:                     "0.0.0.0",
+			NoVNCPath:                       "/usr/share/novnc",
+			GatewayMaxConnections:           1024,
+			GatewayMaxConnectionsPerAddress: 256,
 		},
 		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
 		Account: AccountConfig{
@@ -376,6 +397,12 @@ func (c *Config) Validate() error {
 		fail("vnc.key_file", "is required with vnc.cert_file (set both or neither)")
 	case v.CertFile == "" && v.KeyFile != "":
 		fail("vnc.cert_file", "is required with vnc.key_file (set both or neither)")
+	}
+	if v.GatewayMaxConnections < 0 {
+		fail("vnc.gateway_max_connections", "%d is not a number of connections (0 or more; 0: no limit)", v.GatewayMaxConnections)
+	}
+	if v.GatewayMaxConnectionsPerAddress < 0 {
+		fail("vnc.gateway_max_connections_per_address", "%d is not a number of connections (0 or more; 0: no limit)", v.GatewayMaxConnectionsPerAddress)
 	}
 
 	mc := &c.Metrics

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -45,16 +46,18 @@ func (m *Main) startMetrics(ctx, runCtx context.Context, gw *pki.Holder) error {
 	}
 	m.metrics.CertificateExpiry(func() time.Time { return expiring.Leaf().NotAfter })
 
-	ln, err := net.Listen("tcp", net.JoinHostPort(mc.BindHost, strconv.Itoa(mc.Port)))
+	raw, err := net.Listen("tcp", net.JoinHostPort(mc.BindHost, strconv.Itoa(mc.Port)))
 	if err != nil {
 		return fmt.Errorf("metrics.port: %w", err)
 	}
+	ln := netlimit.Wrap(raw, metricsLimits, netlimit.Options{Name: "metrics", Logger: m.Logger})
 	m.metricsAddr = ln.Addr().String()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.metrics.Handler())
 	m.metricsSrv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          log.New(debugWriter{m.Logger}, "", 0),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: h.GetCertificate},
@@ -68,6 +71,9 @@ func (m *Main) startMetrics(ctx, runCtx context.Context, gw *pki.Holder) error {
 	})
 	return nil
 }
+
+// metricsLimits bound the metrics listener's connections: scrapers are few.
+var metricsLimits = netlimit.Limits{Max: 64, MaxPerAddr: 16}
 
 // stopMetrics shuts the metrics listener down.
 func (m *Main) stopMetrics() {
