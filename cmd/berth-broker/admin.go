@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,17 +61,21 @@ func adminCommands() []adminCommand {
 				fmt.Fprintln(out, "Keys renewed.")
 				return nil
 			}},
-		{name: "generate-software-statement", summary: "create a software statement that agents register with",
-			example: "berth-broker generate-software-statement",
-			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
-				st, err := m.auth.GenerateSoftwareStatement(ctx, version)
+		{name: "generate-software-statement", summary: "create a software statement that agents register with (printed once: the broker keeps only its hash)",
+			flags: statementFlags, example: "berth-broker generate-software-statement --expires-in 24h --max-uses 10",
+			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
+				lim, err := statementLimits(a, time.Now())
+				if err != nil {
+					return err
+				}
+				st, err := m.auth.GenerateSoftwareStatement(ctx, version, lim)
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "software-statement: %s\n", st.Statement)
 				return nil
 			}},
-		{name: "describe-software-statements", summary: "list software statements", example: "berth-broker describe-software-statements",
+		{name: "describe-software-statements", summary: "list software statements (by ID: their text is not kept)", example: "berth-broker describe-software-statements",
 			run: func(ctx context.Context, m *Main, _ []string, out io.Writer) error {
 				list, err := m.store.SoftwareStatements(ctx)
 				if err != nil {
@@ -82,18 +87,25 @@ func adminCommands() []adminCommand {
 					Active    string `json:"is-active"`
 				}
 				rows := []row{}
+				now := time.Now()
 				for _, s := range list {
-					rows = append(rows, row{s.Statement, s.IssuedAt.UTC().Format("2006.01.02 15:04:05 -0700"), fmt.Sprint(s.Active)})
+					// The text is not kept: the ID stands for it (the
+					// deactivate command takes either). A statement that
+					// expired or used up its uses registers no agent: not
+					// active.
+					usable := s.Active && (s.ExpiresAt.IsZero() || now.Before(s.ExpiresAt)) && (s.MaxUses == 0 || s.Uses < s.MaxUses)
+					rows = append(rows, row{s.ID, s.IssuedAt.UTC().Format("2006.01.02 15:04:05 -0700"), fmt.Sprint(usable)})
 				}
 				return printJSON(out, "Software Statements", rows)
 			}},
 		{name: "deactivate-software-statement", summary: "stop a software statement from registering new agents",
-			flags: stringFlag("software-statement", "the statement text (required)"), example: "berth-broker deactivate-software-statement --software-statement STATEMENT",
+			flags:   stringFlag("software-statement", "the statement: its text, its ID (as describe-software-statements lists it) or its fingerprint (statement_fp in the log) (required)"),
+			example: "berth-broker deactivate-software-statement --software-statement STATEMENT",
 			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
 				if a[0] == "" {
 					return usageError("--software-statement is required")
 				}
-				if err := m.store.SetSoftwareStatementActive(ctx, a[0], false); err != nil {
+				if _, err := m.auth.SetSoftwareStatementActive(ctx, a[0], false); err != nil {
 					if errors.Is(err, oauth.ErrNotFound) {
 						return fmt.Errorf("software statement not found: check it with describe-software-statements")
 					}
@@ -156,6 +168,60 @@ func adminUsage() string {
 type usageError string
 
 func (e usageError) Error() string { return string(e) }
+
+// statementFlags are generate-software-statement's options: --expires-in,
+// --expires-at, --max-uses.
+func statementFlags(fs *flag.FlagSet) func() []string {
+	in := fs.String("expires-in", "", "the statement registers agents for this long, e.g. 30m, 24h, 7d (default: no expiry)")
+	at := fs.String("expires-at", "", "the statement registers agents until this time, RFC 3339, e.g. 2030-01-31T18:00:00Z (default: no expiry)")
+	uses := fs.String("max-uses", "", "the statement registers at most this many agents (default: no limit)")
+	return func() []string { return []string{*in, *at, *uses} }
+}
+
+// statementLimits reads statementFlags' values at now.
+func statementLimits(a []string, now time.Time) (oauth.StatementLimits, error) {
+	var lim oauth.StatementLimits
+	in, at, uses := a[0], a[1], a[2]
+	switch {
+	case in != "" && at != "":
+		return lim, usageError("--expires-in and --expires-at are both set; give one")
+	case in != "":
+		d, err := parseDays(in)
+		if err != nil || d <= 0 {
+			return lim, usageError(fmt.Sprintf("--expires-in %q is not a positive duration such as 30m, 24h or 7d", in))
+		}
+		lim.ExpiresAt = now.Add(d)
+	case at != "":
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return lim, usageError(fmt.Sprintf("--expires-at %q is not an RFC 3339 time such as 2030-01-31T18:00:00Z", at))
+		}
+		if !t.After(now) {
+			return lim, usageError(fmt.Sprintf("--expires-at %s is not in the future", at))
+		}
+		lim.ExpiresAt = t
+	}
+	if uses != "" {
+		n, err := strconv.Atoi(uses)
+		if err != nil || n < 1 {
+			return lim, usageError(fmt.Sprintf("--max-uses %q is not a whole number of at least 1", uses))
+		}
+		lim.MaxUses = n
+	}
+	return lim, nil
+}
+
+// parseDays is time.ParseDuration that also takes whole days ("7d").
+func parseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days > 100*365 {
+			return 0, fmt.Errorf("bad day count %q", n)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
+}
 
 func stringFlag(name, help string) func(fs *flag.FlagSet) func() []string {
 	return func(fs *flag.FlagSet) func() []string {

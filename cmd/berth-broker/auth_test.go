@@ -60,8 +60,10 @@ func TestBroker_AdminCommands(t *testing.T) {
 	if code != 0 || !ok || stmt == "" {
 		t.Fatalf("generate-software-statement: %d %q", code, out)
 	}
+	// The broker keeps statements as hashes: describe lists them by ID.
+	stmtID := statementID(t, stmt)
 	out, code = b.admin(t, "describe-software-statements")
-	if code != 0 || !strings.HasPrefix(out, "Software Statements\n") || !strings.Contains(out, stmt) || !strings.Contains(out, `"is-active": "true"`) {
+	if code != 0 || !strings.HasPrefix(out, "Software Statements\n") || !strings.Contains(out, `"software-statement": "`+stmtID+`"`) || !strings.Contains(out, `"is-active": "true"`) {
 		t.Errorf("describe-software-statements: %d %q", code, out)
 	}
 	out, code = b.admin(t, "deactivate-software-statement", "--software-statement", stmt)

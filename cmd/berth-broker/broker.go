@@ -162,9 +162,11 @@ func (m *Main) openStore(ctx context.Context, admin bool) error {
 	default:
 		return fmt.Errorf("persistence-db: %q is not supported (use sqlite or postgresql)", c.PersistenceDB)
 	}
-	m.auth = oauth.New(m.store, "berth-broker")
+	m.auth = oauth.New(m.store, oauth.BrokerIssuer)
 	m.auth.AccessTokenTTL = c.AccessTokenDuration
 	m.auth.ConnectionTokenTTL = c.ConnectTokenDuration
+	m.auth.Registrations = oauth.RegistrationLimits{PerMinute: c.RegistrationsPerMinute, PerAddressPerMinute: c.RegistrationsPerAddress}
+	m.auth.UnlinkedAgentClientTTL = c.UnlinkedAgentTimeout
 	if m.Logger != nil {
 		m.auth.Logger = m.Logger
 	}
@@ -252,6 +254,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("start broker: %w", err)
 	}
 	svc.Leaser = leaser
+	svc.Pruners = []broker.Pruner{m.auth}
 	m.svc = svc
 	hubOpts := agenthub.Options{
 		RequireAuth:      c.EnableAgentAuthorization,
@@ -431,6 +434,7 @@ func (m *Main) openLogger() error {
 		Level:       c.LogLevel,
 		Format:      c.LogFormat,
 		Dir:         c.LogDirectory,
+		Group:       c.LogGroup,
 		File:        "broker.log",
 		MaxSizeMB:   c.LogMaxSizeMB,
 		MaxAgeDays:  c.LogMaxAgeDays,
@@ -445,33 +449,22 @@ func (m *Main) openLogger() error {
 	return nil
 }
 
-// ensureSoftwareStatement writes the initial software statement into the working
-// path on first start, so local agents register with no manual step.
+// ensureSoftwareStatement writes a new software statement into the working
+// path when the file is missing (first start), so local agents register with
+// no manual step; the store keeps only statements' hashes, so the file is the
+// only copy of its text. It warns of active statements from older versions.
 func (m *Main) ensureSoftwareStatement(ctx context.Context) error {
 	path := filepath.Join(m.Config.WorkingPath, SoftwareStatementFile)
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
-	list, err := m.store.SoftwareStatements(ctx)
-	if err != nil {
-		return err
-	}
-	var st *oauth.SoftwareStatement
-	for _, s := range list {
-		if s.Active {
-			st = s
-			break
-		}
-	}
-	if st == nil {
-		if st, err = m.auth.GenerateSoftwareStatement(ctx, version); err != nil {
+	if _, err := os.Stat(path); err != nil {
+		st, err := m.auth.GenerateSoftwareStatement(ctx, version, oauth.StatementLimits{})
+		if err != nil {
 			return fmt.Errorf("generate software statement: %w", err)
 		}
+		if err := os.WriteFile(path, []byte(st.Statement+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write software statement: %w", err)
+		}
 	}
-	if err := os.WriteFile(path, []byte(st.Statement+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write software statement: %w", err)
-	}
-	return nil
+	return m.auth.WarnLegacyStatements(ctx)
 }
 
 // ClientAddr is the client API listener's address.

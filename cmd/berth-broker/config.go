@@ -154,6 +154,17 @@ type Config struct {
 	// ConnectTokenDuration is connect-session-token-duration-minutes:
 	// lifetime of a session ConnectionToken.
 	ConnectTokenDuration time.Duration
+	// RegistrationsPerMinute is agent-registrations-per-minute: how
+	// many agent registrations this broker takes a minute (0: no limit).
+	RegistrationsPerMinute int
+	// RegistrationsPerAddress is
+	// agent-registrations-per-minute-per-address: the same from one remote
+	// address (0: no limit).
+	RegistrationsPerAddress int
+	// UnlinkedAgentTimeout is
+	// seconds-before-deleting-unlinked-agent-clients: how long an agent
+	// client may stay without ever linking before it is deleted (0: never).
+	UnlinkedAgentTimeout time.Duration
 
 	// ScreenshotMaxWidth and ScreenshotMaxHeight are
 	// session-screenshot-max-width and session-screenshot-max-height, in
@@ -208,6 +219,9 @@ type Config struct {
 	// LogDirectory is log-directory: where broker.log is written; empty
 	// means standard error (the journal under systemd).
 	LogDirectory string
+	// LogGroup is log-group: a group that may read broker.log (0640);
+	// empty: the broker's user only (0600).
+	LogGroup string
 	// LogMaxSizeMB is log-max-size-mb: broker.log is rotated when it grows
 	// past this many megabytes.
 	LogMaxSizeMB int
@@ -261,6 +275,9 @@ func DefaultConfig() Config {
 		EnableAgentAuthorization:   true,
 		AccessTokenDuration:        60 * time.Minute,
 		ConnectTokenDuration:       60 * time.Minute,
+		RegistrationsPerMinute:     300,
+		RegistrationsPerAddress:    30,
+		UnlinkedAgentTimeout:       24 * time.Hour,
 		ScreenshotMaxWidth:         160,
 		ScreenshotMaxHeight:        100,
 		ScreenshotFormat:           "png",
@@ -726,6 +743,21 @@ func parseVerifierAllowed(s string) (servers bool, nets []netip.Prefix, err erro
 	return servers, nets, nil
 }
 
+// validGroup accepts a group name or numeric ID as groupadd would (empty:
+// none); whether the group exists is checked when the log opens.
+func validGroup(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r == '-' && i > 0 || r == '.' || r == '$' && i == len(s)-1 ||
+			'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
 // certificateNames returns the names of certificate-names.
 func (c *Config) certificateNames() []string {
 	var out []string
@@ -798,6 +830,9 @@ func configKeys() []configKey {
 		boolKey("enable-agent-authorization", func(c *Config) *bool { return &c.EnableAgentAuthorization }),
 		durationKey("access-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.AccessTokenDuration }),
 		durationKey("connect-session-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.ConnectTokenDuration }),
+		atLeastKey("agent-registrations-per-minute", 0, func(c *Config) *int { return &c.RegistrationsPerMinute }),
+		atLeastKey("agent-registrations-per-minute-per-address", 0, func(c *Config) *int { return &c.RegistrationsPerAddress }),
+		durationKey("seconds-before-deleting-unlinked-agent-clients", time.Second, "seconds", 0, func(c *Config) *time.Duration { return &c.UnlinkedAgentTimeout }),
 
 		atLeastKey("session-screenshot-max-width", 1, func(c *Config) *int { return &c.ScreenshotMaxWidth }),
 		atLeastKey("session-screenshot-max-height", 1, func(c *Config) *int { return &c.ScreenshotMaxHeight }),
@@ -822,6 +857,7 @@ func configKeys() []configKey {
 		enumKey("log-level", func(c *Config) *string { return &c.LogLevel }, "debug", "info", "warn", "error"),
 		enumKey("log-format", func(c *Config) *string { return &c.LogFormat }, "auto", "json", "text"),
 		stringKey("log-directory", "", nil, func(c *Config) *string { return &c.LogDirectory }),
+		stringKey("log-group", "a group name or numeric group ID", validGroup, func(c *Config) *string { return &c.LogGroup }),
 		atLeastKey("log-max-size-mb", 1, func(c *Config) *int { return &c.LogMaxSizeMB }),
 		atLeastKey("log-max-age-days", 1, func(c *Config) *int { return &c.LogMaxAgeDays }),
 		atLeastKey("log-max-backups", 1, func(c *Config) *int { return &c.LogMaxBackups }),

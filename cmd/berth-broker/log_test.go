@@ -11,7 +11,7 @@ import (
 )
 
 // TestBroker_LogDirectory runs a broker with log-directory and checks that it
-// writes JSON lines to broker.log there, readable by the file's group only.
+// writes JSON lines to broker.log there, readable by the broker's user only.
 func TestBroker_LogDirectory(t *testing.T) {
 	logs := filepath.Join(t.TempDir(), "log")
 	b := MustRunMainWith(t, t.TempDir(), func(m *Main) {

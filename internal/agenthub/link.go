@@ -174,7 +174,7 @@ func (l *link) handshake() bool {
 		l.refuse(&agentproto.Error{Code: agentproto.CodeShuttingDown, Message: "broker shutting down"})
 		return false
 	case errors.Is(err, broker.ErrConflict):
-		l.log.Warn("agent refused: server id belongs to another agent client")
+		l.log.Warn("agent refused: server id belongs to another agent client", "err", err)
 		h.opts.Observer.LinkRefused(RefusedConflict)
 		l.refuse(&agentproto.Error{Code: agentproto.CodeConflict, Message: "server id belongs to another agent client"})
 		return false

@@ -102,6 +102,12 @@ type Leaser interface {
 	IsLeader(ctx context.Context) bool
 }
 
+// Pruner deletes state outside the broker's domain that outlived its use (the
+// agent clients that never linked). Implemented by *oauth.Authority.
+type Pruner interface {
+	Prune(ctx context.Context) error
+}
+
 // Service implements the Session Manager use-cases. Create it with New, start its
 // background work with Run, and stop it by cancelling Run's context.
 type Service struct {
@@ -115,6 +121,9 @@ type Service struct {
 	Now func() time.Time
 	// Leaser gates periodic cluster-wide work; nil means this broker does it.
 	Leaser Leaser
+	// Pruners run with the periodic cleanup, on the broker that Leaser
+	// elects; set them before Run.
+	Pruners []Pruner
 
 	cursorKey []byte
 
@@ -293,6 +302,11 @@ func (s *Service) expire(ctx context.Context) {
 		s.log.Error("purge deleted sessions", "err", err)
 	} else if n > 0 {
 		s.log.Info("purged deleted sessions", "count", n)
+	}
+	for _, p := range s.Pruners {
+		if err := p.Prune(ctx); err != nil {
+			s.log.Error("prune", "err", err)
+		}
 	}
 	for _, srv := range s.servers.all() {
 		since := s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now)

@@ -58,7 +58,11 @@ type Placement struct {
 type Store interface {
 	// UpsertServer inserts the server or updates its Info, LastSeen and BrokerID,
 	// keeping Open, Seq and CreatedAt of an existing row. It returns ErrConflict
-	// if the server exists with another AgentClientID.
+	// if the server exists with another AgentClientID. Stores that also keep
+	// the OAuth clients bind a new server's ID to its AgentClientID for good:
+	// after the server's row is deleted (unreachable for UnreachableServerTTL)
+	// the ID stays the agent client's, and inserting it for another agent
+	// client is ErrConflict too while the bound client exists and is active.
 	UpsertServer(ctx context.Context, s *Server) error
 	// GetServer returns ErrNotFound for an unknown ID.
 	GetServer(ctx context.Context, id string) (*Server, error)

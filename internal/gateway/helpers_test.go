@@ -28,8 +28,9 @@ import (
 // keyStore is an oauth.Store that keeps signing keys in memory (the only
 // part an Authority needs to issue and publish connection tokens).
 type keyStore struct {
-	mu   sync.Mutex
-	keys []*oauth.SigningKey
+	oauth.Store // nil: the methods not written below are never called
+	mu          sync.Mutex
+	keys        []*oauth.SigningKey
 }
 
 func (s *keyStore) CreateClient(context.Context, *oauth.Client) error { return errors.ErrUnsupported }

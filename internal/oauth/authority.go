@@ -14,7 +14,9 @@
 // audiences ("berth-api" and "dcv-session"), so one never verifies as the other.
 //
 // Secrets (client secrets, tokens, software statements, private keys) are never
-// logged.
+// logged, nor are software statement IDs (statements from older versions
+// follow from theirs): logs name a statement by its Fingerprint. Stores keep
+// statements and client secrets only as hashes.
 package oauth
 
 import (
@@ -37,8 +39,16 @@ const (
 // inactive, of the wrong kind, or the secret is wrong. Which one is not told.
 var ErrInvalidClient = errors.New("invalid client")
 
-// ErrInvalidStatement means a software statement is unknown or deactivated.
+// ErrInvalidStatement means a software statement does not register agents:
+// it is unknown, or one of the errors below, which wrap it.
 var ErrInvalidStatement = errors.New("invalid software statement")
+
+// Why a known software statement registers no more agents.
+var (
+	ErrStatementInactive = fmt.Errorf("%w: deactivated", ErrInvalidStatement)
+	ErrStatementExpired  = fmt.Errorf("%w: expired", ErrInvalidStatement)
+	ErrStatementUsedUp   = fmt.Errorf("%w: maximum number of uses reached", ErrInvalidStatement)
+)
 
 // TokenError says why a token or an Authorization header was refused. Reason is
 // safe to show to the caller: it never contains the token.
@@ -106,6 +116,15 @@ type Authority struct {
 	Logger *slog.Logger
 	// Observer, when set, is told of tokens issued and refused (metrics).
 	Observer Observer
+	// Registrations bound how fast agents register (RegisterAgentHandler);
+	// the zero value sets no limit.
+	Registrations RegistrationLimits
+	// UnlinkedAgentClientTTL is how long an agent client may stay without
+	// ever linking as a server before Prune deletes it; zero: never.
+	UnlinkedAgentClientTTL time.Duration
+
+	limOnce sync.Once
+	limiter *registrationLimiter
 
 	keyMu      sync.Mutex
 	keys       []*signingKey // newest first; guarded by keyMu

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,20 +35,30 @@ func (a *Authority) RegisterClient(ctx context.Context, kind, name string) (id, 
 	if kind != KindAPI && kind != KindAgent {
 		return "", "", fmt.Errorf("register client: unknown kind %q", kind)
 	}
-	return a.registerClient(ctx, kind, name, "")
+	c, secret, err := a.newClient(kind, name)
+	if err != nil {
+		return "", "", fmt.Errorf("register client: %w", err)
+	}
+	if err := a.Store.CreateClient(ctx, c); err != nil {
+		return "", "", fmt.Errorf("register client: %w", err)
+	}
+	a.logger().InfoContext(ctx, "client registered", "client_id", c.ID, "kind", kind, "name", c.Name)
+	return c.ID, secret, nil
 }
 
-func (a *Authority) registerClient(ctx context.Context, kind, name, statementID string) (id, secret string, err error) {
+// newClient returns an active client of kind named name, not yet stored, and
+// its secret.
+func (a *Authority) newClient(kind, name string) (*Client, string, error) {
 	name = strings.TrimSpace(name)
 	if err := checkName(name); err != nil {
-		return "", "", fmt.Errorf("register client: %w", err)
+		return nil, "", err
 	}
 	raw := make([]byte, secretBytes)
 	rand.Read(raw) // never fails; see crypto/rand.Read
-	secret = base64.RawURLEncoding.EncodeToString(raw)
+	secret := base64.RawURLEncoding.EncodeToString(raw)
 	salt := make([]byte, saltBytes)
 	rand.Read(salt)
-	c := &Client{
+	return &Client{
 		ID:         newID(),
 		Name:       name,
 		Kind:       kind,
@@ -55,13 +66,7 @@ func (a *Authority) registerClient(ctx context.Context, kind, name, statementID 
 		Salt:       salt,
 		Active:     true,
 		CreatedAt:  a.now(),
-		Statement:  statementID,
-	}
-	if err := a.Store.CreateClient(ctx, c); err != nil {
-		return "", "", fmt.Errorf("register client: %w", err)
-	}
-	a.logger().InfoContext(ctx, "client registered", "client_id", c.ID, "kind", kind, "name", name)
-	return c.ID, secret, nil
+	}, secret, nil
 }
 
 // errInvalidName means a client name is too long or has control characters.
@@ -116,65 +121,230 @@ func (a *Authority) Authenticate(ctx context.Context, kind, id, secret string) (
 }
 
 // statementBody is the JSON inside a software statement. Field order and names
-// follow the statements the AWS broker generates.
+// follow the statements the AWS broker generates, plus a random secret: the
+// other fields are guessable (and older versions logged the ID with the issue
+// time), so without it anyone who read the broker's log could rebuild the
+// statement and register an agent.
 type statementBody struct {
 	ID            string  `json:"id"`
 	Active        bool    `json:"active"`
 	IssuedAt      float64 `json:"issuedAt"` // Unix seconds, millisecond precision
 	BrokerVersion string  `json:"brokerVersion"`
+	Secret        string  `json:"secret"` // 32 random bytes, unpadded base64url
 }
 
-// GenerateSoftwareStatement creates and stores an active software statement:
-// base64 (standard encoding) of
-// {"id":"<uuid>","active":true,"issuedAt":<unix seconds>,"brokerVersion":"..."}.
-// Agents that present it may register themselves with RegisterAgent.
-func (a *Authority) GenerateSoftwareStatement(ctx context.Context, brokerVersion string) (*SoftwareStatement, error) {
-	ms := a.now().UnixMilli()
+// StatementLimits bound what a new software statement registers; zero values
+// set no limit.
+type StatementLimits struct {
+	// ExpiresAt is when the statement stops registering agents; zero: never.
+	ExpiresAt time.Time
+	// MaxUses is how many agents may register with it; 0: no limit.
+	MaxUses int
+}
+
+// normalizeStatement removes the white space that statement files may add
+// (wrapped lines, a final newline).
+func normalizeStatement(statement string) string {
+	return strings.Join(strings.Fields(statement), "")
+}
+
+// StatementHash returns the SHA-256 of a software statement's text (white
+// space removed): what stores keep and look statements up by. Statements are
+// 256-bit random secrets, so a fast unsalted hash is enough (see hashSecret).
+func StatementHash(statement string) []byte {
+	h := sha256.Sum256([]byte(normalizeStatement(statement)))
+	return h[:]
+}
+
+// Fingerprint returns a short name for a value that must not itself be logged
+// (a software statement's ID): the first 8 hex digits of its SHA-256. It
+// identifies the value among a few without revealing it.
+func Fingerprint(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:4])
+}
+
+// GenerateSoftwareStatement creates and stores an active software statement
+// with the limits lim: base64 (standard encoding) of
+// {"id":"<uuid>","active":true,"issuedAt":<unix seconds>,"brokerVersion":"...","secret":"<random>"}.
+// Agents that present it may register themselves with RegisterAgent. The
+// store keeps only its hash: the returned Statement is the only copy of the
+// text.
+func (a *Authority) GenerateSoftwareStatement(ctx context.Context, brokerVersion string, lim StatementLimits) (*SoftwareStatement, error) {
+	now := a.now()
+	switch {
+	case lim.MaxUses < 0:
+		return nil, fmt.Errorf("generate software statement: maximum uses %d is negative", lim.MaxUses)
+	case !lim.ExpiresAt.IsZero() && !lim.ExpiresAt.After(now):
+		return nil, fmt.Errorf("generate software statement: expiry %s is not in the future", lim.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	ms := now.UnixMilli()
 	id := newID()
+	raw := make([]byte, secretBytes)
+	rand.Read(raw) // never fails; see crypto/rand.Read
 	body, err := json.Marshal(statementBody{
 		ID:            id,
 		Active:        true,
 		IssuedAt:      float64(ms) / 1000,
 		BrokerVersion: brokerVersion,
+		Secret:        base64.RawURLEncoding.EncodeToString(raw),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generate software statement: %w", err)
 	}
+	text := base64.StdEncoding.EncodeToString(body)
 	s := &SoftwareStatement{
 		ID:        id,
-		Statement: base64.StdEncoding.EncodeToString(body),
+		Statement: text,
+		Hash:      StatementHash(text),
 		IssuedAt:  time.UnixMilli(ms),
 		Active:    true,
+		MaxUses:   lim.MaxUses,
+	}
+	if !lim.ExpiresAt.IsZero() {
+		s.ExpiresAt = time.UnixMilli(lim.ExpiresAt.UnixMilli())
 	}
 	if err := a.Store.CreateSoftwareStatement(ctx, s); err != nil {
 		return nil, fmt.Errorf("generate software statement: %w", err)
 	}
-	a.logger().InfoContext(ctx, "software statement generated", "statement_id", s.ID)
+	a.logger().InfoContext(ctx, "software statement generated", "statement_fp", Fingerprint(s.ID),
+		"expires_at", s.ExpiresAt, "max_uses", s.MaxUses)
 	return s, nil
 }
 
 // RegisterAgent registers an agent that presents software statement
 // statement: it creates an active KindAgent client named name, bound to the
-// statement, and returns its ID and secret. It returns ErrInvalidStatement if
-// the statement is unknown or deactivated.
+// statement, and returns its ID and secret. It returns ErrInvalidStatement
+// if the statement is unknown, and ErrStatementInactive, ErrStatementExpired
+// or ErrStatementUsedUp (which wrap ErrInvalidStatement) if it no longer
+// registers agents; a refused registration uses nothing up.
 func (a *Authority) RegisterAgent(ctx context.Context, statement, name string) (id, secret string, err error) {
-	// Statement files may wrap lines or end in a newline.
-	text := strings.Join(strings.Fields(statement), "")
+	return a.registerAgent(ctx, statement, name, "")
+}
+
+// registerAgent is RegisterAgent for a request from remote (logged when not
+// empty).
+func (a *Authority) registerAgent(ctx context.Context, statement, name, remote string) (id, secret string, err error) {
+	log := a.logger()
+	if remote != "" {
+		log = log.With("remote", remote)
+	}
+	text := normalizeStatement(statement)
 	if text == "" || len(text) > maxStatementLen {
+		log.InfoContext(ctx, "agent registration refused: no software statement or an oversized one")
 		return "", "", ErrInvalidStatement
 	}
-	all, err := a.Store.SoftwareStatements(ctx)
+	c, secret, err := a.newClient(KindAgent, name)
 	if err != nil {
 		return "", "", fmt.Errorf("register agent: %w", err)
 	}
-	var found *SoftwareStatement
-	for _, s := range all {
-		if subtle.ConstantTimeCompare([]byte(s.Statement), []byte(text)) == 1 {
-			found = s
+	st, err := a.Store.RegisterWithStatement(ctx, StatementHash(text), c)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		log.InfoContext(ctx, "agent registration refused: unknown software statement")
+		return "", "", ErrInvalidStatement
+	case errors.Is(err, ErrInvalidStatement):
+		args := []any{"reason", refusal(err)}
+		if st != nil {
+			args = append(args, "statement_fp", Fingerprint(st.ID))
+		}
+		log.InfoContext(ctx, "agent registration refused", args...)
+		return "", "", err
+	case err != nil:
+		return "", "", fmt.Errorf("register agent: %w", err)
+	}
+	log.InfoContext(ctx, "agent client registered", "client_id", c.ID, "name", c.Name,
+		"statement_fp", Fingerprint(st.ID), "uses", st.Uses, "max_uses", st.MaxUses)
+	return c.ID, secret, nil
+}
+
+// refusal names a statement refusal for the log.
+func refusal(err error) string {
+	switch {
+	case errors.Is(err, ErrStatementInactive):
+		return "statement deactivated"
+	case errors.Is(err, ErrStatementExpired):
+		return "statement expired"
+	case errors.Is(err, ErrStatementUsedUp):
+		return "statement used up"
+	}
+	return "invalid statement"
+}
+
+// ErrAmbiguousStatement means a fingerprint given to SetSoftwareStatementActive
+// names more than one statement.
+var ErrAmbiguousStatement = errors.New("more than one software statement has this fingerprint; give its ID")
+
+// SetSoftwareStatementActive activates or deactivates the statement that key
+// names: its text, its ID, or its Fingerprint (of the ID, as the log shows
+// it). It returns the statement, ErrNotFound if none matches, or
+// ErrAmbiguousStatement.
+func (a *Authority) SetSoftwareStatementActive(ctx context.Context, key string, active bool) (*SoftwareStatement, error) {
+	key = strings.TrimSpace(key)
+	all, err := a.Store.SoftwareStatements(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("set software statement active: %w", err)
+	}
+	hash := StatementHash(key)
+	var found []*SoftwareStatement
+	for _, st := range all {
+		if st.ID == key || subtle.ConstantTimeCompare(st.Hash, hash) == 1 {
+			found = []*SoftwareStatement{st}
+			break
+		}
+		if strings.EqualFold(Fingerprint(st.ID), key) {
+			found = append(found, st)
 		}
 	}
-	if found == nil || !found.Active {
-		return "", "", ErrInvalidStatement
+	switch {
+	case len(found) == 0:
+		return nil, ErrNotFound
+	case len(found) > 1:
+		return nil, ErrAmbiguousStatement
 	}
-	return a.registerClient(ctx, KindAgent, name, found.ID)
+	st := found[0]
+	if err := a.Store.SetSoftwareStatementActive(ctx, st.ID, active); err != nil {
+		return nil, fmt.Errorf("set software statement active: %w", err)
+	}
+	st.Active = active
+	a.logger().InfoContext(ctx, "software statement changed", "statement_fp", Fingerprint(st.ID), "active", active)
+	return st, nil
+}
+
+// WarnLegacyStatements logs a warning for each active statement generated
+// before statements carried a random secret (older versions logged enough to
+// rebuild them). Brokers call it at start-up.
+func (a *Authority) WarnLegacyStatements(ctx context.Context) error {
+	all, err := a.Store.SoftwareStatements(ctx)
+	if err != nil {
+		return fmt.Errorf("list software statements: %w", err)
+	}
+	for _, st := range all {
+		if st.Legacy && st.Active {
+			a.logger().WarnContext(ctx, "an active software statement predates statement secrets: anyone who read an older version's log can rebuild it; generate a new one and deactivate this one",
+				"statement_fp", Fingerprint(st.ID), "issued_at", st.IssuedAt)
+		}
+	}
+	return nil
+}
+
+// Prune deletes the agent clients that registered more than
+// UnlinkedAgentClientTTL ago and never linked as a server: registrations that
+// nobody used (a flood of them, or agents that never came up; an agent that
+// comes up later registers again). It does nothing when UnlinkedAgentClientTTL
+// is zero. The broker that holds the maintenance lease calls it periodically.
+func (a *Authority) Prune(ctx context.Context) error {
+	if a.UnlinkedAgentClientTTL <= 0 {
+		return nil
+	}
+	ids, err := a.Store.DeleteUnlinkedAgentClients(ctx, a.now().Add(-a.UnlinkedAgentClientTTL))
+	if err != nil {
+		return fmt.Errorf("prune agent clients: %w", err)
+	}
+	if len(ids) > 0 {
+		shown := ids[:min(len(ids), 20)]
+		a.logger().InfoContext(ctx, "deleted agent clients that never linked", "count", len(ids),
+			"unlinked_for", a.UnlinkedAgentClientTTL.String(), "client_ids", strings.Join(shown, ","))
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/oauth"
 )
@@ -107,7 +108,7 @@ func TestAuthority_Authenticate(t *testing.T) {
 func TestAuthority_GenerateSoftwareStatement(t *testing.T) {
 	e := MustEnv(t)
 	ctx := context.Background()
-	s, err := e.auth.GenerateSoftwareStatement(ctx, "2024.0-1")
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "2024.0-1", oauth.StatementLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,8 @@ func TestAuthority_GenerateSoftwareStatement(t *testing.T) {
 	if err != nil {
 		t.Fatalf("statement is not standard base64: %v", err)
 	}
-	// The shape of the AWS broker's statements, fields in the same order.
+	// The shape of the AWS broker's statements, fields in the same order,
+	// plus a random secret.
 	var body map[string]any
 	if err := json.Unmarshal(raw, &body); err != nil {
 		t.Fatal(err)
@@ -124,30 +126,113 @@ func TestAuthority_GenerateSoftwareStatement(t *testing.T) {
 		body["issuedAt"] != float64(e.clock.Now().UnixMilli())/1000 {
 		t.Errorf("statement body = %s", raw)
 	}
-	if !regexp.MustCompile(`^\{"id":"[0-9a-f-]{36}","active":true,"issuedAt":\d+(\.\d+)?,"brokerVersion":"2024.0-1"\}$`).Match(raw) {
+	if !regexp.MustCompile(`^\{"id":"[0-9a-f-]{36}","active":true,"issuedAt":\d+(\.\d+)?,"brokerVersion":"2024.0-1","secret":"[A-Za-z0-9_-]{43}"\}$`).Match(raw) {
 		t.Errorf("statement body = %s", raw)
 	}
-	if !uuidRE.MatchString(s.ID) || !s.Active || !s.IssuedAt.Equal(e.clock.Now()) {
+	if secret, err := base64.RawURLEncoding.DecodeString(body["secret"].(string)); err != nil || len(secret) != 32 {
+		t.Errorf("secret is not 32 bytes of base64url: %v", err)
+	}
+	if !uuidRE.MatchString(s.ID) || !s.Active || !s.IssuedAt.Equal(e.clock.Now()) || s.Legacy || s.MaxUses != 0 || !s.ExpiresAt.IsZero() {
 		t.Errorf("statement = %+v", s)
 	}
 	stored, err := e.store.SoftwareStatements(ctx)
-	if err != nil || len(stored) != 1 || stored[0].Statement != s.Statement {
-		t.Errorf("stored statements = %v, %v", stored, err)
+	if err != nil || len(stored) != 1 {
+		t.Fatalf("stored statements = %v, %v", stored, err)
+	}
+	if stored[0].Statement != "" || !bytes.Equal(stored[0].Hash, oauth.StatementHash(s.Statement)) || len(stored[0].Hash) != 32 {
+		t.Errorf("stored statement = %+v: want its SHA-256 and no text", stored[0])
+	}
+
+	// Limits.
+	exp := e.clock.Now().Add(time.Hour)
+	l, err := e.auth.GenerateSoftwareStatement(ctx, "v", oauth.StatementLimits{ExpiresAt: exp, MaxUses: 3})
+	if err != nil || !l.ExpiresAt.Equal(exp) || l.MaxUses != 3 {
+		t.Errorf("limited statement = %+v, %v", l, err)
+	}
+	for name, lim := range map[string]oauth.StatementLimits{
+		"expiry now":    {ExpiresAt: e.clock.Now()},
+		"expiry past":   {ExpiresAt: e.clock.Now().Add(-time.Second)},
+		"negative uses": {MaxUses: -1},
+	} {
+		if _, err := e.auth.GenerateSoftwareStatement(ctx, "v", lim); err == nil {
+			t.Errorf("%s: generated", name)
+		}
+	}
+}
+
+// TestAuthority_StatementNotDerivableFromLog reproduces finding 2 of the
+// security review: a statement was base64 of {"id","active","issuedAt",
+// "brokerVersion"}, and the info log gave the ID at the issue time, so one log
+// line was enough to register a rogue agent. Now the log names statements by a
+// fingerprint only, and a statement rebuilt from everything but its secret is
+// refused.
+func TestAuthority_StatementNotDerivableFromLog(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.auth.RegisterAgent(ctx, s.Statement, "host-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.auth.RegisterAgent(ctx, s.Statement, "host-2"); !errors.Is(err, oauth.ErrStatementUsedUp) {
+		t.Fatalf("second use: %v", err)
+	}
+	if _, err := e.auth.SetSoftwareStatementActive(ctx, s.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.auth.RegisterAgent(ctx, s.Statement, "host-3"); !errors.Is(err, oauth.ErrStatementInactive) {
+		t.Fatalf("deactivated: %v", err)
+	}
+	log := e.log.String()
+	var body struct {
+		Secret string `json:"secret"`
+	}
+	raw, _ := base64.StdEncoding.DecodeString(s.Statement)
+	json.Unmarshal(raw, &body)
+	for what, v := range map[string]string{"statement": s.Statement, "statement ID": s.ID, "statement secret": body.Secret} {
+		if strings.Contains(log, v) {
+			t.Errorf("the log holds the %s:\n%s", what, log)
+		}
+	}
+	if n := strings.Count(log, "statement_fp="+oauth.Fingerprint(s.ID)); n < 4 {
+		t.Errorf("the log names the statement by its fingerprint %d times, want 4 (generated, registered, refused, deactivated):\n%s", n, log)
+	}
+
+	// The attacker knows the ID, the issue time and the version: the old
+	// statement format rebuilt from them is refused, with a fresh statement
+	// as well.
+	fresh, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*oauth.SoftwareStatement{s, fresh} {
+		rebuilt, _ := json.Marshal(struct {
+			ID            string  `json:"id"`
+			Active        bool    `json:"active"`
+			IssuedAt      float64 `json:"issuedAt"`
+			BrokerVersion string  `json:"brokerVersion"`
+		}{st.ID, true, float64(st.IssuedAt.UnixMilli()) / 1000, "1.0.0"})
+		forged := base64.StdEncoding.EncodeToString(rebuilt)
+		if _, _, err := e.auth.RegisterAgent(ctx, forged, "rogue"); !errors.Is(err, oauth.ErrInvalidStatement) {
+			t.Errorf("statement rebuilt from its ID and issue time: err = %v, want ErrInvalidStatement", err)
+		}
 	}
 }
 
 func TestAuthority_RegisterAgent(t *testing.T) {
 	e := MustEnv(t)
 	ctx := context.Background()
-	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0")
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	off, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0")
+	off, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store.SetSoftwareStatementActive(ctx, off.ID, false); err != nil {
+	if _, err := e.auth.SetSoftwareStatementActive(ctx, off.Statement, false); err != nil {
 		t.Fatal(err)
 	}
 

@@ -3,6 +3,7 @@ package oauth
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -271,14 +272,25 @@ type registerResponse struct {
 // {"software_statement": "...", "client_name": "..."} answers
 // 201 {"client_id","client_secret","client_id_issued_at","client_secret_expires_at":0}.
 // Errors are RFC 7591 ones: 400 invalid_software_statement for an unknown or
-// deactivated statement, 400 invalid_client_metadata for a body that is not
+// deactivated statement (and, with an error_description saying so, for an
+// expired or used-up one), 400 invalid_client_metadata for a body that is not
 // such a JSON object (or exceeds 64 KiB), 405 for other methods, 500
-// server_error.
+// server_error; past a limit of Registrations, 429 temporarily_unavailable
+// with Retry-After. No answer or log line holds the statement.
 func (a *Authority) RegisterAgentHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, http.MethodPost)
+			return
+		}
+		a.limOnce.Do(func() { a.limiter = newRegistrationLimiter(a.Registrations) })
+		if ok, wait := a.limiter.allow(r.RemoteAddr, a.now()); !ok {
+			secs := int64((wait + time.Second - 1) / time.Second)
+			a.logger().WarnContext(r.Context(), "agent registration refused: rate limit", "remote", r.RemoteAddr, "retry_after_s", secs)
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+			writeOAuthError(w, http.StatusTooManyRequests, "temporarily_unavailable",
+				fmt.Sprintf("too many agent registrations; retry in %d s", secs))
 			return
 		}
 		var req registerRequest
@@ -292,10 +304,15 @@ func (a *Authority) RegisterAgentHandler() http.Handler {
 			return
 		}
 		ctx := r.Context()
-		id, secret, err := a.RegisterAgent(ctx, req.SoftwareStatement, req.ClientName)
+		id, secret, err := a.registerAgent(ctx, req.SoftwareStatement, req.ClientName, r.RemoteAddr)
 		switch {
+		case errors.Is(err, ErrStatementExpired):
+			writeOAuthError(w, http.StatusBadRequest, "invalid_software_statement", "software_statement has expired")
+			return
+		case errors.Is(err, ErrStatementUsedUp):
+			writeOAuthError(w, http.StatusBadRequest, "invalid_software_statement", "software_statement has registered its maximum number of agents")
+			return
 		case errors.Is(err, ErrInvalidStatement):
-			a.logger().InfoContext(ctx, "agent registration refused: invalid software statement")
 			writeOAuthError(w, http.StatusBadRequest, "invalid_software_statement", "")
 			return
 		case errors.Is(err, errInvalidName):

@@ -1,6 +1,7 @@
 package oauth_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/oauth"
 )
@@ -150,7 +152,7 @@ func TestAuthority_JWKSHandler(t *testing.T) {
 func TestAuthority_RegisterAgentHandler(t *testing.T) {
 	e := MustEnv(t)
 	ctx := context.Background()
-	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0")
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +291,126 @@ func FuzzBearerToken(f *testing.F) {
 			t.Fatalf("token %q not in header %q", tok, h)
 		}
 	})
+}
+
+// register posts a registration from remote and returns the answer.
+func register(h http.Handler, remote, statement, name string) *httptest.ResponseRecorder {
+	body, _ := json.Marshal(map[string]string{"software_statement": statement, "client_name": name})
+	r := httptest.NewRequest("POST", "/agent/register", bytes.NewReader(body))
+	r.RemoteAddr = remote
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// TestAuthority_RegisterAgentHandler_StatementLimits: an expired or used-up
+// statement is refused with invalid_software_statement and a description, and
+// neither the answer nor the log holds the statement.
+func TestAuthority_RegisterAgentHandler_StatementLimits(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	once, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{MaxUses: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hour, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{ExpiresAt: e.clock.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.auth.RegisterAgentHandler()
+	for _, st := range []string{once.Statement, hour.Statement} {
+		if w := register(h, "192.0.2.1:1000", st, "h"); w.Code != 201 {
+			t.Fatalf("first use: %d %s", w.Code, w.Body)
+		}
+	}
+	e.clock.Add(time.Hour)
+	for _, tt := range []struct{ name, statement, body string }{
+		{"used up", once.Statement, `{"error":"invalid_software_statement","error_description":"software_statement has registered its maximum number of agents"}`},
+		{"expired", hour.Statement, `{"error":"invalid_software_statement","error_description":"software_statement has expired"}`},
+	} {
+		w := register(h, "192.0.2.1:1000", tt.statement, "h")
+		if got := strings.TrimSpace(w.Body.String()); w.Code != 400 || got != tt.body {
+			t.Errorf("%s: %d %s, want 400 %s", tt.name, w.Code, got, tt.body)
+		}
+	}
+	clients, _ := e.store.ListClients(ctx, oauth.KindAgent)
+	if len(clients) != 2 {
+		t.Errorf("%d agent clients, want 2", len(clients))
+	}
+	log := e.log.String()
+	for _, st := range []*oauth.SoftwareStatement{once, hour} {
+		if strings.Contains(log, st.Statement) || strings.Contains(log, st.ID) {
+			t.Errorf("the log holds a statement or its ID:\n%s", log)
+		}
+	}
+	for _, want := range []string{"reason=\"statement used up\"", "reason=\"statement expired\"", "remote=192.0.2.1:1000"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log lacks %s:\n%s", want, log)
+		}
+	}
+}
+
+// TestAuthority_RegisterAgentHandler_RateLimit reproduces finding 7 of the
+// security review (300 registrations with one statement in 29 s all
+// succeeded): registrations are limited per remote address and per broker,
+// refused with 429 and Retry-After, refused attempts with unknown statements
+// count too, and the log never holds a statement.
+func TestAuthority_RegisterAgentHandler_RateLimit(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	e.auth.Registrations = oauth.RegistrationLimits{PerMinute: 6, PerAddressPerMinute: 3}
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "1.0.0", oauth.StatementLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.auth.RegisterAgentHandler()
+	flood := func(remote string, n int) (created, limited int, last *httptest.ResponseRecorder) {
+		for range n {
+			w := register(h, remote, s.Statement, "flood")
+			switch w.Code {
+			case 201:
+				created++
+			case 429:
+				limited++
+				last = w
+			default:
+				t.Fatalf("%s: %d %s", remote, w.Code, w.Body)
+			}
+		}
+		return created, limited, last
+	}
+	created, limited, w := flood("198.51.100.7:4000", 300)
+	if created != 3 || limited != 297 {
+		t.Fatalf("300 registrations from one address: %d created, %d limited; want 3 and 297", created, limited)
+	}
+	if got := w.Header().Get("Retry-After"); got != "20" {
+		t.Errorf("Retry-After %q, want 20 (3 a minute)", got)
+	}
+	if got := strings.TrimSpace(w.Body.String()); got != `{"error":"temporarily_unavailable","error_description":"too many agent registrations; retry in 20 s"}` {
+		t.Errorf("429 body %s", got)
+	}
+	// An IPv6 host counts with its /64, and unknown statements count too.
+	if w := register(h, "[2001:db8::1]:1", "bm90IGEgc3RhdGVtZW50", "x"); w.Code != 400 {
+		t.Fatalf("unknown statement: %d", w.Code)
+	}
+	if created, _, _ := flood("[2001:db8::2]:2", 5); created != 2 {
+		t.Errorf("same /64: %d created, want 2", created)
+	}
+	// The broker-wide limit (6 a minute): 3 + 1 + 2 used; another address is refused.
+	created, _, w = flood("203.0.113.9:5", 1)
+	if created != 0 || w.Header().Get("Retry-After") != "10" {
+		t.Errorf("broker-wide limit: %d created, Retry-After %q; want 0 and 10", created, w.Header().Get("Retry-After"))
+	}
+	// Time refills both.
+	e.clock.Add(20 * time.Second)
+	if created, _, _ := flood("198.51.100.7:4000", 2); created != 1 {
+		t.Errorf("20 s later: %d created, want 1", created)
+	}
+	clients, _ := e.store.ListClients(ctx, oauth.KindAgent)
+	if len(clients) != 6 {
+		t.Errorf("%d agent clients, want 6", len(clients))
+	}
+	if log := e.log.String(); strings.Contains(log, s.Statement) || strings.Contains(log, s.ID) || !strings.Contains(log, "rate limit") {
+		t.Errorf("log holds the statement or lacks the refusals:\n%s", log)
+	}
 }

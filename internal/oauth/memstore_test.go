@@ -121,6 +121,7 @@ func (s *memStore) CreateSoftwareStatement(_ context.Context, st *oauth.Software
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cp := *st
+	cp.Statement = "" // stores keep the hash only
 	s.statements = append(s.statements, &cp)
 	return nil
 }
@@ -136,16 +137,55 @@ func (s *memStore) SoftwareStatements(_ context.Context) ([]*oauth.SoftwareState
 	return out, nil
 }
 
-func (s *memStore) SetSoftwareStatementActive(_ context.Context, statementOrID string, active bool) error {
+func (s *memStore) SetSoftwareStatementActive(_ context.Context, id string, active bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, st := range s.statements {
-		if st.ID == statementOrID || st.Statement == statementOrID {
+		if st.ID == id {
 			st.Active = active
 			return nil
 		}
 	}
 	return oauth.ErrNotFound
+}
+
+func (s *memStore) RegisterWithStatement(_ context.Context, hash []byte, c *oauth.Client) (*oauth.SoftwareStatement, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.statements {
+		if !bytes.Equal(st.Hash, hash) {
+			continue
+		}
+		cp := *st
+		switch {
+		case !st.Active:
+			return &cp, oauth.ErrStatementInactive
+		case !st.ExpiresAt.IsZero() && !c.CreatedAt.Before(st.ExpiresAt):
+			return &cp, oauth.ErrStatementExpired
+		case st.MaxUses > 0 && st.Uses >= st.MaxUses:
+			return &cp, oauth.ErrStatementUsedUp
+		}
+		st.Uses++
+		c.Statement = st.ID
+		cc := *c
+		s.clients[c.ID] = &cc
+		cp = *st
+		return &cp, nil
+	}
+	return nil, oauth.ErrNotFound
+}
+
+func (s *memStore) DeleteUnlinkedAgentClients(_ context.Context, t time.Time) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, c := range s.clients {
+		if c.Kind == oauth.KindAgent && c.LinkedAt.IsZero() && c.CreatedAt.Before(t) {
+			ids = append(ids, id)
+			delete(s.clients, id)
+		}
+	}
+	return ids, nil
 }
 
 // keyIDs returns the IDs of the stored keys, oldest first.

@@ -26,6 +26,10 @@ type Client struct {
 	CreatedAt  time.Time
 	// Statement is the software statement ID an agent client registered with.
 	Statement string
+	// LinkedAt is when an agent client first linked as a server (the broker
+	// bound a server ID to it); zero while it never did. Agent clients that
+	// stay unlinked are pruned (Authority.UnlinkedAgentClientTTL).
+	LinkedAt time.Time
 }
 
 // SigningKey is a JWT signing key pair. The newest key signs; every key that is not
@@ -39,12 +43,27 @@ type SigningKey struct {
 	RetiredAt time.Time
 }
 
-// SoftwareStatement lets an agent register itself (RFC 7591 style).
+// SoftwareStatement lets an agent register itself (RFC 7591 style). Stores
+// keep its hash, never its text.
 type SoftwareStatement struct {
-	ID        string
-	Statement string // the base64 text the agent presents
-	IssuedAt  time.Time
-	Active    bool
+	ID string
+	// Statement is the base64 text the agent presents. Only
+	// GenerateSoftwareStatement returns it; stores neither keep nor return it.
+	Statement string
+	// Hash is StatementHash of the text: what registration looks up.
+	Hash     []byte
+	IssuedAt time.Time
+	Active   bool
+	// ExpiresAt is when the statement stops registering agents; zero: never.
+	ExpiresAt time.Time
+	// MaxUses is how many agents may register with it; 0: no limit.
+	MaxUses int
+	// Uses counts the agents registered with it.
+	Uses int
+	// Legacy marks a statement generated before statements carried a random
+	// secret: its text follows from its ID and issue time, which older
+	// versions logged. Deactivate such statements.
+	Legacy bool
 }
 
 // Store keeps clients, signing keys and software statements. Implemented by
@@ -68,10 +87,25 @@ type Store interface {
 	// removes the active key (zero RetiredAt).
 	DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time) error
 
-	// CreateSoftwareStatement inserts a statement.
+	// DeleteUnlinkedAgentClients deletes the KindAgent clients with a zero
+	// LinkedAt created before t, and returns their IDs.
+	DeleteUnlinkedAgentClients(ctx context.Context, t time.Time) ([]string, error)
+
+	// CreateSoftwareStatement inserts a statement: every field but
+	// Statement, which is not kept.
 	CreateSoftwareStatement(ctx context.Context, s *SoftwareStatement) error
-	// SoftwareStatements returns all statements, oldest first.
+	// SoftwareStatements returns all statements, oldest first, without
+	// their text.
 	SoftwareStatements(ctx context.Context) ([]*SoftwareStatement, error)
-	// SetSoftwareStatementActive matches by Statement text or ID; ErrNotFound if none.
-	SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) error
+	// SetSoftwareStatementActive matches by ID; ErrNotFound if none.
+	SetSoftwareStatementActive(ctx context.Context, id string, active bool) error
+	// RegisterWithStatement registers agent client c with the statement
+	// whose Hash is hash, in one transaction: it fails with ErrNotFound if
+	// there is none, ErrStatementInactive if it is deactivated,
+	// ErrStatementExpired if its ExpiresAt is set and not after
+	// c.CreatedAt, ErrStatementUsedUp if MaxUses is set and Uses reached
+	// it; otherwise it counts one use, sets c.Statement to the statement's
+	// ID, inserts c, and returns the statement as updated. Concurrent calls,
+	// from several brokers too, never count more than MaxUses.
+	RegisterWithStatement(ctx context.Context, hash []byte, c *Client) (*SoftwareStatement, error)
 }

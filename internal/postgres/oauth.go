@@ -19,9 +19,8 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) (err error) {
 	if created.IsZero() {
 		created = s.now()
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO clients (id, name, kind, secret_hash, salt, active, created_at, statement)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(created), c.Statement)
+	_, err = s.pool.Exec(ctx, insertClientSQL,
+		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(created), c.Statement, toMillis(c.LinkedAt))
 	if isUnique(err) {
 		err = errors.New("client ID exists")
 	}
@@ -32,17 +31,20 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) (err error) {
 	return nil
 }
 
-const clientCols = `id, name, kind, secret_hash, salt, active, created_at, statement`
+const (
+	clientCols      = `id, name, kind, secret_hash, salt, active, created_at, statement, linked_at`
+	insertClientSQL = `INSERT INTO clients (` + clientCols + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+)
 
 func scanClient(r pgx.CollectableRow) (*oauth.Client, error) {
 	var (
-		c       oauth.Client
-		created int64
+		c               oauth.Client
+		created, linked int64
 	)
-	if err := r.Scan(&c.ID, &c.Name, &c.Kind, &c.SecretHash, &c.Salt, &c.Active, &created, &c.Statement); err != nil {
+	if err := r.Scan(&c.ID, &c.Name, &c.Kind, &c.SecretHash, &c.Salt, &c.Active, &created, &c.Statement, &linked); err != nil {
 		return nil, err
 	}
-	c.CreatedAt = fromMillis(created)
+	c.CreatedAt, c.LinkedAt = fromMillis(created), fromMillis(linked)
 	return &c, nil
 }
 
@@ -142,19 +144,50 @@ func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time)
 	return nil
 }
 
-// CreateSoftwareStatement inserts a statement. A zero IssuedAt is set to the
-// current time. An existing ID is an error.
+// DeleteUnlinkedAgentClients deletes the agent clients that never linked and
+// were created before t, and returns their IDs.
+func (s *Store) DeleteUnlinkedAgentClients(ctx context.Context, t time.Time) (_ []string, err error) {
+	defer unavailable(&err)
+	rows, _ := s.pool.Query(ctx, `DELETE FROM clients WHERE kind = $1 AND linked_at = 0 AND created_at < $2 RETURNING id`,
+		oauth.KindAgent, toMillis(t))
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("delete unlinked agent clients: %w", err)
+	}
+	return ids, nil
+}
+
+const statementCols = `id, hash, issued_at, active, expires_at, max_uses, uses, legacy`
+
+func scanStatement(r pgx.Row) (*oauth.SoftwareStatement, error) {
+	var (
+		st              oauth.SoftwareStatement
+		issued, expires int64
+		maxUses, uses   int64
+	)
+	if err := r.Scan(&st.ID, &st.Hash, &issued, &st.Active, &expires, &maxUses, &uses, &st.Legacy); err != nil {
+		return nil, err
+	}
+	st.IssuedAt, st.ExpiresAt = fromMillis(issued), fromMillis(expires)
+	st.MaxUses, st.Uses = int(maxUses), int(uses)
+	return &st, nil
+}
+
+// CreateSoftwareStatement inserts a statement (its hash, not its text). A zero
+// IssuedAt is set to the current time. An existing ID or hash is an error.
 func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareStatement) (err error) {
 	defer unavailable(&err)
 	issued := st.IssuedAt
 	if issued.IsZero() {
 		issued = s.now()
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO software_statements (id, statement, issued_at, active)
-		VALUES ($1, $2, $3, $4)`,
-		st.ID, st.Statement, toMillis(issued), st.Active)
+	if len(st.Hash) == 0 {
+		return fmt.Errorf("create software statement %q: no hash", st.ID)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO software_statements (`+statementCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		st.ID, st.Hash, toMillis(issued), st.Active, toMillis(st.ExpiresAt), st.MaxUses, st.Uses, st.Legacy)
 	if isUnique(err) {
-		err = errors.New("statement ID exists")
+		err = errors.New("statement ID or hash exists")
 	}
 	if err != nil {
 		return fmt.Errorf("create software statement %q: %w", st.ID, err)
@@ -163,35 +196,82 @@ func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareS
 	return nil
 }
 
-// SoftwareStatements returns all statements, oldest first.
+// SoftwareStatements returns all statements, oldest first, without text.
 func (s *Store) SoftwareStatements(ctx context.Context) (_ []*oauth.SoftwareStatement, err error) {
 	defer unavailable(&err)
-	rows, _ := s.pool.Query(ctx, `SELECT id, statement, issued_at, active
-		FROM software_statements ORDER BY issued_at, seq`)
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SoftwareStatement, error) {
-		var (
-			st     oauth.SoftwareStatement
-			issued int64
-		)
-		if err := r.Scan(&st.ID, &st.Statement, &issued, &st.Active); err != nil {
-			return nil, err
-		}
-		st.IssuedAt = fromMillis(issued)
-		return &st, nil
-	})
+	rows, _ := s.pool.Query(ctx, `SELECT `+statementCols+` FROM software_statements ORDER BY issued_at, seq`)
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*oauth.SoftwareStatement, error) { return scanStatement(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list software statements: %w", err)
 	}
 	return out, nil
 }
 
-// SetSoftwareStatementActive sets Active on the statements whose Statement text
-// or ID is statementOrID. It returns oauth.ErrNotFound if none matches.
-func (s *Store) SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) (err error) {
+// SetSoftwareStatementActive sets Active on the statement with ID id. It
+// returns oauth.ErrNotFound if there is none.
+func (s *Store) SetSoftwareStatementActive(ctx context.Context, id string, active bool) (err error) {
 	defer unavailable(&err)
-	if err := s.updateOne(ctx, `UPDATE software_statements SET active = $1 WHERE statement = $2 OR id = $2`,
-		active, statementOrID); err != nil {
+	if err := s.updateOne(ctx, `UPDATE software_statements SET active = $1 WHERE id = $2`, active, id); err != nil {
 		return fmt.Errorf("set software statement active: %w", err)
+	}
+	return nil
+}
+
+// RegisterWithStatement checks and counts a use of the statement whose hash
+// is hash and inserts agent client c, in one transaction that locks the
+// statement's row: registrations on several brokers wait for each other, so
+// uses never exceed MaxUses. On a refusal it returns the statement with the
+// error.
+func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth.Client) (_ *oauth.SoftwareStatement, err error) {
+	defer unavailable(&err)
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	var st *oauth.SoftwareStatement
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		st, err = scanStatement(tx.QueryRow(ctx, `SELECT `+statementCols+` FROM software_statements WHERE hash = $1 FOR UPDATE`, hash))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return oauth.ErrNotFound
+		case err != nil:
+			return err
+		}
+		if err := statementUsable(st, c.CreatedAt); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE software_statements SET uses = uses + 1 WHERE id = $1`, st.ID); err != nil {
+			return err
+		}
+		st.Uses++
+		c.Statement = st.ID
+		_, err = tx.Exec(ctx, insertClientSQL,
+			c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(c.CreatedAt), c.Statement, toMillis(c.LinkedAt))
+		if isUnique(err) {
+			err = errors.New("client ID exists")
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, oauth.ErrNotFound):
+		return nil, fmt.Errorf("register agent client: %w", err)
+	case errors.Is(err, oauth.ErrInvalidStatement):
+		return st, fmt.Errorf("register agent client: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("register agent client %q: %w", c.ID, err)
+	}
+	return st, nil
+}
+
+// statementUsable returns why st registers no agent at t, or nil.
+func statementUsable(st *oauth.SoftwareStatement, t time.Time) error {
+	switch {
+	case !st.Active:
+		return oauth.ErrStatementInactive
+	case !st.ExpiresAt.IsZero() && !t.Before(st.ExpiresAt):
+		return oauth.ErrStatementExpired
+	case st.MaxUses > 0 && st.Uses >= st.MaxUses:
+		return oauth.ErrStatementUsedUp
 	}
 	return nil
 }

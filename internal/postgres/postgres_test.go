@@ -59,8 +59,8 @@ func TestOpen_Migrations(t *testing.T) {
 	if err := s.Pool().QueryRow(t.Context(), `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 || version != 2 {
-		t.Errorf("schema_migrations has %d rows up to version %d, want 2 up to 2", n, version)
+	if n != 3 || version != 3 {
+		t.Errorf("schema_migrations has %d rows up to version %d, want 3 up to 3", n, version)
 	}
 	// The tables of migration 0002 exist.
 	for _, table := range []string{"brokers", "leases", "commands"} {
@@ -116,8 +116,8 @@ func TestOpen_Concurrent(t *testing.T) {
 	if err := stores[0].Pool().QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 2 {
-		t.Errorf("schema_migrations has %d rows, want 2", rows)
+	if rows != 3 {
+		t.Errorf("schema_migrations has %d rows, want 3", rows)
 	}
 	storetest.MustUpsertServers(t, stores[3], storetest.NewServer("s-a", 0, 0, nil))
 	storetest.MustGetServer(t, stores[1], "s-a")

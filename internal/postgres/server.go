@@ -28,6 +28,13 @@ const (
 	deleteServerTagsSQL = `DELETE FROM server_tags WHERE server_id = $1`
 	insertServerTagsSQL = `INSERT INTO server_tags (server_id, key, value)
 		SELECT $1, k, v FROM unnest($2::text[], $3::text[]) AS t(k, v)`
+
+	// A server ID's binding holds while its agent client is active.
+	getBindingSQL = `SELECT b.agent_client_id FROM server_bindings b
+		JOIN clients c ON c.id = b.agent_client_id AND c.active WHERE b.server_id = $1 FOR UPDATE OF b`
+	bindServerSQL = `INSERT INTO server_bindings (server_id, agent_client_id, bound_at) VALUES ($1, $2, $3)
+		ON CONFLICT (server_id) DO UPDATE SET agent_client_id = excluded.agent_client_id, bound_at = excluded.bound_at`
+	markLinkedSQL = `UPDATE clients SET linked_at = $1 WHERE id = $2 AND linked_at = 0`
 )
 
 // UpsertServer inserts the server or updates its Info, LastSeen and BrokerID,
@@ -36,7 +43,9 @@ const (
 // current time. The row takes a new Version when anything but LastSeen and
 // BrokerID changes, and its tag rows are rewritten only when its tags changed.
 // It returns broker.ErrConflict if the server exists with another
-// AgentClientID.
+// AgentClientID, or if its ID is bound to another agent client that is still
+// active: a new server's ID is bound to its agent client (which is marked
+// linked), and the binding outlives the row.
 func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) (err error) {
 	defer unavailable(&err)
 	b, err := json.Marshal(srv.Info)
@@ -62,6 +71,19 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) (err error
 			open, createdAt = srv.Open, srv.CreatedAt
 			if createdAt.IsZero() {
 				createdAt = s.now()
+			}
+			var bound string
+			switch err := tx.QueryRow(ctx, getBindingSQL, srv.ID).Scan(&bound); {
+			case err == nil && bound != srv.AgentClientID:
+				return fmt.Errorf("server ID is bound to agent client %s (unregister that client to release it): %w", bound, broker.ErrConflict)
+			case err != nil && !errors.Is(err, pgx.ErrNoRows):
+				return err
+			}
+			if _, err := tx.Exec(ctx, bindServerSQL, srv.ID, srv.AgentClientID, toMillis(createdAt)); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, markLinkedSQL, toMillis(createdAt), srv.AgentClientID); err != nil {
+				return err
 			}
 			err := tx.QueryRow(ctx, insertServerSQL,
 				srv.ID, srv.AgentClientID, open, toMillis(srv.LastSeen), srv.BrokerID, toMillis(createdAt),

@@ -2,13 +2,37 @@ package sqlite
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"time"
 
+	sqlitedrv "modernc.org/sqlite"
+
 	"github.com/berth-dev/berth/internal/oauth"
 )
+
+func init() {
+	// berth_sha256(text or blob) is the SHA-256 of its argument; migration
+	// 0002 hashes the software statements stored before it with it.
+	sqlitedrv.MustRegisterDeterministicScalarFunction("berth_sha256", 1, func(_ *sqlitedrv.FunctionContext, args []driver.Value) (driver.Value, error) {
+		var b []byte
+		switch v := args[0].(type) {
+		case string:
+			b = []byte(v)
+		case []byte:
+			b = v
+		case nil:
+			return nil, nil
+		default:
+			return nil, fmt.Errorf("berth_sha256: %T is not text", v)
+		}
+		h := sha256.Sum256(b)
+		return h[:], nil
+	})
+}
 
 // CreateClient inserts a client. A zero CreatedAt is set to the current time. An
 // existing ID is an error.
@@ -17,9 +41,8 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
 	if created.IsZero() {
 		created = s.now()
 	}
-	_, err := s.exec(ctx, `INSERT INTO clients (id, name, kind, secret_hash, salt, active, created_at, statement)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(created), c.Statement)
+	_, err := s.exec(ctx, insertClientSQL,
+		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(created), c.Statement, toMillis(c.LinkedAt))
 	if isUnique(err) {
 		err = errors.New("client ID exists")
 	}
@@ -30,17 +53,20 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
 	return nil
 }
 
-const clientCols = `id, name, kind, secret_hash, salt, active, created_at, statement`
+const (
+	clientCols      = `id, name, kind, secret_hash, salt, active, created_at, statement, linked_at`
+	insertClientSQL = `INSERT INTO clients (` + clientCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+)
 
 func scanClient(r rowScanner) (*oauth.Client, error) {
 	var (
-		c       oauth.Client
-		created int64
+		c               oauth.Client
+		created, linked int64
 	)
-	if err := r.Scan(&c.ID, &c.Name, &c.Kind, &c.SecretHash, &c.Salt, &c.Active, &created, &c.Statement); err != nil {
+	if err := r.Scan(&c.ID, &c.Name, &c.Kind, &c.SecretHash, &c.Salt, &c.Active, &created, &c.Statement, &linked); err != nil {
 		return nil, err
 	}
-	c.CreatedAt = fromMillis(created)
+	c.CreatedAt, c.LinkedAt = fromMillis(created), fromMillis(linked)
 	return &c, nil
 }
 
@@ -149,17 +175,60 @@ func (s *Store) DeleteSigningKeysRetiredBefore(ctx context.Context, t time.Time)
 	return nil
 }
 
-// CreateSoftwareStatement inserts a statement. A zero IssuedAt is set to the
-// current time. An existing ID is an error.
+// DeleteUnlinkedAgentClients deletes the agent clients that never linked and
+// were created before t, and returns their IDs.
+func (s *Store) DeleteUnlinkedAgentClients(ctx context.Context, t time.Time) ([]string, error) {
+	var ids []string
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM clients
+			WHERE kind = ? AND linked_at = 0 AND created_at < ? RETURNING id`, oauth.KindAgent, toMillis(t))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete unlinked agent clients: %w", err)
+	}
+	return ids, nil
+}
+
+const statementCols = `id, hash, issued_at, active, expires_at, max_uses, uses, legacy`
+
+func scanStatement(r rowScanner) (*oauth.SoftwareStatement, error) {
+	var (
+		st              oauth.SoftwareStatement
+		issued, expires int64
+	)
+	if err := r.Scan(&st.ID, &st.Hash, &issued, &st.Active, &expires, &st.MaxUses, &st.Uses, &st.Legacy); err != nil {
+		return nil, err
+	}
+	st.IssuedAt, st.ExpiresAt = fromMillis(issued), fromMillis(expires)
+	return &st, nil
+}
+
+// CreateSoftwareStatement inserts a statement (its hash, not its text). A zero
+// IssuedAt is set to the current time. An existing ID or hash is an error.
 func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareStatement) error {
 	issued := st.IssuedAt
 	if issued.IsZero() {
 		issued = s.now()
 	}
-	_, err := s.exec(ctx, `INSERT INTO software_statements (id, statement, issued_at, active) VALUES (?, ?, ?, ?)`,
-		st.ID, st.Statement, toMillis(issued), boolInt(st.Active))
+	if len(st.Hash) == 0 {
+		return fmt.Errorf("create software statement %q: no hash", st.ID)
+	}
+	_, err := s.exec(ctx, `INSERT INTO software_statements (`+statementCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		st.ID, st.Hash, toMillis(issued), boolInt(st.Active), toMillis(st.ExpiresAt), st.MaxUses, st.Uses, boolInt(st.Legacy))
 	if isUnique(err) {
-		err = errors.New("statement ID exists")
+		err = errors.New("statement ID or hash exists")
 	}
 	if err != nil {
 		return fmt.Errorf("create software statement %q: %w", st.ID, err)
@@ -168,25 +237,20 @@ func (s *Store) CreateSoftwareStatement(ctx context.Context, st *oauth.SoftwareS
 	return nil
 }
 
-// SoftwareStatements returns all statements, oldest first.
+// SoftwareStatements returns all statements, oldest first, without text.
 func (s *Store) SoftwareStatements(ctx context.Context) ([]*oauth.SoftwareStatement, error) {
-	rows, err := s.query(ctx, `SELECT id, statement, issued_at, active
-		FROM software_statements ORDER BY issued_at, seq`)
+	rows, err := s.query(ctx, `SELECT `+statementCols+` FROM software_statements ORDER BY issued_at, seq`)
 	if err != nil {
 		return nil, fmt.Errorf("list software statements: %w", err)
 	}
 	defer rows.Close()
 	var out []*oauth.SoftwareStatement
 	for rows.Next() {
-		var (
-			st     oauth.SoftwareStatement
-			issued int64
-		)
-		if err := rows.Scan(&st.ID, &st.Statement, &issued, &st.Active); err != nil {
+		st, err := scanStatement(rows)
+		if err != nil {
 			return nil, fmt.Errorf("list software statements: %w", err)
 		}
-		st.IssuedAt = fromMillis(issued)
-		out = append(out, &st)
+		out = append(out, st)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list software statements: %w", err)
@@ -194,12 +258,68 @@ func (s *Store) SoftwareStatements(ctx context.Context) ([]*oauth.SoftwareStatem
 	return out, nil
 }
 
-// SetSoftwareStatementActive sets Active on the statements whose Statement text
-// or ID is statementOrID. It returns oauth.ErrNotFound if none matches.
-func (s *Store) SetSoftwareStatementActive(ctx context.Context, statementOrID string, active bool) error {
-	if err := s.updateOne(ctx, `UPDATE software_statements SET active = ? WHERE statement = ? OR id = ?`,
-		boolInt(active), statementOrID, statementOrID); err != nil {
+// SetSoftwareStatementActive sets Active on the statement with ID id. It
+// returns oauth.ErrNotFound if there is none.
+func (s *Store) SetSoftwareStatementActive(ctx context.Context, id string, active bool) error {
+	if err := s.updateOne(ctx, `UPDATE software_statements SET active = ? WHERE id = ?`, boolInt(active), id); err != nil {
 		return fmt.Errorf("set software statement active: %w", err)
+	}
+	return nil
+}
+
+// RegisterWithStatement checks and counts a use of the statement whose hash
+// is hash and inserts agent client c, in one write transaction (SQLite has
+// one writer, so uses never exceed MaxUses). On a refusal it returns the
+// statement with the error.
+func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth.Client) (*oauth.SoftwareStatement, error) {
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	var st *oauth.SoftwareStatement
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		st, err = scanStatement(tx.QueryRowContext(ctx, `SELECT `+statementCols+` FROM software_statements WHERE hash = ?`, hash))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return oauth.ErrNotFound
+		case err != nil:
+			return err
+		}
+		if err := statementUsable(st, c.CreatedAt); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE software_statements SET uses = uses + 1 WHERE id = ?`, st.ID); err != nil {
+			return err
+		}
+		st.Uses++
+		c.Statement = st.ID
+		_, err = tx.ExecContext(ctx, insertClientSQL,
+			c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(c.CreatedAt), c.Statement, toMillis(c.LinkedAt))
+		if isUnique(err) {
+			err = errors.New("client ID exists")
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, oauth.ErrNotFound):
+		return nil, fmt.Errorf("register agent client: %w", err)
+	case errors.Is(err, oauth.ErrInvalidStatement):
+		return st, fmt.Errorf("register agent client: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("register agent client %q: %w", c.ID, err)
+	}
+	return st, nil
+}
+
+// statementUsable returns why st registers no agent at t, or nil.
+func statementUsable(st *oauth.SoftwareStatement, t time.Time) error {
+	switch {
+	case !st.Active:
+		return oauth.ErrStatementInactive
+	case !st.ExpiresAt.IsZero() && !t.Before(st.ExpiresAt):
+		return oauth.ErrStatementExpired
+	case st.MaxUses > 0 && st.Uses >= st.MaxUses:
+		return oauth.ErrStatementUsedUp
 	}
 	return nil
 }

@@ -23,13 +23,22 @@ const (
 	deleteServerTagsSQL = `DELETE FROM server_tags WHERE server_id = ?`
 	setServerOpenSQL    = `UPDATE servers SET open = ? WHERE id = ?`
 	setServerSeenSQL    = `UPDATE servers SET last_seen = ?, broker_id = ? WHERE id = ?`
+
+	// A server ID's binding holds while its agent client is active.
+	getBindingSQL = `SELECT b.agent_client_id FROM server_bindings b
+		JOIN clients c ON c.id = b.agent_client_id AND c.active = 1 WHERE b.server_id = ?`
+	bindServerSQL = `INSERT INTO server_bindings (server_id, agent_client_id, bound_at) VALUES (?, ?, ?)
+		ON CONFLICT (server_id) DO UPDATE SET agent_client_id = excluded.agent_client_id, bound_at = excluded.bound_at`
+	markLinkedSQL = `UPDATE clients SET linked_at = ? WHERE id = ? AND linked_at = 0`
 )
 
 // UpsertServer inserts the server or updates its Info, LastSeen and BrokerID,
 // keeping Open, Seq and CreatedAt of an existing row; s gets those kept values.
 // A new server with a zero CreatedAt gets the current time. The server's tag
 // rows are rewritten only when its tags changed. It returns broker.ErrConflict if
-// the server exists with another AgentClientID.
+// the server exists with another AgentClientID, or if its ID is bound to
+// another agent client that is still active: a new server's ID is bound to its
+// agent client (which is marked linked), and the binding outlives the row.
 func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 	info, err := json.Marshal(srv.Info)
 	if err != nil {
@@ -54,6 +63,19 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 			open, createdAt = srv.Open, srv.CreatedAt
 			if createdAt.IsZero() {
 				createdAt = s.now()
+			}
+			var bound string
+			switch err := s.txQueryRow(ctx, tx, getBindingSQL, srv.ID).Scan(&bound); {
+			case err == nil && bound != srv.AgentClientID:
+				return fmt.Errorf("server ID is bound to agent client %s (unregister that client to release it): %w", bound, broker.ErrConflict)
+			case err != nil && !errors.Is(err, sql.ErrNoRows):
+				return err
+			}
+			if _, err := s.txExec(ctx, tx, bindServerSQL, srv.ID, srv.AgentClientID, toMillis(createdAt)); err != nil {
+				return err
+			}
+			if _, err := s.txExec(ctx, tx, markLinkedSQL, toMillis(createdAt), srv.AgentClientID); err != nil {
+				return err
 			}
 			res, err := s.txExec(ctx, tx, insertServerSQL,
 				srv.ID, srv.AgentClientID, boolInt(open), toMillis(srv.LastSeen), srv.BrokerID, toMillis(createdAt),

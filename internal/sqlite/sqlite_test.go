@@ -94,8 +94,8 @@ func TestOpen_Migrations(t *testing.T) {
 	if err := db.QueryRow(`SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != 1 || version != 1 {
-		t.Errorf("schema_migrations has %d rows up to version %d, want 1 up to 1", n, version)
+	if n != 2 || version != 2 {
+		t.Errorf("schema_migrations has %d rows up to version %d, want 2 up to 2", n, version)
 	}
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
@@ -161,7 +161,7 @@ func TestStore_Reopen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := &oauth.SoftwareStatement{ID: "st-1", Statement: "c3RhdGVtZW50", IssuedAt: storetest.T0, Active: true}
+	st := oauthtest.NewStatement("st-1", "c3RhdGVtZW50", storetest.T0)
 	if err := s.CreateSoftwareStatement(ctx, st); err != nil {
 		t.Fatal(err)
 	}

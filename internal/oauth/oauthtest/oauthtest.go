@@ -6,6 +6,9 @@ package oauthtest
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,8 +33,13 @@ func RunStore(t *testing.T, open func(t *testing.T) oauth.Store) {
 		{"SetClientActive", testSetClientActive},
 		{"AddSigningKey", testAddSigningKey},
 		{"DeleteSigningKeysRetiredBefore", testDeleteSigningKeys},
+		{"DeleteUnlinkedAgentClients", testDeleteUnlinkedAgentClients},
 		{"SoftwareStatements", testSoftwareStatements},
 		{"SetSoftwareStatementActive", testSetSoftwareStatementActive},
+		{"RegisterWithStatement", testRegisterWithStatement},
+		{"RegisterWithStatement_Concurrent", func(t *testing.T, s oauth.Store) {
+			MustRegisterConcurrently(t, []oauth.Store{s}, 24, 5)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -123,13 +131,15 @@ func testCreateClient(t *testing.T, s oauth.Store) {
 	api.Statement = ""
 	agent := NewClient("agent-1", oauth.KindAgent, at(time.Second))
 	agent.Active = false
-	MustCreateClients(t, s, api, agent)
-	for _, want := range []*oauth.Client{api, agent} {
+	linked := NewClient("agent-2", oauth.KindAgent, at(time.Second))
+	linked.LinkedAt = at(time.Minute)
+	MustCreateClients(t, s, api, agent, linked)
+	for _, want := range []*oauth.Client{api, agent, linked} {
 		got := MustGetClient(t, s, want.ID)
 		if d := cmp.Diff(want, got, diffOpts...); d != "" {
 			t.Errorf("GetClient(%s) (-want +got):\n%s", want.ID, d)
 		}
-		checkUTC(t, "CreatedAt", got.CreatedAt)
+		checkUTC(t, "CreatedAt", got.CreatedAt, got.LinkedAt)
 	}
 }
 
@@ -313,43 +323,93 @@ func testDeleteSigningKeys(t *testing.T, s oauth.Store) {
 	}
 }
 
+// NewStatement returns an active statement whose hash is that of text, with
+// no limits.
+func NewStatement(id, text string, issued time.Time) *oauth.SoftwareStatement {
+	return &oauth.SoftwareStatement{ID: id, Hash: oauth.StatementHash(text), IssuedAt: issued, Active: true}
+}
+
+// MustCreateStatements creates statements and fails tb on error.
+func MustCreateStatements(tb testing.TB, s oauth.Store, sts ...*oauth.SoftwareStatement) {
+	tb.Helper()
+	for _, st := range sts {
+		if err := s.CreateSoftwareStatement(tb.Context(), st); err != nil {
+			tb.Fatalf("CreateSoftwareStatement(%q): %v", st.ID, err)
+		}
+	}
+}
+
+func testDeleteUnlinkedAgentClients(t *testing.T, s oauth.Store) {
+	ctx := t.Context()
+	unlinkedOld := NewClient("agent-old", oauth.KindAgent, at(0))
+	unlinkedOff := NewClient("agent-off", oauth.KindAgent, at(0))
+	unlinkedOff.Active = false
+	linkedOld := NewClient("agent-linked", oauth.KindAgent, at(0))
+	linkedOld.LinkedAt = at(time.Second)
+	unlinkedNew := NewClient("agent-new", oauth.KindAgent, at(time.Hour))
+	apiOld := NewClient("api-old", oauth.KindAPI, at(0))
+	MustCreateClients(t, s, unlinkedOld, unlinkedOff, linkedOld, unlinkedNew, apiOld)
+
+	ids, err := s.DeleteUnlinkedAgentClients(ctx, at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	if d := cmp.Diff([]string{"agent-off", "agent-old"}, ids); d != "" {
+		t.Errorf("deleted (-want +got):\n%s", d)
+	}
+	for _, id := range []string{"agent-old", "agent-off"} {
+		if _, err := s.GetClient(ctx, id); !errors.Is(err, oauth.ErrNotFound) {
+			t.Errorf("GetClient(%s) after the delete: %v, want ErrNotFound", id, err)
+		}
+	}
+	for _, id := range []string{"agent-linked", "agent-new", "api-old"} {
+		MustGetClient(t, s, id)
+	}
+	if ids, err := s.DeleteUnlinkedAgentClients(ctx, at(time.Hour)); err != nil || len(ids) != 0 {
+		t.Errorf("second delete: %v, %v; want none", ids, err)
+	}
+}
+
 func testSoftwareStatements(t *testing.T, s oauth.Store) {
 	ctx := t.Context()
 	if sts := MustStatements(t, s); len(sts) != 0 {
 		t.Fatalf("SoftwareStatements on an empty store = %v", sts)
 	}
-	newer := &oauth.SoftwareStatement{ID: "st-2", Statement: "ZXlKaGJHY2lPaUpGVXpJMU5pSjku", IssuedAt: at(time.Hour), Active: true}
-	older := &oauth.SoftwareStatement{ID: "st-1", Statement: "b3RoZXIgc3RhdGVtZW50", IssuedAt: at(0), Active: false}
-	for _, st := range []*oauth.SoftwareStatement{newer, older} {
-		if err := s.CreateSoftwareStatement(ctx, st); err != nil {
-			t.Fatal(err)
-		}
-	}
+	newer := NewStatement("st-2", "ZXlKaGJHY2lPaUpGVXpJMU5pSjku", at(time.Hour))
+	newer.ExpiresAt, newer.MaxUses, newer.Uses = at(48*time.Hour), 10, 3
+	older := NewStatement("st-1", "b3RoZXIgc3RhdGVtZW50", at(0))
+	older.Active, older.Legacy = false, true
+	older.Statement = "b3RoZXIgc3RhdGVtZW50" // the text is not kept
+	MustCreateStatements(t, s, newer, older)
 	got := MustStatements(t, s)
-	if d := cmp.Diff([]*oauth.SoftwareStatement{older, newer}, got, diffOpts...); d != "" {
-		t.Errorf("SoftwareStatements, oldest first (-want +got):\n%s", d)
+	wantOlder := *older
+	wantOlder.Statement = ""
+	if d := cmp.Diff([]*oauth.SoftwareStatement{&wantOlder, newer}, got, diffOpts...); d != "" {
+		t.Errorf("SoftwareStatements, oldest first, without text (-want +got):\n%s", d)
 	}
 	for _, st := range got {
-		checkUTC(t, "IssuedAt", st.IssuedAt)
+		checkUTC(t, "IssuedAt", st.IssuedAt, st.ExpiresAt)
 	}
-	dup := &oauth.SoftwareStatement{ID: "st-1", Statement: "eA", IssuedAt: at(2 * time.Hour)}
-	if err := s.CreateSoftwareStatement(ctx, dup); err == nil {
-		t.Error("CreateSoftwareStatement with an existing ID succeeded")
+	for name, dup := range map[string]*oauth.SoftwareStatement{
+		"ID":   NewStatement("st-1", "eA", at(2*time.Hour)),
+		"hash": NewStatement("st-3", "b3RoZXIgc3RhdGVtZW50", at(2*time.Hour)),
+		"none": {ID: "st-4", IssuedAt: at(2 * time.Hour)},
+	} {
+		if err := s.CreateSoftwareStatement(ctx, dup); err == nil {
+			t.Errorf("CreateSoftwareStatement with an existing %s succeeded", name)
+		}
 	}
 	if n := len(MustStatements(t, s)); n != 2 {
-		t.Errorf("%d statements after a rejected create, want 2", n)
+		t.Errorf("%d statements after rejected creates, want 2", n)
 	}
 }
 
 func testSetSoftwareStatementActive(t *testing.T, s oauth.Store) {
 	ctx := t.Context()
-	a := &oauth.SoftwareStatement{ID: "st-a", Statement: "c3RhdGVtZW50LWE", IssuedAt: at(0), Active: true}
-	b := &oauth.SoftwareStatement{ID: "st-b", Statement: "c3RhdGVtZW50LWI", IssuedAt: at(time.Second), Active: true}
-	for _, st := range []*oauth.SoftwareStatement{a, b} {
-		if err := s.CreateSoftwareStatement(ctx, st); err != nil {
-			t.Fatal(err)
-		}
-	}
+	a := NewStatement("st-a", "c3RhdGVtZW50LWE", at(0))
+	b := NewStatement("st-b", "c3RhdGVtZW50LWI", at(time.Second))
+	MustCreateStatements(t, s, a, b)
 	active := func() map[string]bool {
 		out := map[string]bool{}
 		for _, st := range MustStatements(t, s) {
@@ -358,24 +418,172 @@ func testSetSoftwareStatementActive(t *testing.T, s oauth.Store) {
 		return out
 	}
 	steps := []struct {
-		key    string
+		id     string
 		active bool
 		want   map[string]bool
 	}{
-		{"st-a", false, map[string]bool{"st-a": false, "st-b": true}},       // by ID
-		{b.Statement, false, map[string]bool{"st-a": false, "st-b": false}}, // by text
-		{a.Statement, true, map[string]bool{"st-a": true, "st-b": false}},
+		{"st-a", false, map[string]bool{"st-a": false, "st-b": true}},
+		{"st-b", false, map[string]bool{"st-a": false, "st-b": false}},
+		{"st-a", true, map[string]bool{"st-a": true, "st-b": false}},
 		{"st-b", true, map[string]bool{"st-a": true, "st-b": true}},
 	}
 	for _, st := range steps {
-		if err := s.SetSoftwareStatementActive(ctx, st.key, st.active); err != nil {
-			t.Fatalf("SetSoftwareStatementActive(%q, %v): %v", st.key, st.active, err)
+		if err := s.SetSoftwareStatementActive(ctx, st.id, st.active); err != nil {
+			t.Fatalf("SetSoftwareStatementActive(%q, %v): %v", st.id, st.active, err)
 		}
 		if d := cmp.Diff(st.want, active()); d != "" {
-			t.Errorf("after SetSoftwareStatementActive(%q, %v) (-want +got):\n%s", st.key, st.active, d)
+			t.Errorf("after SetSoftwareStatementActive(%q, %v) (-want +got):\n%s", st.id, st.active, d)
 		}
 	}
-	if err := s.SetSoftwareStatementActive(ctx, "missing", false); !errors.Is(err, oauth.ErrNotFound) {
-		t.Errorf("SetSoftwareStatementActive(unknown): got %v, want ErrNotFound", err)
+	for _, key := range []string{"missing", "c3RhdGVtZW50LWE"} { // by text: no longer
+		if err := s.SetSoftwareStatementActive(ctx, key, false); !errors.Is(err, oauth.ErrNotFound) {
+			t.Errorf("SetSoftwareStatementActive(%q): got %v, want ErrNotFound", key, err)
+		}
+	}
+}
+
+func testRegisterWithStatement(t *testing.T, s oauth.Store) {
+	ctx := t.Context()
+	open := NewStatement("st-open", "b3Blbg", at(0))
+	limited := NewStatement("st-limited", "bGltaXRlZA", at(0))
+	limited.MaxUses, limited.ExpiresAt = 2, at(time.Hour)
+	off := NewStatement("st-off", "b2Zm", at(0))
+	off.Active = false
+	MustCreateStatements(t, s, open, limited, off)
+	newAgent := func(id string, created time.Time) *oauth.Client {
+		c := NewClient(id, oauth.KindAgent, created)
+		c.Statement = ""
+		return c
+	}
+	uses := func(id string) int {
+		for _, st := range MustStatements(t, s) {
+			if st.ID == id {
+				return st.Uses
+			}
+		}
+		t.Fatalf("no statement %s", id)
+		return 0
+	}
+
+	c := newAgent("agent-1", at(time.Minute))
+	st, err := s.RegisterWithStatement(ctx, limited.Hash, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ID != "st-limited" || st.Uses != 1 || st.MaxUses != 2 || c.Statement != "st-limited" {
+		t.Errorf("RegisterWithStatement = %+v, client statement %q", st, c.Statement)
+	}
+	if got := MustGetClient(t, s, "agent-1"); got.Statement != "st-limited" || got.Kind != oauth.KindAgent || !got.LinkedAt.IsZero() {
+		t.Errorf("registered client = %+v", got)
+	}
+	if _, err := s.RegisterWithStatement(ctx, limited.Hash, newAgent("agent-2", at(time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		hash []byte
+		at   time.Time
+		want error
+	}{
+		{"used up", limited.Hash, at(time.Minute), oauth.ErrStatementUsedUp},
+		{"deactivated", off.Hash, at(time.Minute), oauth.ErrStatementInactive},
+		{"unknown", oauth.StatementHash("bm9wZQ"), at(time.Minute), oauth.ErrNotFound},
+	} {
+		st, err := s.RegisterWithStatement(ctx, tt.hash, newAgent("agent-"+tt.name, tt.at))
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
+		}
+		if tt.want != oauth.ErrNotFound && (st == nil || st.Hash == nil) {
+			t.Errorf("%s: the refused statement is not returned: %+v", tt.name, st)
+		}
+		if _, err := s.GetClient(ctx, "agent-"+tt.name); !errors.Is(err, oauth.ErrNotFound) {
+			t.Errorf("%s: the refused client was stored (%v)", tt.name, err)
+		}
+	}
+	if n := uses("st-limited"); n != 2 {
+		t.Errorf("st-limited used %d times, want 2", n)
+	}
+
+	// Expiry: registering at ExpiresAt or later is refused.
+	exp := NewStatement("st-exp", "ZXhw", at(0))
+	exp.ExpiresAt = at(time.Hour)
+	MustCreateStatements(t, s, exp)
+	if _, err := s.RegisterWithStatement(ctx, exp.Hash, newAgent("agent-late", at(time.Hour))); !errors.Is(err, oauth.ErrStatementExpired) {
+		t.Errorf("at expiry: err = %v, want ErrStatementExpired", err)
+	}
+	if _, err := s.RegisterWithStatement(ctx, exp.Hash, newAgent("agent-early", at(time.Hour-time.Millisecond))); err != nil {
+		t.Errorf("just before expiry: %v", err)
+	}
+
+	// No limits: any number of uses; a duplicate client ID counts none.
+	for i := range 3 {
+		if _, err := s.RegisterWithStatement(ctx, open.Hash, newAgent(fmt.Sprintf("agent-open-%d", i), at(time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RegisterWithStatement(ctx, open.Hash, newAgent("agent-open-0", at(time.Minute))); err == nil {
+		t.Error("a duplicate client ID registered")
+	}
+	if n := uses("st-open"); n != 3 {
+		t.Errorf("st-open used %d times, want 3", n)
+	}
+}
+
+// MustRegisterConcurrently registers n agents at once with one statement of
+// maxUses uses, spread over stores (several brokers on one database): exactly
+// maxUses succeed, the others get ErrStatementUsedUp, and the statement
+// counts maxUses uses.
+func MustRegisterConcurrently(t *testing.T, stores []oauth.Store, n, maxUses int) {
+	t.Helper()
+	ctx := t.Context()
+	st := NewStatement("st-race", "cmFjZQ", at(0))
+	st.MaxUses = maxUses
+	MustCreateStatements(t, stores[0], st)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		ok, out int
+		other   []error
+	)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			c := NewClient(fmt.Sprintf("agent-race-%d", i), oauth.KindAgent, at(time.Minute))
+			_, err := stores[i%len(stores)].RegisterWithStatement(ctx, st.Hash, c)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok++
+			case errors.Is(err, oauth.ErrStatementUsedUp):
+				out++
+			default:
+				other = append(other, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if ok != maxUses || out != n-maxUses || len(other) > 0 {
+		t.Errorf("%d concurrent registrations with %d uses: %d registered, %d used up, other errors %v", n, maxUses, ok, out, other)
+	}
+	for _, got := range MustStatements(t, stores[0]) {
+		if got.ID == st.ID && got.Uses != maxUses {
+			t.Errorf("the statement counts %d uses, want %d", got.Uses, maxUses)
+		}
+	}
+	var agents int
+	cs, err := stores[len(stores)-1].ListClients(ctx, oauth.KindAgent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if c.Statement == st.ID {
+			agents++
+		}
+	}
+	if agents != maxUses {
+		t.Errorf("%d agent clients hold the statement, want %d", agents, maxUses)
 	}
 }
