@@ -117,6 +117,9 @@ type clientFilter struct {
 	pass    bool
 	collect bool
 	body    []byte
+	// resizable says the client's last SetEncodings listed
+	// ExtendedDesktopSize, which SetDesktopSize requires.
+	resizable bool
 }
 
 // errRFB wraps protocol errors of either side.
@@ -331,6 +334,12 @@ func (f *clientFilter) message(out, p []byte) ([]byte, []byte, error) {
 		}
 		payload = int64(h[8])
 	case msgSetDesktopSize:
+		// RFC 6143 allows it only once the client listed (and the server
+		// answered) ExtendedDesktopSize; TigerVNC 1.12's Xvnc crashes on
+		// one from a client that listed no desktop size encoding.
+		if !f.resizable {
+			return p, out, protoErr("SetDesktopSize from a client that did not list ExtendedDesktopSize")
+		}
 		payload = 16 * int64(h[6])
 	}
 	f.pass = f.allow == nil || f.allow(classify(h))
@@ -354,6 +363,10 @@ func (f *clientFilter) message(out, p []byte) ([]byte, []byte, error) {
 // encodings the server parser cannot frame, to out.
 func (f *clientFilter) encodings(out []byte) []byte {
 	f.collect = false
+	f.resizable = false
+	for i := 0; i+4 <= len(f.body); i += 4 {
+		f.resizable = f.resizable || int32(binary.BigEndian.Uint32(f.body[i:])) == encExtendedDesktopSize
+	}
 	if !f.pass {
 		return out
 	}

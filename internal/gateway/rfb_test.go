@@ -13,8 +13,8 @@ var handshake = []byte("RFB 003.008\n\x01\x01")
 
 // Client messages, one of each kind.
 var (
-	setPixelFormat = []byte{0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0} // noVNC's
-	setEncodings   = []byte{2, 0, 0, 3, 0, 0, 0, 7, 0, 0, 0, 1, 0xff, 0xff, 0xfe, 0xfe}
+	setPixelFormat = []byte{0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0}                // noVNC's
+	setEncodings   = []byte{2, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 1, 0xff, 0xff, 0xfe, 0xfe, 0xff, 0xff, 0xfe, 0xcc} // Tight, CopyRect, QEMU keys, ExtendedDesktopSize
 	fbUpdate       = []byte{3, 1, 0, 0, 0, 0, 5, 0, 3, 32}
 	keyEvent       = []byte{4, 1, 0, 0, 0, 0, 0, 0x61}
 	pointerEvent   = []byte{5, 1, 0, 10, 0, 20}
@@ -171,13 +171,15 @@ func TestClientFilter_RFB33(t *testing.T) {
 
 func TestClientFilter_Errors(t *testing.T) {
 	cases := map[string][]byte{
-		"version":                  []byte("HTTP/1.1 200\n"),
-		"major":                    []byte("RFB 004.000\n"),
-		"security":                 []byte("RFB 003.008\n\x02"),
-		"unknown type":             cat(handshake, []byte{7, 0, 0}),
-		"qemu subtype":             cat(handshake, []byte{255, 1, 0, 0}),
-		"huge cut text":            cat(handshake, []byte{6, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff}),
-		"huge fence":               cat(handshake, []byte{248, 0, 0, 0, 0, 0, 0, 0, 65}),
+		"version":       []byte("HTTP/1.1 200\n"),
+		"major":         []byte("RFB 004.000\n"),
+		"security":      []byte("RFB 003.008\n\x02"),
+		"unknown type":  cat(handshake, []byte{7, 0, 0}),
+		"qemu subtype":  cat(handshake, []byte{255, 1, 0, 0}),
+		"huge cut text": cat(handshake, []byte{6, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff}),
+		"huge fence":    cat(handshake, []byte{248, 0, 0, 0, 0, 0, 0, 0, 65}),
+		// Listed, then not listed any more.
+		"desktop size, not listed": cat(handshake, setEncodings, []byte{2, 0, 0, 0}, setDesktopSize),
 		"short extended clipboard": cat(handshake, []byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xfe, 0, 0}),
 		// TightVNC's file transfer (FileListRequest): no file transfer.
 		"file transfer": cat(handshake, []byte{132, 0, 0, 0, 0, 0, 0, 1, '/'}),
@@ -249,7 +251,7 @@ func skipHandshake(t *testing.T, out []byte) []byte {
 // let a denied message through.
 func FuzzClientMessages(f *testing.F) {
 	f.Add(cat(handshake, setPixelFormat, setEncodings, fbUpdate, keyEvent, pointerEvent, cutText), uint8(3))
-	f.Add(cat(handshake, extCutText, qemuKey, fence, setDesktopSize, xvp, contUpdates), uint8(1))
+	f.Add(cat(handshake, setEncodings, extCutText, qemuKey, fence, setDesktopSize, xvp, contUpdates), uint8(1))
 	f.Add(cat(handshake, extCaps, extRequest, noVNCEncodings, extCutText), uint8(2))
 	f.Add([]byte("RFB 003.003\n\x00\x04\x01\x00\x00\x00\x00\x00\x41"), uint8(0))
 	f.Fuzz(func(t *testing.T, in []byte, chunk uint8) {

@@ -485,3 +485,66 @@ func TestLink_PixelFormatChanges(t *testing.T) {
 		t.Errorf("888 to depth 32: %v", err)
 	}
 }
+
+// chunkReader reads at most n bytes at a time.
+type chunkReader struct {
+	r io.Reader
+	n int
+}
+
+func (c chunkReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+// fuzzFormats are the client pixel formats FuzzServerMessages picks from
+// (none: the server's).
+var fuzzFormats = []*pixelFormat{nil, &pf888, &pf32, &pf16, &pf8}
+
+// FuzzServerMessages feeds arbitrary server streams to the parser, whole and
+// in chunks: it must not panic or hang, must end with io.EOF, an unexpected
+// EOF or a protocol error, must give the same result however the stream is
+// split, must pass a stream unchanged up to where it ends or fails when the
+// client may have the clipboard, and otherwise must leave nothing that
+// carries clipboard data (the output, parsed again, never asks).
+func FuzzServerMessages(f *testing.F) {
+	hello := serverHello(pf888, "desk")
+	f.Add(cat(hello, update(-1, tightRects(3)...), bell), uint8(8), uint8(0), uint8(7))
+	f.Add(cat(hello, serverCut("secret"), extCut(clipCaps|1, u32(0)), extCut(clipProvide|1, fill(9, 1)), extCut(clipNotify|1, nil)), uint8(8), uint8(1), uint8(3))
+	f.Add(cat(serverHello(pf16, "x"), update(-1, rect(20, 20, encHextile, []byte{hextileBg | hextileSubrects}, fill(2, 1), []byte{1}, fill(2, 2), []byte{0})), colourMap, serverFence, serverXVP, endOfCU), uint8(8), uint8(0), uint8(1))
+	f.Add(cat([]byte("RFB 003.003\n"), u32(1), cat(u16(8), u16(8), pf8.bytes(), u32(0)), update(0xffff, rect(2, 2, encCursor, fill(4, 1), fill(2, 1)), rect(0, 0, encLastRect))), uint8(3), uint8(4), uint8(2))
+	f.Add(cat([]byte("RFB 003.008\n"), []byte{1, 1}, u32(0), cat(u16(8), u16(8), pf888.bytes(), u32(0)), update(-1, rect(4, 4, encVMwareCursor, []byte{1, 0}, fill(64, 1)), rect(0, 0, encExtendedDesktopSize, []byte{1, 0, 0, 0}, fill(16, 0)))), uint8(7), uint8(2), uint8(5))
+	f.Fuzz(func(t *testing.T, in []byte, minor, format, chunk uint8) {
+		run := func(allowCopy func() bool, r io.Reader) ([]byte, error) {
+			link := newLink()
+			link.setMinor(int(minor))
+			if pf := fuzzFormats[int(format)%len(fuzzFormats)]; pf != nil {
+				link.setClientFormat(*pf)
+			}
+			if format < 128 {
+				link.updatesRequested()
+			}
+			var out bytes.Buffer
+			err := newServerParser(&out, r, link, allowCopy).run()
+			return out.Bytes(), err
+		}
+		all, errAll := run(nil, bytes.NewReader(in))
+		if errAll != io.EOF && errAll != io.ErrUnexpectedEOF && !errors.Is(errAll, errRFB) {
+			t.Fatalf("error %v", errAll)
+		}
+		if !bytes.HasPrefix(in, all) {
+			t.Fatal("the stream changed")
+		}
+		split, errSplit := run(nil, chunkReader{bytes.NewReader(in), int(chunk)%16 + 1})
+		if !bytes.Equal(all, split) || errAll.Error() != errSplit.Error() {
+			t.Fatalf("chunking changes the result: %d bytes, %v vs %d bytes, %v", len(all), errAll, len(split), errSplit)
+		}
+		denied, _ := run(func() bool { return false }, chunkReader{bytes.NewReader(in), int(chunk) + 1})
+		if len(denied) > len(all) {
+			t.Fatal("filtering grew the stream")
+		}
+		run(func() bool { t.Fatal("clipboard data passed a client without clipboard-copy"); return false }, bytes.NewReader(denied))
+	})
+}
