@@ -88,7 +88,8 @@ func (c *Checker) user(name string) (*Account, error) {
 	u := &user.User{Username: pw.name, Uid: strconv.Itoa(pw.uid), Gid: strconv.Itoa(pw.gid)}
 	gids, err := u.GroupIds()
 	if err != nil {
-		gids = []string{u.Gid}
+		// Without the list a member of a denied group could pass.
+		return nil, fmt.Errorf("account policy: cannot list the groups of %q: %v", name, err)
 	}
 	// The primary group first.
 	if len(gids) == 0 || gids[0] != u.Gid {
@@ -102,7 +103,11 @@ func (c *Checker) user(name string) (*Account, error) {
 		seen[gid] = true
 		g, err := user.LookupGroupId(gid)
 		if err != nil {
-			continue // a group ID without a name matches no name
+			var unknown user.UnknownGroupIdError
+			if errors.As(err, &unknown) {
+				continue // a group ID without a name matches no name
+			}
+			return nil, fmt.Errorf("account policy: cannot look up group %s of %q: %v", gid, name, err)
 		}
 		a.Groups = append(a.Groups, g.Name)
 	}
