@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 }
 
 // sleepCmd is `sleep 60` as the test user.
-func sleepCmd(t *testing.T) *exec.Cmd {
+func sleepCmd(t testing.TB) *exec.Cmd {
 	t.Helper()
 	u, err := user.Lookup(testUser)
 	if err != nil {
@@ -274,7 +274,7 @@ func TestMergeEnv(t *testing.T) {
 }
 
 // writeLimits replaces the test service's limits file.
-func writeLimits(t *testing.T, text string) {
+func writeLimits(t testing.TB, text string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(testDir, "limits.conf"), []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -293,4 +293,37 @@ session  required   pam_limits.so conf=%[1]s/limits.conf
 session  include    common-session
 `, dir)
 	return os.WriteFile(filepath.Join("/etc/pam.d", name), []byte(text), 0o644)
+}
+
+// BenchmarkStart measures what the helper adds to a program's start: a
+// direct start as the user, the helper without PAM, and the helper with the
+// test PAM service (pam_nologin, common-account, pam_limits,
+// common-session). Each starts `sleep 60` and kills it.
+func BenchmarkStart(b *testing.B) {
+	writeLimits(b, "")
+	for _, bc := range []struct {
+		name string
+		opt  *Options
+	}{{"direct", nil}, {"helper", &Options{}}, {"helper+PAM", &Options{Service: testService, User: testUser}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := sleepCmd(b)
+				var p *os.Process
+				if bc.opt == nil {
+					if err := cmd.Start(); err != nil {
+						b.Fatal(err)
+					}
+					p = cmd.Process
+				} else {
+					st, err := Start(context.Background(), cmd, *bc.opt)
+					if err != nil {
+						b.Fatal(err)
+					}
+					p = st.Process
+				}
+				p.Kill()
+				p.Wait()
+			}
+		})
+	}
 }
