@@ -72,9 +72,11 @@ func setPassword(t testing.TB, name string) {
 	}
 }
 
-// userProcesses returns the live processes of uid, with their command
-// lines.
-func userProcesses(uid int) []string {
+// userProcesses returns the live processes of uid that belong to a
+// session with ID id: an X server, or a program whose XAUTHORITY is in the
+// session's directory (other processes of system accounts, such as atd's,
+// are not the test's business).
+func userProcesses(uid int, id string) []string {
 	var out []string
 	for _, pid := range listPIDs() {
 		if u, err := procUID(pid); err != nil || u != uid {
@@ -83,7 +85,11 @@ func userProcesses(uid int) []string {
 		if pi, err := readStat(pid); err != nil || pi.state == 'Z' {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%d %q", pid, procCmdline(pid)))
+		argv := procCmdline(pid)
+		env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if len(argv) > 0 && strings.Contains(argv[0], "Xvnc") || strings.Contains(string(env), "/berth-"+id+"/") {
+			out = append(out, fmt.Sprintf("%d %q", pid, argv))
+		}
 	}
 	return out
 }
@@ -106,7 +112,7 @@ func refused(t *testing.T, d *Driver, owner, want string) {
 		t.Errorf("%s: refused session is listed", owner)
 	}
 	uid := uidOf(t, owner)
-	if ps := userProcesses(uid); len(ps) > 0 {
+	if ps := userProcesses(uid, id); len(ps) > 0 {
 		t.Errorf("%s: processes of uid %d run after the refusal: %v", owner, uid, ps)
 	}
 	if _, err := os.Lstat(filepath.Join("/run/user", strconv.Itoa(uid), "berth-"+id)); !errors.Is(err, os.ErrNotExist) {
