@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,14 +15,17 @@ import (
 )
 
 // TestE2E_NoSecretsInLogs runs a broker and an agent at debug level through
-// every path that handles a secret (agent registration, token requests with
-// good and bad secrets, connection tokens, the gateway with good and bad
-// tokens, the DCV token verifier, permissions, screenshots, deletes), then
-// greps both daemons' logs for every secret and token of the run: the API
-// client's password and access tokens, the agent's client secret, the
-// software statement, the connection tokens, and the CA's private key.
+// every path that handles a secret (agent registration, registrations refused
+// for a used-up, deactivated or unknown statement and by the rate limit,
+// token requests with good and bad secrets, connection tokens, the gateway
+// with good and bad tokens, the DCV token verifier, permissions, screenshots,
+// deletes), then greps both daemons' logs for every secret and token of the
+// run: the API client's password and access tokens, the agent's client
+// secret, the software statements with their IDs and secrets (an ID with the
+// issue time once sufficed to rebuild a statement), the connection tokens, and
+// the CA's private key.
 func TestE2E_NoSecretsInLogs(t *testing.T) {
-	e := MustStartEnvWith(t, EnvOptions{LogLevel: "debug"})
+	e := MustStartEnvWith(t, EnvOptions{LogLevel: "debug", BrokerProps: []string{"agent-registrations-per-minute-per-address = 8"}})
 	ctx := apiCtx(t)
 	var secrets []string
 	add := func(what, s string) {
@@ -40,7 +45,67 @@ func TestE2E_NoSecretsInLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	add("software statement", strings.TrimSpace(string(stmt)))
+	addStatement := func(what, text string) {
+		t.Helper()
+		add(what, text)
+		raw, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			t.Fatalf("%s is not base64: %v", what, err)
+		}
+		var body struct{ ID, Secret string }
+		if err := json.Unmarshal(raw, &body); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		add(what+" ID", body.ID)
+		add(what+" secret", body.Secret)
+	}
+	addStatement("software statement", strings.TrimSpace(string(stmt)))
+
+	// Registrations the broker refuses: a statement used up, a deactivated
+	// one, a made-up one, then too many from one address.
+	admin := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(filepath.Join(e.Bin, "berth-broker"), append([]string{args[0], "--config", e.BrokerConf}, args[1:]...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("berth-broker %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	register := func(statement string) int {
+		t.Helper()
+		body, _ := json.Marshal(map[string]string{"software_statement": statement, "client_name": "e2e"})
+		resp, err := e.HTTP.Post("https://"+e.AgentAddr+"/agent/register", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	once := strings.TrimPrefix(admin("generate-software-statement", "--max-uses", "1"), "software-statement: ")
+	addStatement("single-use statement", once)
+	off := strings.TrimPrefix(admin("generate-software-statement", "--expires-in", "1h"), "software-statement: ")
+	addStatement("deactivated statement", off)
+	admin("deactivate-software-statement", "--software-statement", off)
+	forgedStmt := base64.StdEncoding.EncodeToString([]byte(`{"id":"00000000-0000-4000-8000-000000000000","active":true}`))
+	add("made-up statement", forgedStmt)
+	for i, tc := range []struct {
+		statement string
+		want      int
+	}{{once, 201}, {once, 400}, {off, 400}, {forgedStmt, 400}} {
+		if got := register(tc.statement); got != tc.want {
+			t.Fatalf("registration %d: %d, want %d", i, got, tc.want)
+		}
+	}
+	limited := false
+	for range 10 {
+		if register(once) == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("no registration was refused by agent-registrations-per-minute-per-address = 8")
+	}
 	raw, err := os.ReadFile(filepath.Join(e.Dir, "agent", "agent-credentials.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +188,11 @@ func TestE2E_NoSecretsInLogs(t *testing.T) {
 			t.Fatalf("%s has no debug lines: the test would prove little", filepath.Base(p))
 		}
 		logs[filepath.Base(p)] = b
+	}
+	for _, want := range []string{"agent registration refused", "statement used up", "statement deactivated", "unknown software statement", "rate limit", "statement_fp"} {
+		if !bytes.Contains(logs["broker.log"], []byte(want)) {
+			t.Errorf("broker.log has no %q: the refusals were not logged, so the test proves little", want)
+		}
 	}
 	for name, b := range logs {
 		for _, secret := range secrets {
