@@ -268,3 +268,66 @@ func TestAuthority_RegisterAgent(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthority_WarnLegacyStatements(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	legacy := &oauth.SoftwareStatement{ID: "11111111-2222-4333-8444-555555555555", Hash: oauth.StatementHash("old"), IssuedAt: e.clock.Now(), Active: true, Legacy: true}
+	gone := &oauth.SoftwareStatement{ID: "66666666-2222-4333-8444-555555555555", Hash: oauth.StatementHash("older"), IssuedAt: e.clock.Now(), Legacy: true}
+	for _, st := range []*oauth.SoftwareStatement{legacy, gone} {
+		if err := e.store.CreateSoftwareStatement(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.auth.GenerateSoftwareStatement(ctx, "1", oauth.StatementLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.auth.WarnLegacyStatements(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log := e.log.String()
+	if n := strings.Count(log, "level=WARN"); n != 1 || !strings.Contains(log, "statement_fp="+oauth.Fingerprint(legacy.ID)) || strings.Contains(log, legacy.ID) {
+		t.Errorf("want one warning naming the active legacy statement by fingerprint:\n%s", log)
+	}
+}
+
+func TestAuthority_Prune(t *testing.T) {
+	e := MustEnv(t)
+	ctx := context.Background()
+	s, err := e.auth.GenerateSoftwareStatement(ctx, "1", oauth.StatementLimits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, _, err := e.auth.RegisterAgent(ctx, s.Statement, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, _, err := e.auth.RegisterAgent(ctx, s.Statement, "used")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store.clients[used].LinkedAt = e.clock.Now()
+	api, _ := e.MustClient(t, oauth.KindAPI)
+	e.clock.Add(25 * time.Hour)
+	if err := e.auth.Prune(ctx); err != nil { // UnlinkedAgentClientTTL zero: nothing
+		t.Fatal(err)
+	}
+	if _, err := e.store.GetClient(ctx, idle); err != nil {
+		t.Fatalf("pruned with no TTL: %v", err)
+	}
+	e.auth.UnlinkedAgentClientTTL = 24 * time.Hour
+	if err := e.auth.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.GetClient(ctx, idle); !errors.Is(err, oauth.ErrNotFound) {
+		t.Errorf("unlinked agent client after 25 h: %v, want deleted", err)
+	}
+	for _, id := range []string{used, api.ID} {
+		if _, err := e.store.GetClient(ctx, id); err != nil {
+			t.Errorf("%s pruned: %v", id, err)
+		}
+	}
+	if !strings.Contains(e.log.String(), "client_ids="+idle) {
+		t.Errorf("the log does not name the pruned client:\n%s", e.log.String())
+	}
+}
