@@ -15,6 +15,9 @@ if [ -n "$missing" ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# Everything written below (logs, configuration, credentials) is for root's
+# eyes only.
+umask 077
 state=$(realpath -m "${BERTH_RUN_DIR:-$PWD/run}")
 user=${BERTH_DEMO_USER:-berth-demo}
 mkdir -p "$state/agent/init" "$state/agent/autorun" "$state/agent/tags"
@@ -88,5 +91,6 @@ printf 'BERTH_CLIENT_ID=%s\nBERTH_CLIENT_PASSWORD=%s\n' "$BERTH_CLIENT_ID" "$BER
 chmod 600 "$state/client.env"
 echo "Session: $session (owner $user)"
 echo "URL: $url"
-echo "Open the URL in a browser (trust $state/broker/ca.pem or accept the certificate). Ctrl-C stops everything."
+echo "Open the URL in a browser. To avoid the certificate warning, trust $state/broker/gateway-ca.pem in it"
+echo "  (the web gateway CA, which may certify only your fleet's names; never trust ca.pem in a browser). Ctrl-C stops everything."
 wait "${pids[0]}"

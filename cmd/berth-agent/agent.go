@@ -113,7 +113,7 @@ type Main struct {
 	done        chan struct{}
 	bg          sync.WaitGroup // certificate renewal, file watchers, metrics listener
 	// reportNames are the names a certificate of this host must cover, from
-	// the last report (hostname, IP).
+	// the last report (host name, DNS name, IP).
 	reportNames atomic.Pointer[[]string]
 	closeMu     sync.Mutex
 }
@@ -272,16 +272,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"software_statement", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
-	var gwCert *pki.Holder
-	if drv, ok := m.driver.(*vnc.Driver); ok {
-		if gwCert, err = m.startGateway(ctx, runCtx, ag, drv, addrs[0], tlsConf); err != nil {
-			return err
+	drv, isVNC := m.driver.(*vnc.Driver)
+	var gwLn net.Listener
+	if isVNC {
+		// Listen first: the host report that the link sends advertises the
+		// web gateway's port.
+		v := &m.Config.VNC
+		if gwLn, err = net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort))); err != nil {
+			return fmt.Errorf("vnc.web_port: %w", err)
 		}
-	}
-	if m.metrics != nil {
-		if err := m.startMetrics(ctx, runCtx, gwCert); err != nil {
-			return err
-		}
+		m.gatewayPort = gwLn.Addr().(*net.TCPAddr).Port
 	}
 	m.done = make(chan struct{})
 	go func() {
@@ -290,6 +290,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
+	var gwCert *pki.Holder
+	if isVNC {
+		if gwCert, err = m.startGateway(ctx, runCtx, ag, drv, gwLn, addrs[0], tlsConf); err != nil {
+			gwLn.Close()
+			return err
+		}
+	}
+	if m.metrics != nil {
+		if err := m.startMetrics(ctx, runCtx, gwCert); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -297,7 +309,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // certificate or one issued by the broker's CA, either kept current while it
 // runs, checking ConnectionTokens against the broker's published keys. It
 // returns the holder of the gateway's certificate.
-func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, brokerAddr string, tlsConf *tls.Config) (*pki.Holder, error) {
+func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, ln net.Listener, brokerAddr string, tlsConf *tls.Config) (*pki.Holder, error) {
 	v := &m.Config.VNC
 	cert, err := m.gatewayCertificate(ctx, runCtx, ag)
 	if err != nil {
@@ -317,13 +329,8 @@ func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *v
 	if m.metrics != nil {
 		gc.Metrics = m.metrics
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort)))
-	if err != nil {
-		return nil, fmt.Errorf("vnc.web_port: %w", err)
-	}
 	gw := gateway.New(gc)
 	m.gateway = gw
-	m.gatewayPort = ln.Addr().(*net.TCPAddr).Port
 	m.gatewayDone = make(chan struct{})
 	go func() {
 		defer close(m.gatewayDone)
@@ -343,7 +350,7 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	r.MaxVirtualSessions = m.Config.Agent.MaxVirtualSessions
 	r.MaxConcurrentSessionsPerUser = m.Config.Agent.MaxConcurrentSessionsPerUser
 	r.Tags = maps.Clone(m.tags)
-	if m.gateway != nil {
+	if m.gatewayPort != 0 {
 		// A gateway bound to one address is reachable only there: advertise it.
 		if ip := net.ParseIP(m.Config.VNC.WebBindHost); ip != nil && !ip.IsUnspecified() {
 			r.IP = ip.String()
@@ -355,7 +362,7 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	if drv, ok := m.driver.(*dcv.Driver); ok {
 		dcvEndpoints(&r, drv)
 	}
-	names := namesOf(r.Hostname, r.IP)
+	names := reportedNames(r)
 	m.reportNames.Store(&names)
 	return r, nil
 }

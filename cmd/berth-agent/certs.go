@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -22,14 +23,32 @@ var localCACheck = time.Minute
 // creates for its metrics listener when nothing else gives a certificate.
 const metricsCADir = "metrics-ca"
 
-// hostNames are the names a certificate of this host covers: localhost, the
-// loopback address, the host name and the reported IP, from a new probe.
+// hostNames are the names a certificate of the agent's own CA covers:
+// localhost, the loopback address, the host name and the reported IP, from
+// a new probe.
 func (m *Main) hostNames(ctx context.Context, extra ...string) []string {
 	r := m.Prober.Report(ctx)
 	return namesOf(r.Hostname, r.IP, extra...)
 }
 
-// namesOf is hostNames for a host name and an IP.
+// reportedNames are the names by which a host report names the host: its
+// host name, DNS name and IP. They are all that the broker certifies for the
+// web gateway.
+func reportedNames(r agentproto.HostReport) []string {
+	var names []string
+	for _, n := range []string{r.Hostname, r.DNSName, r.IP} {
+		if n != "" && !isWildcard(n) && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// linkWait bounds how long the agent waits at start for its first broker
+// link before it asks the broker for a web gateway certificate.
+var linkWait = 2 * time.Minute
+
+// namesOf is hostNames for a host name and an IP, plus extra names.
 func namesOf(hostname, ip string, extra ...string) []string {
 	names := []string{"localhost", "127.0.0.1"}
 	for _, n := range append([]string{hostname, ip}, extra...) {
@@ -64,10 +83,26 @@ func (m *Main) gatewayCertificate(ctx, runCtx context.Context, ag *agent.Agent) 
 		}
 		return h, nil
 	}
-	names := m.hostNames(ctx)
-	cert, err := ag.GatewayCertificate(ctx, names)
+	// The broker certifies the names this host reported on its link: a
+	// stored certificate that still covers them serves at once, a new one
+	// waits for the link.
+	r, err := m.report(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): %w", err)
+		return nil, err
+	}
+	names := reportedNames(r)
+	cert, err := ag.StoredGatewayCertificate(names)
+	if err != nil {
+		wctx, cancel := context.WithTimeout(ctx, linkWait)
+		err = ag.WaitLinked(wctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): no broker link within %s: %w", linkWait, err)
+		}
+		names = m.currentNames(names)()
+		if cert, err = ag.GatewayCertificate(ctx, names); err != nil {
+			return nil, fmt.Errorf("web gateway certificate (or set vnc.cert_file and vnc.key_file): %w", err)
+		}
 	}
 	h := pki.NewHolder(cert)
 	m.background(func() { ag.RenewGatewayCertificate(runCtx, h, m.currentNames(names)) })

@@ -298,8 +298,15 @@ type brokerProcess struct {
 }
 
 // mustStartBroker builds cmd/berth-broker and runs it with its state in a
-// temporary directory, on free loopback ports.
+// temporary directory, on free loopback ports. The web gateway CA may
+// certify loopback addresses, where the tests' web gateways listen.
 func mustStartBroker(tb testing.TB) *brokerProcess {
+	return mustStartBrokerWith(tb, nil)
+}
+
+// mustStartBrokerWith is mustStartBroker with prepare, if not nil, called
+// with the broker's working path before the broker starts.
+func mustStartBrokerWith(tb testing.TB, prepare func(dir string)) *brokerProcess {
 	tb.Helper()
 	tmp := tb.TempDir()
 	b := &brokerProcess{
@@ -315,7 +322,11 @@ client-to-broker-connector-https-port = %d
 client-to-broker-connector-bind-host = 127.0.0.1
 agent-to-broker-connector-https-port = %d
 agent-to-broker-connector-bind-host = 127.0.0.1
+web-gateway-ca-permitted-subtrees = 127.0.0.0/8, 10.0.0.0/8
 `, b.dir, b.clientPort, b.agentPort))
+	if prepare != nil {
+		prepare(b.dir)
+	}
 	// The admin commands use the store directly, so register the API client
 	// before the broker holds it.
 	b.client = b.mustAPIClient(tb)

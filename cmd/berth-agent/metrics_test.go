@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -136,9 +138,10 @@ func TestMain_Metrics(t *testing.T) {
 }
 
 // TestMain_Metrics_VNCGateway: with the vnc driver the metrics listener
-// serves the web gateway's certificate, issued by the broker's CA, so a
-// scraper trusts the broker's ca.pem; the gateway's own handshake presents
-// the same certificate, whose expiry is a metric.
+// serves the web gateway's certificate, issued by the broker's web gateway
+// CA, so a scraper trusts gateway-ca.pem (and not ca.pem, the CA of the
+// broker's own listeners); the gateway's own handshake presents the same
+// certificate, whose expiry is a metric.
 func TestMain_Metrics_VNCGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs berth-broker")
@@ -160,8 +163,12 @@ func TestMain_Metrics_VNCGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	roots := poolOf(t, filepath.Join(b.dir, "ca.pem"))
+	roots := poolOf(t, filepath.Join(b.dir, "gateway-ca.pem"))
 	fs := scrape(t, m.MetricsAddr(), roots)
+	if c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: poolOf(t, filepath.Join(b.dir, "ca.pem")), ServerName: "127.0.0.1"}); err == nil {
+		c.Close()
+		t.Error("the web gateway's certificate verifies against the broker's own ca.pem")
+	}
 	gw, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatalf("gateway handshake: %v", err)
@@ -299,3 +306,82 @@ func TestMain_CertificateFiles(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestMain_GatewayCAMigration upgrades a deployment of a release whose
+// broker CA also signed the web gateways' certificates: the broker's working
+// path has only ca.pem and ca.key, and the agent's state directory a gateway
+// certificate from that CA. With no manual step, the broker makes its web
+// gateway CA at start and the agent, told its key ID in the link's Welcome,
+// replaces its certificate with one of the gateway CA.
+func TestMain_GatewayCAMigration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs berth-broker")
+	}
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	host, _ := os.Hostname()
+	var oldCA *pki.CA
+	b := mustStartBrokerWith(t, func(brokerDir string) {
+		var err error
+		if oldCA, err = pki.LoadOrCreateCA(brokerDir); err != nil {
+			t.Fatal(err)
+		}
+		certPEM, keyPEM, err := oldCA.Issue([]string{host, "127.0.0.1"}, 90*24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustWrite(t, filepath.Join(stateDir, "gateway.pem"), string(certPEM)+string(oldCA.CertPEM))
+		mustWrite(t, filepath.Join(stateDir, "gateway.key"), string(keyPEM))
+	})
+	if _, err := os.Stat(filepath.Join(b.dir, "gateway-ca.key")); err != nil {
+		t.Fatalf("the upgraded broker made no web gateway CA: %v", err)
+	}
+	m := NewMain()
+	m.Config = testConfig(dir)
+	m.Config.Agent.Driver = "vnc"
+	m.Config.Agent.StateDir = stateDir
+	m.Config.Agent.BrokerPort = b.agentPort
+	m.Config.Agent.CAFile = filepath.Join(b.dir, "ca.pem")
+	m.Config.Agent.SoftwareStatementPath = filepath.Join(b.dir, "agent-software-statement")
+	m.Config.VNC.WebPort = freePort(t)
+	m.Config.VNC.WebBindHost = "127.0.0.1"
+	m.Logger = testLogger(t)
+	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	gatewayRoots := poolOf(t, filepath.Join(b.dir, "gateway-ca.pem"))
+	handshake := func(roots *x509.CertPool) error {
+		c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	// Before the link the agent serves what it has.
+	deadline := time.Now().Add(30 * time.Second)
+	for handshake(gatewayRoots) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent's web gateway did not move to a certificate of the web gateway CA within 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	old := x509.NewCertPool()
+	old.AddCert(oldCA.Cert)
+	if err := handshake(old); err == nil {
+		t.Error("the web gateway still serves a certificate of the broker's own CA")
+	}
+	stored, err := os.ReadFile(filepath.Join(stateDir, "gateway.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(stored)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: gatewayRoots, DNSName: "127.0.0.1"}); err != nil {
+		t.Errorf("the stored gateway certificate: %v", err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agentcert"
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
@@ -64,14 +65,16 @@ type Main struct {
 
 	store store
 	// node is the broker's membership of a cluster on PostgreSQL; nil on SQLite.
-	node     *cluster.Node
-	auth     *oauth.Authority
-	svc      *broker.Service
-	hub      *agenthub.Hub
-	ca       *pki.CA
-	servers  []*http.Server
-	clientLn net.Listener
-	agentLn  net.Listener
+	node *cluster.Node
+	auth *oauth.Authority
+	svc  *broker.Service
+	hub  *agenthub.Hub
+	ca   *pki.CA
+	// gatewayCA signs the agents' web gateway certificates (loadGatewayCA).
+	gatewayCA *pki.CA
+	servers   []*http.Server
+	clientLn  net.Listener
+	agentLn   net.Listener
 	// gatewayLn is the Connection Gateway resolver's listener; nil unless
 	// enable-gateway.
 	gatewayLn net.Listener
@@ -200,6 +203,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("certificate authority: %w", err)
 	}
 	m.ca = ca
+	if m.gatewayCA, err = m.loadGatewayCA(ctx); err != nil {
+		return fmt.Errorf("web gateway certificate authority: %w", err)
+	}
 	m.certs = &certManager{
 		dir:      c.WorkingPath,
 		ca:       ca,
@@ -260,6 +266,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		RequireAuth:      c.EnableAgentAuthorization,
 		HeartbeatTimeout: c.AgentHeartbeatTimeout,
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
+		GatewayCAKeyID:   m.gatewayCA.KeyID(),
 		Logger:           m.Logger,
 	}
 	if c.MetricsPort != MetricsOff {
@@ -315,7 +322,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
 	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
 	if c.EnableAgentAuthorization {
-		agentMux.Handle("POST /agent/certificate", certificateHandler(m.auth, m.ca, c.AgentCertValidity, certIssued, m.Logger))
+		agentMux.Handle("POST /agent/certificate", &agentcert.Handler{
+			Auth:     agentAuth{m.auth},
+			Reports:  reportedNames{svc},
+			CA:       m.gatewayCA,
+			Validity: c.AgentCertValidity,
+			OwnNames: m.certs.names,
+			IsLocal:  agentcert.LocalAddrs,
+			Issued:   certIssued,
+			Logger:   m.Logger.With("component", "certificates"),
+		})
 	}
 	agentMux.Handle("POST /agent/validate-authentication-token", dcv)
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
@@ -527,6 +543,17 @@ func stderrLogger(level string, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, nil))
 	}
 	return l.Logger
+}
+
+// reportedNames adapts the broker core to the certificate service.
+type reportedNames struct{ svc *broker.Service }
+
+func (r reportedNames) ReportedNames(ctx context.Context, agentClientID, serverID string) ([]string, error) {
+	names, err := r.svc.ReportedNames(ctx, agentClientID, serverID)
+	if errors.Is(err, broker.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", agentcert.ErrUnknownServer, err)
+	}
+	return names, err
 }
 
 // hubDispatcher lets the broker core and the hub, which need each other, be

@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
-	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -143,43 +140,4 @@ func (cm *certManager) expiry() map[string]time.Time {
 // serverTLS returns the tls.Config of a listener serving h's certificate.
 func serverTLS(h *pki.Holder) *tls.Config {
 	return &tls.Config{GetCertificate: h.GetCertificate, MinVersion: tls.VersionTLS12}
-}
-
-// certificateHandler serves POST /agent/certificate on the agent port: a
-// registered agent (HTTP Basic agent client credentials) sends a PEM
-// certificate request and gets a server certificate signed by the broker's CA,
-// valid for validity (agent-certificate-validity-hours), for its web gateway.
-// Agents renew by sending a new request before their certificate expires.
-// Only registered agents are served, so the handler is off when agent
-// authorization is. issued, if not nil, is called for each certificate.
-func certificateHandler(auth *oauth.Authority, ca *pki.CA, validity time.Duration, issued func(), log *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, secret, ok := r.BasicAuth()
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Basic realm="berth agents"`)
-			http.Error(w, "agent client credentials are required", http.StatusUnauthorized)
-			return
-		}
-		client, err := auth.Authenticate(r.Context(), oauth.KindAgent, id, secret)
-		if err != nil {
-			http.Error(w, "invalid agent client credentials", http.StatusUnauthorized)
-			return
-		}
-		csr, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
-		if err != nil {
-			http.Error(w, "certificate request: larger than 16 KiB", http.StatusRequestEntityTooLarge)
-			return
-		}
-		cert, err := ca.SignCSR(csr, validity)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		if issued != nil {
-			issued()
-		}
-		log.Info("issued gateway certificate", "agent_id", client.ID, "valid_for", validity.String())
-		w.Header().Set("Content-Type", "application/x-pem-file")
-		_, _ = w.Write(append(cert, ca.CertPEM...))
-	})
 }

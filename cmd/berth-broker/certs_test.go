@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -169,56 +171,87 @@ func TestBroker_CertificateFilesReloaded(t *testing.T) {
 	}
 }
 
-// TestBroker_AgentCertificate registers an agent and has it request its
-// gateway certificate twice, as a renewal does: both are issued, valid for
-// agent-certificate-validity-hours.
+// TestBroker_AgentCertificate reproduces the review's attack on POST
+// /agent/certificate: a registered agent asks for certificates for
+// localhost, a public site, the broker's own address and another agent's
+// host, and each is refused; the certificate for what it reported comes
+// from the web gateway CA, which is not the broker's CA, so that a client
+// trusting ca.pem (the berth CLI, an agent) refuses a server presenting it,
+// while a browser trusting gateway-ca.pem accepts it. Renewals are issued,
+// valid for agent-certificate-validity-hours.
 func TestBroker_AgentCertificate(t *testing.T) {
 	b := MustRunMainWith(t, t.TempDir(), func(m *Main) {
 		m.Config.AgentCertValidity = 90 * time.Minute
 		m.Config.MetricsPort = 0
+		m.Config.GatewayCASubtrees = "fleet.example, 10.0.0.0/8"
 	})
-	stmt, err := os.ReadFile(filepath.Join(b.dir, SoftwareStatementFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := json.Marshal(map[string]string{"software_statement": strings.TrimSpace(string(stmt)), "client_name": "host-a"})
-	resp, err := b.hc.Post("https://"+b.AgentAddr()+"/agent/register", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reg struct {
+	report := hostReport("desk-a.fleet.example", 10, nil)
+	report.IP = "10.1.2.3"
+	report.Endpoints[0].IP = "10.1.2.3"
+	stateDir := t.TempDir()
+	sa := b.MustStartSimAgent(t, stateDir, nil, report)
+	c := b.MustClient(t)
+	waitFor(t, "the agent's server", 10*time.Second, func() bool { return len(servers(t, c)) == 1 })
+	var creds struct {
 		ClientID     string `json:"client_id"`
 		ClientSecret string `json:"client_secret"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&reg)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("register: %s %v", resp.Status, err)
+	data, err := os.ReadFile(filepath.Join(stateDir, "agent-credentials.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &creds)
 	}
-
+	if err != nil {
+		t.Fatal(err)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: "host-a"}, DNSNames: []string{"host-a.example.com"},
-	}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	var serials []string
-	for range 2 {
-		req, _ := http.NewRequest("POST", "https://"+b.AgentAddr()+"/agent/certificate", bytes.NewReader(csr))
-		req.SetBasicAuth(reg.ClientID, reg.ClientSecret)
+	ask := func(t *testing.T, names ...string) (int, []byte) {
+		t.Helper()
+		tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: names[0]}}
+		for _, n := range names {
+			if ip := net.ParseIP(n); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, n)
+			}
+		}
+		der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+		req, _ := http.NewRequest("POST", "https://"+b.AgentAddr()+"/agent/certificate?server_id="+sa.ServerID, bytes.NewReader(csr))
+		req.SetBasicAuth(creds.ClientID, creds.ClientSecret)
 		resp, err := b.hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer resp.Body.Close()
 		out, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("certificate: %s %s", resp.Status, out)
+		return resp.StatusCode, out
+	}
+	for _, foreign := range [][]string{{"localhost"}, {"www.google.com"}, {"127.0.0.1"}, {"desk-a.fleet.example", "desk-b.fleet.example"}} {
+		if status, out := ask(t, foreign...); status != http.StatusForbidden || !strings.Contains(string(out), "did not report") {
+			t.Errorf("certificate for %v: %d %s, want 403 naming what the agent did not report", foreign, status, out)
+		}
+	}
+
+	gatewayRoots, err := pki.LoadPool(filepath.Join(b.dir, "gateway-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokerRoots, err := pki.LoadPool(filepath.Join(b.dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serials []string
+	var chain []byte
+	for range 2 {
+		status, out := ask(t, "desk-a.fleet.example", "10.1.2.3")
+		if status != http.StatusOK {
+			t.Fatalf("certificate: %d %s", status, out)
 		}
 		blk, _ := pem.Decode(out)
 		if blk == nil {
@@ -231,7 +264,16 @@ func TestBroker_AgentCertificate(t *testing.T) {
 		if left := time.Until(cert.NotAfter); left > 90*time.Minute || left < 89*time.Minute {
 			t.Errorf("gateway certificate valid for another %v, want 90m (agent-certificate-validity-hours)", left)
 		}
+		for _, n := range []string{"desk-a.fleet.example", "10.1.2.3"} {
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: gatewayRoots, DNSName: n}); err != nil {
+				t.Errorf("verify %s against gateway-ca.pem: %v", n, err)
+			}
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: brokerRoots, DNSName: n}); err == nil {
+				t.Errorf("a gateway certificate for %s verifies against the broker's ca.pem", n)
+			}
+		}
 		serials = append(serials, cert.SerialNumber.String())
+		chain = out
 	}
 	if serials[0] == serials[1] {
 		t.Error("the renewal returned the same certificate")
@@ -239,4 +281,63 @@ func TestBroker_AgentCertificate(t *testing.T) {
 	if v := b.MustScrape(t).must(t, "berth_broker_agent_certificates_issued_total"); v != 2 {
 		t.Errorf("agent_certificates_issued_total = %v, want 2", v)
 	}
+
+	// A fake broker serving the gateway certificate: a client that trusts
+	// the broker's CA (as berth --ca-bundle ca.pem does) refuses it, so it
+	// never sends its credentials; one that trusts gateway-ca.pem accepts it.
+	tlsCert, err := tls.X509KeyPair(chain, pemKey(t, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{tlsCert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				_ = conn.(*tls.Conn).Handshake()
+				_, _ = io.Copy(io.Discard, conn)
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		roots *x509.CertPool
+		ok    bool
+	}{{brokerRoots, false}, {gatewayRoots, true}} {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: tc.roots, ServerName: "10.1.2.3"})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("handshake with the gateway certificate, ok %v: %v", tc.ok, err)
+		}
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		leaf := filepath.Join(t.TempDir(), "leaf.pem")
+		if err := os.WriteFile(leaf, chain, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("openssl", "verify", "-purpose", "sslserver", "-CAfile", filepath.Join(b.dir, "ca.pem"), leaf).CombinedOutput(); err == nil {
+			t.Errorf("openssl verifies a gateway certificate against the broker's ca.pem: %s", out)
+		}
+		if out, err := exec.Command("openssl", "verify", "-purpose", "sslserver", "-CAfile", filepath.Join(b.dir, "gateway-ca.pem"), leaf).CombinedOutput(); err != nil {
+			t.Errorf("openssl verify against gateway-ca.pem: %v: %s", err, out)
+		}
+	}
+}
+
+func pemKey(t *testing.T, key *ecdsa.PrivateKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/berth-dev/berth/internal/broker"
@@ -23,10 +24,11 @@ type store interface {
 // of a cluster (its certificate and key, PEM encoded).
 const caSetting = "ca"
 
-// loadCA returns the broker's certificate authority. A single broker on
-// SQLite keeps it in its working path (ca.pem, ca.key). Brokers sharing a
-// PostgreSQL database share one CA kept in the database, so that agents
-// trust every broker and every broker can issue gateway certificates: the
+// loadCA returns the broker's certificate authority, the CA of its own
+// listeners (not of the agents' web gateways: see loadGatewayCA). A single
+// broker on SQLite keeps it in its working path (ca.pem, ca.key). Brokers
+// sharing a PostgreSQL database share one CA kept in the database, so that
+// agents and clients trust every broker: the
 // first broker to start stores its CA (the working path's, if it has one, or
 // a new one), and the others take it; each writes the CA certificate to
 // ca.pem in its working path for local agents and clients.
@@ -66,6 +68,58 @@ func (m *Main) loadCA(ctx context.Context) (*pki.CA, error) {
 		if err := pki.WriteCACert(dir, shared); err != nil {
 			return nil, fmt.Errorf("write ca.pem: %w", err)
 		}
+	}
+	return ca, nil
+}
+
+// Files and setting of the web gateway CA.
+const (
+	gatewayCACertFile = "gateway-ca.pem"
+	gatewayCAKeyFile  = "gateway-ca.key"
+	// gatewayCAKeySetting names the store setting that holds the web
+	// gateway CA's key, shared by the brokers of a cluster.
+	gatewayCAKeySetting = "gateway-ca-key"
+)
+
+// loadGatewayCA returns the web gateway CA: the CA that signs the agents'
+// web gateway certificates, which browsers trust. It is separate from the
+// broker's own CA and name-constrained to web-gateway-ca-permitted-subtrees
+// (pki.ConstrainedCA). Its key is gateway-ca.key in the working path on
+// SQLite, and a setting shared by every broker on PostgreSQL; its
+// certificate, gateway-ca.pem in the working path, is made again for the
+// same key when the permitted subtrees change, so that agents keep their
+// certificates and browsers that trust the old one keep trusting the names
+// both permit. A deployment of an earlier release, which had only ca.pem,
+// gets its gateway CA on its first start.
+func (m *Main) loadGatewayCA(ctx context.Context) (*pki.CA, error) {
+	dir := m.Config.WorkingPath
+	keyFile := filepath.Join(dir, gatewayCAKeyFile)
+	var keyPEM []byte
+	var err error
+	if m.Config.PersistenceDB != "postgresql" {
+		keyPEM, err = pki.LoadOrCreateKeyFile(keyFile)
+	} else {
+		var fresh []byte
+		if fresh, err = pki.NewKeyPEM(); err != nil {
+			return nil, err
+		}
+		var v string
+		if v, err = m.store.Setting(ctx, gatewayCAKeySetting, string(fresh)); err != nil {
+			return nil, fmt.Errorf("read the cluster's web gateway CA from the store: %w", err)
+		}
+		keyPEM = []byte(v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cons := m.Config.gatewayCAConstraints()
+	ca, changed, err := pki.ConstrainedCA(keyPEM, filepath.Join(dir, gatewayCACertFile), cons)
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		m.Logger.Info("web gateway CA certificate written; browsers trust this one, never ca.pem",
+			"file", filepath.Join(dir, gatewayCACertFile), "permitted", cons.String(), "key_id", ca.KeyID())
 	}
 	return ca, nil
 }

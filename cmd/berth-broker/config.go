@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/properties"
 )
 
@@ -138,6 +139,11 @@ type Config struct {
 	// addresses, comma-separated, for the certificates the broker issues
 	// itself (a load balancer's name in front of several brokers).
 	CertificateNames string
+	// GatewayCASubtrees is web-gateway-ca-permitted-subtrees: the DNS
+	// domains and address ranges, comma-separated, that the web gateway CA
+	// may certify (its RFC 5280 name constraints). Empty means
+	// pki.DefaultConstraints.
+	GatewayCASubtrees string
 
 	// EnableAuthorization is enable-authorization: the client API requires
 	// a bearer token.
@@ -707,6 +713,22 @@ func validNameList(s string) bool {
 	return true
 }
 
+// validSubtrees reports whether s is a list of permitted subtrees.
+func validSubtrees(s string) bool {
+	_, err := pki.ParseConstraints(strings.Split(s, ","))
+	return err == nil
+}
+
+// gatewayCAConstraints returns the web gateway CA's permitted subtrees:
+// web-gateway-ca-permitted-subtrees, or the defaults when it is empty.
+func (c *Config) gatewayCAConstraints() pki.Constraints {
+	if strings.TrimSpace(c.GatewayCASubtrees) == "" {
+		return pki.DefaultConstraints()
+	}
+	cons, _ := pki.ParseConstraints(strings.Split(c.GatewayCASubtrees, ","))
+	return cons
+}
+
 // verifierServers is the word of dcv-token-verifier-allowed-addresses that
 // stands for the addresses of the broker's DCV servers.
 const verifierServers = "servers"
@@ -824,6 +846,7 @@ func configKeys() []configKey {
 			"berth always persists its state (see persistence-db); enable-persistence is implied and ignored"),
 		stringKey("broker-id", "an identifier (up to 128 characters, no spaces)", validBrokerID, func(c *Config) *string { return &c.BrokerID }),
 		stringKey("certificate-names", "a comma-separated list of host names and IP addresses", validNameList, func(c *Config) *string { return &c.CertificateNames }),
+		stringKey("web-gateway-ca-permitted-subtrees", "a comma-separated list of DNS domains, CIDR ranges and IP addresses", validSubtrees, func(c *Config) *string { return &c.GatewayCASubtrees }),
 
 		boolKey("enable-authorization", func(c *Config) *bool { return &c.EnableAuthorization }),
 		boolKey("enable-authorization-server", func(c *Config) *bool { return &c.EnableAuthorizationServer }),

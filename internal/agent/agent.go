@@ -78,6 +78,8 @@ type Agent struct {
 	// gateway certificate's names with the host's; 0 means
 	// DefaultCertCheckInterval.
 	CertCheckInterval time.Duration
+
+	link *linkState // see state
 }
 
 // endpoint is one broker, as the agent reaches it.

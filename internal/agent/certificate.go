@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,8 +17,10 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,13 +34,26 @@ const (
 )
 
 // GatewayCertificate returns a server certificate for the agent's web
-// gateway, issued by the broker's CA for names (host names and IP addresses): it reuses
-// the one in StateDir while it covers names and is not due for renewal
-// (pki.RenewTime: a third of its life left), and otherwise registers if
-// needed and asks the broker to sign a new key (POST /agent/certificate with
-// the agent's client credentials). The returned certificate has Leaf set.
+// gateway, issued by the broker's web gateway CA for names (the host's
+// reported names and addresses): it reuses the one in StateDir while it is
+// not due for renewal (pki.RenewTime: a third of its life left) and covers
+// every name its CA may certify, and otherwise asks the broker to sign a new
+// key (POST /agent/certificate?server_id=ServerID with the client
+// credentials of the running link, else the stored ones, else after
+// registering). The broker certifies only names this server reported on
+// its link, so call it once the agent has linked (WaitLinked); it leaves
+// out names its CA may not certify. The returned certificate has Leaf set,
+// and its chain holds the CA certificate.
 func (a *Agent) GatewayCertificate(ctx context.Context, names []string) (tls.Certificate, error) {
 	return a.gatewayCertificate(ctx, names, false)
+}
+
+// StoredGatewayCertificate returns the gateway certificate kept in
+// StateDir if it is not due for renewal and covers every one of names that
+// its CA may certify; it needs no broker. Otherwise it returns an error
+// saying why.
+func (a *Agent) StoredGatewayCertificate(names []string) (tls.Certificate, error) {
+	return loadGatewayCert(a.StateDir, names, time.Now())
 }
 
 // gatewayCertificate is GatewayCertificate; force skips the stored
@@ -55,7 +71,12 @@ func (a *Agent) gatewayCertificate(ctx context.Context, names []string, force bo
 	tr := &http.Transport{TLSClientConfig: a.TLSConfig.Clone(), TLSHandshakeTimeout: dialTimeout}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	creds, _ := loadCredentials(a.StateDir)
+	// The credentials of the running link, else stored ones: the broker
+	// certifies the names that this agent's server reported on its link.
+	creds := a.state().creds.Load()
+	if creds == nil {
+		creds, _ = loadCredentials(a.StateDir)
+	}
 	var lastErr error
 	for _, ep := range eps {
 		if creds == nil {
@@ -72,7 +93,8 @@ func (a *Agent) gatewayCertificate(ctx context.Context, names []string, force bo
 			}
 			creds = c
 		}
-		cert, err := requestGatewayCert(ctx, hc, strings.TrimSuffix(ep.register, "/register")+"/certificate", creds, names)
+		u := strings.TrimSuffix(ep.register, "/register") + "/certificate?server_id=" + url.QueryEscape(a.ServerID)
+		cert, err := requestGatewayCert(ctx, hc, u, creds, names)
 		if err != nil {
 			lastErr = err
 			continue
@@ -158,10 +180,8 @@ func loadGatewayCert(dir string, names []string, now time.Time) (tls.Certificate
 	if !now.Before(pki.RenewTime(c.Leaf)) {
 		return c, errors.New("gateway certificate: due for renewal")
 	}
-	for _, n := range names {
-		if err := c.Leaf.VerifyHostname(n); err != nil {
-			return c, err
-		}
+	if n := uncovered(&c, names, nil); n != "" {
+		return c, fmt.Errorf("gateway certificate: does not cover %q", n)
 	}
 	return c, nil
 }
@@ -199,22 +219,32 @@ func (a *Agent) RenewGatewayCertificate(ctx context.Context, h *pki.Holder, name
 		check = DefaultCertCheckInterval
 	}
 	m := a.metrics()
+	st := a.state()
 	retry := renewRetryMin
+	var omitted []string // names the broker left out of the last certificate it issued
 	for {
 		var want []string
 		var why string
 		for why == "" {
 			want = names()
 			due := pki.RenewTime(h.Leaf())
-			switch missing := uncovered(h.Leaf(), want); {
+			switch missing := uncovered(h.Certificate(), want, omitted); {
 			case !time.Now().Before(due):
 				why = "a third of its lifetime is left"
+			case !issuedBy(h.Leaf(), a.GatewayCAKeyID()):
+				why = "another CA than the broker's web gateway CA issued it"
 			case missing != "":
 				why = fmt.Sprintf("it does not cover %q", missing)
 			default:
-				if !sleep(ctx, min(time.Until(due), check)) {
+				t := time.NewTimer(min(time.Until(due), check))
+				select {
+				case <-ctx.Done():
+					t.Stop()
 					return nil
+				case <-st.caChanged:
+				case <-t.C:
 				}
+				t.Stop()
 			}
 		}
 		old := h.Leaf()
@@ -222,6 +252,9 @@ func (a *Agent) RenewGatewayCertificate(ctx context.Context, h *pki.Holder, name
 		if err == nil && !pki.RenewTime(c.Leaf).After(time.Now()) {
 			// Taking it would ask again at once, and again.
 			err = fmt.Errorf("the broker issued a certificate already due for renewal (valid until %s)", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if err == nil && !issuedBy(c.Leaf, a.GatewayCAKeyID()) {
+			err = fmt.Errorf("the broker issued a certificate of CA %x, not of the web gateway CA %s that it named", c.Leaf.AuthorityKeyId, a.GatewayCAKeyID())
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -238,18 +271,42 @@ func (a *Agent) RenewGatewayCertificate(ctx context.Context, h *pki.Holder, name
 			continue // still due: ask again at once
 		}
 		h.Set(c)
+		omitted = omitted[:0]
+		for _, n := range want {
+			if c.Leaf.VerifyHostname(n) != nil {
+				omitted = append(omitted, n)
+			}
+		}
 		retry = renewRetryMin
 		log.Info("web gateway certificate renewed", "why", why, "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339),
 			"renew_at", pki.RenewTime(c.Leaf).UTC().Format(time.RFC3339))
 	}
 }
 
-// uncovered returns the first of names that leaf does not cover, or "".
-func uncovered(leaf *x509.Certificate, names []string) string {
-	for _, n := range names {
-		if leaf.VerifyHostname(n) != nil {
-			return n
+// uncovered returns the first of names that c's leaf does not cover and the
+// broker could certify, or "": names that the constraints of the issuing CA
+// (the chain's second certificate) do not permit, and names in omitted (the
+// broker left them out when last asked), do not count.
+func uncovered(c *tls.Certificate, names, omitted []string) string {
+	var cons *pki.Constraints
+	if len(c.Certificate) > 1 {
+		if ca, err := x509.ParseCertificate(c.Certificate[1]); err == nil {
+			if cc, ok := pki.ConstraintsOf(ca); ok {
+				cons = &cc
+			}
 		}
 	}
+	for _, n := range names {
+		if c.Leaf.VerifyHostname(n) == nil || slices.Contains(omitted, n) || (cons != nil && !cons.Permits(n)) {
+			continue
+		}
+		return n
+	}
 	return ""
+}
+
+// issuedBy reports whether leaf names keyID (hex) as its authority key ID;
+// an empty keyID matches any.
+func issuedBy(leaf *x509.Certificate, keyID string) bool {
+	return keyID == "" || hex.EncodeToString(leaf.AuthorityKeyId) == keyID
 }

@@ -150,6 +150,7 @@ func (l *link) handshake(ctx context.Context) error {
 		l.readTimeout += l.interval
 		l.sentHost, _ = json.Marshal(host)
 		l.sentSess, _ = json.Marshal(sessions)
+		r.a.welcomed(r.creds, b.GatewayCAKeyID)
 		return nil
 	case *agentproto.Error:
 		return fmt.Errorf("broker refused the agent: %w", b)

@@ -114,6 +114,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Observer, when set, is told of link events (for metrics).
 	Observer Observer
+	// GatewayCAKeyID is the web gateway CA's key ID, sent to agents of
+	// protocol version 2 and later in Welcome.
+	GatewayCAKeyID string
 }
 
 // Hub is the registry of agent links. Create it with New, mount Handler on the

@@ -194,6 +194,9 @@ func (l *link) handshake() bool {
 		UpdateIntervalMS:   h.opts.UpdateInterval.Milliseconds(),
 		HeartbeatTimeoutMS: h.opts.HeartbeatTimeout.Milliseconds(),
 	}
+	if welcome.ProtocolVersion >= 2 {
+		welcome.GatewayCAKeyID = h.opts.GatewayCAKeyID
+	}
 	if err := l.send("", welcome); err != nil {
 		l.close("", "", websocket.StatusGoingAway)
 		return true // registered: teardown reports it gone

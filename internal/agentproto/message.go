@@ -103,6 +103,11 @@ type Welcome struct {
 	// closes the link (milliseconds). The agent may use it the other way round:
 	// the broker acks every update, so silence this long means the link is dead.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms"`
+	// GatewayCAKeyID is the hex subject key ID of the CA that signs web
+	// gateway certificates (POST /agent/certificate). An agent whose
+	// gateway certificate names another authority key ID asks for a new
+	// one. Since version 2; empty when the broker has no such CA.
+	GatewayCAKeyID string `json:"gateway_ca_key_id,omitempty"`
 }
 
 // UpdateInterval returns UpdateIntervalMS as a duration.

@@ -25,7 +25,11 @@ package agentproto
 //
 //   - 1 (2026-11-25): initial protocol: hello, welcome, update, ack, command
 //     (create, delete, permissions, screenshot), result, error.
-const ProtocolVersion = 1
+//   - 2 (2026-12-06): welcome carries gateway_ca_key_id, the key ID of the
+//     web gateway CA, so that agents replace a gateway certificate another CA
+//     issued; result carries timeout (sent to version 1 agents' brokers too:
+//     unknown fields are ignored).
+const ProtocolVersion = 2
 
 // MinProtocolVersion is the oldest agent protocol version a broker built from
 // this code accepts. Brokers refuse a Hello whose version is outside

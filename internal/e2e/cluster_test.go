@@ -41,6 +41,9 @@ type ClusterBroker struct {
 	// Client calls the API of this broker with the cluster's API client.
 	Client *api.Client
 	HTTP   *http.Client
+	// GatewayHTTP trusts this broker's gateway-ca.pem, the web gateway CA
+	// that the cluster's brokers share.
+	GatewayHTTP *http.Client
 }
 
 // ClusterAgent is one agent process of a Cluster.
@@ -112,6 +115,8 @@ func (c *Cluster) startBroker(tb testing.TB, i int, extra []string) {
 		"agent-to-broker-connector-https-port = 0",
 		"agent-to-broker-connector-bind-host = 127.0.0.1",
 		"agent-heartbeat-timeout-seconds = 10",
+		// The agents' web gateways listen on loopback here.
+		"web-gateway-ca-permitted-subtrees = 127.0.0.0/8",
 		"log-format = json",
 		"log-level = info",
 	}, extra...)
@@ -140,6 +145,9 @@ func (c *Cluster) startBroker(tb testing.TB, i int, extra []string) {
 		tb.Fatal(err)
 	}
 	b.HTTP = hc
+	if b.GatewayHTTP, err = api.NewHTTPClient(filepath.Join(b.Dir, "gateway-ca.pem"), false); err != nil {
+		tb.Fatal(err)
+	}
 	c.Brokers = append(c.Brokers, b)
 }
 

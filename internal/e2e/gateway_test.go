@@ -20,15 +20,16 @@ const rfbVersion = "RFB 003.008\n"
 // DialGateway opens the web gateway's WebSocket for a session with a
 // connection token, as the session page does:
 // wss://127.0.0.1:PORT/websockify?authToken=…&sessionId=…, trusting the
-// broker's CA. On a refusal it returns a nil Conn, the HTTP status and the
-// gateway's reason. The connection is closed at cleanup.
+// web gateway CA (gateway-ca.pem). On a refusal it returns a nil Conn, the
+// HTTP status and the gateway's reason. The connection is closed at
+// cleanup.
 func (e *Env) DialGateway(tb testing.TB, sessionID, token string) (c *websocket.Conn, status int, reason string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	q := url.Values{"authToken": {token}, "sessionId": {sessionID}}
 	u := "wss://127.0.0.1:" + strconv.Itoa(e.WebPort) + "/websockify?" + q.Encode()
-	hc := *e.HTTP
+	hc := *e.GatewayHTTP
 	hc.Timeout = 0 // the context bounds the handshake; the connection lives on
 	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: &hc, Subprotocols: []string{"binary"}})
 	if err != nil {

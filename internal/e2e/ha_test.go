@@ -97,7 +97,9 @@ func TestE2E_ClusterThreeBrokers(t *testing.T) {
 		if err != nil || conn.ConnectionToken == "" {
 			t.Fatalf("GetSessionConnectionData through b1: %v", err)
 		}
-		gw := &Env{WebPort: vnc.WebPort, HTTP: b2.HTTP}
+		// b1's gateway-ca.pem: another broker's copy of the shared gateway
+		// CA verifies the certificate b2 issued.
+		gw := &Env{WebPort: vnc.WebPort, GatewayHTTP: b1.GatewayHTTP}
 		ws := gw.MustConnect(t, id, conn.ConnectionToken, user1)
 		ws.CloseNow()
 

@@ -265,9 +265,11 @@ type Env struct {
 
 	// Client calls the API with an OAuth token of the registered client.
 	Client *api.Client
-	// HTTP trusts the broker's CA (which also issues the gateway's
-	// certificate).
+	// HTTP trusts the broker's CA, ca.pem.
 	HTTP *http.Client
+	// GatewayHTTP trusts the web gateway CA, gateway-ca.pem, which issues
+	// the agents' web gateway certificates (and not ca.pem).
+	GatewayHTTP *http.Client
 
 	Broker *Process
 	Agent  *Process
@@ -355,6 +357,8 @@ func (e *Env) mustStartBroker(tb testing.TB) {
 		"agent-to-broker-connector-https-port = 0",
 		"agent-to-broker-connector-bind-host = 127.0.0.1",
 		"agent-heartbeat-timeout-seconds = 10",
+		// The agents' web gateways listen on loopback here.
+		"web-gateway-ca-permitted-subtrees = 127.0.0.0/8",
 		"log-format = json",
 		"log-level = " + e.opts.LogLevel,
 		strings.Join(e.opts.BrokerProps, "\n"),
@@ -386,6 +390,9 @@ func (e *Env) mustStartBroker(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	e.HTTP = hc
+	if e.GatewayHTTP, err = api.NewHTTPClient(filepath.Join(e.BrokerDir, "gateway-ca.pem"), false); err != nil {
+		tb.Fatal(err)
+	}
 	// /health answers once the store does.
 	deadline = time.Now().Add(15 * time.Second)
 	for {

@@ -12,13 +12,15 @@ import (
 	"github.com/berth-dev/berth/internal/agentmetrics/metricstest"
 )
 
-// scrape reads https://addr/metrics with the broker's CA.
-func scrape(tb testing.TB, e *Env, port int) metricstest.Families {
+// scrape reads https://127.0.0.1:port/metrics with hc: e.HTTP (ca.pem) for
+// the broker's listener, e.GatewayHTTP (gateway-ca.pem) for a vnc agent's,
+// which serves its web gateway's certificate.
+func scrape(tb testing.TB, hc *http.Client, port int) metricstest.Families {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/metrics", port), nil)
-	resp, err := e.HTTP.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		tb.Fatalf("scrape :%d: %v", port, err)
 	}
@@ -75,7 +77,7 @@ func TestE2E_Metrics(t *testing.T) {
 	for _, s := range desc.Sessions {
 		byState[s.State]++
 	}
-	b := scrape(t, e, brokerPort)
+	b := scrape(t, e.HTTP, brokerPort)
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -113,7 +115,7 @@ func TestE2E_Metrics(t *testing.T) {
 	}
 
 	// The agent.
-	a := scrape(t, e, agentPort)
+	a := scrape(t, e.GatewayHTTP, agentPort)
 	for _, c := range []struct {
 		name   string
 		labels []string

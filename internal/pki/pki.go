@@ -409,6 +409,11 @@ func LoadPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// NormalizeName returns the form in which certificates carry a name: an IP
+// address in its canonical form without a zone, any other name trimmed,
+// without a trailing dot and lower-cased.
+func NormalizeName(n string) string { return normalizeName(n) }
+
 // normalizeName trims n and, for an IP address, drops any zone and returns its
 // canonical form. Other names are lower-cased.
 func normalizeName(n string) string {
