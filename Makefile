@@ -6,7 +6,7 @@ GO ?= go
 export GOTOOLCHAIN := go1.27.3
 BINARIES := berth-broker berth-agent berth
 
-.PHONY: build test test-short lint bench fuzz run clean deb
+.PHONY: build test test-short lint vulncheck bench fuzz run clean deb
 
 build:
 	@mkdir -p bin
@@ -24,6 +24,11 @@ test-short:
 lint:
 	$(GO) vet ./...
 	gofmt -l $$(git ls-files '*.go')
+
+# govulncheck against a vulnerability database built from golang.org/x/vulndb
+# (scripts/vulncheck.sh); CI runs it after the tests.
+vulncheck:
+	GO=$(GO) ./scripts/vulncheck.sh
 
 # Benchmarks whose numbers the closing notes quote.
 bench:
