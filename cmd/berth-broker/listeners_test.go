@@ -20,7 +20,7 @@ func TestBroker_ListenerLimits(t *testing.T) {
 	b := MustRunMain(t, t.TempDir(), func(c *Config) {
 		c.ClientMaxConnsPerAddr, c.AgentMaxConnsPerAddr, c.GatewayMaxConnsPerAddr = perAddr, perAddr, perAddr
 		c.EnableGateway, c.GatewayBindHost, c.GatewayPort = true, "127.0.0.1", 0
-		c.MetricsPort = 0
+		c.MetricsPort = 0 // a port of its own: metrics on
 		// Far beyond the test's waits: only a limit closes a connection.
 		c.RequestHeaderTimeout, c.RequestReadTimeout = time.Minute, time.Minute
 	})
@@ -55,6 +55,9 @@ func TestBroker_ListenerLimits(t *testing.T) {
 			}
 			if _, perAddrRefused := ln.Refused(); perAddrRefused != 1 {
 				t.Fatalf("%d refusals counted, want 1", perAddrRefused)
+			}
+			if v := b.MustScrape(t).must(t, "berth_broker_connections_refused_total", "listener", tc.name, "reason", "per_address"); v != 1 {
+				t.Errorf("berth_broker_connections_refused_total{listener=%q,reason=\"per_address\"} = %v, want 1", tc.name, v)
 			}
 		})
 	}

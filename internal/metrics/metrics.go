@@ -83,6 +83,7 @@ type Broker struct {
 	tokensIssued      *prometheus.CounterVec
 	tokensRefused     *prometheus.CounterVec
 	agentCerts        prometheus.Counter
+	connsRefused      *prometheus.CounterVec
 }
 
 // New returns the metrics of a broker whose scrape-time figures come from
@@ -138,6 +139,9 @@ func New(src Source, opts Options) *Broker {
 	b.tokensRefused.WithLabelValues(oauth.TokenRequest, oauth.RefusedInvalidClient)
 	b.tokensRefused.WithLabelValues(oauth.TokenAccess, oauth.RefusedExpired)
 	b.agentCerts = f.counter("agent_certificates_issued_total", "Gateway certificates issued to agents.")
+	b.connsRefused = f.counterVec("connections_refused_total",
+		"Connections closed on accept by a listener's connection limits, by listener (client, agent, gateway, metrics) and reason (total, per_address).",
+		"listener", "reason")
 
 	buildInfo := f.gaugeVec("build_info", "Always 1; the label is the broker's version.", "version")
 	buildInfo.WithLabelValues(opts.Version).Set(1)
@@ -148,6 +152,13 @@ func New(src Source, opts Options) *Broker {
 		&scrapeCollector{src: src, maxAge: opts.StatsMaxAge, log: b.log},
 	)
 	return b
+}
+
+// ConnectionRefused implements netlimit.Observer: a listener closed a
+// connection on accept because of its limits. The listeners' names and the
+// reasons are fixed sets, so the labels stay bounded.
+func (b *Broker) ConnectionRefused(listener, reason string) {
+	b.connsRefused.WithLabelValues(listener, reason).Inc()
 }
 
 // Handler serves the metrics in the Prometheus text format. A figure that
