@@ -658,7 +658,7 @@ func TestAgentUnit_Directives(t *testing.T) {
 	}
 	caps := strings.Fields(strings.Join(d["CapabilityBoundingSet"], " "))
 	slices.Sort(caps)
-	want := []string{"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
+	want := []string{"CAP_AUDIT_CONTROL", "CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
 		"CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_PTRACE", "CAP_SYS_RESOURCE"}
 	if !slices.Equal(caps, want) {
 		t.Errorf("berth-agent.service: CapabilityBoundingSet %v, want %v", caps, want)
