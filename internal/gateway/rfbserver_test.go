@@ -2,14 +2,22 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Pixel formats: noVNC's (depth 24 in 32 bits, the one Xvnc -depth 24 has
@@ -547,4 +555,143 @@ func FuzzServerMessages(f *testing.F) {
 		}
 		run(func() bool { t.Fatal("clipboard data passed a client without clipboard-copy"); return false }, bytes.NewReader(denied))
 	})
+}
+
+// recording is a real Xvnc's stream to a client that asked as noVNC does
+// (TestRecordXvncStream): Tight fill, palette and JPEG rectangles, CopyRect,
+// the VMware cursor, ExtendedDesktopSize and QEMU key event acknowledgements.
+func recording(tb testing.TB) []byte {
+	tb.Helper()
+	b, err := os.ReadFile("testdata/xvnc-novnc.rfb")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// TestServerParser_Recording parses a real Xvnc stream: it passes unchanged,
+// however it is read, and ends at a message boundary.
+func TestServerParser_Recording(t *testing.T) {
+	in := recording(t)
+	for rname, wrap := range readers {
+		out, err := parse(in, &pf888, func() bool { return false }, wrap)
+		if err != io.EOF || !bytes.Equal(out, in) {
+			t.Errorf("%s: err %v, %d of %d bytes", rname, err, len(out), len(in))
+		}
+	}
+}
+
+// sink counts what is written to it; like the WebSocket connection, it is
+// no io.ReaderFrom.
+type sink struct{ n *int64 }
+
+func (s sink) Write(p []byte) (int, error) {
+	*s.n += int64(len(p))
+	return len(p), nil
+}
+
+// BenchmarkServerStream compares the server-to-client direction on a real
+// Xvnc stream: "copy" is what the bridge did before (io.Copy), "parse" the
+// parser; the reader returns at most 64 KiB a read, as a unix socket does.
+func BenchmarkServerStream(b *testing.B) {
+	in := recording(b)
+	for _, c := range []struct {
+		name string
+		run  func(io.Writer, io.Reader) error
+	}{
+		{"copy", func(w io.Writer, r io.Reader) error {
+			_, err := io.Copy(w, r)
+			return err
+		}},
+		{"parse", func(w io.Writer, r io.Reader) error {
+			link := newLink()
+			link.setMinor(8)
+			link.setClientFormat(pf888)
+			link.updatesRequested()
+			if err := newServerParser(w, r, link, func() bool { return true }).run(); err != io.EOF {
+				return err
+			}
+			return nil
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var n int64
+				if err := c.run(sink{&n}, chunkReader{bytes.NewReader(in), 64 << 10}); err != nil || n != int64(len(in)) {
+					b.Fatalf("%d of %d bytes: %v", n, len(in), err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkServerStreamWebSocket is BenchmarkServerStream end to end: the
+// recording goes from a unix socket, through io.Copy ("copy") or the parser
+// ("parse"), into a TLS WebSocket, and is read by a WebSocket client, as a
+// session's stream goes to a browser.
+func BenchmarkServerStreamWebSocket(b *testing.B) {
+	in := recording(b)
+	ends, err := ServerMessageEnds(in, pf888.bytes())
+	if err != io.EOF {
+		b.Fatal(err)
+	}
+	hello, body := in[:ends[0]], in[ends[0]:]
+	for _, mode := range []string{"copy", "parse"} {
+		b.Run(mode, func(b *testing.B) {
+			ln, err := net.Listen("unix", filepath.Join(b.TempDir(), "vnc"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := websocket.Accept(w, r, nil)
+				if err != nil {
+					return
+				}
+				defer c.CloseNow()
+				nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+				vnc, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer vnc.Close()
+				if mode == "copy" {
+					io.Copy(nc, vnc)
+					return
+				}
+				link := newLink()
+				link.setMinor(8)
+				link.setClientFormat(pf888)
+				link.updatesRequested()
+				newServerParser(nc, vnc, link, func() bool { return true }).run()
+			}))
+			defer srv.Close()
+			c, _, err := websocket.Dial(context.Background(), "wss"+srv.URL[len("https"):], &websocket.DialOptions{HTTPClient: srv.Client()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.CloseNow()
+			c.SetReadLimit(1 << 20)
+			client := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
+			vnc, err := net.Dial("unix", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer vnc.Close()
+			buf := make([]byte, len(body))
+			vnc.Write(hello)
+			if _, err := io.ReadFull(client, buf[:len(hello)]); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				go vnc.Write(body)
+				if _, err := io.ReadFull(client, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -25,6 +25,9 @@ type xDisplay struct {
 	c    *xgb.Conn
 	root xproto.Window
 	win  xproto.Window // the test's window: selection owner and requestor
+	// display (":N") and auth (the Xauthority file) let a test start X
+	// programs on the display.
+	display, auth string
 
 	atoms    map[string]xproto.Atom
 	mu       sync.Mutex
@@ -66,7 +69,7 @@ func openDisplay(t testing.TB, pid int) *xDisplay {
 		conn.Close()
 		t.Fatalf("connect to display :%s: %v", display, err)
 	}
-	d := &xDisplay{t: t, c: c, root: xproto.Setup(c).DefaultScreen(c).Root, atoms: map[string]xproto.Atom{}, owned: map[xproto.Atom]string{}, notified: make(chan xproto.SelectionNotifyEvent, 16)}
+	d := &xDisplay{t: t, c: c, display: ":" + display, auth: auth, root: xproto.Setup(c).DefaultScreen(c).Root, atoms: map[string]xproto.Atom{}, owned: map[xproto.Atom]string{}, notified: make(chan xproto.SelectionNotifyEvent, 16)}
 	t.Cleanup(c.Close)
 	for _, name := range xAtoms {
 		r, err := xproto.InternAtom(c, false, uint16(len(name)), name).Reply()
