@@ -414,3 +414,40 @@ func TestAuthority_RegisterAgentHandler_RateLimit(t *testing.T) {
 		t.Errorf("log holds the statement or lacks the refusals:\n%s", log)
 	}
 }
+
+// FuzzRegisterAgentHandler: whatever the body and remote address, the
+// registration endpoint answers 201, 400 or 429 (never a 5xx or a panic), and
+// no answer holds the statement.
+func FuzzRegisterAgentHandler(f *testing.F) {
+	e := MustEnv(f)
+	s, err := e.auth.GenerateSoftwareStatement(context.Background(), "1.0.0", oauth.StatementLimits{MaxUses: 3})
+	if err != nil {
+		f.Fatal(err)
+	}
+	e.auth.Registrations = oauth.RegistrationLimits{PerMinute: 1000, PerAddressPerMinute: 100}
+	h := e.auth.RegisterAgentHandler()
+	for _, seed := range []struct{ body, remote string }{
+		{`{"software_statement":"STATEMENT","client_name":"h"}`, "192.0.2.1:1"},
+		{`{"software_statement":"STATEMENT\n","client_name":"\u0000"}`, "[2001:db8::1]:2"},
+		{`{"software_statement":123}`, "bogus"},
+		{`{"software_statement":"eyJpZCI6IngifQ=="} trailing`, ""},
+		{`[]`, "[::ffff:192.0.2.9]:3"},
+	} {
+		f.Add(seed.body, seed.remote)
+	}
+	f.Fuzz(func(t *testing.T, body, remote string) {
+		body = strings.ReplaceAll(body, "STATEMENT", s.Statement)
+		r := httptest.NewRequest("POST", "/agent/register", strings.NewReader(body))
+		r.RemoteAddr = remote
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		switch w.Code {
+		case 201, 400, 429:
+		default:
+			t.Fatalf("status %d for %q from %q: %s", w.Code, body, remote, w.Body)
+		}
+		if strings.Contains(w.Body.String(), s.Statement) {
+			t.Fatalf("the answer holds the statement: %s", w.Body)
+		}
+	})
+}
