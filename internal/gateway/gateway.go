@@ -16,10 +16,12 @@
 // reason that says nothing about other sessions, and with 503 when the
 // session has its MaxConcurrentClients.
 //
-// A bridged connection is filtered: a user without "keyboard" cannot send
-// key events, one without "mouse" pointer events, one without
-// "clipboard-paste" clipboard text; a user with neither keyboard nor mouse
-// is view-only. Permission changes apply at once to live connections (losing
+// A bridged connection is filtered both ways: a user without "keyboard"
+// cannot send key events, one without "mouse" pointer events, one without
+// "clipboard-paste" clipboard text, and one without "clipboard-copy"
+// receives no clipboard from the session; a user with neither keyboard nor
+// mouse is view-only. The gateway parses every message in both directions
+// and closes a connection it cannot parse (see rfb.go and rfbserver.go). Permission changes apply at once to live connections (losing
 // "display" drops them), and deleting a session drops its connections. The
 // gateway reports each session's number of connections and its last
 // disconnection time back to the driver.
