@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 	"unique"
 
 	"github.com/berth-dev/berth/internal/broker"
@@ -141,11 +142,12 @@ func scannedRow(ss *broker.Session, strs map[string]string) *row {
 func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string) (*row, error) {
 	r := newRow(seq, id, ss)
 	m := rowMore{attempts: ss.Attempts}
-	// json.Marshal writes invalid UTF-8 as \ufffd, which does not decode back
-	// to the original; without one the JSON decodes to an equal value.
+	// json.Marshal writes invalid UTF-8 as U+FFFD (escaped as \ufffd before
+	// Go 1.27, raw since), which does not decode back to the original;
+	// without one the JSON decodes to an equal value.
 	switch {
 	case len(excluded) <= 2: // "[]"
-	case strings.Contains(excluded, `\ufffd`):
+	case hasReplacement(excluded):
 		if err := json.Unmarshal([]byte(excluded), &m.excluded); err != nil {
 			return nil, fmt.Errorf("decode excluded: %w", err)
 		}
@@ -154,7 +156,7 @@ func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string)
 	}
 	switch {
 	case len(spec) <= 2: // "{}"
-	case strings.Contains(spec, `\ufffd`):
+	case hasReplacement(spec):
 		if err := json.Unmarshal([]byte(spec), &m.spec); err != nil {
 			return nil, fmt.Errorf("decode spec: %w", err)
 		}
@@ -167,6 +169,12 @@ func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string)
 	}
 	r.setMore(m, len(spec) <= 2)
 	return r, nil
+}
+
+// hasReplacement reports whether JSON text holds U+FFFD, escaped or not:
+// where json.Marshal put it for invalid UTF-8.
+func hasReplacement(js string) bool {
+	return strings.Contains(js, `\ufffd`) || strings.ContainsRune(js, utf8.RuneError)
 }
 
 // fill sets ss to the session r holds, with its own copies of the slices,
