@@ -269,7 +269,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	log.Info("agent started", "version", version, "server_id", m.serverID, "driver", a.Driver,
 		"brokers", strings.Join(urls, ","), "tags", len(m.tags), "state_dir", a.StateDir,
-		"software_statement", statement != "")
+		"software_statement_configured", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
 	drv, isVNC := m.driver.(*vnc.Driver)
