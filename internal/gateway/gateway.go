@@ -380,11 +380,14 @@ func (s *Server) Close() error {
 	if s.unwatch != nil {
 		s.unwatch()
 	}
-	for _, srv := range srvs {
-		s.shutdown(srv)
-	}
+	// Bridges first: Shutdown may wait (up to its 5 s) for a connection
+	// that has not sent its first request, and a bridge's client must not
+	// wait that long for its close frame.
 	for _, b := range bs {
 		b.stop(closeGoingAway, "the gateway is shutting down")
+	}
+	for _, srv := range srvs {
+		s.shutdown(srv)
 	}
 	s.cancel()
 	s.wg.Wait()
