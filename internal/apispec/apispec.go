@@ -20,8 +20,8 @@ package apispec
 
 import (
 	"bytes"
-	_ "embed"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
