@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/cgresolver"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -180,7 +181,7 @@ func TestGatewayResolver(t *testing.T) {
 		if !equalJSON(rows[0], want) {
 			t.Fatalf("describe row 0: %v, want %v", rows[0], want)
 		}
-		if fi, err := os.Stat(filepath.Join(b.dir, DNSMappingsFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		if fi, err := os.Stat(filepath.Join(b.dir, cgresolver.DNSMappingsFile)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("mapping file: %v %v", fi, err)
 		}
 
@@ -220,7 +221,7 @@ func TestRegisterDNSMappings_Invalid(t *testing.T) {
 	if code, _, _ := b.adminSplit(t, "register-server-dns-mappings"); code != 2 {
 		t.Errorf("without --file-path: exit %d, want 2", code)
 	}
-	if _, err := os.Stat(filepath.Join(b.dir, DNSMappingsFile)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(b.dir, cgresolver.DNSMappingsFile)); !os.IsNotExist(err) {
 		t.Errorf("a refused file was stored: %v", err)
 	}
 	code, out, _ := b.adminSplit(t, "describe-server-dns-mappings")

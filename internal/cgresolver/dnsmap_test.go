@@ -1,4 +1,4 @@
-package main
+package cgresolver
 
 import (
 	"log/slog"
@@ -11,15 +11,15 @@ import (
 
 func TestDNSMappings_Lookup(t *testing.T) {
 	dir := t.TempDir()
-	d := newDNSMappings(dir, slog.New(slog.DiscardHandler))
+	d := NewDNSMappings(dir, slog.New(slog.DiscardHandler))
 	srv := &broker.Server{ID: "srv-1", Info: broker.ServerInfo{IP: "10.0.0.5"}}
 	srv.Info.Host.EC2InstanceID = "i-0abc"
-	if _, ok := d.lookup(srv); ok {
+	if _, ok := d.Lookup(srv); ok {
 		t.Fatal("a mapping without a file")
 	}
 	write := func(list []DNSMapping) {
 		t.Helper()
-		if err := writeDNSMappings(dir, list); err != nil {
+		if err := WriteDNSMappings(dir, list); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -39,7 +39,7 @@ func TestDNSMappings_Lookup(t *testing.T) {
 		{[]DNSMapping{m("Id", "srv-2", "other")}, nil, ""},
 	} {
 		write(tc.list)
-		n, ok := d.lookup(srv, tc.ips...)
+		n, ok := d.Lookup(srv, tc.ips...)
 		if ok != (tc.want != "") || n.InternalDNSName != tc.want {
 			t.Errorf("%v: got %q %v, want %q", tc.list, n.InternalDNSName, ok, tc.want)
 		}
@@ -47,21 +47,21 @@ func TestDNSMappings_Lookup(t *testing.T) {
 
 	// A file that does not parse keeps the last good mappings.
 	write([]DNSMapping{m("Id", "srv-1", "good")})
-	if n, _ := d.lookup(srv); n.InternalDNSName != "good" {
+	if n, _ := d.Lookup(srv); n.InternalDNSName != "good" {
 		t.Fatalf("got %q", n.InternalDNSName)
 	}
 	path := filepath.Join(dir, DNSMappingsFile)
 	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := d.lookup(srv); n.InternalDNSName != "good" {
+	if n, _ := d.Lookup(srv); n.InternalDNSName != "good" {
 		t.Fatalf("after a bad file: %q", n.InternalDNSName)
 	}
 	// A removed file removes the mappings.
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := d.lookup(srv); ok {
+	if _, ok := d.Lookup(srv); ok {
 		t.Fatal("mapping survived the file's removal")
 	}
 }
