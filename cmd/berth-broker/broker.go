@@ -235,6 +235,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		m.node = cluster.New(pg.Pool(), brokerID, hubDisp, m.locateAgent, cluster.Options{
 			Logger:       m.Logger,
 			OnBrokerDead: func(ctx context.Context, _ string) { m.svc.Redrive(ctx, 0) },
+			Address:      m.clusterAddress(),
 		})
 		if err := m.node.Start(ctx); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -122,6 +123,15 @@ func (m *Main) loadGatewayCA(ctx context.Context) (*pki.CA, error) {
 			"file", filepath.Join(dir, gatewayCACertFile), "permitted", cons.String(), "key_id", ca.KeyID())
 	}
 	return ca, nil
+}
+
+// clusterAddress says where this broker runs, for the message that refuses
+// a second broker started with the same broker-id: its host, ports and
+// process.
+func (m *Main) clusterAddress() string {
+	host, _ := os.Hostname()
+	c := &m.Config
+	return fmt.Sprintf("host %s (client port %d, agent port %d, pid %d)", host, c.ClientPort, c.AgentPort, os.Getpid())
 }
 
 // locateAgent tells the cluster node which broker holds a server's agent link.

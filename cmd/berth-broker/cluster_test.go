@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -148,3 +150,28 @@ func TestCluster_ConcurrentPlacement(t *testing.T) {
 }
 
 func ptrInt(v int) *int { return &v }
+
+// TestCluster_DuplicateBrokerID: a second broker started with the broker-id
+// of a live one on the same database refuses to start, naming the ID, where
+// the other runs and the age of its heartbeat (before, both ran, and
+// commands to the agents of one failed as unreachable).
+func TestCluster_DuplicateBrokerID(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	mustRunClusterBroker(t, dsn, "b1")
+	m := NewMain()
+	m.Config.WorkingPath = t.TempDir()
+	m.Config.ClientBindHost, m.Config.AgentBindHost = "127.0.0.1", "127.0.0.1"
+	m.Config.ClientPort, m.Config.AgentPort = 0, 0
+	m.Config.PersistenceDB, m.Config.PersistenceDSN, m.Config.BrokerID = "postgresql", dsn, "b1"
+	m.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	err := m.Run(context.Background())
+	if err == nil {
+		m.Close()
+		t.Fatal("a second broker with broker-id b1 started")
+	}
+	for _, want := range []string{`broker-id "b1" is in use by a live broker at host `, "client port 0, agent port 0, pid ", "last heartbeat was "} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+}

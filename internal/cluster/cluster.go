@@ -23,11 +23,13 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +70,10 @@ type Options struct {
 	// stopped renewing its heartbeat, so that work lost with it is done
 	// again (broker.Service.Redrive). Optional.
 	OnBrokerDead func(ctx context.Context, id string)
+	// Address says where this broker runs, for the message that refuses
+	// another broker started with the same ID (the host name and process
+	// ID when empty).
+	Address string
 }
 
 func (o *Options) setDefaults() {
@@ -84,6 +90,10 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.Address == "" {
+		host, _ := os.Hostname()
+		o.Address = fmt.Sprintf("host %s, pid %d", host, os.Getpid())
+	}
 }
 
 // leaseName names the one lease: the broker holding it runs the queue,
@@ -93,12 +103,15 @@ const leaseName = "maintenance"
 // Node is one broker's place in the cluster. Create it with New, start it with
 // Run; it is safe for concurrent use.
 type Node struct {
-	pool   *pgxpool.Pool
-	id     string
-	local  broker.Dispatcher
-	locate Locator
-	opts   Options
-	log    *slog.Logger
+	pool *pgxpool.Pool
+	id   string
+	// instance tells this process's row of brokers from that of another
+	// process with the same ID.
+	instance string
+	local    broker.Dispatcher
+	locate   Locator
+	opts     Options
+	log      *slog.Logger
 
 	// channel is the NOTIFY channel, one per database schema.
 	channel string
@@ -120,15 +133,16 @@ type Node struct {
 func New(pool *pgxpool.Pool, id string, local broker.Dispatcher, locate Locator, opts Options) *Node {
 	opts.setDefaults()
 	return &Node{
-		pool:    pool,
-		id:      id,
-		local:   local,
-		locate:  locate,
-		opts:    opts,
-		log:     opts.Logger.With("component", "cluster", "broker_id", id),
-		base:    time.Now(),
-		waiters: make(map[int64]*waiter),
-		wake:    make(chan struct{}, 1),
+		pool:     pool,
+		id:       id,
+		instance: rand.Text(),
+		local:    local,
+		locate:   locate,
+		opts:     opts,
+		log:      opts.Logger.With("component", "cluster", "broker_id", id),
+		base:     time.Now(),
+		waiters:  make(map[int64]*waiter),
+		wake:     make(chan struct{}, 1),
 	}
 }
 
@@ -144,10 +158,45 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	sum := sha256.Sum256([]byte(schema))
 	n.channel = "berth_" + hex.EncodeToString(sum[:8])
-	if err := n.heartbeat(ctx); err != nil {
-		return fmt.Errorf("cluster: register broker %q: %w", n.id, err)
+	if err := n.register(ctx); err != nil {
+		return err
 	}
 	return nil
+}
+
+// ErrDuplicateID is wrapped by the error of Start when another broker with
+// the same ID is alive.
+var ErrDuplicateID = errors.New("another live broker has this broker-id")
+
+// register claims the broker's row: a new one, one left by a broker whose
+// heartbeat is older than Dead (it died or stopped), or this process's own.
+// A fresh row of another process is refused, naming where that broker runs
+// and how old its heartbeat is: two brokers with one ID would take each
+// other's agent links and commands.
+func (n *Node) register(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
+	defer cancel()
+	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET heartbeat = now(), started_at = now(), instance = EXCLUDED.instance, address = EXCLUDED.address
+		WHERE brokers.instance = EXCLUDED.instance OR brokers.heartbeat < now() - make_interval(secs => $4)`,
+		n.id, n.instance, n.opts.Address, n.opts.Dead.Seconds())
+	if err != nil {
+		return fmt.Errorf("cluster: register broker %q: %w", n.id, err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var addr string
+	var age float64
+	err = n.pool.QueryRow(ctx, `SELECT address, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1`, n.id).Scan(&addr, &age)
+	if err != nil {
+		return fmt.Errorf("cluster: register broker %q: %w", n.id, ErrDuplicateID)
+	}
+	if addr == "" {
+		addr = "an unknown address (a broker of an earlier release)"
+	}
+	return fmt.Errorf("cluster: broker-id %q is in use by a live broker at %s, whose last heartbeat was %s ago: give each broker its own broker-id, or stop that one first (it is taken over once its heartbeat is older than %s): %w",
+		n.id, addr, (time.Duration(age * float64(time.Second))).Round(time.Millisecond), n.opts.Dead, ErrDuplicateID)
 }
 
 // Run keeps the broker's heartbeat and lease, listens for announcements and
@@ -169,7 +218,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if _, err := n.pool.Exec(rctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, leaseName, n.id); err != nil {
 		n.log.Warn("give up lease", "err", err)
 	}
-	if _, err := n.pool.Exec(rctx, `DELETE FROM brokers WHERE id = $1`, n.id); err != nil {
+	if _, err := n.pool.Exec(rctx, `DELETE FROM brokers WHERE id = $1 AND instance = $2`, n.id, n.instance); err != nil {
 		n.log.Warn("leave cluster", "err", err)
 	}
 	return nil
@@ -211,8 +260,13 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 func (n *Node) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.opts.Heartbeat)
 	defer cancel()
-	_, err := n.pool.Exec(ctx, `INSERT INTO brokers (id) VALUES ($1)
-		ON CONFLICT (id) DO UPDATE SET heartbeat = now()`, n.id)
+	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address) VALUES ($1, $2, $3)
+		ON CONFLICT (id) DO UPDATE SET heartbeat = now() WHERE brokers.instance = EXCLUDED.instance`, n.id, n.instance, n.opts.Address)
+	if err == nil && tag.RowsAffected() == 0 {
+		// Another process took the ID over after this one missed its
+		// heartbeats (paused, cut off): it is the broker now.
+		err = fmt.Errorf("broker-id %q was taken over by another broker after this one missed its heartbeats: %w", n.id, ErrDuplicateID)
+	}
 	return err
 }
 

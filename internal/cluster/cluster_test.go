@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -372,5 +374,50 @@ func TestBrokers(t *testing.T) {
 	time.Sleep(fastOptions.Dead + 200*time.Millisecond)
 	if list, err = a.Brokers(t.Context()); err != nil || len(list) != 1 || list[0] != "b1" {
 		t.Fatalf("Brokers after b2 died: %v, %v", list, err)
+	}
+}
+
+// TestStart_DuplicateID: a second broker started with the ID of a live one
+// is refused with a message that names the ID, where the other broker runs
+// and how old its heartbeat is; once that broker has stopped, or has died
+// and its heartbeat is older than Dead, the ID may be used again.
+func TestStart_DuplicateID(t *testing.T) {
+	f := newFixture(t)
+	first := f.start(t, "b1", newHub())
+	pool, err := pgxpool.New(t.Context(), f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	opts := fastOptions
+	opts.Address = "host other, pid 42"
+	err = cluster.New(pool, "b1", newHub(), f.loc.locate, opts).Start(t.Context())
+	if !errors.Is(err, cluster.ErrDuplicateID) {
+		t.Fatalf("second broker b1: %v, want ErrDuplicateID", err)
+	}
+	host, _ := os.Hostname()
+	for _, want := range []string{`"b1"`, "host " + host + ", pid ", "last heartbeat was ", " ago"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+	t.Log(err)
+
+	// Stopped: the ID is free at once.
+	first.stop()
+	second := f.start(t, "b1", newHub())
+	// Killed: free once its heartbeat is older than Dead.
+	second.kill()
+	third := cluster.New(pool, "b1", newHub(), f.loc.locate, opts)
+	deadline := time.Now().Add(10 * fastOptions.Dead)
+	for {
+		err := third.Start(t.Context())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, cluster.ErrDuplicateID) || time.Now().After(deadline) {
+			t.Fatalf("after the first b1 died: %v", err)
+		}
+		time.Sleep(fastOptions.Heartbeat)
 	}
 }

@@ -23,6 +23,10 @@ import (
 )
 
 // MustOpen opens a store on dsn and closes it when tb ends.
+
+// migrations is the number of files in migrations/.
+const migrations = 4
+
 func MustOpen(tb testing.TB, dsn string) *postgres.Store {
 	tb.Helper()
 	s, err := postgres.Open(tb.Context(), dsn, nil)
@@ -59,8 +63,8 @@ func TestOpen_Migrations(t *testing.T) {
 	if err := s.Pool().QueryRow(t.Context(), `SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 || version != 3 {
-		t.Errorf("schema_migrations has %d rows up to version %d, want 3 up to 3", n, version)
+	if n != migrations || version != migrations {
+		t.Errorf("schema_migrations has %d rows up to version %d, want %d up to %d", n, version, migrations, migrations)
 	}
 	// The tables of migration 0002 exist.
 	for _, table := range []string{"brokers", "leases", "commands"} {
@@ -116,8 +120,8 @@ func TestOpen_Concurrent(t *testing.T) {
 	if err := stores[0].Pool().QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 3 {
-		t.Errorf("schema_migrations has %d rows, want 3", rows)
+	if rows != migrations {
+		t.Errorf("schema_migrations has %d rows, want %d", rows, migrations)
 	}
 	storetest.MustUpsertServers(t, stores[3], storetest.NewServer("s-a", 0, 0, nil))
 	storetest.MustGetServer(t, stores[1], "s-a")
