@@ -83,6 +83,8 @@ func startE2EBroker(t *testing.T) *e2eBroker {
 		"agent-to-broker-connector-https-port = 0",
 		"agent-to-broker-connector-bind-host = 127.0.0.1",
 		"create-sessions-queue-max-time-seconds = 2",
+		// The vnc agent's web gateway listens on loopback here.
+		"web-gateway-ca-permitted-subtrees = 127.0.0.0/8",
 		"log-format = json",
 		"log-level = info",
 		"",
