@@ -183,12 +183,12 @@ func (p *planner) fileAll(cl *class) {
 // fewest sessions, then the lowest load, then the first host on the hash
 // ring at or after the owner's position (see ringHash), then the lowest
 // index. It moves stale hosts up and drops full ones as it meets them.
-func (p *planner) pick(cl *class, owner string) int32 {
-	oh := ringHash(owner)
+func (p *planner) pick(cl *class, a Ask) int32 {
+	oh := ringHash(a.Owner)
 	for bi := 0; bi < len(cl.buckets); {
 		b := cl.buckets[bi]
 		p.drops = p.drops[:0]
-		host := p.search(cl, b, owner, oh)
+		host := p.search(cl, b, a, oh)
 		if len(p.drops) > 0 {
 			p.refile(cl, b)
 		}
@@ -208,7 +208,7 @@ func (p *planner) pick(cl *class, owner string) int32 {
 // equal load in order and, within a run, starts at the owner's position on
 // the ring and wraps around. Stale and full hosts it meets are appended to
 // p.drops.
-func (p *planner) search(cl *class, b *bucket, owner string, oh uint64) int32 {
+func (p *planner) search(cl *class, b *bucket, a Ask, oh uint64) int32 {
 	ranks := b.ranks
 	for j := 0; j < len(ranks); {
 		lo, hi := p.run(cl, ranks[j])
@@ -222,12 +222,12 @@ func (p *planner) search(cl *class, b *bucket, owner string, oh uint64) int32 {
 			start = j + sort.Search(k-j, func(x int) bool { return ranks[j+x] >= s })
 		}
 		for q := start; q < k; q++ {
-			if host := p.visit(cl, b, ranks[q], owner); host >= 0 {
+			if host := p.visit(cl, b, ranks[q], a); host >= 0 {
 				return host
 			}
 		}
 		for q := j; q < start; q++ {
-			if host := p.visit(cl, b, ranks[q], owner); host >= 0 {
+			if host := p.visit(cl, b, ranks[q], a); host >= 0 {
 				return host
 			}
 		}
@@ -237,9 +237,9 @@ func (p *planner) search(cl *class, b *bucket, owner string, oh uint64) int32 {
 }
 
 // visit checks the host at rank r of bucket b and returns it if feasible.
-func (p *planner) visit(cl *class, b *bucket, r int32, owner string) int32 {
+func (p *planner) visit(cl *class, b *bucket, r int32, a Ask) int32 {
 	i := cl.hosts[r]
-	switch p.check(i, b.total, owner, cl.key.console) {
+	switch p.check(i, b.total, a) {
 	case feasible:
 		return i
 	case stale, gone:

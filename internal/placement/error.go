@@ -15,6 +15,18 @@ type NoHostError struct {
 	Owner string
 }
 
+// refused counts a host that the capacity rule refused for r (0: none).
+func (e *NoHostError) refused(r Reason) {
+	switch r {
+	case ReasonFull:
+		e.Full++
+	case ReasonPerUser:
+		e.PerUser++
+	case ReasonConsole:
+		e.Console++
+	}
+}
+
 // Error says which condition no host met, for example
 // `no DCV server found for the given criteria: of 12 servers, 3 do not match
 // the requirements, 9 are full (max_virtual_sessions reached)`.

@@ -2,7 +2,7 @@
 //
 // It is pure logic over a read-only snapshot of the fleet: the caller builds a
 // []Host from its store, calls Place with a batch of requests, and commits the
-// decisions in a transaction that re-checks capacity.
+// decisions in a transaction that re-checks capacity with Fits.
 //
 // For each request, Place filters the hosts, in this order:
 //
@@ -15,6 +15,10 @@
 //     virtual sessions;
 //  6. per user: the owner already has MaxSessionsPerUser sessions on the host;
 //  7. console: for a CONSOLE session, the host already runs a console session.
+//
+// Filters 5 to 7 are the capacity rule, Fits, written once: the planner
+// decides through it, and the stores apply it again, to the counts they
+// read in the transaction that commits a placement.
 //
 // Among the remaining hosts it picks the one with the fewest sessions
 // (including those assigned earlier in the same batch), then the lowest load

@@ -1,6 +1,7 @@
 package placement_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -593,7 +594,8 @@ func TestPlace_Random(t *testing.T) {
 }
 
 // reference is a slow, obviously correct Place: it copies the hosts and
-// re-evaluates every filter for every request.
+// re-evaluates every filter for every request. Capacity is Fits, which
+// TestFits checks case by case.
 func reference(in []placement.Host, reqs []placement.Request) []placement.Decision {
 	type state struct {
 		virtual, console int
@@ -622,12 +624,7 @@ func reference(in []placement.Host, reqs []placement.Request) []placement.Decisi
 				e.OS++
 			case r.GL && !h.GLCapable:
 				e.GL++
-			case !con && h.MaxVirtualSessions > 0 && s.virtual >= h.MaxVirtualSessions:
-				e.Full++
-			case h.MaxSessionsPerUser > 0 && s.byOwner[r.Owner] >= h.MaxSessionsPerUser:
-				e.PerUser++
-			case con && s.console > 0:
-				e.Console++
+			case refused(h, s.virtual, s.console, s.byOwner[r.Owner], r, e):
 			default:
 				if best < 0 || less(in, st[i].virtual+st[i].console, st[best].virtual+st[best].console, i, best, r.Owner) {
 					best = i
@@ -647,6 +644,31 @@ func reference(in []placement.Host, reqs []placement.Request) []placement.Decisi
 		out[ri] = placement.Decision{HostID: in[best].ID}
 	}
 	return out
+}
+
+// refused applies the capacity rule to host h with those counts and, if it
+// refuses r, counts the reason in e.
+func refused(h placement.Host, virtual, console, owned int, r placement.Request, e *placement.NoHostError) bool {
+	err := placement.Fits(placement.Limits{MaxVirtual: h.MaxVirtualSessions, MaxPerUser: h.MaxSessionsPerUser},
+		placement.Counts{Virtual: virtual, Console: console, Owned: owned}, placement.AskOf(r.Owner, r.Type))
+	if err == nil {
+		return false
+	}
+	var ref *placement.Refusal
+	if !errors.As(err, &ref) {
+		panic(fmt.Sprintf("Fits returned %T, want *placement.Refusal", err))
+	}
+	switch ref.Reason {
+	case placement.ReasonFull:
+		e.Full++
+	case placement.ReasonPerUser:
+		e.PerUser++
+	case placement.ReasonConsole:
+		e.Console++
+	default:
+		panic(fmt.Sprintf("unknown reason %v", ref.Reason))
+	}
+	return true
 }
 
 func less(hosts []placement.Host, ti, tj, i, j int, owner string) bool {

@@ -18,8 +18,7 @@ type planner struct {
 	total   []int32   // Virtual + Console, including this batch
 	virtual []int32   // Virtual, including this batch
 	console []int32   // Console, including this batch
-	maxVirt []int32   // MaxVirtualSessions, 0 unlimited
-	maxUser []int32   // MaxSessionsPerUser, 0 unlimited
+	limits  []Limits  // the capacity limits, for Fits
 	load    []float64 // Load, NaN as +Inf
 	linux   []bool    // OSFamily is linux
 	gl      []bool    // GLCapable
@@ -59,8 +58,7 @@ func newPlanner(hosts []Host) *planner {
 		total:   make([]int32, n),
 		virtual: make([]int32, n),
 		console: make([]int32, n),
-		maxVirt: make([]int32, n),
-		maxUser: make([]int32, n),
+		limits:  make([]Limits, n),
 		load:    make([]float64, n),
 		linux:   make([]bool, n),
 		gl:      make([]bool, n),
@@ -73,8 +71,7 @@ func newPlanner(hosts []Host) *planner {
 		p.virtual[i] = clamp(h.Virtual)
 		p.console[i] = clamp(h.Console)
 		p.total[i] = clamp(h.Virtual + h.Console)
-		p.maxVirt[i] = clamp(h.MaxVirtualSessions)
-		p.maxUser[i] = clamp(h.MaxSessionsPerUser)
+		p.limits[i] = h.limits()
 		p.load[i] = h.Load
 		if math.IsNaN(h.Load) {
 			p.load[i] = math.Inf(1)
@@ -97,19 +94,24 @@ func clamp(v int) int32 {
 	return int32(v)
 }
 
+// limits returns the host's capacity limits.
+func (h *Host) limits() Limits {
+	return Limits{MaxVirtual: h.MaxVirtualSessions, MaxPerUser: h.MaxSessionsPerUser}
+}
+
 // place decides one request and records the assignment.
 func (p *planner) place(r *Request) Decision {
-	console := strings.EqualFold(r.Type, TypeConsole)
-	cl := p.class(classKey{expr: r.Requirements, console: console, gl: r.GL})
+	a := AskOf(r.Owner, r.Type)
+	cl := p.class(classKey{expr: r.Requirements, console: a.Console, gl: r.GL})
 	if len(r.Exclude) > 0 {
 		p.markExcluded(r.Exclude, true)
 		defer p.markExcluded(r.Exclude, false)
 	}
-	i := p.pick(cl, r.Owner)
+	i := p.pick(cl, a)
 	if i < 0 {
-		return Decision{Err: p.explain(r, cl)}
+		return Decision{Err: p.explain(r, a, cl)}
 	}
-	p.assign(i, r.Owner, console)
+	p.assign(i, a)
 	return Decision{HostID: p.hosts[i].ID}
 }
 
@@ -124,30 +126,39 @@ const (
 )
 
 // check applies the dynamic filters to host i, found in the bucket for total t.
-func (p *planner) check(i, t int32, owner string, console bool) verdict {
-	if p.total[i] != t {
+func (p *planner) check(i, t int32, a Ask) verdict {
+	switch {
+	case p.total[i] != t:
 		return stale
-	}
-	if p.full(i, console) {
-		return gone
-	}
-	if p.excluded != nil && p.excluded[i] {
+	case p.refuse(i, a) != 0:
+		if p.full(i, a.Console) {
+			return gone
+		}
 		return skip
-	}
-	if m := p.maxUser[i]; m > 0 && p.ownerSessions(i, owner) >= m {
+	case p.excluded != nil && p.excluded[i]:
 		return skip
 	}
 	return feasible
 }
 
-// full reports whether host i can take no more sessions of the type in this
-// batch: the virtual limit for VIRTUAL, a running console for CONSOLE.
-func (p *planner) full(i int32, console bool) bool {
-	if console {
-		return p.console[i] > 0
+// refuse applies the capacity rule (Fits) to host i and the session a,
+// with the sessions this batch placed.
+func (p *planner) refuse(i int32, a Ask) Reason {
+	l := p.limits[i]
+	c := Counts{Virtual: int(p.virtual[i]), Console: int(p.console[i])}
+	if l.MaxPerUser > 0 { // Fits reads Owned only then
+		c.Owned = int(p.ownerSessions(i, a.Owner))
 	}
-	m := p.maxVirt[i]
-	return m > 0 && p.virtual[i] >= m
+	return refuse(l, c, a)
+}
+
+// full reports whether host i has no room for a session of the type,
+// whoever asks: the capacity rule refuses it to an owner with no session
+// on the host. Counts only grow within a batch, so a full host stays full
+// until the batch ends.
+func (p *planner) full(i int32, console bool) bool {
+	c := Counts{Virtual: int(p.virtual[i]), Console: int(p.console[i])}
+	return refuse(p.limits[i], c, Ask{Console: console}) != 0
 }
 
 // ownerSessions counts the owner's sessions on host i, including this batch.
@@ -160,18 +171,18 @@ func (p *planner) ownerSessions(i int32, owner string) int32 {
 }
 
 // assign records a session placed on host i.
-func (p *planner) assign(i int32, owner string, console bool) {
+func (p *planner) assign(i int32, a Ask) {
 	p.total[i]++
-	if console {
+	if a.Console {
 		p.console[i]++
 	} else {
 		p.virtual[i]++
 	}
-	if p.maxUser[i] > 0 {
+	if p.limits[i].MaxPerUser > 0 { // refuse reads the owner's count only then
 		if p.added == nil {
 			p.added = make(map[ownerHost]int32)
 		}
-		p.added[ownerHost{owner, i}]++
+		p.added[ownerHost{a.Owner, i}]++
 	}
 }
 
@@ -272,7 +283,7 @@ func (p *planner) indexIDs() {
 // explain builds the error for a request that no host can take. The static
 // counts come from the class, corrected for excluded hosts (the first
 // filter); the dynamic filters are counted over the class's hosts.
-func (p *planner) explain(r *Request, cl *class) *NoHostError {
+func (p *planner) explain(r *Request, a Ask, cl *class) *NoHostError {
 	e := &NoHostError{
 		Total:        len(p.hosts),
 		Owner:        r.Owner,
@@ -298,15 +309,8 @@ func (p *planner) explain(r *Request, cl *class) *NoHostError {
 		}
 	}
 	for _, i := range cl.hosts {
-		switch {
-		case p.excluded != nil && p.excluded[i]:
-			// Counted above.
-		case !cl.key.console && p.full(i, false):
-			e.Full++
-		case p.maxUser[i] > 0 && p.ownerSessions(i, r.Owner) >= p.maxUser[i]:
-			e.PerUser++
-		case cl.key.console && p.full(i, true):
-			e.Console++
+		if p.excluded == nil || !p.excluded[i] { // excluded: counted above
+			e.refused(p.refuse(i, a))
 		}
 	}
 	return e
