@@ -209,6 +209,49 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 		})
 	})
 
+	t.Run("input hidden in the extended clipboard", func(t *testing.T) {
+		// TigerVNC reads the flags of an extended clipboard message (and a
+		// caps message's sizes) and nothing more: bytes beyond are read as
+		// the next message. A user without keyboard and mouse hides a key
+		// press in capabilities (which everyone may send) and a pointer
+		// motion in a notify (which clipboard-paste allows); the gateway
+		// closes each connection and nothing reaches the session.
+		allow(t, "clipboard-copy clipboard-paste")
+		idle := x.keymap()
+		x.warp(31, 32)
+		key := binary.BigEndian.AppendUint32([]byte{4, 1, 0, 0}, 'k')
+		ptr := []byte{5, 0, 1, 144, 0, 200} // to 400,200
+		for _, c := range []struct {
+			name  string
+			flags uint32
+			body  []byte
+		}{
+			{"caps", clipCaps | clipText, append(binary.BigEndian.AppendUint32(nil, 0), key...)},
+			{"notify", clipNotify | clipText, ptr},
+		} {
+			u := connect(t, user, encExtendedClipboard)
+			u.extClipboard(c.flags, c.body)
+			// A fence: its answer says the server handled the message;
+			// the end of the connection that the gateway refused it.
+			msg := binary.BigEndian.AppendUint32([]byte{248, 0, 0, 0}, fenceRequest|fenceBlockBefore)
+			u.write(append(msg, 0))
+			closed := false
+			select {
+			case <-u.msgs:
+			case <-u.errc:
+				closed = true
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: no fence answer and no end of the connection", c.name)
+			}
+			if px, py, _ := x.pointer(); px != 31 || py != 32 || !bytes.Equal(x.keymap(), idle) {
+				t.Errorf("input hidden in a clipboard %s message reached the session: pointer %d,%d, keymap %x (was %x)", c.name, px, py, x.keymap(), idle)
+			}
+			if !closed {
+				t.Errorf("%s: the gateway forwarded a clipboard message with hidden input and the connection goes on", c.name)
+			}
+		}
+	})
+
 	t.Run("file transfer", func(t *testing.T) {
 		// TigerVNC has no file transfer and the driver claims none: a
 		// TightVNC FileListRequest, even from the owner (whose builtin

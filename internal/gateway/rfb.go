@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 )
@@ -83,6 +84,25 @@ func classify(h []byte) input {
 		return inputControl
 	}
 	return inputNone
+}
+
+// extClipboardLength checks the length n of an extended clipboard message
+// with flags against what its readers consume: TigerVNC (either side) and
+// noVNC read the flags and, for capabilities, one size per format, and
+// nothing more, so any byte beyond would be read as the next message, which
+// the gateway would not have filtered. Provide is read to its length.
+func extClipboardLength(n int64, flags uint32) error {
+	want := int64(4)
+	switch a := flags & clipActions; {
+	case a&clipCaps != 0:
+		want += 4 * int64(bits.OnesCount32(flags&0xffff))
+	case a == clipProvide:
+		return nil
+	}
+	if n != want {
+		return protoErr("extended clipboard message of %d bytes with flags %#x, whose readers take %d", n, flags, want)
+	}
+	return nil
 }
 
 // filter stages.
@@ -322,6 +342,9 @@ func (f *clientFilter) message(out, p []byte) ([]byte, []byte, error) {
 	case msgClientCutText:
 		n := int64(int32(binary.BigEndian.Uint32(h[4:])))
 		if n < 0 {
+			if err := extClipboardLength(-n, binary.BigEndian.Uint32(h[8:])); err != nil {
+				return p, out, err
+			}
 			n = -n - 4 // extended clipboard: the flags are in the header
 		}
 		if n > maxCutText {

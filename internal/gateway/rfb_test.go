@@ -180,6 +180,11 @@ func TestClientFilter_Errors(t *testing.T) {
 		"huge fence":    cat(handshake, []byte{248, 0, 0, 0, 0, 0, 0, 0, 65}),
 		// Listed, then not listed any more.
 		"desktop size, not listed": cat(handshake, setEncodings, []byte{2, 0, 0, 0}, setDesktopSize),
+		// A KeyEvent hidden after what the server reads of an extended
+		// clipboard message (TigerVNC reads the flags and the caps' sizes).
+		"long caps":                cat(handshake, []byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf0, 0x01, 0, 0, 1, 0, 0, 0, 0}, keyEvent),
+		"long notify":              cat(handshake, []byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf4, 0x08, 0, 0, 1}, keyEvent),
+		"long peek":                cat(handshake, []byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xf4, 0x04, 0, 0, 0}, keyEvent),
 		"short extended clipboard": cat(handshake, []byte{6, 0, 0, 0, 0xff, 0xff, 0xff, 0xfe, 0, 0}),
 		// TightVNC's file transfer (FileListRequest): no file transfer.
 		"file transfer": cat(handshake, []byte{132, 0, 0, 0, 0, 0, 0, 1, '/'}),

@@ -327,7 +327,11 @@ func (p *serverParser) cutText() error {
 		if err != nil {
 			return err
 		}
-		switch a := binary.BigEndian.Uint32(b[8:]) & clipActions; {
+		flags := binary.BigEndian.Uint32(b[8:])
+		if err := extClipboardLength(n, flags); err != nil {
+			return err
+		}
+		switch a := flags & clipActions; {
 		case a&clipCaps != 0, a == clipRequest, a == clipPeek:
 			// Capabilities (read as such whatever else is set), or asking
 			// the client for its clipboard: no clipboard data.

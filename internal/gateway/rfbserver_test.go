@@ -20,6 +20,9 @@ import (
 	"github.com/coder/websocket"
 )
 
+// clipText is the extended clipboard's text format.
+const clipText = 1
+
 // Pixel formats: noVNC's (depth 24 in 32 bits, the one Xvnc -depth 24 has
 // too), 32 bits with depth 32 (not 888: Tight pixels are 4 bytes), 16 and 8
 // bits.
@@ -263,9 +266,8 @@ func TestServerParser_Clipboard(t *testing.T) {
 	peek := extCut(clipPeek, nil)
 	notify := extCut(clipNotify|1, nil)
 	provide := extCut(clipProvide|1, fill(30, 0x78))
-	odd := extCut(clipNotify|clipProvide|1, fill(30, 0x78)) // no single action
 	hello := serverHello(pf888, "desk")
-	in := cat(hello, serverCut("secret"), bell, caps, notify, request, provide, peek, odd, serverCut(""), update(0))
+	in := cat(hello, serverCut("secret"), bell, caps, notify, request, provide, peek, serverCut(""), update(0))
 	var mu sync.Mutex
 	allowed := false
 	allow := func() bool {
@@ -394,7 +396,13 @@ func TestServerParser_Errors(t *testing.T) {
 		"alpha cursor in zrle": cat(hello, update(-1, rect(1, 1, encCursorWithAlpha, u32(encZRLE)))),
 		"fence too large":      cat(hello, []byte{msgServerFence, 0, 0, 0}, u32(0), []byte{65}, fill(65, 0)),
 		"short extended":       cat(hello, []byte{msgServerCutText, 0, 0, 0}, u32(-2), []byte{0, 0}),
-		"pixel format":         cat([]byte("RFB 003.008\n"), []byte{1, 1}, u32(0), u16(1), u16(1), pixelFormat{bpp: 24, depth: 24, trueColour: true}.bytes(), u32(0)),
+		// Bytes beyond what a client reads of an extended clipboard message
+		// would be read as messages: here a ServerCutText in a caps, in a
+		// request and in a message of two actions.
+		"long caps":    cat(hello, extCut(clipCaps|clipText, cat(u32(0), serverCut("hidden")))),
+		"long request": cat(hello, extCut(clipRequest|clipText, serverCut("hidden"))),
+		"two actions":  cat(hello, extCut(clipNotify|clipProvide|clipText, serverCut("hidden"))),
+		"pixel format": cat([]byte("RFB 003.008\n"), []byte{1, 1}, u32(0), u16(1), u16(1), pixelFormat{bpp: 24, depth: 24, trueColour: true}.bytes(), u32(0)),
 	}
 	for name, in := range cases {
 		for rname, wrap := range readers {
