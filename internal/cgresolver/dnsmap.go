@@ -200,10 +200,14 @@ func WriteDNSMappings(dir string, list []DNSMapping) error {
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // after a successful rename this fails harmlessly
-	if err := f.Chmod(0o600); err == nil {
-		if _, err = f.Write(append(data, '\n')); err == nil {
-			err = f.Sync()
-		}
+	// One err throughout: a failed write or sync must stop the rename, or a
+	// truncated file would replace the good one.
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(append(data, '\n'))
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
