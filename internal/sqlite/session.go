@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/placement"
 )
 
 const (
@@ -37,7 +38,9 @@ const (
 
 	// capacitySQL returns the server's limits and its active sessions that count
 	// against a placement of owner ?1, leaving out the session with seq ?2 (the
-	// session being moved; 0 for a new one). No row: unknown server.
+	// session being moved; 0 for a new one), for placement.Fits: the limits
+	// MaxVirtual and MaxPerUser, then the counts Virtual, Owned and Console.
+	// No row: unknown server.
 	capacitySQL = `SELECT v.max_virtual_sessions, v.max_sessions_per_user,
 		coalesce(sum(s.type = 'VIRTUAL'), 0), coalesce(sum(s.owner = ?), 0), coalesce(sum(s.type = 'CONSOLE'), 0)
 		FROM servers v LEFT JOIN sessions s ON s.server_id = v.id AND s.state != 'DELETED' AND s.seq != ?
@@ -170,10 +173,11 @@ func (e itemError) Error() string { return e.err.Error() }
 func (e itemError) Unwrap() error { return e.err }
 
 // CommitPlacements commits placements in one transaction. For each it re-checks
-// against the server's current active (not DELETED) sessions: VIRTUAL sessions
-// below max virtual sessions, the owner's sessions below max sessions per user
-// (0: unlimited) and, for a CONSOLE session, no other active CONSOLE session. A
-// placement that does not fit gets broker.ErrServerFull in the returned slice
+// the capacity rule, placement.Fits, against the server's current active (not
+// DELETED) sessions: VIRTUAL sessions below max virtual sessions, the owner's
+// sessions below max sessions per user (0: unlimited) and, for a CONSOLE
+// session, no other active CONSOLE session. A placement that does not fit gets
+// broker.ErrServerFull, wrapping the *placement.Refusal, in the returned slice
 // (same order) and is not written; an unknown server, or an unknown session for
 // Insert=false, gives broker.ErrNotFound and an existing ID for Insert=true gives
 // broker.ErrConflict. Others are inserted (their Seq assigned) or have their row
@@ -253,21 +257,19 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 			return 0, itemError{fmt.Errorf("session %q is %s on %q, no longer waiting for placement: %w", ss.ID, state, server, broker.ErrConflict)}
 		}
 	}
-	var maxVirtual, maxPerUser, virtual, owned, console int
-	err := p.capacity.QueryRowContext(ctx, ss.Owner, seq, ss.ServerID).Scan(&maxVirtual, &maxPerUser, &virtual, &owned, &console)
+	var (
+		l placement.Limits
+		c placement.Counts
+	)
+	err := p.capacity.QueryRowContext(ctx, ss.Owner, seq, ss.ServerID).Scan(&l.MaxVirtual, &l.MaxPerUser, &c.Virtual, &c.Owned, &c.Console)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, itemError{fmt.Errorf("server %q: %w", ss.ServerID, broker.ErrNotFound)}
 	}
 	if err != nil {
 		return 0, err
 	}
-	switch {
-	case ss.Type == broker.TypeVirtual && maxVirtual > 0 && virtual >= maxVirtual:
-		return 0, itemError{fmt.Errorf("server %q has %d of %d virtual sessions: %w", ss.ServerID, virtual, maxVirtual, broker.ErrServerFull)}
-	case maxPerUser > 0 && owned >= maxPerUser:
-		return 0, itemError{fmt.Errorf("server %q has %d of %d sessions of %q: %w", ss.ServerID, owned, maxPerUser, ss.Owner, broker.ErrServerFull)}
-	case ss.Type == broker.TypeConsole && console > 0:
-		return 0, itemError{fmt.Errorf("server %q has a console session: %w", ss.ServerID, broker.ErrServerFull)}
+	if err := placement.Fits(l, c, placement.AskOf(ss.Owner, ss.Type)); err != nil {
+		return 0, itemError{fmt.Errorf("server %q %w: %w", ss.ServerID, err, broker.ErrServerFull)}
 	}
 	mirrored := p.rows != nil
 	if pl.Insert {
