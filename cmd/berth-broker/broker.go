@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/listencert"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/netlimit"
@@ -50,7 +51,7 @@ type Main struct {
 
 	// certValidity is the lifetime of the certificates the broker issues
 	// itself for its listeners (pki.LeafValidity); certCheck is how often
-	// they are checked for renewal (defaultCertCheck); statsMaxAge is how
+	// they are checked for renewal (listencert.DefaultCheck); statsMaxAge is how
 	// long the metrics reuse the broker's figures (5s). Tests shorten them.
 	certValidity time.Duration
 	certCheck    time.Duration
@@ -58,7 +59,7 @@ type Main struct {
 
 	// logger is the logger Run opened (nil when Logger was given).
 	logger *logging.Logger
-	certs  *certManager
+	certs  *listencert.Manager
 	// metrics is nil unless metrics-port is set.
 	metrics   *metrics.Broker
 	metricsLn net.Listener
@@ -206,18 +207,18 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if m.gatewayCA, err = m.loadGatewayCA(ctx); err != nil {
 		return fmt.Errorf("web gateway certificate authority: %w", err)
 	}
-	m.certs = &certManager{
-		dir:      c.WorkingPath,
-		ca:       ca,
-		names:    func() []string { return append(pki.HostNames(), c.certificateNames()...) },
-		validity: cmp.Or(m.certValidity, pki.LeafValidity),
-		log:      m.Logger.With("component", "certificates"),
-	}
-	clientCert, err := m.certs.holder("client", c.ClientCertFile, c.ClientKeyFile)
+	m.certs = listencert.New(listencert.Config{
+		Dir:      c.WorkingPath,
+		CA:       ca,
+		Names:    func() []string { return append(pki.HostNames(), c.certificateNames()...) },
+		Validity: m.certValidity,
+		Logger:   m.Logger.With("component", "certificates"),
+	})
+	clientCert, err := m.certs.Holder("client", c.ClientCertFile, c.ClientKeyFile)
 	if err != nil {
 		return err
 	}
-	agentCert, err := m.certs.holder("agent", c.AgentCertFile, c.AgentKeyFile)
+	agentCert, err := m.certs.Holder("agent", c.AgentCertFile, c.AgentKeyFile)
 	if err != nil {
 		return err
 	}
@@ -275,7 +276,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			Stats:             svc.Stats,
 			AgentLinks:        func() int { return m.hub.Count() },
 			Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
-			CertificateExpiry: m.certs.expiry,
+			CertificateExpiry: m.certs.Expiry,
 		}, metrics.Options{Version: version, StatsMaxAge: m.statsMaxAge, Logger: m.Logger})
 		svc.SetMetrics(m.metrics)
 		m.auth.Observer = m.metrics
@@ -298,7 +299,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.certs.run(runCtx, cmp.Or(m.certCheck, defaultCertCheck))
+		m.certs.Run(runCtx, cmp.Or(m.certCheck, listencert.DefaultCheck))
 	}()
 
 	apiSrv := &httpapi.Server{Service: svc, Health: m.store, Logger: m.Logger}
@@ -328,7 +329,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			Reports:  reportedNames{svc},
 			CA:       m.gatewayCA,
 			Validity: c.AgentCertValidity,
-			OwnNames: m.certs.names,
+			OwnNames: m.certs.Names,
 			IsLocal:  agentcert.LocalAddrs,
 			Issued:   certIssued,
 			Logger:   m.Logger.With("component", "certificates"),
@@ -338,11 +339,11 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
 
 	if m.clientLn, err = m.listenTLS("client", c.ClientBindHost, c.ClientPort,
-		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, serverTLS(clientCert)); err != nil {
+		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, listencert.ServerTLS(clientCert)); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)
 	}
 	if m.agentLn, err = m.listenTLS("agent", c.AgentBindHost, c.AgentPort,
-		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, serverTLS(agentCert)); err != nil {
+		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, listencert.ServerTLS(agentCert)); err != nil {
 		return fmt.Errorf("agent-to-broker-connector: %w", err)
 	}
 	m.serve(m.clientLn, apiSrv.Handler())
@@ -424,11 +425,11 @@ func (m *Main) listenTLS(name, host string, port int, lim netlimit.Limits, cfg *
 // other listeners use.
 func (m *Main) startMetrics() error {
 	c := &m.Config
-	h, err := m.certs.holder("metrics", "", "")
+	h, err := m.certs.Holder("metrics", "", "")
 	if err != nil {
 		return err
 	}
-	if m.metricsLn, err = m.listenTLS("metrics", c.MetricsBindHost, c.MetricsPort, metricsLimits, serverTLS(h)); err != nil {
+	if m.metricsLn, err = m.listenTLS("metrics", c.MetricsBindHost, c.MetricsPort, metricsLimits, listencert.ServerTLS(h)); err != nil {
 		return fmt.Errorf("metrics-port: %w", err)
 	}
 	mux := http.NewServeMux()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/cgresolver"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/listencert"
 	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/pki"
 )
@@ -17,11 +18,11 @@ import (
 // set.
 func (m *Main) startGateway() error {
 	c := &m.Config
-	cert, err := m.certs.holder("gateway", c.GatewayCertFile, c.GatewayKeyFile)
+	cert, err := m.certs.Holder("gateway", c.GatewayCertFile, c.GatewayKeyFile)
 	if err != nil {
 		return err
 	}
-	cfg := serverTLS(cert)
+	cfg := listencert.ServerTLS(cert)
 	if c.GatewayTLSClientAuth {
 		pool, err := pki.LoadPool(c.GatewayTrustStoreFile)
 		if err != nil {
