@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/placement"
 )
 
 const (
@@ -51,11 +52,12 @@ const (
 // CommitPlacements commits placements in one transaction. It locks the
 // batch's servers (SELECT ... FOR UPDATE, in ID order) and the existing
 // sessions it moves, counts the servers' current sessions, and then decides
-// each placement in order against those counts and the placements before it:
-// VIRTUAL sessions below max virtual sessions, the owner's sessions below max
-// sessions per user (0: unlimited) and, for a CONSOLE session, no other
-// active CONSOLE session. A placement that does not fit gets
-// broker.ErrServerFull in the returned slice (same order) and is not written;
+// each placement in order with the capacity rule, placement.Fits, against
+// those counts and the placements before it: VIRTUAL sessions below max
+// virtual sessions, the owner's sessions below max sessions per user (0:
+// unlimited) and, for a CONSOLE session, no other active CONSOLE session. A
+// placement that does not fit gets broker.ErrServerFull, wrapping the
+// *placement.Refusal, in the returned slice (same order) and is not written;
 // an unknown server, or an unknown session for Insert=false, gives
 // broker.ErrNotFound; an Insert=false session that is no longer CREATING and
 // unplaced, or an existing ID for Insert=true, gives broker.ErrConflict.
@@ -90,9 +92,6 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) (_ 
 	return c.errs, nil
 }
 
-// serverLimits are a locked server's limits (0: unlimited).
-type serverLimits struct{ maxVirtual, maxPerUser int }
-
 // movedRow is the locked row of a session to move.
 type movedRow struct {
 	seq             int64
@@ -111,7 +110,7 @@ type placementTx struct {
 	servers               []string // distinct server IDs
 	moveIDs, insertIDs    []string
 	pairServer, pairOwner []string // distinct (server, owner) pairs
-	limits                map[string]serverLimits
+	limits                map[string]placement.Limits
 	moved                 map[string]movedRow
 	exists                map[string]bool
 	virtual, console      map[string]int
@@ -125,7 +124,7 @@ func newPlacementTx(ps []broker.Placement) *placementTx {
 		ps:      ps,
 		errs:    make([]error, len(ps)),
 		seqs:    make([]int64, len(ps)),
-		limits:  make(map[string]serverLimits),
+		limits:  make(map[string]placement.Limits),
 		moved:   make(map[string]movedRow),
 		exists:  make(map[string]bool),
 		virtual: make(map[string]int),
@@ -164,9 +163,9 @@ func (c *placementTx) read(ctx context.Context, tx pgx.Tx) error {
 	b.Queue(lockServersSQL, c.servers).Query(func(rows pgx.Rows) error {
 		var (
 			id string
-			l  serverLimits
+			l  placement.Limits
 		)
-		_, err := pgx.ForEachRow(rows, []any{&id, &l.maxVirtual, &l.maxPerUser}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&id, &l.MaxVirtual, &l.MaxPerUser}, func() error {
 			c.limits[id] = l
 			return nil
 		})
@@ -254,18 +253,12 @@ func (c *placementTx) decide() error {
 			continue
 		}
 		key := ownerKey{ss.ServerID, ss.Owner}
-		virtual, owned, console := c.virtual[ss.ServerID], c.owned[key], c.console[ss.ServerID]
-		switch {
-		case ss.Type == broker.TypeVirtual && lim.maxVirtual > 0 && virtual >= lim.maxVirtual:
-			c.errs[i] = fmt.Errorf("server %q has %d of %d virtual sessions: %w", ss.ServerID, virtual, lim.maxVirtual, broker.ErrServerFull)
+		counts := placement.Counts{Virtual: c.virtual[ss.ServerID], Console: c.console[ss.ServerID], Owned: c.owned[key]}
+		if err := placement.Fits(lim, counts, placement.AskOf(ss.Owner, ss.Type)); err != nil {
+			c.errs[i] = fmt.Errorf("server %q %w: %w", ss.ServerID, err, broker.ErrServerFull)
 			continue
-		case lim.maxPerUser > 0 && owned >= lim.maxPerUser:
-			c.errs[i] = fmt.Errorf("server %q has %d of %d sessions of %q: %w", ss.ServerID, owned, lim.maxPerUser, ss.Owner, broker.ErrServerFull)
-			continue
-		case ss.Type == broker.TypeConsole && console > 0:
-			c.errs[i] = fmt.Errorf("server %q has a console session: %w", ss.ServerID, broker.ErrServerFull)
-			continue
-		case pl.Insert && (c.exists[ss.ID] || placed[ss.ID]):
+		}
+		if pl.Insert && (c.exists[ss.ID] || placed[ss.ID]) {
 			c.errs[i] = fmt.Errorf("session %q: session ID exists: %w", ss.ID, broker.ErrConflict)
 			continue
 		}
