@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/berth-dev/berth/internal/placement"
 )
 
 // Server availability values and unavailability reasons.
@@ -70,14 +72,23 @@ func (s *Service) view(srv *Server, counts map[string]Counts, now time.Time) *Se
 		v.UnavailabilityReason = ReasonUnhealthy
 	case !srv.Open:
 		v.UnavailabilityReason = ReasonServerClosed
-	case srv.Info.MaxVirtualSessions > 0 && c.Virtual >= srv.Info.MaxVirtualSessions && srv.Info.Host.OSFamily != "windows",
-		srv.Info.Host.OSFamily == "windows" && c.Console > 0:
+	case serverFull(&srv.Info, c):
 		v.UnavailabilityReason = ReasonServerFull
 	}
 	if v.UnavailabilityReason != "" {
 		v.Availability = Unavailable
 	}
 	return v
+}
+
+// serverFull reports whether a server with counts c has no room for one more
+// session of the type it runs, CONSOLE on windows and VIRTUAL otherwise,
+// whoever asks: the capacity rule, placement.Fits, refuses it to an owner
+// with no session on the server.
+func serverFull(info *ServerInfo, c Counts) bool {
+	l := placement.Limits{MaxVirtual: info.MaxVirtualSessions, MaxPerUser: info.MaxConcurrentSessionsPerUser}
+	a := placement.Ask{Console: info.Host.OSFamily == "windows"}
+	return placement.Fits(l, placement.Counts{Virtual: c.Virtual, Console: c.Console}, a) != nil
 }
 
 // ServerByID returns the cached server, nil if unknown.
