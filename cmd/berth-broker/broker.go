@@ -71,14 +71,14 @@ type Main struct {
 	svc  *broker.Service
 	hub  *agenthub.Hub
 	ca   *pki.CA
-	// gatewayCA signs the agents' web gateway certificates (loadGatewayCA).
-	gatewayCA *pki.CA
-	servers   []*http.Server
-	clientLn  net.Listener
-	agentLn   net.Listener
-	// gatewayLn is the Connection Gateway resolver's listener; nil unless
+	// webGatewayCA signs the agents' web gateway certificates (loadWebGatewayCA).
+	webGatewayCA *pki.CA
+	servers      []*http.Server
+	clientLn     net.Listener
+	agentLn      net.Listener
+	// resolverLn is the Connection Gateway resolver's listener; nil unless
 	// enable-gateway.
-	gatewayLn net.Listener
+	resolverLn net.Listener
 	// limited are the connection limits of the listeners, by name.
 	limited map[string]*netlimit.Listener
 
@@ -204,7 +204,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("certificate authority: %w", err)
 	}
 	m.ca = ca
-	if m.gatewayCA, err = m.loadGatewayCA(ctx); err != nil {
+	if m.webGatewayCA, err = m.loadWebGatewayCA(ctx); err != nil {
 		return fmt.Errorf("web gateway certificate authority: %w", err)
 	}
 	m.certs = listencert.New(listencert.Config{
@@ -268,7 +268,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		RequireAuth:      c.EnableAgentAuthorization,
 		HeartbeatTimeout: c.AgentHeartbeatTimeout,
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
-		GatewayCAKeyID:   m.gatewayCA.KeyID(),
+		GatewayCAKeyID:   m.webGatewayCA.KeyID(),
 		Logger:           m.Logger,
 	}
 	if c.MetricsPort != MetricsOff {
@@ -327,7 +327,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		agentMux.Handle("POST /agent/certificate", &agentcert.Handler{
 			Auth:     agentAuth{m.auth},
 			Reports:  reportedNames{svc},
-			CA:       m.gatewayCA,
+			CA:       m.webGatewayCA,
 			Validity: c.AgentCertValidity,
 			OwnNames: m.certs.Names,
 			IsLocal:  agentcert.LocalAddrs,
@@ -348,8 +348,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	m.serve(m.clientLn, apiSrv.Handler())
 	m.serve(m.agentLn, agentMux)
-	if c.EnableGateway {
-		if err := m.startGateway(); err != nil {
+	if c.EnableConnectionGateway {
+		if err := m.startResolver(); err != nil {
 			return err
 		}
 	}

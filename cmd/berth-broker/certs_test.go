@@ -173,7 +173,7 @@ func TestBroker_AgentCertificate(t *testing.T) {
 	b := MustRunMainWith(t, t.TempDir(), func(m *Main) {
 		m.Config.AgentCertValidity = 90 * time.Minute
 		m.Config.MetricsPort = 0
-		m.Config.GatewayCASubtrees = "fleet.example, 10.0.0.0/8"
+		m.Config.WebGatewayCASubtrees = "fleet.example, 10.0.0.0/8"
 	})
 	report := hostReport("desk-a.fleet.example", 10, nil)
 	report.IP = "10.1.2.3"

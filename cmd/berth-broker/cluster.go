@@ -26,7 +26,7 @@ type store interface {
 const caSetting = "ca"
 
 // loadCA returns the broker's certificate authority, the CA of its own
-// listeners (not of the agents' web gateways: see loadGatewayCA). A single
+// listeners (not of the agents' web gateways: see loadWebGatewayCA). A single
 // broker on SQLite keeps it in its working path (ca.pem, ca.key). Brokers
 // sharing a PostgreSQL database share one CA kept in the database, so that
 // agents and clients trust every broker: the
@@ -75,14 +75,14 @@ func (m *Main) loadCA(ctx context.Context) (*pki.CA, error) {
 
 // Files and setting of the web gateway CA.
 const (
-	gatewayCACertFile = "gateway-ca.pem"
-	gatewayCAKeyFile  = "gateway-ca.key"
-	// gatewayCAKeySetting names the store setting that holds the web
+	webGatewayCACertFile = "gateway-ca.pem"
+	webGatewayCAKeyFile  = "gateway-ca.key"
+	// webGatewayCAKeySetting names the store setting that holds the web
 	// gateway CA's key, shared by the brokers of a cluster.
-	gatewayCAKeySetting = "gateway-ca-key"
+	webGatewayCAKeySetting = "gateway-ca-key"
 )
 
-// loadGatewayCA returns the web gateway CA: the CA that signs the agents'
+// loadWebGatewayCA returns the web gateway CA: the CA that signs the agents'
 // web gateway certificates, which browsers trust. It is separate from the
 // broker's own CA and name-constrained to web-gateway-ca-permitted-subtrees
 // (pki.ConstrainedCA). Its key is gateway-ca.key in the working path on
@@ -92,9 +92,9 @@ const (
 // certificates and browsers that trust the old one keep trusting the names
 // both permit. A deployment of an earlier release, which had only ca.pem,
 // gets its gateway CA on its first start.
-func (m *Main) loadGatewayCA(ctx context.Context) (*pki.CA, error) {
+func (m *Main) loadWebGatewayCA(ctx context.Context) (*pki.CA, error) {
 	dir := m.Config.WorkingPath
-	keyFile := filepath.Join(dir, gatewayCAKeyFile)
+	keyFile := filepath.Join(dir, webGatewayCAKeyFile)
 	var keyPEM []byte
 	var err error
 	if m.Config.PersistenceDB != "postgresql" {
@@ -105,7 +105,7 @@ func (m *Main) loadGatewayCA(ctx context.Context) (*pki.CA, error) {
 			return nil, err
 		}
 		var v string
-		if v, err = m.store.Setting(ctx, gatewayCAKeySetting, string(fresh)); err != nil {
+		if v, err = m.store.Setting(ctx, webGatewayCAKeySetting, string(fresh)); err != nil {
 			return nil, fmt.Errorf("read the cluster's web gateway CA from the store: %w", err)
 		}
 		keyPEM = []byte(v)
@@ -113,14 +113,14 @@ func (m *Main) loadGatewayCA(ctx context.Context) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	cons := m.Config.gatewayCAConstraints()
-	ca, changed, err := pki.ConstrainedCA(keyPEM, filepath.Join(dir, gatewayCACertFile), cons)
+	cons := m.Config.webGatewayCAConstraints()
+	ca, changed, err := pki.ConstrainedCA(keyPEM, filepath.Join(dir, webGatewayCACertFile), cons)
 	if err != nil {
 		return nil, err
 	}
 	if changed {
 		m.Logger.Info("web gateway CA certificate written; browsers trust this one, never ca.pem",
-			"file", filepath.Join(dir, gatewayCACertFile), "permitted", cons.String(), "key_id", ca.KeyID())
+			"file", filepath.Join(dir, webGatewayCACertFile), "permitted", cons.String(), "key_id", ca.KeyID())
 	}
 	return ca, nil
 }

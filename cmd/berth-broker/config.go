@@ -49,29 +49,31 @@ type Config struct {
 	AgentCertFile string
 	AgentKeyFile  string
 
-	// EnableGateway is enable-gateway: serve the DCV Connection Gateway
-	// session resolver.
-	EnableGateway bool
-	// GatewayPort is gateway-to-broker-connector-https-port. 0 picks a free
-	// port.
-	GatewayPort int
-	// GatewayBindHost is gateway-to-broker-connector-bind-host.
-	GatewayBindHost string
-	// GatewayCertFile and GatewayKeyFile are
+	// EnableConnectionGateway is enable-gateway: serve the DCV Connection
+	// Gateway's session resolver (internal/cgresolver). The Connection* names
+	// are berth's for the reference's gateway-* keys; the agents' web gateway
+	// is another thing (WebGatewayCASubtrees).
+	EnableConnectionGateway bool
+	// ConnectionGatewayPort is gateway-to-broker-connector-https-port. 0
+	// picks a free port.
+	ConnectionGatewayPort int
+	// ConnectionGatewayBindHost is gateway-to-broker-connector-bind-host.
+	ConnectionGatewayBindHost string
+	// ConnectionGatewayCertFile and ConnectionGatewayKeyFile are
 	// gateway-to-broker-connector-certificate-file and
 	// gateway-to-broker-connector-private-key-file (PEM; berth's
 	// replacement for the reference's key store). Empty: the broker issues a
 	// certificate from its own CA.
-	GatewayCertFile string
-	GatewayKeyFile  string
-	// GatewayTLSClientAuth is enable-tls-client-auth-gateway: require a
-	// client certificate from the gateway.
-	GatewayTLSClientAuth bool
-	// GatewayTrustStoreFile and GatewayTrustStorePass are
+	ConnectionGatewayCertFile string
+	ConnectionGatewayKeyFile  string
+	// ConnectionGatewayTLSClientAuth is enable-tls-client-auth-gateway:
+	// require a client certificate from the Connection Gateway.
+	ConnectionGatewayTLSClientAuth bool
+	// ConnectionGatewayTrustStoreFile and ConnectionGatewayTrustStorePass are
 	// gateway-to-broker-connector-trust-store-file and -trust-store-pass:
 	// the CAs that sign gateway client certificates.
-	GatewayTrustStoreFile string
-	GatewayTrustStorePass string
+	ConnectionGatewayTrustStoreFile string
+	ConnectionGatewayTrustStorePass string
 
 	// MetricsPort is metrics-port: the HTTPS port of the Prometheus metrics
 	// listener; MetricsOff (the default, an empty value in the file) means no
@@ -95,11 +97,12 @@ type Config struct {
 	// per-address bound must stay above the fleet's size there.
 	AgentMaxConns        int
 	AgentMaxConnsPerAddr int
-	// GatewayMaxConns and GatewayMaxConnsPerAddr are the same bounds of the
-	// gateway resolver (gateway-to-broker-connector-max-connections and
+	// ConnectionGatewayMaxConns and ConnectionGatewayMaxConnsPerAddr are the
+	// same bounds of the Connection Gateway resolver
+	// (gateway-to-broker-connector-max-connections and
 	// -max-connections-per-address).
-	GatewayMaxConns        int
-	GatewayMaxConnsPerAddr int
+	ConnectionGatewayMaxConns        int
+	ConnectionGatewayMaxConnsPerAddr int
 	// RequestHeaderTimeout is connector-request-header-timeout-seconds: on
 	// every listener, a new connection must finish its TLS handshake, and a
 	// request its header, within this time.
@@ -139,11 +142,11 @@ type Config struct {
 	// addresses, comma-separated, for the certificates the broker issues
 	// itself (a load balancer's name in front of several brokers).
 	CertificateNames string
-	// GatewayCASubtrees is web-gateway-ca-permitted-subtrees: the DNS
+	// WebGatewayCASubtrees is web-gateway-ca-permitted-subtrees: the DNS
 	// domains and address ranges, comma-separated, that the web gateway CA
 	// may certify (its RFC 5280 name constraints). Empty means
 	// pki.DefaultConstraints.
-	GatewayCASubtrees string
+	WebGatewayCASubtrees string
 
 	// EnableAuthorization is enable-authorization: the client API requires
 	// a bearer token.
@@ -253,57 +256,57 @@ func DefaultConfig() Config {
 		host = "berth-broker"
 	}
 	return Config{
-		ClientPort:                 8443,
-		ClientBindHost:             "0.0.0.0",
-		AgentPort:                  8445,
-		AgentBindHost:              "0.0.0.0",
-		EnableGateway:              false,
-		GatewayPort:                8447,
-		GatewayBindHost:            "0.0.0.0",
-		MetricsPort:                MetricsOff,
-		MetricsBindHost:            "127.0.0.1",
-		ClientMaxConns:             4096,
-		ClientMaxConnsPerAddr:      512,
-		AgentMaxConns:              20000,
-		AgentMaxConnsPerAddr:       10000,
-		GatewayMaxConns:            1024,
-		GatewayMaxConnsPerAddr:     256,
-		RequestHeaderTimeout:       10 * time.Second,
-		RequestReadTimeout:         30 * time.Second,
-		IdleTimeout:                120 * time.Second,
-		DCVVerifierAllowed:         "servers",
-		DCVVerifierRate:            20,
-		WorkingPath:                "/var/lib/berth",
-		PersistenceDB:              "sqlite",
-		BrokerID:                   host,
-		EnableAuthorization:        true,
-		EnableAuthorizationServer:  true,
-		EnableAgentAuthorization:   true,
-		AccessTokenDuration:        60 * time.Minute,
-		ConnectTokenDuration:       60 * time.Minute,
-		RegistrationsPerMinute:     300,
-		RegistrationsPerAddress:    30,
-		UnlinkedAgentTimeout:       24 * time.Hour,
-		ScreenshotMaxWidth:         160,
-		ScreenshotMaxHeight:        100,
-		ScreenshotFormat:           "png",
-		QueueMaxSize:               1000,
-		QueueMaxTime:               1800 * time.Second,
-		Retries:                    2,
-		DeleteSessionDuration:      time.Hour,
-		AutorunMaxArgs:             50,
-		AutorunMaxArgLength:        150,
-		AgentHeartbeatTimeout:      30 * time.Second,
-		UnreachableServerTimeout:   900 * time.Second,
-		UnreachableSessionsTimeout: 900 * time.Second,
-		AgentCertValidity:          2160 * time.Hour,
-		EnableAPIYAML:              true,
-		LogLevel:                   "info",
-		LogFormat:                  "auto",
-		LogMaxSizeMB:               100,
-		LogMaxAgeDays:              14,
-		LogMaxBackups:              10,
-		LogRotation:                "daily",
+		ClientPort:                       8443,
+		ClientBindHost:                   "0.0.0.0",
+		AgentPort:                        8445,
+		AgentBindHost:                    "0.0.0.0",
+		EnableConnectionGateway:          false,
+		ConnectionGatewayPort:            8447,
+		ConnectionGatewayBindHost:        "0.0.0.0",
+		MetricsPort:                      MetricsOff,
+		MetricsBindHost:                  "127.0.0.1",
+		ClientMaxConns:                   4096,
+		ClientMaxConnsPerAddr:            512,
+		AgentMaxConns:                    20000,
+		AgentMaxConnsPerAddr:             10000,
+		ConnectionGatewayMaxConns:        1024,
+		ConnectionGatewayMaxConnsPerAddr: 256,
+		RequestHeaderTimeout:             10 * time.Second,
+		RequestReadTimeout:               30 * time.Second,
+		IdleTimeout:                      120 * time.Second,
+		DCVVerifierAllowed:               "servers",
+		DCVVerifierRate:                  20,
+		WorkingPath:                      "/var/lib/berth",
+		PersistenceDB:                    "sqlite",
+		BrokerID:                         host,
+		EnableAuthorization:              true,
+		EnableAuthorizationServer:        true,
+		EnableAgentAuthorization:         true,
+		AccessTokenDuration:              60 * time.Minute,
+		ConnectTokenDuration:             60 * time.Minute,
+		RegistrationsPerMinute:           300,
+		RegistrationsPerAddress:          30,
+		UnlinkedAgentTimeout:             24 * time.Hour,
+		ScreenshotMaxWidth:               160,
+		ScreenshotMaxHeight:              100,
+		ScreenshotFormat:                 "png",
+		QueueMaxSize:                     1000,
+		QueueMaxTime:                     1800 * time.Second,
+		Retries:                          2,
+		DeleteSessionDuration:            time.Hour,
+		AutorunMaxArgs:                   50,
+		AutorunMaxArgLength:              150,
+		AgentHeartbeatTimeout:            30 * time.Second,
+		UnreachableServerTimeout:         900 * time.Second,
+		UnreachableSessionsTimeout:       900 * time.Second,
+		AgentCertValidity:                2160 * time.Hour,
+		EnableAPIYAML:                    true,
+		LogLevel:                         "info",
+		LogFormat:                        "auto",
+		LogMaxSizeMB:                     100,
+		LogMaxAgeDays:                    14,
+		LogMaxBackups:                    10,
+		LogRotation:                      "daily",
 	}
 }
 
@@ -483,7 +486,7 @@ func (c *Config) Validate() error {
 	}{
 		{"client-to-broker-connector-certificate-file", "client-to-broker-connector-private-key-file", c.ClientCertFile, c.ClientKeyFile},
 		{"agent-to-broker-connector-certificate-file", "agent-to-broker-connector-private-key-file", c.AgentCertFile, c.AgentKeyFile},
-		{"gateway-to-broker-connector-certificate-file", "gateway-to-broker-connector-private-key-file", c.GatewayCertFile, c.GatewayKeyFile},
+		{"gateway-to-broker-connector-certificate-file", "gateway-to-broker-connector-private-key-file", c.ConnectionGatewayCertFile, c.ConnectionGatewayKeyFile},
 	}
 	for _, p := range pairs {
 		switch {
@@ -496,7 +499,7 @@ func (c *Config) Validate() error {
 	if c.PersistenceDB == "postgresql" && c.PersistenceDSN == "" {
 		failNear("persistence-dsn", "persistence-db", "required when persistence-db is postgresql (for example postgres://berth@db.example.com/berth)")
 	}
-	if c.EnableGateway && c.GatewayTLSClientAuth && c.GatewayTrustStoreFile == "" {
+	if c.EnableConnectionGateway && c.ConnectionGatewayTLSClientAuth && c.ConnectionGatewayTrustStoreFile == "" {
 		failNear("gateway-to-broker-connector-trust-store-file", "enable-tls-client-auth-gateway", "required when enable-tls-client-auth-gateway is true")
 	}
 	if c.RequestReadTimeout > 0 && c.RequestReadTimeout < c.RequestHeaderTimeout {
@@ -508,8 +511,8 @@ func (c *Config) Validate() error {
 		port int
 	}
 	ports := []port{{"client-to-broker-connector-https-port", c.ClientPort}, {"agent-to-broker-connector-https-port", c.AgentPort}}
-	if c.EnableGateway {
-		ports = append(ports, port{"gateway-to-broker-connector-https-port", c.GatewayPort})
+	if c.EnableConnectionGateway {
+		ports = append(ports, port{"gateway-to-broker-connector-https-port", c.ConnectionGatewayPort})
 	}
 	if c.MetricsPort != MetricsOff {
 		ports = append(ports, port{"metrics-port", c.MetricsPort})
@@ -719,13 +722,13 @@ func validSubtrees(s string) bool {
 	return err == nil
 }
 
-// gatewayCAConstraints returns the web gateway CA's permitted subtrees:
+// webGatewayCAConstraints returns the web gateway CA's permitted subtrees:
 // web-gateway-ca-permitted-subtrees, or the defaults when it is empty.
-func (c *Config) gatewayCAConstraints() pki.Constraints {
-	if strings.TrimSpace(c.GatewayCASubtrees) == "" {
+func (c *Config) webGatewayCAConstraints() pki.Constraints {
+	if strings.TrimSpace(c.WebGatewayCASubtrees) == "" {
 		return pki.DefaultConstraints()
 	}
-	cons, _ := pki.ParseConstraints(strings.Split(c.GatewayCASubtrees, ","))
+	cons, _ := pki.ParseConstraints(strings.Split(c.WebGatewayCASubtrees, ","))
 	return cons
 }
 
@@ -816,22 +819,22 @@ func configKeys() []configKey {
 		stringKey("agent-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.AgentBindHost }),
 		stringKey("agent-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.AgentCertFile }),
 		stringKey("agent-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.AgentKeyFile }),
-		boolKey("enable-gateway", func(c *Config) *bool { return &c.EnableGateway }),
-		portKey("gateway-to-broker-connector-https-port", func(c *Config) *int { return &c.GatewayPort }),
-		stringKey("gateway-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.GatewayBindHost }),
-		stringKey("gateway-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.GatewayCertFile }),
-		stringKey("gateway-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.GatewayKeyFile }),
-		boolKey("enable-tls-client-auth-gateway", func(c *Config) *bool { return &c.GatewayTLSClientAuth }),
-		stringKey("gateway-to-broker-connector-trust-store-file", "", nil, func(c *Config) *string { return &c.GatewayTrustStoreFile }),
-		stringKey("gateway-to-broker-connector-trust-store-pass", "", nil, func(c *Config) *string { return &c.GatewayTrustStorePass }),
+		boolKey("enable-gateway", func(c *Config) *bool { return &c.EnableConnectionGateway }),
+		portKey("gateway-to-broker-connector-https-port", func(c *Config) *int { return &c.ConnectionGatewayPort }),
+		stringKey("gateway-to-broker-connector-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.ConnectionGatewayBindHost }),
+		stringKey("gateway-to-broker-connector-certificate-file", "", nil, func(c *Config) *string { return &c.ConnectionGatewayCertFile }),
+		stringKey("gateway-to-broker-connector-private-key-file", "", nil, func(c *Config) *string { return &c.ConnectionGatewayKeyFile }),
+		boolKey("enable-tls-client-auth-gateway", func(c *Config) *bool { return &c.ConnectionGatewayTLSClientAuth }),
+		stringKey("gateway-to-broker-connector-trust-store-file", "", nil, func(c *Config) *string { return &c.ConnectionGatewayTrustStoreFile }),
+		stringKey("gateway-to-broker-connector-trust-store-pass", "", nil, func(c *Config) *string { return &c.ConnectionGatewayTrustStorePass }),
 		optionalPortKey("metrics-port", func(c *Config) *int { return &c.MetricsPort }),
 		stringKey("metrics-bind-host", hostRule, validBindHost, func(c *Config) *string { return &c.MetricsBindHost }),
 		atLeastKey("client-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.ClientMaxConns }),
 		atLeastKey("client-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.ClientMaxConnsPerAddr }),
 		atLeastKey("agent-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.AgentMaxConns }),
 		atLeastKey("agent-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.AgentMaxConnsPerAddr }),
-		atLeastKey("gateway-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.GatewayMaxConns }),
-		atLeastKey("gateway-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.GatewayMaxConnsPerAddr }),
+		atLeastKey("gateway-to-broker-connector-max-connections", 0, func(c *Config) *int { return &c.ConnectionGatewayMaxConns }),
+		atLeastKey("gateway-to-broker-connector-max-connections-per-address", 0, func(c *Config) *int { return &c.ConnectionGatewayMaxConnsPerAddr }),
 		durationKey("connector-request-header-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.RequestHeaderTimeout }),
 		durationKey("connector-request-read-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.RequestReadTimeout }),
 		durationKey("connector-idle-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.IdleTimeout }),
@@ -846,7 +849,7 @@ func configKeys() []configKey {
 			"berth always persists its state (see persistence-db); enable-persistence is implied and ignored"),
 		stringKey("broker-id", "an identifier (up to 128 characters, no spaces)", validBrokerID, func(c *Config) *string { return &c.BrokerID }),
 		stringKey("certificate-names", "a comma-separated list of host names and IP addresses", validNameList, func(c *Config) *string { return &c.CertificateNames }),
-		stringKey("web-gateway-ca-permitted-subtrees", "a comma-separated list of DNS domains, CIDR ranges and IP addresses", validSubtrees, func(c *Config) *string { return &c.GatewayCASubtrees }),
+		stringKey("web-gateway-ca-permitted-subtrees", "a comma-separated list of DNS domains, CIDR ranges and IP addresses", validSubtrees, func(c *Config) *string { return &c.WebGatewayCASubtrees }),
 
 		boolKey("enable-authorization", func(c *Config) *bool { return &c.EnableAuthorization }),
 		boolKey("enable-authorization-server", func(c *Config) *bool { return &c.EnableAuthorizationServer }),

@@ -76,11 +76,11 @@ func TestDefaultConfig(t *testing.T) {
 		{"autorun-file-arguments-max-size", c.AutorunMaxArgs, 50},
 		{"autorun-file-arguments-max-argument-length", c.AutorunMaxArgLength, 150},
 		{"enable-api-yaml", c.EnableAPIYAML, true},
-		{"enable-gateway", c.EnableGateway, false},
-		{"gateway-to-broker-connector-https-port", c.GatewayPort, 8447},
-		{"gateway-to-broker-connector-bind-host", c.GatewayBindHost, "0.0.0.0"},
-		{"enable-tls-client-auth-gateway", c.GatewayTLSClientAuth, false},
-		{"gateway-to-broker-connector-trust-store-file", c.GatewayTrustStoreFile, ""},
+		{"enable-gateway", c.EnableConnectionGateway, false},
+		{"gateway-to-broker-connector-https-port", c.ConnectionGatewayPort, 8447},
+		{"gateway-to-broker-connector-bind-host", c.ConnectionGatewayBindHost, "0.0.0.0"},
+		{"enable-tls-client-auth-gateway", c.ConnectionGatewayTLSClientAuth, false},
+		{"gateway-to-broker-connector-trust-store-file", c.ConnectionGatewayTrustStoreFile, ""},
 		{"persistence-db", c.PersistenceDB, "sqlite"},
 		{"persistence-dsn", c.PersistenceDSN, ""},
 		{"access-token-duration-minutes", c.AccessTokenDuration, time.Hour},
@@ -137,8 +137,8 @@ func TestLoadConfig_ReferenceFile(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.WorkingPath = "/var/lib/dcvsmbroker"
-	want.GatewayTrustStoreFile = "/etc/dcv-session-manager-broker/truststore.jks"
-	want.GatewayTrustStorePass = "changeit"
+	want.ConnectionGatewayTrustStoreFile = "/etc/dcv-session-manager-broker/truststore.jks"
+	want.ConnectionGatewayTrustStorePass = "changeit"
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)
 	}
@@ -176,71 +176,71 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		t.Errorf("warned about %q", warned)
 	}
 	want := Config{
-		ClientPort:                 9443,
-		ClientBindHost:             "127.0.0.1",
-		ClientCertFile:             "/etc/berth/client.pem",
-		ClientKeyFile:              "/etc/berth/client.key",
-		AgentPort:                  9445,
-		AgentBindHost:              "::",
-		AgentCertFile:              "/etc/berth/agent.pem",
-		AgentKeyFile:               "/etc/berth/agent.key",
-		EnableGateway:              true,
-		GatewayPort:                9447,
-		GatewayBindHost:            "broker.example.com",
-		GatewayCertFile:            "/etc/berth/gateway.pem",
-		GatewayKeyFile:             "/etc/berth/gateway.key",
-		GatewayTLSClientAuth:       true,
-		GatewayTrustStoreFile:      "/etc/berth/gateway-ca.pem",
-		GatewayTrustStorePass:      "changeit",
-		MetricsPort:                9448,
-		MetricsBindHost:            "0.0.0.0",
-		ClientMaxConns:             100,
-		ClientMaxConnsPerAddr:      10,
-		AgentMaxConns:              200,
-		AgentMaxConnsPerAddr:       20,
-		GatewayMaxConns:            30,
-		GatewayMaxConnsPerAddr:     3,
-		RequestHeaderTimeout:       5 * time.Second,
-		RequestReadTimeout:         20 * time.Second,
-		IdleTimeout:                time.Minute,
-		DCVVerifierAllowed:         "servers,10.0.0.0/8",
-		DCVVerifierRate:            5,
-		WorkingPath:                "/srv/berth",
-		PersistenceDB:              "postgresql",
-		PersistenceDSN:             "postgres://berth:s3cret@db.example.com/berth?sslmode=verify-full",
-		BrokerID:                   "broker-1",
-		CertificateNames:           "broker.example.com,10.0.0.5",
-		GatewayCASubtrees:          "fleet.example.com, 10.20.0.0/16",
-		EnableAuthorization:        false,
-		EnableAuthorizationServer:  false,
-		EnableAgentAuthorization:   false,
-		AccessTokenDuration:        15 * time.Minute,
-		ConnectTokenDuration:       5 * time.Minute,
-		RegistrationsPerMinute:     100,
-		RegistrationsPerAddress:    0,
-		UnlinkedAgentTimeout:       time.Hour,
-		ScreenshotMaxWidth:         320,
-		ScreenshotMaxHeight:        200,
-		ScreenshotFormat:           "jpeg",
-		QueueMaxSize:               10,
-		QueueMaxTime:               time.Minute,
-		Retries:                    0,
-		DeleteSessionDuration:      0,
-		AutorunMaxArgs:             5,
-		AutorunMaxArgLength:        20,
-		AgentHeartbeatTimeout:      10 * time.Second,
-		UnreachableServerTimeout:   time.Minute,
-		UnreachableSessionsTimeout: 2 * time.Minute,
-		AgentCertValidity:          720 * time.Hour,
-		EnableAPIYAML:              false,
-		LogLevel:                   "debug",
-		LogFormat:                  "json",
-		LogDirectory:               "/var/log/berth",
-		LogGroup:                   "adm",
-		LogMaxSizeMB:               50,
-		LogMaxAgeDays:              30,
-		LogMaxBackups:              5,
-		LogRotation:                "size",
+		ClientPort:                       9443,
+		ClientBindHost:                   "127.0.0.1",
+		ClientCertFile:                   "/etc/berth/client.pem",
+		ClientKeyFile:                    "/etc/berth/client.key",
+		AgentPort:                        9445,
+		AgentBindHost:                    "::",
+		AgentCertFile:                    "/etc/berth/agent.pem",
+		AgentKeyFile:                     "/etc/berth/agent.key",
+		EnableConnectionGateway:          true,
+		ConnectionGatewayPort:            9447,
+		ConnectionGatewayBindHost:        "broker.example.com",
+		ConnectionGatewayCertFile:        "/etc/berth/gateway.pem",
+		ConnectionGatewayKeyFile:         "/etc/berth/gateway.key",
+		ConnectionGatewayTLSClientAuth:   true,
+		ConnectionGatewayTrustStoreFile:  "/etc/berth/gateway-ca.pem",
+		ConnectionGatewayTrustStorePass:  "changeit",
+		MetricsPort:                      9448,
+		MetricsBindHost:                  "0.0.0.0",
+		ClientMaxConns:                   100,
+		ClientMaxConnsPerAddr:            10,
+		AgentMaxConns:                    200,
+		AgentMaxConnsPerAddr:             20,
+		ConnectionGatewayMaxConns:        30,
+		ConnectionGatewayMaxConnsPerAddr: 3,
+		RequestHeaderTimeout:             5 * time.Second,
+		RequestReadTimeout:               20 * time.Second,
+		IdleTimeout:                      time.Minute,
+		DCVVerifierAllowed:               "servers,10.0.0.0/8",
+		DCVVerifierRate:                  5,
+		WorkingPath:                      "/srv/berth",
+		PersistenceDB:                    "postgresql",
+		PersistenceDSN:                   "postgres://berth:s3cret@db.example.com/berth?sslmode=verify-full",
+		BrokerID:                         "broker-1",
+		CertificateNames:                 "broker.example.com,10.0.0.5",
+		WebGatewayCASubtrees:             "fleet.example.com, 10.20.0.0/16",
+		EnableAuthorization:              false,
+		EnableAuthorizationServer:        false,
+		EnableAgentAuthorization:         false,
+		AccessTokenDuration:              15 * time.Minute,
+		ConnectTokenDuration:             5 * time.Minute,
+		RegistrationsPerMinute:           100,
+		RegistrationsPerAddress:          0,
+		UnlinkedAgentTimeout:             time.Hour,
+		ScreenshotMaxWidth:               320,
+		ScreenshotMaxHeight:              200,
+		ScreenshotFormat:                 "jpeg",
+		QueueMaxSize:                     10,
+		QueueMaxTime:                     time.Minute,
+		Retries:                          0,
+		DeleteSessionDuration:            0,
+		AutorunMaxArgs:                   5,
+		AutorunMaxArgLength:              20,
+		AgentHeartbeatTimeout:            10 * time.Second,
+		UnreachableServerTimeout:         time.Minute,
+		UnreachableSessionsTimeout:       2 * time.Minute,
+		AgentCertValidity:                720 * time.Hour,
+		EnableAPIYAML:                    false,
+		LogLevel:                         "debug",
+		LogFormat:                        "json",
+		LogDirectory:                     "/var/log/berth",
+		LogGroup:                         "adm",
+		LogMaxSizeMB:                     50,
+		LogMaxAgeDays:                    30,
+		LogMaxBackups:                    5,
+		LogRotation:                      "size",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)
@@ -250,7 +250,7 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 	def, got := reflect.ValueOf(DefaultConfig()), reflect.ValueOf(c)
 	for i := range def.NumField() {
 		name := def.Type().Field(i).Name
-		if name == "Retries" || name == "DeleteSessionDuration" || name == "EnableGateway" || name == "GatewayTLSClientAuth" {
+		if name == "Retries" || name == "DeleteSessionDuration" || name == "EnableConnectionGateway" || name == "ConnectionGatewayTLSClientAuth" {
 			continue // the file sets these to values a default can also have
 		}
 		if def.Field(i).Interface() == got.Field(i).Interface() {
@@ -279,10 +279,10 @@ func TestLoadConfig_Values(t *testing.T) {
 		{"lone dollars stay", "persistence-dsn = pa$$w$rd$", func(c *Config) { c.PersistenceDSN = "pa$$w$rd$" }},
 		{"empty broker id", "broker-id =", func(c *Config) { c.BrokerID = "" }},
 		{"certificate names", "certificate-names = broker.example.com, 10.0.0.5,::1", func(c *Config) { c.CertificateNames = "broker.example.com, 10.0.0.5,::1" }},
-		{"permitted subtrees", "web-gateway-ca-permitted-subtrees = .fleet.example, 10.0.0.0/8, fd00::/8", func(c *Config) { c.GatewayCASubtrees = ".fleet.example, 10.0.0.0/8, fd00::/8" }},
+		{"permitted subtrees", "web-gateway-ca-permitted-subtrees = .fleet.example, 10.0.0.0/8, fd00::/8", func(c *Config) { c.WebGatewayCASubtrees = ".fleet.example, 10.0.0.0/8, fd00::/8" }},
 		{"ipv6 bind host", "client-to-broker-connector-bind-host = ::1", func(c *Config) { c.ClientBindHost = "::1" }},
-		{"same port when gateway off", "gateway-to-broker-connector-https-port = 8443", func(c *Config) { c.GatewayPort = 8443 }},
-		{"client auth without trust store when gateway off", "enable-tls-client-auth-gateway = true", func(c *Config) { c.GatewayTLSClientAuth = true }},
+		{"same port when gateway off", "gateway-to-broker-connector-https-port = 8443", func(c *Config) { c.ConnectionGatewayPort = 8443 }},
+		{"client auth without trust store when gateway off", "enable-tls-client-auth-gateway = true", func(c *Config) { c.ConnectionGatewayTLSClientAuth = true }},
 		{"metrics on a free port", "metrics-port = 0", func(c *Config) { c.MetricsPort = 0 }},
 		{"metrics off when empty", "metrics-port =", func(c *Config) { c.MetricsPort = MetricsOff }},
 		{"metrics beside the gateway's default port when the gateway is off", "metrics-port = 8447", func(c *Config) { c.MetricsPort = 8447 }},
@@ -498,9 +498,11 @@ func TestConfig_Validate(t *testing.T) {
 			`config: persistence-db: "mysql" is not one of sqlite, postgresql`,
 			`config: log-level: "" is not one of debug, info, warn, error`,
 		}},
-		{"gateway ports clash only when enabled", func(c *Config) { c.GatewayPort = 8443 }, nil},
-		{"free ports never clash", func(c *Config) { c.ClientPort, c.AgentPort, c.EnableGateway, c.GatewayPort = 0, 0, true, 0 }, nil},
-		{"gateway cert without key", func(c *Config) { c.GatewayCertFile = "/g.pem" }, []string{
+		{"gateway ports clash only when enabled", func(c *Config) { c.ConnectionGatewayPort = 8443 }, nil},
+		{"free ports never clash", func(c *Config) {
+			c.ClientPort, c.AgentPort, c.EnableConnectionGateway, c.ConnectionGatewayPort = 0, 0, true, 0
+		}, nil},
+		{"gateway cert without key", func(c *Config) { c.ConnectionGatewayCertFile = "/g.pem" }, []string{
 			`config: gateway-to-broker-connector-private-key-file: required when gateway-to-broker-connector-certificate-file is set`,
 		}},
 	}
@@ -601,8 +603,8 @@ func TestConfig_ConnectionLimits(t *testing.T) {
 		{"client-to-broker-connector-max-connections-per-address", d.ClientMaxConnsPerAddr, 512},
 		{"agent-to-broker-connector-max-connections", d.AgentMaxConns, 20000},
 		{"agent-to-broker-connector-max-connections-per-address", d.AgentMaxConnsPerAddr, 10000},
-		{"gateway-to-broker-connector-max-connections", d.GatewayMaxConns, 1024},
-		{"gateway-to-broker-connector-max-connections-per-address", d.GatewayMaxConnsPerAddr, 256},
+		{"gateway-to-broker-connector-max-connections", d.ConnectionGatewayMaxConns, 1024},
+		{"gateway-to-broker-connector-max-connections-per-address", d.ConnectionGatewayMaxConnsPerAddr, 256},
 		{"connector-request-header-timeout-seconds", d.RequestHeaderTimeout, 10 * time.Second},
 		{"connector-request-read-timeout-seconds", d.RequestReadTimeout, 30 * time.Second},
 		{"connector-idle-timeout-seconds", d.IdleTimeout, 2 * time.Minute},
@@ -630,7 +632,7 @@ dcv-token-verifier-rate-limit = 0
 		t.Fatal(err)
 	}
 	if c.ClientMaxConns != 0 || c.ClientMaxConnsPerAddr != 7 || c.AgentMaxConns != 50000 || c.AgentMaxConnsPerAddr != 0 ||
-		c.GatewayMaxConns != 10 || c.GatewayMaxConnsPerAddr != 2 || c.RequestHeaderTimeout != 5*time.Second ||
+		c.ConnectionGatewayMaxConns != 10 || c.ConnectionGatewayMaxConnsPerAddr != 2 || c.RequestHeaderTimeout != 5*time.Second ||
 		c.RequestReadTimeout != 5*time.Second || c.IdleTimeout != 30*time.Second || c.DCVVerifierRate != 0 {
 		t.Errorf("loaded %+v", c)
 	}

@@ -18,8 +18,8 @@ import (
 func TestBroker_ListenerLimits(t *testing.T) {
 	const perAddr = 3
 	b := MustRunMain(t, t.TempDir(), func(c *Config) {
-		c.ClientMaxConnsPerAddr, c.AgentMaxConnsPerAddr, c.GatewayMaxConnsPerAddr = perAddr, perAddr, perAddr
-		c.EnableGateway, c.GatewayBindHost, c.GatewayPort = true, "127.0.0.1", 0
+		c.ClientMaxConnsPerAddr, c.AgentMaxConnsPerAddr, c.ConnectionGatewayMaxConnsPerAddr = perAddr, perAddr, perAddr
+		c.EnableConnectionGateway, c.ConnectionGatewayBindHost, c.ConnectionGatewayPort = true, "127.0.0.1", 0
 		c.MetricsPort = 0 // a port of its own: metrics on
 		// Far beyond the test's waits: only a limit closes a connection.
 		c.RequestHeaderTimeout, c.RequestReadTimeout = time.Minute, time.Minute
@@ -30,7 +30,7 @@ func TestBroker_ListenerLimits(t *testing.T) {
 	}{
 		{"client", b.ClientAddr(), perAddr},
 		{"agent", b.AgentAddr(), perAddr},
-		{"gateway", b.GatewayAddr(), perAddr},
+		{"gateway", b.ResolverAddr(), perAddr},
 		{"metrics", b.MetricsAddr(), metricsLimits.MaxPerAddr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,8 +20,8 @@ import (
 	"github.com/berth-dev/berth/internal/pki"
 )
 
-// gatewayReport is a host with an HTTP and a QUIC endpoint.
-func gatewayReport(hostname string) agentproto.HostReport {
+// resolverReport is a host with an HTTP and a QUIC endpoint.
+func resolverReport(hostname string) agentproto.HostReport {
 	r := hostReport(hostname, 0, nil)
 	r.IP = "127.0.0.1"
 	r.Endpoints = []agentproto.Endpoint{
@@ -32,11 +32,11 @@ func gatewayReport(hostname string) agentproto.HostReport {
 	return r
 }
 
-func gatewayBroker(t *testing.T, edit func(*Config)) *testBroker {
+func resolverBroker(t *testing.T, edit func(*Config)) *testBroker {
 	t.Helper()
 	return MustRunMain(t, t.TempDir(), func(c *Config) {
-		c.EnableGateway = true
-		c.GatewayBindHost, c.GatewayPort = "127.0.0.1", 0
+		c.EnableConnectionGateway = true
+		c.ConnectionGatewayBindHost, c.ConnectionGatewayPort = "127.0.0.1", 0
 		if edit != nil {
 			edit(c)
 		}
@@ -46,7 +46,7 @@ func gatewayBroker(t *testing.T, edit func(*Config)) *testBroker {
 // resolve posts to the resolver and returns the status and the decoded body.
 func resolve(t *testing.T, hc *http.Client, b *testBroker, q url.Values) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, "https://"+b.GatewayAddr()+"/resolveSession?"+q.Encode(), nil)
+	req, _ := http.NewRequest(http.MethodPost, "https://"+b.ResolverAddr()+"/resolveSession?"+q.Encode(), nil)
 	req.Header.Set("Accept", "application/json")
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -71,10 +71,10 @@ func (b *testBroker) adminSplit(t *testing.T, args ...string) (int, string, stri
 	return code, out.String(), errOut.String()
 }
 
-func TestGatewayResolver(t *testing.T) {
+func TestConnectionGatewayResolver(t *testing.T) {
 	ctx := context.Background()
-	b := gatewayBroker(t, nil)
-	c, ids := readySessions(t, b, gatewayReport("gw-host"), "alice", "bob")
+	b := resolverBroker(t, nil)
+	c, ids := readySessions(t, b, resolverReport("gw-host"), "alice", "bob")
 	alice, bob := ids[0], ids[1]
 	serverID := servers(t, c)["gw-host"].Id
 
@@ -129,7 +129,7 @@ func TestGatewayResolver(t *testing.T) {
 	})
 
 	t.Run("health and methods", func(t *testing.T) {
-		resp, err := b.hc.Get("https://" + b.GatewayAddr() + "/health")
+		resp, err := b.hc.Get("https://" + b.ResolverAddr() + "/health")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func TestGatewayResolver(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("health: %d", resp.StatusCode)
 		}
-		resp, err = b.hc.Get("https://" + b.GatewayAddr() + "/resolveSession?sessionId=" + alice + "&transport=HTTP")
+		resp, err = b.hc.Get("https://" + b.ResolverAddr() + "/resolveSession?sessionId=" + alice + "&transport=HTTP")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,12 +228,12 @@ func TestRegisterDNSMappings_Invalid(t *testing.T) {
 	if code != 0 || strings.TrimSpace(out) != "[]" {
 		t.Errorf("describe with none: exit %d, %q", code, out)
 	}
-	if b.GatewayAddr() != "" {
-		t.Errorf("GatewayAddr with the gateway off: %q", b.GatewayAddr())
+	if b.ResolverAddr() != "" {
+		t.Errorf("ResolverAddr with the gateway off: %q", b.ResolverAddr())
 	}
 }
 
-func TestGatewayResolver_MutualTLS(t *testing.T) {
+func TestConnectionGatewayResolver_MutualTLS(t *testing.T) {
 	gwCA, err := pki.LoadOrCreateCA(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -242,12 +242,12 @@ func TestGatewayResolver_MutualTLS(t *testing.T) {
 	if err := os.WriteFile(trust, gwCA.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := gatewayBroker(t, func(c *Config) {
-		c.GatewayTLSClientAuth = true
-		c.GatewayTrustStoreFile = trust
-		c.GatewayTrustStorePass = "ignored"
+	b := resolverBroker(t, func(c *Config) {
+		c.ConnectionGatewayTLSClientAuth = true
+		c.ConnectionGatewayTrustStoreFile = trust
+		c.ConnectionGatewayTrustStorePass = "ignored"
 	})
-	_, ids := readySessions(t, b, gatewayReport("mtls-host"), "alice")
+	_, ids := readySessions(t, b, resolverReport("mtls-host"), "alice")
 	q := url.Values{"sessionId": {ids[0]}, "transport": {"HTTP"}}
 	pool, err := pki.LoadPool(filepath.Join(b.dir, "ca.pem"))
 	if err != nil {
@@ -269,7 +269,7 @@ func TestGatewayResolver_MutualTLS(t *testing.T) {
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
 	}
 	refused := func(hc *http.Client) bool {
-		resp, err := hc.Post("https://"+b.GatewayAddr()+"/resolveSession?"+q.Encode(), "", nil)
+		resp, err := hc.Post("https://"+b.ResolverAddr()+"/resolveSession?"+q.Encode(), "", nil)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -287,18 +287,18 @@ func TestGatewayResolver_MutualTLS(t *testing.T) {
 	}
 }
 
-// TestGatewayResolver_TrustStoreNotPEM: a JKS (or any non-PEM) trust store
+// TestConnectionGatewayResolver_TrustStoreNotPEM: a JKS (or any non-PEM) trust store
 // stops the broker with a message saying what berth reads.
-func TestGatewayResolver_TrustStoreNotPEM(t *testing.T) {
+func TestConnectionGatewayResolver_TrustStoreNotPEM(t *testing.T) {
 	trust := filepath.Join(t.TempDir(), "truststore.jks")
 	if err := os.WriteFile(trust, []byte("\xfe\xed\xfe\xed binary"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m := NewMain()
 	m.Config.WorkingPath = t.TempDir()
-	m.Config.ClientBindHost, m.Config.AgentBindHost, m.Config.GatewayBindHost = "127.0.0.1", "127.0.0.1", "127.0.0.1"
-	m.Config.ClientPort, m.Config.AgentPort, m.Config.GatewayPort = 0, 0, 0
-	m.Config.EnableGateway, m.Config.GatewayTLSClientAuth, m.Config.GatewayTrustStoreFile = true, true, trust
+	m.Config.ClientBindHost, m.Config.AgentBindHost, m.Config.ConnectionGatewayBindHost = "127.0.0.1", "127.0.0.1", "127.0.0.1"
+	m.Config.ClientPort, m.Config.AgentPort, m.Config.ConnectionGatewayPort = 0, 0, 0
+	m.Config.EnableConnectionGateway, m.Config.ConnectionGatewayTLSClientAuth, m.Config.ConnectionGatewayTrustStoreFile = true, true, trust
 	m.Logger = stderrLogger("error", os.Stderr)
 	err := m.Run(context.Background())
 	if err == nil {
