@@ -38,7 +38,8 @@ bench:
 # Run each fuzz target briefly (their seed corpora run in `make test` anyway).
 FUZZ := FuzzParse:./internal/requirements/ FuzzParse:./internal/permfile/ FuzzParse:./internal/properties/ \
 	FuzzDecode:./internal/agentproto/ FuzzBearerToken:./internal/oauth/ FuzzParseINI:./cmd/berth/ \
-	FuzzClientMessages:./internal/gateway/ FuzzLoadConfig:./cmd/berth-broker/
+	FuzzClientMessages:./internal/gateway/ FuzzServerMessages:./internal/gateway/ FuzzLoadConfig:./cmd/berth-broker/ \
+	FuzzRegisterAgentHandler:./internal/oauth/
 fuzz:
 	@for t in $(FUZZ); do $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime 20s "$${t#*:}" || exit 1; done
 
