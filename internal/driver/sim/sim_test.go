@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
@@ -67,40 +68,48 @@ func TestDriver_Lifecycle(t *testing.T) {
 	}
 }
 
+// TestDriver_CreateDelayAndFailure runs on the synctest clock: the session is
+// CREATING while Create waits out CreateDelay.
 func TestDriver_CreateDelayAndFailure(t *testing.T) {
-	ctx := context.Background()
-	d := sim.New()
-	d.CreateDelay = 200 * time.Millisecond
-	d.FailOwners = map[string]string{"eve": "user eve is locked"}
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		d := sim.New()
+		d.CreateDelay = 200 * time.Millisecond
+		d.FailOwners = map[string]string{"eve": "user eve is locked"}
 
-	done := make(chan error, 1)
-	go func() { done <- d.Create(ctx, agent.CreateRequest{ID: "s1", Owner: "u"}) }()
-	time.Sleep(50 * time.Millisecond)
-	if list, _ := d.Sessions(ctx); len(list) != 1 || list[0].State != agentproto.StateCreating {
-		t.Errorf("while starting: %+v", list)
-	}
-	// A second Create of the same ID waits for the first.
-	if err := d.Create(ctx, agent.CreateRequest{ID: "s1", Owner: "u"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if list, _ := d.Sessions(ctx); list[0].State != agentproto.StateReady {
-		t.Errorf("after start: %+v", list)
-	}
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- d.Create(ctx, agent.CreateRequest{ID: "s1", Owner: "u"}) }()
+		synctest.Wait() // Create waits out CreateDelay
+		if list, _ := d.Sessions(ctx); len(list) != 1 || list[0].State != agentproto.StateCreating {
+			t.Errorf("while starting: %+v", list)
+		}
+		// A second Create of the same ID waits for the first.
+		if err := d.Create(ctx, agent.CreateRequest{ID: "s1", Owner: "u"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != d.CreateDelay {
+			t.Errorf("Create took %s, want CreateDelay %s", took, d.CreateDelay)
+		}
+		if list, _ := d.Sessions(ctx); list[0].State != agentproto.StateReady {
+			t.Errorf("after start: %+v", list)
+		}
 
-	if err := d.Create(ctx, agent.CreateRequest{ID: "s2", Owner: "eve"}); err == nil || err.Error() != "user eve is locked" {
-		t.Errorf("failing owner: %v", err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	defer cancel()
-	if err := d.Create(cctx, agent.CreateRequest{ID: "s3", Owner: "u"}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("cancelled create: %v", err)
-	}
-	if list, _ := d.Sessions(ctx); len(list) != 1 {
-		t.Errorf("failed sessions left behind: %+v", list)
-	}
+		if err := d.Create(ctx, agent.CreateRequest{ID: "s2", Owner: "eve"}); err == nil || err.Error() != "user eve is locked" {
+			t.Errorf("failing owner: %v", err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		if err := d.Create(cctx, agent.CreateRequest{ID: "s3", Owner: "u"}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("cancelled create: %v", err)
+		}
+		if list, _ := d.Sessions(ctx); len(list) != 1 {
+			t.Errorf("failed sessions left behind: %+v", list)
+		}
+	})
 }
 
 func TestDriver_SimulateExitAndHealth(t *testing.T) {
