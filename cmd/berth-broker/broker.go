@@ -177,7 +177,9 @@ func (m *Main) openStore(ctx context.Context, admin bool) error {
 	return nil
 }
 
-// Run starts the broker and returns once it listens; Close stops it.
+// Run starts the broker and returns once it listens; Close stops it. Each
+// step below is one method, run in this order; when one fails, Close stops
+// what the earlier ones started.
 func (m *Main) Run(ctx context.Context) (err error) {
 	if m.Logger == nil {
 		if err := m.openLogger(); err != nil {
@@ -189,16 +191,52 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
-	c := &m.Config
 	if err := m.openStore(ctx, false); err != nil {
 		return err
 	}
+	if err := m.prepareTokens(ctx); err != nil {
+		return err
+	}
+	if err := m.loadAuthorities(ctx); err != nil {
+		return err
+	}
+	clientCert, agentCert, err := m.connectorCertificates()
+	if err != nil {
+		return err
+	}
+	brokerID := m.brokerID()
+	hubDisp := &hubDispatcher{}
+	disp, leaser, err := m.startCluster(ctx, brokerID, hubDisp)
+	if err != nil {
+		return err
+	}
+	if err := m.startService(ctx, brokerID, disp, leaser); err != nil {
+		return err
+	}
+	m.newMetrics(leaser)
+	m.startHub(hubDisp)
+	m.runBackground()
+	if err := m.startListeners(clientCert, agentCert); err != nil {
+		return err
+	}
+	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
+		"agent_addr", m.agentLn.Addr().String(), "working_path", m.Config.WorkingPath, "broker_id", brokerID)
+	return nil
+}
+
+// prepareTokens makes sure the token authority has a signing key and local
+// agents a software statement.
+func (m *Main) prepareTokens(ctx context.Context) error {
 	if err := m.auth.EnsureKey(ctx); err != nil {
 		return fmt.Errorf("signing key: %w", err)
 	}
-	if err := m.ensureSoftwareStatement(ctx); err != nil {
-		return err
-	}
+	return m.ensureSoftwareStatement(ctx)
+}
+
+// loadAuthorities loads the broker's CA and the web gateway CA, and builds
+// the manager of the listeners' certificates on the broker's CA.
+func (m *Main) loadAuthorities(ctx context.Context) error {
+	c := &m.Config
 	ca, err := m.loadCA(ctx)
 	if err != nil {
 		return fmt.Errorf("certificate authority: %w", err)
@@ -214,35 +252,55 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		Validity: m.certValidity,
 		Logger:   m.Logger.With("component", "certificates"),
 	})
-	clientCert, err := m.certs.Holder("client", c.ClientCertFile, c.ClientKeyFile)
-	if err != nil {
-		return err
-	}
-	agentCert, err := m.certs.Holder("agent", c.AgentCertFile, c.AgentKeyFile)
-	if err != nil {
-		return err
-	}
+	return nil
+}
 
-	brokerID := c.BrokerID
-	if brokerID == "" {
-		brokerID, _ = os.Hostname()
+// connectorCertificates returns the holders of the client and agent
+// connectors' certificates: their configured files, or the one the broker
+// issues.
+func (m *Main) connectorCertificates() (client, agent *pki.Holder, err error) {
+	c := &m.Config
+	if client, err = m.certs.Holder("client", c.ClientCertFile, c.ClientKeyFile); err != nil {
+		return nil, nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
-	hubDisp := &hubDispatcher{}
-	var disp broker.Dispatcher = hubDisp
-	var leaser broker.Leaser
-	if pg, ok := m.store.(*postgres.Store); ok {
-		m.node = cluster.New(pg.Pool(), brokerID, hubDisp, m.locateAgent, cluster.Options{
-			Logger:       m.Logger,
-			OnBrokerDead: func(ctx context.Context, _ string) { m.svc.Redrive(ctx, 0) },
-			Address:      m.clusterAddress(),
-		})
-		if err := m.node.Start(ctx); err != nil {
-			return err
-		}
-		disp, leaser = m.node, m.node
+	if agent, err = m.certs.Holder("agent", c.AgentCertFile, c.AgentKeyFile); err != nil {
+		return nil, nil, err
 	}
+	return client, agent, nil
+}
+
+// brokerID is broker-id, or the host name when it is not set.
+func (m *Main) brokerID() string {
+	if id := m.Config.BrokerID; id != "" {
+		return id
+	}
+	host, _ := os.Hostname()
+	return host
+}
+
+// startCluster joins the brokers sharing the PostgreSQL store: the cluster
+// node relays commands for agents linked to other brokers and holds the
+// maintenance lease. On SQLite there is no cluster: commands go to the hub
+// and leaser is nil.
+func (m *Main) startCluster(ctx context.Context, brokerID string, hubDisp *hubDispatcher) (broker.Dispatcher, broker.Leaser, error) {
+	pg, ok := m.store.(*postgres.Store)
+	if !ok {
+		return hubDisp, nil, nil
+	}
+	m.node = cluster.New(pg.Pool(), brokerID, hubDisp, m.locateAgent, cluster.Options{
+		Logger:       m.Logger,
+		OnBrokerDead: func(ctx context.Context, _ string) { m.svc.Redrive(ctx, 0) },
+		Address:      m.clusterAddress(),
+	})
+	if err := m.node.Start(ctx); err != nil {
+		return nil, nil, err
+	}
+	return m.node, m.node, nil
+}
+
+// startService builds the broker core on the store.
+func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Dispatcher, leaser broker.Leaser) error {
+	c := &m.Config
 	svc, err := broker.New(ctx, m.store, disp, m.auth, broker.Config{
 		BrokerID:               brokerID,
 		QueueMaxSize:           c.QueueMaxSize,
@@ -264,49 +322,71 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	svc.Leaser = leaser
 	svc.Pruners = []broker.Pruner{m.auth}
 	m.svc = svc
-	hubOpts := agenthub.Options{
+	return nil
+}
+
+// newMetrics builds the Prometheus metrics (metrics-port set) and makes the
+// broker core and the token authority report to them; the hub does too
+// (startHub).
+func (m *Main) newMetrics(leaser broker.Leaser) {
+	if m.Config.MetricsPort == MetricsOff {
+		return
+	}
+	m.metrics = metrics.New(metrics.Source{
+		Stats:             m.svc.Stats,
+		AgentLinks:        func() int { return m.hub.Count() },
+		Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
+		CertificateExpiry: m.certs.Expiry,
+	}, metrics.Options{Version: version, StatsMaxAge: m.statsMaxAge, Logger: m.Logger})
+	m.svc.SetMetrics(m.metrics)
+	m.auth.Observer = m.metrics
+}
+
+// startHub builds the agent hub, the broker's side of the agent links, and
+// gives it to hubDisp.
+func (m *Main) startHub(hubDisp *hubDispatcher) {
+	c := &m.Config
+	opts := agenthub.Options{
 		RequireAuth:      c.EnableAgentAuthorization,
 		HeartbeatTimeout: c.AgentHeartbeatTimeout,
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
 		GatewayCAKeyID:   m.webGatewayCA.KeyID(),
 		Logger:           m.Logger,
 	}
-	if c.MetricsPort != MetricsOff {
-		m.metrics = metrics.New(metrics.Source{
-			Stats:             svc.Stats,
-			AgentLinks:        func() int { return m.hub.Count() },
-			Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
-			CertificateExpiry: m.certs.Expiry,
-		}, metrics.Options{Version: version, StatsMaxAge: m.statsMaxAge, Logger: m.Logger})
-		svc.SetMetrics(m.metrics)
-		m.auth.Observer = m.metrics
-		hubOpts.Observer = m.metrics
+	if m.metrics != nil {
+		opts.Observer = m.metrics
 	}
-	m.hub = agenthub.New(svc, agentAuth{m.auth}, hubOpts)
+	m.hub = agenthub.New(m.svc, agentAuth{m.auth}, opts)
 	hubDisp.hub = m.hub
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		_ = svc.Run(runCtx)
-	}()
-	if m.node != nil {
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			_ = m.node.Run(runCtx)
-		}()
-	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.certs.Run(runCtx, cmp.Or(m.certCheck, listencert.DefaultCheck))
-	}()
+}
 
-	apiSrv := &httpapi.Server{Service: svc, Health: m.store, Logger: m.Logger}
-	var certIssued func()
+// runBackground starts the broker core's loop, the cluster node's and the
+// certificate checks, until Close.
+func (m *Main) runBackground() {
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.goRun(func() { _ = m.svc.Run(runCtx) })
+	if m.node != nil {
+		m.goRun(func() { _ = m.node.Run(runCtx) })
+	}
+	m.goRun(func() { m.certs.Run(runCtx, cmp.Or(m.certCheck, listencert.DefaultCheck)) })
+}
+
+// goRun runs f in a goroutine that Close waits for.
+func (m *Main) goRun(f func()) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		f()
+	}()
+}
+
+// apiHandler is the client API (client-to-broker connector).
+func (m *Main) apiHandler() http.Handler {
+	c := &m.Config
+	apiSrv := &httpapi.Server{Service: m.svc, Health: m.store, Logger: m.Logger}
 	if m.metrics != nil {
 		apiSrv.Observer = m.metrics
-		certIssued = m.metrics.AgentCertificateIssued
 	}
 	if c.EnableAuthorization {
 		apiSrv.Verifier = m.auth
@@ -318,26 +398,46 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if c.EnableAPIYAML {
 		apiSrv.Spec = api.OpenAPIDocument
 	}
-	agentMux := http.NewServeMux()
+	return apiSrv.Handler()
+}
+
+// agentMux is the agent connector: agent links and registration, the web
+// gateway certificates (with agent authorization), the DCV token verifier
+// and health.
+func (m *Main) agentMux() http.Handler {
+	c := &m.Config
+	mux := http.NewServeMux()
 	dcv := m.dcvVerifier()
-	agentMux.Handle("/agent/connect", dcv.TrackLinks(m.hub.Handler()))
-	agentMux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
-	agentMux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
+	mux.Handle("/agent/connect", dcv.TrackLinks(m.hub.Handler()))
+	mux.Handle("POST /agent/register", m.auth.RegisterAgentHandler())
+	mux.Handle("GET /.well-known/jwks.json", m.auth.JWKSHandler())
 	if c.EnableAgentAuthorization {
-		agentMux.Handle("POST /agent/certificate", &agentcert.Handler{
+		var issued func()
+		if m.metrics != nil {
+			issued = m.metrics.AgentCertificateIssued
+		}
+		mux.Handle("POST /agent/certificate", &agentcert.Handler{
 			Auth:     agentAuth{m.auth},
-			Reports:  reportedNames{svc},
+			Reports:  reportedNames{m.svc},
 			CA:       m.webGatewayCA,
 			Validity: c.AgentCertValidity,
 			OwnNames: m.certs.Names,
 			IsLocal:  agentcert.LocalAddrs,
-			Issued:   certIssued,
+			Issued:   issued,
 			Logger:   m.Logger.With("component", "certificates"),
 		})
 	}
-	agentMux.Handle("POST /agent/validate-authentication-token", dcv)
-	agentMux.Handle("GET /health", httpapi.HealthHandler(m.store))
+	mux.Handle("POST /agent/validate-authentication-token", dcv)
+	mux.Handle("GET /health", httpapi.HealthHandler(m.store))
+	return mux
+}
 
+// startListeners opens the client and agent connectors, then the Connection
+// Gateway resolver (enable-gateway) and the metrics listener (metrics-port).
+func (m *Main) startListeners(clientCert, agentCert *pki.Holder) error {
+	c := &m.Config
+	api, agents := m.apiHandler(), m.agentMux()
+	var err error
 	if m.clientLn, err = m.listenTLS("client", c.ClientBindHost, c.ClientPort,
 		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, listencert.ServerTLS(clientCert)); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)
@@ -346,8 +446,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, listencert.ServerTLS(agentCert)); err != nil {
 		return fmt.Errorf("agent-to-broker-connector: %w", err)
 	}
-	m.serve(m.clientLn, apiSrv.Handler())
-	m.serve(m.agentLn, agentMux)
+	m.serve(m.clientLn, api)
+	m.serve(m.agentLn, agents)
 	if c.EnableConnectionGateway {
 		if err := m.startResolver(); err != nil {
 			return err
@@ -358,8 +458,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
-		"agent_addr", m.agentLn.Addr().String(), "working_path", c.WorkingPath, "broker_id", brokerID)
 	return nil
 }
 
