@@ -21,9 +21,15 @@ test: build
 test-short:
 	$(GO) test -short ./...
 
+# Static checks: vet, gofmt, staticcheck and tidy go.mod files (tools/go.mod
+# holds the build tools, out of the product's dependencies).
+TOOL := $(GO) tool -modfile=tools/go.mod
 lint:
 	$(GO) vet ./...
-	gofmt -l $$(git ls-files '*.go')
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(TOOL) staticcheck ./...
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
 
 # govulncheck against a vulnerability database built from golang.org/x/vulndb
 # (scripts/vulncheck.sh); CI runs it after the tests.
@@ -54,7 +60,7 @@ deb: build
 	@mkdir -p $(DIST)
 	@for p in berth-broker berth-agent berth-cli; do \
 		BERTH_DEB_VERSION="$(DEB_VERSION)" BERTH_DEB_ARCH="$$($(GO) env GOARCH)" \
-			$(GO) tool nfpm package --config packaging/$$p.yaml --packager deb --target $(DIST)/ || exit 1; \
+			$(TOOL) nfpm package --config packaging/$$p.yaml --packager deb --target $(DIST)/ || exit 1; \
 	done
 
 clean:
