@@ -14,9 +14,6 @@ import (
 // MaxNameLength caps session names (the Access Console enforces 255; DCV 256).
 const MaxNameLength = 256
 
-// maxUserLength caps owner and user names.
-const maxUserLength = 256
-
 // maxPathLength caps InitFile, AutorunFile and StorageRoot.
 const maxPathLength = 1024
 

@@ -172,10 +172,3 @@ func closeOnExec() {
 		}
 	}
 }
-
-// signalGroup sends sig to the process group pgid (if it still has members).
-func signalGroup(pgid int, sig syscall.Signal) {
-	if pgid > 1 {
-		syscall.Kill(-pgid, sig)
-	}
-}
