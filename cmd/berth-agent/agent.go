@@ -100,18 +100,19 @@ type Main struct {
 
 	serverID string
 	driver   agent.Driver
-	gateway  *gateway.Server
-	// gatewayPort is the port the web gateway listens on.
-	gatewayPort int
-	gatewayDone chan struct{}
-	tags        map[string]string
-	logs        *logging.Logger // the log file, when log.directory is set
-	metrics     *agentmetrics.Metrics
-	metricsSrv  *http.Server
-	metricsAddr string
-	cancel      context.CancelFunc
-	done        chan struct{}
-	bg          sync.WaitGroup // certificate renewal, file watchers, metrics listener
+	// webGateway is the web gateway of a webGatewayDriver; nil for others.
+	webGateway *gateway.Server
+	// webGatewayPort is the port the web gateway listens on.
+	webGatewayPort int
+	webGatewayDone chan struct{}
+	tags           map[string]string
+	logs           *logging.Logger // the log file, when log.directory is set
+	metrics        *agentmetrics.Metrics
+	metricsSrv     *http.Server
+	metricsAddr    string
+	cancel         context.CancelFunc
+	done           chan struct{}
+	bg             sync.WaitGroup // certificate renewal, file watchers, metrics listener
 	// reportNames are the names a certificate of this host must cover, from
 	// the last report (host name, DNS name, IP).
 	reportNames atomic.Pointer[[]string]
@@ -272,16 +273,16 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		"software_statement_configured", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancel = cancel
-	drv, isVNC := m.driver.(*vnc.Driver)
+	drv, hasWebGateway := m.driver.(webGatewayDriver)
 	var gwLn net.Listener
-	if isVNC {
+	if hasWebGateway {
 		// Listen first: the host report that the link sends advertises the
 		// web gateway's port.
 		v := &m.Config.VNC
 		if gwLn, err = net.Listen("tcp", net.JoinHostPort(v.WebBindHost, strconv.Itoa(v.WebPort))); err != nil {
 			return fmt.Errorf("vnc.web_port: %w", err)
 		}
-		m.gatewayPort = gwLn.Addr().(*net.TCPAddr).Port
+		m.webGatewayPort = gwLn.Addr().(*net.TCPAddr).Port
 	}
 	m.done = make(chan struct{})
 	go func() {
@@ -291,8 +292,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		}
 	}()
 	var gwCert *pki.Holder
-	if isVNC {
-		if gwCert, err = m.startGateway(ctx, runCtx, ag, drv, gwLn, addrs[0], tlsConf); err != nil {
+	if hasWebGateway {
+		if gwCert, err = m.startWebGateway(ctx, runCtx, ag, drv, gwLn, addrs[0], tlsConf); err != nil {
 			gwLn.Close()
 			return err
 		}
@@ -305,13 +306,22 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// startGateway starts the vnc driver's web gateway: HTTPS with the configured
-// certificate or one issued by the broker's CA, either kept current while it
-// runs, checking ConnectionTokens against the broker's published keys. It
-// returns the holder of the gateway's certificate.
-func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *vnc.Driver, ln net.Listener, brokerAddr string, tlsConf *tls.Config) (*pki.Holder, error) {
+// webGatewayDriver is a driver whose sessions the agent's web gateway
+// bridges to browsers (the vnc driver): the agent runs a web gateway for
+// any driver that offers them, on vnc.web_port.
+type webGatewayDriver interface {
+	agent.Driver
+	gateway.Sessions
+}
+
+// startWebGateway starts the web gateway of drv's sessions: HTTPS with the
+// configured certificate or one issued by the broker's web gateway CA,
+// either kept current while it runs, checking ConnectionTokens against the
+// broker's published keys. It returns the holder of the gateway's
+// certificate.
+func (m *Main) startWebGateway(ctx, runCtx context.Context, ag *agent.Agent, drv webGatewayDriver, ln net.Listener, brokerAddr string, tlsConf *tls.Config) (*pki.Holder, error) {
 	v := &m.Config.VNC
-	cert, err := m.gatewayCertificate(ctx, runCtx, ag)
+	cert, err := m.webGatewayCertificate(ctx, runCtx, ag)
 	if err != nil {
 		return nil, err
 	}
@@ -330,10 +340,10 @@ func (m *Main) startGateway(ctx, runCtx context.Context, ag *agent.Agent, drv *v
 		gc.Metrics = m.metrics
 	}
 	gw := gateway.New(gc)
-	m.gateway = gw
-	m.gatewayDone = make(chan struct{})
+	m.webGateway = gw
+	m.webGatewayDone = make(chan struct{})
 	go func() {
-		defer close(m.gatewayDone)
+		defer close(m.webGatewayDone)
 		if err := gw.Serve(runCtx, ln); err != nil {
 			m.Logger.Error("web gateway stopped", "err", err)
 		}
@@ -350,13 +360,13 @@ func (m *Main) report(ctx context.Context) (agentproto.HostReport, error) {
 	r.MaxVirtualSessions = m.Config.Agent.MaxVirtualSessions
 	r.MaxConcurrentSessionsPerUser = m.Config.Agent.MaxConcurrentSessionsPerUser
 	r.Tags = maps.Clone(m.tags)
-	if m.gatewayPort != 0 {
+	if m.webGatewayPort != 0 {
 		// A gateway bound to one address is reachable only there: advertise it.
 		if ip := net.ParseIP(m.Config.VNC.WebBindHost); ip != nil && !ip.IsUnspecified() {
 			r.IP = ip.String()
 		}
-		r.Port, r.WebURLPath = m.gatewayPort, "/"
-		r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: m.gatewayPort, WebURLPath: "/", Protocol: "HTTP"}}
+		r.Port, r.WebURLPath = m.webGatewayPort, "/"
+		r.Endpoints = []agentproto.Endpoint{{IP: r.IP, Port: m.webGatewayPort, WebURLPath: "/", Protocol: "HTTP"}}
 		r.Version = "berth-vnc"
 	}
 	if drv, ok := m.driver.(*dcv.Driver); ok {
@@ -412,10 +422,10 @@ func (m *Main) Close() error {
 		}
 		m.cancel = nil
 	}
-	if m.gateway != nil {
-		m.gateway.Close()
-		<-m.gatewayDone
-		m.gateway = nil
+	if m.webGateway != nil {
+		m.webGateway.Close()
+		<-m.webGatewayDone
+		m.webGateway = nil
 	}
 	m.stopMetrics()
 	m.bg.Wait()

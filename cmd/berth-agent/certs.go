@@ -70,11 +70,11 @@ func (m *Main) currentNames(start []string) func() []string {
 	}
 }
 
-// gatewayCertificate returns the holder of the web gateway's certificate and
+// webGatewayCertificate returns the holder of the web gateway's certificate and
 // starts what keeps it current until runCtx ends: vnc.cert_file and
 // vnc.key_file, re-read when they change, or else a certificate issued by
 // the broker's CA, renewed from the broker once a third of its life is left.
-func (m *Main) gatewayCertificate(ctx, runCtx context.Context, ag *agent.Agent) (*pki.Holder, error) {
+func (m *Main) webGatewayCertificate(ctx, runCtx context.Context, ag *agent.Agent) (*pki.Holder, error) {
 	v := &m.Config.VNC
 	if v.CertFile != "" {
 		h, err := m.watchedFiles(runCtx, v.CertFile, v.KeyFile)

@@ -42,7 +42,7 @@ func TestMain_ListenerLimits(t *testing.T) {
 		name, addr string
 		limit      int
 	}{
-		{"gateway", "127.0.0.1:" + itoa(m.gatewayPort), 2},
+		{"gateway", "127.0.0.1:" + itoa(m.webGatewayPort), 2},
 		{"metrics", m.MetricsAddr(), metricsLimits.MaxPerAddr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

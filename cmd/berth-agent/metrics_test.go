@@ -165,11 +165,11 @@ func TestMain_Metrics_VNCGateway(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	roots := poolOf(t, filepath.Join(b.dir, "gateway-ca.pem"))
 	fs := scrape(t, m.MetricsAddr(), roots)
-	if c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: poolOf(t, filepath.Join(b.dir, "ca.pem")), ServerName: "127.0.0.1"}); err == nil {
+	if c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.webGatewayPort), &tls.Config{RootCAs: poolOf(t, filepath.Join(b.dir, "ca.pem")), ServerName: "127.0.0.1"}); err == nil {
 		c.Close()
 		t.Error("the web gateway's certificate verifies against the broker's own ca.pem")
 	}
-	gw, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	gw, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.webGatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatalf("gateway handshake: %v", err)
 	}
@@ -238,7 +238,7 @@ func TestMain_CertificateFiles(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	roots := poolOf(t, filepath.Join(caDir, "ca.pem"))
 	conf := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}
-	addrs := map[string]string{"gateway": "127.0.0.1:" + itoa(m.gatewayPort), "metrics": m.MetricsAddr()}
+	addrs := map[string]string{"gateway": "127.0.0.1:" + itoa(m.webGatewayPort), "metrics": m.MetricsAddr()}
 	serial := func(addr string) *big.Int {
 		t.Helper()
 		c, err := tls.Dial("tcp", addr, conf)
@@ -353,7 +353,7 @@ func TestMain_GatewayCAMigration(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	gatewayRoots := poolOf(t, filepath.Join(b.dir, "gateway-ca.pem"))
 	handshake := func(roots *x509.CertPool) error {
-		c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.gatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		c, err := tls.Dial("tcp", "127.0.0.1:"+itoa(m.webGatewayPort), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 		if err == nil {
 			c.Close()
 		}
