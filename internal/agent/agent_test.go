@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/coder/websocket"
 )
 
@@ -48,7 +50,8 @@ type fakeBroker struct {
 	clients       map[string]string
 	registrations int
 	dials         int
-	certificates  int // certificates issued
+	attempts      []time.Time // when each registration request or dial arrived
+	certificates  int         // certificates issued
 	conns         chan *brokerConn
 }
 
@@ -76,6 +79,7 @@ func mustStartBroker(t *testing.T, fb *fakeBroker) *fakeBroker {
 }
 
 func (fb *fakeBroker) register(w http.ResponseWriter, r *http.Request) {
+	fb.attempt()
 	if fb.statement == "" {
 		http.NotFound(w, r)
 		return
@@ -134,6 +138,7 @@ func (fb *fakeBroker) certificate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (fb *fakeBroker) connect(t *testing.T, w http.ResponseWriter, r *http.Request) {
+	fb.attempt()
 	fb.mu.Lock()
 	fb.dials++
 	fb.mu.Unlock()
@@ -182,6 +187,33 @@ func (fb *fakeBroker) connect(t *testing.T, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	fb.conns <- &brokerConn{c: c, hello: h, clientID: clientID}
+}
+
+// attempt records the arrival of a registration request or a dial.
+func (fb *fakeBroker) attempt() {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.attempts = append(fb.attempts, time.Now())
+}
+
+// waitBackoff waits for three attempts (registrations or dials) and checks
+// that the agent backed off between them: at least backoffMin/2 = 250 ms
+// before the second and, the delay doubling, 500 ms before the third. Only
+// lower bounds: a busy machine makes the gaps longer, never shorter.
+func (fb *fakeBroker) waitBackoff(t *testing.T) {
+	t.Helper()
+	var at []time.Time
+	poll.Until(t, 20*time.Second, "three attempts", func() bool {
+		fb.mu.Lock()
+		defer fb.mu.Unlock()
+		at = slices.Clone(fb.attempts)
+		return len(at) >= 3
+	})
+	for i, least := range []time.Duration{250 * time.Millisecond, 500 * time.Millisecond} {
+		if gap := at[i+1].Sub(at[i]); gap < least {
+			t.Errorf("attempt %d came %s after attempt %d; want at least %s of backoff", i+2, gap, i+1, least)
+		}
+	}
 }
 
 func (fb *fakeBroker) counts() (registrations, dials int) {
@@ -403,13 +435,14 @@ func TestAgent_Register_RefusedCredentials(t *testing.T) {
 func TestAgent_Register_BadStatementBacksOff(t *testing.T) {
 	fb := mustStartBroker(t, &fakeBroker{statement: "stmt", auth: true})
 	_, logs := mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, StateDir: t.TempDir(), SoftwareStatement: "wrong"})
-	time.Sleep(1500 * time.Millisecond)
+	fb.waitBackoff(t)
 	_, dials := fb.counts()
 	if dials != 0 {
 		t.Errorf("agent dialled %d times without credentials", dials)
 	}
-	if n := strings.Count(logs.String(), "invalid_software_statement"); n == 0 || n > 4 {
-		t.Errorf("%d registration attempts in 1.5 s; want a few, with backoff", n)
+	// The agent logs each failure before it backs off.
+	if n := strings.Count(logs.String(), "invalid_software_statement"); n < 2 {
+		t.Errorf("%d refused registrations logged, want one for each attempt before the last", n)
 	}
 }
 
@@ -447,10 +480,7 @@ func TestAgent_VersionRefusedBacksOff(t *testing.T) {
 		return &agentproto.Error{Code: agentproto.CodeVersionUnsupported, Message: "too old", MinVersion: 7, MaxVersion: 9}
 	}})
 	_, logs := mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls})
-	time.Sleep(1500 * time.Millisecond)
-	if _, dials := fb.counts(); dials == 0 || dials > 4 {
-		t.Errorf("%d dials in 1.5 s; want a few, with backoff", dials)
-	}
+	fb.waitBackoff(t)
 	if !strings.Contains(logs.String(), "version_unsupported") {
 		t.Errorf("refusal not logged:\n%s", logs)
 	}

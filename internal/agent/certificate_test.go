@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // mustCA returns a new CA, as a broker has.
@@ -109,13 +111,9 @@ func TestAgent_RenewGatewayCertificate(t *testing.T) {
 	waitRenewed := func() {
 		t.Helper()
 		last := serials[len(serials)-1]
-		deadline := time.Now().Add(15 * time.Second)
-		for h.Leaf().SerialNumber.Cmp(last) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("no renewal after %d", len(serials)-1)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		poll.Until(t, 15*time.Second, fmt.Sprintf("renewal %d", len(serials)), func() bool {
+			return h.Leaf().SerialNumber.Cmp(last) != 0
+		})
 		leaf := h.Leaf()
 		verifyGatewayCert(t, leaf, ca, names)
 		if left := time.Until(leaf.NotAfter); left < 2*time.Second {
@@ -183,22 +181,21 @@ func TestAgent_RenewGatewayCertificate_NewName(t *testing.T) {
 	h := pki.NewHolder(cert)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	var checks atomic.Int32 // each check of the certificate reads the names first
 	go func() {
 		defer close(done)
-		a.RenewGatewayCertificate(ctx, h, func() []string { return *names.Load() })
+		a.RenewGatewayCertificate(ctx, h, func() []string { checks.Add(1); return *names.Load() })
 	}()
 	defer func() { cancel(); <-done }()
-	time.Sleep(200 * time.Millisecond)
+	// A renewal decided in a check is in h before the next check reads the
+	// names: after the third read, the first two checks renewed nothing.
+	poll.Until(t, 10*time.Second, "three checks", func() bool { return checks.Load() >= 3 })
 	if h.Leaf().SerialNumber.Cmp(cert.Leaf.SerialNumber) != 0 {
 		t.Fatal("renewed a certificate that is neither due nor missing a name")
 	}
 	names.Store(&[]string{"localhost", "10.0.0.7"})
-	deadline := time.Now().Add(10 * time.Second)
-	for h.Leaf().VerifyHostname("10.0.0.7") != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the certificate was not renewed for the new address")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "a certificate for the new address", func() bool {
+		return h.Leaf().VerifyHostname("10.0.0.7") == nil
+	})
 	verifyGatewayCert(t, h.Leaf(), ca, []string{"localhost", "10.0.0.7"})
 }
