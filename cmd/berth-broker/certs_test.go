@@ -57,7 +57,7 @@ func TestBroker_CertificateRenewal(t *testing.T) {
 		return servers(t, c)["host-a"].Availability == api.AvailabilityAvailable
 	})
 	first := b.peerCertificate(t, b.AgentAddr())
-	if d := first.NotAfter.Sub(time.Now()); d > 3*time.Second {
+	if d := time.Until(first.NotAfter); d > 3*time.Second {
 		t.Fatalf("the agent port's certificate is valid for another %v, want at most 3s", d)
 	}
 
