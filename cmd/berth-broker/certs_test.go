@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // peerCertificate opens a new TLS connection to addr, trusting the broker's
@@ -62,12 +63,7 @@ func TestBroker_CertificateRenewal(t *testing.T) {
 	}
 
 	seen := map[string]time.Time{first.SerialNumber.String(): first.NotAfter}
-	deadline := time.Now().Add(20 * time.Second)
-	for len(seen) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("saw %d certificates on the agent port in 20s, want 3", len(seen))
-		}
-		time.Sleep(200 * time.Millisecond)
+	poll.Until(t, 20*time.Second, "3 certificates on the agent port", func() bool {
 		cert := b.peerCertificate(t, b.AgentAddr()) // the handshake checks expiry against the CA
 		if _, ok := seen[cert.SerialNumber.String()]; !ok {
 			seen[cert.SerialNumber.String()] = cert.NotAfter
@@ -79,7 +75,8 @@ func TestBroker_CertificateRenewal(t *testing.T) {
 		if s := servers(t, c)["host-a"]; s.Availability != api.AvailabilityAvailable {
 			t.Fatalf("server %s while the certificate was renewed", s.UnavailabilityReason)
 		}
-	}
+		return len(seen) >= 3
+	})
 
 	// The link made with the first certificate is the one still up.
 	s := b.MustScrape(t)

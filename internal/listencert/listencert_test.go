@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // logBuffer collects log lines for assertions.
@@ -138,12 +139,7 @@ func TestManager_Renewal(t *testing.T) {
 
 	// Wait (in real time: the CA checks it) for the renewal time.
 	renewAt := pki.RenewTime(first)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(renewAt); {
-		if time.Now().After(deadline) {
-			t.Fatalf("renewal time %v not reached", renewAt)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Until(t, 10*time.Second, "the renewal time", func() bool { return !time.Now().Before(renewAt) })
 
 	// The certificate file cannot be written: the renewal fails and the
 	// holder keeps the first.
