@@ -314,6 +314,9 @@ type webGatewayDriver interface {
 	gateway.Sessions
 }
 
+// The vnc driver's sessions are opened in a browser through the web gateway.
+var _ webGatewayDriver = (*vnc.Driver)(nil)
+
 // startWebGateway starts the web gateway of drv's sessions: HTTPS with the
 // configured certificate or one issued by the broker's web gateway CA,
 // either kept current while it runs, checking ConnectionTokens against the
