@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/coder/websocket"
 )
 
@@ -51,7 +52,7 @@ func TestHub_Observer(t *testing.T) {
 	}
 	waitEvents := func(want ...string) {
 		t.Helper()
-		waitFor(t, fmt.Sprintf("events %q", want), func() bool { return slices.Equal(obs.list(), want) })
+		poll.Until(t, 20*time.Second, fmt.Sprintf("events %q", want), func() bool { return slices.Equal(obs.list(), want) })
 	}
 
 	first := e.dial(t)
@@ -84,7 +85,10 @@ func TestHub_Observer(t *testing.T) {
 	read(t, future)
 	waitEvents("up reconnect=false", "up reconnect=true", "down", "down",
 		"refused "+agenthub.RefusedBadHello, "refused "+agenthub.RefusedConflict, "refused "+agenthub.RefusedVersion)
-	time.Sleep(50 * time.Millisecond)
+	for _, c := range []*websocket.Conn{bad, taken, future} {
+		c.CloseNow() // so that their handlers need not wait for a close frame
+	}
+	e.hub.Close() // waits for the connection handlers; no link is up
 	if got := obs.list(); len(got) != 7 {
 		t.Errorf("more events than expected: %q", got)
 	}
