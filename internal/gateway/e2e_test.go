@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // realSessionEnv starts a vnc driver (real Xvnc) behind a gateway; it skips
@@ -87,7 +88,7 @@ func TestGateway_RealXvnc(t *testing.T) {
 	if w != 1280 || h != 800 || name != "e2e desk" {
 		t.Errorf("server init %dx%d %q", w, h, name)
 	}
-	waitFor(t, 5*time.Second, "NumConnections 1", func() bool { return driverSession(t, d, id).NumConnections == 1 })
+	poll.Until(t, 5*time.Second, "NumConnections 1", func() bool { return driverSession(t, d, id).NumConnections == 1 })
 
 	// berthtest2 may watch; a third client is one too many.
 	viewerTok := b.token(t, id, "berthtest1", "berthtest2")
@@ -116,7 +117,7 @@ func TestGateway_RealXvnc(t *testing.T) {
 	if _, _, err := c2.Read(rctx); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Errorf("viewer after revocation: %v", err)
 	}
-	waitFor(t, 5*time.Second, "NumConnections 1 and a disconnection time", func() bool {
+	poll.Until(t, 5*time.Second, "NumConnections 1 and a disconnection time", func() bool {
 		s := driverSession(t, d, id)
 		return s.NumConnections == 1 && !s.LastDisconnectionTime.IsZero()
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // Client messages.
@@ -87,7 +88,7 @@ func TestServer_Bridge(t *testing.T) {
 	}
 	msgs := cat(setEncodings, keyEvent, pointerEvent, cutText, fbUpdate)
 	r.write(msgs)
-	waitFor(t, 5*time.Second, "the messages", func() bool { return bytes.Equal(e.rfb.received(0), msgs) })
+	poll.Until(t, 5*time.Second, "the messages", func() bool { return bytes.Equal(e.rfb.received(0), msgs) })
 
 	// session-info says the owner has full rights.
 	if vo := viewOnly(t, e, tok); vo {
@@ -95,7 +96,7 @@ func TestServer_Bridge(t *testing.T) {
 	}
 	before := time.Now().UTC()
 	c.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, 5*time.Second, "the disconnection report", func() bool {
+	poll.Until(t, 5*time.Second, "the disconnection report", func() bool {
 		n, last := e.sessions.count(sessID)
 		return n == 0 && !last.Before(before.Truncate(time.Second))
 	})
@@ -199,7 +200,7 @@ func TestServer_MaxClients(t *testing.T) {
 		t.Fatalf("third: %d %q", status, body)
 	}
 	c1.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, 5*time.Second, "the slot to free", func() bool { return e.gw.Connections(sessID) == 1 })
+	poll.Until(t, 5*time.Second, "the slot to free", func() bool { return e.gw.Connections(sessID) == 1 })
 	c4, status, _ := e.dial(tok, sessID)
 	if c4 == nil {
 		t.Fatalf("after a disconnection: %d", status)
@@ -219,9 +220,10 @@ func TestServer_ViewOnly(t *testing.T) {
 	}
 	r, _, _, _ := handshake(t, c)
 	r.write(cat(setEncodings, keyEvent, pointerEvent, cutText, fbUpdate))
+	// The last message passes: once it is in, the gateway has dealt with
+	// every message before it.
 	want := cat(setEncodings, fbUpdate)
-	waitFor(t, 5*time.Second, "the messages", func() bool { return len(e.rfb.received(0)) >= len(want) })
-	time.Sleep(50 * time.Millisecond)
+	poll.Until(t, 5*time.Second, "the messages", func() bool { return len(e.rfb.received(0)) >= len(want) })
 	if got := e.rfb.received(0); !bytes.Equal(got, want) {
 		t.Errorf("server got %v, want %v", got, want)
 	}
@@ -236,16 +238,15 @@ func TestServer_PermissionsLive(t *testing.T) {
 	}
 	r, _, _, _ := handshake(t, c)
 	r.write(cat(keyEvent, fbUpdate))
-	waitFor(t, 5*time.Second, "input to pass", func() bool { return bytes.Equal(e.rfb.received(0), cat(keyEvent, fbUpdate)) })
+	poll.Until(t, 5*time.Second, "input to pass", func() bool { return bytes.Equal(e.rfb.received(0), cat(keyEvent, fbUpdate)) })
 
 	// bob loses input: the live connection becomes view-only.
 	sess, _ := e.sessions.Session(sessID)
 	sess.Permissions = mustPerms(t, "[permissions]\n%owner% allow builtin\nbob allow display\n")
 	e.sessions.set(sess)
 	r.write(cat(keyEvent, pointerEvent, fbUpdate))
-	want := cat(keyEvent, fbUpdate, fbUpdate)
-	waitFor(t, 5*time.Second, "the update request", func() bool { return len(e.rfb.received(0)) >= len(want) })
-	time.Sleep(50 * time.Millisecond)
+	want := cat(keyEvent, fbUpdate, fbUpdate) // the last passes, after everything before it
+	poll.Until(t, 5*time.Second, "the update request", func() bool { return len(e.rfb.received(0)) >= len(want) })
 	if got := e.rfb.received(0); !bytes.Equal(got, want) {
 		t.Errorf("after the change the server got %v, want %v", got, want)
 	}
@@ -265,7 +266,7 @@ func TestServer_PermissionsLive(t *testing.T) {
 	if c, status, _ := e.dial(tok, sessID); c != nil || status != 403 {
 		t.Errorf("new connection after revocation: %d", status)
 	}
-	waitFor(t, 5*time.Second, "the count to drop", func() bool { n, _ := e.sessions.count(sessID); return n == 0 })
+	poll.Until(t, 5*time.Second, "the count to drop", func() bool { n, _ := e.sessions.count(sessID); return n == 0 })
 }
 
 func TestServer_SessionDeleted(t *testing.T) {
@@ -289,7 +290,7 @@ func TestServer_SessionDeleted(t *testing.T) {
 			t.Errorf("read after delete: %v", err)
 		}
 	}
-	waitFor(t, 5*time.Second, "the count to drop", func() bool { n, _ := e.sessions.count(sessID); return n == 0 })
+	poll.Until(t, 5*time.Second, "the count to drop", func() bool { n, _ := e.sessions.count(sessID); return n == 0 })
 }
 
 func TestServer_PeerCheck(t *testing.T) {
@@ -306,7 +307,7 @@ func TestServer_PeerCheck(t *testing.T) {
 	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusTryAgainLater {
 		t.Errorf("read: %v", err)
 	}
-	waitFor(t, 5*time.Second, "the count to drop", func() bool { return e.gw.Connections(sessID) == 0 })
+	poll.Until(t, 5*time.Second, "the count to drop", func() bool { return e.gw.Connections(sessID) == 0 })
 }
 
 func TestServer_ServeAndClose(t *testing.T) {
@@ -330,7 +331,7 @@ func TestServer_ServeAndClose(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	base := "https://" + ln.Addr().String()
 	var resp *http.Response
-	waitFor(t, 5*time.Second, "the server", func() bool {
+	poll.Until(t, 5*time.Second, "the server", func() bool {
 		resp, err = client.Get(base + "/berth/desktop?authToken=x")
 		return err == nil
 	})

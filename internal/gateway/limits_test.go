@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/gateway"
 	"github.com/berth-dev/berth/internal/netlimit"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // serveGateway runs a gateway with cfg's limits and timeouts through Serve
@@ -150,9 +151,9 @@ trickle:
 	t.Logf("slow body cut after %s", lived.Round(time.Millisecond))
 
 	// The stream lives on, past three read timeouts.
-	waitFor(t, 30*time.Second, "three read timeouts", func() bool { return time.Since(bridged) > 3*readTimeout })
+	poll.Until(t, 30*time.Second, "three read timeouts", func() bool { return time.Since(bridged) > 3*readTimeout })
 	rfb.write(keyEvent)
-	waitFor(t, 5*time.Second, "the key event through the stream", func() bool {
+	poll.Until(t, 5*time.Second, "the key event through the stream", func() bool {
 		got := e.rfb.received(0)
 		return len(got) >= len(keyEvent) && string(got[len(got)-len(keyEvent):]) == string(keyEvent)
 	})

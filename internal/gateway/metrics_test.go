@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentmetrics"
 	"github.com/berth-dev/berth/internal/agentmetrics/metricstest"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestServer_Metrics drives connections through the gateway and checks the
@@ -83,7 +84,7 @@ func TestServer_Metrics(t *testing.T) {
 
 	// The client leaves: active drops to 0, total stays.
 	c1.Close(websocket.StatusNormalClosure, "")
-	waitFor(t, 5*time.Second, "active 0", func() bool { return value("berth_agent_gateway_connections") == 0 })
+	poll.Until(t, 5*time.Second, "active 0", func() bool { return value("berth_agent_gateway_connections") == 0 })
 	if v := value("berth_agent_gateway_connections_total"); v != 1 {
 		t.Errorf("total = %v after the disconnection", v)
 	}

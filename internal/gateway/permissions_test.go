@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestGateway_RealXvncPermissions runs each DCV permission the vnc driver
@@ -145,7 +146,7 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 		pasted := secret("owner-paste")
 		o.cutText(pasted)
 		o.sync()
-		waitFor(t, 10*time.Second, "the owner's paste in CLIPBOARD", func() bool {
+		poll.Until(t, 10*time.Second, "the owner's paste in CLIPBOARD", func() bool {
 			got, err := x.read("CLIPBOARD")
 			return err == nil && got == pasted
 		})
@@ -163,9 +164,9 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 			t.Fatalf("a user without keyboard pressed keys: keymap %x, was %x", got, idle)
 		}
 		o.key(true, 'a')
-		waitFor(t, 10*time.Second, "the owner's key down", func() bool { return !bytes.Equal(x.keymap(), idle) })
+		poll.Until(t, 10*time.Second, "the owner's key down", func() bool { return !bytes.Equal(x.keymap(), idle) })
 		o.key(false, 'a')
-		waitFor(t, 10*time.Second, "the owner's key up", func() bool { return bytes.Equal(x.keymap(), idle) })
+		poll.Until(t, 10*time.Second, "the owner's key up", func() bool { return bytes.Equal(x.keymap(), idle) })
 	})
 
 	t.Run("mouse", func(t *testing.T) {
@@ -179,7 +180,7 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 			t.Fatalf("a user without mouse moved the pointer to %d,%d (buttons %#x)", px, py, mask)
 		}
 		o.pointer(0, 300, 200)
-		waitFor(t, 10*time.Second, "the owner's pointer at 300,200", func() bool {
+		poll.Until(t, 10*time.Second, "the owner's pointer at 300,200", func() bool {
 			px, py, _ := x.pointer()
 			return px == 300 && py == 200
 		})
@@ -203,7 +204,7 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 			t.Errorf("a view-only user moved the pointer (%d,%d) or pressed keys", px, py)
 		}
 		o.setDesktopSize(1024, 768)
-		waitFor(t, 10*time.Second, "the owner's desktop size", func() bool {
+		poll.Until(t, 10*time.Second, "the owner's desktop size", func() bool {
 			gw, gh := x.size()
 			return gw == 1024 && gh == 768
 		})

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -24,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/gateway"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // certBroker is the part of a broker that registers agents and signs their
@@ -166,13 +168,9 @@ func TestServer_CertificateRenewal(t *testing.T) {
 	// Two renewals: after each, a new handshake sees the new certificate.
 	seen := []*big.Int{first}
 	for len(seen) < 3 {
-		deadline := time.Now().Add(15 * time.Second)
-		for holder.Leaf().SerialNumber.Cmp(seen[len(seen)-1]) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("no renewal %d", len(seen))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		poll.Until(t, 15*time.Second, fmt.Sprintf("renewal %d", len(seen)), func() bool {
+			return holder.Leaf().SerialNumber.Cmp(seen[len(seen)-1]) != 0
+		})
 		got := handshakeSerial()
 		if got.Cmp(holder.Leaf().SerialNumber) != 0 {
 			t.Fatalf("renewal %d: a new handshake got serial %v, the holder has %v", len(seen), got, holder.Leaf().SerialNumber)
@@ -193,7 +191,7 @@ func TestServer_CertificateRenewal(t *testing.T) {
 		t.Errorf("the old connection now shows serial %v", got)
 	}
 	rfb.write(keyEvent)
-	waitFor(t, 5*time.Second, "the key event through the old bridge", func() bool {
+	poll.Until(t, 5*time.Second, "the key event through the old bridge", func() bool {
 		return string(e.rfb.received(0)) == string(keyEvent)
 	})
 	if n := gw.Connections(sessID); n != 1 {
