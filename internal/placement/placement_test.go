@@ -752,3 +752,33 @@ func BenchmarkPlace_Uniform(b *testing.B) {
 		placement.Place(hosts, reqs)
 	}
 }
+
+// BenchmarkPlace_Full is the refusal path, as when a full fleet holds a
+// queue: 10,000 hosts, each full or with its console taken and the three
+// requesting owners at its per-user limit, so that no request is placed
+// and each checks and explains every host.
+func BenchmarkPlace_Full(b *testing.B) {
+	hosts := make([]placement.Host, 10000)
+	for i := range hosts {
+		h := placement.Host{ID: fmt.Sprintf("srv-%05d", i), OSFamily: "linux", MaxVirtualSessions: 4, Virtual: 4}
+		if i%2 == 1 {
+			h.Virtual, h.Console, h.MaxSessionsPerUser = 2, 1, 1
+			h.ByOwner = map[string]int{"u0": 1, "u1": 1, "u2": 1}
+		}
+		hosts[i] = h
+	}
+	reqs := make([]placement.Request, 200)
+	for i := range reqs {
+		reqs[i] = virtual(fmt.Sprintf("u%d", i%3))
+		if i%10 == 9 {
+			reqs[i].Type = placement.TypeConsole
+		}
+	}
+	if ds := placement.Place(hosts, reqs); ds[0].Err == nil {
+		b.Fatalf("placed on %s, want no host", ds[0].HostID)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		placement.Place(hosts, reqs)
+	}
+}

@@ -130,26 +130,27 @@ func (p *planner) check(i, t int32, a Ask) verdict {
 	switch {
 	case p.total[i] != t:
 		return stale
-	case p.refuse(i, a) != 0:
-		if p.full(i, a.Console) {
-			return gone
-		}
-		return skip
+	case p.full(i, a.Console):
+		return gone
 	case p.excluded != nil && p.excluded[i]:
 		return skip
+	}
+	if l := p.limits[i]; refuse(l, p.counts(i, l, a.Owner), a) != 0 {
+		return skip // the owner's limit, for this request only
 	}
 	return feasible
 }
 
-// refuse applies the capacity rule (Fits) to host i and the session a,
-// with the sessions this batch placed.
-func (p *planner) refuse(i int32, a Ask) Reason {
-	l := p.limits[i]
+// counts returns the counts of host i for the capacity rule (Fits) with
+// limits l, including the sessions this batch placed. Owned, the owner's
+// sessions, costs a map lookup: it is counted only where Fits reads it,
+// on a host with a per-user limit.
+func (p *planner) counts(i int32, l Limits, owner string) Counts {
 	c := Counts{Virtual: int(p.virtual[i]), Console: int(p.console[i])}
-	if l.MaxPerUser > 0 { // Fits reads Owned only then
-		c.Owned = int(p.ownerSessions(i, a.Owner))
+	if l.MaxPerUser > 0 {
+		c.Owned = int(p.ownerSessions(i, owner))
 	}
-	return refuse(l, c, a)
+	return c
 }
 
 // full reports whether host i has no room for a session of the type,
@@ -178,7 +179,7 @@ func (p *planner) assign(i int32, a Ask) {
 	} else {
 		p.virtual[i]++
 	}
-	if p.limits[i].MaxPerUser > 0 { // refuse reads the owner's count only then
+	if p.limits[i].MaxPerUser > 0 { // counts reads the owner's sessions only then
 		if p.added == nil {
 			p.added = make(map[ownerHost]int32)
 		}
@@ -310,7 +311,8 @@ func (p *planner) explain(r *Request, a Ask, cl *class) *NoHostError {
 	}
 	for _, i := range cl.hosts {
 		if p.excluded == nil || !p.excluded[i] { // excluded: counted above
-			e.refused(p.refuse(i, a))
+			l := p.limits[i]
+			e.refused(refuse(l, p.counts(i, l, a.Owner), a))
 		}
 	}
 	return e
