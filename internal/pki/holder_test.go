@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/berth-dev/berth/internal/pki"
@@ -35,32 +36,39 @@ func TestRenewTime(t *testing.T) {
 	}
 }
 
+// TestLoadOrIssueFor_ShortValidity runs on the synctest clock: the stored
+// certificate is reused until two thirds of its 3 s lifetime have passed,
+// and issued again from then on.
 func TestLoadOrIssueFor_ShortValidity(t *testing.T) {
-	ca, _ := MustCA(t)
-	dir := t.TempDir()
-	names := []string{"127.0.0.1"}
-	first, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := time.Until(first.Leaf.NotAfter); got > 3*time.Second || got < time.Second {
-		t.Fatalf("validity left = %v, want about 3s", got)
-	}
-	same, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !same.Leaf.Equal(first.Leaf) {
-		t.Fatal("a certificate not yet due was issued again")
-	}
-	time.Sleep(time.Until(pki.RenewTime(first.Leaf)))
-	next, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next.Leaf.Equal(first.Leaf) {
-		t.Fatal("a certificate past two thirds of its lifetime was not issued again")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ca, _ := MustCA(t) // valid from the bubble's start
+		dir := t.TempDir()
+		names := []string{"127.0.0.1"}
+		first, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Until(first.Leaf.NotAfter); got > 3*time.Second || got < 2*time.Second {
+			t.Fatalf("validity left = %v, want about 3s", got)
+		}
+		renew := pki.RenewTime(first.Leaf)
+		time.Sleep(time.Until(renew) - time.Millisecond)
+		same, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !same.Leaf.Equal(first.Leaf) {
+			t.Fatal("a certificate not yet due was issued again")
+		}
+		time.Sleep(time.Millisecond)
+		next, err := pki.LoadOrIssueFor(dir, "short", ca, names, 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Leaf.Equal(first.Leaf) {
+			t.Fatal("a certificate past two thirds of its lifetime was not issued again")
+		}
+	})
 }
 
 // TestHolder_Set serves a certificate through a Holder, replaces it, and
