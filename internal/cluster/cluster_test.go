@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/postgres"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
 )
@@ -264,9 +265,10 @@ func TestDispatch_Rehome(t *testing.T) {
 		_, err := a.Dispatch(ctx, "x", broker.Command{Kind: broker.CommandDelete, SessionID: "s1"})
 		done <- err
 	}()
-	time.Sleep(500 * time.Millisecond)
+	poll.Until(t, 10*time.Second, "the command at broker b", func() bool { return len(hubB.commands()) == 1 })
 	b.kill()
-	// The agent reconnects to c.
+	// The agent reconnects to c, which takes it a while.
+	//sleep-ok: the agent's reconnection delay, part of the scenario; nothing waits on it
 	time.Sleep(300 * time.Millisecond)
 	hubC.mu.Lock()
 	hubC.linked["x"] = true
@@ -294,7 +296,10 @@ func TestDispatch_DeadBrokerTimesOut(t *testing.T) {
 	b := f.start(t, "broker-b", newHub("x"))
 	f.loc.set("x", "broker-b")
 	b.kill()
-	time.Sleep(fastOptions.Dead)
+	poll.Until(t, 20*fastOptions.Dead, "broker b to count as dead", func() bool {
+		list, err := a.Brokers(t.Context())
+		return err == nil && len(list) == 1
+	})
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -371,10 +376,10 @@ func TestBrokers(t *testing.T) {
 		t.Fatalf("Brokers: %v, %v", list, err)
 	}
 	b.kill()
-	time.Sleep(fastOptions.Dead + 200*time.Millisecond)
-	if list, err = a.Brokers(t.Context()); err != nil || len(list) != 1 || list[0] != "b1" {
-		t.Fatalf("Brokers after b2 died: %v, %v", list, err)
-	}
+	poll.Until(t, 20*fastOptions.Dead, "Brokers to list b1 alone once b2 died", func() bool {
+		list, err = a.Brokers(t.Context())
+		return err == nil && len(list) == 1 && list[0] == "b1"
+	})
 }
 
 // TestStart_DuplicateID: a second broker started with the ID of a live one
