@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 func hostReport(hostname string, maxVirtual int, tags map[string]string) agentproto.HostReport {
@@ -51,7 +52,7 @@ func describe(t *testing.T, c *api.Client, ids ...string) map[string]api.Session
 func waitState(t *testing.T, c *api.Client, id, state string) api.Session {
 	t.Helper()
 	var last api.Session
-	waitFor(t, "session "+id+" "+state, 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "session "+id+" "+state, func() bool {
 		last = describe(t, c, id)[id]
 		return last.State == state
 	})
@@ -94,7 +95,7 @@ func TestBroker_API(t *testing.T) {
 	agA := b.MustStartSimAgent(t, t.TempDir(), flaky, hostReport("host-a", 0, map[string]string{"pool": "retry", "gpu": "none"}))
 	agB := b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-b", 0, map[string]string{"pool": "retry", "region": "eu"}))
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-c", 2, map[string]string{"gpu": "a100"}))
-	waitFor(t, "three available servers", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "three available servers", func() bool {
 		n := 0
 		for _, s := range servers(t, c) {
 			if s.Availability == api.AvailabilityAvailable {
@@ -187,12 +188,12 @@ func TestBroker_API(t *testing.T) {
 		}
 		first, queued := resp.SuccessfulList[0].Id, resp.SuccessfulList[1].Id
 		waitState(t, c, first, api.StateReady)
-		time.Sleep(300 * time.Millisecond)
+		// host-c is full: the queued session waits for capacity.
+		poll.Until(t, 10*time.Second, "host-c SERVER_FULL", func() bool {
+			return servers(t, c)["host-c"].UnavailabilityReason == api.ReasonServerFull
+		})
 		if st := describe(t, c, queued)[queued]; st.State != api.StateCreating || st.Server != nil {
 			t.Fatalf("queued session = %s on %v, want CREATING unplaced", st.State, st.Server)
-		}
-		if s := servers(t, c)["host-c"]; s.UnavailabilityReason != api.ReasonServerFull {
-			t.Errorf("full server reason = %q, want SERVER_FULL", s.UnavailabilityReason)
 		}
 		del, err := c.DeleteSessions(ctx, []api.DeleteSessionRequest{{SessionId: first, Owner: "carol"}})
 		if err != nil || len(del.SuccessfulList) != 1 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // admin runs an admin command against the broker's store and returns its output.
@@ -46,7 +48,7 @@ func TestBroker_AdminCommands(t *testing.T) {
 	}
 	// The cached token stops working once the broker sees the client inactive.
 	var ae *api.Error
-	waitFor(t, "unregistered client refused", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "unregistered client refused", func() bool {
 		_, err := c.DescribeServers(ctx, api.DescribeServersRequest{})
 		return errors.As(err, &ae) && ae.StatusCode == 401
 	})
@@ -175,13 +177,18 @@ func TestBroker_AgentAuthorization(t *testing.T) {
 	rogueAgent := *rogue.Agent
 	rogueAgent.SoftwareStatement = "eyJpZCI6ImZvcmdlZCJ9"
 	rogueAgent.StateDir = t.TempDir()
+	rogueLog := &lockedBuffer{}
+	rogueAgent.Logger = slog.New(slog.NewTextHandler(rogueLog, nil))
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = rogueAgent.Run(rctx); close(done) }()
 
 	good := b.MustStartSimAgent(t, t.TempDir(), sim.New(), hostReport("good", 0, nil))
-	waitFor(t, "good agent", 10*time.Second, func() bool { return servers(t, c)["good"].Id != "" })
-	time.Sleep(time.Second)
+	poll.Until(t, 10*time.Second, "good agent", func() bool { return servers(t, c)["good"].Id != "" })
+	// Refused twice, the rogue agent is backing off: it got no credentials.
+	poll.Until(t, 10*time.Second, "two refused registrations of the rogue agent", func() bool {
+		return strings.Count(rogueLog.String(), "invalid_software_statement") >= 2
+	})
 	if s, ok := servers(t, c)["rogue"]; ok && s.Availability == api.AvailabilityAvailable {
 		t.Errorf("rogue agent registered a server")
 	}
@@ -204,14 +211,21 @@ func TestBroker_AgentAuthorization(t *testing.T) {
 	}
 	stateDir := good.StateDir
 	good.Stop()
+	poll.Until(t, 10*time.Second, "the good server unreachable once its agent stopped", func() bool {
+		return servers(t, c)["good"].UnavailabilityReason == api.ReasonUnreachableAgent
+	})
 	// Same state dir (same stored credentials), and no statement to re-register with.
 	again := *good.Agent
 	again.SoftwareStatement = ""
 	again.StateDir = stateDir
+	againLog := &lockedBuffer{}
+	again.Logger = slog.New(slog.NewTextHandler(againLog, nil))
 	actx, acancel := context.WithCancel(ctx)
 	adone := make(chan struct{})
 	go func() { _ = again.Run(actx); close(adone) }()
-	time.Sleep(1500 * time.Millisecond)
+	poll.Until(t, 10*time.Second, "two refused links of the deactivated agent", func() bool {
+		return strings.Count(againLog.String(), "broker refused agent credentials") >= 2
+	})
 	if s := servers(t, c)["good"]; s.UnavailabilityReason != api.ReasonUnreachableAgent {
 		t.Errorf("deactivated agent reconnected: %+v", s.Availability)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
@@ -17,7 +18,7 @@ func TestBroker_Backup(t *testing.T) {
 	b := MustRunMain(t, t.TempDir(), nil)
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, agentproto.HostReport{Hostname: "backup-host"})
-	waitFor(t, "the server", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "the server", func() bool {
 		out, err := c.DescribeServers(t.Context(), api.DescribeServersRequest{})
 		return err == nil && len(out.Servers) == 1
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
 )
 
@@ -50,7 +51,7 @@ func TestCluster_ConcurrentPlacement(t *testing.T) {
 	clients := []*api.Client{brokers[0].MustClient(t), brokers[1].MustClient(t)}
 	// Both brokers know all 20 servers (half of them linked to the other).
 	for i, c := range clients {
-		waitFor(t, fmt.Sprintf("broker %d to list %d servers", i+1, servers), 10*time.Second, func() bool {
+		poll.Until(t, 10*time.Second, fmt.Sprintf("broker %d to list %d servers", i+1, servers), func() bool {
 			out, err := c.DescribeServers(context.Background(), api.DescribeServersRequest{})
 			return err == nil && len(out.Servers) == servers
 		})
@@ -136,7 +137,7 @@ func TestCluster_ConcurrentPlacement(t *testing.T) {
 			t.Errorf("server %s holds %d sessions of %s, limit %d per owner", k[0], n, k[1], maxPerUser)
 		}
 	}
-	waitFor(t, "the agents to run every placed session", 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, "the agents to run every placed session", func() bool {
 		total := 0
 		for _, a := range agents {
 			ss, _ := a.Driver.Sessions(context.Background())

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/dcvauth"
 	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
@@ -24,7 +25,7 @@ func readySessions(t *testing.T, b *testBroker, report agentproto.HostReport, ow
 	t.Helper()
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, report)
-	waitFor(t, "an available server", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "an available server", func() bool {
 		s, ok := servers(t, c)[report.Hostname]
 		return ok && s.Availability == api.AvailabilityAvailable
 	})
@@ -169,7 +170,7 @@ func TestDCVTokenVerifier(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "bob's session refused", 10*time.Second, func() bool {
+		poll.Until(t, 10*time.Second, "bob's session refused", func() bool {
 			_, _, body := postAuth(t, b, url.Values{"sessionId": {bob}, "authenticationToken": {tok}})
 			return strings.HasPrefix(body, `<auth result="no">`)
 		})

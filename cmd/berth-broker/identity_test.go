@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writes (an agent's log).
@@ -54,9 +55,9 @@ func TestBroker_ServerIDBinding(t *testing.T) {
 
 	stateA := t.TempDir()
 	a := b.MustStartSimAgent(t, stateA, nil, hostReport("host-s", 0, nil))
-	waitFor(t, "agent A's server", 10*time.Second, func() bool { return available("host-s") })
+	poll.Until(t, 10*time.Second, "agent A's server", func() bool { return available("host-s") })
 	a.Stop()
-	waitFor(t, "the broker to forget the unreachable server", 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "the broker to forget the unreachable server", func() bool {
 		_, ok := servers(t, c)["host-s"]
 		return !ok
 	})
@@ -81,7 +82,7 @@ func TestBroker_ServerIDBinding(t *testing.T) {
 	go func() { defer close(done); _ = rogue.Run(ctx) }()
 	stopB := func() { cancel(); <-done }
 	defer stopB()
-	waitFor(t, "agent B refused as S", 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "agent B refused as S", func() bool {
 		return strings.Contains(logB.String(), "server id belongs to another agent client")
 	})
 	if _, err := os.Stat(filepath.Join(stateB, "agent-credentials.json")); err != nil {
@@ -94,9 +95,9 @@ func TestBroker_ServerIDBinding(t *testing.T) {
 
 	// A comes back as S.
 	a = b.MustStartSimAgent(t, stateA, nil, hostReport("host-s", 0, nil))
-	waitFor(t, "agent A back as its server", 10*time.Second, func() bool { return available("host-s") })
+	poll.Until(t, 10*time.Second, "agent A back as its server", func() bool { return available("host-s") })
 	a.Stop()
-	waitFor(t, "the broker to forget the server again", 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "the broker to forget the server again", func() bool {
 		_, ok := servers(t, c)["host-s"]
 		return !ok
 	})
@@ -116,7 +117,7 @@ func TestBroker_ServerIDBinding(t *testing.T) {
 		t.Fatalf("unregister-agent-client: %d %s", code, out)
 	}
 	b.MustStartSimAgent(t, stateB, nil, hostReport("host-b", 0, nil))
-	waitFor(t, "agent B as S once A is unregistered", 10*time.Second, func() bool { return available("host-b") })
+	poll.Until(t, 10*time.Second, "agent B as S once A is unregistered", func() bool { return available("host-b") })
 }
 
 func mustAgentClients(t *testing.T, b *testBroker) []*oauth.Client {
@@ -134,10 +135,15 @@ func mustAgentClients(t *testing.T, b *testBroker) []*oauth.Client {
 // cleanup deletes them and spares the agents that linked; an agent whose
 // client was pruned registers again when it comes up.
 func TestBroker_PruneUnlinkedAgentClients(t *testing.T) {
-	b := MustRunMain(t, t.TempDir(), func(c *Config) { c.UnlinkedAgentTimeout = 2 * time.Second })
+	b := MustRunMain(t, t.TempDir(), func(c *Config) {
+		c.UnlinkedAgentTimeout = 2 * time.Second
+		// The maintenance that prunes runs every DeleteSessionDuration/4,
+		// at least every second (no sessions here to keep).
+		c.DeleteSessionDuration = time.Second
+	})
 	c := b.MustClient(t)
 	linked := b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("linked", 0, nil))
-	waitFor(t, "the linked agent's server", 10*time.Second, func() bool { _, ok := servers(t, c)["linked"]; return ok })
+	poll.Until(t, 10*time.Second, "the linked agent's server", func() bool { _, ok := servers(t, c)["linked"]; return ok })
 
 	// A flood of registrations that never link, and an agent that linked
 	// once and went away.
@@ -160,7 +166,7 @@ func TestBroker_PruneUnlinkedAgentClients(t *testing.T) {
 		flood = append(flood, r.ClientID)
 	}
 	late := b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("late", 0, nil))
-	waitFor(t, "the late agent's server", 10*time.Second, func() bool { _, ok := servers(t, c)["late"]; return ok })
+	poll.Until(t, 10*time.Second, "the late agent's server", func() bool { _, ok := servers(t, c)["late"]; return ok })
 	late.Stop()
 	has := func(id string) bool {
 		for _, cl := range mustAgentClients(t, b) {
@@ -170,7 +176,7 @@ func TestBroker_PruneUnlinkedAgentClients(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, "the unlinked agent clients pruned", 20*time.Second, func() bool {
+	poll.Until(t, 20*time.Second, "the unlinked agent clients pruned", func() bool {
 		for _, id := range flood {
 			if has(id) {
 				return false
@@ -190,11 +196,11 @@ func TestBroker_PruneUnlinkedAgentClients(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("register: %d %s", code, body)
 	}
-	waitFor(t, "the new unlinked client pruned", 20*time.Second, func() bool { return len(mustAgentClients(t, b)) == 2 })
+	poll.Until(t, 20*time.Second, "the new unlinked client pruned", func() bool { return len(mustAgentClients(t, b)) == 2 })
 	crashed := t.TempDir()
 	if err := os.WriteFile(filepath.Join(crashed, "agent-credentials.json"), []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b.MustStartSimAgent(t, crashed, nil, hostReport("crashed", 0, nil))
-	waitFor(t, "the pruned agent registered again and linked", 10*time.Second, func() bool { _, ok := servers(t, c)["crashed"]; return ok })
+	poll.Until(t, 10*time.Second, "the pruned agent registered again and linked", func() bool { _, ok := servers(t, c)["crashed"]; return ok })
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestBroker_Lifecycle covers health, default screenshot size, fast placement of
@@ -26,7 +27,7 @@ func TestBroker_Lifecycle(t *testing.T) {
 	// A new server takes sessions as soon as it is listed: no convergence delay.
 	drv := sim.New()
 	ag := b.MustStartSimAgent(t, t.TempDir(), drv, hostReport("host-l", 0, nil))
-	waitFor(t, "server listed", 10*time.Second, func() bool { return servers(t, c)["host-l"].Id != "" })
+	poll.Until(t, 10*time.Second, "server listed", func() bool { return servers(t, c)["host-l"].Id != "" })
 	resp := create(t, c, api.CreateSessionRequest{Name: "l", Owner: "lee", Type: "VIRTUAL"})
 	if len(resp.SuccessfulList) != 1 {
 		t.Fatalf("a just-registered server refused a session: %+v", resp.UnsuccessfulList)
@@ -53,14 +54,14 @@ func TestBroker_Lifecycle(t *testing.T) {
 
 	// An unhealthy desktop service makes the server unavailable for placement.
 	drv.SetHealth(false, "Xvnc is not installed")
-	waitFor(t, "UNHEALTHY_DCV_SERVER", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "UNHEALTHY_DCV_SERVER", func() bool {
 		return servers(t, c)["host-l"].UnavailabilityReason == api.ReasonUnhealthyDCVServer
 	})
 	if r := create(t, c, api.CreateSessionRequest{Name: "u", Owner: "lee", Type: "VIRTUAL"}); len(r.UnsuccessfulList) != 1 {
 		t.Errorf("unhealthy server took a session: %+v", r)
 	}
 	drv.SetHealth(true, "")
-	waitFor(t, "healthy again", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "healthy again", func() bool {
 		return servers(t, c)["host-l"].Availability == api.AvailabilityAvailable
 	})
 
@@ -75,7 +76,7 @@ func TestBroker_Lifecycle(t *testing.T) {
 	if s := waitState(t, c, id2, api.StateDeleted); !strings.Contains(s.StateReason, "unreachable") {
 		t.Errorf("StateReason = %q", s.StateReason)
 	}
-	waitFor(t, "server removed", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "server removed", func() bool {
 		_, ok := servers(t, c)["host-l"]
 		return !ok
 	})

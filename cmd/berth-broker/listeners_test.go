@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/netlimit"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestBroker_ListenerLimits fills each listener's per-address limit from one
@@ -39,7 +40,7 @@ func TestBroker_ListenerLimits(t *testing.T) {
 				dialFrom(t, tc.addr, "127.0.0.2")
 			}
 			key := netlimit.Key(netip.MustParseAddr("127.0.0.2"))
-			waitFor(t, "the connections to be held", 10*time.Second, func() bool { return ln.OpenFrom(key) == tc.limit })
+			poll.Until(t, 10*time.Second, "the connections to be held", func() bool { return ln.OpenFrom(key) == tc.limit })
 			over := dialFrom(t, tc.addr, "127.0.0.2")
 			over.SetReadDeadline(time.Now().Add(10 * time.Second))
 			_, err := over.Read(make([]byte, 1))

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"github.com/berth-dev/berth/internal/poll"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,7 +22,7 @@ func TestBroker_LogDirectory(t *testing.T) {
 	})
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 0, nil))
-	waitFor(t, "a server", 10*time.Second, func() bool { return len(servers(t, c)) == 1 })
+	poll.Until(t, 10*time.Second, "a server", func() bool { return len(servers(t, c)) == 1 })
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/apispec"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // testBroker is a broker running in-process on loopback with a temp SQLite store.
@@ -218,16 +219,11 @@ func (a *simAgent) Stop() {
 	<-a.done
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor is poll.Until with the arguments in the order of the tests that
+// still call it (certs_test.go, resolver_test.go); others call poll.Until.
 func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Until(tb, timeout, what, cond)
 }
 
 func tlsConfig(pool *x509.CertPool) *tls.Config {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
 )
 
@@ -113,7 +114,7 @@ func (s scrape) must(tb testing.TB, name string, labels ...string) float64 {
 func (b *testBroker) waitMetric(tb testing.TB, want float64, name string, labels ...string) {
 	tb.Helper()
 	var got float64
-	waitFor(tb, fmt.Sprintf("%s%v = %v", name, labels, want), 15*time.Second, func() bool {
+	poll.Until(tb, 15*time.Second, fmt.Sprintf("%s%v = %v", name, labels, want), func() bool {
 		got, _ = b.MustScrape(tb).value(name, labels...)
 		return got == want
 	})
@@ -167,7 +168,7 @@ func TestMetrics_ServersAndSessions(t *testing.T) {
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 1, nil))
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-b", 0, map[string]string{"pool": "b"}))
-	waitFor(t, "two servers", 10*time.Second, func() bool { return len(servers(t, c)) == 2 })
+	poll.Until(t, 10*time.Second, "two servers", func() bool { return len(servers(t, c)) == 2 })
 
 	resp := create(t, c,
 		api.CreateSessionRequest{Name: "a", Owner: "alice", Type: "VIRTUAL", Requirements: "server:Hostname = 'host-a'"},
@@ -189,7 +190,7 @@ func TestMetrics_ServersAndSessions(t *testing.T) {
 
 	// Sessions by state: the scrape equals DescribeSessions.
 	var want, got map[string]float64
-	waitFor(t, "sessions by state as DescribeSessions shows them", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "sessions by state as DescribeSessions shows them", func() bool {
 		want = map[string]float64{}
 		for _, s := range describe(t, c) {
 			want[s.State]++
@@ -256,7 +257,7 @@ func TestMetrics_Placement(t *testing.T) {
 	flaky.FailOwners = map[string]string{"flaky": "simulated failure"}
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 1, map[string]string{"pool": "a"}))
 	b.MustStartSimAgent(t, t.TempDir(), flaky, hostReport("host-f", 0, map[string]string{"pool": "f"}))
-	waitFor(t, "two servers", 10*time.Second, func() bool { return len(servers(t, c)) == 2 })
+	poll.Until(t, 10*time.Second, "two servers", func() bool { return len(servers(t, c)) == 2 })
 
 	first := create(t, c, api.CreateSessionRequest{Name: "a1", Owner: "alice", Type: "VIRTUAL", Requirements: "tag:pool = 'a'"})
 	if len(first.SuccessfulList) != 1 {
@@ -277,6 +278,7 @@ func TestMetrics_Placement(t *testing.T) {
 		t.Fatalf("enqueue: %+v", queued.UnsuccessfulList)
 	}
 	b.waitMetric(t, 1, "berth_broker_queue_length")
+	//sleep-ok: the session waits 500 ms in the queue, which the wait histogram must show
 	time.Sleep(500 * time.Millisecond)
 	if _, err := c.DeleteSessions(ctx, []api.DeleteSessionRequest{{SessionId: first.SuccessfulList[0].Id, Owner: "alice"}}); err != nil {
 		t.Fatal(err)
@@ -319,7 +321,7 @@ func TestMetrics_API(t *testing.T) {
 	b := MustRunMetricsBroker(t, nil)
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 0, nil))
-	waitFor(t, "a server", 10*time.Second, func() bool { return len(servers(t, c)) == 1 })
+	poll.Until(t, 10*time.Second, "a server", func() bool { return len(servers(t, c)) == 1 })
 	r := create(t, c, api.CreateSessionRequest{Name: "s", Owner: "alice", Type: "VIRTUAL"})
 	id := r.SuccessfulList[0].Id
 	waitState(t, c, id, api.StateReady)
@@ -417,14 +419,14 @@ func TestMetrics_Cluster(t *testing.T) {
 	}
 	c := brokers[0].MustClient(t)
 	brokers[1].MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 0, nil))
-	waitFor(t, "a server", 10*time.Second, func() bool { return len(servers(t, c)) == 1 })
+	poll.Until(t, 10*time.Second, "a server", func() bool { return len(servers(t, c)) == 1 })
 	r := create(t, c, api.CreateSessionRequest{Name: "s", Owner: "alice", Type: "VIRTUAL"})
 	if len(r.SuccessfulList) != 1 {
 		t.Fatalf("create: %+v", r.UnsuccessfulList)
 	}
 	waitState(t, c, r.SuccessfulList[0].Id, api.StateReady)
 
-	waitFor(t, "one lease holder", 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "one lease holder", func() bool {
 		a, _ := brokers[0].MustScrape(t).value("berth_broker_lease_holder")
 		b, _ := brokers[1].MustScrape(t).value("berth_broker_lease_holder")
 		return a+b == 1

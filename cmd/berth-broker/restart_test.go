@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestBroker_RestartKeepsState restarts the broker on the same working path:
@@ -22,7 +23,7 @@ func TestBroker_RestartKeepsState(t *testing.T) {
 	c := b.MustClient(t)
 	ag := b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-r", 0, nil))
 	var srvID string
-	waitFor(t, "server", 10*time.Second, func() bool { srvID = servers(t, c)["host-r"].Id; return srvID != "" })
+	poll.Until(t, 10*time.Second, "server", func() bool { srvID = servers(t, c)["host-r"].Id; return srvID != "" })
 	resp := create(t, c, api.CreateSessionRequest{Name: "keep", Owner: "alice", Type: "VIRTUAL"})
 	id := resp.SuccessfulList[0].Id
 	waitState(t, c, id, api.StateReady)
@@ -60,7 +61,7 @@ func TestBroker_RestartKeepsState(t *testing.T) {
 		t.Fatalf("server lost: %v %+v", err, s)
 	}
 	b2.MustStartSimAgent(t, stateDir, nil, hostReport("host-r", 0, nil))
-	waitFor(t, "server back, still closed", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "server back, still closed", func() bool {
 		s := servers(t, c2)["host-r"]
 		return s.Id == srvID && s.UnavailabilityReason == api.ReasonServerClosed
 	})

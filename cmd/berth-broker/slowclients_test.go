@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // The attack of TestBroker_SlowClients, from loopback addresses other than
@@ -84,7 +85,7 @@ func TestBroker_SlowClients(t *testing.T) {
 	links := &linkCounter{}
 	b.startLinkedSimAgent(t, links)
 	c := b.MustClient(t)
-	waitFor(t, "the agent's server AVAILABLE", 15*time.Second, func() bool {
+	poll.Until(t, 15*time.Second, "the agent's server AVAILABLE", func() bool {
 		s, ok := servers(t, c)["slow-host"]
 		return ok && s.Availability == api.AvailabilityAvailable
 	})
@@ -205,13 +206,13 @@ func TestBroker_SlowClients(t *testing.T) {
 	mu.Unlock()
 
 	// After: the broker is back to its own connections.
-	waitFor(t, "the attack's connections to close", 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, "the attack's connections to close", func() bool {
 		return clientLn.Open()+agentLn.Open() <= baseOpen+2
 	})
 	// The link, a WebSocket on the agent port, outlives the read timeout
 	// that cut the slow bodies on the same listener: net/http clears a
 	// hijacked connection's deadlines.
-	waitFor(t, "the agent's link to be older than twice the read timeout", 30*time.Second, func() bool {
+	poll.Until(t, 30*time.Second, "the agent's link to be older than twice the read timeout", func() bool {
 		return time.Since(time.Unix(0, links.upAt.Load())) > 2*slowReadTimeout
 	})
 	close(stop)
