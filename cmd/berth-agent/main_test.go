@@ -23,6 +23,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // testWriter sends log lines to the test log.
@@ -184,7 +185,7 @@ func TestMain_LogRotation(t *testing.T) {
 	for i := range 8 { // 3.2 MB through 1 MB files
 		m.Logger.Info("filler", "n", i, "data", filler, "client_secret", "s3cret")
 	}
-	waitFor(t, 10*time.Second, "two rotated files, the older ones removed", func() bool { return len(logBackups(t, logDir)) == 2 })
+	poll.Until(t, 10*time.Second, "two rotated files, the older ones removed", func() bool { return len(logBackups(t, logDir)) == 2 })
 	data := string(mustRead(t, active))
 	if !strings.Contains(data, `"n":7`) || len(data) > 1<<20 {
 		t.Errorf("agent.log holds %d bytes, want the last line within 1 MB", len(data))
@@ -200,7 +201,7 @@ func TestMain_LogRotation(t *testing.T) {
 	if fi, err := os.Stat(active); err != nil || fi.Size() != 0 {
 		t.Errorf("agent.log after rotation: %v %v", fi, err)
 	}
-	waitFor(t, 10*time.Second, "the rotation's backup, and the oldest removed", func() bool {
+	poll.Until(t, 10*time.Second, "the rotation's backup, and the oldest removed", func() bool {
 		after := logBackups(t, logDir)
 		return len(after) == 2 && !slices.Equal(after, before)
 	})
@@ -227,14 +228,14 @@ rotation = 'daily'
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"--config", conf}, io.Discard, io.Discard) }()
-	waitFor(t, 10*time.Second, "agent.log", func() bool {
+	poll.Until(t, 10*time.Second, "agent.log", func() bool {
 		data, _ := os.ReadFile(filepath.Join(logDir, "agent.log"))
 		return strings.Contains(string(data), "agent started")
 	})
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a rotated file after SIGHUP", func() bool { return len(logBackups(t, logDir)) == 1 })
+	poll.Until(t, 10*time.Second, "a rotated file after SIGHUP", func() bool { return len(logBackups(t, logDir)) == 1 })
 	cancel()
 	select {
 	case code := <-done:
@@ -243,18 +244,6 @@ rotation = 'daily'
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return")
-	}
-}
-
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentmetrics/metricstest"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // scrape GETs https://addr/metrics, verifying the listener against roots,
@@ -75,12 +77,12 @@ func TestMain_Metrics(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	waitFor(t, 30*time.Second, "the broker link", func() bool {
+	poll.Until(t, 30*time.Second, "the broker link", func() bool {
 		v, _ := scrape(t, m.MetricsAddr(), roots).Value("berth_agent_broker_connected")
 		return v == 1
 	})
 	var id string
-	waitFor(t, 30*time.Second, "a session placed on the agent", func() bool {
+	poll.Until(t, 30*time.Second, "a session placed on the agent", func() bool {
 		resp, err := b.client.CreateSessions(ctx, []api.CreateSessionRequest{{Name: "metrics", Owner: "alice", Type: "VIRTUAL"}})
 		if err != nil || len(resp.SuccessfulList) != 1 {
 			return false
@@ -88,12 +90,12 @@ func TestMain_Metrics(t *testing.T) {
 		id = resp.SuccessfulList[0].Id
 		return true
 	})
-	waitFor(t, 30*time.Second, "the session READY", func() bool {
+	poll.Until(t, 30*time.Second, "the session READY", func() bool {
 		resp, err := b.client.DescribeSessions(ctx, api.DescribeSessionsRequest{SessionIds: []string{id}})
 		return err == nil && len(resp.Sessions) == 1 && resp.Sessions[0].State == "READY"
 	})
 	var fs metricstest.Families
-	waitFor(t, 10*time.Second, "the READY time", func() bool {
+	poll.Until(t, 10*time.Second, "the READY time", func() bool {
 		fs = scrape(t, m.MetricsAddr(), roots)
 		v, _ := fs.Value("berth_agent_session_create_to_ready_seconds", "driver", "sim")
 		return v == 1
@@ -230,7 +232,8 @@ func TestMain_CertificateFiles(t *testing.T) {
 	m.Config.VNC.CertFile, m.Config.VNC.KeyFile = certFile, keyFile
 	m.Config.Metrics.Port = freePort(t)
 	m.Config.Metrics.CertFile, m.Config.Metrics.KeyFile = certFile, keyFile
-	m.Logger = testLogger(t)
+	logs := &syncBuffer{}
+	m.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -282,7 +285,10 @@ func TestMain_CertificateFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustWrite(t, keyFile, string(keyPEM))
-	time.Sleep(200 * time.Millisecond)
+	// Each listener's watcher logs once that it keeps its certificate.
+	poll.Until(t, 5*time.Second, "both listeners to refuse the half-written pair", func() bool {
+		return strings.Count(logs.String(), "certificate files changed but do not load") >= 2
+	})
 	for name, addr := range addrs {
 		if got := serial(addr); got.Cmp(first) != 0 {
 			t.Errorf("%s took a half-written pair", name)
@@ -292,7 +298,7 @@ func TestMain_CertificateFiles(t *testing.T) {
 	c, _ := tls.X509KeyPair(certPEM, keyPEM)
 	second := c.Leaf.SerialNumber
 	for name, addr := range addrs {
-		waitFor(t, 5*time.Second, name+" serving the new certificate", func() bool { return serial(addr).Cmp(second) == 0 })
+		poll.Until(t, 5*time.Second, name+" serving the new certificate", func() bool { return serial(addr).Cmp(second) == 0 })
 	}
 	get() // the connection from before still works
 	if got := old.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(first) != 0 {
@@ -301,7 +307,7 @@ func TestMain_CertificateFiles(t *testing.T) {
 	// And once more.
 	third := issue()
 	for name, addr := range addrs {
-		waitFor(t, 5*time.Second, name+" serving the third certificate", func() bool { return serial(addr).Cmp(third) == 0 })
+		poll.Until(t, 5*time.Second, name+" serving the third certificate", func() bool { return serial(addr).Cmp(third) == 0 })
 	}
 }
 
