@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // e2eUser owns the sessions of the agent e2e test; it is created when missing.
@@ -149,7 +150,7 @@ func (b *e2eBroker) startAgent(t *testing.T, name, driver string, folders *agent
 	case <-time.After(30 * time.Second):
 		t.Fatalf("berth-agent (%s) did not start within 30s:\n%s", name, a.stderr.String())
 	}
-	waitFor(t, 30*time.Second, "server "+a.serverID+" ("+name+") to be AVAILABLE", func() bool {
+	poll.Until(t, 30*time.Second, "server "+a.serverID+" ("+name+") to be AVAILABLE", func() bool {
 		resp, err := b.client.DescribeServers(context.Background(), api.DescribeServersRequest{ServerIds: []string{a.serverID}})
 		return err == nil && len(resp.Servers) == 1 && resp.Servers[0].Availability == api.AvailabilityAvailable
 	})
@@ -216,18 +217,6 @@ func killLeftoverSessions(t *testing.T, a *e2eAgent) {
 			}
 		}
 		t.Logf("cleanup: killed the processes of the leftover session record %s", p)
-	}
-}
-
-// waitFor polls cond every 100ms until it holds, or fails t after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -540,7 +529,7 @@ func testE2EAgent(t *testing.T, b *e2eBroker) {
 		}
 		// The options reached the host: the init file ran, the autorun file
 		// got its two arguments, in the storage root the agent created.
-		waitFor(t, 15*time.Second, "the autorun file's output", func() bool {
+		poll.Until(t, 15*time.Second, "the autorun file's output", func() bool {
 			_, err := os.Stat(filepath.Join(storage, "args"))
 			return err == nil
 		})
@@ -1009,7 +998,7 @@ func testE2EAgent(t *testing.T, b *e2eBroker) {
 			sameAnswer(t, what+" again", out, want)
 		}
 		// The agent tore both down: only the full session's record is left.
-		waitFor(t, 20*time.Second, "the agent to remove the deleted sessions", func() bool {
+		poll.Until(t, 20*time.Second, "the agent to remove the deleted sessions", func() bool {
 			recs := sessionRecords(vnc)
 			return len(recs) == 1 && filepath.Base(recs[0]) == full+".json"
 		})
@@ -1022,6 +1011,6 @@ func testE2EAgent(t *testing.T, b *e2eBroker) {
 		}
 		printedAnswer(t, "delete-session", out, calls, "POST", "/deleteSessions")
 		b.waitState(t, full, api.StateDeleted, 30*time.Second)
-		waitFor(t, 20*time.Second, "the agent to remove every session", func() bool { return len(sessionRecords(vnc)) == 0 })
+		poll.Until(t, 20*time.Second, "the agent to remove every session", func() bool { return len(sessionRecords(vnc)) == 0 })
 	})
 }

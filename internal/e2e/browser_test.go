@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // typedText is what TestE2E_Browser types into the session.
@@ -110,7 +111,7 @@ func TestE2E_Browser(t *testing.T) {
 	}
 
 	// The broker counts the browser's connection.
-	waitFor(t, 10*time.Second, "NumOfConnections 1 while the browser is connected", func() bool {
+	poll.Until(t, 10*time.Second, "NumOfConnections 1 while the browser is connected", func() bool {
 		got, err := e.Describe(t, s.Id)
 		return err == nil && got.NumOfConnections == 1
 	})
@@ -164,17 +165,4 @@ func whiteFraction(img image.Image) float64 {
 		}
 	}
 	return float64(n) / float64(b.Dx()*b.Dy())
-}
-
-// waitFor polls cond every 50 ms until it holds, and fails after timeout
-// naming what was expected.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
 )
 
@@ -197,7 +198,7 @@ func TestE2E_ClusterThreeBrokers(t *testing.T) {
 		}
 		// Every broker sees it closed within one sync, and none places on it.
 		for _, b := range c.Brokers {
-			waitFor(t, 5*time.Second, b.ID+" sees the server closed", func() bool {
+			poll.Until(t, 5*time.Second, b.ID+" sees the server closed", func() bool {
 				s, err := b.Client.DescribeServers(ctx, api.DescribeServersRequest{ServerIds: []string{target}})
 				return err == nil && len(s.Servers) == 1 && s.Servers[0].Availability == api.AvailabilityUnavailable
 			})
@@ -418,7 +419,7 @@ func TestE2E_ClusterKillBroker(t *testing.T) {
 	}
 	t.Logf("the killed broker's agents reconnected elsewhere %s after the kill", moved.Round(time.Millisecond))
 	// Another broker takes the lease.
-	waitFor(t, 10*time.Second, "another broker to take the lease", func() bool {
+	poll.Until(t, 10*time.Second, "another broker to take the lease", func() bool {
 		h := leaseHolder(t, dsn)
 		return h != "" && h != victim.ID
 	})
@@ -551,7 +552,7 @@ func TestE2E_ClusterPostgresRestart(t *testing.T) {
 	pg.Stop(t)
 	stopped := time.Now()
 	for _, b := range c.Brokers {
-		waitFor(t, 10*time.Second, b.ID+" /health to report the store down", func() bool {
+		poll.Until(t, 10*time.Second, b.ID+" /health to report the store down", func() bool {
 			return health(b) == http.StatusServiceUnavailable
 		})
 		// The API answers with 503, not a hang.
@@ -569,7 +570,7 @@ func TestE2E_ClusterPostgresRestart(t *testing.T) {
 	pg.Start(t)
 	started := time.Now()
 	for _, b := range c.Brokers {
-		waitFor(t, 20*time.Second, b.ID+" /health to recover", func() bool { return health(b) == http.StatusOK })
+		poll.Until(t, 20*time.Second, b.ID+" /health to recover", func() bool { return health(b) == http.StatusOK })
 	}
 	t.Logf("both brokers healthy again %s after PostgreSQL came back", time.Since(started).Round(time.Millisecond))
 	for i, b := range c.Brokers {
@@ -664,7 +665,7 @@ func TestE2E_ClusterAgentBehindLoadBalancer(t *testing.T) {
 
 	b1.Proc.Kill(t)
 	killed := time.Now()
-	waitFor(t, 10*time.Second, "the agent to reconnect through the balancer", func() bool {
+	poll.Until(t, 10*time.Second, "the agent to reconnect through the balancer", func() bool {
 		return c.Links(t)[a.ServerID] == "b2"
 	})
 	t.Logf("the agent was linked to b2 %s after b1 was killed", time.Since(killed).Round(time.Millisecond))

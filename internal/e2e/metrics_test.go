@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentmetrics/metricstest"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // scrape reads https://127.0.0.1:port/metrics with hc: e.HTTP (ca.pem) for
@@ -66,18 +67,25 @@ func TestE2E_Metrics(t *testing.T) {
 	if _, err := bad.DescribeSessions(ctx, api.DescribeSessionsRequest{}); err == nil {
 		t.Fatal("a wrong secret was accepted")
 	}
-	time.Sleep(6 * time.Second) // the broker caches its scrape-time figures for up to 5 s
-
-	// The broker: what DescribeSessions and DescribeServers say.
-	desc, err := e.Client.DescribeSessions(ctx, api.DescribeSessionsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The broker: what DescribeSessions and DescribeServers say. It caches
+	// its scrape-time figures for up to 5 s: scrape until the session counts
+	// are those of now.
 	byState := map[string]float64{}
-	for _, s := range desc.Sessions {
-		byState[s.State]++
-	}
-	b := scrape(t, e.HTTP, brokerPort)
+	var b metricstest.Families
+	poll.Until(t, 15*time.Second, "the broker's session figures to match DescribeSessions", func() bool {
+		desc, err := e.Client.DescribeSessions(apiCtx(t), api.DescribeSessionsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		clear(byState)
+		for _, s := range desc.Sessions {
+			byState[s.State]++
+		}
+		b = scrape(t, e.HTTP, brokerPort)
+		ready, _ := b.Value("berth_broker_sessions", "state", "READY")
+		deleted, _ := b.Value("berth_broker_sessions", "state", "DELETED")
+		return ready == byState["READY"] && deleted == byState["DELETED"]
+	})
 	for _, c := range []struct {
 		name   string
 		labels []string

@@ -13,6 +13,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // TestDriver_Console attaches a CONSOLE session to a running display of its
@@ -66,7 +67,7 @@ func TestDriver_Console(t *testing.T) {
 		console.Wait()
 		removeXFiles(n, o.uid)
 	})
-	waitFor(t, 20*time.Second, "the console display", func() bool { return exists("/tmp/.X11-unix/X" + strconv.Itoa(n)) })
+	poll.Until(t, 20*time.Second, "the console display", func() bool { return exists("/tmp/.X11-unix/X" + strconv.Itoa(n)) })
 
 	ctx := context.Background()
 	if err := d.Create(ctx, agent.CreateRequest{ID: newID(t), Owner: testUser1, Type: "CONSOLE"}); err == nil || err.Error() != "no console display on this host" {

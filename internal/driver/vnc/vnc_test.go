@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 func TestDriver_Create_RunsAsOwner(t *testing.T) {
@@ -327,7 +328,7 @@ func TestDriver_Autorun_Arguments(t *testing.T) {
 		t.Errorf("storage root is not owned by the owner")
 	}
 	var got []byte
-	waitFor(t, 10*time.Second, "the autorun output", func() bool {
+	poll.Until(t, 10*time.Second, "the autorun output", func() bool {
 		got, err = os.ReadFile(storage + "/args")
 		return err == nil
 	})
@@ -380,7 +381,7 @@ func TestDriver_Screenshot(t *testing.T) {
 	if colours(img) < 2 {
 		t.Log("no xterm yet; drawing a window")
 		drawWindow(t, &rec)
-		waitFor(t, 10*time.Second, "a non-uniform screenshot", func() bool { img = shoot(); return colours(img) > 1 })
+		poll.Until(t, 10*time.Second, "a non-uniform screenshot", func() bool { img = shoot(); return colours(img) > 1 })
 	}
 	// 1280×800 fits 320×240 as 320×200.
 	if b := img.Bounds(); b.Dx() != 320 || b.Dy() != 200 {
@@ -428,7 +429,7 @@ func TestDriver_Delete_LeavesNothing(t *testing.T) {
 	rec, _ := d.recordOf(id)
 	roots := map[int]bool{rec.ServerPID: true, rec.InitPID: true, rec.AutorunPID: true}
 	// The escaped sleep (own session) is found by its environment.
-	waitFor(t, 5*time.Second, "the escaped child", func() bool { return len(sessionProcesses(&rec, roots)) >= 4 })
+	poll.Until(t, 5*time.Second, "the escaped child", func() bool { return len(sessionProcesses(&rec, roots)) >= 4 })
 	before := sessionProcesses(&rec, roots)
 	t0 := time.Now()
 	if err := d.Delete(context.Background(), id); err != nil {
@@ -473,7 +474,7 @@ func TestDriver_ServerDies(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	waitFor(t, 5*time.Second, "the notification", func() bool { return notified.Load() > before })
+	poll.Until(t, 5*time.Second, "the notification", func() bool { return notified.Load() > before })
 	t.Logf("notified %s after the kill", time.Since(t0))
 	info, ok := sessionInfo(t, d, id)
 	if !ok || info.State != agentproto.StateDeleted || info.StateReason != reasonExited {
@@ -487,8 +488,8 @@ func TestDriver_ServerDies(t *testing.T) {
 	}
 	// The rest of the session goes too.
 	roots := map[int]bool{rec.ServerPID: true, rec.InitPID: true, rec.AutorunPID: true}
-	waitFor(t, 6*time.Second, "the session's processes to end", func() bool { return len(sessionProcesses(&rec, roots)) == 0 })
-	waitFor(t, 2*time.Second, "the session's files to go", func() bool {
+	poll.Until(t, 6*time.Second, "the session's processes to end", func() bool { return len(sessionProcesses(&rec, roots)) == 0 })
+	poll.Until(t, 2*time.Second, "the session's files to go", func() bool {
 		_, err1 := os.Lstat(rec.Dir)
 		_, err2 := os.Lstat(d.recordPath(id))
 		return err1 != nil && err2 != nil
@@ -536,11 +537,11 @@ func TestDriver_Readopt(t *testing.T) {
 	var notified atomic.Int32
 	d2.Notify(func() { notified.Add(1) })
 	syscall.Kill(rec.ServerPID, syscall.SIGTERM)
-	waitFor(t, 8*time.Second, "the adopted session's death", func() bool {
+	poll.Until(t, 8*time.Second, "the adopted session's death", func() bool {
 		info, _ := sessionInfo(t, d2, id)
 		return info.State == agentproto.StateDeleted
 	})
-	waitFor(t, time.Second, "the notification", func() bool { return notified.Load() > 0 })
+	poll.Until(t, time.Second, "the notification", func() bool { return notified.Load() > 0 })
 
 	// A stale record is dropped and reported DELETED once.
 	stale := rec
@@ -665,7 +666,7 @@ func TestDriver_DeleteWhileCreating(t *testing.T) {
 	id := newID(t)
 	errc := make(chan error, 1)
 	go func() { errc <- d.Create(context.Background(), agent.CreateRequest{ID: id, Owner: testUser1}) }()
-	waitFor(t, 5*time.Second, "the session to be listed", func() bool { _, ok := sessionInfo(t, d, id); return ok })
+	poll.Until(t, 5*time.Second, "the session to be listed", func() bool { _, ok := sessionInfo(t, d, id); return ok })
 	if err := d.Delete(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
