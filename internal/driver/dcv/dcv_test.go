@@ -24,6 +24,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // fakeDCV is the recorded dcv executable (testdata/fakedcv), built once.
@@ -456,16 +457,10 @@ func TestAutorunWrapper(t *testing.T) {
 			if withInit {
 				marker = out + ".init"
 			}
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				if _, err := os.Stat(marker); err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("init never ran (%s)", marker)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			poll.Until(t, 5*time.Second, "the init program to run ("+marker+")", func() bool {
+				_, err := os.Stat(marker)
+				return err == nil
+			})
 			if err := e.d.Delete(context.Background(), "a1"); err != nil {
 				t.Fatal(err)
 			}
@@ -747,22 +742,12 @@ func TestServerRestart(t *testing.T) {
 	var notes atomic.Int64
 	e.d.Notify(func() { notes.Add(1) })
 	ctx := context.Background()
-	waitFor := func(what string, f func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !f() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	if ok, reason := e.d.Health(ctx); !ok {
 		t.Fatalf("unhealthy at start: %s", reason)
 	}
 	n := notes.Load()
 	t.Setenv("FAKEDCV_FAIL", "list-sessions:Could not connect to the DCV server")
-	waitFor("a notification of the failure", func() bool { return notes.Load() > n })
+	poll.Until(t, 10*time.Second, "a notification of the failure", func() bool { return notes.Load() > n })
 	ok, reason := e.d.Health(ctx)
 	if ok || reason != "dcv list-sessions failed: Could not connect to the DCV server" {
 		t.Errorf("down: %v %q", ok, reason)
@@ -773,7 +758,7 @@ func TestServerRestart(t *testing.T) {
 	n = notes.Load()
 	os.Setenv("FAKEDCV_FAIL", "")
 	e.dcv("create-session", "--type", "virtual", "--owner", "alice", "after-restart")
-	waitFor("a notification of the recovery", func() bool { return notes.Load() > n })
+	poll.Until(t, 10*time.Second, "a notification of the recovery", func() bool { return notes.Load() > n })
 	if ok, reason := e.d.Health(ctx); !ok {
 		t.Errorf("still unhealthy after restart: %s", reason)
 	}
