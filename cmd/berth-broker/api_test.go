@@ -86,6 +86,7 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 // TestBroker_API drives every API through HTTPS with a token from /oauth2/token
 // against a broker on SQLite and agents speaking the real protocol (sim driver).
 func TestBroker_API(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	ctx := context.Background()
 	b := MustRunMain(t, t.TempDir(), nil)
 	c := b.MustClient(t)

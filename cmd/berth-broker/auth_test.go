@@ -31,6 +31,7 @@ func (b *testBroker) admin(t *testing.T, args ...string) (string, int) {
 // TestBroker_AdminCommands checks each admin command and its output format,
 // which portals parse.
 func TestBroker_AdminCommands(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	b := MustRunMain(t, t.TempDir(), nil)
 	c := b.MustClient(t)
 	ctx := context.Background()

@@ -43,6 +43,7 @@ func (l *lockedBuffer) String() string {
 // forgotten; agent B, another registered client, says hello as S and is
 // refused; A comes back as S. After unregister-agent-client of A, B may take S.
 func TestBroker_ServerIDBinding(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	b := MustRunMain(t, t.TempDir(), func(c *Config) {
 		c.UnreachableServerTimeout = time.Second
 		c.UnreachableSessionsTimeout = time.Second
@@ -135,6 +136,7 @@ func mustAgentClients(t *testing.T, b *testBroker) []*oauth.Client {
 // cleanup deletes them and spares the agents that linked; an agent whose
 // client was pruned registers again when it comes up.
 func TestBroker_PruneUnlinkedAgentClients(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	b := MustRunMain(t, t.TempDir(), func(c *Config) {
 		c.UnlinkedAgentTimeout = 2 * time.Second
 		// The maintenance that prunes runs every DeleteSessionDuration/4,

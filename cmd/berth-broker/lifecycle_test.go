@@ -17,6 +17,7 @@ import (
 // TestBroker_Lifecycle covers health, default screenshot size, fast placement of
 // new servers, and the cleanup of unreachable servers and their sessions.
 func TestBroker_Lifecycle(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	ctx := context.Background()
 	b := MustRunMain(t, t.TempDir(), func(c *Config) {
 		c.UnreachableSessionsTimeout = 2 * time.Second

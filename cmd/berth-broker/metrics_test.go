@@ -243,6 +243,7 @@ func TestMetrics_ServersAndSessions(t *testing.T) {
 // counter: placements, failures by reason, the queue and its wait times,
 // create failures on an agent.
 func TestMetrics_Placement(t *testing.T) {
+	t.Parallel() // it mostly waits for the broker's timeouts: overlap it with the others that do
 	ctx := context.Background()
 	b := MustRunMetricsBroker(t, func(m *Main) { m.Config.Retries = 0 })
 	c := b.MustClient(t)
