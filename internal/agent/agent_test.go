@@ -433,6 +433,7 @@ func TestAgent_Register_RefusedCredentials(t *testing.T) {
 }
 
 func TestAgent_Register_BadStatementBacksOff(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	fb := mustStartBroker(t, &fakeBroker{statement: "stmt", auth: true})
 	_, logs := mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, StateDir: t.TempDir(), SoftwareStatement: "wrong"})
 	fb.waitBackoff(t)
@@ -476,6 +477,7 @@ func TestAgent_ReconnectAfterLinkLoss(t *testing.T) {
 }
 
 func TestAgent_VersionRefusedBacksOff(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	fb := mustStartBroker(t, &fakeBroker{welcome: func(*agentproto.Hello) agentproto.Body {
 		return &agentproto.Error{Code: agentproto.CodeVersionUnsupported, Message: "too old", MinVersion: 7, MaxVersion: 9}
 	}})
@@ -521,6 +523,7 @@ func TestAgent_UpdatesAndHeartbeats(t *testing.T) {
 }
 
 func TestAgent_DeadBrokerDetected(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	fb := mustStartBroker(t, &fakeBroker{welcome: func(*agentproto.Hello) agentproto.Body {
 		return &agentproto.Welcome{ProtocolVersion: 1, UpdateIntervalMS: 100, HeartbeatTimeoutMS: 300}
 	}})

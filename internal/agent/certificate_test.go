@@ -83,6 +83,7 @@ func TestAgent_GatewayCertificate_Stored(t *testing.T) {
 // keeps the current one through a failed request and retries with backoff,
 // stores each new one, and its broker link carries on untouched throughout.
 func TestAgent_RenewGatewayCertificate(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	ca := mustCA(t)
 	fb := mustStartBroker(t, &fakeBroker{statement: "stmt", auth: true, ca: ca, certValidity: 3 * time.Second})
 	dir := t.TempDir()

@@ -26,6 +26,7 @@ func (d checkingDriver) Create(ctx context.Context, req agent.CreateRequest) err
 // TestAgent_Metrics drives the agent through a broker link and checks what
 // its commands, sessions and link moved in the real Prometheus metrics.
 func TestAgent_Metrics(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	fb := mustStartBroker(t, &fakeBroker{})
 	d := sim.New()
 	d.CreateDelay = 300 * time.Millisecond

@@ -353,6 +353,9 @@ func TestServer_ServeAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _, _, _ := handshake(t, c)
+	// A connection the client dialled but sent no request on would hold
+	// Close's Shutdown for its 5 s.
+	client.CloseIdleConnections()
 	closed := make(chan struct{})
 	go func() {
 		gw.Close()

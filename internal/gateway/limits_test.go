@@ -101,6 +101,7 @@ func TestServe_ConnectionLimits(t *testing.T) {
 // opens a desktop stream: the slow request is cut at the read timeout, the
 // stream (a hijacked WebSocket) keeps working well past it.
 func TestServe_SlowClientsAndStreams(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	const readTimeout = time.Second
 	e := newEnv(t, "", 0)
 	addr := serveGateway(t, e, func(c *gateway.Config) {

@@ -64,6 +64,7 @@ func certBroker(t *testing.T, ca *pki.CA, validity time.Duration) (url string, t
 // renewals, and a plain HTTPS connection opened before them, stay up and
 // keep working on the certificate they started with.
 func TestServer_CertificateRenewal(t *testing.T) {
+	t.Parallel() // it mostly waits on real time: overlap it with the others that do
 	certPEM, keyPEM, err := pki.NewCAPEM()
 	if err != nil {
 		t.Fatal(err)
