@@ -29,6 +29,7 @@ import (
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
 	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
@@ -268,7 +269,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if a.Driver == "sim" {
 		log.Warn("agent.driver is sim: sessions are simulated and run no desktop; use it for load testing only")
 	}
-	log.Info("agent started", "version", version, "server_id", m.serverID, "driver", a.Driver,
+	log.Info("agent started", "version", version, logattr.ServerID, m.serverID, "driver", a.Driver,
 		"brokers", strings.Join(urls, ","), "tags", len(m.tags), "state_dir", a.StateDir,
 		"software_statement_configured", statement != "")
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

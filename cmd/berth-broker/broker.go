@@ -24,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
 	"github.com/berth-dev/berth/internal/listencert"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/netlimit"
@@ -220,7 +221,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		return err
 	}
 	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
-		"agent_addr", m.agentLn.Addr().String(), "working_path", m.Config.WorkingPath, "broker_id", brokerID)
+		"agent_addr", m.agentLn.Addr().String(), "working_path", m.Config.WorkingPath, logattr.BrokerID, brokerID)
 	return nil
 }
 

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/coder/websocket"
 )
 
@@ -151,7 +152,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "agent", "server_id", a.ServerID)
+	log = log.With("component", "agent", logattr.ServerID, a.ServerID)
 	creds, err := loadCredentials(a.StateDir)
 	if err != nil {
 		// A damaged file: register again rather than stay offline.
@@ -263,7 +264,7 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 				r.log.Error("cannot store agent credentials; they last until the agent stops", "err", err)
 			}
 			r.creds = c
-			r.log.Info("registered with broker", "broker", ep.name, "agent_id", c.ClientID)
+			r.log.Info("registered with broker", "broker", ep.name, logattr.AgentID, c.ClientID)
 		}
 	}
 	header := http.Header{}
@@ -289,7 +290,7 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 func (r *runner) refused() error {
 	switch {
 	case r.creds != nil && r.a.SoftwareStatement != "" && !r.reregistered:
-		r.log.Warn("broker refused the stored agent credentials; registering again", "agent_id", r.creds.ClientID)
+		r.log.Warn("broker refused the stored agent credentials; registering again", logattr.AgentID, r.creds.ClientID)
 		r.reregistered = true
 		if err := removeCredentials(r.a.StateDir); err != nil {
 			r.log.Error("cannot remove refused agent credentials", "err", err)

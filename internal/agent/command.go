@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // startCommand runs a broker command in its own goroutine, bounded by
@@ -34,7 +35,7 @@ func (r *runner) startCommand(l *link, id string, c *agentproto.Command) {
 		res, reason := r.execute(r.ctx, c)
 		took := time.Since(arrived)
 		r.metrics.CommandDone(c.Kind, took, reason)
-		log := l.log.With("kind", c.Kind, "session_id", c.SessionID, "duration", took)
+		log := l.log.With("kind", c.Kind, logattr.SessionID, c.SessionID, "duration", took)
 		if res.OK {
 			log.Debug("command done")
 		} else {
@@ -61,7 +62,7 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
-			r.log.Error("driver panicked", "kind", c.Kind, "session_id", c.SessionID, "panic", p, "stack", string(debug.Stack()))
+			r.log.Error("driver panicked", "kind", c.Kind, logattr.SessionID, c.SessionID, "panic", p, "stack", string(debug.Stack()))
 			res, reason = &agentproto.Result{Error: "internal agent error"}, ReasonPanic
 		}
 	}()
@@ -173,7 +174,7 @@ func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
 	out := make([]agentproto.Session, 0, len(list))
 	for _, s := range list {
 		if !agentproto.ValidID(s.ID) {
-			r.log.Warn("driver reports a session with an invalid id; not reporting it", "session_id", fmt.Sprintf("%.64q", s.ID))
+			r.log.Warn("driver reports a session with an invalid id; not reporting it", logattr.SessionID, fmt.Sprintf("%.64q", s.ID))
 			continue
 		}
 		out = append(out, s)

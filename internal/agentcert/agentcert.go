@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -114,26 +115,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this agent has no server that reported its names: link first, then ask for a certificate (server_id)", http.StatusForbidden)
 		return
 	case err != nil:
-		log.Warn("gateway certificate: cannot read the agent's report", "agent_id", clientID, "err", err)
+		log.Warn("gateway certificate: cannot read the agent's report", logattr.AgentID, clientID, "err", err)
 		http.Error(w, "the broker cannot read the agent's host report; try again later", http.StatusServiceUnavailable)
 		return
 	}
 	names, omitted, err := h.decide(csr.Names, reported, remoteAddr(r))
 	if err != nil {
-		log.Warn("gateway certificate refused", "agent_id", clientID, "server_id", serverID, "err", err)
+		log.Warn("gateway certificate refused", logattr.AgentID, clientID, logattr.ServerID, serverID, "err", err)
 		http.Error(w, err.Error(), http.StatusForbidden)
 		return
 	}
 	cert, err := h.CA.SignServer(csr.PublicKey, names, CommonName, h.Validity)
 	if err != nil {
-		log.Error("gateway certificate: signing failed", "agent_id", clientID, "err", err)
+		log.Error("gateway certificate: signing failed", logattr.AgentID, clientID, "err", err)
 		http.Error(w, "the broker could not sign the certificate", http.StatusInternalServerError)
 		return
 	}
 	if h.Issued != nil {
 		h.Issued()
 	}
-	log.Info("issued gateway certificate", "agent_id", clientID, "server_id", serverID,
+	log.Info("issued gateway certificate", logattr.AgentID, clientID, logattr.ServerID, serverID,
 		"names", strings.Join(names, ","), "omitted", strings.Join(omitted, "; "), "valid_for", h.Validity.String())
 	if len(omitted) > 0 {
 		w.Header().Set("Berth-Omitted-Names", strings.Join(omitted, "; "))

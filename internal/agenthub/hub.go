@@ -20,6 +20,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/coder/websocket"
 )
 
@@ -281,7 +282,7 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 	defer h.wg.Done()
 
-	log := h.log.With("remote", r.RemoteAddr)
+	log := h.log.With(logattr.Remote, r.RemoteAddr)
 	var clientID string
 	if h.opts.RequireAuth {
 		id, secret, ok := r.BasicAuth()
@@ -293,13 +294,13 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		}
 		cid, err := h.auth.AuthenticateAgent(r.Context(), id, secret)
 		if err != nil {
-			log.Warn("agent refused: authentication failed", "agent_id", id, "err", err)
+			log.Warn("agent refused: authentication failed", logattr.AgentID, id, "err", err)
 			h.opts.Observer.LinkRefused(RefusedAuth)
 			unauthorized(w)
 			return
 		}
 		clientID = cid
-		log = log.With("agent_id", clientID)
+		log = log.With(logattr.AgentID, clientID)
 	}
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {

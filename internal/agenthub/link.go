@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/coder/websocket"
 )
 
@@ -148,7 +149,7 @@ func (l *link) handshake() bool {
 	}
 	hello := m.Body.(*agentproto.Hello)
 	l.serverID = hello.ServerID
-	l.log = l.log.With("server_id", l.serverID)
+	l.log = l.log.With(logattr.ServerID, l.serverID)
 
 	info := serverInfo(&hello.Host, hello.AgentVersion)
 	sessions := sessionReports(hello.Sessions)

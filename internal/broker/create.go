@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/permfile"
 	"github.com/berth-dev/berth/internal/placement"
 	"github.com/berth-dev/berth/internal/requirements"
@@ -298,7 +299,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				continue
 			}
 			failed[i] = placeFailure{"could not commit the placement; retry", FailStore}
-			s.log.Error("commit placement", "session_id", sessions[i].ID, "err", e)
+			s.log.Error("commit placement", logattr.SessionID, sessions[i].ID, "err", e)
 		}
 		s.servers.addPlaced(ok)
 		s.metrics().Placed(len(ok))

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // errUnchanged aborts an UpdateSession whose fn found nothing to change.
@@ -192,7 +194,7 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 	c.mu.Unlock()
 	for id, t := range pending {
 		if err := st.SetServerSeen(ctx, id, brokerID, t); err != nil && !errors.Is(err, ErrNotFound) {
-			log.Warn("record server contact", "host_id", id, "err", err)
+			log.Warn("record server contact", logattr.ServerID, id, "err", err)
 		}
 	}
 }

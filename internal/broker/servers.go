@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/placement"
 )
 
@@ -181,7 +182,7 @@ func (s *Service) setOpen(ctx context.Context, ids []string, force []bool, open 
 			ss, err := s.store.ListSessions(ctx, SessionFilter{ServerID: id, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}, Limit: 1})
 			if err != nil {
 				out[i].FailureCode, out[i].FailureReason = CodeInternal, "could not check the server's sessions; retry"
-				s.log.Error("close server: list sessions", "host_id", id, "err", err)
+				s.log.Error("close server: list sessions", logattr.ServerID, id, "err", err)
 				continue
 			}
 			if len(ss) > 0 {
@@ -195,7 +196,7 @@ func (s *Service) setOpen(ctx context.Context, ids []string, force []bool, open 
 				out[i].FailureCode, out[i].FailureReason = FailureServerNotFound, "Dcv server not found."
 			} else {
 				out[i].FailureCode, out[i].FailureReason = CodeInternal, "could not update the server; retry"
-				s.log.Error("set server open", "host_id", id, "err", err)
+				s.log.Error("set server open", logattr.ServerID, id, "err", err)
 			}
 			continue
 		}
@@ -227,7 +228,7 @@ func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID st
 	}
 	s.servers.put(stored)
 	s.servers.seen(serverID, now)
-	s.log.Info("agent connected", "host_id", serverID, "agent_id", agentClientID, "sessions", len(sessions))
+	s.log.Info("agent connected", logattr.ServerID, serverID, logattr.AgentID, agentClientID, "sessions", len(sessions))
 	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
 		return err
 	}
@@ -265,7 +266,7 @@ func (s *Service) AgentUpdate(ctx context.Context, serverID string, info *Server
 // AgentDisconnected marks a server unreachable: its link to this broker closed.
 func (s *Service) AgentDisconnected(ctx context.Context, serverID string) {
 	s.servers.down(serverID, s.Now())
-	s.log.Info("agent disconnected", "host_id", serverID)
+	s.log.Info("agent disconnected", logattr.ServerID, serverID)
 }
 
 // reconcile makes the broker's sessions of a server agree with its agent's list.
@@ -320,7 +321,7 @@ func (s *Service) reconcile(ctx context.Context, serverID string, reports []Sess
 				return nil
 			})
 			if err != nil && !errors.Is(err, errUnchanged) {
-				s.log.Error("update session from agent", "session_id", r.ID, "err", err)
+				s.log.Error("update session from agent", logattr.SessionID, r.ID, "err", err)
 			}
 		}
 	}
@@ -384,13 +385,13 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 	case err == nil && (known.State == StateDeleted || known.ServerID != serverID):
 		// Deleted by the broker (possibly with Force while the server was away),
 		// or placed elsewhere after a timed-out create: remove it from the host.
-		s.log.Info("deleting orphan session on server", "session_id", r.ID, "host_id", serverID)
+		s.log.Info("deleting orphan session on server", logattr.SessionID, r.ID, logattr.ServerID, serverID)
 		s.queueDelete(deleteJob{sessionID: r.ID, serverID: serverID, orphan: true})
 		return
 	case err == nil:
 		return
 	case !errors.Is(err, ErrNotFound):
-		s.log.Error("adopt session", "session_id", r.ID, "err", err)
+		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return
 	}
 	typ := r.Type
@@ -406,10 +407,10 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 		CreationTime: created, UpdatedAt: now}
 	applyReport(x, r, now)
 	if err := s.store.InsertSessions(ctx, []*Session{x}); err != nil && !errors.Is(err, ErrConflict) {
-		s.log.Error("adopt session", "session_id", r.ID, "err", err)
+		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return
 	}
-	s.log.Info("adopted session created on the server", "session_id", r.ID, "host_id", serverID)
+	s.log.Info("adopted session created on the server", logattr.SessionID, r.ID, logattr.ServerID, serverID)
 }
 
 // ViewServer returns the server with its current availability and counts.

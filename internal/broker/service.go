@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/requirements"
 )
 
@@ -319,11 +320,11 @@ func (s *Service) expire(ctx context.Context) {
 		}
 		if down >= s.cfg.UnreachableServerTTL {
 			if err := s.store.DeleteServer(ctx, srv.ID); err != nil {
-				s.log.Error("delete unreachable server", "host_id", srv.ID, "err", err)
+				s.log.Error("delete unreachable server", logattr.ServerID, srv.ID, "err", err)
 				continue
 			}
 			s.servers.remove(srv.ID)
-			s.log.Info("removed unreachable server", "host_id", srv.ID, "unreachable_for", down.Truncate(time.Second).String())
+			s.log.Info("removed unreachable server", logattr.ServerID, srv.ID, "unreachable_for", down.Truncate(time.Second).String())
 		}
 	}
 }
@@ -332,7 +333,7 @@ func (s *Service) expire(ctx context.Context) {
 func (s *Service) failServerSessions(ctx context.Context, serverID, reason string) {
 	ss, err := s.store.ListSessions(ctx, SessionFilter{ServerID: serverID, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}})
 	if err != nil {
-		s.log.Error("list sessions of unreachable server", "host_id", serverID, "err", err)
+		s.log.Error("list sessions of unreachable server", logattr.ServerID, serverID, "err", err)
 		return
 	}
 	for _, sess := range ss {
@@ -356,7 +357,7 @@ func (s *Service) setDeleted(ctx context.Context, id, reason string) {
 	})
 	if err != nil {
 		if !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
-			s.log.Error("mark session deleted", "session_id", id, "err", err)
+			s.log.Error("mark session deleted", logattr.SessionID, id, "err", err)
 		}
 		return
 	}

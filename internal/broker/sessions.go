@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/permfile"
 )
 
@@ -191,7 +192,7 @@ func (s *Service) DeleteSessions(ctx context.Context, reqs []DeleteRequest) []De
 				out[i].FailureReason = string(rf)
 			} else {
 				out[i].FailureReason = "could not delete the session; retry"
-				s.log.Error("delete session", "session_id", r.SessionID, "err", err)
+				s.log.Error("delete session", logattr.SessionID, r.SessionID, "err", err)
 			}
 			continue
 		}
@@ -250,7 +251,7 @@ func (s *Service) UpdateSessionPermissions(ctx context.Context, reqs []Permissio
 			return nil
 		})
 		if err != nil {
-			s.log.Error("store session permissions", "session_id", sess.ID, "err", err)
+			s.log.Error("store session permissions", logattr.SessionID, sess.ID, "err", err)
 			out[i] = "the permissions were applied on the server but could not be recorded; retry"
 		}
 	}
@@ -286,7 +287,7 @@ func (s *Service) ownedReady(ctx context.Context, id, owner string) (*Session, s
 		if errors.Is(err, ErrNotFound) {
 			return nil, reasonSessionNotExist
 		}
-		s.log.Error("get session", "session_id", id, "err", err)
+		s.log.Error("get session", logattr.SessionID, id, "err", err)
 		return nil, "could not read the session; retry"
 	}
 	if sess.Owner != owner {

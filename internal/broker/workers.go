@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/requirements"
 )
 
@@ -15,7 +16,7 @@ func (s *Service) queueCreate(id string) {
 	default:
 		// The channel is full; the session stays CREATING and is re-sent when
 		// its agent reconnects or the queue loop finds it.
-		s.log.Warn("create backlog full", "session_id", id)
+		s.log.Warn("create backlog full", logattr.SessionID, id)
 	}
 }
 
@@ -23,7 +24,7 @@ func (s *Service) queueDelete(j deleteJob) {
 	select {
 	case s.deletes <- j:
 	default:
-		s.log.Warn("delete backlog full", "session_id", j.sessionID)
+		s.log.Warn("delete backlog full", logattr.SessionID, j.sessionID)
 	}
 }
 
@@ -60,7 +61,7 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 	})
 	if sess == nil {
 		if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
-			s.log.Error("start create", "session_id", id, "err", err)
+			s.log.Error("start create", logattr.SessionID, id, "err", err)
 		}
 		return
 	}
@@ -78,7 +79,7 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 	}
 	reason := s.commandFailure(err)
 	s.metrics().CreateFailed(createFailure(err))
-	s.log.Warn("session create failed", "session_id", id, "host_id", sess.ServerID, "reason", reason)
+	s.log.Warn("session create failed", logattr.SessionID, id, logattr.ServerID, sess.ServerID, "reason", reason)
 	s.retryOrFail(ctx, id, sess.ServerID, reason)
 }
 
@@ -104,7 +105,7 @@ func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) 
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {
-		s.log.Error("record failed create", "session_id", id, "err", err)
+		s.log.Error("record failed create", logattr.SessionID, id, "err", err)
 		return
 	}
 	s.servers.invalidateCounts()
@@ -136,7 +137,7 @@ func (s *Service) runDelete(ctx context.Context, j deleteJob) {
 	cancel()
 	if j.orphan {
 		if err != nil && !errors.Is(err, ErrAgentUnreachable) {
-			s.log.Warn("delete session on server", "session_id", j.sessionID, "host_id", j.serverID, "reason", s.commandFailure(err))
+			s.log.Warn("delete session on server", logattr.SessionID, j.sessionID, logattr.ServerID, j.serverID, "reason", s.commandFailure(err))
 		}
 		return
 	}
@@ -145,7 +146,7 @@ func (s *Service) runDelete(ctx context.Context, j deleteJob) {
 			return
 		}
 		reason := s.commandFailure(err)
-		s.log.Warn("session delete failed", "session_id", j.sessionID, "host_id", j.serverID, "reason", reason)
+		s.log.Warn("session delete failed", logattr.SessionID, j.sessionID, logattr.ServerID, j.serverID, "reason", reason)
 		// Back to READY with the reason; the client may retry (or Force).
 		_ = s.store.UpdateSession(ctx, j.sessionID, func(x *Session) error {
 			if x.State != StateDeleting {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Sessions reads a session as clients see it (*broker.Service).
@@ -63,7 +64,7 @@ func Handler(sessions Sessions, dns *DNSMappings, log *slog.Logger) http.Handler
 		v, err := sessions.SessionForConnection(r.Context(), id)
 		if err != nil {
 			if broker.ErrorCode(err) == broker.CodeInternal {
-				log.Error("resolve session: read session", "session_id", id, "err", err)
+				log.Error("resolve session: read session", logattr.SessionID, id, "err", err)
 				resolveError(w, http.StatusServiceUnavailable, "could not read the session; retry")
 				return
 			}
@@ -91,7 +92,7 @@ func Handler(sessions Sessions, dns *DNSMappings, log *slog.Logger) http.Handler
 		}
 		resp := ResolveSessionResponse{SessionID: v.ID, TransportProtocol: transport, DcvServerEndpoint: host,
 			Port: ep.Port, WebURLPath: ep.WebURLPath}
-		log.Debug("resolved session", "session_id", id, "transport", transport, "client_ip", clientIP, "endpoint", host, "port", ep.Port)
+		log.Debug("resolved session", logattr.SessionID, id, "transport", transport, logattr.Remote, clientIP, "endpoint", host, "port", ep.Port)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		_ = json.NewEncoder(w).Encode(resp)

@@ -38,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Interface guards.
@@ -139,7 +140,7 @@ func New(pool *pgxpool.Pool, id string, local broker.Dispatcher, locate Locator,
 		local:    local,
 		locate:   locate,
 		opts:     opts,
-		log:      opts.Logger.With("component", "cluster", "broker_id", id),
+		log:      opts.Logger.With("component", "cluster", logattr.BrokerID, id),
 		base:     time.Now(),
 		waiters:  make(map[int64]*waiter),
 		wake:     make(chan struct{}, 1),

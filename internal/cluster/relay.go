@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // wireVersion versions the JSON of relayed commands and results, so that a
@@ -136,7 +137,7 @@ func (n *Node) Dispatch(ctx context.Context, serverID string, cmd broker.Command
 		// within a few seconds.
 		if rehome.IsZero() {
 			rehome = time.Now().Add(n.opts.RehomeWait)
-			n.log.Info("waiting for an agent to leave a dead broker", "host_id", serverID, "dead_broker", target, "kind", cmd.Kind)
+			n.log.Info("waiting for an agent to leave a dead broker", logattr.ServerID, serverID, "dead_broker", target, "kind", cmd.Kind)
 		} else if time.Now().After(rehome) {
 			return nil, broker.ErrAgentUnreachable
 		}

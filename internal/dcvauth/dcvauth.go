@@ -46,6 +46,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/permfile"
@@ -200,7 +201,7 @@ func (h *Handler) verify(r *http.Request, ip netip.Addr) (user, sessionID string
 	if !allowed && h.cfg.Servers && sessionID != "" && len(sessionID) <= 256 {
 		view, viewErr = h.cfg.Sessions.SessionForConnection(ctx, sessionID)
 		if viewErr != nil && broker.ErrorCode(viewErr) == broker.CodeInternal {
-			h.log.Error("read session", "session_id", sessionID, "err", viewErr)
+			h.log.Error("read session", logattr.SessionID, sessionID, "err", viewErr)
 			return "", sessionID, no("could not read the session; retry")
 		}
 		allowed = viewErr == nil && reports(view.Server, ip)
@@ -227,7 +228,7 @@ func (h *Handler) verify(r *http.Request, ip netip.Addr) (user, sessionID string
 		if errors.As(err, &te) {
 			return "", sessionID, no("authentication token refused: " + te.Reason)
 		}
-		h.log.Error("verify token", "session_id", sessionID, "err", err)
+		h.log.Error("verify token", logattr.SessionID, sessionID, "err", err)
 		return "", sessionID, no("could not verify the token; retry")
 	}
 	if claims.SessionID != sessionID {
@@ -238,7 +239,7 @@ func (h *Handler) verify(r *http.Request, ip netip.Addr) (user, sessionID string
 	}
 	if viewErr != nil {
 		if broker.ErrorCode(viewErr) == broker.CodeInternal {
-			h.log.Error("read session", "session_id", sessionID, "err", viewErr)
+			h.log.Error("read session", logattr.SessionID, sessionID, "err", viewErr)
 			return "", sessionID, no("could not read the session; retry")
 		}
 		return "", sessionID, no("the session does not exist")
@@ -252,14 +253,14 @@ func (h *Handler) verify(r *http.Request, ip netip.Addr) (user, sessionID string
 	pf := permfile.Default()
 	if text := view.Spec.PermissionsFile; text != "" {
 		if pf, err = permfile.Parse(text); err != nil {
-			h.log.Error("parse the session's permissions", "session_id", sessionID, "err", err)
+			h.log.Error("parse the session's permissions", logattr.SessionID, sessionID, "err", err)
 			return "", sessionID, no("could not read the session's permissions")
 		}
 	}
 	if !pf.CanConnect(claims.User, view.Owner, nil) {
 		return "", sessionID, no("the session's permissions do not let the user connect")
 	}
-	h.log.Debug("dcv token accepted", "session_id", sessionID, "user", claims.User, "caller", ip.String())
+	h.log.Debug("dcv token accepted", logattr.SessionID, sessionID, logattr.User, claims.User, "caller", ip.String())
 	return claims.User, sessionID, refusal{}
 }
 
@@ -275,7 +276,7 @@ func (h *Handler) refuse(w http.ResponseWriter, c *caller, ip netip.Addr, sessio
 	if len(sessionID) > 256 {
 		sessionID = sessionID[:256]
 	}
-	h.log.Debug("dcv token refused", "caller", ip.String(), "session_id", sessionID, "reason", ref.msg)
+	h.log.Debug("dcv token refused", "caller", ip.String(), logattr.SessionID, sessionID, "reason", ref.msg)
 	now := h.cfg.Now()
 	h.mu.Lock()
 	c.refused++

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/coder/websocket"
 )
 
@@ -136,13 +137,13 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	vnc, err := dialSession(r.Context(), g.session)
 	if err != nil {
 		m.ConnectionRefused(RefusedUnreachable)
-		s.log.Warn("cannot reach the session's VNC server", "session_id", b.session, "err", err)
+		s.log.Warn("cannot reach the session's VNC server", logattr.SessionID, b.session, "err", err)
 		c.Close(websocket.StatusTryAgainLater, "the session is not reachable")
 		return
 	}
 	m.ConnectionOpened()
 	defer m.ConnectionClosed()
-	log := s.log.With("session_id", b.session, "user", b.user, "remote", r.RemoteAddr)
+	log := s.log.With(logattr.SessionID, b.session, logattr.User, b.user, logattr.Remote, r.RemoteAddr)
 	log.Info("client connected", "view_only", g.rights.viewOnly())
 	why := s.pump(c, vnc, b)
 	log.Info("client disconnected", "why", why)

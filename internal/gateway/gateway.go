@@ -43,6 +43,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/permfile"
@@ -416,7 +417,7 @@ func (s *Server) SessionChanged(id string) {
 		}
 		r := s.rights(sess, b.user)
 		if !r.display {
-			s.log.Info("dropping connection: display permission revoked", "session_id", id, "user", b.user)
+			s.log.Info("dropping connection: display permission revoked", logattr.SessionID, id, logattr.User, b.user)
 			b.stop(closePolicy, "permission revoked")
 			continue
 		}

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 const (
@@ -42,7 +44,7 @@ func (a *Authority) RegisterClient(ctx context.Context, kind, name string) (id, 
 	if err := a.Store.CreateClient(ctx, c); err != nil {
 		return "", "", fmt.Errorf("register client: %w", err)
 	}
-	a.logger().InfoContext(ctx, "client registered", "client_id", c.ID, "kind", kind, "name", c.Name)
+	a.logger().InfoContext(ctx, "client registered", idAttr(kind), c.ID, "kind", kind, "name", c.Name)
 	return c.ID, secret, nil
 }
 
@@ -227,7 +229,7 @@ func (a *Authority) RegisterAgent(ctx context.Context, statement, name string) (
 func (a *Authority) registerAgent(ctx context.Context, statement, name, remote string) (id, secret string, err error) {
 	log := a.logger()
 	if remote != "" {
-		log = log.With("remote", remote)
+		log = log.With(logattr.Remote, remote)
 	}
 	text := normalizeStatement(statement)
 	if text == "" || len(text) > maxStatementLen {
@@ -253,7 +255,7 @@ func (a *Authority) registerAgent(ctx context.Context, statement, name, remote s
 	case err != nil:
 		return "", "", fmt.Errorf("register agent: %w", err)
 	}
-	log.InfoContext(ctx, "agent client registered", "client_id", c.ID, "name", c.Name,
+	log.InfoContext(ctx, "agent client registered", logattr.AgentID, c.ID, "name", c.Name,
 		"statement_fp", Fingerprint(st.ID), "uses", st.Uses, "max_uses", st.MaxUses)
 	return c.ID, secret, nil
 }
@@ -347,4 +349,14 @@ func (a *Authority) Prune(ctx context.Context) error {
 			"unlinked_for", a.UnlinkedAgentClientTTL.String(), "client_ids", strings.Join(shown, ","))
 	}
 	return nil
+}
+
+// idAttr is the log attribute of a client of kind: an agent client's ID is
+// logged as agent_id, as the hub and the broker log it, an API client's as
+// client_id.
+func idAttr(kind string) string {
+	if kind == KindAgent {
+		return logattr.AgentID
+	}
+	return logattr.ClientID
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 const (
@@ -160,7 +162,7 @@ func (a *Authority) TokenHandler() http.Handler {
 		ctx := r.Context()
 		c, err := a.Authenticate(ctx, KindAPI, id, secret)
 		if errors.Is(err, ErrInvalidClient) {
-			a.logger().InfoContext(ctx, "token request refused: client authentication failed", "client_id", truncate(id, 64))
+			a.logger().InfoContext(ctx, "token request refused: client authentication failed", logattr.ClientID, truncate(id, 64))
 			a.refused(TokenRequest, RefusedInvalidClient)
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "")
 			return
@@ -173,12 +175,12 @@ func (a *Authority) TokenHandler() http.Handler {
 		}
 		token, ttl, err := a.IssueAccessToken(ctx, c)
 		if err != nil {
-			a.logger().ErrorContext(ctx, "token request failed", "client_id", c.ID, "err", err)
+			a.logger().ErrorContext(ctx, "token request failed", logattr.ClientID, c.ID, "err", err)
 			a.refused(TokenRequest, RefusedServerError)
 			writeOAuthError(w, http.StatusInternalServerError, "server_error", "")
 			return
 		}
-		a.logger().DebugContext(ctx, "access token issued", "client_id", c.ID)
+		a.logger().DebugContext(ctx, "access token issued", logattr.ClientID, c.ID)
 		writeJSON(w, http.StatusOK, tokenResponse{AccessToken: token, TokenType: "Bearer", ExpiresIn: int64(ttl / time.Second)})
 	})
 }
@@ -287,7 +289,7 @@ func (a *Authority) RegisterAgentHandler() http.Handler {
 		a.limOnce.Do(func() { a.limiter = newRegistrationLimiter(a.Registrations) })
 		if ok, wait := a.limiter.allow(r.RemoteAddr, a.now()); !ok {
 			secs := int64((wait + time.Second - 1) / time.Second)
-			a.logger().WarnContext(r.Context(), "agent registration refused: rate limit", "remote", r.RemoteAddr, "retry_after_s", secs)
+			a.logger().WarnContext(r.Context(), "agent registration refused: rate limit", logattr.Remote, r.RemoteAddr, "retry_after_s", secs)
 			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 			writeOAuthError(w, http.StatusTooManyRequests, "temporarily_unavailable",
 				fmt.Sprintf("too many agent registrations; retry in %d s", secs))

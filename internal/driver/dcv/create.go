@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Bounds of create requests.
@@ -244,7 +245,7 @@ func (d *Driver) removeScript(id string) {
 		return
 	}
 	if err := os.Remove(d.scriptPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.log.Warn("remove autorun wrapper", "session_id", id, "err", err)
+		d.log.Warn("remove autorun wrapper", logattr.SessionID, id, "err", err)
 	}
 }
 
@@ -258,7 +259,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 	}
 	if args[2] == "virtual" {
 		if err := d.checkOwner(req.Owner); err != nil {
-			d.log.Warn("create session refused", "session_id", req.ID, "owner", req.Owner, "err", err)
+			d.log.Warn("create session refused", logattr.SessionID, req.ID, logattr.Owner, req.Owner, "err", err)
 			return err
 		}
 	}
@@ -291,10 +292,10 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 			}
 		}
 		d.removeScript(req.ID)
-		d.log.Warn("create session failed", "session_id", req.ID, "err", err)
+		d.log.Warn("create session failed", logattr.SessionID, req.ID, "err", err)
 		return err
 	}
-	d.log.Info("session created", "session_id", req.ID, "owner", req.Owner, "type", args[2])
+	d.log.Info("session created", logattr.SessionID, req.ID, logattr.Owner, req.Owner, "type", args[2])
 	if changed, _ := d.refresh(ctx); changed {
 		d.notify()
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/login"
 )
 
@@ -366,7 +367,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 		if ctxErr := ctx.Err(); ctxErr != nil && !strings.Contains(err.Error(), "context") {
 			err = fmt.Errorf("%w (%v)", err, ctxErr)
 		}
-		d.log.Warn("session failed to start", "session_id", req.ID, "owner", rec.Owner, "err", err)
+		d.log.Warn("session failed to start", logattr.SessionID, req.ID, logattr.Owner, rec.Owner, "err", err)
 		d.teardown(context.WithoutCancel(ctx), s)
 		d.mu.Lock()
 		if d.sessions[req.ID] == s {
@@ -382,7 +383,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 	d.mu.Lock()
 	close(s.started)
 	d.mu.Unlock()
-	d.log.Info("session ready", "session_id", req.ID, "owner", rec.Owner, "display", rec.Display, "pid", rec.ServerPID, "took", time.Since(t0).Round(time.Millisecond))
+	d.log.Info("session ready", logattr.SessionID, req.ID, logattr.Owner, rec.Owner, "display", rec.Display, "pid", rec.ServerPID, "took", time.Since(t0).Round(time.Millisecond))
 	d.wakeUp()
 	d.changed(req.ID)
 	return nil
@@ -495,7 +496,7 @@ func (d *Driver) startXvnc(ctx context.Context, s *session, p *plan, cookie []by
 			return err
 		}
 		skip[n] = true
-		d.log.Info("display taken, trying another", "session_id", s.rec.ID, "display", n)
+		d.log.Info("display taken, trying another", logattr.SessionID, s.rec.ID, "display", n)
 	}
 	return lastErr
 }
@@ -643,7 +644,7 @@ func (d *Driver) startServer(ctx context.Context, s *session, p *plan, cmd *exec
 		return 0, fmt.Errorf("start %s: %w", prog, err)
 	}
 	if st.Note != "" {
-		d.log.Info(st.Note, "session_id", s.rec.ID, "owner", p.owner.name)
+		d.log.Info(st.Note, logattr.SessionID, s.rec.ID, logattr.Owner, p.owner.name)
 	}
 	d.mu.Lock()
 	s.pamEnv = st.Env
@@ -721,7 +722,7 @@ func (d *Driver) startPrograms(ctx context.Context, s *session, p *plan, logf *o
 			}
 			cookie, err := rec.xCookie()
 			if err != nil || !waitWindowManager(context.Background(), rec.Display, cookie, pid) {
-				d.log.Info("no window manager answered; starting the autorun program anyway", "session_id", s.rec.ID)
+				d.log.Info("no window manager answered; starting the autorun program anyway", logattr.SessionID, s.rec.ID)
 			}
 		}
 		cmd := exec.Command(prog.argv[0], prog.argv[1:]...)

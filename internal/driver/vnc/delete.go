@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Teardown timings.
@@ -60,7 +62,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	d.releaseDisplayLocked(s.rec.Display, id)
 	d.mu.Unlock()
-	d.log.Info("session deleted", "session_id", id)
+	d.log.Info("session deleted", logattr.SessionID, id)
 	d.changed(id)
 	return nil
 }
@@ -103,10 +105,10 @@ func (d *Driver) stopProcesses(ctx context.Context, rec *record, procs []*proc) 
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			if sig == syscall.SIGKILL {
-				d.log.Warn("session processes survive SIGKILL", "session_id", rec.ID, "pids", pids)
+				d.log.Warn("session processes survive SIGKILL", logattr.SessionID, rec.ID, "pids", pids)
 				break
 			}
-			d.log.Info("session processes ignored SIGTERM; killing them", "session_id", rec.ID, "count", len(pids))
+			d.log.Info("session processes ignored SIGTERM; killing them", logattr.SessionID, rec.ID, "count", len(pids))
 			sig = syscall.SIGKILL
 			deadline = time.Now().Add(killGrace)
 			continue
@@ -182,7 +184,7 @@ func (d *Driver) removeFiles(rec *record) {
 		// whatever the owner renamed or linked meanwhile.
 		if root, err := os.OpenRoot(filepath.Dir(rec.Dir)); err == nil {
 			if err := root.RemoveAll(filepath.Base(rec.Dir)); err != nil {
-				d.log.Warn("remove session directory", "session_id", rec.ID, "err", err)
+				d.log.Warn("remove session directory", logattr.SessionID, rec.ID, "err", err)
 			}
 			root.Close()
 		}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Monitor timings: with pidfds the monitor wakes when a process ends and
@@ -100,7 +101,7 @@ func (d *Driver) monitor() {
 			if it.p.role == "server" {
 				d.died(it.s)
 			} else {
-				d.log.Debug("session program exited", "session_id", it.s.rec.ID, "program", it.p.role, "pid", it.p.pid)
+				d.log.Debug("session program exited", logattr.SessionID, it.s.rec.ID, "program", it.p.role, "pid", it.p.pid)
 			}
 		}
 	}
@@ -122,7 +123,7 @@ func (d *Driver) died(s *session) {
 	info.NumConnections = 0
 	d.dead[info.ID] = &deadEntry{info: info, diedAt: time.Now()}
 	d.mu.Unlock()
-	d.log.Warn("session's X server exited", "session_id", info.ID, "owner", info.Owner)
+	d.log.Warn("session's X server exited", logattr.SessionID, info.ID, logattr.Owner, info.Owner)
 	d.changed(info.ID)
 	d.wg.Add(1)
 	go func() {
@@ -163,10 +164,10 @@ func (d *Driver) adopt() {
 			if rec.Display >= 0 {
 				d.displays[rec.Display] = rec.ID
 			}
-			d.log.Info("re-adopted session", "session_id", rec.ID, "owner", rec.Owner, "display", rec.Display, "pid", rec.ServerPID)
+			d.log.Info("re-adopted session", logattr.SessionID, rec.ID, logattr.Owner, rec.Owner, "display", rec.Display, "pid", rec.ServerPID)
 			continue
 		}
-		d.log.Warn("session ended while the agent was away; cleaning up", "session_id", rec.ID, "owner", rec.Owner)
+		d.log.Warn("session ended while the agent was away; cleaning up", logattr.SessionID, rec.ID, logattr.Owner, rec.Owner)
 		d.teardown(d.ctxOrBackground(), s)
 		if rec.Ready {
 			info := s.infoLocked()

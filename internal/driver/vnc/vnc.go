@@ -59,6 +59,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/login"
 	"github.com/berth-dev/berth/internal/permfile"
 )
@@ -482,7 +483,7 @@ func (d *Driver) SetPermissions(ctx context.Context, id, file string) error {
 	rec := s.rec
 	d.mu.Unlock()
 	if err := d.saveRecord(&rec); err != nil {
-		d.log.Error("save session state", "session_id", id, "err", err)
+		d.log.Error("save session state", logattr.SessionID, id, "err", err)
 	}
 	d.changed(id)
 	return nil
