@@ -54,7 +54,7 @@ func TestBroker_CertificateRenewal(t *testing.T) {
 	})
 	c := b.MustClient(t)
 	b.MustStartSimAgent(t, t.TempDir(), nil, hostReport("host-a", 0, nil))
-	waitFor(t, "an available server", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "an available server", func() bool {
 		return servers(t, c)["host-a"].Availability == api.AvailabilityAvailable
 	})
 	first := b.peerCertificate(t, b.AgentAddr())
@@ -146,7 +146,7 @@ func TestBroker_CertificateFilesReloaded(t *testing.T) {
 	}
 	// (A half-replaced pair is not taken: listencert.TestManager_FilesReloaded.)
 	second := write()
-	waitFor(t, "the replaced certificate", 10*time.Second, func() bool {
+	poll.Until(t, 10*time.Second, "the replaced certificate", func() bool {
 		return b.peerCertificate(t, b.ClientAddr()).Equal(second)
 	})
 	if _, err := c.DescribeServers(t.Context(), api.DescribeServersRequest{}); err != nil {
@@ -178,7 +178,7 @@ func TestBroker_AgentCertificate(t *testing.T) {
 	stateDir := t.TempDir()
 	sa := b.MustStartSimAgent(t, stateDir, nil, report)
 	c := b.MustClient(t)
-	waitFor(t, "the agent's server", 10*time.Second, func() bool { return len(servers(t, c)) == 1 })
+	poll.Until(t, 10*time.Second, "the agent's server", func() bool { return len(servers(t, c)) == 1 })
 	var creds struct {
 		ClientID     string `json:"client_id"`
 		ClientSecret string `json:"client_secret"`

@@ -22,15 +22,13 @@ import (
 	"github.com/berth-dev/berth/internal/apispec"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/pki"
-	"github.com/berth-dev/berth/internal/poll"
 )
 
 // testBroker is a broker running in-process on loopback with a temp SQLite store.
 type testBroker struct {
 	*Main
-	dir    string
-	client *api.Client
-	hc     *http.Client
+	dir string
+	hc  *http.Client
 }
 
 // MustRunMain starts a broker on 127.0.0.1:0 in dir with test-friendly timings.
@@ -217,13 +215,6 @@ func (b *testBroker) MustStartSimAgent(tb testing.TB, stateDir string, drv *sim.
 func (a *simAgent) Stop() {
 	a.cancel()
 	<-a.done
-}
-
-// waitFor is poll.Until with the arguments in the order of the tests that
-// still call it (certs_test.go, resolver_test.go); others call poll.Until.
-func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
-	tb.Helper()
-	poll.Until(tb, timeout, what, cond)
 }
 
 func tlsConfig(pool *x509.CertPool) *tls.Config {

@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/cgresolver"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // resolverReport is a host with an HTTP and a QUIC endpoint.
@@ -122,7 +123,7 @@ func TestConnectionGatewayResolver(t *testing.T) {
 		if _, err := c.DeleteSessions(ctx, []api.DeleteSessionRequest{{SessionId: bob, Owner: "bob"}}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "deleted session not resolved", 10*time.Second, func() bool {
+		poll.Until(t, 10*time.Second, "deleted session not resolved", func() bool {
 			code, _ := resolve(t, b.hc, b, url.Values{"sessionId": {bob}, "transport": {"HTTP"}})
 			return code == http.StatusNotFound
 		})

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -342,16 +341,6 @@ func MustWaitSession(tb testing.TB, b *ClusterBroker, id, want string, timeout t
 
 // onServer is the requirements expression that places a session on one server.
 func onServer(id string) string { return fmt.Sprintf("server:Id = '%s'", id) }
-
-// freeAddr reports whether an address no longer accepts connections.
-func closedAddr(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return true
-	}
-	c.Close()
-	return false
-}
 
 // brokerLogs and agentLogs return the paths of the processes' logs.
 func (c *Cluster) brokerLogs() []string {
