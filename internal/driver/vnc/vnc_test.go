@@ -93,7 +93,12 @@ func TestDriver_Create_RunsAsOwner(t *testing.T) {
 			}
 		}
 	}
-	// The autorun program inherits only stdin, stdout and stderr.
+	// The autorun program inherits only stdin, stdout and stderr. Its script
+	// ends in exec sleep: until then the shell holds the script open (dash
+	// on fd 10), so look once it is sleep.
+	poll.Until(t, 10*time.Second, "the autorun script to exec sleep", func() bool {
+		return len(procCmdline(rec.AutorunPID)) > 0 && procCmdline(rec.AutorunPID)[0] == "sleep"
+	})
 	fds, _ := os.ReadDir("/proc/" + strconv.Itoa(rec.AutorunPID) + "/fd")
 	if len(fds) != 3 {
 		var names []string
