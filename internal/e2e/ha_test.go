@@ -29,6 +29,7 @@ import (
 // vnc agent (linked to b2) is described, screenshotted, opened in the
 // gateway, has its permissions changed and is deleted through b3.
 func TestE2E_ClusterThreeBrokers(t *testing.T) {
+	skipShort(t, "three broker processes and a vnc agent")
 	c := MustStartCluster(t, pgtest.DSN(t), 3)
 	b1, b2, b3 := c.Brokers[0], c.Brokers[1], c.Brokers[2]
 	vnc := c.MustStartAgent(t, "vnc", []int{1, 0, 2}, "")
@@ -359,6 +360,7 @@ func allSessions(tb testing.TB, b *ClusterBroker) map[string][]api.Session {
 // nothing stays CREATING or DELETING, that the dead broker's agents move to
 // the others within 10 s, and that the survivors answer throughout.
 func TestE2E_ClusterKillBroker(t *testing.T) {
+	skipShort(t, "kills a broker under load for about 20 s")
 	dsn := pgtest.DSN(t)
 	c := MustStartCluster(t, dsn, 3)
 	var sims []*ClusterAgent
@@ -527,6 +529,7 @@ func leaseHolder(tb testing.TB, dsn string) string {
 // they report unhealthy, recover by themselves when it is back, and keep
 // everything they acknowledged.
 func TestE2E_ClusterPostgresRestart(t *testing.T) {
+	skipShort(t, "starts and stops a private PostgreSQL")
 	pg := pgtest.StartServer(t)
 	c := MustStartCluster(t, pg.DSN, 2)
 	a1 := c.MustStartAgent(t, "sim", []int{0, 1}, "")
@@ -675,4 +678,13 @@ func TestE2E_ClusterAgentBehindLoadBalancer(t *testing.T) {
 		t.Fatalf("CreateSessions after the failover: %v %+v", err, out)
 	}
 	MustWaitSession(t, b2, out.SuccessfulList[0].Id, api.StateReady, readyTimeout)
+}
+
+// skipShort skips the high-availability tests under go test -short: they
+// take tens of seconds each; make test runs them.
+func skipShort(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: %s (make test runs it)", why)
+	}
 }

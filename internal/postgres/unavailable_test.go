@@ -16,6 +16,9 @@ import (
 // broker.ErrStoreUnavailable (the API's 503), and the same store works again
 // once it is back, without being reopened.
 func TestStore_Unavailable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and stops a private PostgreSQL (make test runs it)")
+	}
 	pg := pgtest.StartServer(t)
 	st, err := postgres.Open(t.Context(), pg.DSN, slog.New(slog.DiscardHandler))
 	if err != nil {
