@@ -95,11 +95,14 @@ func TestDriver_Create_RunsAsOwner(t *testing.T) {
 	}
 	// The autorun program inherits only stdin, stdout and stderr. Its script
 	// ends in exec sleep: until then the shell holds the script open (dash
-	// on fd 10), so look once it is sleep.
-	poll.Until(t, 10*time.Second, "the autorun script to exec sleep", func() bool {
-		return len(procCmdline(rec.AutorunPID)) > 0 && procCmdline(rec.AutorunPID)[0] == "sleep"
+	// on fd 10), and right after it the dynamic loader its libraries, so a
+	// leaked descriptor is one still there once sleep runs and settles.
+	var fds []os.DirEntry
+	poll.Until(t, 10*time.Second, "the autorun program to be sleep with 3 descriptors", func() bool {
+		fds, _ = os.ReadDir("/proc/" + strconv.Itoa(rec.AutorunPID) + "/fd")
+		args := procCmdline(rec.AutorunPID)
+		return len(args) > 0 && args[0] == "sleep" && len(fds) == 3
 	})
-	fds, _ := os.ReadDir("/proc/" + strconv.Itoa(rec.AutorunPID) + "/fd")
 	if len(fds) != 3 {
 		var names []string
 		for _, f := range fds {
