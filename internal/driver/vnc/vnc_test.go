@@ -628,10 +628,18 @@ func TestDriver_Displays(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(lock)
-	// And the next one with an abstract socket, which the allocator sees.
-	abs, err := net.Listen("unix", "@/tmp/.X11-unix/X"+strconv.Itoa(n+1))
-	if err != nil {
-		t.Fatal(err)
+	// And a later one with an abstract socket, which the allocator sees: the
+	// next number whose abstract socket is free (tests of other packages
+	// may run X servers at the same time).
+	var abs net.Listener
+	m := n + 1
+	for ; m < n+displayCount; m++ {
+		if abs, err = net.Listen("unix", "@/tmp/.X11-unix/X"+strconv.Itoa(m)); err == nil {
+			break
+		}
+	}
+	if abs == nil {
+		t.Fatalf("no display above %d to squat: %v", n, err)
 	}
 	defer abs.Close()
 	id1, id2 := newID(t), newID(t)
@@ -639,8 +647,8 @@ func TestDriver_Displays(t *testing.T) {
 	mustCreate(t, d, agent.CreateRequest{ID: id2, Owner: testUser2})
 	r1, _ := d.recordOf(id1)
 	r2, _ := d.recordOf(id2)
-	if r1.Display == n || r1.Display == n+1 || r2.Display == n || r2.Display == n+1 || r1.Display == r2.Display {
-		t.Errorf("displays %d and %d (squatted %d, %d)", r1.Display, r2.Display, n, n+1)
+	if r1.Display == n || r1.Display == m || r2.Display == n || r2.Display == m || r1.Display == r2.Display {
+		t.Errorf("displays %d and %d (squatted %d, %d)", r1.Display, r2.Display, n, m)
 	}
 }
 
