@@ -30,6 +30,7 @@ lint:
 	$(TOOL) staticcheck ./...
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
+	cd tools/hydra && $(GO) mod tidy -diff
 
 # govulncheck against a vulnerability database built from golang.org/x/vulndb
 # (scripts/vulncheck.sh); CI runs it after the tests.
