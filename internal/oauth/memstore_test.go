@@ -28,6 +28,8 @@ type memStore struct {
 	statements []*oauth.SoftwareStatement
 	keyLoads   int // calls to SigningKeys
 	failKeys   error
+	servers    []*oauth.AuthServer // oldest first
+	failAuth   error               // returned by AuthServers when set
 }
 
 var _ oauth.Store = (*memStore)(nil)
@@ -189,6 +191,50 @@ func (s *memStore) DeleteUnlinkedAgentClients(_ context.Context, t time.Time) ([
 }
 
 // keyIDs returns the IDs of the stored keys, oldest first.
+func (s *memStore) PutAuthServer(_ context.Context, a *oauth.AuthServer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.servers {
+		if x.URL == a.URL {
+			x.Algorithm, x.Issuer, x.Audience = a.Algorithm, a.Issuer, a.Audience
+			a.CreatedAt = x.CreatedAt
+			return nil
+		}
+	}
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = time.Now()
+	}
+	cp := *a
+	s.servers = append(s.servers, &cp)
+	return nil
+}
+
+func (s *memStore) AuthServers(context.Context) ([]*oauth.AuthServer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failAuth != nil {
+		return nil, s.failAuth
+	}
+	out := make([]*oauth.AuthServer, len(s.servers))
+	for i, x := range s.servers {
+		cp := *x
+		out[i] = &cp
+	}
+	return out, nil
+}
+
+func (s *memStore) DeleteAuthServer(_ context.Context, url string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, x := range s.servers {
+		if x.URL == url {
+			s.servers = slices.Delete(s.servers, i, i+1)
+			return nil
+		}
+	}
+	return oauth.ErrNotFound
+}
+
 func (s *memStore) keyIDs() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -66,8 +66,26 @@ type SoftwareStatement struct {
 	Legacy bool
 }
 
-// Store keeps clients, signing keys and software statements. Implemented by
-// internal/sqlite and internal/postgres.
+// AuthServer is an external authorization server whose access tokens the
+// client API accepts (register-auth-server), named by the URL of its JSON Web
+// Key Set.
+type AuthServer struct {
+	// URL is the key set's https URL (see jwks.CheckURL); it identifies the
+	// server.
+	URL string
+	// Algorithm pins the JWS algorithm its tokens must be signed with (one
+	// of jwks.Algorithms); empty: any of them that the key allows.
+	Algorithm string
+	// Issuer, when set, is the "iss" its tokens must carry.
+	Issuer string
+	// Audience, when set, must be the "aud" of its tokens, or one of them.
+	Audience string
+	// CreatedAt is when it was first registered.
+	CreatedAt time.Time
+}
+
+// Store keeps clients, signing keys, software statements and external
+// authorization servers. Implemented by internal/sqlite and internal/postgres.
 type Store interface {
 	// CreateClient inserts a client.
 	CreateClient(ctx context.Context, c *Client) error
@@ -108,4 +126,14 @@ type Store interface {
 	// ID, inserts c, and returns the statement as updated. Concurrent calls,
 	// from several brokers too, never count more than MaxUses.
 	RegisterWithStatement(ctx context.Context, hash []byte, c *Client) (*SoftwareStatement, error)
+
+	// PutAuthServer registers s, or, if a server of its URL is registered,
+	// replaces that one's Algorithm, Issuer and Audience (its CreatedAt
+	// stays, and is set in s). A zero s.CreatedAt means now.
+	PutAuthServer(ctx context.Context, s *AuthServer) error
+	// AuthServers returns the registered servers, oldest first.
+	AuthServers(ctx context.Context) ([]*AuthServer, error)
+	// DeleteAuthServer unregisters the server of URL url; ErrNotFound if
+	// there is none.
+	DeleteAuthServer(ctx context.Context, url string) error
 }

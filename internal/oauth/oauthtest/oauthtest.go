@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ func RunStore(t *testing.T, open func(t *testing.T) oauth.Store) {
 		{"RegisterWithStatement_Concurrent", func(t *testing.T, s oauth.Store) {
 			MustRegisterConcurrently(t, []oauth.Store{s}, 24, 5)
 		}},
+		{"AuthServers", testAuthServers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -591,5 +593,78 @@ func MustRegisterConcurrently(t *testing.T, stores []oauth.Store, n, maxUses int
 	}
 	if agents != maxUses {
 		t.Errorf("%d agent clients hold the statement, want %d", agents, maxUses)
+	}
+}
+
+func testAuthServers(t *testing.T, s oauth.Store) {
+	ctx := t.Context()
+	if got, err := s.AuthServers(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("AuthServers on an empty store = %v, %v", got, err)
+	}
+	cognito := &oauth.AuthServer{
+		URL:       "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_x/.well-known/jwks.json",
+		Issuer:    "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_x",
+		CreatedAt: at(time.Hour),
+	}
+	azure := &oauth.AuthServer{
+		URL:       "https://login.microsoftonline.com/common/discovery/v2.0/keys",
+		Algorithm: "RS256",
+		Audience:  "api://berth",
+		CreatedAt: at(0),
+	}
+	bare := &oauth.AuthServer{URL: "http://127.0.0.1:4444/.well-known/jwks.json", CreatedAt: at(2 * time.Hour)}
+	for _, a := range []*oauth.AuthServer{cognito, azure, bare} {
+		if err := s.PutAuthServer(ctx, a); err != nil {
+			t.Fatalf("PutAuthServer(%s): %v", a.URL, err)
+		}
+	}
+	list := func() []*oauth.AuthServer {
+		t.Helper()
+		got, err := s.AuthServers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range got {
+			checkUTC(t, "CreatedAt", a.CreatedAt)
+		}
+		return got
+	}
+	// Oldest first.
+	if d := cmp.Diff([]*oauth.AuthServer{azure, cognito, bare}, list(), diffOpts...); d != "" {
+		t.Errorf("AuthServers (-want +got):\n%s", d)
+	}
+
+	// Registering a URL again replaces its options and keeps its age.
+	again := &oauth.AuthServer{URL: cognito.URL, Algorithm: "ES384", Audience: "https://api.example", CreatedAt: at(5 * time.Hour)}
+	if err := s.PutAuthServer(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if !again.CreatedAt.Equal(cognito.CreatedAt) {
+		t.Errorf("PutAuthServer of a registered URL set CreatedAt %v, want the first registration's %v", again.CreatedAt, cognito.CreatedAt)
+	}
+	if d := cmp.Diff([]*oauth.AuthServer{azure, again, bare}, list(), diffOpts...); d != "" {
+		t.Errorf("AuthServers after registering again (-want +got):\n%s", d)
+	}
+
+	if err := s.DeleteAuthServer(ctx, azure.URL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteAuthServer(ctx, azure.URL); !errors.Is(err, oauth.ErrNotFound) {
+		t.Errorf("DeleteAuthServer of an unregistered URL = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteAuthServer(ctx, strings.ToUpper(bare.URL)); !errors.Is(err, oauth.ErrNotFound) {
+		t.Errorf("DeleteAuthServer matched a URL in another case: %v", err)
+	}
+	if d := cmp.Diff([]*oauth.AuthServer{again, bare}, list(), diffOpts...); d != "" {
+		t.Errorf("AuthServers after a delete (-want +got):\n%s", d)
+	}
+
+	// A zero CreatedAt is set to the store's time.
+	now := &oauth.AuthServer{URL: "https://idp.example/jwks"}
+	if err := s.PutAuthServer(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	if now.CreatedAt.IsZero() {
+		t.Error("PutAuthServer left a zero CreatedAt")
 	}
 }
