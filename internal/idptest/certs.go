@@ -84,9 +84,19 @@ func serial() *big.Int {
 	return n
 }
 
-// httpClient returns a client that trusts pool only.
+// httpClient returns a client that trusts pool only and sends userAgent.
 func httpClient(pool *x509.CertPool) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr, Timeout: callTimeout}
+	return &http.Client{Transport: agentTransport{tr}, Timeout: callTimeout}
+}
+
+// agentTransport sets the User-Agent of every request to userAgent.
+type agentTransport struct{ next http.RoundTripper }
+
+// RoundTrip sends a copy of req with the User-Agent set.
+func (t agentTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	r.Header.Set("User-Agent", userAgent)
+	return t.next.RoundTrip(r)
 }

@@ -341,9 +341,13 @@ func (s *Server) KeyIDs(tb testing.TB) []string {
 	return kids
 }
 
+// userAgent marks the requests of this package in Hydra's request log, so
+// that JWKSRequests counts only the others.
+const userAgent = "berth-idptest"
+
 // JWKSRequests counts the GET requests for the JWKS that Hydra has answered
-// since its first start, from its request log: how often API servers fetched
-// its keys.
+// since its first start, from its request log, leaving out this package's
+// own (the readiness check, KeyIDs): how often API servers fetched its keys.
 func (s *Server) JWKSRequests(tb testing.TB) int {
 	tb.Helper()
 	f, err := os.Open(s.Log)
@@ -359,12 +363,15 @@ func (s *Server) JWKSRequests(tb testing.TB) int {
 		var rec struct {
 			Msg     string `json:"msg"`
 			Request struct {
-				Method string `json:"method"`
-				Path   string `json:"path"`
+				Method  string `json:"method"`
+				Path    string `json:"path"`
+				Headers struct {
+					UserAgent string `json:"user-agent"`
+				} `json:"headers"`
 			} `json:"http_request"`
 		}
 		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "completed handling request" &&
-			rec.Request.Method == http.MethodGet && rec.Request.Path == path {
+			rec.Request.Method == http.MethodGet && rec.Request.Path == path && rec.Request.Headers.UserAgent != userAgent {
 			n++
 		}
 	}

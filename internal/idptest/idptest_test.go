@@ -2,6 +2,8 @@ package idptest_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,9 +66,28 @@ func TestServer(t *testing.T) {
 		t.Error("Hydra gave a token for a wrong client secret")
 	}
 
+	// A client of another User-Agent (as an API server's) is counted; the
+	// readiness check and KeyIDs are not.
+	if n := s.JWKSRequests(t); n != 0 {
+		t.Errorf("JWKSRequests = %d after the readiness check and KeyIDs only, want 0", n)
+	}
+	pem, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no certificate", s.CAFile)
+	}
+	other := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := other.Get(s.JWKSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	before := s.JWKSRequests(t)
-	if before < 2 { // the readiness check and KeyIDs
-		t.Errorf("JWKSRequests = %d after the readiness check and KeyIDs, want >= 2", before)
+	if before != 1 {
+		t.Errorf("JWKSRequests = %d after one GET of another client, want 1", before)
 	}
 
 	s.Restart(t)
@@ -80,8 +101,8 @@ func TestServer(t *testing.T) {
 	if k := idptest.KeyID(s.Token(t, c2, aud)); !slices.Contains(newKids, k) {
 		t.Errorf("a token after the restart has kid %q, not one of %v", k, newKids)
 	}
-	if got := s.JWKSRequests(t); got != before+2 {
-		t.Errorf("JWKSRequests = %d, want %d (+ the readiness check and KeyIDs)", got, before+2)
+	if got := s.JWKSRequests(t); got != before {
+		t.Errorf("JWKSRequests = %d after a restart, want %d (the readiness check and KeyIDs do not count)", got, before)
 	}
 
 	s.Stop(t)
