@@ -101,7 +101,15 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 		}
 		u += sep + "grant_type=client_credentials"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	// The URL's query parameters (grant_type, and for example an audience
+	// an external server asks for) go in the form body too: the broker and
+	// dcvsm's users put them in the query string, but RFC 6749 servers such
+	// as Ory Hydra read only the body.
+	var form string
+	if pu, err := url.Parse(u); err == nil {
+		form = pu.Query().Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form))
 	if err != nil {
 		return "", err
 	}

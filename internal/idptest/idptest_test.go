@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/idptest"
 )
 
@@ -140,5 +142,31 @@ func TestCacheKey(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join("..", "..", "tools", "hydra", "go.sum")); err != nil {
 		t.Fatalf("tools/hydra/go.sum: %v", err)
+	}
+}
+
+// TestAPIClientToken: berth's API client (and so the berth CLI) gets its
+// token from Hydra through --auth-server-url with the audience in the URL's
+// query string, with or without grant_type there (the reference
+// dcvsmcli.conf's form). Hydra reads the form body only (RFC 6749): the
+// client must send the URL's parameters there too.
+func TestAPIClientToken(t *testing.T) {
+	s := idptest.Start(t, idptest.Options{})
+	const aud = "https://berth.test"
+	c := s.RegisterClient(t, aud)
+	for _, u := range []string{
+		s.TokenURL + "?audience=" + url.QueryEscape(aud),
+		s.TokenURL + "?grant_type=client_credentials&audience=" + url.QueryEscape(aud),
+	} {
+		cl := &api.Client{BrokerURL: "https://broker.invalid", AuthURL: u, ClientID: c.ID, ClientSecret: c.Secret, HTTPClient: s.HTTP}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		tok, err := cl.Token(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("api.Client.Token with AuthURL %s: %v", u, err)
+		}
+		if a, _ := idptest.Claims(tok)["aud"].([]any); len(a) != 1 || a[0] != aud {
+			t.Errorf("AuthURL %s: the token's aud is %v, want [%s]", u, idptest.Claims(tok)["aud"], aud)
+		}
 	}
 }
