@@ -9,8 +9,9 @@ type Observer interface {
 	// TokenIssued counts one token of kind TokenAccess or TokenConnection.
 	TokenIssued(kind string)
 	// TokenRefused counts one refusal: kind is TokenRequest (the token
-	// endpoint refused a request), TokenAccess or TokenConnection (a token
-	// failed verification); reason is one of RefusalReasons.
+	// endpoint refused a request), TokenAccess, TokenConnection or
+	// TokenExternal (a token failed verification); reason is one of
+	// RefusalReasons.
 	TokenRefused(kind, reason string)
 }
 
@@ -24,6 +25,9 @@ const (
 	TokenConnection = "connection"
 	// TokenRequest: requests to the token endpoint.
 	TokenRequest = "token_request"
+	// TokenExternal: bearer tokens of the API from a registered external
+	// authorization server (External).
+	TokenExternal = "external"
 )
 
 // Reasons given to Observer.TokenRefused. The first four are the token
@@ -42,12 +46,23 @@ const (
 	RefusedWrongToken     = "wrong_token" // algorithm, type, audience, issuer or claims
 	RefusedInactiveClient = "inactive_client"
 	RefusedError          = "error" // the store failed
+
+	// Reasons of external tokens (kind TokenExternal), which name what the
+	// broker's own tokens count as wrong_token, and of tokens whose issuer
+	// is not accepted at all (kind TokenAccess).
+	RefusedAlgorithm       = "algorithm"        // not accepted, not the pinned one, or not the key's
+	RefusedAudience        = "audience"         // aud lacks the registered audience
+	RefusedIssuer          = "issuer"           // iss is not the registered issuer
+	RefusedNotYetValid     = "not_yet_valid"    // nbf more than 60 s ahead
+	RefusedKeysUnavailable = "keys_unavailable" // no key set could be fetched
+	RefusedNotAccepted     = "not_accepted"     // the broker's own token with enable-authorization-server = false, or no server registered
 )
 
 // RefusalReasons lists every reason of Observer.TokenRefused.
 func RefusalReasons() []string {
 	return []string{RefusedInvalidRequest, RefusedUnsupportedType, RefusedInvalidClient, RefusedServerError,
-		RefusedMalformed, RefusedExpired, RefusedUnknownKey, RefusedSignature, RefusedWrongToken, RefusedInactiveClient, RefusedError}
+		RefusedMalformed, RefusedExpired, RefusedUnknownKey, RefusedSignature, RefusedWrongToken, RefusedInactiveClient, RefusedError,
+		RefusedAlgorithm, RefusedAudience, RefusedIssuer, RefusedNotYetValid, RefusedKeysUnavailable, RefusedNotAccepted}
 }
 
 // refusalReason turns a verification error into a reason for Observer.
