@@ -6,11 +6,13 @@
 // httpapi.RequestObserver, agenthub.Observer, oauth.Observer), which Broker
 // implements as counters and histograms; and gauges read when Prometheus
 // scrapes (servers, sessions by state, queue length, agent links, lease,
-// certificate expiry) from a Source, whose broker figures are cached for
-// Options.StatsMaxAge so that frequent scrapes cost the store little.
+// certificate expiry, the key sets of external authorization servers) from a
+// Source, whose broker figures are cached for Options.StatsMaxAge so that
+// frequent scrapes cost the store little.
 //
 // Every metric name starts with berth_broker_. Label values come from fixed
-// sets (operations, reasons, states), never from request data.
+// sets (operations, reasons, states) or from what an admin registered (the
+// URLs of external authorization servers), never from request data.
 package metrics
 
 import (
@@ -53,6 +55,9 @@ type Source struct {
 	// CertificateExpiry returns the NotAfter of each listener's certificate,
 	// by listener name (client, agent, gateway, metrics).
 	CertificateExpiry func() map[string]time.Time
+	// AuthServers returns the key set of each registered external
+	// authorization server (oauth.External.Status).
+	AuthServers func() []oauth.AuthServerStatus
 }
 
 // Options tune a Broker. Zero values take the defaults noted.
@@ -134,10 +139,11 @@ func New(src Source, opts Options) *Broker {
 		b.tokensIssued.WithLabelValues(k)
 	}
 	b.tokensRefused = f.counterVec("tokens_refused_total",
-		"Token requests refused (kind token_request) and tokens that failed verification (access, connection), by reason.",
+		"Token requests refused (kind token_request) and tokens that failed verification (access: the broker's; connection; external: a registered authorization server's), by reason.",
 		"kind", "reason")
 	b.tokensRefused.WithLabelValues(oauth.TokenRequest, oauth.RefusedInvalidClient)
 	b.tokensRefused.WithLabelValues(oauth.TokenAccess, oauth.RefusedExpired)
+	b.tokensRefused.WithLabelValues(oauth.TokenExternal, oauth.RefusedUnknownKey)
 	b.agentCerts = f.counter("agent_certificates_issued_total", "Gateway certificates issued to agents.")
 	b.connsRefused = f.counterVec("connections_refused_total",
 		"Connections closed on accept by a listener's connection limits, by listener (client, agent, gateway, metrics) and reason (total, per_address).",
@@ -277,6 +283,10 @@ var (
 		"1 if this broker holds the maintenance lease (runs the queue, expiry and cleanup), else 0.", nil, nil)
 	descCertExpiry = prometheus.NewDesc(namespace+"_certificate_expiry_timestamp_seconds",
 		"When the certificate each listener serves expires (Unix time).", []string{"listener"}, nil)
+	descAuthServerFetch = prometheus.NewDesc(namespace+"_auth_server_last_fetch_timestamp_seconds",
+		"When the key set of each registered external authorization server was last fetched (Unix time; 0: never).", []string{"url"}, nil)
+	descAuthServerKeys = prometheus.NewDesc(namespace+"_auth_server_keys",
+		"Usable keys cached from each registered external authorization server's key set.", []string{"url"}, nil)
 )
 
 // sessionStates are the stored states, always reported (0 when none).
@@ -296,7 +306,7 @@ type scrapeCollector struct {
 // Describe implements prometheus.Collector.
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServers, descServersReady, descServersUnavailable, descSessions,
-		descSessionsActive, descQueue, descAgentLinks, descLeader, descCertExpiry} {
+		descSessionsActive, descQueue, descAgentLinks, descLeader, descCertExpiry, descAuthServerFetch, descAuthServerKeys} {
 		ch <- d
 	}
 }
@@ -347,6 +357,16 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.CertificateExpiry != nil {
 		for l, t := range c.src.CertificateExpiry() {
 			ch <- prometheus.MustNewConstMetric(descCertExpiry, prometheus.GaugeValue, float64(t.Unix()), l)
+		}
+	}
+	if c.src.AuthServers != nil {
+		for _, a := range c.src.AuthServers() {
+			at := 0.0
+			if !a.FetchedAt.IsZero() {
+				at = float64(a.FetchedAt.UnixMilli()) / 1000
+			}
+			ch <- prometheus.MustNewConstMetric(descAuthServerFetch, prometheus.GaugeValue, at, a.URL)
+			ch <- prometheus.MustNewConstMetric(descAuthServerKeys, prometheus.GaugeValue, float64(a.Keys), a.URL)
 		}
 	}
 }

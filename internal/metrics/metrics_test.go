@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/oauth"
 )
 
 func TestStatusClass(t *testing.T) {
@@ -82,5 +83,42 @@ func TestBroker_StatsError(t *testing.T) {
 	}
 	if v := s["berth_broker_placements_total"].GetMetric()[0].GetCounter().GetValue(); v != 2 {
 		t.Errorf("placements_total = %v, want 2", v)
+	}
+}
+
+// TestBroker_AuthServers checks the gauges of the registered external
+// authorization servers and the refusals of their tokens.
+func TestBroker_AuthServers(t *testing.T) {
+	fetched := time.Date(2030, 1, 2, 3, 4, 5, 500_000_000, time.UTC)
+	b := New(Source{AuthServers: func() []oauth.AuthServerStatus {
+		return []oauth.AuthServerStatus{
+			{URL: "https://idp.test/jwks", FetchedAt: fetched, Keys: 2},
+			{URL: "https://down.test/jwks"},
+		}
+	}}, Options{})
+	b.TokenRefused(oauth.TokenExternal, oauth.RefusedAudience)
+	s := mustScrape(t, b)
+	got := map[string][2]float64{}
+	for _, m := range s["berth_broker_auth_server_last_fetch_timestamp_seconds"].GetMetric() {
+		v := got[m.GetLabel()[0].GetValue()]
+		v[0] = m.GetGauge().GetValue()
+		got[m.GetLabel()[0].GetValue()] = v
+	}
+	for _, m := range s["berth_broker_auth_server_keys"].GetMetric() {
+		v := got[m.GetLabel()[0].GetValue()]
+		v[1] = m.GetGauge().GetValue()
+		got[m.GetLabel()[0].GetValue()] = v
+	}
+	want := map[string][2]float64{"https://idp.test/jwks": {1893553445.5, 2}, "https://down.test/jwks": {0, 0}}
+	if len(got) != 2 || got["https://idp.test/jwks"] != want["https://idp.test/jwks"] || got["https://down.test/jwks"] != want["https://down.test/jwks"] {
+		t.Errorf("auth server gauges = %v, want %v", got, want)
+	}
+	refused := map[string]float64{}
+	for _, m := range s["berth_broker_tokens_refused_total"].GetMetric() {
+		l := m.GetLabel()
+		refused[l[0].GetValue()+" "+l[1].GetValue()] = m.GetCounter().GetValue()
+	}
+	if refused["external audience"] != 1 {
+		t.Errorf("tokens_refused_total = %v, want external audience 1", refused)
 	}
 }
