@@ -1,16 +1,19 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/jwks"
 	"github.com/berth-dev/berth/internal/oauth"
 )
 
@@ -127,6 +130,16 @@ func adminCommands() []adminCommand {
 				fmt.Fprintf(out, "agent client %s unregistered\n", a[0])
 				return nil
 			}},
+		{name: "register-auth-server", summary: "accept the access tokens of an external authorization server, named by the https URL of its key set (JWKS); in effect on every broker within 5 s",
+			flags:   authServerFlags,
+			example: "berth-broker register-auth-server --url https://cognito-idp.us-east-1.amazonaws.com/us-east-1_EXAMPLE/.well-known/jwks.json --issuer https://cognito-idp.us-east-1.amazonaws.com/us-east-1_EXAMPLE",
+			run:     registerAuthServer},
+		{name: "list-auth-servers", summary: "list the registered external authorization servers",
+			flags: detailsFlag, example: "berth-broker list-auth-servers --details",
+			run: listAuthServers},
+		{name: "unregister-auth-server", summary: "stop accepting the tokens of an external authorization server (on every broker within 5 s)",
+			flags: stringFlag("url", "the key set URL, as list-auth-servers prints it (required)"), example: "berth-broker unregister-auth-server --url https://idp.example.com/.well-known/jwks.json",
+			run: unregisterAuthServer},
 		{name: "register-server-dns-mappings", summary: "load the server DNS mappings that the Connection Gateway resolver uses (replaces the loaded ones)",
 			flags: stringFlag("file-path", "JSON mapping file in the reference format (required)"), example: "berth-broker register-server-dns-mappings --file-path mappings.json",
 			run: registerDNSMappings},
@@ -136,6 +149,108 @@ func adminCommands() []adminCommand {
 			flags: stringFlag("out", "the new file to write (required; must not exist)"), example: "berth-broker backup --out /backup/berth.db",
 			run: backup},
 	}
+}
+
+// authServerFlags are register-auth-server's options: --url, --jws-algorithm,
+// --issuer, --audience.
+func authServerFlags(fs *flag.FlagSet) func() []string {
+	u := fs.String("url", "", "the https URL of the server's JSON Web Key Set, e.g. https://idp.example.com/.well-known/jwks.json (required; plain http only for a loopback host)")
+	alg := fs.String("jws-algorithm", "", "accept only tokens signed with this JWS algorithm: "+strings.Join(jwks.Algorithms, ", ")+" (default: any of them that the key allows)")
+	iss := fs.String("issuer", "", "accept only tokens whose iss is this (default: not checked)")
+	aud := fs.String("audience", "", "accept only tokens whose aud is this, or holds it (default: not checked)")
+	return func() []string { return []string{*u, *alg, *iss, *aud} }
+}
+
+// detailsFlag is list-auth-servers' --details.
+func detailsFlag(fs *flag.FlagSet) func() []string {
+	d := fs.Bool("details", false, "also print each server's options as JSON")
+	return func() []string { return []string{strconv.FormatBool(*d)} }
+}
+
+// registerAuthServer stores an external authorization server (registering
+// its URL again replaces its options), then tries its key set once and warns
+// on stderr if it cannot be fetched or if no audience is checked.
+func registerAuthServer(ctx context.Context, m *Main, a []string, out io.Writer) error {
+	s := &oauth.AuthServer{URL: a[0], Algorithm: a[1], Issuer: a[2], Audience: a[3]}
+	if s.URL == "" {
+		return usageError("--url is required")
+	}
+	if err := oauth.CheckAuthServer(s); err != nil {
+		var ae *oauth.AuthServerError
+		if errors.As(err, &ae) {
+			return usageError(fmt.Sprintf("--%s: %v", ae.Field, ae.Err))
+		}
+		return err
+	}
+	if err := m.store.PutAuthServer(ctx, s); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "Jwk url registered.")
+	if s.Audience == "" {
+		fmt.Fprintln(m.Stderr, "berth-broker: warning: no --audience: the broker accepts this server's tokens whatever API they were issued for (Amazon Cognito access tokens carry no aud: set --issuer)")
+	}
+	client, err := m.authServerClient()
+	if err != nil {
+		fmt.Fprintf(m.Stderr, "berth-broker: warning: %v\n", err)
+		return nil
+	}
+	src := jwks.NewSource(s.URL, jwks.Options{Client: client, Logger: slog.New(slog.DiscardHandler)})
+	select {
+	case <-src.Fetch():
+	case <-ctx.Done():
+	}
+	if st := src.Status(); st.Err != nil || st.FetchedAt.IsZero() {
+		fmt.Fprintf(m.Stderr, "berth-broker: warning: the key set cannot be fetched now (%v); the brokers refuse this server's tokens until it can\n", cmp.Or(st.Err, ctx.Err()))
+	}
+	return nil
+}
+
+// listAuthServers prints `Urls: [ "u1", "u2" ]`, as the reference does, and
+// with --details the servers' options.
+func listAuthServers(ctx context.Context, m *Main, a []string, out io.Writer) error {
+	list, err := m.store.AuthServers(ctx)
+	if err != nil {
+		return err
+	}
+	quoted := make([]string, len(list))
+	for i, s := range list {
+		quoted[i] = strconv.Quote(s.URL)
+	}
+	if len(quoted) == 0 {
+		fmt.Fprintln(out, "Urls: [ ]")
+	} else {
+		fmt.Fprintf(out, "Urls: [ %s ]\n", strings.Join(quoted, ", "))
+	}
+	if a[0] != "true" {
+		return nil
+	}
+	type row struct {
+		URL          string `json:"url"`
+		JWSAlgorithm string `json:"jws-algorithm"`
+		Issuer       string `json:"issuer"`
+		Audience     string `json:"audience"`
+		RegisteredAt string `json:"registered-at"`
+	}
+	rows := []row{}
+	for _, s := range list {
+		rows = append(rows, row{s.URL, s.Algorithm, s.Issuer, s.Audience, s.CreatedAt.UTC().Format(time.RFC3339)})
+	}
+	return printJSON(out, "Auth servers", rows)
+}
+
+// unregisterAuthServer removes an external authorization server.
+func unregisterAuthServer(ctx context.Context, m *Main, a []string, out io.Writer) error {
+	if a[0] == "" {
+		return usageError("--url is required")
+	}
+	if err := m.store.DeleteAuthServer(ctx, a[0]); err != nil {
+		if errors.Is(err, oauth.ErrNotFound) {
+			return fmt.Errorf("Jwk url %s is not registered: list them with list-auth-servers", a[0])
+		}
+		return err
+	}
+	fmt.Fprintf(out, "Jwk url%s unregistered\n", a[0])
+	return nil
 }
 
 // backup copies a running broker's SQLite database.

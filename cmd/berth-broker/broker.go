@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/jwks"
 	"github.com/berth-dev/berth/internal/listencert"
 	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/logging"
@@ -69,6 +70,9 @@ type Main struct {
 	// node is the broker's membership of a cluster on PostgreSQL; nil on SQLite.
 	node *cluster.Node
 	auth *oauth.Authority
+	// external verifies the tokens of the registered external authorization
+	// servers (register-auth-server).
+	external *oauth.External
 	svc  *broker.Service
 	hub  *agenthub.Hub
 	ca   *pki.CA
@@ -198,6 +202,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err := m.prepareTokens(ctx); err != nil {
 		return err
 	}
+	if err := m.loadAuthServers(ctx); err != nil {
+		return err
+	}
 	if err := m.loadAuthorities(ctx); err != nil {
 		return err
 	}
@@ -232,6 +239,43 @@ func (m *Main) prepareTokens(ctx context.Context) error {
 		return fmt.Errorf("signing key: %w", err)
 	}
 	return m.ensureSoftwareStatement(ctx)
+}
+
+// loadAuthServers reads the external authorization servers registered in the
+// store, whose access tokens the API accepts; runBackground reads them again
+// every 2 s.
+func (m *Main) loadAuthServers(ctx context.Context) error {
+	client, err := m.authServerClient()
+	if err != nil {
+		return err
+	}
+	m.external = &oauth.External{Store: m.store, Client: client, Logger: m.Logger}
+	if err := m.external.Load(ctx); err != nil {
+		return err
+	}
+	if !m.Config.EnableAuthorizationServer && m.Config.EnableAuthorization {
+		m.Logger.Info("enable-authorization-server = false: the API accepts only the tokens of registered auth servers",
+			"auth_servers", len(m.external.Status()))
+	}
+	return nil
+}
+
+// authServerClient is the HTTP client that fetches the key sets of external
+// authorization servers: the system roots plus auth-server-ca-bundle-file.
+func (m *Main) authServerClient() (*http.Client, error) {
+	var bundle []byte
+	if f := m.Config.AuthServerCABundleFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("auth-server-ca-bundle-file: %w", err)
+		}
+		bundle = b
+	}
+	c, err := jwks.NewClient(bundle, 0)
+	if err != nil {
+		return nil, fmt.Errorf("auth-server-ca-bundle-file %s: %w", m.Config.AuthServerCABundleFile, err)
+	}
+	return c, nil
 }
 
 // loadAuthorities loads the broker's CA and the web gateway CA, and builds
@@ -338,9 +382,11 @@ func (m *Main) newMetrics(leaser broker.Leaser) {
 		AgentLinks:        func() int { return m.hub.Count() },
 		Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
 		CertificateExpiry: m.certs.Expiry,
+		AuthServers:       m.external.Status,
 	}, metrics.Options{Version: version, StatsMaxAge: m.statsMaxAge, Logger: m.Logger})
 	m.svc.SetMetrics(m.metrics)
 	m.auth.Observer = m.metrics
+	m.external.Observer = m.metrics
 }
 
 // startHub builds the agent hub, the broker's side of the agent links, and
@@ -361,8 +407,9 @@ func (m *Main) startHub(hubDisp *hubDispatcher) {
 	hubDisp.hub = m.hub
 }
 
-// runBackground starts the broker core's loop, the cluster node's and the
-// certificate checks, until Close.
+// runBackground starts the broker core's loop, the cluster node's, the
+// certificate checks and the reading of the registered auth servers, until
+// Close.
 func (m *Main) runBackground() {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
@@ -370,6 +417,7 @@ func (m *Main) runBackground() {
 	if m.node != nil {
 		m.goRun(func() { _ = m.node.Run(runCtx) })
 	}
+	m.goRun(func() { m.external.Run(runCtx) })
 	m.goRun(func() { m.certs.Run(runCtx, cmp.Or(m.certCheck, listencert.DefaultCheck)) })
 }
 
@@ -390,7 +438,7 @@ func (m *Main) apiHandler() http.Handler {
 		apiSrv.Observer = m.metrics
 	}
 	if c.EnableAuthorization {
-		apiSrv.Verifier = m.auth
+		apiSrv.Verifier = &oauth.APIVerifier{Authority: m.auth, BrokerTokens: c.EnableAuthorizationServer, External: m.external}
 	}
 	if c.EnableAuthorizationServer {
 		apiSrv.TokenHandler = m.auth.TokenHandler()

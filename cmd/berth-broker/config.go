@@ -152,8 +152,15 @@ type Config struct {
 	// a bearer token.
 	EnableAuthorization bool
 	// EnableAuthorizationServer is enable-authorization-server: the broker
-	// issues OAuth2 access tokens itself.
+	// issues OAuth2 access tokens itself and accepts them. Either way, the
+	// API accepts the tokens of the external authorization servers
+	// registered with register-auth-server.
 	EnableAuthorizationServer bool
+	// AuthServerCABundleFile is auth-server-ca-bundle-file: PEM
+	// certificates trusted, besides the system roots, for fetching the key
+	// sets of registered external authorization servers. Empty: the system
+	// roots only.
+	AuthServerCABundleFile string
 	// EnableAgentAuthorization is enable-agent-authorization: agents must
 	// authenticate.
 	EnableAgentAuthorization bool
@@ -853,6 +860,7 @@ func configKeys() []configKey {
 
 		boolKey("enable-authorization", func(c *Config) *bool { return &c.EnableAuthorization }),
 		boolKey("enable-authorization-server", func(c *Config) *bool { return &c.EnableAuthorizationServer }),
+		stringKey("auth-server-ca-bundle-file", "", nil, func(c *Config) *string { return &c.AuthServerCABundleFile }),
 		boolKey("enable-agent-authorization", func(c *Config) *bool { return &c.EnableAgentAuthorization }),
 		durationKey("access-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.AccessTokenDuration }),
 		durationKey("connect-session-token-duration-minutes", time.Minute, "minutes", 1, func(c *Config) *time.Duration { return &c.ConnectTokenDuration }),

@@ -213,6 +213,7 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		WebGatewayCASubtrees:             "fleet.example.com, 10.20.0.0/16",
 		EnableAuthorization:              false,
 		EnableAuthorizationServer:        false,
+		AuthServerCABundleFile:           "/etc/berth/idp-ca.pem",
 		EnableAgentAuthorization:         false,
 		AccessTokenDuration:              15 * time.Minute,
 		ConnectTokenDuration:             5 * time.Minute,
