@@ -73,9 +73,9 @@ type Main struct {
 	// external verifies the tokens of the registered external authorization
 	// servers (register-auth-server).
 	external *oauth.External
-	svc  *broker.Service
-	hub  *agenthub.Hub
-	ca   *pki.CA
+	svc      *broker.Service
+	hub      *agenthub.Hub
+	ca       *pki.CA
 	// webGatewayCA signs the agents' web gateway certificates (loadWebGatewayCA).
 	webGatewayCA *pki.CA
 	servers      []*http.Server
