@@ -103,8 +103,9 @@ type AuthServerStatus struct {
 // A token is accepted when it is a JWS signed with one of jwks.Algorithms (the
 // server's pinned one, if any, and the key's own "alg", if any) by a key of a
 // registered key set named by its "kid"; its "exp" is set and, like "nbf",
-// holds within ExternalLeeway; and its "iss" and "aud" are the server's when
-// it names them. Header members that point at keys (jku, x5u, jwk, x5c) are
+// holds within ExternalLeeway; its "iss" and "aud" are the server's when it
+// names them; and its "token_use", if any, is "access" (Amazon Cognito's ID
+// tokens say "id"). Header members that point at keys (jku, x5u, jwk, x5c) are
 // ignored: only registered URLs are fetched.
 type External struct {
 	// Store holds the registered servers.
@@ -282,6 +283,7 @@ type externalClaims struct {
 	ClientID string `json:"client_id"` // Cognito, RFC 9068
 	AZP      string `json:"azp"`       // Azure AD v2, OIDC
 	AppID    string `json:"appid"`     // Azure AD v1
+	TokenUse string `json:"token_use"` // Cognito: "access" or "id"
 }
 
 // Verify checks a token from a registered server and returns its client: the
@@ -489,6 +491,9 @@ func (e *External) check(token string, hdr jwsHeader, s *extServer, k *jwks.Key)
 	_, err := jwt.NewParser(opts...).ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return k.Public, nil })
 	if err != nil {
 		return nil, externalRefusal(err, &c, s)
+	}
+	if c.TokenUse != "" && c.TokenUse != "access" {
+		return nil, refuse(reasonType, RefusedWrongToken, "token_use %q: only access tokens open the API", clipClaim(c.TokenUse))
 	}
 	id := firstSet(c.ClientID, c.AZP, c.AppID, c.Subject)
 	if id == "" {

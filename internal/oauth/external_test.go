@@ -241,6 +241,7 @@ func TestExternal_Accepts(t *testing.T) {
 		{"nbf 59 s ahead (skew)", "RS256", "rsa", func(_, c map[string]any) { c["nbf"] = now.Add(59 * time.Second).Unix() }},
 		{"typ at+jwt", "RS256", "rsa", func(h, _ map[string]any) { h["typ"] = "at+jwt" }},
 		{"fractional exp", "RS256", "rsa", func(_, c map[string]any) { c["exp"] = float64(now.Unix()) + 3600.5 }},
+		{"Cognito access token", "RS256", "rsa", func(_, c map[string]any) { c["token_use"] = "access" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -378,6 +379,8 @@ func TestExternal_Refused(t *testing.T) {
 			"wrong audience", oauth.RefusedAudience, "does not hold"},
 		{"wrong issuer", e, std(func(_, c map[string]any) { c["iss"] = "https://evil.test" }),
 			"wrong issuer", oauth.RefusedIssuer, "https://evil.test"},
+		{"Cognito ID token", e, std(func(_, c map[string]any) { c["token_use"] = "id" }),
+			"wrong token type", oauth.RefusedWrongToken, "only access tokens"},
 		{"no client", e, std(func(_, c map[string]any) { delete(c, "sub"); delete(c, "client_id") }),
 			"missing required claim", oauth.RefusedWrongToken, "no client_id"},
 		{"aud of the wrong type", e, std(func(_, c map[string]any) { c["aud"] = 7 }),
