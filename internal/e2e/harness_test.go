@@ -299,6 +299,11 @@ type EnvOptions struct {
 	// AgentAgent are more lines for agent.conf's [agent] table, and
 	// AgentTables more tables at its end.
 	AgentAgent, AgentTables string
+	// Client, if set, makes e.Client once the broker runs, instead of an
+	// API client registered with the broker (for a broker whose tokens
+	// come from an external authorization server). Its answers are
+	// checked against the OpenAPI documents, as e.Client's are.
+	Client func(tb testing.TB, e *Env) *api.Client
 }
 
 // MustStartEnvWith is MustStartEnv with options.
@@ -329,7 +334,12 @@ func MustStartEnvWith(tb testing.TB, opts EnvOptions) *Env {
 		}
 	})
 	e.mustStartBroker(tb)
-	e.mustRegisterClient(tb)
+	if opts.Client != nil {
+		e.Client = opts.Client(tb, e)
+		e.Client.HTTPClient = e.validating(tb, e.Client.HTTPClient)
+	} else {
+		e.mustRegisterClient(tb)
+	}
 	e.WebPort = mustFreePort(tb)
 	e.mustWriteAgentConf(tb)
 	e.MustStartAgent(tb)
@@ -453,11 +463,22 @@ func (e *Env) mustRegisterClient(tb testing.TB) {
 	if id == "" || secret == "" {
 		tb.Fatalf("register-api-client printed no client-id:/client-password: lines:\n%s", out)
 	}
-	hc := *e.HTTP
-	if _, bench := tb.(*testing.B); !bench {
-		hc.Transport = &validatingTransport{tb: tb, next: e.HTTP.Transport}
+	e.Client = &api.Client{BrokerURL: e.BrokerURL, ClientID: id, ClientSecret: secret, HTTPClient: e.validating(tb, e.HTTP)}
+}
+
+// validating returns a copy of hc whose answers are checked against the
+// OpenAPI documents (hc itself in benchmarks).
+func (e *Env) validating(tb testing.TB, hc *http.Client) *http.Client {
+	if _, bench := tb.(*testing.B); bench {
+		return hc
 	}
-	e.Client = &api.Client{BrokerURL: e.BrokerURL, ClientID: id, ClientSecret: secret, HTTPClient: &hc}
+	c := *hc
+	next := hc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	c.Transport = &validatingTransport{tb: tb, next: next}
+	return &c
 }
 
 // mustFreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
