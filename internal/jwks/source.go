@@ -295,7 +295,8 @@ func (s *Source) fetch(done chan struct{}) {
 	s.inflight = nil
 	keys := s.set.Len()
 	s.mu.Unlock()
-	close(done)
+	// The line is out before the waiters go on.
+	defer close(done)
 
 	switch {
 	case err != nil && old != nil:
@@ -338,6 +339,10 @@ func (s *Source) get(ctx context.Context) (*Set, error) {
 	req.Header.Set("Accept", "application/jwk-set+json, application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("fetch: no answer within %s: %w", s.timeout(), err)
+		}
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
 	defer resp.Body.Close()
