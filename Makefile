@@ -46,7 +46,7 @@ bench:
 FUZZ := FuzzParse:./internal/requirements/ FuzzParse:./internal/permfile/ FuzzParse:./internal/properties/ \
 	FuzzDecode:./internal/agentproto/ FuzzBearerToken:./internal/oauth/ FuzzParseINI:./cmd/berth/ \
 	FuzzClientMessages:./internal/gateway/ FuzzServerMessages:./internal/gateway/ FuzzLoadConfig:./cmd/berth-broker/ \
-	FuzzRegisterAgentHandler:./internal/oauth/
+	FuzzRegisterAgentHandler:./internal/oauth/ FuzzParse:./internal/jwks/
 fuzz:
 	@for t in $(FUZZ); do $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime 20s "$${t#*:}" || exit 1; done
 
