@@ -201,6 +201,7 @@ func mustWriteBundle(tb testing.TB, path string, files ...string) {
 // key the broker never saw is refused at once; Hydra's keys rotate and new
 // tokens work after one refetch of its JWKS.
 func TestE2E_ExternalAuth(t *testing.T) {
+	skipShort(t, "about 50 s, 10 of them waiting out the broker's refetch interval")
 	ie := mustStartIdPEnv(t)
 	if !t.Run("NineAPIs", func(t *testing.T) { testIdPNineAPIs(t, ie) }) {
 		t.FailNow()
