@@ -330,7 +330,7 @@ func (c *cli) classify(ctx context.Context, err error) error {
 			return fmt.Errorf("the auth server refused the client credentials of client-id %q (from %s): %s; check BERTH_CLIENT_ID and BERTH_CLIENT_PASSWORD, or client-id and client-password in [authentication] of %s",
 				c.st.ClientID, c.st.Source["client-id"], ae.Message, configFileName)
 		case 404, 405:
-			return fmt.Errorf("%s is not a token endpoint (it answered %d); set --auth-server-url to the broker's /oauth2/token URL", c.authURL(), ae.StatusCode)
+			return fmt.Errorf("%s is not a token endpoint (it answered %d); set --auth-server-url to the broker's /oauth2/token URL or to your authorization server's token endpoint", c.authURL(), ae.StatusCode)
 		}
 		return fmt.Errorf("get an access token from %s: %w", c.authURL(), ae)
 	}
@@ -338,7 +338,7 @@ func (c *cli) classify(ctx context.Context, err error) error {
 		if c.st.ClientID == "" {
 			return fmt.Errorf("the broker requires credentials (%s): set BERTH_CLIENT_ID and BERTH_CLIENT_PASSWORD, or client-id and client-password in [authentication] of %s", ae.Message, configFileName)
 		}
-		return fmt.Errorf("the broker refused the access token (%s); check that --auth-server-url is the token endpoint of this broker", ae.Message)
+		return fmt.Errorf("the broker refused the access token (%s); check that --auth-server-url is the broker's token endpoint, or that of an authorization server registered on the broker (register-auth-server) with the audience, issuer and algorithm it expects", ae.Message)
 	}
 	return err
 }

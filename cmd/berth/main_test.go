@@ -176,7 +176,7 @@ func TestRun_Credentials(t *testing.T) {
 		{"password without id", fb.env(t, "BERTH_CLIENT_ID="),
 			"describe-servers: client-password is set (from $BERTH_CLIENT_PASSWORD) but client-id is not: set BERTH_CLIENT_ID or client-id in [authentication] of dcvsmcli.conf"},
 		{"wrong token endpoint", fb.env(t, "BERTH_AUTH_SERVER_URL="+fb.URL+"/nothing"),
-			fb.URL + "/nothing is not a token endpoint (it answered 404); set --auth-server-url to the broker's /oauth2/token URL"},
+			fb.URL + "/nothing is not a token endpoint (it answered 404); set --auth-server-url to the broker's /oauth2/token URL or to your authorization server's token endpoint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

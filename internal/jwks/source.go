@@ -25,6 +25,11 @@ const (
 	// DefaultMinRefetch is the shortest time between two fetches of one
 	// URL, whatever causes them.
 	DefaultMinRefetch = 10 * time.Second
+	// DefaultMaxWait is the longest a token waits for a fetch that its
+	// unknown key started: an authorization server that accepts the
+	// connection and never answers must not hold API requests for the
+	// whole fetch timeout. The fetch goes on for the next tokens.
+	DefaultMaxWait = time.Second
 )
 
 // ErrUnknownKey means the set holds no usable key of the kid asked for.
@@ -110,6 +115,8 @@ type Options struct {
 	// MinRefetch is the shortest time between two fetches
 	// (DefaultMinRefetch).
 	MinRefetch time.Duration
+	// MaxWait is the longest Key waits for a fetch (DefaultMaxWait).
+	MaxWait time.Duration
 	// Now returns the current time (time.Now).
 	Now func() time.Time
 	// Logger receives a line per fetch that changed the set or failed
@@ -139,6 +146,7 @@ type Source struct {
 	url        string
 	client     *http.Client
 	minRefetch time.Duration
+	maxWait    time.Duration
 	now        func() time.Time
 	log        *slog.Logger
 
@@ -152,7 +160,7 @@ type Source struct {
 
 // NewSource returns the cache of the key set at u (see CheckURL).
 func NewSource(u string, opts Options) *Source {
-	s := &Source{url: u, minRefetch: opts.MinRefetch, now: opts.Now, log: opts.Logger}
+	s := &Source{url: u, minRefetch: opts.MinRefetch, maxWait: opts.MaxWait, now: opts.Now, log: opts.Logger}
 	if opts.Client == nil {
 		s.client, _ = NewClient(nil, 0)
 	} else {
@@ -162,6 +170,9 @@ func NewSource(u string, opts Options) *Source {
 	}
 	if s.minRefetch <= 0 {
 		s.minRefetch = DefaultMinRefetch
+	}
+	if s.maxWait <= 0 {
+		s.maxWait = DefaultMaxWait
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -184,7 +195,7 @@ func (s *Source) Cached(kid string) *Key {
 
 // Key returns the key named kid. If the cache lacks it, it fetches the set
 // again, unless a fetch started less than MinRefetch ago, and waits for that
-// fetch or until ctx ends. The error wraps ErrUnknownKey when the set holds
+// fetch, at most MaxWait or until ctx ends (the fetch goes on). The error wraps ErrUnknownKey when the set holds
 // no usable key of that name, and ErrUnavailable when no fetch ever worked
 // (or ctx ended first); it says why (a skipped key's reason, the last fetch
 // error).
@@ -193,10 +204,14 @@ func (s *Source) Key(ctx context.Context, kid string) (*Key, error) {
 		return k, nil
 	}
 	if done := s.Fetch(); done != nil {
+		t := time.NewTimer(s.maxWait)
+		defer t.Stop()
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w: %s: waiting for the key set: %w", ErrUnavailable, s.url, ctx.Err())
+		case <-t.C:
+			return nil, fmt.Errorf("%w: %s: the key set did not arrive within %s (still fetching)", ErrUnavailable, s.url, s.maxWait)
 		}
 	}
 	s.mu.Lock()

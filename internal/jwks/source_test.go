@@ -248,8 +248,8 @@ func TestSource_Hostile(t *testing.T) {
 }
 
 // TestSource_NeverAnswers: a key set server that accepts the connection and
-// never answers costs a token at most the fetch timeout, and waiters give
-// up when their context ends.
+// never answers costs a token at most the fetch timeout or MaxWait, and
+// waiters give up when their context ends.
 func TestSource_NeverAnswers(t *testing.T) {
 	release := make(chan struct{})
 	srv := newJWKSServer(t, nil)
@@ -279,6 +279,17 @@ func TestSource_NeverAnswers(t *testing.T) {
 	}
 	if src2.Fetch() == nil {
 		t.Error("the fetch was not still running for other callers")
+	}
+
+	// A server that is frozen rather than stopped: a token waits MaxWait
+	// for the fetch its unknown key started, not the minute of the fetch
+	// timeout, and the fetch goes on.
+	src3 := jwks.NewSource(srv.URL, jwks.Options{Client: client2, MaxWait: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if _, err := src3.Key(context.Background(), "k1"); !errors.Is(err, jwks.ErrUnavailable) || !strings.Contains(err.Error(), "did not arrive within 200ms (still fetching)") {
+		t.Errorf("Key of a frozen server = %v, want ErrUnavailable after MaxWait", err)
+	}
+	if src3.Fetch() == nil {
+		t.Error("the fetch was not still running after MaxWait")
 	}
 }
 
