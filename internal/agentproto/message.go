@@ -108,6 +108,11 @@ type Welcome struct {
 	// gateway certificate names another authority key ID asks for a new
 	// one. Since version 2; empty when the broker has no such CA.
 	GatewayCAKeyID string `json:"gateway_ca_key_id,omitempty"`
+	// FleetSize is the number of servers the broker knows of. An agent
+	// spreads its reconnects over a window that grows with it, so that a
+	// restarted broker is not hit by the whole fleet at once. Since version
+	// 3; 0 when unknown.
+	FleetSize int `json:"fleet_size,omitempty"`
 }
 
 // UpdateInterval returns UpdateIntervalMS as a duration.
