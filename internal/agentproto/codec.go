@@ -150,7 +150,15 @@ func check(id string, body Body) error {
 			return errors.New("negative interval")
 		}
 	case *Update:
-		return checkSessions(b.Sessions)
+		if b.Sessions != nil && len(b.Changes) > 0 {
+			return errors.New("sessions and changes together")
+		}
+		if err := checkSessions(b.Sessions); err != nil {
+			return err
+		}
+		if err := checkSessions(b.Changes); err != nil {
+			return fmt.Errorf("changes: %w", err)
+		}
 	case *Ack:
 		if id == "" {
 			return errors.New("missing id")

@@ -15,6 +15,9 @@ func FuzzDecode(f *testing.F) {
 	for _, b := range []agentproto.Body{
 		&agentproto.Hello{ProtocolVersion: agentproto.ProtocolVersion, ServerID: "srv", Host: host, Sessions: sampleSessions()},
 		&agentproto.Update{Host: &host, Sessions: []agentproto.Session{}},
+		&agentproto.Update{Seq: 42, Changes: []agentproto.Session{{ID: "s1", Owner: "alice", State: agentproto.StateDeleted}}},
+		&agentproto.Ack{Resync: true},
+		&agentproto.Welcome{ProtocolVersion: agentproto.ProtocolVersion, UpdateIntervalMS: 1000, FleetSize: 10},
 	} {
 		data, err := agentproto.Encode("1", b)
 		if err != nil {

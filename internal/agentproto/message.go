@@ -127,11 +127,24 @@ func (w *Welcome) HeartbeatTimeout() time.Duration {
 
 // Update is the agent's report of a change, or a heartbeat.
 type Update struct {
+	// Seq numbers the updates of a link: 1 for the first update after the
+	// Hello, then one more for each update, heartbeats included. The broker
+	// applies Changes only on top of the update numbered one less; after a
+	// gap it asks for the full list ([Ack].Resync). Since version 3; 0 from
+	// older agents.
+	Seq uint64 `json:"seq,omitempty"`
 	// Host is the new host report; nil when unchanged.
 	Host *HostReport `json:"host,omitempty"`
 	// Sessions is the full session list; nil (absent or null on the wire) when
-	// unchanged, empty ([] on the wire) when the host has no sessions.
+	// unchanged, empty ([] on the wire) when the host has no sessions. From
+	// version 3 on the agent sends it only after the broker asked for it
+	// ([Ack].Resync) or failed to record an update ([Ack].Error).
 	Sessions []Session `json:"sessions,omitzero"`
+	// Changes holds the sessions that changed since the previous update
+	// (version 3): new or changed sessions as they are now, and ended ones
+	// with State [StateDeleted]. An update carries Sessions or Changes, never
+	// both; nil or empty when nothing changed.
+	Changes []Session `json:"changes,omitempty"`
 }
 
 // Ack is the broker's answer to an update, with the update's ID.
@@ -139,6 +152,11 @@ type Ack struct {
 	// Error is set when the broker could not record the update; the agent then
 	// sends its full host report and session list with the next update.
 	Error string `json:"error,omitempty"`
+	// Resync asks the agent for its full session list (and host report) with
+	// the next update: the broker cannot apply changes on top of what it has,
+	// because the update's Seq did not follow the last one it applied. Since
+	// version 3.
+	Resync bool `json:"resync,omitempty"`
 }
 
 // Command is an instruction from the broker; the envelope ID identifies it and

@@ -29,7 +29,13 @@ package agentproto
 //     web gateway CA, so that agents replace a gateway certificate another CA
 //     issued; result carries timeout (sent to version 1 agents' brokers too:
 //     unknown fields are ignored).
-const ProtocolVersion = 2
+//   - 3 (2026-12-07): incremental session reports: update carries seq (one
+//     more per update of a link) and changes (the sessions that changed, ended
+//     ones as DELETED) instead of the full list, which the agent sends only in
+//     hello, after ack.resync (the broker saw a gap in seq) or after an ack
+//     with an error; welcome carries fleet_size. Version 1 and 2 agents keep
+//     sending full lists, and the broker keeps reconciling them.
+const ProtocolVersion = 3
 
 // MinProtocolVersion is the oldest agent protocol version a broker built from
 // this code accepts. Brokers refuse a Hello whose version is outside
