@@ -96,6 +96,17 @@ type Store interface {
 	// transaction (the row is locked against concurrent updates). fn may return an
 	// error to abort. It returns ErrNotFound for an unknown ID.
 	UpdateSession(ctx context.Context, id string, fn func(*Session) error) error
+	// UpdateSessions is UpdateSession for many sessions in one transaction,
+	// so that an agent's report of many changes costs one commit. For each
+	// ID it reads the session (locked against concurrent updates), calls fn
+	// and writes the result back. The returned slice holds, in the order of
+	// ids, nil for a session written, fn's error for one that fn refused
+	// (not written; the others still are), and ErrNotFound for an unknown ID
+	// (fn not called). The second result is a failure of the whole
+	// transaction, after which nothing was written. ids must be distinct.
+	// fn may be called again, with fresh copies, if the transaction has to be
+	// retried; the slice describes the attempt that committed.
+	UpdateSessions(ctx context.Context, ids []string, fn func(*Session) error) ([]error, error)
 	// DeleteSession removes the session row. It returns ErrNotFound for an unknown ID.
 	DeleteSession(ctx context.Context, id string) error
 	// PurgeDeleted removes DELETED sessions whose UpdatedAt is before t.

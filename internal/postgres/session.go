@@ -302,6 +302,65 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 	return nil
 }
 
+// UpdateSessions is UpdateSession for many sessions in one transaction: it
+// locks the sessions of ids (SELECT ... FOR UPDATE, in ID order, so that
+// concurrent batches do not deadlock), calls fn on each and writes back those
+// fn accepted with one statement. The slice holds, in the order of ids, nil
+// (written), fn's error (not written) or broker.ErrNotFound (fn not called);
+// the error is a failure of the whole transaction, after which nothing was
+// written. fn may be called again, with fresh copies, if the transaction has
+// to be retried.
+func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broker.Session) error) (_ []error, err error) {
+	defer unavailable(&err)
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; dup {
+			return nil, fmt.Errorf("update sessions: session %q given twice", id)
+		}
+		seen[id] = struct{}{}
+	}
+	out := make([]error, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids)
+		locked, err := pgx.CollectRows(rows, scanSession)
+		if err != nil {
+			return err
+		}
+		byID := make(map[string]*broker.Session, len(locked))
+		for _, ss := range locked {
+			byID[ss.ID] = ss
+		}
+		var w sessionRows
+		for i, id := range ids {
+			ss := byID[id]
+			if ss == nil {
+				out[i] = broker.ErrNotFound
+				continue
+			}
+			seq := ss.Seq
+			if out[i] = fn(ss); out[i] != nil {
+				continue
+			}
+			ss.ID = id
+			if err := w.add(seq, ss); err != nil {
+				return err
+			}
+		}
+		if len(w.seq) == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, moveSessionsSQL, w.moveArgs()...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update sessions: %w", err)
+	}
+	return out, nil
+}
+
 // DeleteSession removes the session row. It returns broker.ErrNotFound for an
 // unknown ID.
 func (s *Store) DeleteSession(ctx context.Context, id string) (err error) {

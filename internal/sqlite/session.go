@@ -437,6 +437,77 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 	return nil
 }
 
+// UpdateSessions is UpdateSession for many sessions in one write
+// transaction: for each ID it reads the session, calls fn and writes the
+// result back unless fn returns an error. The slice holds, in the order of
+// ids, nil (written), fn's error (not written) or broker.ErrNotFound (fn not
+// called); the error is a failure of the whole transaction, after which
+// nothing was written. fn must not call the store (the writer is held while
+// it runs).
+func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broker.Session) error) ([]error, error) {
+	if err := distinct(ids); err != nil {
+		return nil, fmt.Errorf("update sessions: %w", err)
+	}
+	out := make([]error, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []*row
+	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
+		rows = rows[:0]
+		for i, id := range ids {
+			ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
+			if errors.Is(err, sql.ErrNoRows) {
+				out[i] = broker.ErrNotFound
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			seq := ss.Seq
+			if out[i] = fn(ss); out[i] != nil {
+				continue
+			}
+			args, excluded, spec, err := encodeSession(ss)
+			if err != nil {
+				return fmt.Errorf("session %q: %w", id, err)
+			}
+			if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil {
+				return err
+			}
+			if s.m == nil {
+				continue
+			}
+			r, err := writtenRow(seq, id, ss, excluded, spec)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, r)
+		}
+		return nil
+	}, func(m *mirror) {
+		for _, r := range rows {
+			m.putLocked(r)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update sessions: %w", err)
+	}
+	return out, nil
+}
+
+// distinct returns an error if ids holds an ID twice.
+func distinct(ids []string) error {
+	seen := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		if _, dup := seen[id]; dup {
+			return fmt.Errorf("session %q given twice", id)
+		}
+		seen[id] = struct{}{}
+	}
+	return nil
+}
+
 // DeleteSession removes the session row. It returns broker.ErrNotFound for an
 // unknown ID.
 func (s *Store) DeleteSession(ctx context.Context, id string) error {
