@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,13 +32,17 @@ type link struct {
 
 	interval    time.Duration // set by the handshake
 	readTimeout time.Duration // set by the handshake
-	seq         atomic.Uint64
-	force       atomic.Bool // the broker lost an update: resend everything
+	version     int           // the link's protocol version, set by the handshake
+	seq         atomic.Uint64 // updates sent: the Seq (version 3) and ID of the last one
+	force       atomic.Bool   // the broker lost an update or asked: resend everything
 
 	// Owned by serve's goroutine.
 	host     agentproto.HostReport // latest Report result
 	sentHost []byte                // what the broker last got
-	sentSess []byte
+	sentSess []byte                // the session list the broker last got (versions 1 and 2)
+	// sent holds the sessions as the broker last got them, by ID (version
+	// 3): the base that the next update's changes are computed against.
+	sent map[string]agentproto.Session
 
 	failOnce  sync.Once
 	failed    chan struct{} // closed by fail
@@ -148,8 +154,14 @@ func (l *link) handshake(ctx context.Context) error {
 		// The broker acks every update: silence past its own timeout plus one
 		// interval means the link is dead.
 		l.readTimeout += l.interval
+		l.version = b.ProtocolVersion
 		l.sentHost, _ = json.Marshal(host)
-		l.sentSess, _ = json.Marshal(sessions)
+		if l.version >= 3 {
+			l.sent = make(map[string]agentproto.Session, len(sessions))
+			l.base(sessions)
+		} else {
+			l.sentSess, _ = json.Marshal(sessions)
+		}
 		r.a.welcomed(r.creds, b.GatewayCAKeyID)
 		return nil
 	case *agentproto.Error:
@@ -162,6 +174,11 @@ func (l *link) handshake(ctx context.Context) error {
 // update sends an Update with whatever changed since the broker last heard;
 // refresh re-runs the host report (on the periodic tick). With nothing changed
 // it is a heartbeat on the tick and nothing otherwise.
+//
+// On a version 3 link the sessions travel as changes against what the broker
+// last got, numbered by Seq; the full list only when the broker asked for it
+// or failed to record an update. Older brokers get the full list whenever it
+// changed.
 func (l *link) update(ctx context.Context, refresh bool) {
 	r := l.r
 	if refresh {
@@ -181,19 +198,79 @@ func (l *link) update(ctx context.Context, refresh bool) {
 		l.sentHost = hb
 	}
 	sessions, err := r.sessions(ctx)
-	if err != nil {
+	switch {
+	case err != nil:
 		l.log.Warn("list sessions failed; not reporting them", "err", err)
-	} else if sb, err := json.Marshal(sessions); err == nil && (force || !bytes.Equal(sb, l.sentSess)) {
+		if force {
+			l.force.Store(true) // the full list is still owed
+		}
+	case l.version >= 3 && force:
 		u.Sessions = sessions
-		l.sentSess = sb
+		clear(l.sent)
+		l.base(sessions)
+	case l.version >= 3:
+		u.Changes = l.changes(sessions)
+	default:
+		if sb, err := json.Marshal(sessions); err == nil && (force || !bytes.Equal(sb, l.sentSess)) {
+			u.Sessions = sessions
+			l.sentSess = sb
+		}
 	}
-	if !refresh && u.Host == nil && u.Sessions == nil {
+	if !refresh && u.Host == nil && u.Sessions == nil && len(u.Changes) == 0 {
 		return
 	}
-	id := "u" + strconv.FormatUint(l.seq.Add(1), 10)
-	if err := l.send(ctx, id, u); err != nil {
+	seq := l.seq.Add(1)
+	if l.version >= 3 {
+		u.Seq = seq
+	}
+	if err := l.send(ctx, "u"+strconv.FormatUint(seq, 10), u); err != nil {
 		l.fail(websocket.StatusGoingAway, err)
 	}
+}
+
+// base records sessions as what the broker has.
+func (l *link) base(sessions []agentproto.Session) {
+	for _, s := range sessions {
+		l.sent[s.ID] = s
+	}
+}
+
+// changes returns the sessions that differ from what the broker last got, and
+// records them as sent: new and changed ones as they are, and those gone from
+// the host as DELETED (unless already reported so). They are sorted by ID.
+func (l *link) changes(sessions []agentproto.Session) []agentproto.Session {
+	var out []agentproto.Session
+	now := make(map[string]struct{}, len(sessions))
+	for _, s := range sessions {
+		now[s.ID] = struct{}{}
+		if old, ok := l.sent[s.ID]; ok && sameSession(&old, &s) {
+			continue
+		}
+		l.sent[s.ID] = s
+		out = append(out, s)
+	}
+	for id, old := range l.sent {
+		if _, ok := now[id]; ok {
+			continue
+		}
+		delete(l.sent, id)
+		if old.State == agentproto.StateDeleted {
+			continue
+		}
+		old.State, old.StateReason, old.NumConnections = agentproto.StateDeleted, "", 0
+		out = append(out, old)
+	}
+	slices.SortFunc(out, func(a, b agentproto.Session) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// sameSession reports whether a and b would say the same on the wire.
+func sameSession(a, b *agentproto.Session) bool {
+	return a.ID == b.ID && a.Name == b.Name && a.Owner == b.Owner && a.Type == b.Type &&
+		a.State == b.State && a.StateReason == b.StateReason &&
+		a.MaxConcurrentClients == b.MaxConcurrentClients && a.StorageRoot == b.StorageRoot &&
+		a.CreationTime.Equal(b.CreationTime) && a.LastDisconnectionTime.Equal(b.LastDisconnectionTime) &&
+		a.NumConnections == b.NumConnections
 }
 
 // readLoop reads broker messages until the link fails.
@@ -201,9 +278,11 @@ func (l *link) readLoop() {
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), l.readTimeout)
 		typ, data, err := l.conn.Read(ctx)
+		// Before cancel, which would make every failure look like the timeout.
+		silent := errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
+			if silent {
 				err = fmt.Errorf("broker silent for %s", l.readTimeout)
 			}
 			l.fail(websocket.StatusGoingAway, err)
@@ -226,8 +305,12 @@ func (l *link) readLoop() {
 		case *agentproto.Command:
 			l.r.startCommand(l, m.ID, b)
 		case *agentproto.Ack:
-			if b.Error != "" {
+			switch {
+			case b.Error != "":
 				l.log.Warn("broker could not record an update; resending everything", "err", b.Error)
+				l.force.Store(true)
+			case b.Resync:
+				l.log.Info("broker asked for the full session list")
 				l.force.Store(true)
 			}
 		case *agentproto.Error:

@@ -1,0 +1,171 @@
+package agent_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/driver/sim"
+	"github.com/berth-dev/berth/internal/poll"
+	"github.com/coder/websocket"
+)
+
+// welcomeVersion is a fakeBroker.welcome that speaks version v with a 200 ms
+// update interval.
+func welcomeVersion(v int) func(*agentproto.Hello) agentproto.Body {
+	return func(*agentproto.Hello) agentproto.Body {
+		return &agentproto.Welcome{ProtocolVersion: v, UpdateIntervalMS: 200, HeartbeatTimeoutMS: 5000}
+	}
+}
+
+// nextUpdate reads the next update, acks it with ack (nil: a plain ack) and
+// returns it.
+func (bc *brokerConn) nextUpdate(t *testing.T, ack *agentproto.Ack) (*agentproto.Message, *agentproto.Update) {
+	t.Helper()
+	m := bc.read(t, agentproto.TypeUpdate)
+	if ack == nil {
+		ack = &agentproto.Ack{}
+	}
+	bc.send(t, m.ID, ack)
+	return m, m.Body.(*agentproto.Update)
+}
+
+// TestAgent_Deltas: on a version 3 link the agent's updates are numbered by
+// Seq and carry only the sessions that changed (ended ones as DELETED); the
+// periodic ticks are heartbeats without sessions; the full list comes only
+// after an ack that asks for it (resync) or that failed.
+func TestAgent_Deltas(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{welcome: welcomeVersion(3)})
+	d := sim.New()
+	for _, id := range []string{"a", "b", "c"} {
+		if err := d.Create(context.Background(), agent.CreateRequest{ID: id, Owner: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, Driver: d, UpdateInterval: time.Hour})
+	bc := fb.next(t)
+	if bc.hello.ProtocolVersion != agentproto.ProtocolVersion || len(bc.hello.Sessions) != 3 {
+		t.Fatalf("hello: version %d, %d sessions; want %d, 3", bc.hello.ProtocolVersion, len(bc.hello.Sessions), agentproto.ProtocolVersion)
+	}
+	var seq uint64
+	check := func(m *agentproto.Message, u *agentproto.Update) {
+		t.Helper()
+		seq++
+		if u.Seq != seq {
+			t.Errorf("update %s: seq %d, want %d", m.ID, u.Seq, seq)
+		}
+	}
+
+	// Ticks: heartbeats, neither the list nor changes.
+	for range 3 {
+		m, u := bc.nextUpdate(t, nil)
+		check(m, u)
+		if u.Sessions != nil || len(u.Changes) != 0 {
+			t.Fatalf("tick %s carries sessions %v, changes %v", m.ID, u.Sessions, u.Changes)
+		}
+	}
+
+	// A new session and an ended one: exactly those two, the ended one DELETED.
+	if err := d.Create(context.Background(), agent.CreateRequest{ID: "d", Owner: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	d.SimulateExit("b")
+	got := map[string]string{}
+	for len(got) < 2 {
+		m, u := bc.nextUpdate(t, nil)
+		check(m, u)
+		if u.Sessions != nil {
+			t.Fatalf("update %s carries the full list", m.ID)
+		}
+		for _, c := range u.Changes {
+			if c.ID != "b" && c.ID != "d" {
+				t.Errorf("update %s: unchanged session %s in changes", m.ID, c.ID)
+			}
+			got[c.ID] = c.State
+		}
+	}
+	if got["b"] != agentproto.StateDeleted || got["d"] != agentproto.StateReady {
+		t.Errorf("changes = %v, want b DELETED and d READY", got)
+	}
+
+	// A resync ack: the next update carries the full list (a, c, d), and
+	// the ones after are deltas again.
+	m, u := bc.nextUpdate(t, &agentproto.Ack{Resync: true})
+	check(m, u)
+	m, u = bc.nextUpdate(t, nil)
+	check(m, u)
+	if len(u.Sessions) != 3 || u.Host == nil || len(u.Changes) != 0 {
+		t.Fatalf("update after resync: %d sessions, host %v, %d changes; want the full list of 3 and the host", len(u.Sessions), u.Host != nil, len(u.Changes))
+	}
+	m, u = bc.nextUpdate(t, &agentproto.Ack{Error: "store down"})
+	check(m, u)
+	if u.Sessions != nil {
+		t.Fatalf("tick after a resync carries the full list again")
+	}
+	m, u = bc.nextUpdate(t, nil)
+	check(m, u)
+	if len(u.Sessions) != 3 {
+		t.Fatalf("update after a failed ack: %d sessions, want the full list of 3", len(u.Sessions))
+	}
+}
+
+// TestAgent_FullListsToVersion2Broker: a broker that welcomes the agent with
+// version 2 gets what version 2 agents send: no seq, no changes, the full
+// list whenever it changed.
+func TestAgent_FullListsToVersion2Broker(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{welcome: welcomeVersion(2)})
+	d := sim.New()
+	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, Driver: d, UpdateInterval: time.Hour})
+	bc := fb.next(t)
+	_, u := bc.nextUpdate(t, nil)
+	if u.Seq != 0 || u.Sessions != nil || u.Changes != nil {
+		t.Fatalf("heartbeat to a version 2 broker = %+v", u)
+	}
+	d.Create(context.Background(), agent.CreateRequest{ID: "one", Owner: "u"})
+	for {
+		_, u = bc.nextUpdate(t, nil)
+		if u.Seq != 0 || u.Changes != nil {
+			t.Fatalf("update to a version 2 broker has seq %d, changes %v", u.Seq, u.Changes)
+		}
+		if len(u.Sessions) == 1 {
+			break
+		}
+	}
+	d.Create(context.Background(), agent.CreateRequest{ID: "two", Owner: "u"})
+	for {
+		_, u = bc.nextUpdate(t, nil)
+		if len(u.Sessions) == 2 {
+			break // the full list, not the one new session
+		}
+		if len(u.Sessions) != 0 {
+			t.Fatalf("update to a version 2 broker has %d sessions, want the full list", len(u.Sessions))
+		}
+	}
+}
+
+// TestAgent_LinkClosedByBrokerIsNotSilence: when the broker closes the link,
+// the agent says so, not that the broker fell silent (it did, until the fix,
+// for every link loss).
+func TestAgent_LinkClosedByBrokerIsNotSilence(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{})
+	_, logs := mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls})
+	bc := fb.next(t)
+	bc.c.Close(websocket.StatusGoingAway, "broker restarting")
+	fb.next(t)
+	var line string
+	poll.Until(t, 10*time.Second, "the link loss logged", func() bool {
+		for l := range strings.Lines(logs.String()) {
+			if strings.Contains(l, "broker link closed") {
+				line = l
+				return true
+			}
+		}
+		return false
+	})
+	if strings.Contains(line, "silent") || !strings.Contains(line, "broker restarting") {
+		t.Errorf("link closed by the broker logged as:\n%s", line)
+	}
+}
