@@ -6,7 +6,7 @@ GO ?= go
 export GOTOOLCHAIN := go1.27.3
 BINARIES := berth-broker berth-agent berth
 
-.PHONY: build test test-short lint vulncheck bench fuzz run clean deb
+.PHONY: build test test-short lint vulncheck bench bench-fleet fuzz run clean deb
 
 build:
 	@mkdir -p bin
@@ -41,6 +41,15 @@ vulncheck:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./internal/placement/ ./internal/sqlite/ ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/e2e/
+
+# The fleet benchmark (docs/performance.md): N simulated agents against a real
+# broker; SCENARIOS=restart,storm (default all), BENCH_FLAGS=... for more.
+N ?= 1000
+SCENARIOS ?= all
+bench-fleet:
+	@mkdir -p bin
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/berth-broker ./cmd/berth-bench
+	./bin/berth-bench -n $(N) -scenarios $(SCENARIOS) -broker bin/berth-broker $(BENCH_FLAGS)
 
 # Run each fuzz target briefly (their seed corpora run in `make test` anyway).
 FUZZ := FuzzParse:./internal/requirements/ FuzzParse:./internal/permfile/ FuzzParse:./internal/properties/ \
