@@ -253,7 +253,7 @@ func (r *runner) loop(ctx context.Context, eps []endpoint) {
 func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) {
 	a := r.a
 	if r.creds == nil && a.SoftwareStatement != "" {
-		c, err := register(ctx, r.hc, ep.register, a.SoftwareStatement, clientName(a.ServerID))
+		c, err := register(ctx, r.hc, ep.register, a.SoftwareStatement, clientName(a.ServerID), a.ServerID)
 		switch {
 		case errors.Is(err, errRegistrationUnavailable):
 			r.log.Info("broker offers no agent registration; connecting without credentials", "broker", ep.name)

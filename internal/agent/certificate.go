@@ -83,7 +83,7 @@ func (a *Agent) gatewayCertificate(ctx context.Context, names []string, force bo
 			if a.SoftwareStatement == "" {
 				return tls.Certificate{}, errors.New("gateway certificate: no agent credentials and no software statement; set the certificate files in the config")
 			}
-			c, err := register(ctx, hc, ep.register, a.SoftwareStatement, clientName(a.ServerID))
+			c, err := register(ctx, hc, ep.register, a.SoftwareStatement, clientName(a.ServerID), a.ServerID)
 			if err != nil {
 				lastErr = err
 				continue
