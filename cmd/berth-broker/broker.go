@@ -657,6 +657,9 @@ func (m *Main) Close() error {
 	for _, s := range m.servers {
 		_ = s.Shutdown(ctx)
 	}
+	if m.svc != nil {
+		m.svc.Stopping(ctx) // links that close now are not lost agents
+	}
 	if m.hub != nil {
 		_ = m.hub.Close()
 	}

@@ -44,8 +44,15 @@ type Service interface {
 	// belongs to another agent client.
 	AgentConnected(ctx context.Context, agentClientID, serverID string, info broker.ServerInfo, sessions []broker.SessionReport) error
 	// AgentUpdate records a report: info and/or sessions may be nil when
-	// unchanged; a nil-nil update is a heartbeat.
+	// unchanged; a nil-nil update is a heartbeat. sessions is a full list,
+	// reconciled with the broker's.
 	AgentUpdate(ctx context.Context, serverID string, info *broker.ServerInfo, sessions []broker.SessionReport) error
+	// AgentSessionChanges applies the sessions that changed since the
+	// agent's previous update (ended ones in state DELETED), without the
+	// server's other sessions. The hub calls it only for changes that follow
+	// the last update it passed on; after a gap it asks the agent for its
+	// full list and passes that to AgentUpdate.
+	AgentSessionChanges(ctx context.Context, serverID string, changes []broker.SessionReport) error
 	// AgentDisconnected marks the server unreachable (its link is gone).
 	AgentDisconnected(ctx context.Context, serverID string)
 }

@@ -31,7 +31,7 @@ import (
 
 // event is one recorded Service call.
 type event struct {
-	kind     string // "connected", "update", "disconnected"
+	kind     string // "connected", "update", "changes", "disconnected"
 	clientID string
 	serverID string
 	info     *broker.ServerInfo
@@ -61,6 +61,11 @@ func (f *fakeService) AgentConnected(ctx context.Context, clientID, serverID str
 
 func (f *fakeService) AgentUpdate(ctx context.Context, serverID string, info *broker.ServerInfo, sessions []broker.SessionReport) error {
 	f.events <- event{kind: "update", serverID: serverID, info: info, sessions: sessions}
+	return nil
+}
+
+func (f *fakeService) AgentSessionChanges(ctx context.Context, serverID string, changes []broker.SessionReport) error {
+	f.events <- event{kind: "changes", serverID: serverID, sessions: changes}
 	return nil
 }
 
@@ -326,15 +331,17 @@ func TestHub_Update(t *testing.T) {
 	e.mustStartAgent(t, "srv-up", d, nil)
 	e.svc.wait(t, "connected", "srv-up", nil)
 
-	// A change is pushed at once, with the full list.
+	// A change is pushed at once, as a change (protocol version 3).
 	if err := d.Create(context.Background(), agent.CreateRequest{ID: "s1", Owner: "bob"}); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.wait(t, "update", "srv-up", func(ev event) bool {
+	e.svc.wait(t, "changes", "srv-up", func(ev event) bool {
 		return len(ev.sessions) == 1 && ev.sessions[0].ID == "s1" && ev.sessions[0].State == "READY"
 	})
 	d.SimulateExit("s1")
-	e.svc.wait(t, "update", "srv-up", func(ev event) bool { return ev.sessions != nil && len(ev.sessions) == 0 })
+	e.svc.wait(t, "changes", "srv-up", func(ev event) bool {
+		return len(ev.sessions) == 1 && ev.sessions[0].ID == "s1" && ev.sessions[0].State == "DELETED"
+	})
 
 	// Health changes travel in the host report.
 	d.SetHealth(false, "desktop service down")

@@ -29,6 +29,13 @@ type link struct {
 	ready  chan struct{} // closed once Welcome is sent; commands wait for it
 	seq    atomic.Uint64
 
+	// The session report stream, owned by the read loop (set by the
+	// handshake): the protocol version of the link, the Seq of the last
+	// update, and whether changes wait for a full list (version 3).
+	version int
+	lastSeq uint64
+	resync  bool
+
 	closeOnce   sync.Once
 	closeErr    *agentproto.Error // sent before closing, if not nil
 	closeStatus websocket.StatusCode
@@ -190,8 +197,9 @@ func (l *link) handshake() bool {
 		old.log.Info("agent link replaced by a newer one")
 		old.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
 	}
+	l.version = min(hello.ProtocolVersion, agentproto.ProtocolVersion)
 	welcome := &agentproto.Welcome{
-		ProtocolVersion:    min(hello.ProtocolVersion, agentproto.ProtocolVersion),
+		ProtocolVersion:    l.version,
 		UpdateIntervalMS:   h.opts.UpdateInterval.Milliseconds(),
 		HeartbeatTimeoutMS: h.opts.HeartbeatTimeout.Milliseconds(),
 	}
@@ -203,7 +211,9 @@ func (l *link) handshake() bool {
 		return true // registered: teardown reports it gone
 	}
 	close(l.ready)
-	l.log.Info("agent connected", "agent_version", hello.AgentVersion, "sessions", len(hello.Sessions))
+	// The one line of a connect (the broker core logs none).
+	l.log.Info("agent connected", logattr.AgentID, l.clientID, "agent_version", hello.AgentVersion,
+		"protocol_version", l.version, "sessions", len(hello.Sessions), "reconnect", again)
 	return true
 }
 
@@ -259,17 +269,40 @@ func (l *link) readLoop() {
 }
 
 // update records an Update and acks it. It reports whether the link goes on.
+//
+// On a version 3 link the update's session changes are applied only when its
+// Seq follows the last update's; after a gap, or after an update the broker
+// failed to record, changes are ignored until the agent sends its full list
+// (the ack asks for it with Resync after a gap, and with Error after a
+// failure), which is reconciled like a hello's.
 func (l *link) update(id string, u *agentproto.Update) bool {
 	var info *broker.ServerInfo
 	if u.Host != nil {
 		si := serverInfo(u.Host, "")
 		info = &si
 	}
-	sessions := sessionReports(u.Sessions)
+	full := sessionReports(u.Sessions)
+	var changes []broker.SessionReport
+	ask := false
+	if l.version >= 3 {
+		switch {
+		case u.Sessions != nil: // a full list: the new base, whatever its Seq
+		case l.resync: // the agent knows: its next update brings the full list
+		case u.Seq != l.lastSeq+1:
+			l.log.Warn("agent update out of sequence; asking for the full session list", "seq", u.Seq, "want", l.lastSeq+1)
+			l.resync, ask = true, true
+		default:
+			changes = sessionReports(u.Changes)
+		}
+		l.lastSeq = u.Seq
+	}
 	l.h.lockServer(l.serverID)
 	var err error
 	if l.h.current(l) {
-		err = l.h.svc.AgentUpdate(l.ctx, l.serverID, info, sessions)
+		err = l.h.svc.AgentUpdate(l.ctx, l.serverID, info, full)
+		if err == nil && len(changes) > 0 {
+			err = l.h.svc.AgentSessionChanges(l.ctx, l.serverID, changes)
+		}
 	} else {
 		err = errReplaced
 	}
@@ -278,10 +311,14 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 		l.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
 		return false
 	}
-	ack := &agentproto.Ack{}
-	if err != nil {
+	ack := &agentproto.Ack{Resync: ask}
+	switch {
+	case err != nil:
 		l.log.Error("cannot record agent update", "err", err)
 		ack.Error = "broker could not record the update"
+		l.resync = l.version >= 3 // the agent sends everything next
+	case full != nil:
+		l.resync = false
 	}
 	if id == "" {
 		return true

@@ -170,6 +170,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 	if len(pending) == 0 {
 		return out, nil
 	}
+	s.awaitLinks(ctx) // just after a restart: wait for the first agent to relink
 	placed, failed, err := s.place(ctx, pending, exprs, true)
 	if err != nil {
 		return nil, err
@@ -325,7 +326,7 @@ func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, e
 	all := s.servers.all()
 	hosts := make([]placement.Host, 0, len(all))
 	for _, srv := range all {
-		if !srv.Open || !srv.Info.Healthy || !s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now).IsZero() {
+		if !srv.Open || !srv.Info.Healthy || !s.serverLinked(srv.ID, now) {
 			continue
 		}
 		c := counts[srv.ID]

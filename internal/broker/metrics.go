@@ -189,7 +189,7 @@ func (s *Service) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, err
 	}
 	st := Stats{Unavailable: map[string]int{
-		ReasonUnreachableAgent: 0, ReasonUnhealthy: 0, ReasonServerClosed: 0, ReasonServerFull: 0,
+		ReasonUnreachableAgent: 0, ReasonUnhealthy: 0, ReasonServerClosed: 0, ReasonServerFull: 0, ReasonUnknown: 0,
 	}}
 	for _, srv := range s.servers.all() {
 		st.Servers++

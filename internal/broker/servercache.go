@@ -33,6 +33,9 @@ type serverCache struct {
 	seenAt    map[string]time.Time // last contact seen by this broker (newer than Server.LastSeen)
 	linkDown  map[string]time.Time // servers whose link this broker saw close, and when
 	seenDirty map[string]time.Time // LastSeen not yet written to the store
+	links     linkState            // which links are up (links.go)
+	// flushMu orders the writes of contacts and of closed links.
+	flushMu sync.Mutex
 
 	counts      map[string]Counts
 	countsValid bool
@@ -67,6 +70,7 @@ func (c *serverCache) load(ctx context.Context, st Store) error {
 		c.byID[s.ID] = s
 		c.order[i] = s.ID
 	}
+	c.initLinks(list, time.Now())
 	return nil
 }
 
@@ -116,6 +120,7 @@ func (c *serverCache) remove(id string) {
 	delete(c.seenDirty, id)
 	delete(c.seenAt, id)
 	delete(c.putAt, id)
+	c.forgetLinkLocked(id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
 	c.countsValid = false
 	c.countsGen++
@@ -146,6 +151,7 @@ func (c *serverCache) seen(id string, t time.Time) {
 	delete(c.linkDown, id)
 	c.seenAt[id] = t
 	c.seenDirty[id] = t
+	c.linkUpLocked(id)
 }
 
 // down records that this broker's link to the server closed.
@@ -156,38 +162,30 @@ func (c *serverCache) down(id string, t time.Time) {
 	// Another broker may hold the server's link next: do not overwrite its
 	// record of the server with this broker's older contact.
 	delete(c.seenDirty, id)
+	c.linkDownLocked(id, t)
 }
 
-// unreachableSince returns when the server became unreachable, or zero if it is
-// reachable: its link closed here, or its agent has been silent past timeout.
+// unreachableSince returns since when the server's agent is unreachable, or
+// zero if it is not: linked to a broker, or awaited after its broker went
+// away (links.go). timeout is the heartbeat timeout, which is also how long
+// an awaited link is awaited.
 func (c *serverCache) unreachableSince(id string, timeout time.Duration, now time.Time) time.Time {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	s, ok := c.byID[id]
-	if !ok {
+	if _, ok := c.byID[id]; !ok {
 		return time.Time{}
 	}
-	last := s.LastSeen
-	if t, ok := c.seenAt[id]; ok && t.After(last) {
-		last = t
-	}
-	if t, ok := c.linkDown[id]; ok {
-		if !last.IsZero() && last.Before(t) {
-			return last
-		}
-		return t
-	}
-	if last.IsZero() {
-		return s.CreatedAt
-	}
-	if now.Sub(last) > timeout {
-		return last
+	if st, since := c.linkStatusLocked(id, timeout, timeout, now); st == linkLost {
+		return since
 	}
 	return time.Time{}
 }
 
-// flushSeen writes pending LastSeen times to the store.
+// flushSeen writes pending LastSeen times to the store, then clears the
+// links that closed here (flushLinksLocked).
 func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, log *slog.Logger) {
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
 	c.mu.Lock()
 	pending := c.seenDirty
 	c.seenDirty = make(map[string]time.Time, len(pending))
@@ -197,6 +195,9 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 			log.Warn("record server contact", logattr.ServerID, id, "err", err)
 		}
 	}
+	if err := c.flushLinksLocked(ctx, st, brokerID); err != nil {
+		log.Warn("record closed agent links", "err", err)
+	}
 }
 
 // sync brings the cache up to date with a store shared with other brokers: it
@@ -205,6 +206,12 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 // from the stamps. A link this broker saw close no longer counts once another
 // broker has heard from the server since.
 func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self string) error {
+	c.flushMu.Lock()
+	err := c.flushLinksLocked(ctx, st, self)
+	c.flushMu.Unlock()
+	if err != nil {
+		return err
+	}
 	c.mu.RLock()
 	start := c.puts
 	c.mu.RUnlock()
@@ -254,6 +261,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 			delete(c.linkDown, st.ID)
 		}
 	}
+	c.noteSyncLocked(self, stamps, time.Now())
 	gone := false
 	for id := range c.byID {
 		if !live[id] && c.putAt[id] <= start {
@@ -262,6 +270,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 			delete(c.seenDirty, id)
 			delete(c.seenAt, id)
 			delete(c.putAt, id)
+			c.forgetLinkLocked(id)
 			gone = true
 		}
 	}

@@ -13,12 +13,27 @@ type syncStore struct {
 	rows  map[string]*Server
 	// during runs inside ServerStamps, after the stamps are taken.
 	during func()
+	// dead names the brokers whose heartbeat is stale; the others are live.
+	dead map[string]bool
+	// cleared records ClearServerLinks calls.
+	cleared []map[string]time.Time
+}
+
+func (f *syncStore) ClearServerLinks(_ context.Context, broker string, links map[string]time.Time) error {
+	f.cleared = append(f.cleared, links)
+	for id, t := range links {
+		if s, ok := f.rows[id]; ok && s.BrokerID == broker && !s.LastSeen.After(t) {
+			s.BrokerID = ""
+		}
+	}
+	return nil
 }
 
 func (f *syncStore) ServerStamps(context.Context) ([]ServerStamp, error) {
 	var out []ServerStamp
 	for _, s := range f.rows {
-		out = append(out, ServerStamp{ID: s.ID, Version: s.Version, LastSeen: s.LastSeen, BrokerID: s.BrokerID})
+		out = append(out, ServerStamp{ID: s.ID, Version: s.Version, LastSeen: s.LastSeen, BrokerID: s.BrokerID,
+			HolderLive: s.BrokerID != "" && !f.dead[s.BrokerID]})
 	}
 	if f.during != nil {
 		f.during()

@@ -20,6 +20,11 @@ const (
 	ReasonServerClosed     = "SERVER_CLOSED"
 	ReasonUnreachableAgent = "UNREACHABLE_AGENT"
 	ReasonUnhealthy        = "UNHEALTHY_DCV_SERVER"
+	// ReasonUnknown is the reason of a server whose agent has not relinked
+	// yet since its broker went away (this broker restarted, or the broker
+	// of a cluster that held the link stopped or died): for up to the
+	// heartbeat timeout the broker cannot tell whether the agent is there.
+	ReasonUnknown = "UNKNOWN"
 )
 
 // countsMaxAge bounds how old the session counts behind server views may be.
@@ -58,7 +63,9 @@ func SystemTags(info *ServerInfo) map[string]string {
 	return m
 }
 
-// view computes a server's availability from link state and counts.
+// view computes a server's availability from link state and counts: a
+// server is AVAILABLE only while its agent is linked to some broker
+// (links.go).
 func (s *Service) view(srv *Server, counts map[string]Counts, now time.Time) *ServerView {
 	c := counts[srv.ID]
 	v := &ServerView{Server: srv, VirtualSessions: c.Virtual, ConsoleSessions: c.Console, Availability: Available}
@@ -66,9 +73,12 @@ func (s *Service) view(srv *Server, counts map[string]Counts, now time.Time) *Se
 	if v.Tags == nil {
 		v.Tags = SystemTags(&srv.Info)
 	}
+	link, _ := s.linkStatus(srv.ID, now)
 	switch {
-	case !s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now).IsZero():
+	case link == linkLost:
 		v.UnavailabilityReason = ReasonUnreachableAgent
+	case link == linkAwaited:
+		v.UnavailabilityReason = ReasonUnknown
 	case !srv.Info.Healthy:
 		v.UnavailabilityReason = ReasonUnhealthy
 	case !srv.Open:
@@ -95,9 +105,10 @@ func serverFull(info *ServerInfo, c Counts) bool {
 // ServerByID returns the cached server, nil if unknown.
 func (s *Service) ServerByID(id string) *Server { return s.servers.get(id) }
 
-// ServerReachable reports whether the server's agent link is up.
+// ServerReachable reports whether the server's agent is linked to some
+// broker, so that a command can reach it now.
 func (s *Service) ServerReachable(id string) bool {
-	return s.servers.unreachableSince(id, s.cfg.HeartbeatTimeout, s.Now()).IsZero()
+	return s.serverLinked(id, s.Now())
 }
 
 // DescribeServers lists servers. maxResults is 1..1000 (0 means 1000).

@@ -132,6 +132,9 @@ type ServerStamp struct {
 	Version  int64
 	LastSeen time.Time
 	BrokerID string
+	// HolderLive says BrokerID names a broker whose cluster heartbeat is
+	// fresh: one that is alive and may hold the agent's link.
+	HolderLive bool
 }
 
 // ServerSyncer is implemented by stores that several brokers share

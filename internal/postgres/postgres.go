@@ -60,6 +60,7 @@ import (
 var (
 	_ broker.Store        = (*Store)(nil)
 	_ broker.ServerSyncer = (*Store)(nil)
+	_ broker.LinkClearer  = (*Store)(nil)
 	_ oauth.Store         = (*Store)(nil)
 )
 

@@ -184,17 +184,24 @@ func (s *Store) ListServers(ctx context.Context, f broker.ServerFilter) (_ []*br
 	return out, nil
 }
 
+// brokerDead is how long a broker may miss its heartbeat in the brokers table
+// before it counts as gone: internal/cluster's default Options.Dead.
+const brokerDead = 3 * time.Second
+
 // ServerStamps returns the ID, Version, LastSeen and BrokerID of every
-// server, in no particular order.
+// server, in no particular order, and whether that broker's heartbeat is
+// fresh (within brokerDead, by PostgreSQL's clock).
 func (s *Store) ServerStamps(ctx context.Context) (_ []broker.ServerStamp, err error) {
 	defer unavailable(&err)
-	rows, _ := s.pool.Query(ctx, `SELECT id, version, last_seen, broker_id FROM servers`)
+	rows, _ := s.pool.Query(ctx, `SELECT s.id, s.version, s.last_seen, s.broker_id,
+		COALESCE(b.heartbeat > now() - make_interval(secs => $1), false)
+		FROM servers s LEFT JOIN brokers b ON b.id = s.broker_id`, brokerDead.Seconds())
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (broker.ServerStamp, error) {
 		var (
 			st   broker.ServerStamp
 			seen int64
 		)
-		err := r.Scan(&st.ID, &st.Version, &seen, &st.BrokerID)
+		err := r.Scan(&st.ID, &st.Version, &seen, &st.BrokerID, &st.HolderLive)
 		st.LastSeen = fromMillis(seen)
 		return st, err
 	})
@@ -224,6 +231,25 @@ func (s *Store) SetServerSeen(ctx context.Context, id, brokerID string, t time.T
 	if err := s.updateServer(ctx, `UPDATE servers SET last_seen = $1, broker_id = $2 WHERE id = $3`,
 		toMillis(t), brokerID, id); err != nil {
 		return fmt.Errorf("set server %q seen: %w", id, err)
+	}
+	return nil
+}
+
+// ClearServerLinks implements broker.LinkClearer: it empties the broker_id
+// of each server in links that still names brokerID and whose last_seen is
+// not after the time its link closed, in one statement. It keeps the Version.
+func (s *Store) ClearServerLinks(ctx context.Context, brokerID string, links map[string]time.Time) (err error) {
+	defer unavailable(&err)
+	ids := make([]string, 0, len(links))
+	closed := make([]int64, 0, len(links))
+	for id, t := range links {
+		ids = append(ids, id)
+		closed = append(closed, toMillis(t))
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE servers s SET broker_id = ''
+		FROM unnest($2::text[], $3::bigint[]) AS l(id, closed)
+		WHERE s.id = l.id AND s.broker_id = $1 AND s.last_seen <= l.closed`, brokerID, ids, closed); err != nil {
+		return fmt.Errorf("clear server links: %w", err)
 	}
 	return nil
 }
