@@ -239,7 +239,6 @@ func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID st
 	}
 	s.servers.put(stored)
 	s.servers.seen(serverID, now)
-	s.log.Info("agent connected", logattr.ServerID, serverID, logattr.AgentID, agentClientID, "sessions", len(sessions))
 	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
 		return err
 	}
@@ -277,13 +276,15 @@ func (s *Service) AgentUpdate(ctx context.Context, serverID string, info *Server
 // AgentDisconnected marks a server unreachable: its link to this broker closed.
 func (s *Service) AgentDisconnected(ctx context.Context, serverID string) {
 	s.servers.down(serverID, s.Now())
-	s.log.Info("agent disconnected", logattr.ServerID, serverID)
 }
 
-// reconcile makes the broker's sessions of a server agree with its agent's list.
-// Sessions the agent no longer has are DELETED (or re-sent if their create is
-// lost); sessions the broker does not know are adopted; sessions the broker
-// deleted or placed elsewhere are deleted on the host.
+// reconcile makes the broker's sessions of a server agree with its agent's
+// full list. Sessions the agent no longer has are DELETED (or re-sent if
+// their create is lost); sessions the broker does not know are adopted;
+// sessions the broker deleted or placed elsewhere are deleted on the host.
+// It reads the server's live sessions once and writes every change in one
+// store transaction (AgentSessionChanges applies an agent's changes without
+// the read).
 func (s *Service) reconcile(ctx context.Context, serverID string, reports []SessionReport, connect bool) error {
 	stored, err := s.store.ListSessions(ctx, SessionFilter{ServerID: serverID, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}})
 	if err != nil {
@@ -294,24 +295,29 @@ func (s *Service) reconcile(ctx context.Context, serverID string, reports []Sess
 		byID[x.ID] = x
 	}
 	now := s.Now()
-	changed := false
+	adopted := false
+	writes := make(map[string]*sessionWrite)
+	var ids []string
+	write := func(id string, w *sessionWrite) {
+		if _, dup := writes[id]; !dup {
+			ids = append(ids, id)
+		}
+		writes[id] = w
+	}
 	for i := range reports {
 		r := &reports[i]
 		cur, ok := byID[r.ID]
 		if !ok {
-			s.adopt(ctx, serverID, r, now)
-			changed = true
+			if _, dup := writes[r.ID]; !dup {
+				s.adopt(ctx, serverID, r, now)
+				adopted = adopted || r.State != StateDeleted
+			}
 			continue
 		}
 		delete(byID, r.ID)
 		if r.State == StateDeleted {
 			if cur.State != StateDeleting {
-				reason := r.StateReason
-				if reason == "" {
-					reason = "the session ended on the server"
-				}
-				s.setDeleted(ctx, cur.ID, reason)
-				changed = true
+				write(r.ID, &sessionWrite{report: r})
 			}
 			continue
 		}
@@ -324,34 +330,26 @@ func (s *Service) reconcile(ctx context.Context, serverID string, reports []Sess
 			continue
 		}
 		if sessionDiffers(cur, r) {
-			err := s.store.UpdateSession(ctx, r.ID, func(x *Session) error {
-				if x.State == StateDeleting || x.State == StateDeleted || x.ServerID != serverID {
-					return errUnchanged
-				}
-				applyReport(x, r, now)
-				return nil
-			})
-			if err != nil && !errors.Is(err, errUnchanged) {
-				s.log.Error("update session from agent", logattr.SessionID, r.ID, "err", err)
-			}
+			write(r.ID, &sessionWrite{report: r})
 		}
 	}
 	for _, x := range byID {
 		switch {
 		case x.State == StateDeleting:
-			s.setDeleted(ctx, x.ID, "")
-			changed = true
+			write(x.ID, &sessionWrite{})
 		case x.State == StateCreating:
 			if _, busy := s.inflight.Load(x.ID); !busy && connect {
 				// The create was lost (broker or agent restarted): send it again.
 				s.queueCreate(x.ID)
 			}
 		default:
-			s.setDeleted(ctx, x.ID, "the session no longer exists on the server")
-			changed = true
+			write(x.ID, &sessionWrite{reason: "the session no longer exists on the server"})
 		}
 	}
-	if changed {
+	if _, err := s.writeSessions(ctx, serverID, ids, writes); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	if adopted {
 		s.servers.invalidateCounts()
 	}
 	return nil
@@ -405,18 +403,7 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return
 	}
-	typ := r.Type
-	if typ == "" {
-		typ = TypeVirtual
-	}
-	created := r.CreationTime
-	if created.IsZero() {
-		created = now
-	}
-	x := &Session{ID: r.ID, Name: r.Name, Owner: r.Owner, Type: typ, ServerID: serverID,
-		MaxConcurrentClients: r.MaxConcurrentClients, StorageRoot: r.StorageRoot,
-		CreationTime: created, UpdatedAt: now}
-	applyReport(x, r, now)
+	x := adoptedSession(serverID, r, now)
 	if err := s.store.InsertSessions(ctx, []*Session{x}); err != nil && !errors.Is(err, ErrConflict) {
 		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return
