@@ -134,6 +134,12 @@ type runner struct {
 	// Owned by the connect loop.
 	creds        *credentials
 	reregistered bool // re-registered after a 401 since the last good link
+	// fleetSize is the Welcome's FleetSize on the last link (0: unknown).
+	fleetSize int
+
+	// Tests replace the backoff's randomness and the loop's sleeps.
+	uniform func(d time.Duration) time.Duration
+	sleepFn func(ctx context.Context, d time.Duration) bool
 }
 
 // Run connects to a broker and keeps the link: it registers when needed, says
@@ -215,26 +221,36 @@ func (r *runner) notify() {
 
 // loop connects and reconnects until ctx is done. It tries the brokers in
 // order, moving on after a failure, and sleeps with backoff after a full pass
-// of failures or after a link ends.
+// of failures or after a link ends: the first delay after a link ends is
+// spread over the reconnect window of the fleet size the broker last told,
+// and a broker that shed the connect (503) is not tried again before its
+// Retry-After.
 func (r *runner) loop(ctx context.Context, eps []endpoint) {
-	var bo backoff
+	bo := backoff{uniform: r.uniform}
 	idx, failed := 0, 0
+	var hold time.Duration // the longest Retry-After of this pass
 	for ctx.Err() == nil {
 		ep := eps[idx]
 		up, err := r.connect(ctx, ep)
 		if ctx.Err() != nil {
 			return
 		}
+		var busy *busyError
 		switch {
 		case errors.Is(err, errRetryNow):
 			continue
 		case up:
-			bo.reset()
-			failed = 0
+			bo.linkEnded(reconnectWindow(r.fleetSize))
+			failed, hold = 0, 0
 			r.reregistered = false
 			r.log.Warn("broker link closed", "broker", ep.name, "err", err)
 		default:
-			r.log.Warn("cannot connect to broker", "broker", ep.name, "err", err)
+			if errors.As(err, &busy) {
+				r.log.Info("broker busy; connecting later", "broker", ep.name, "retry_after", busy.after)
+				hold = max(hold, busy.after)
+			} else {
+				r.log.Warn("cannot connect to broker", "broker", ep.name, "err", err)
+			}
 			idx = (idx + 1) % len(eps)
 			failed++
 			if failed < len(eps) {
@@ -242,10 +258,28 @@ func (r *runner) loop(ctx context.Context, eps []endpoint) {
 			}
 			failed = 0
 		}
-		if !sleep(ctx, bo.next()) {
+		d := max(bo.next(), hold)
+		hold = 0
+		if !r.sleep(ctx, d) {
 			return
 		}
 	}
+}
+
+// busyError is a connect the broker shed with 503: retry after after.
+type busyError struct{ after time.Duration }
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("broker busy (503), retry after %s", e.after)
+}
+
+// sleep waits d or until ctx is done (r.sleepFn in tests); it reports
+// whether d passed.
+func (r *runner) sleep(ctx context.Context, d time.Duration) bool {
+	if r.sleepFn != nil {
+		return r.sleepFn(ctx, d)
+	}
+	return sleep(ctx, d)
 }
 
 // connect registers if needed, dials ep and serves the link until it ends. up
@@ -275,8 +309,11 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 	conn, resp, err := websocket.Dial(dctx, ep.connect, &websocket.DialOptions{HTTPClient: r.hc, HTTPHeader: header})
 	cancel()
 	if err != nil {
-		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+		switch {
+		case resp != nil && resp.StatusCode == http.StatusUnauthorized:
 			return false, r.refused()
+		case resp != nil && resp.StatusCode == http.StatusServiceUnavailable:
+			return false, &busyError{after: retryAfter(resp.Header, time.Now())}
 		}
 		return false, fmt.Errorf("dial: %w", err)
 	}

@@ -163,6 +163,7 @@ func (l *link) handshake(ctx context.Context) error {
 			l.sentSess, _ = json.Marshal(sessions)
 		}
 		r.a.welcomed(r.creds, b.GatewayCAKeyID)
+		r.fleetSize = b.FleetSize
 		return nil
 	case *agentproto.Error:
 		return fmt.Errorf("broker refused the agent: %w", b)

@@ -92,11 +92,14 @@ const (
 	RefusedInternal = "internal"
 	// RefusedShuttingDown: the hub was closing.
 	RefusedShuttingDown = "shutting_down"
+	// RefusedBusy: shed with 503 and Retry-After before the upgrade, because
+	// the broker was starting or had MaxHandshakes handshakes under way.
+	RefusedBusy = "busy"
 )
 
 // RefusalReasons lists every reason of Observer.LinkRefused.
 func RefusalReasons() []string {
-	return []string{RefusedAuth, RefusedVersion, RefusedBadHello, RefusedConflict, RefusedInternal, RefusedShuttingDown}
+	return []string{RefusedAuth, RefusedVersion, RefusedBadHello, RefusedConflict, RefusedInternal, RefusedShuttingDown, RefusedBusy}
 }
 
 // noObserver is the Observer of a hub given none.
@@ -125,6 +128,22 @@ type Options struct {
 	// GatewayCAKeyID is the web gateway CA's key ID, sent to agents of
 	// protocol version 2 and later in Welcome.
 	GatewayCAKeyID string
+	// MaxHandshakes bounds the connects handled at once, from the request
+	// to the Welcome; 0 means DefaultMaxHandshakes. A connect that finds
+	// no slot within HandshakeWait (0: DefaultHandshakeWait) is shed before
+	// the upgrade: 503 with a Retry-After of 1 s to RetryAfter (0:
+	// DefaultRetryAfter), which agents wait out.
+	MaxHandshakes int
+	HandshakeWait time.Duration
+	RetryAfter    time.Duration
+	// Ready, when set, reports whether the broker takes agents yet; until it
+	// does, connects are answered 503 with a Retry-After of 1 s.
+	Ready func() bool
+	// FleetSize, when set, is the number of servers the broker knows,
+	// sent to agents in Welcome (they spread their reconnects over a window
+	// that grows with it); unset, the number of servers that linked to the
+	// hub.
+	FleetSize func() int
 }
 
 // Hub is the registry of agent links. Create it with New, mount Handler on the
@@ -137,7 +156,7 @@ type Hub struct {
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // one per connection being served
+	wg     sync.WaitGroup // one per connection being served, until its link is torn down
 
 	mu      sync.Mutex
 	closed  bool
@@ -146,6 +165,12 @@ type Hub struct {
 	// linked holds every server ID that had a link to this hub, to tell
 	// reconnections from first connections.
 	linked map[string]struct{}
+
+	handshakes chan struct{} // one per connect being admitted (admit)
+
+	shedMu     sync.Mutex
+	shedCount  int       // sheds since shedLogged
+	shedLogged time.Time // last log line of sheds
 }
 
 // serverLock is a reference-counted mutex for one server ID.
@@ -175,6 +200,15 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 	if opts.Observer == nil {
 		opts.Observer = noObserver{}
 	}
+	if opts.MaxHandshakes <= 0 {
+		opts.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if opts.HandshakeWait <= 0 {
+		opts.HandshakeWait = DefaultHandshakeWait
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = DefaultRetryAfter
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{
 		svc:     svc,
@@ -186,6 +220,8 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 		links:   make(map[string]*link),
 		servers: make(map[string]*serverLock),
 		linked:  make(map[string]struct{}),
+
+		handshakes: make(chan struct{}, opts.MaxHandshakes),
 	}
 }
 
@@ -287,7 +323,16 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	h.wg.Add(1)
 	h.mu.Unlock()
-	defer h.wg.Done()
+	linked := false
+	defer func() {
+		if !linked {
+			h.wg.Done()
+		}
+	}()
+	if !h.admit(r.Context(), w) {
+		return
+	}
+	defer h.handshakeDone()
 
 	log := h.log.With(logattr.Remote, r.RemoteAddr)
 	var clientID string
@@ -309,13 +354,17 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		clientID = cid
 		log = log.With(logattr.AgentID, clientID)
 	}
-	conn, err := websocket.Accept(w, r, nil)
+	sb := &smallBuffers{ResponseWriter: w}
+	conn, err := websocket.Accept(sb, r, nil)
 	if err != nil {
 		log.Info("agent websocket upgrade failed", "err", err)
 		return
 	}
 	conn.SetReadLimit(agentproto.MaxMessageSize)
-	newLink(h, conn, clientID, log).serve()
+	linked = true
+	l := newLink(h, conn, clientID, log)
+	l.raw = sb.conn
+	l.serve(h.wg.Done)
 }
 
 func unauthorized(w http.ResponseWriter) {

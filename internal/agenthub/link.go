@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 type link struct {
 	h        *Hub
 	conn     *websocket.Conn
+	raw      net.Conn // under conn, for read deadlines; nil: none
 	clientID string
 	serverID string // set by the hello
 	log      *slog.Logger
@@ -81,13 +84,18 @@ func (l *link) refuse(e *agentproto.Error) {
 	l.closeWith(e, websocket.StatusPolicyViolation)
 }
 
-// serve runs the link on the handler's goroutine: handshake, read loop,
-// teardown.
-func (l *link) serve() {
+// serve runs the link: the handshake on the handler's goroutine, then the
+// read loop and teardown on a goroutine of their own (the handler returns, so
+// that net/http's connection goroutine, whose stack the TLS handshake and the
+// hello grew, ends). done is called once the link is torn down.
+//
+// There is no goroutine waiting for the link to close: closing (the context
+// cancelled) runs the closer through context.AfterFunc, the one place the
+// connection is closed.
+func (l *link) serve(done func()) {
 	closerDone := make(chan struct{})
-	go func() { // the closer: the one place the connection is closed
+	context.AfterFunc(l.ctx, func() {
 		defer close(closerDone)
-		<-l.ctx.Done()
 		l.close("", "", websocket.StatusGoingAway) // parent cancelled: pick a status
 		reason := ""
 		if l.closeErr != nil {
@@ -95,18 +103,26 @@ func (l *link) serve() {
 			reason = l.closeErr.Code
 		}
 		_ = l.conn.Close(l.closeStatus, reason)
-	}()
-	defer func() {
+	})
+	finish := func() {
 		l.close("", "", websocket.StatusNormalClosure)
 		<-closerDone
-	}()
-
+		done()
+	}
 	if !l.handshake() {
+		finish()
 		return
 	}
-	l.readLoop()
+	go func() {
+		defer finish()
+		l.readLoop()
+		l.teardown()
+	}()
+}
 
-	// Teardown: only the current link of a server may report it gone.
+// teardown reports the link gone once its read loop ended: only the current
+// link of a server may report it gone.
+func (l *link) teardown() {
 	l.h.lockServer(l.serverID)
 	defer l.h.unlockServer(l.serverID)
 	l.failPending()
@@ -206,6 +222,9 @@ func (l *link) handshake() bool {
 	if welcome.ProtocolVersion >= 2 {
 		welcome.GatewayCAKeyID = h.opts.GatewayCAKeyID
 	}
+	if welcome.ProtocolVersion >= 3 {
+		welcome.FleetSize = h.FleetSize()
+	}
 	if err := l.send("", welcome); err != nil {
 		l.close("", "", websocket.StatusGoingAway)
 		return true // registered: teardown reports it gone
@@ -221,11 +240,20 @@ func (l *link) handshake() bool {
 // silent for the heartbeat timeout.
 func (l *link) readLoop() {
 	for {
-		// Not bound to l.ctx: cancelling a read tears the connection down at once,
-		// and the closer wants to send a close frame first.
-		ctx, cancel := context.WithTimeout(context.Background(), l.h.opts.HeartbeatTimeout)
+		// The heartbeat timeout is a read deadline on the connection, not a
+		// context: a context with a timeout costs a timer and an AfterFunc per
+		// message. Nor is a read bound to l.ctx: cancelling a read tears the
+		// connection down at once, and the closer wants to send a close frame
+		// first.
+		ctx := context.Background()
+		var cancel context.CancelFunc = func() {}
+		if l.raw != nil {
+			_ = l.raw.SetReadDeadline(time.Now().Add(l.h.opts.HeartbeatTimeout))
+		} else {
+			ctx, cancel = context.WithTimeout(ctx, l.h.opts.HeartbeatTimeout)
+		}
 		typ, data, err := l.conn.Read(ctx)
-		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 		cancel()
 		if err != nil {
 			if timedOut {

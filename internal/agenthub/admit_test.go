@@ -1,0 +1,174 @@
+package agenthub_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agenthub"
+	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/coder/websocket"
+)
+
+// tryDial attempts a WebSocket connect and returns the HTTP response of a
+// refused one (nil when the upgrade succeeded, then closed).
+func (e *env) tryDial(t testing.TB) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, e.url+"/agent/connect", &websocket.DialOptions{HTTPClient: e.srv.Client()})
+	if err == nil {
+		c.CloseNow()
+		return nil
+	}
+	if resp == nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return resp
+}
+
+// TestHub_ShedsHandshakes: with MaxHandshakes handshakes under way, a
+// connect that finds no slot within HandshakeWait is answered 503 with a
+// Retry-After of 1 s to RetryAfter, before any upgrade; once the slot is
+// free, connects are taken again.
+func TestHub_ShedsHandshakes(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: 50 * time.Millisecond, RetryAfter: 3 * time.Second}, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	e.svc.ConnectErr = func(_, serverID string) error {
+		if serverID == "srv-slow" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	slow := e.dial(t)
+	write(t, slow, "", hello("srv-slow"))
+	<-entered // the one handshake slot is taken
+
+	seen := map[string]bool{}
+	for range 20 {
+		resp := e.tryDial(t)
+		if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("connect during a full handshake table: %v, want 503", resp)
+		}
+		ra := resp.Header.Get("Retry-After")
+		if n, err := strconv.Atoi(ra); err != nil || n < 1 || n > 3 {
+			t.Fatalf("Retry-After %q, want 1 to 3 seconds", ra)
+		}
+		seen[ra] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("Retry-After always %v: want it spread over 1 to 3 s", seen)
+	}
+	if !strings.Contains(e.logs.String(), "agent connects shed") {
+		t.Errorf("no log line of the sheds:\n%s", e.logs)
+	}
+	if n := strings.Count(e.logs.String(), "agent connects shed"); n != 1 {
+		t.Errorf("%d log lines for 20 sheds in 10 s, want 1", n)
+	}
+
+	close(release)
+	if m := read(t, slow); m.Type != agentproto.TypeWelcome {
+		t.Fatalf("slow agent got %s, want welcome", m.Type)
+	}
+	if resp := e.tryDial(t); resp != nil {
+		t.Fatalf("connect after the handshake ended: %d, want an upgrade", resp.StatusCode)
+	}
+}
+
+// TestHub_NotReady: until Ready, connects are answered 503 with
+// Retry-After 1.
+func TestHub_NotReady(t *testing.T) {
+	var ready atomic.Bool
+	e := mustStartHub(t, agenthub.Options{Ready: ready.Load}, nil)
+	resp := e.tryDial(t)
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("connect before ready: %v, want 503 with Retry-After 1", resp)
+	}
+	ready.Store(true)
+	c := e.dial(t)
+	write(t, c, "", hello("srv-ready"))
+	if m := read(t, c); m.Type != agentproto.TypeWelcome {
+		t.Fatalf("got %s, want welcome", m.Type)
+	}
+}
+
+// TestHub_WelcomeFleetSize: Welcome carries Options.FleetSize, or without
+// it the number of servers that linked to the hub.
+func TestHub_WelcomeFleetSize(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{FleetSize: func() int { return 12345 }}, nil)
+	c := e.dial(t)
+	write(t, c, "", hello("srv-f"))
+	if w, ok := read(t, c).Body.(*agentproto.Welcome); !ok || w.FleetSize != 12345 {
+		t.Fatalf("welcome %+v, want fleet size 12345", w)
+	}
+
+	e = mustStartHub(t, agenthub.Options{}, nil)
+	for i := range 3 {
+		c := e.dial(t)
+		write(t, c, "", hello(fmt.Sprintf("srv-%d", i)))
+		w, ok := read(t, c).Body.(*agentproto.Welcome)
+		if !ok || w.FleetSize != i+1 {
+			t.Fatalf("welcome %d: %+v, want fleet size %d", i, w, i+1)
+		}
+	}
+}
+
+// TestHub_BytesAheadOfUpgrade: an agent that sends its hello right behind
+// the upgrade request, before the 101, is served: the bytes net/http read
+// ahead survive the switch to the link's own small buffers.
+func TestHub_BytesAheadOfUpgrade(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{}, nil)
+	conn, err := tls.Dial("tcp", e.srv.Listener.Addr().String(), e.tls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	data, err := agentproto.Encode("", hello("srv-eager"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	req := "GET /agent/connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + key + "\r\n\r\n"
+	if _, err := conn.Write(append([]byte(req), maskedText(data)...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	e.svc.wait(t, "connected", "srv-eager", nil)
+	// The Welcome frame follows: an unmasked text frame of the broker.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h := make([]byte, 2)
+	if _, err := br.Read(h[:1]); err != nil || h[0] != 0x81 {
+		t.Fatalf("first frame byte %#x %v, want a final text frame", h[0], err)
+	}
+}
+
+// maskedText is p as one masked (client) WebSocket text frame.
+func maskedText(p []byte) []byte {
+	mask := [4]byte{1, 2, 3, 4}
+	out := []byte{0x81}
+	switch n := len(p); {
+	case n < 126:
+		out = append(out, 0x80|byte(n))
+	default:
+		out = append(out, 0x80|126, byte(n>>8), byte(n))
+	}
+	out = append(out, mask[:]...)
+	for i, b := range p {
+		out = append(out, b^mask[i%4])
+	}
+	return out
+}
