@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -89,10 +90,7 @@ func registerOnce(ctx context.Context, hc *http.Client, url, statement, clientNa
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return nil, errRegistrationUnavailable
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-		wait := retryAfter(resp.Header, time.Now())
-		if wait <= 0 {
-			wait = time.Second
-		}
+		wait := registerRetryAfter(resp.Header.Get("Retry-After"))
 		return nil, &retryLater{status: resp.Status, wait: wait}
 	default:
 		var e struct {
@@ -109,4 +107,15 @@ func registerOnce(ctx context.Context, hc *http.Client, url, statement, clientNa
 		return nil, errors.New("register agent: malformed broker response")
 	}
 	return &c, nil
+}
+
+// registerRetryAfter reads the Retry-After of a shed registration: delay
+// seconds (what berth sends), at least 1 s and at most a minute; 1 s when
+// absent or in another form.
+func registerRetryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return time.Second
+	}
+	return time.Duration(min(max(n, 1), 60)) * time.Second
 }
