@@ -278,7 +278,10 @@ type registerResponse struct {
 // expired or used-up one), 400 invalid_client_metadata for a body that is not
 // such a JSON object (or exceeds 64 KiB), 405 for other methods, 500
 // server_error; past a limit of Registrations, 429 temporarily_unavailable
-// with Retry-After. No answer or log line holds the statement.
+// with Retry-After; with Registrations.Concurrent registrations under way,
+// 503 temporarily_unavailable with Retry-After at once (admission control:
+// a storm of agents is told to come back instead of queueing until its
+// requests time out). No answer or log line holds the statement.
 func (a *Authority) RegisterAgentHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
@@ -287,6 +290,19 @@ func (a *Authority) RegisterAgentHandler() http.Handler {
 			return
 		}
 		a.limOnce.Do(func() { a.limiter = newRegistrationLimiter(a.Registrations) })
+		release, ok := a.limiter.admit()
+		if !ok {
+			secs := int64(registrationRetryAfter / time.Second)
+			if n := a.limiter.shedLogDue(a.now()); n > 0 {
+				a.logger().WarnContext(r.Context(), "agent registrations shed: too many at once; answered 503 with Retry-After (logged at most once a minute)",
+					"shed", n, "concurrent", cap(a.limiter.slots), "retry_after_s", secs)
+			}
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+			writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable",
+				fmt.Sprintf("too many agent registrations at once; retry in %d s", secs))
+			return
+		}
+		defer release()
 		if ok, wait := a.limiter.allow(r.RemoteAddr, a.now()); !ok {
 			secs := int64((wait + time.Second - 1) / time.Second)
 			a.logger().WarnContext(r.Context(), "agent registration refused: rate limit", logattr.Remote, r.RemoteAddr, "retry_after_s", secs)

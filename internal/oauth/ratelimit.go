@@ -20,7 +20,21 @@ type RegistrationLimits struct {
 	// PerAddressPerMinute bounds the registrations from one remote address
 	// (an IPv6 address counts with its /64), with bursts of as many.
 	PerAddressPerMinute int
+	// Concurrent bounds the registrations handled at once (admission
+	// control); past it a request is answered 503 with Retry-After at once,
+	// before it counts against the rates, instead of queueing until it
+	// times out. 0 means DefaultConcurrentRegistrations.
+	Concurrent int
 }
+
+// DefaultConcurrentRegistrations is RegistrationLimits.Concurrent when unset:
+// a registration is one short store transaction, so a few dozen at once keep
+// the store busy without queueing behind it.
+const DefaultConcurrentRegistrations = 32
+
+// registrationRetryAfter is the Retry-After of a registration shed by
+// admission control; agents add a random part of it again.
+const registrationRetryAfter = 1 * time.Second
 
 const (
 	// maxTrackedAddresses bounds the per-address limiters; past it, new
@@ -38,10 +52,35 @@ type registrationLimiter struct {
 	mu    sync.Mutex
 	addrs map[netip.Prefix]*rate.Limiter
 	swept time.Time
+
+	// slots holds one token per registration being handled.
+	slots chan struct{}
+	// shed counts registrations shed since shedLogged, when the last one
+	// was logged (guarded by mu).
+	shed       int
+	shedLogged time.Time
+}
+
+// shedLogDue counts a shed registration and returns how many were shed
+// since the last log line when one is due (at most one a minute), else 0.
+func (l *registrationLimiter) shedLogDue(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.shed++
+	if !l.shedLogged.IsZero() && now.Sub(l.shedLogged) < time.Minute {
+		return 0
+	}
+	n := l.shed
+	l.shed, l.shedLogged = 0, now
+	return n
 }
 
 func newRegistrationLimiter(l RegistrationLimits) *registrationLimiter {
-	rl := &registrationLimiter{perAddr: max(l.PerAddressPerMinute, 0), addrs: map[netip.Prefix]*rate.Limiter{}}
+	n := l.Concurrent
+	if n <= 0 {
+		n = DefaultConcurrentRegistrations
+	}
+	rl := &registrationLimiter{perAddr: max(l.PerAddressPerMinute, 0), addrs: map[netip.Prefix]*rate.Limiter{}, slots: make(chan struct{}, n)}
 	if l.PerMinute > 0 {
 		rl.all = perMinute(l.PerMinute)
 	}
@@ -50,6 +89,17 @@ func newRegistrationLimiter(l RegistrationLimits) *registrationLimiter {
 
 func perMinute(n int) *rate.Limiter {
 	return rate.NewLimiter(rate.Every(time.Minute/time.Duration(n)), n)
+}
+
+// admit takes a slot for one registration, or reports false at once when
+// every slot is taken. Call the returned release when done.
+func (l *registrationLimiter) admit() (release func(), ok bool) {
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, true
+	default:
+		return nil, false
+	}
 }
 
 // allow reports whether a registration from remote (an http.Request's
