@@ -252,19 +252,9 @@ func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID st
 func (s *Service) AgentUpdate(ctx context.Context, serverID string, info *ServerInfo, sessions []SessionReport) error {
 	now := s.Now()
 	if info != nil {
-		cur := s.servers.get(serverID)
-		if cur == nil {
-			return fmt.Errorf("update server %q: %w", serverID, ErrNotFound)
+		if err := s.agentHostReport(ctx, serverID, info, now); err != nil {
+			return err
 		}
-		cp := *cur
-		cp.Info = *info
-		cp.LastSeen = now
-		cp.BrokerID = s.cfg.BrokerID
-		if err := s.store.UpsertServer(ctx, &cp); err != nil {
-			return fmt.Errorf("update server %q: %w", serverID, err)
-		}
-		s.servers.put(&cp)
-		s.wakeQueue()
 	}
 	s.servers.seen(serverID, now)
 	if sessions != nil {

@@ -132,6 +132,7 @@ type Service struct {
 	exprs  map[string]*requirements.Expr
 
 	servers serverCache
+	hosts   hostReports // volatile host figures not yet in the store (hostreport.go)
 
 	creates  chan string // session IDs whose create must be sent to their agent
 	deletes  chan deleteJob
