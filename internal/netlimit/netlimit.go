@@ -11,7 +11,8 @@
 // A connection over either limit is closed as soon as it is accepted, before
 // any TLS handshake: the client sees its connection reset and may retry
 // later. Refusals are reported to an Observer and summarized in the log at
-// most once a minute per listener, never one line per connection.
+// most once a minute per listener, never one line per connection. So are
+// accept errors (a process out of file descriptors), at WARN.
 //
 // Wrap the TCP listener, then put TLS on top, so that the limits apply
 // before the handshake:
@@ -27,6 +28,7 @@
 package netlimit
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -100,6 +102,10 @@ type Listener struct {
 	lastLog  time.Time    // guarded by logMu
 	sinceLog int          // refusals since lastLog; guarded by logMu
 	lastAddr netip.Prefix // guarded by logMu
+
+	acceptErrs    atomic.Uint64
+	failLogged    time.Time // last log line of accept errors; guarded by logMu
+	failsSinceLog int       // accept errors since failLogged; guarded by logMu
 }
 
 // Wrap returns ln limited to lim.
@@ -122,6 +128,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				l.acceptFailed(err)
+			}
 			return nil, err
 		}
 		key := KeyOf(c.RemoteAddr())
@@ -184,6 +193,29 @@ func (l *Listener) refused(key netip.Prefix, reason string) {
 		"count", n, "reason", reason, "last_client", addr.String(),
 		"max_connections", l.lim.Max, "max_connections_per_address", l.lim.MaxPerAddr)
 }
+
+// acceptFailed logs an accept error (out of file descriptors: "accept4:
+// too many open files", which net/http retries after a pause) at WARN: the
+// first, then at most one line every LogEvery with the count since the last.
+func (l *Listener) acceptFailed(err error) {
+	l.acceptErrs.Add(1)
+	now := l.opts.Now()
+	l.logMu.Lock()
+	l.failsSinceLog++
+	if !l.failLogged.IsZero() && now.Sub(l.failLogged) < l.opts.LogEvery {
+		l.logMu.Unlock()
+		return
+	}
+	n := l.failsSinceLog
+	l.failsSinceLog, l.failLogged = 0, now
+	l.logMu.Unlock()
+	l.opts.Logger.Warn("cannot accept connections", "listener", l.opts.Name, "count", n, "err", err,
+		"open", l.Open())
+}
+
+// AcceptErrors returns how many accepts failed since Wrap (the listener
+// closed aside).
+func (l *Listener) AcceptErrors() uint64 { return l.acceptErrs.Load() }
 
 // Open is the number of connections open now.
 func (l *Listener) Open() int {
