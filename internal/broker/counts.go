@@ -2,138 +2,458 @@ package broker
 
 import (
 	"context"
+	"log/slog"
+	"maps"
+	"sync"
 	"time"
 )
 
-// invalidateCounts makes the next snapshot re-read session counts.
-func (c *serverCache) invalidateCounts() {
-	c.mu.Lock()
-	c.countsValid = false
-	c.countsGen++
-	c.mu.Unlock()
+// Session counts kept incrementally.
+//
+// Placement, server views (VirtualSessions, SERVER_FULL) and the metrics need
+// the sessions counted by server, owner, type and state. Counting them in the
+// store costs a scan of the sessions (80–230 ms at 100,000 sessions on
+// PostgreSQL), so the broker keeps the counts in memory and changes them as it
+// changes sessions:
+//
+//   - Every write of sessions by this broker reports how each session changed
+//     (old and new) to a hook: Service.sessionChanged, or the wrappers that
+//     call it, Service.updateSession, Service.updateSessions and
+//     Service.sessionsInserted; placements report through serverCache.addPlaced,
+//     purges through countCache.purged.
+//   - The counts are read from the store once, in the background, when Run
+//     starts (countCache.run). Until that read is done, readers wait up to
+//     countsLoadWait and then count in the store themselves.
+//   - They are read again only when needed: after invalidateCounts (a change
+//     made without telling how, such as a server deleted with its sessions,
+//     or sessions adopted from an agent), and, with a store shared by a
+//     cluster of brokers, when they are older than countsResync, since other
+//     brokers place and end sessions too.
+//
+// A read of the store runs while sessions change. The changes reported during
+// a read are replayed onto its result; one that committed before the read saw
+// the store is then counted twice, so a read that overlapped changes is
+// followed by another one countsQuiet later, until a read overlaps none. The
+// counts are exact when the broker is alone and quiet, and otherwise off by
+// at most the few changes in flight during a read, for at most a second or so.
+//
+// Stale counts never let placement overfill a server: placement plans with
+// these counts, but CommitPlacements re-checks every limit against the
+// server's current sessions under the store's row locks (SQLite: its single
+// writer), and a placement refused there is placed again (with a store read
+// first when the store is shared). So a cluster's counts may lag the other
+// brokers by up to countsResync without any server holding more sessions than
+// its limits.
+const (
+	// countsResync is how old counts may grow with a shared store before a
+	// read brings in the other brokers' changes.
+	countsResync = 5 * time.Second
+	// countsQuiet is the pause before another read, after a read that
+	// overlapped changes or failed.
+	countsQuiet = time.Second
+	// countsLoadWait is how long a reader waits for the first read before it
+	// counts in the store itself.
+	countsLoadWait = 2 * time.Second
+)
+
+// countCache holds the session counts; see the comment above. Its zero value
+// is ready to take changes (they wait for the first read); run reads the
+// store.
+type countCache struct {
+	mu sync.Mutex
+
+	loaded  bool
+	servers map[string]*serverTally // placed, active sessions by server
+	byState map[string]int          // every stored session by state
+	queued  int                     // CREATING sessions without a server
+	snap    map[string]Counts       // handed out; nil when changed since
+	readAt  time.Time               // when the last read of the store started
+
+	started bool
+	done    chan struct{} // closed when the first read is installed
+	wake    chan struct{} // asks run for a read
+	reading bool
+	during  []countDelta // changes reported while a read runs
+	again   bool         // read again after countsQuiet
 }
 
-// sessionCounts returns per-server counts, re-reading them from the store when
-// invalid or older than maxAge. Counts that are merely old are returned at
-// once while one background read refreshes them (a count over 100,000
-// sessions on PostgreSQL takes a few hundred milliseconds, which requests
-// should not wait for); invalidated counts are read before returning.
-func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.Duration, now time.Time) (map[string]Counts, error) {
+// serverTally is one server's Counts. ByOwner is copied before a change when
+// a snapshot may hold it (shared).
+type serverTally struct {
+	c      Counts
+	shared bool
+}
+
+// countDelta is one session's share of the counts, added (sign 1) or taken
+// away (sign -1); purged DELETED sessions are one delta of sign -n.
+type countDelta struct {
+	sign     int
+	serverID string
+	owner    string
+	console  bool
+	state    string
+}
+
+// deltaOf returns the share of x, nil for no session.
+func deltaOf(x *Session, sign int) (countDelta, bool) {
+	if x == nil {
+		return countDelta{}, false
+	}
+	return countDelta{sign: sign, serverID: x.ServerID, owner: x.Owner, console: x.Type == TypeConsole, state: x.State}, true
+}
+
+// init makes the channels; callers hold c.mu.
+func (c *countCache) initLocked() {
+	if c.done == nil {
+		c.done = make(chan struct{})
+		c.wake = make(chan struct{}, 1)
+	}
+}
+
+// change records that a session changed from old to new (old nil: inserted;
+// new nil: removed from the store). It is the hook every session write calls
+// once it has committed.
+func (c *countCache) change(old, new *Session) {
+	a, okA := deltaOf(old, -1)
+	b, okB := deltaOf(new, 1)
+	if okA && okB && a.serverID == b.serverID && a.owner == b.owner && a.console == b.console && a.state == b.state {
+		return // no count changes
+	}
 	c.mu.Lock()
-	if c.countsValid && now.Sub(c.countsAt) < maxAge {
-		m := c.counts
-		c.mu.Unlock()
-		return m, nil
-	}
-	if c.countsValid {
-		m := c.counts
-		if !c.refreshing {
-			c.refreshing = true
-			go c.refreshCounts(context.WithoutCancel(ctx), st, now)
+	defer c.mu.Unlock()
+	c.initLocked()
+	for _, d := range []struct {
+		d  countDelta
+		ok bool
+	}{{a, okA}, {b, okB}} {
+		if !d.ok {
+			continue
 		}
-		c.mu.Unlock()
-		return m, nil
+		if c.reading {
+			c.during = append(c.during, d.d)
+		}
+		if c.loaded {
+			c.applyLocked(d.d)
+		}
 	}
+}
+
+// applyLocked adds one delta to the counts.
+func (c *countCache) applyLocked(d countDelta) {
+	c.byState[d.state] += d.sign
+	if c.byState[d.state] <= 0 {
+		delete(c.byState, d.state)
+	}
+	if d.state == StateCreating && d.serverID == "" {
+		c.queued = max(0, c.queued+d.sign)
+	}
+	if d.state == StateDeleted || d.serverID == "" {
+		return
+	}
+	c.snap = nil
+	t := c.servers[d.serverID]
+	if t == nil {
+		t = &serverTally{}
+		c.servers[d.serverID] = t
+	}
+	if t.shared || t.c.ByOwner == nil {
+		by := make(map[string]int, len(t.c.ByOwner)+1)
+		maps.Copy(by, t.c.ByOwner)
+		t.c.ByOwner, t.shared = by, false
+	}
+	if d.console {
+		t.c.Console += d.sign
+	} else {
+		t.c.Virtual += d.sign
+	}
+	t.c.ByOwner[d.owner] += d.sign
+	if t.c.ByOwner[d.owner] <= 0 {
+		delete(t.c.ByOwner, d.owner)
+	}
+	if t.c.Virtual <= 0 && t.c.Console <= 0 && len(t.c.ByOwner) == 0 {
+		delete(c.servers, d.serverID)
+	}
+}
+
+// purged takes n DELETED sessions, removed from the store, off the counts.
+func (c *countCache) purged(n int) {
+	if n <= 0 {
+		return
+	}
+	d := countDelta{sign: -n, state: StateDeleted}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reading {
+		c.during = append(c.during, d)
+	}
+	if c.loaded {
+		c.applyLocked(d)
+	}
+}
+
+// invalidate asks for a read of the store: sessions changed in ways that
+// were not reported (see the comment above).
+func (c *countCache) invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.initLocked()
+	if c.reading {
+		c.again = true
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run reads the counts from st at once and again when asked (invalidate, a
+// read that overlapped changes, or, with shared, counts older than
+// countsResync when read), until ctx ends.
+func (c *countCache) run(ctx context.Context, st Store, shared bool, log *slog.Logger) {
+	c.mu.Lock()
+	c.initLocked()
+	c.started = true
 	c.mu.Unlock()
-	m, err := st.CountSessions(ctx)
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		case <-retry.C:
+		}
+		err := c.read(ctx, st)
+		c.mu.Lock()
+		again := c.again || err != nil
+		c.again = false
+		c.mu.Unlock()
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			log.Warn("count sessions in the store", "err", err)
+			failing = true
+		case err == nil && failing:
+			log.Info("counting sessions in the store again")
+			failing = false
+		}
+		if again {
+			retry.Reset(countsQuiet)
+		}
+	}
+}
+
+// read counts the sessions in the store and installs the counts, with the
+// changes reported meanwhile replayed onto them.
+func (c *countCache) read(ctx context.Context, st Store) error {
+	c.mu.Lock()
+	c.initLocked()
+	c.reading = true
+	c.during = c.during[:0]
+	start := time.Now()
+	c.mu.Unlock()
+	servers, byState, queued, err := countInStore(ctx, st)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
 	if err != nil {
-		return nil, err
+		c.during = nil
+		return err
 	}
-	c.mu.Lock()
-	c.counts, c.countsValid, c.countsAt = m, true, now
-	c.mu.Unlock()
-	return m, nil
+	c.servers = make(map[string]*serverTally, len(servers))
+	for id, cnt := range servers {
+		if cnt.Virtual > 0 || cnt.Console > 0 {
+			c.servers[id] = &serverTally{c: cnt}
+		}
+	}
+	c.byState, c.queued = byState, queued
+	c.loaded, c.snap, c.readAt = true, nil, start
+	for _, d := range c.during {
+		c.applyLocked(d)
+	}
+	if len(c.during) > 0 {
+		c.again = true
+	}
+	c.during = nil
+	select {
+	case <-c.done:
+	default:
+		close(c.done)
+	}
+	return nil
 }
 
-// refreshCounts re-reads the counts in the background for sessionCounts.
-func (c *serverCache) refreshCounts(ctx context.Context, st Store, now time.Time) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+// countInStore counts the sessions in the store: placed active ones by server,
+// all by state, and the unplaced CREATING ones.
+func countInStore(ctx context.Context, st Store) (map[string]Counts, map[string]int, int, error) {
+	servers, err := st.CountSessions(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	byState, err := st.CountByState(ctx)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	queued, err := st.ListSessions(ctx, SessionFilter{Unplaced: true, States: []string{StateCreating}})
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if byState == nil {
+		byState = make(map[string]int)
+	}
+	return servers, byState, len(queued), nil
+}
+
+// ready waits for the first read, at most countsLoadWait; with shared it
+// asks for a read when the counts are older than countsResync. It reports
+// whether the counts are loaded.
+func (c *countCache) ready(ctx context.Context, shared bool, now time.Time) bool {
 	c.mu.Lock()
-	gen := c.countsGen
+	c.initLocked()
+	loaded, started, done := c.loaded, c.started, c.done
+	if loaded && shared && !c.reading && now.Sub(c.readAt) > countsResync {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
 	c.mu.Unlock()
-	m, err := st.CountSessions(ctx)
+	if loaded || !started {
+		return loaded
+	}
+	t := time.NewTimer(countsLoadWait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// snapshot returns the counts by server. The map and its values must not be
+// changed; later changes do not show in it.
+func (c *countCache) snapshot() map[string]Counts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.refreshing = false
-	// Placements, releases and invalidations meanwhile changed the counts
-	// this read may predate: keep theirs (the next call reads again).
-	if err != nil || gen != c.countsGen {
-		return
+	if c.snap == nil {
+		c.snap = make(map[string]Counts, len(c.servers))
+		for id, t := range c.servers {
+			c.snap[id] = t.c
+			t.shared = true
+		}
 	}
-	c.counts, c.countsValid, c.countsAt = m, true, now
+	return c.snap
 }
 
-// addPlaced adds committed placements to the cached counts (copy on write, so
-// snapshots handed out earlier stay unchanged).
-func (c *serverCache) addPlaced(ss []*Session) {
+// states returns the sessions by state (a copy) and the number queued.
+func (c *countCache) states() (map[string]int, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.countsValid {
-		return
-	}
-	c.countsGen++
-	m := make(map[string]Counts, len(c.counts))
-	for k, v := range c.counts {
-		m[k] = v
-	}
-	touched := map[string]bool{}
-	for _, s := range ss {
-		cnt := m[s.ServerID]
-		if !touched[s.ServerID] {
-			by := make(map[string]int, len(cnt.ByOwner)+1)
-			for k, v := range cnt.ByOwner {
-				by[k] = v
-			}
-			cnt.ByOwner = by
-			touched[s.ServerID] = true
-		}
-		if s.Type == TypeConsole {
-			cnt.Console++
-		} else {
-			cnt.Virtual++
-		}
-		cnt.ByOwner[s.Owner]++
-		m[s.ServerID] = cnt
-	}
-	c.counts = m
+	return maps.Clone(c.byState), c.queued
 }
 
-// released takes a session that stopped counting (now DELETED) off the cached
-// counts, so a delete does not force a full recount.
+// sessionCounts returns the active sessions per server: the kept counts, or,
+// before the first read of the store is done (countsLoadWait), a count in
+// the store. maxAge is unused: the counts are current (see the comment
+// above).
+func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.Duration, now time.Time) (map[string]Counts, error) {
+	_ = maxAge
+	if c.tally.ready(ctx, isShared(st), now) {
+		return c.tally.snapshot(), nil
+	}
+	return st.CountSessions(ctx)
+}
+
+// isShared reports whether st is shared by a cluster of brokers.
+func isShared(st Store) bool {
+	_, ok := st.(ServerSyncer)
+	return ok
+}
+
+// invalidateCounts asks for a read of the counts from the store, for a
+// change of sessions that was not reported to sessionChanged (sessions
+// adopted from an agent, a server deleted with its sessions). The current
+// counts stay in use meanwhile.
+func (c *serverCache) invalidateCounts() { c.tally.invalidate() }
+
+// addPlaced counts committed placements: new sessions (insert) or queued
+// ones that got a server.
+func (c *serverCache) addPlaced(ss []*Session, insert bool) {
+	for _, x := range ss {
+		var old *Session
+		if !insert {
+			o := *x
+			o.ServerID = ""
+			old = &o
+		}
+		c.tally.change(old, x)
+	}
+}
+
+// released counts a session that ended: it was was, and is now DELETED.
+// Callers that write through Service.updateSession or updateSessions must
+// not call it too (they count already).
 func (c *serverCache) released(was *Session) {
-	if was.ServerID == "" {
-		return
+	now := *was
+	now.State = StateDeleted
+	c.tally.change(was, &now)
+}
+
+// sessionChanged is the hook for every write of a session by this broker:
+// old is the session before, new after (old nil: inserted; new nil: removed
+// from the store). Call it once the write has committed.
+func (s *Service) sessionChanged(old, new *Session) { s.servers.tally.change(old, new) }
+
+// sessionsInserted counts sessions inserted into the store.
+func (s *Service) sessionsInserted(ss []*Session) {
+	for _, x := range ss {
+		s.servers.tally.change(nil, x)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.countsValid {
-		return
+}
+
+// updateSession is Store.UpdateSession that counts the change.
+func (s *Service) updateSession(ctx context.Context, id string, fn func(*Session) error) error {
+	var old, new Session
+	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
+		old = *x
+		if err := fn(x); err != nil {
+			return err
+		}
+		new = *x
+		return nil
+	})
+	if err == nil {
+		s.sessionChanged(&old, &new)
 	}
-	cnt, ok := c.counts[was.ServerID]
-	if !ok {
-		return
+	return err
+}
+
+// updateSessions is Store.UpdateSessions that counts the changes.
+func (s *Service) updateSessions(ctx context.Context, ids []string, fn func(*Session) error) ([]error, error) {
+	type change struct{ old, new Session }
+	var mu sync.Mutex
+	changes := make(map[string]change, len(ids))
+	res, err := s.store.UpdateSessions(ctx, ids, func(x *Session) error {
+		old := *x
+		if err := fn(x); err != nil {
+			return err
+		}
+		mu.Lock()
+		changes[x.ID] = change{old, *x}
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return res, err
 	}
-	c.countsGen++
-	m := make(map[string]Counts, len(c.counts))
-	for k, v := range c.counts {
-		m[k] = v
+	for i, id := range ids {
+		if res[i] == nil {
+			ch := changes[id]
+			s.sessionChanged(&ch.old, &ch.new)
+		}
 	}
-	by := make(map[string]int, len(cnt.ByOwner))
-	for k, v := range cnt.ByOwner {
-		by[k] = v
-	}
-	if was.Type == TypeConsole {
-		cnt.Console = max(0, cnt.Console-1)
-	} else {
-		cnt.Virtual = max(0, cnt.Virtual-1)
-	}
-	if by[was.Owner] <= 1 {
-		delete(by, was.Owner)
-	} else {
-		by[was.Owner]--
-	}
-	cnt.ByOwner = by
-	m[was.ServerID] = cnt
-	c.counts = m
+	return res, nil
 }

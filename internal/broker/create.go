@@ -216,6 +216,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 			if err := s.store.InsertSessions(ctx, accepted); err != nil {
 				return nil, err
 			}
+			s.sessionsInserted(accepted)
 		}
 	}
 	for _, sess := range placed {
@@ -271,7 +272,9 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				continue
 			}
 			sess := sessions[i]
-			sess.ServerID = d.HostID
+			// Committed with its server, it waits for the server to
+			// prepare it: the create is sent without another write.
+			sess.ServerID, sess.Substate = d.HostID, SubstatePendingPreparation
 			sess.Enqueued = false
 			ps = append(ps, Placement{Session: sess, Insert: insert})
 			psIdx = append(psIdx, i)
@@ -291,7 +294,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				ok = append(ok, sessions[i])
 				continue
 			}
-			sessions[i].ServerID = ""
+			sessions[i].ServerID, sessions[i].Substate = "", SubstatePlacing
 			if !insert && errors.Is(e, ErrConflict) {
 				continue // deleted or placed by someone else meanwhile: leave it
 			}
@@ -302,7 +305,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			failed[i] = placeFailure{"could not commit the placement; retry", FailStore}
 			s.log.Error("commit placement", logattr.SessionID, sessions[i].ID, "err", e)
 		}
-		s.servers.addPlaced(ok)
+		s.servers.addPlaced(ok, insert)
 		s.metrics().Placed(len(ok))
 		placed = append(placed, ok...)
 	}
@@ -313,13 +316,22 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 }
 
 // snapshot builds placement hosts from the servers that are open, reachable and
-// healthy. fresh forces a re-read of session counts.
+// healthy. fresh counts the sessions in the store instead of taking the kept
+// counts: a commit refused a placement, because another batch (of this
+// broker, whose counts may not show it yet, or of another broker) filled the
+// server first.
 func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, error) {
-	if fresh {
-		s.servers.invalidateCounts()
-	}
 	now := s.Now()
-	counts, err := s.servers.sessionCounts(ctx, s.store, 2*time.Second, now)
+	var counts map[string]Counts
+	var err error
+	if fresh {
+		counts, err = s.store.CountSessions(ctx)
+		if isShared(s.store) {
+			s.servers.invalidateCounts() // take in the other brokers' sessions
+		}
+	} else {
+		counts, err = s.servers.sessionCounts(ctx, s.store, 0, now)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -37,13 +37,8 @@ type serverCache struct {
 	// flushMu orders the writes of contacts and of closed links.
 	flushMu sync.Mutex
 
-	counts      map[string]Counts
-	countsValid bool
-	countsAt    time.Time
-	// countsGen counts changes to counts other than a full read; refreshing
-	// is set while a background read runs.
-	countsGen  uint64
-	refreshing bool
+	// tally holds the session counts (counts.go).
+	tally countCache
 
 	// puts counts put calls; putAt records the count at each server's last
 	// put, so that a sync does not drop a server registered while it ran.
@@ -122,8 +117,7 @@ func (c *serverCache) remove(id string) {
 	delete(c.putAt, id)
 	c.forgetLinkLocked(id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
-	c.countsValid = false
-	c.countsGen++
+	c.tally.invalidate() // its sessions went with it
 }
 
 func (c *serverCache) get(id string) *Server {
@@ -276,8 +270,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 	}
 	if gone {
 		c.order = slices.DeleteFunc(c.order, func(id string) bool { return c.byID[id] == nil })
-		c.countsValid = false
-		c.countsGen++
+		c.tally.invalidate() // their sessions went with them
 	}
 	return nil
 }

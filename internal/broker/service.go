@@ -45,7 +45,8 @@ type Config struct {
 	// AutorunMaxArgs and AutorunMaxArgLength bound AutorunFileArguments (50, 150).
 	AutorunMaxArgs      int
 	AutorunMaxArgLength int
-	// CreateWorkers bounds concurrent create commands (default 64).
+	// CreateWorkers bounds concurrent create commands across all servers
+	// (default 1024); each server gets at most 32 at once (workers.go).
 	CreateWorkers int
 	// MaintenanceInterval is the period of expiry and cleanup (default: 5s, or a
 	// quarter of the shortest expiry time when that is shorter).
@@ -85,7 +86,7 @@ func (c *Config) setDefaults() {
 	}
 	def(&c.AutorunMaxArgs, 50)
 	def(&c.AutorunMaxArgLength, 150)
-	def(&c.CreateWorkers, 64)
+	def(&c.CreateWorkers, 1024)
 	defd(&c.SyncInterval, time.Second)
 	if c.MaintenanceInterval == 0 {
 		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
@@ -135,6 +136,11 @@ type Service struct {
 	hosts   hostReports // volatile host figures not yet in the store (hostreport.go)
 
 	creates  chan string // session IDs whose create must be sent to their agent
+	// sendMu guards sendQueues, the creates waiting for a sender per server;
+	// sendSlots holds a token per running sender (workers.go).
+	sendMu     sync.Mutex
+	sendQueues map[string]*createQueue
+	sendSlots  chan struct{}
 	deletes  chan deleteJob
 	wakeQ    chan struct{}
 	inflight sync.Map // session ID → struct{}: create command outstanding
@@ -166,6 +172,7 @@ func New(ctx context.Context, store Store, disp Dispatcher, tokens TokenIssuer, 
 		deletes: make(chan deleteJob, 65536),
 		wakeQ:   make(chan struct{}, 1),
 	}
+	s.sendSlots = make(chan struct{}, cfg.CreateWorkers)
 	key, err := store.Setting(ctx, "cursor-key", randomHex(32))
 	if err != nil {
 		return nil, err
@@ -184,13 +191,15 @@ func (s *Service) Config() Config { return s.cfg }
 // agents, the placement queue, expiry of DELETED sessions and cleanup of
 // unreachable servers. It returns nil when ctx is cancelled.
 func (s *Service) Run(ctx context.Context) error {
-	for range s.cfg.CreateWorkers {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.createWorker(ctx)
-		}()
-	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.servers.tally.run(ctx, s.store, isShared(s.store), s.log)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.createLoop(ctx)
+	}()
 	for range 8 {
 		s.wg.Add(1)
 		go func() {
@@ -303,6 +312,7 @@ func (s *Service) expire(ctx context.Context) {
 	if n, err := s.store.PurgeDeleted(ctx, now.Add(-s.cfg.DeletedRetention)); err != nil {
 		s.log.Error("purge deleted sessions", "err", err)
 	} else if n > 0 {
+		s.servers.tally.purged(n)
 		s.log.Info("purged deleted sessions", "count", n)
 	}
 	for _, p := range s.Pruners {

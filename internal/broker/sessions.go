@@ -150,7 +150,7 @@ func (s *Service) DeleteSessions(ctx context.Context, reqs []DeleteRequest) []De
 		}
 		var job *deleteJob
 		state := ""
-		err := s.store.UpdateSession(ctx, r.SessionID, func(x *Session) error {
+		err := s.updateSession(ctx, r.SessionID, func(x *Session) error {
 			switch {
 			case x.Owner != r.Owner:
 				return refusal(reasonOwnerMismatch)
@@ -198,7 +198,6 @@ func (s *Service) DeleteSessions(ctx context.Context, reqs []DeleteRequest) []De
 		}
 		out[i].State = state
 		if state == StateDeleted {
-			s.servers.invalidateCounts()
 			s.wakeQueue()
 		}
 		if job != nil {

@@ -28,45 +28,160 @@ func (s *Service) queueDelete(j deleteJob) {
 	}
 }
 
-func (s *Service) createWorker(ctx context.Context) {
+// The create pipeline. Placement commits sessions CREATING/PENDING_PREPARATION
+// on their server, and they reach createLoop through s.creates. It takes them
+// in batches of up to createBatchMax (whatever has queued up while the
+// previous batch was read), checks each batch with one store read that they
+// are still CREATING on a server (not deleted or sent back to the queue
+// meanwhile), and hands them to senders: per server, up to createsPerServer create
+// commands are outstanding at once (agents run at most 64 commands at once
+// and answer more with "agent busy"), and across all servers up to
+// Config.CreateWorkers. A sender that finishes a command takes the next one
+// of its server, so a batch for few servers and one for many both flow.
+const (
+	createBatchMax   = 1000
+	createsPerServer = 32
+)
+
+// createQueue holds the sessions of one server waiting for a sender.
+type createQueue struct {
+	pending []*Session
+	senders int
+}
+
+// createLoop runs the create pipeline until ctx ends.
+func (s *Service) createLoop(ctx context.Context) {
+	batch := make([]string, 0, createBatchMax)
 	for {
+		batch = batch[:0]
 		select {
 		case <-ctx.Done():
 			return
 		case id := <-s.creates:
-			if _, busy := s.inflight.LoadOrStore(id, struct{}{}); busy {
-				continue
+			batch = append(batch, id)
+		}
+	drain:
+		for len(batch) < createBatchMax {
+			select {
+			case id := <-s.creates:
+				batch = append(batch, id)
+			default:
+				break drain
 			}
-			s.runCreate(ctx, id)
+		}
+		s.startCreates(ctx, batch)
+	}
+}
+
+// startCreates reads the sessions named by ids, in one store read, and
+// hands those still CREATING on a server to the senders. Placement committed
+// them CREATING/PENDING_PREPARATION already, so sending costs no write.
+// Sessions whose create is outstanding already are skipped.
+func (s *Service) startCreates(ctx context.Context, ids []string) {
+	todo := ids[:0:0]
+	for _, id := range ids {
+		if _, busy := s.inflight.LoadOrStore(id, struct{}{}); !busy {
+			todo = append(todo, id)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	ss, err := s.store.ListSessions(ctx, SessionFilter{IDs: todo, States: []string{StateCreating}})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("read sessions to create", "sessions", len(todo), "err", err)
+		}
+		for _, id := range todo {
 			s.inflight.Delete(id)
 		}
+		return
+	}
+	send := make(map[string]*Session, len(ss))
+	for _, x := range ss {
+		if x.ServerID != "" {
+			send[x.ID] = x
+		}
+	}
+	for _, id := range todo {
+		if sess := send[id]; sess != nil {
+			s.queueSend(ctx, sess)
+		} else {
+			s.inflight.Delete(id) // deleted, or back in the queue, meanwhile
+		}
+	}
+}
+
+// queueSend hands a session to its server's senders, starting one if the
+// server has fewer than createsPerServer. Starting one waits for a slot of
+// Config.CreateWorkers.
+func (s *Service) queueSend(ctx context.Context, sess *Session) {
+	s.sendMu.Lock()
+	q := s.sendQueues[sess.ServerID]
+	if q == nil {
+		if s.sendQueues == nil {
+			s.sendQueues = make(map[string]*createQueue)
+		}
+		q = &createQueue{}
+		s.sendQueues[sess.ServerID] = q
+	}
+	q.pending = append(q.pending, sess)
+	start := q.senders < createsPerServer
+	if start {
+		q.senders++
+	}
+	s.sendMu.Unlock()
+	if !start {
+		return
+	}
+	select {
+	case s.sendSlots <- struct{}{}:
+	case <-ctx.Done():
+		s.sendMu.Lock()
+		q.senders--
+		s.sendMu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.sendSlots }()
+		s.sendCreates(ctx, sess.ServerID, q)
+	}()
+}
+
+// sendCreates sends the creates of one server's queue one after the other
+// until the queue is empty.
+func (s *Service) sendCreates(ctx context.Context, serverID string, q *createQueue) {
+	for {
+		s.sendMu.Lock()
+		if len(q.pending) == 0 || ctx.Err() != nil {
+			q.senders--
+			if q.senders == 0 && s.sendQueues[serverID] == q {
+				delete(s.sendQueues, serverID)
+			}
+			for _, x := range q.pending {
+				s.inflight.Delete(x.ID)
+			}
+			q.pending = nil
+			s.sendMu.Unlock()
+			return
+		}
+		sess := q.pending[0]
+		q.pending[0] = nil
+		q.pending = q.pending[1:]
+		s.sendMu.Unlock()
+		s.runCreate(ctx, sess)
+		s.inflight.Delete(sess.ID)
 	}
 }
 
 // runCreate sends one placed session's create command to its agent and records
 // the outcome; on failure it retries the session on another server.
-func (s *Service) runCreate(ctx context.Context, id string) {
-	var sess *Session
-	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
-		if x.State != StateCreating || x.ServerID == "" {
-			return errUnchanged
-		}
-		sess = x
-		if x.Substate == SubstatePendingPreparation {
-			return errUnchanged
-		}
-		x.Substate = SubstatePendingPreparation
-		x.UpdatedAt = s.Now()
-		return nil
-	})
-	if sess == nil {
-		if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
-			s.log.Error("start create", logattr.SessionID, id, "err", err)
-		}
-		return
-	}
+func (s *Service) runCreate(ctx context.Context, sess *Session) {
+	id := sess.ID
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
-	_, err = s.disp.Dispatch(cctx, sess.ServerID, Command{Kind: CommandCreate, SessionID: sess.ID, Create: &CreateCommand{
+	_, err := s.disp.Dispatch(cctx, sess.ServerID, Command{Kind: CommandCreate, SessionID: sess.ID, Create: &CreateCommand{
 		Name: sess.Name, Owner: sess.Owner, Type: sess.Type, MaxConcurrentClients: sess.MaxConcurrentClients,
 		StorageRoot: sess.StorageRoot, Spec: sess.Spec,
 	}})
@@ -88,7 +203,7 @@ func (s *Service) runCreate(ctx context.Context, id string) {
 func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) {
 	now := s.Now()
 	retry := false
-	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
+	err := s.updateSession(ctx, id, func(x *Session) error {
 		if x.State != StateCreating || x.ServerID != serverID {
 			return errUnchanged
 		}
@@ -108,7 +223,6 @@ func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) 
 		s.log.Error("record failed create", logattr.SessionID, id, "err", err)
 		return
 	}
-	s.servers.invalidateCounts()
 	if retry {
 		s.wakeQueue()
 	} else if err == nil {
@@ -148,7 +262,7 @@ func (s *Service) runDelete(ctx context.Context, j deleteJob) {
 		reason := s.commandFailure(err)
 		s.log.Warn("session delete failed", logattr.SessionID, j.sessionID, logattr.ServerID, j.serverID, "reason", reason)
 		// Back to READY with the reason; the client may retry (or Force).
-		_ = s.store.UpdateSession(ctx, j.sessionID, func(x *Session) error {
+		_ = s.updateSession(ctx, j.sessionID, func(x *Session) error {
 			if x.State != StateDeleting {
 				return errUnchanged
 			}
@@ -222,7 +336,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 		}
 		if sess.Spec.EnqueueRequest {
 			// A retried session that asked to queue waits like a new one.
-			_ = s.store.UpdateSession(ctx, sess.ID, func(x *Session) error {
+			_ = s.updateSession(ctx, sess.ID, func(x *Session) error {
 				if x.ServerID != "" || x.State != StateCreating {
 					return errUnchanged
 				}
