@@ -137,8 +137,8 @@ func (c *serverCache) all() []*Server {
 }
 
 // seen records a message from a server's agent on a link this broker holds
-// (the store then records this broker as the link's holder). A command that
-// went through another broker is no such contact.
+// (the store then records this broker as the link's holder): the link is up.
+// A command that went through another broker is no such contact.
 func (c *serverCache) seen(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
