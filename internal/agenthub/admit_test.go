@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/agentproto"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/coder/websocket"
 )
 
@@ -171,4 +172,27 @@ func maskedText(p []byte) []byte {
 		out = append(out, b^mask[i%4])
 	}
 	return out
+}
+
+// TestHub_ReturnsMemoryAfterStorm: once a storm of link changes has been
+// quiet for the quiet period, the hub returns free memory to the OS, once.
+func TestHub_ReturnsMemoryAfterStorm(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{}, nil)
+	var returned atomic.Int32
+	e.hub.SetMemoryReturn(4, 100*time.Millisecond, func() { returned.Add(1) })
+	for i := range 3 {
+		c := e.dial(t)
+		write(t, c, "", hello(fmt.Sprintf("srv-m%d", i)))
+		read(t, c)
+	}
+	c := e.dial(t)
+	write(t, c, "", hello("srv-m3")) // the fourth change: a storm
+	read(t, c)
+	poll.Until(t, 10*time.Second, "memory returned", func() bool { return returned.Load() == 1 })
+	c.Close(websocket.StatusNormalClosure, "") // one change: no storm
+	e.svc.wait(t, "disconnected", "srv-m3", nil)
+	e.hub.Close()
+	if n := returned.Load(); n != 1 {
+		t.Errorf("memory returned %d times, want 1", n)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -171,6 +172,14 @@ type Hub struct {
 	shedMu     sync.Mutex
 	shedCount  int       // sheds since shedLogged
 	shedLogged time.Time // last log line of sheds
+
+	// The returned-memory policy (memory.go).
+	memMu        sync.Mutex
+	churn        int         // link changes since the last return
+	memTimer     *time.Timer // fires stormQuiet after the last change of a storm
+	storm        int // link changes that make a storm
+	quiet        time.Duration
+	freeOSMemory func()
 }
 
 // serverLock is a reference-counted mutex for one server ID.
@@ -222,6 +231,10 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 		linked:  make(map[string]struct{}),
 
 		handshakes: make(chan struct{}, opts.MaxHandshakes),
+
+		storm:        stormLinks,
+		quiet:        stormQuiet,
+		freeOSMemory: debug.FreeOSMemory,
 	}
 }
 
@@ -263,6 +276,7 @@ func (h *Hub) Close() error {
 	}
 	h.cancel() // ends handshakes in progress
 	h.wg.Wait()
+	h.stopMemory()
 	return nil
 }
 
@@ -409,6 +423,7 @@ func (h *Hub) register(l *link) (old *link, again bool, err error) {
 	h.links[l.serverID] = l
 	_, again = h.linked[l.serverID]
 	h.linked[l.serverID] = struct{}{}
+	h.churned()
 	return old, again, nil
 }
 
@@ -421,6 +436,7 @@ func (h *Hub) unregister(l *link) bool {
 		return false
 	}
 	delete(h.links, l.serverID)
+	h.churned()
 	return true
 }
 
