@@ -196,6 +196,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Rows = append(rep.Rows, row)
 		b.progress("%s: done: %s", name, strings.Join(row.cells()[3:], " | "))
 	}
+	if self, err := readProc(os.Getpid()); err == nil {
+		rep.SimPeakMB = float64(self.HWMKB) * 1024 / 1e6
+	}
 	return rep, nil
 }
 

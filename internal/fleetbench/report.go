@@ -69,6 +69,9 @@ type Report struct {
 	Machine  Machine
 	Settings []string // what the run was configured with, one line each
 	Rows     []Row
+	// SimPeakMB is the benchmark process's own peak RSS (the simulated
+	// agents), in MB; 0 if unknown.
+	SimPeakMB float64
 }
 
 // Failed says whether any scenario failed, or its session check did.
@@ -144,6 +147,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "- %s, commit %s\n", m.GoVersion, m.Commit)
 	for _, s := range r.Settings {
 		fmt.Fprintf(&b, "- %s\n", s)
+	}
+	if r.SimPeakMB > 0 {
+		fmt.Fprintf(&b, "- the simulating process (agents and client) peaked at %.0f MB RSS\n", r.SimPeakMB)
 	}
 	b.WriteString("\n| " + strings.Join(columns, " | ") + " |\n|")
 	for range columns {

@@ -188,3 +188,42 @@ func TestSelected(t *testing.T) {
 		}
 	}
 }
+
+func TestCompareSessions(t *testing.T) {
+	before := map[string]string{"a": "u1", "b": "u2", "c": "u3"}
+	scan := func(states ...string) sessionScan {
+		sc := sessionScan{state: map[string]string{}, listed: map[string]int{}}
+		for i := 0; i+1 < len(states); i += 2 {
+			sc.state[states[i]] = states[i+1]
+			sc.listed[states[i]]++
+		}
+		return sc
+	}
+	all := map[string]int{"a": 1, "b": 1, "c": 1}
+	tests := []struct {
+		name      string
+		sc        sessionScan
+		held      map[string]int
+		heldTwice int
+		want      SessionCheck
+	}{
+		{"all there", scan("a", "READY", "b", "READY", "c", "READY"), all, 0, SessionCheck{Before: 3}},
+		{"not listed", scan("a", "READY", "b", "READY"), all, 0, SessionCheck{Before: 3, Lost: 1}},
+		{"deleted", scan("a", "READY", "b", "READY", "c", "DELETED"), all, 0, SessionCheck{Before: 3, Lost: 1}},
+		{"no agent holds it", scan("a", "READY", "b", "READY", "c", "READY"), map[string]int{"a": 1, "b": 1}, 0, SessionCheck{Before: 3, Lost: 1}},
+		{"not ready", scan("a", "READY", "b", "CREATING", "c", "UNKNOWN"), all, 0, SessionCheck{Before: 3, NotReady: 2}},
+		{"listed twice", scan("a", "READY", "b", "READY", "c", "READY", "c", "READY"), all, 0, SessionCheck{Before: 3, Duplicated: 1}},
+		{"on two agents", scan("a", "READY", "b", "READY", "c", "READY"), map[string]int{"a": 1, "b": 2, "c": 1}, 1, SessionCheck{Before: 3, Duplicated: 1}},
+		{"a new session", scan("a", "READY", "b", "READY", "c", "READY", "d", "READY"), map[string]int{"a": 1, "b": 1, "c": 1, "d": 1}, 0, SessionCheck{Before: 3, Duplicated: 2}},
+		{"an old deleted one listed", scan("a", "READY", "b", "READY", "c", "READY", "z", "DELETED"), all, 0, SessionCheck{Before: 3}},
+	}
+	for _, tt := range tests {
+		got := compareSessions(before, tt.sc, tt.held, tt.heldTwice)
+		if *got != tt.want {
+			t.Errorf("%s: %+v, want %+v", tt.name, *got, tt.want)
+		}
+		if got.OK() != (tt.want == SessionCheck{Before: 3}) {
+			t.Errorf("%s: OK() = %v", tt.name, got.OK())
+		}
+	}
+}

@@ -196,26 +196,31 @@ func (b *bench) restart(ctx context.Context) Row {
 // before is READY again, then compares before with what DescribeSessions
 // lists and what the agents hold.
 func (b *bench) checkSessions(ctx context.Context, before map[string]string) (*SessionCheck, error) {
-	c := &SessionCheck{Before: len(before)}
 	if _, err := b.waitReady(ctx, before, time.Now(), "restart: sessions after the restart"); err != nil {
 		b.progress("restart: %v", err)
 	}
 	sc, err := b.scanSessions(ctx)
 	if err != nil {
-		return c, err
+		return &SessionCheck{Before: len(before)}, err
 	}
 	held, heldTwice := b.f.sessions(ctx)
-	lost := map[string]bool{}
+	return compareSessions(before, sc, held, heldTwice), nil
+}
+
+// compareSessions compares the sessions before a restart with what
+// DescribeSessions lists after it (sc) and what the agents hold (held: ID
+// → agents holding it; heldTwice: IDs held by more than one).
+func compareSessions(before map[string]string, sc sessionScan, held map[string]int, heldTwice int) *SessionCheck {
+	c := &SessionCheck{Before: len(before)}
 	for id := range before {
 		st, ok := sc.state[id]
 		switch {
 		case !ok || st == api.StateDeleted || held[id] == 0:
-			lost[id] = true
+			c.Lost++
 		case st != api.StateReady:
 			c.NotReady++
 		}
 	}
-	c.Lost = len(lost)
 	c.Duplicated = heldTwice
 	for id, n := range sc.listed {
 		if n > 1 {
@@ -230,7 +235,7 @@ func (b *bench) checkSessions(ctx context.Context, before map[string]string) (*S
 			c.Duplicated++
 		}
 	}
-	return c, nil
+	return c
 }
 
 // churn: on the linked fleet, create o.ChurnRate sessions every second for
