@@ -48,7 +48,6 @@ func (s *Service) AgentSessionChanges(ctx context.Context, serverID string, chan
 	}
 	if len(unknown) > 0 {
 		s.adoptAll(ctx, serverID, unknown, s.Now())
-		s.servers.invalidateCounts()
 	}
 	return nil
 }
@@ -76,7 +75,7 @@ func (s *Service) writeSessions(ctx context.Context, serverID string, ids []stri
 	// them; res says which of them count.
 	ended := make(map[string]Session)
 	orphans := make(map[string]bool)
-	res, err := s.store.UpdateSessions(ctx, ids, func(x *Session) error {
+	res, err := s.updateSessions(ctx, ids, func(x *Session) error { // counts the changes
 		w := writes[x.ID]
 		r := w.report
 		delete(ended, x.ID)
@@ -116,8 +115,7 @@ func (s *Service) writeSessions(ctx context.Context, serverID string, ids []stri
 	for i, id := range ids {
 		switch {
 		case res[i] == nil:
-			if was, ok := ended[id]; ok {
-				s.servers.released(&was)
+			if _, ok := ended[id]; ok {
 				released = true
 			}
 		case errors.Is(res[i], errUnchanged) && orphans[id]:
@@ -150,6 +148,7 @@ func (s *Service) adoptAll(ctx context.Context, serverID string, rs []*SessionRe
 		s.log.Error("adopt sessions", logattr.ServerID, serverID, "sessions", len(ss), "err", err)
 		return
 	}
+	s.sessionsInserted(ss)
 	for _, x := range ss {
 		s.log.Info("adopted session created on the server", logattr.SessionID, x.ID, logattr.ServerID, serverID)
 	}

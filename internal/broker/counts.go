@@ -402,6 +402,18 @@ func (c *serverCache) released(was *Session) {
 	c.tally.change(was, &now)
 }
 
+// sessionStates returns the sessions by state and the number queued: the
+// kept counts, or, before the first read of the store is done
+// (countsLoadWait), a count in the store.
+func (s *Service) sessionStates(ctx context.Context, now time.Time) (map[string]int, int, error) {
+	if s.servers.tally.ready(ctx, isShared(s.store), now) {
+		byState, queued := s.servers.tally.states()
+		return byState, queued, nil
+	}
+	_, byState, queued, err := countInStore(ctx, s.store)
+	return byState, queued, err
+}
+
 // sessionChanged is the hook for every write of a session by this broker:
 // old is the session before, new after (old nil: inserted; new nil: removed
 // from the store). Call it once the write has committed.

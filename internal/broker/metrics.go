@@ -180,8 +180,9 @@ type Stats struct {
 }
 
 // Stats returns the broker's figures: servers and their availability from
-// the server cache, sessions by state and the queue from the store. It costs
-// two small store queries; callers that are asked often cache the result.
+// the server cache, sessions by state and the queue from the session counts
+// the broker keeps (counts.go). It reads the store only until those counts
+// are first read.
 func (s *Service) Stats(ctx context.Context) (Stats, error) {
 	now := s.Now()
 	counts, err := s.servers.sessionCounts(ctx, s.store, countsMaxAge, now)
@@ -203,13 +204,8 @@ func (s *Service) Stats(ctx context.Context) (Stats, error) {
 		st.Virtual += c.Virtual
 		st.Console += c.Console
 	}
-	if st.ByState, err = s.store.CountByState(ctx); err != nil {
+	if st.ByState, st.Queued, err = s.sessionStates(ctx, now); err != nil {
 		return Stats{}, err
 	}
-	queued, err := s.store.ListSessions(ctx, SessionFilter{Unplaced: true, States: []string{StateCreating}})
-	if err != nil {
-		return Stats{}, err
-	}
-	st.Queued = len(queued)
 	return st, nil
 }

@@ -242,7 +242,6 @@ func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID st
 	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
 		return err
 	}
-	s.servers.invalidateCounts()
 	s.wakeQueue()
 	return nil
 }
@@ -339,9 +338,6 @@ func (s *Service) reconcile(ctx context.Context, serverID string, reports []Sess
 	if _, err := s.writeSessions(ctx, serverID, ids, writes); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	if adopted {
-		s.servers.invalidateCounts()
-	}
 	return nil
 }
 
@@ -394,9 +390,13 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 		return
 	}
 	x := adoptedSession(serverID, r, now)
-	if err := s.store.InsertSessions(ctx, []*Session{x}); err != nil && !errors.Is(err, ErrConflict) {
+	err = s.store.InsertSessions(ctx, []*Session{x})
+	if err != nil && !errors.Is(err, ErrConflict) {
 		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return
+	}
+	if err == nil {
+		s.sessionsInserted([]*Session{x})
 	}
 	s.log.Info("adopted session created on the server", logattr.SessionID, r.ID, logattr.ServerID, serverID)
 }

@@ -136,15 +136,16 @@ type Service struct {
 	hosts   hostReports // volatile host figures not yet in the store (hostreport.go)
 
 	creates  chan string // session IDs whose create must be sent to their agent
+	deletes  chan deleteJob
+	wakeQ    chan struct{}
+	inflight sync.Map // session ID → struct{}: create command outstanding
+	deleting sync.Map // session ID → struct{}: delete command outstanding
+
 	// sendMu guards sendQueues, the creates waiting for a sender per server;
 	// sendSlots holds a token per running sender (workers.go).
 	sendMu     sync.Mutex
 	sendQueues map[string]*createQueue
 	sendSlots  chan struct{}
-	deletes  chan deleteJob
-	wakeQ    chan struct{}
-	inflight sync.Map // session ID → struct{}: create command outstanding
-	deleting sync.Map // session ID → struct{}: delete command outstanding
 
 	lastRedrive time.Time // maintenance: when Redrive last ran (leader only)
 
