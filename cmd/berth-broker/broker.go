@@ -196,6 +196,8 @@ func (m *Main) Run(ctx context.Context) (err error) {
 			m.Close()
 		}
 	}()
+	// Headroom first: every agent link and client connection holds a file.
+	raiseOpenFileLimit(m.Logger, m.Config.AgentMaxConns+m.Config.ClientMaxConns+256)
 	if err := m.openStore(ctx, false); err != nil {
 		return err
 	}
@@ -399,6 +401,7 @@ func (m *Main) startHub(hubDisp *hubDispatcher) {
 		UpdateInterval:   c.AgentHeartbeatTimeout / 3,
 		GatewayCAKeyID:   m.webGatewayCA.KeyID(),
 		Logger:           m.Logger,
+		FleetSize:        m.svc.ServerCount,
 	}
 	if m.metrics != nil {
 		opts.Observer = m.metrics

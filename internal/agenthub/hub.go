@@ -177,7 +177,7 @@ type Hub struct {
 	memMu        sync.Mutex
 	churn        int         // link changes since the last return
 	memTimer     *time.Timer // fires stormQuiet after the last change of a storm
-	storm        int // link changes that make a storm
+	storm        int         // link changes that make a storm
 	quiet        time.Duration
 	freeOSMemory func()
 }

@@ -51,4 +51,3 @@ func (h *Hub) stopMemory() {
 		h.memTimer.Stop()
 	}
 }
-

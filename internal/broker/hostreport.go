@@ -115,6 +115,14 @@ func (s *Service) FlushHostReports(ctx context.Context) {
 	}
 }
 
+// ServerCount returns the number of servers the broker knows (Welcome's
+// fleet size).
+func (s *Service) ServerCount() int {
+	s.servers.mu.RLock()
+	defer s.servers.mu.RUnlock()
+	return len(s.servers.byID)
+}
+
 // onlyVolatile reports whether b differs from a in volatile figures only:
 // load averages and memory and swap in use.
 func onlyVolatile(a, b *ServerInfo) bool {

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/sqlite"
+)
+
+// BenchmarkBrokerStart reports how long the broker takes from Run to
+// listening (start_ms) on a working path whose store holds N servers
+// (BERTH_START_SERVERS, default 10,000), as after a restart of a broker
+// with a fleet: the time agents and clients are refused.
+func BenchmarkBrokerStart(b *testing.B) {
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("BERTH_START_SERVERS")); err == nil && v > 0 {
+		n = v
+	}
+	dir := b.TempDir()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "berth.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	for i := range n {
+		srv := &broker.Server{ID: fmt.Sprintf("srv-%05d", i), Open: true, LastSeen: now, BrokerID: "old", CreatedAt: now,
+			Info: broker.ServerInfo{Hostname: fmt.Sprintf("h%05d", i), Healthy: true, Host: broker.Host{OSFamily: "linux", OSName: "Ubuntu", CPUs: 8}}}
+		if err := st.UpsertServer(ctx, srv); err != nil {
+			b.Fatal(err)
+		}
+	}
+	st.Close()
+	b.ResetTimer()
+	var total time.Duration
+	for range b.N {
+		start := time.Now()
+		tb := MustRunMain(b, dir, nil)
+		total += time.Since(start)
+		if got := tb.svc.ServerCount(); got != n {
+			b.Fatalf("%d servers loaded, want %d", got, n)
+		}
+		tb.Close()
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "start_ms")
+}
