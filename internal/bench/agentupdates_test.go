@@ -18,6 +18,8 @@ import (
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/postgres"
+	"github.com/berth-dev/berth/internal/postgres/pgtest"
 	"github.com/berth-dev/berth/internal/sqlite"
 	"github.com/coder/websocket"
 )
@@ -32,7 +34,7 @@ const (
 // BenchmarkAgentUpdates measures how fast a broker records sessions turning
 // READY, the end of the create pipeline. 10 agents speak the real protocol
 // over TLS WebSockets on loopback to an agent hub in front of a real broker
-// on SQLite; each has 1,000 CREATING sessions, which turn READY 10 at a time,
+// (on SQLite, and on PostgreSQL); each has 1,000 CREATING sessions, which turn READY 10 at a time,
 // one update (and its ack) per step, the 10 agents at once. Two modes, in one
 // run:
 //
@@ -46,23 +48,47 @@ const (
 // It reports ready/s (10,000 sessions over the wall time of the updates) and
 // the time per update, medians over the iterations; each iteration starts a
 // fresh store and broker (not timed). Run with -benchtime=3x or more.
+//
+// store=postgres runs the same on PostgreSQL (BERTH_TEST_PG_DSN; skipped
+// without it).
 func BenchmarkAgentUpdates(b *testing.B) {
-	for _, mode := range []struct {
-		name    string
-		version int
-	}{{"full", 2}, {"deltas", 3}} {
-		b.Run("mode="+mode.name, func(b *testing.B) {
-			var rates, perUpdate []float64
-			for range b.N {
-				b.StopTimer()
-				d := agentUpdatesRun(b, mode.version)
-				b.StartTimer()
-				rates = append(rates, float64(updAgents*updSessions)/d.Seconds())
-				perUpdate = append(perUpdate, float64(d.Microseconds())/float64(updSessions/updBatch))
+	stores := []struct {
+		name string
+		open func(testing.TB) broker.Store
+	}{
+		{"sqlite", func(tb testing.TB) broker.Store {
+			st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "updates.db"))
+			if err != nil {
+				tb.Fatal(err)
 			}
-			b.ReportMetric(median(rates), "ready/s")
-			b.ReportMetric(median(perUpdate), "µs/update")
-		})
+			return st
+		}},
+		{"postgres", func(tb testing.TB) broker.Store {
+			st, err := postgres.Open(context.Background(), pgtest.DSN(tb), nil)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return st
+		}},
+	}
+	for _, store := range stores {
+		for _, mode := range []struct {
+			name    string
+			version int
+		}{{"full", 2}, {"deltas", 3}} {
+			b.Run("store="+store.name+"/mode="+mode.name, func(b *testing.B) {
+				var rates, perUpdate []float64
+				for range b.N {
+					b.StopTimer()
+					d := agentUpdatesRun(b, store.open, mode.version)
+					b.StartTimer()
+					rates = append(rates, float64(updAgents*updSessions)/d.Seconds())
+					perUpdate = append(perUpdate, float64(d.Microseconds())/float64(updSessions/updBatch))
+				}
+				b.ReportMetric(median(rates), "ready/s")
+				b.ReportMetric(median(perUpdate), "µs/update")
+			})
+		}
 	}
 }
 
@@ -74,13 +100,10 @@ func (d *updatesDisp) Dispatch(ctx context.Context, serverID string, cmd broker.
 
 // agentUpdatesRun sets up a broker whose servers have their CREATING
 // sessions, links the agents, and returns the wall time of their updates.
-func agentUpdatesRun(b *testing.B, version int) time.Duration {
+func agentUpdatesRun(b *testing.B, open func(testing.TB) broker.Store, version int) time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "updates.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	st := open(b)
 	defer st.Close()
 	now := time.Now()
 	lists := make([][]agentproto.Session, updAgents)
