@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -53,9 +54,11 @@ func (c *converter) session(v broker.SessionView) api.Session {
 }
 
 // serverJSON caches the encoded form of each server, keyed by ID and checked
-// against the server value and its availability so it is never stale.
+// against the server value (the broker never mutates a cached *Server, so the
+// pointer is its version) and its availability and counts, so it is never
+// stale.
 type serverJSON struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[string]*encodedServer
 }
 
@@ -66,51 +69,120 @@ type encodedServer struct {
 	raw              json.RawMessage
 }
 
-func (c *serverJSON) get(v *broker.ServerView) json.RawMessage {
+// matches reports whether e is the encoding of v.
+func (e *encodedServer) matches(v *broker.ServerView) bool {
+	return e != nil && e.srv == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
+		e.virtual == v.VirtualSessions && e.console == v.ConsoleSessions
+}
+
+// maxCachedServers bounds serverJSON; past it the cache starts over.
+const maxCachedServers = 100000
+
+// fill sets raws[i] to the encoding of views[i]: one read lock for the hits,
+// and one write lock for the misses, encoded outside the lock.
+func (c *serverJSON) fill(views []*broker.ServerView, raws []json.RawMessage) {
+	missing := false
+	c.mu.RLock()
+	for i, v := range views {
+		if e := c.m[v.ID]; e.matches(v) {
+			raws[i] = e.raw
+		} else {
+			raws[i], missing = nil, true
+		}
+	}
+	c.mu.RUnlock()
+	if !missing {
+		return
+	}
+	var fresh []*encodedServer
+	for i, v := range views {
+		if raws[i] != nil {
+			continue
+		}
+		raw, err := json.Marshal(serverFromView(v))
+		if err != nil {
+			continue // cannot happen: api.Server has no unencodable field
+		}
+		raws[i] = raw
+		fresh = append(fresh, &encodedServer{srv: v.Server, avail: v.Availability, reason: v.UnavailabilityReason,
+			virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw})
+	}
 	c.mu.Lock()
-	e := c.m[v.ID]
+	if c.m == nil || len(c.m)+len(fresh) > maxCachedServers {
+		c.m = make(map[string]*encodedServer, len(fresh))
+	}
+	for _, e := range fresh {
+		c.m[e.srv.ID] = e
+	}
 	c.mu.Unlock()
-	if e != nil && e.srv == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
-		e.virtual == v.VirtualSessions && e.console == v.ConsoleSessions {
-		return e.raw
+}
+
+// pageScratch is the reusable state of writing one session page.
+type pageScratch struct {
+	buf     []byte
+	index   map[*broker.Server]int // a page's distinct servers, to their place in servers
+	servers []*broker.Server
+	views   []*broker.ServerView
+	raws    []json.RawMessage
+}
+
+// maxPooledPage is the largest page buffer kept for reuse (a page of 1,000
+// sessions with their servers is about 1.3 MB).
+const maxPooledPage = 4 << 20
+
+var pagePool = sync.Pool{New: func() any { return &pageScratch{index: make(map[*broker.Server]int)} }}
+
+// release returns p to the pool, dropping what it should not keep alive.
+func (p *pageScratch) release() {
+	if cap(p.buf) > maxPooledPage {
+		p.buf = nil
 	}
-	raw, err := json.Marshal(serverFromView(v))
-	if err != nil {
-		return nil
-	}
-	e = &encodedServer{srv: v.Server, avail: v.Availability, reason: v.UnavailabilityReason, virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw}
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[string]*encodedServer)
-	}
-	if len(c.m) > 100000 {
-		clear(c.m)
-	}
-	c.m[v.ID] = e
-	c.mu.Unlock()
-	return raw
+	clear(p.index)
+	clear(p.servers)
+	clear(p.views)
+	clear(p.raws)
+	p.servers, p.views, p.raws = p.servers[:0], p.views[:0], p.raws[:0]
+	pagePool.Put(p)
 }
 
 // writeSessionPage writes a DescribeSessionsResponse. It is api's shape, built
 // by hand so each server's cached encoding is spliced in as is: a page repeats
-// a few servers many times, and encoding them is most of the work of a page.
+// servers, and encoding them was most of the work of a page. Each distinct
+// server is viewed once, and the buffers are reused across requests.
 func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, list []broker.SessionView, next string) {
-	buf := make([]byte, 0, 1024+len(list)*1400)
+	p := pagePool.Get().(*pageScratch)
+	defer p.release()
+	for _, v := range list {
+		if v.Server == nil {
+			continue
+		}
+		if _, ok := p.index[v.Server]; !ok {
+			p.index[v.Server] = len(p.servers)
+			p.servers = append(p.servers, v.Server)
+		}
+	}
+	p.views = s.Service.ViewServers(ctx, p.servers, p.views)
+	p.raws = append(p.raws, make([]json.RawMessage, len(p.views))...)
+	s.serverCache.fill(p.views, p.raws)
+
+	size := 128 + len(next)
+	for _, v := range list {
+		size += 400
+		if v.Server != nil {
+			size += len(p.raws[p.index[v.Server]])
+		}
+	}
+	buf := slices.Grow(p.buf[:0], size)
 	buf = append(buf, `{"RequestId":`...)
 	buf = appendString(buf, requestID())
 	buf = append(buf, `,"Sessions":[`...)
-	views := map[*broker.Server]json.RawMessage{}
 	for i, v := range list {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
 		var raw json.RawMessage
 		if v.Server != nil {
-			var ok bool
-			if raw, ok = views[v.Server]; !ok {
-				raw = s.serverCache.get(s.Service.ViewServer(ctx, v.Server))
-				views[v.Server] = raw
-			}
+			raw = p.raws[p.index[v.Server]]
 		}
 		buf = appendSession(buf, v.Session, raw)
 	}
@@ -120,9 +192,12 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, li
 		buf = appendString(buf, next)
 	}
 	buf = append(buf, '}')
-	w.Header().Set("Content-Type", "application/json")
+	p.buf = buf
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(buf)))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf)
+	_, _ = w.Write(buf) // Write does not keep buf: it may go back to the pool
 }
 
 // serverFromView converts a server with its availability to the wire form.
