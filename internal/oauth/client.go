@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode"
@@ -28,6 +29,9 @@ const (
 	maxNameLen = 256
 	// maxStatementLen bounds software statements that RegisterAgent looks up.
 	maxStatementLen = 4096
+	// maxServerIDLen bounds the server ID of a registration, as
+	// agentproto.MaxIDLength does on the link.
+	maxServerIDLen = 256
 )
 
 // RegisterClient creates an active client of kind (KindAPI or KindAgent) and
@@ -221,26 +225,96 @@ func (a *Authority) GenerateSoftwareStatement(ctx context.Context, brokerVersion
 // or ErrStatementUsedUp (which wrap ErrInvalidStatement) if it no longer
 // registers agents; a refused registration uses nothing up.
 func (a *Authority) RegisterAgent(ctx context.Context, statement, name string) (id, secret string, err error) {
-	return a.registerAgent(ctx, statement, name, "")
+	return a.RegisterAgentServer(ctx, statement, name, "")
 }
 
-// registerAgent is RegisterAgent for a request from remote (logged when not
-// empty).
-func (a *Authority) registerAgent(ctx context.Context, statement, name, remote string) (id, secret string, err error) {
+// RegisterAgentServer is RegisterAgent for an agent that names the server
+// ID it will link as (the registration request's server_id). Its client ID
+// follows from the statement and the server ID (agentClientID), so that an
+// agent that registers again, because the answer to its first registration
+// was lost, names the same client: if that client exists, is active, never
+// linked, and its statement still registers agents, it gets a new secret
+// (the old one stops working) and no statement use is counted; the statement
+// may even be used up, since the client counted its use. Otherwise (the
+// client linked, was deactivated, or there is none) registration goes on
+// as for RegisterAgent, so a server ID whose client linked is claimed no
+// more easily than before: the new client cannot link as that server while
+// the linked one is active. An empty serverID is RegisterAgent.
+func (a *Authority) RegisterAgentServer(ctx context.Context, statement, name, serverID string) (id, secret string, err error) {
+	return a.registerAgent(ctx, statement, name, serverID, "")
+}
+
+// agentClientID returns the client ID of the agent that statement hash
+// registers for server serverID: the SHA-256 of both as a UUID (version 8).
+// Anyone who holds the statement can compute it, which grants nothing: an ID
+// is not a credential.
+func agentClientID(hash []byte, serverID string) string {
+	h := sha256.New()
+	h.Write([]byte("berth agent client\x00"))
+	h.Write(hash) // fixed length: the concatenation is unambiguous
+	h.Write([]byte(serverID))
+	b := h.Sum(nil)[:16]
+	b[6] = b[6]&0x0f | 0x80
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// registerAgent is RegisterAgentServer for a request from remote (logged
+// when not empty).
+func (a *Authority) registerAgent(ctx context.Context, statement, name, serverID, remote string) (id, secret string, err error) {
 	log := a.logger()
 	if remote != "" {
 		log = log.With(logattr.Remote, remote)
+	}
+	if serverID != "" {
+		log = log.With(logattr.ServerID, serverID)
 	}
 	text := normalizeStatement(statement)
 	if text == "" || len(text) > maxStatementLen {
 		log.InfoContext(ctx, "agent registration refused: no software statement or an oversized one")
 		return "", "", ErrInvalidStatement
 	}
+	if err := checkServerID(serverID); err != nil {
+		return "", "", fmt.Errorf("register agent: %w", err)
+	}
 	c, secret, err := a.newClient(KindAgent, name)
 	if err != nil {
 		return "", "", fmt.Errorf("register agent: %w", err)
 	}
-	st, err := a.Store.RegisterWithStatement(ctx, StatementHash(text), c)
+	hash := StatementHash(text)
+	if serverID == "" {
+		st, err := a.Store.RegisterWithStatement(ctx, hash, c)
+		return a.registered(ctx, log, c, secret, st, err)
+	}
+	c.ID = agentClientID(hash, serverID)
+	// Twice at most: a registration for the same server ID at the same
+	// time may insert the client between the two calls.
+	for try := 0; ; try++ {
+		st, err := a.Store.ReissueAgentSecret(ctx, hash, c)
+		switch {
+		case err == nil:
+			log.InfoContext(ctx, "agent client registered again before it ever linked: new secret, the old one no longer works",
+				logattr.AgentID, c.ID, "name", c.Name, "statement_fp", Fingerprint(st.ID))
+			return c.ID, secret, nil
+		case errors.Is(err, ErrNotReissuable):
+			// It linked (or is not ours to reset): a client of its own,
+			// as before clients were named by server ID.
+			c.ID = newID()
+		case errors.Is(err, ErrNotFound):
+		default:
+			return a.registered(ctx, log, c, secret, st, err)
+		}
+		st, err = a.Store.RegisterWithStatement(ctx, hash, c)
+		if errors.Is(err, ErrClientExists) && try == 0 {
+			continue
+		}
+		return a.registered(ctx, log, c, secret, st, err)
+	}
+}
+
+// registered returns the result of registering client c, whose secret is
+// secret, with statement st: err is the store's error.
+func (a *Authority) registered(ctx context.Context, log *slog.Logger, c *Client, secret string, st *SoftwareStatement, err error) (id, sec string, _ error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		log.InfoContext(ctx, "agent registration refused: unknown software statement")
@@ -258,6 +332,20 @@ func (a *Authority) registerAgent(ctx context.Context, statement, name, remote s
 	log.InfoContext(ctx, "agent client registered", logattr.AgentID, c.ID, "name", c.Name,
 		"statement_fp", Fingerprint(st.ID), "uses", st.Uses, "max_uses", st.MaxUses)
 	return c.ID, secret, nil
+}
+
+// errInvalidServerID means a registration's server ID is too long or has
+// control characters.
+var errInvalidServerID = errors.New("invalid server id")
+
+// checkServerID checks a server ID as the agent protocol does
+// (agentproto.ValidID): at most 256 bytes of UTF-8 without control
+// characters; empty means none.
+func checkServerID(id string) error {
+	if len(id) > maxServerIDLen || !utf8.ValidString(id) || strings.ContainsFunc(id, unicode.IsControl) {
+		return errInvalidServerID
+	}
+	return nil
 }
 
 // refusal names a statement refusal for the log.

@@ -255,10 +255,12 @@ func (a *Authority) JWKSHandler() http.Handler {
 }
 
 // registerRequest is the body of an agent registration request: RFC 7591
-// client metadata, of which only these two fields are used.
+// client metadata, of which only these fields are used, and the server ID
+// the agent will link as (see RegisterAgentServer).
 type registerRequest struct {
 	SoftwareStatement string `json:"software_statement"`
 	ClientName        string `json:"client_name"`
+	ServerID          string `json:"server_id"`
 }
 
 // registerResponse is an RFC 7591 section 3.2.1 client information response.
@@ -271,12 +273,16 @@ type registerResponse struct {
 
 // RegisterAgentHandler serves agent registration (the broker mounts it on the
 // agent port at /agent/register): POST with a JSON body
-// {"software_statement": "...", "client_name": "..."} answers
-// 201 {"client_id","client_secret","client_id_issued_at","client_secret_expires_at":0}.
+// {"software_statement": "...", "client_name": "...", "server_id": "..."}
+// (server_id optional) answers
+// 201 {"client_id","client_secret","client_id_issued_at","client_secret_expires_at":0};
+// an agent that registers again for the same server_id before it ever
+// linked gets the same client_id with a new secret (RegisterAgentServer).
 // Errors are RFC 7591 ones: 400 invalid_software_statement for an unknown or
 // deactivated statement (and, with an error_description saying so, for an
 // expired or used-up one), 400 invalid_client_metadata for a body that is not
-// such a JSON object (or exceeds 64 KiB), 405 for other methods, 500
+// such a JSON object (or exceeds 64 KiB) or a server_id of over 256 bytes or
+// with control characters, 405 for other methods, 500
 // server_error; past a limit of Registrations, 429 temporarily_unavailable
 // with Retry-After; with Registrations.Concurrent registrations under way,
 // 503 temporarily_unavailable with Retry-After at once (admission control:
@@ -322,7 +328,7 @@ func (a *Authority) RegisterAgentHandler() http.Handler {
 			return
 		}
 		ctx := r.Context()
-		id, secret, err := a.registerAgent(ctx, req.SoftwareStatement, req.ClientName, r.RemoteAddr)
+		id, secret, err := a.registerAgent(ctx, req.SoftwareStatement, req.ClientName, req.ServerID, r.RemoteAddr)
 		switch {
 		case errors.Is(err, ErrStatementExpired):
 			writeOAuthError(w, http.StatusBadRequest, "invalid_software_statement", "software_statement has expired")
@@ -335,6 +341,9 @@ func (a *Authority) RegisterAgentHandler() http.Handler {
 			return
 		case errors.Is(err, errInvalidName):
 			writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "invalid client_name")
+			return
+		case errors.Is(err, errInvalidServerID):
+			writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "invalid server_id: at most 256 bytes of UTF-8 without control characters")
 			return
 		case err != nil:
 			a.logger().ErrorContext(ctx, "agent registration failed", "err", err)

@@ -167,6 +167,9 @@ func (s *memStore) RegisterWithStatement(_ context.Context, hash []byte, c *oaut
 		case st.MaxUses > 0 && st.Uses >= st.MaxUses:
 			return &cp, oauth.ErrStatementUsedUp
 		}
+		if _, ok := s.clients[c.ID]; ok {
+			return nil, oauth.ErrClientExists
+		}
 		st.Uses++
 		c.Statement = st.ID
 		cc := *c
@@ -175,6 +178,32 @@ func (s *memStore) RegisterWithStatement(_ context.Context, hash []byte, c *oaut
 		return &cp, nil
 	}
 	return nil, oauth.ErrNotFound
+}
+
+func (s *memStore) ReissueAgentSecret(_ context.Context, hash []byte, c *oauth.Client) (*oauth.SoftwareStatement, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	stored, ok := s.clients[c.ID]
+	if !ok {
+		return nil, oauth.ErrNotFound
+	}
+	if stored.Kind != oauth.KindAgent || !stored.Active || !stored.LinkedAt.IsZero() {
+		return nil, oauth.ErrNotReissuable
+	}
+	i := slices.IndexFunc(s.statements, func(st *oauth.SoftwareStatement) bool { return st.ID == stored.Statement })
+	if i < 0 || !bytes.Equal(s.statements[i].Hash, hash) {
+		return nil, oauth.ErrNotReissuable
+	}
+	st := *s.statements[i]
+	switch {
+	case !st.Active:
+		return &st, oauth.ErrStatementInactive
+	case !st.ExpiresAt.IsZero() && !c.CreatedAt.Before(st.ExpiresAt):
+		return &st, oauth.ErrStatementExpired
+	}
+	stored.SecretHash, stored.Salt, stored.CreatedAt = c.SecretHash, c.Salt, c.CreatedAt
+	*c = *stored
+	return &st, nil
 }
 
 func (s *memStore) DeleteUnlinkedAgentClients(_ context.Context, t time.Time) ([]string, error) {

@@ -9,6 +9,14 @@ import (
 // ErrNotFound means the client, key or software statement does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrClientExists means a client of the ID to be inserted exists already.
+var ErrClientExists = errors.New("client ID exists")
+
+// ErrNotReissuable means ReissueAgentSecret found the client but may not
+// give it a new secret: it is not an active agent client, it has linked, or
+// it registered with another statement.
+var ErrNotReissuable = errors.New("client may not be given a new secret")
+
 // Client kinds.
 const (
 	KindAPI   = "api"   // REST API clients (register-api-client)
@@ -125,7 +133,22 @@ type Store interface {
 	// it; otherwise it counts one use, sets c.Statement to the statement's
 	// ID, inserts c, and returns the statement as updated. Concurrent calls,
 	// from several brokers too, never count more than MaxUses.
+	// An existing c.ID fails with an error that wraps ErrClientExists
+	// and counts no use.
 	RegisterWithStatement(ctx context.Context, hash []byte, c *Client) (*SoftwareStatement, error)
+	// ReissueAgentSecret gives the stored client c.ID the new secret of c
+	// (SecretHash and Salt) and c.CreatedAt as its CreatedAt (it registered
+	// again), in one transaction, and sets c to the client as stored. It
+	// does so only if that client is an active KindAgent client that never
+	// linked (zero LinkedAt, checked in the update itself, so that a client
+	// that links meanwhile keeps its secret) and registered with the
+	// statement whose Hash is hash. It fails with ErrNotFound if no client
+	// has ID c.ID, ErrNotReissuable if it does but one of those conditions
+	// fails, and ErrStatementInactive or ErrStatementExpired (at
+	// c.CreatedAt) if the statement no longer registers agents. It
+	// neither checks nor counts a use: the client counted its own.
+	// It returns the statement.
+	ReissueAgentSecret(ctx context.Context, hash []byte, c *Client) (*SoftwareStatement, error)
 
 	// PutAuthServer registers s, or, if a server of its URL is registered,
 	// replaces that one's Algorithm, Issuer and Audience (its CreatedAt

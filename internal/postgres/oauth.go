@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,7 +23,7 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) (err error) {
 	_, err = s.pool.Exec(ctx, insertClientSQL,
 		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(created), c.Statement, toMillis(c.LinkedAt))
 	if isUnique(err) {
-		err = errors.New("client ID exists")
+		err = oauth.ErrClientExists
 	}
 	if err != nil {
 		return fmt.Errorf("create client %q: %w", c.ID, err)
@@ -248,7 +249,7 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 		_, err = tx.Exec(ctx, insertClientSQL,
 			c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, c.Active, toMillis(c.CreatedAt), c.Statement, toMillis(c.LinkedAt))
 		if isUnique(err) {
-			err = errors.New("client ID exists")
+			err = oauth.ErrClientExists
 		}
 		return err
 	})
@@ -261,6 +262,76 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 		return nil, fmt.Errorf("register agent client %q: %w", c.ID, err)
 	}
 	return st, nil
+}
+
+// ReissueAgentSecret gives the never-linked agent client c.ID the secret of
+// c and c.CreatedAt, if it registered with the statement whose hash is hash
+// and that statement still registers agents (uses aside), in one
+// transaction that locks the client's row: see oauth.Store.
+func (s *Store) ReissueAgentSecret(ctx context.Context, hash []byte, c *oauth.Client) (_ *oauth.SoftwareStatement, err error) {
+	defer unavailable(&err)
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	var (
+		st     *oauth.SoftwareStatement
+		stored *oauth.Client
+	)
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		rows, _ := tx.Query(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1 FOR UPDATE`, c.ID)
+		stored, err = pgx.CollectExactlyOneRow(rows, scanClient)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return oauth.ErrNotFound
+		case err != nil:
+			return err
+		case stored.Kind != oauth.KindAgent || !stored.Active || !stored.LinkedAt.IsZero():
+			return oauth.ErrNotReissuable
+		}
+		st, err = scanStatement(tx.QueryRow(ctx, `SELECT `+statementCols+` FROM software_statements WHERE id = $1`, stored.Statement))
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return oauth.ErrNotReissuable
+		case err != nil:
+			return err
+		case !bytes.Equal(st.Hash, hash):
+			st = nil
+			return oauth.ErrNotReissuable
+		}
+		if err := reissuable(st, c.CreatedAt); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE clients SET secret_hash = $1, salt = $2, created_at = $3
+			WHERE id = $4 AND kind = $5 AND active AND linked_at = 0`,
+			c.SecretHash, c.Salt, toMillis(c.CreatedAt), c.ID, oauth.KindAgent)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() != 1 {
+			return oauth.ErrNotReissuable
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, oauth.ErrNotFound), errors.Is(err, oauth.ErrNotReissuable):
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	case errors.Is(err, oauth.ErrInvalidStatement):
+		return st, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	case err != nil:
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	}
+	stored.SecretHash, stored.Salt, stored.CreatedAt = c.SecretHash, c.Salt, fromMillis(toMillis(c.CreatedAt))
+	*c = *stored
+	return st, nil
+}
+
+// reissuable returns why st lets no client it registered have a new secret
+// at t, or nil: as statementUsable, but uses are not checked.
+func reissuable(st *oauth.SoftwareStatement, t time.Time) error {
+	u := *st
+	u.MaxUses = 0
+	return statementUsable(&u, t)
 }
 
 // statementUsable returns why st registers no agent at t, or nil.

@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -44,7 +46,7 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
 	_, err := s.exec(ctx, insertClientSQL,
 		c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(created), c.Statement, toMillis(c.LinkedAt))
 	if isUnique(err) {
-		err = errors.New("client ID exists")
+		err = oauth.ErrClientExists
 	}
 	if err != nil {
 		return fmt.Errorf("create client %q: %w", c.ID, err)
@@ -296,7 +298,7 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 		_, err = tx.ExecContext(ctx, insertClientSQL,
 			c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(c.CreatedAt), c.Statement, toMillis(c.LinkedAt))
 		if isUnique(err) {
-			err = errors.New("client ID exists")
+			err = oauth.ErrClientExists
 		}
 		return err
 	})
@@ -309,6 +311,74 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 		return nil, fmt.Errorf("register agent client %q: %w", c.ID, err)
 	}
 	return st, nil
+}
+
+// ReissueAgentSecret gives the never-linked agent client c.ID the secret of
+// c and c.CreatedAt, if it registered with the statement whose hash is hash
+// and that statement still registers agents (uses aside), in one write
+// transaction: see oauth.Store.
+func (s *Store) ReissueAgentSecret(ctx context.Context, hash []byte, c *oauth.Client) (*oauth.SoftwareStatement, error) {
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = s.now()
+	}
+	var (
+		st     *oauth.SoftwareStatement
+		stored *oauth.Client
+	)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		stored, err = scanClient(tx.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, c.ID))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return oauth.ErrNotFound
+		case err != nil:
+			return err
+		case stored.Kind != oauth.KindAgent || !stored.Active || !stored.LinkedAt.IsZero():
+			return oauth.ErrNotReissuable
+		}
+		st, err = scanStatement(tx.QueryRowContext(ctx, `SELECT `+statementCols+` FROM software_statements WHERE id = ?`, stored.Statement))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return oauth.ErrNotReissuable
+		case err != nil:
+			return err
+		case !bytes.Equal(st.Hash, hash):
+			st = nil
+			return oauth.ErrNotReissuable
+		}
+		if err := reissuable(st, c.CreatedAt); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE clients SET secret_hash = ?, salt = ?, created_at = ?
+			WHERE id = ? AND kind = ? AND active = 1 AND linked_at = 0`,
+			c.SecretHash, c.Salt, toMillis(c.CreatedAt), c.ID, oauth.KindAgent)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return cmp.Or(err, oauth.ErrNotReissuable)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, oauth.ErrNotFound), errors.Is(err, oauth.ErrNotReissuable):
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	case errors.Is(err, oauth.ErrInvalidStatement):
+		return st, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	case err != nil:
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	}
+	stored.SecretHash, stored.Salt, stored.CreatedAt = c.SecretHash, c.Salt, fromMillis(toMillis(c.CreatedAt))
+	*c = *stored
+	return st, nil
+}
+
+// reissuable returns why st lets no client it registered have a new secret
+// at t, or nil: as statementUsable, but uses are not checked.
+func reissuable(st *oauth.SoftwareStatement, t time.Time) error {
+	u := *st
+	u.MaxUses = 0
+	return statementUsable(&u, t)
 }
 
 // statementUsable returns why st registers no agent at t, or nil.

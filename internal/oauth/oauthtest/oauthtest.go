@@ -38,6 +38,7 @@ func RunStore(t *testing.T, open func(t *testing.T) oauth.Store) {
 		{"SoftwareStatements", testSoftwareStatements},
 		{"SetSoftwareStatementActive", testSetSoftwareStatementActive},
 		{"RegisterWithStatement", testRegisterWithStatement},
+		{"ReissueAgentSecret", testReissueAgentSecret},
 		{"RegisterWithStatement_Concurrent", func(t *testing.T, s oauth.Store) {
 			MustRegisterConcurrently(t, []oauth.Store{s}, 24, 5)
 		}},
@@ -529,11 +530,119 @@ func testRegisterWithStatement(t *testing.T, s oauth.Store) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.RegisterWithStatement(ctx, open.Hash, newAgent("agent-open-0", at(time.Minute))); err == nil {
-		t.Error("a duplicate client ID registered")
+	if _, err := s.RegisterWithStatement(ctx, open.Hash, newAgent("agent-open-0", at(time.Minute))); !errors.Is(err, oauth.ErrClientExists) {
+		t.Errorf("a duplicate client ID: err = %v, want ErrClientExists", err)
 	}
 	if n := uses("st-open"); n != 3 {
 		t.Errorf("st-open used %d times, want 3", n)
+	}
+}
+
+// testReissueAgentSecret: a never-linked, active agent client of a statement
+// that still registers agents gets a new secret and CreatedAt, its other
+// fields kept, and no use is counted (a used-up statement too); a linked,
+// deactivated or API client, one of another statement, and one whose
+// statement is deactivated or expired keep theirs.
+func testReissueAgentSecret(t *testing.T, s oauth.Store) {
+	ctx := t.Context()
+	open := NewStatement("st-open", "b3Blbg", at(0))
+	once := NewStatement("st-once", "b25jZQ", at(0))
+	once.MaxUses = 1
+	exp := NewStatement("st-exp", "ZXhw", at(0))
+	exp.ExpiresAt = at(time.Hour)
+	off := NewStatement("st-off", "b2Zm", at(0))
+	MustCreateStatements(t, s, open, once, exp, off)
+	register := func(st *oauth.SoftwareStatement, id string) {
+		t.Helper()
+		c := NewClient(id, oauth.KindAgent, at(time.Minute))
+		if _, err := s.RegisterWithStatement(ctx, st.Hash, c); err != nil {
+			t.Fatalf("RegisterWithStatement(%s): %v", id, err)
+		}
+	}
+	register(open, "agent-new")
+	register(once, "agent-once")
+	register(exp, "agent-exp")
+	register(off, "agent-off")
+	register(open, "agent-inactive")
+	if err := s.SetClientActive(ctx, "agent-inactive", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSoftwareStatementActive(ctx, "st-off", false); err != nil {
+		t.Fatal(err)
+	}
+	linked := NewClient("agent-linked", oauth.KindAgent, at(time.Minute))
+	linked.Statement, linked.LinkedAt = "st-open", at(2*time.Minute)
+	api := NewClient("api-1", oauth.KindAPI, at(time.Minute))
+	api.Statement = "st-open"
+	MustCreateClients(t, s, linked, api)
+	uses := func() map[string]int {
+		m := map[string]int{}
+		for _, st := range MustStatements(t, s) {
+			m[st.ID] = st.Uses
+		}
+		return m
+	}
+	usesBefore := uses()
+	reissue := func(id string, hash []byte, created time.Time) (*oauth.Client, *oauth.SoftwareStatement, error) {
+		c := &oauth.Client{ID: id, SecretHash: []byte("new hash of " + id), Salt: []byte("new salt"), CreatedAt: created}
+		st, err := s.ReissueAgentSecret(ctx, hash, c)
+		return c, st, err
+	}
+
+	before := MustGetClient(t, s, "agent-new")
+	c, st, err := reissue("agent-new", open.Hash, at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *before
+	want.SecretHash, want.Salt, want.CreatedAt = []byte("new hash of agent-new"), []byte("new salt"), at(time.Hour)
+	if d := cmp.Diff(&want, MustGetClient(t, s, "agent-new"), diffOpts...); d != "" {
+		t.Errorf("stored client after ReissueAgentSecret (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(&want, c, diffOpts...); d != "" {
+		t.Errorf("client set by ReissueAgentSecret (-want +got):\n%s", d)
+	}
+	if st == nil || st.ID != "st-open" {
+		t.Errorf("ReissueAgentSecret returned statement %+v, want st-open", st)
+	}
+	// A used-up statement: the client counted its use already.
+	if _, _, err := reissue("agent-once", once.Hash, at(time.Hour)); err != nil {
+		t.Errorf("a client of a used-up statement: %v", err)
+	}
+
+	for _, tt := range []struct {
+		name, id string
+		hash     []byte
+		at       time.Time
+		want     error
+	}{
+		{"unknown client", "agent-none", open.Hash, at(time.Hour), oauth.ErrNotFound},
+		{"linked", "agent-linked", open.Hash, at(time.Hour), oauth.ErrNotReissuable},
+		{"deactivated client", "agent-inactive", open.Hash, at(time.Hour), oauth.ErrNotReissuable},
+		{"api client", "api-1", open.Hash, at(time.Hour), oauth.ErrNotReissuable},
+		{"another statement", "agent-exp", open.Hash, at(time.Hour - time.Millisecond), oauth.ErrNotReissuable},
+		{"unknown statement", "agent-new", oauth.StatementHash("bm9wZQ"), at(time.Hour), oauth.ErrNotReissuable},
+		{"expired statement", "agent-exp", exp.Hash, at(time.Hour), oauth.ErrStatementExpired},
+		{"deactivated statement", "agent-off", off.Hash, at(time.Hour), oauth.ErrStatementInactive},
+	} {
+		before, _ := s.GetClient(ctx, tt.id)
+		_, st, err := reissue(tt.id, tt.hash, tt.at)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: err = %v, want %v", tt.name, err, tt.want)
+		}
+		if errors.Is(tt.want, oauth.ErrInvalidStatement) && (st == nil || st.Hash == nil) {
+			t.Errorf("%s: the refusing statement is not returned: %+v", tt.name, st)
+		}
+		after, _ := s.GetClient(ctx, tt.id)
+		if d := cmp.Diff(before, after, diffOpts...); d != "" {
+			t.Errorf("%s: the client changed (-before +after):\n%s", tt.name, d)
+		}
+	}
+	if _, _, err := reissue("agent-exp", exp.Hash, at(time.Hour-time.Millisecond)); err != nil {
+		t.Errorf("just before the statement expires: %v", err)
+	}
+	if d := cmp.Diff(usesBefore, uses()); d != "" {
+		t.Errorf("ReissueAgentSecret counted statement uses (-before +after):\n%s", d)
 	}
 }
 
