@@ -596,12 +596,14 @@ func (b *bench) deleteSessions(ctx context.Context, ids map[string]string) (fail
 type measure struct {
 	b     *bench
 	start procSample
+	self  procSample // this process: the simulated agents and the client
 	smp   *sampler
 }
 
 func (b *bench) measure(every time.Duration) *measure {
 	m := &measure{b: b, smp: startSampler(b.b.pid, every)}
 	m.start, _ = readProc(b.b.pid())
+	m.self, _ = readProc(os.Getpid())
 	return m
 }
 
@@ -621,6 +623,9 @@ func (m *measure) done(row *Row) []procSample {
 	}
 	row.CPUPercent = cpuPercent(m.start, end)
 	row.Window = end.At.Sub(m.start.At)
+	if self, err := readProc(os.Getpid()); err == nil && !m.self.At.IsZero() {
+		row.Notes = append(row.Notes, fmt.Sprintf("the agents' process used %.0f %% of a core", cpuPercent(m.self, self)))
+	}
 	return samples
 }
 
