@@ -171,7 +171,10 @@ type Config struct {
 	// lifetime of a session ConnectionToken.
 	ConnectTokenDuration time.Duration
 	// RegistrationsPerMinute is agent-registrations-per-minute: how
-	// many agent registrations this broker takes a minute (0: no limit).
+	// many agent registrations this broker takes a minute, with bursts of as
+	// many (0: no limit). The default lets a fleet of 10,000 register at
+	// once; admission control (oauth.RegistrationLimits.Concurrent) is what
+	// keeps such a storm from swamping the broker.
 	RegistrationsPerMinute int
 	// RegistrationsPerAddress is
 	// agent-registrations-per-minute-per-address: the same from one remote
@@ -291,7 +294,7 @@ func DefaultConfig() Config {
 		EnableAgentAuthorization:         true,
 		AccessTokenDuration:              60 * time.Minute,
 		ConnectTokenDuration:             60 * time.Minute,
-		RegistrationsPerMinute:           300,
+		RegistrationsPerMinute:           30000,
 		RegistrationsPerAddress:          30,
 		UnlinkedAgentTimeout:             24 * time.Hour,
 		ScreenshotMaxWidth:               160,

@@ -94,7 +94,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"agent-certificate-validity-hours", c.AgentCertValidity, 90 * 24 * time.Hour},
 		{"log-directory", c.LogDirectory, ""},
 		{"log-group", c.LogGroup, ""},
-		{"agent-registrations-per-minute", c.RegistrationsPerMinute, 300},
+		{"agent-registrations-per-minute", c.RegistrationsPerMinute, 30000},
 		{"agent-registrations-per-minute-per-address", c.RegistrationsPerAddress, 30},
 		{"seconds-before-deleting-unlinked-agent-clients", c.UnlinkedAgentTimeout, 24 * time.Hour},
 		{"log-max-size-mb", c.LogMaxSizeMB, 100},
