@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"ListSessions", testListSessions},
 		{"ListSessions_Pagination", testListSessionsPagination},
 		{"ListSessions_TagsFollowServer", testListSessionsTagsFollowServer},
+		{"ListSessions_CreateBatch", testListSessionsCreateBatch},
 		{"CommitPlacements_VirtualLimit", testCommitVirtualLimit},
 		{"CommitPlacements_OwnerLimit", testCommitOwnerLimit},
 		{"CommitPlacements_SingleConsole", testCommitSingleConsole},
