@@ -294,3 +294,35 @@ func TestHub_ConnectLoggedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestHub_DeltaOfSessionElsewhere: a change to a session that the broker
+// placed on another server is not written; the broker deletes the session on
+// the host that reported it.
+func TestHub_DeltaOfSessionElsewhere(t *testing.T) {
+	e := mustStartBrokerHub(t)
+	now := time.Now()
+	if err := e.st.UpsertServer(t.Context(), &broker.Server{ID: "srv-other", Open: true, LastSeen: now, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	x := &broker.Session{ID: "x", Owner: "u", Type: broker.TypeVirtual, ServerID: "srv-other", State: broker.StateReady, CreationTime: now, UpdatedAt: now}
+	if err := e.st.InsertSessions(t.Context(), []*broker.Session{x}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial(t)
+	write(t, c, "", hello("srv-here"))
+	read(t, c)
+	write(t, c, "u1", &agentproto.Update{Seq: 1, Changes: []agentproto.Session{ready("x")}})
+	for {
+		m := read(t, c)
+		if cmd, ok := m.Body.(*agentproto.Command); ok {
+			if cmd.Kind != agentproto.KindDelete || cmd.SessionID != "x" {
+				t.Fatalf("command %+v, want delete of x", cmd)
+			}
+			break
+		}
+	}
+	got, err := e.st.GetSession(t.Context(), "x")
+	if err != nil || got.ServerID != "srv-other" || got.State != broker.StateReady {
+		t.Errorf("session x after another server's change: %+v, %v; want it untouched", got, err)
+	}
+}
