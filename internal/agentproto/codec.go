@@ -153,6 +153,12 @@ func check(id string, body Body) error {
 		if b.Sessions != nil && len(b.Changes) > 0 {
 			return errors.New("sessions and changes together")
 		}
+		if b.Host != nil && b.Figures != nil {
+			return errors.New("host and figures together")
+		}
+		if f := b.Figures; f != nil && (f.MemoryUsedBytes < 0 || f.SwapUsedBytes < 0) {
+			return errors.New("figures: negative memory")
+		}
 		if err := checkSessions(b.Sessions); err != nil {
 			return err
 		}

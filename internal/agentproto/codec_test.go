@@ -67,6 +67,10 @@ func TestEncodeDecode_RoundTrip(t *testing.T) {
 		{"update full v3", "7", &agentproto.Update{Seq: 7, Sessions: sampleSessions()}},
 		{"heartbeat v3", "8", &agentproto.Update{Seq: 8}},
 		{"ack resync", "6", &agentproto.Ack{Resync: true}},
+		{"update figures", "9", &agentproto.Update{Seq: 9, Figures: &agentproto.HostFigures{
+			Load: agentproto.Load{One: 1.5, Five: 0.75, Fifteen: 0.25}, MemoryUsedBytes: 5 << 30, SwapUsedBytes: 1 << 20}}},
+		{"update figures and changes", "10", &agentproto.Update{Seq: 10, Figures: &agentproto.HostFigures{MemoryUsedBytes: 1},
+			Changes: []agentproto.Session{{ID: "s1", Owner: "alice", Type: "VIRTUAL", State: agentproto.StateReady}}}},
 		{"welcome v3", "", &agentproto.Welcome{ProtocolVersion: 3, UpdateIntervalMS: 15000, HeartbeatTimeoutMS: 45000, FleetSize: 10000}},
 		{"create", "c1", &agentproto.Command{Kind: agentproto.KindCreate, SessionID: "s1", TimeoutMS: 30000, Create: &agentproto.CreateCommand{
 			Name: "n", Owner: "alice", Type: "VIRTUAL", MaxConcurrentClients: 2, DcvGlEnabled: true,
@@ -144,6 +148,9 @@ func TestDecode_Errors(t *testing.T) {
 		{"ack without id", `{"type":"ack"}`},
 		{"update sessions and changes", `{"type":"update","id":"1","body":{"seq":1,"sessions":[],"changes":[{"id":"s","state":"READY"}]}}`},
 		{"update bad change", `{"type":"update","id":"1","body":{"seq":1,"changes":[{"id":""}]}}`},
+		{"update host and figures", `{"type":"update","id":"1","body":{"seq":1,"host":{"hostname":"h"},"figures":{"memory_used_bytes":1}}}`},
+		{"update negative figures", `{"type":"update","id":"1","body":{"seq":1,"figures":{"swap_used_bytes":-1}}}`},
+		{"update figures bad load", `{"type":"update","id":"1","body":{"seq":1,"figures":{"load":{"one":"high"}}}}`},
 		{"update negative seq", `{"type":"update","id":"1","body":{"seq":-1}}`},
 		{"command without id", `{"type":"command","body":{"kind":"delete","session_id":"s"}}`},
 		{"command unknown kind", `{"type":"command","id":"1","body":{"kind":"reboot","session_id":"s"}}`},
@@ -168,6 +175,23 @@ func TestDecode_Errors(t *testing.T) {
 				t.Fatalf("Decode succeeded: %+v", m)
 			}
 		})
+	}
+}
+
+// TestHostReport_Figures checks that Figures and SetFigures cover the
+// volatile figures of a report and nothing else.
+func TestHostReport_Figures(t *testing.T) {
+	h := sampleHost()
+	f := agentproto.HostFigures{Load: agentproto.Load{One: 9, Five: 8, Fifteen: 7}, MemoryUsedBytes: 6, SwapUsedBytes: 5}
+	want := sampleHost()
+	want.Load = f.Load
+	want.Memory.UsedBytes, want.Memory.SwapUsedBytes = 6, 5
+	h.SetFigures(f)
+	if diff := cmp.Diff(want, h); diff != "" {
+		t.Errorf("SetFigures (-want +got):\n%s", diff)
+	}
+	if got := h.Figures(); got != f {
+		t.Errorf("Figures = %+v, want %+v", got, f)
 	}
 }
 

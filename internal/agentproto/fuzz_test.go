@@ -17,6 +17,7 @@ func FuzzDecode(f *testing.F) {
 		&agentproto.Update{Host: &host, Sessions: []agentproto.Session{}},
 		&agentproto.Update{Seq: 42, Changes: []agentproto.Session{{ID: "s1", Owner: "alice", State: agentproto.StateDeleted}}},
 		&agentproto.Ack{Resync: true},
+		&agentproto.Update{Seq: 43, Figures: &agentproto.HostFigures{Load: agentproto.Load{One: 0.5}, MemoryUsedBytes: 1 << 30}},
 		&agentproto.Welcome{ProtocolVersion: agentproto.ProtocolVersion, UpdateIntervalMS: 1000, FleetSize: 10},
 	} {
 		data, err := agentproto.Encode("1", b)

@@ -135,6 +135,12 @@ type Update struct {
 	Seq uint64 `json:"seq,omitempty"`
 	// Host is the new host report; nil when unchanged.
 	Host *HostReport `json:"host,omitempty"`
+	// Figures carries the host's volatile figures when they are all that
+	// changed in the host report since the broker last got it (version 3):
+	// the broker applies them on top of the last full report. An update
+	// carries Host or Figures, never both; nil when Host is sent or nothing
+	// changed.
+	Figures *HostFigures `json:"figures,omitempty"`
 	// Sessions is the full session list; nil (absent or null on the wire) when
 	// unchanged, empty ([] on the wire) when the host has no sessions. From
 	// version 3 on the agent sends it only after the broker asked for it
@@ -145,6 +151,24 @@ type Update struct {
 	// with State [StateDeleted]. An update carries Sessions or Changes, never
 	// both; nil or empty when nothing changed.
 	Changes []Session `json:"changes,omitempty"`
+}
+
+// HostFigures are the figures of a [HostReport] that move all the time on a
+// real host: the load averages and the memory and swap in use.
+type HostFigures struct {
+	Load            Load  `json:"load"`
+	MemoryUsedBytes int64 `json:"memory_used_bytes"`
+	SwapUsedBytes   int64 `json:"swap_used_bytes"`
+}
+
+// Figures returns the volatile figures of r.
+func (r *HostReport) Figures() HostFigures {
+	return HostFigures{Load: r.Load, MemoryUsedBytes: r.Memory.UsedBytes, SwapUsedBytes: r.Memory.SwapUsedBytes}
+}
+
+// SetFigures sets the volatile figures of r to f.
+func (r *HostReport) SetFigures(f HostFigures) {
+	r.Load, r.Memory.UsedBytes, r.Memory.SwapUsedBytes = f.Load, f.MemoryUsedBytes, f.SwapUsedBytes
 }
 
 // Ack is the broker's answer to an update, with the update's ID.

@@ -33,8 +33,10 @@ package agentproto
 //     more per update of a link) and changes (the sessions that changed, ended
 //     ones as DELETED) instead of the full list, which the agent sends only in
 //     hello, after ack.resync (the broker saw a gap in seq) or after an ack
-//     with an error; welcome carries fleet_size. Version 1 and 2 agents keep
-//     sending full lists, and the broker keeps reconciling them.
+//     with an error; welcome carries fleet_size; update carries figures (load
+//     averages, memory and swap in use) instead of the full host report when
+//     only those changed. Version 1 and 2 agents keep sending full lists and
+//     reports, and the broker keeps reconciling them.
 const ProtocolVersion = 3
 
 // MinProtocolVersion is the oldest agent protocol version a broker built from
