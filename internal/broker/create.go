@@ -343,7 +343,7 @@ func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, e
 		}
 		c := counts[srv.ID]
 		hosts = append(hosts, placement.Host{
-			ID: srv.ID, Tags: s.tagsOf(srv), Props: propsOf(srv), OSFamily: osFamily(&srv.Info),
+			ID: srv.ID, Tags: s.tagsOf(srv), Properties: srv, OSFamily: osFamily(&srv.Info),
 			MaxVirtualSessions: srv.Info.MaxVirtualSessions, MaxSessionsPerUser: srv.Info.MaxConcurrentSessionsPerUser,
 			GLCapable: srv.Info.GLCapable, Virtual: c.Virtual, Console: c.Console, ByOwner: c.ByOwner,
 			Load: srv.Info.Host.Load1,

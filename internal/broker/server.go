@@ -21,9 +21,9 @@ type Server struct {
 	// (kept by stores that implement ServerSyncer; zero otherwise).
 	Version int64
 
-	// tags and props are derived from Info when the broker caches the server.
-	tags  map[string]string
-	props map[string]string
+	// tags are derived from Info when the broker caches the server (prepare);
+	// servers with the same tags share the map.
+	tags map[string]string
 }
 
 // ServerInfo is the agent's report of its host.

@@ -48,6 +48,10 @@ type Host struct {
 	// ("Id", "Host.Os.Family", ...) that requirements match as server:PATH.
 	// When absent, "Id" defaults to ID and "Host.Os.Family" to OSFamily.
 	Props map[string]string
+	// Properties, when set, answers the property lookups that Props does
+	// not hold (the broker's cached servers read them from their fields
+	// instead of keeping a map per host).
+	Properties Properties
 	// OSFamily is "linux" or "windows" (compared case-insensitively).
 	OSFamily string
 	// MaxVirtualSessions caps the virtual sessions on the host; 0 is unlimited.
@@ -63,6 +67,12 @@ type Host struct {
 	ByOwner map[string]int
 	// Load is the 1-minute load average; it only breaks ties.
 	Load float64
+}
+
+// Properties looks up a host's server properties by canonical requirements
+// path; an absent property returns false.
+type Properties interface {
+	Property(path string) (string, bool)
 }
 
 // Session types accepted in Request.Type.

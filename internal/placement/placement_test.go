@@ -27,6 +27,14 @@ func linux(id string) placement.Host {
 }
 
 // with applies changes to a copy of h.
+// propsLookup answers property lookups as a placement.Properties.
+type propsLookup map[string]string
+
+func (p propsLookup) Property(path string) (string, bool) {
+	v, ok := p[path]
+	return v, ok
+}
+
 func with(h placement.Host, f func(*placement.Host)) placement.Host {
 	f(&h)
 	return h
@@ -116,6 +124,15 @@ func TestPlace_Filters(t *testing.T) {
 				with(linux("b"), func(h *placement.Host) { h.Props = map[string]string{"Host.Aws.Ec2InstanceType": "g4dn.xlarge"} }),
 			},
 			req:  placement.Request{Owner: "bob", Type: "VIRTUAL", Requirements: MustParse(t, "server:Host.Aws.EC2InstanceType := 'g4dn'")},
+			want: "b",
+		},
+		{
+			name: "requirements on properties looked up",
+			hosts: []placement.Host{
+				with(linux("a"), func(h *placement.Host) { h.Properties = propsLookup{"Host.CpuInfo.NumberOfCpus": "4"} }),
+				with(linux("b"), func(h *placement.Host) { h.Properties = propsLookup{"Host.CpuInfo.NumberOfCpus": "16"} }),
+			},
+			req:  placement.Request{Owner: "bob", Type: "VIRTUAL", Requirements: MustParse(t, "server:Host.CpuInfo.NumberOfCpus >= 8")},
 			want: "b",
 		},
 		{

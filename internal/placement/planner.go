@@ -351,6 +351,11 @@ func (s *subject) Property(path string) (string, bool) {
 	if v, ok := s.Props[path]; ok {
 		return v, true
 	}
+	if s.Properties != nil {
+		if v, ok := s.Properties.Property(path); ok {
+			return v, true
+		}
+	}
 	switch {
 	case path == "Id" && s.ID != "":
 		return s.ID, true
