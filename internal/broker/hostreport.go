@@ -2,14 +2,11 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // HostFlushInterval is how long, at most, a server's volatile host figures
@@ -97,20 +94,29 @@ func (s *Service) maybeFlushHosts(ctx context.Context, now time.Time) {
 }
 
 // FlushHostReports writes the volatile host figures that only the cache
-// holds to the store.
+// holds to the store, in one transaction (Store.UpdateServers). If the
+// write fails, the servers stay marked for the next flush.
 func (s *Service) FlushHostReports(ctx context.Context) {
 	h := &s.hosts
 	h.mu.Lock()
 	ids := slices.Collect(maps.Keys(h.dirty))
 	h.dirty = nil
 	h.mu.Unlock()
+	srvs := make([]*Server, 0, len(ids))
 	for _, id := range ids {
 		srv := s.servers.get(id)
 		if srv == nil || srv.BrokerID != s.cfg.BrokerID {
 			continue // gone, or another broker holds its link now
 		}
-		if err := s.store.UpsertServer(ctx, srv); err != nil && !errors.Is(err, ErrNotFound) {
-			s.log.Warn("record host figures", logattr.ServerID, id, "err", err)
+		srvs = append(srvs, srv)
+	}
+	if len(srvs) == 0 {
+		return
+	}
+	if err := s.store.UpdateServers(ctx, srvs); err != nil {
+		s.log.Warn("record host figures", "count", len(srvs), "err", err)
+		for _, srv := range srvs {
+			h.mark(srv.ID) // retried with the next flush
 		}
 	}
 }

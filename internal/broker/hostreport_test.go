@@ -2,13 +2,17 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
@@ -16,11 +20,24 @@ import (
 type countingStore struct {
 	broker.Store
 	upserts atomic.Int64
+	batches atomic.Int64 // UpdateServers calls
+	failing atomic.Bool
 }
 
 func (c *countingStore) UpsertServer(ctx context.Context, s *broker.Server) error {
 	c.upserts.Add(1)
 	return c.Store.UpsertServer(ctx, s)
+}
+
+// UpdateServers counts one call and its servers, or fails while failing is
+// set.
+func (c *countingStore) UpdateServers(ctx context.Context, srvs []*broker.Server) error {
+	if c.failing.Load() {
+		return errors.New("store down")
+	}
+	c.batches.Add(1)
+	c.upserts.Add(int64(len(srvs)))
+	return c.Store.UpdateServers(ctx, srvs)
 }
 
 type noDispatch struct{}
@@ -116,4 +133,100 @@ func TestAgentUpdate_VolatileFigures(t *testing.T) {
 	if s := stored(); s.Info.Healthy || s.Info.MaxVirtualSessions != 8 || s.Info.IP != "10.0.0.9" || len(s.Info.Host.GPUs) != 1 {
 		t.Errorf("stored info %+v", s.Info)
 	}
+}
+
+// TestFlushHostReports_OneTransaction: a flush writes every server whose
+// figures moved in one UpdateServers call; a failed flush keeps them marked
+// for the next one.
+func TestFlushHostReports_OneTransaction(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cs := &countingStore{Store: st}
+	svc, err := broker.New(ctx, cs, noDispatch{}, noTokens{}, broker.Config{BrokerID: "b1"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := broker.ServerInfo{Hostname: "h", Healthy: true, Host: broker.Host{OSFamily: "linux", Load1: 0.5}}
+	const n = 20
+	for i := range n {
+		if err := svc.AgentConnected(ctx, "", fmt.Sprintf("srv-%d", i), info, []broker.SessionReport{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(load float64) {
+		for i := range n {
+			moved := info
+			moved.Host.Load1 = load
+			if err := svc.AgentUpdate(ctx, fmt.Sprintf("srv-%d", i), &moved, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	loads := func() (out []float64) {
+		for i := range n {
+			s, err := st.GetServer(ctx, fmt.Sprintf("srv-%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s.Info.Host.Load1)
+		}
+		return out
+	}
+	report(3)
+	cs.failing.Store(true)
+	svc.FlushHostReports(ctx)
+	if got := loads(); got[0] != 0.5 || got[n-1] != 0.5 {
+		t.Fatalf("stored loads %v after a failed flush, want 0.5", got)
+	}
+	cs.failing.Store(false)
+	svc.FlushHostReports(ctx)
+	if b := cs.batches.Load(); b != 1 {
+		t.Errorf("%d UpdateServers calls, want 1", b)
+	}
+	for i, l := range loads() {
+		if l != 3 {
+			t.Errorf("srv-%d: stored load %v after the retried flush, want 3", i, l)
+		}
+	}
+}
+
+// TestFlushHostReports_Maintenance: host figures reach the store from the
+// maintenance loop once HostFlushInterval has passed, with no further report.
+func TestFlushHostReports_Maintenance(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc, err := broker.New(ctx, st, noDispatch{}, noTokens{}, broker.Config{BrokerID: "b1", MaintenanceInterval: 10 * time.Millisecond},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	svc.Now = func() time.Time { return time.Unix(0, now.Load()) }
+	info := broker.ServerInfo{Hostname: "h", Healthy: true, Host: broker.Host{OSFamily: "linux", Load1: 0.5}}
+	if err := svc.AgentConnected(ctx, "", "srv", info, []broker.SessionReport{}); err != nil {
+		t.Fatal(err)
+	}
+	moved := info
+	moved.Host.Load1 = 7
+	if err := svc.AgentUpdate(ctx, "srv", &moved, nil); err != nil { // starts the flush clock
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	now.Add(int64(broker.HostFlushInterval + time.Second))
+	poll.Until(t, 10*time.Second, "load figure flushed by the maintenance loop", func() bool {
+		s, err := st.GetServer(ctx, "srv")
+		return err == nil && s.Info.Host.Load1 == 7
+	})
 }

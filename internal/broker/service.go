@@ -294,6 +294,7 @@ func (s *Service) maintenanceLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		s.servers.flushSeen(ctx, s.store, s.cfg.BrokerID, s.log)
+		s.maybeFlushHosts(ctx, s.Now()) // host figures reach the store even when reports stop
 		if !s.leader(ctx) {
 			continue
 		}

@@ -64,6 +64,13 @@ type Store interface {
 	// the ID stays the agent client's, and inserting it for another agent
 	// client is ErrConflict too while the bound client exists and is active.
 	UpsertServer(ctx context.Context, s *Server) error
+	// UpdateServers writes the Info, LastSeen and BrokerID of existing
+	// servers in one transaction, as UpsertServer does for an existing row
+	// (tag rows rewritten only when the tags changed; a new Version when
+	// anything but LastSeen and BrokerID changed). A server whose row is
+	// gone, or is registered by another agent client, is skipped: nothing
+	// is inserted. The servers are not modified.
+	UpdateServers(ctx context.Context, srvs []*Server) error
 	// GetServer returns ErrNotFound for an unknown ID.
 	GetServer(ctx context.Context, id string) (*Server, error)
 	// ListServers returns servers ordered by Seq.

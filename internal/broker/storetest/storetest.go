@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 	}{
 		{"UpsertServer", testUpsertServer},
 		{"UpsertServer_Conflict", testUpsertServerConflict},
+		{"UpdateServers", testUpdateServers},
 		{"GetServer_NotFound", testGetServerNotFound},
 		{"ListServers", testListServers},
 		{"SetServerOpen", testSetServerOpen},
