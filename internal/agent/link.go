@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,9 +38,10 @@ type link struct {
 	force       atomic.Bool   // the broker lost an update or asked: resend everything
 
 	// Owned by serve's goroutine.
-	host     agentproto.HostReport // latest Report result
-	sentHost []byte                // what the broker last got
-	sentSess []byte                // the session list the broker last got (versions 1 and 2)
+	host     agentproto.HostReport  // latest Report result
+	sentRest []byte                 // the broker's last host report, figures left out (JSON)
+	sentFigs agentproto.HostFigures // the figures the broker last got
+	sentSess []byte                 // the session list the broker last got (versions 1 and 2)
 	// sent holds the sessions as the broker last got them, by ID (version
 	// 3): the base that the next update's changes are computed against.
 	sent map[string]agentproto.Session
@@ -155,7 +157,7 @@ func (l *link) handshake(ctx context.Context) error {
 		// interval means the link is dead.
 		l.readTimeout += l.interval
 		l.version = b.ProtocolVersion
-		l.sentHost, _ = json.Marshal(host)
+		l.sentRest, l.sentFigs = hostRest(&host), host.Figures()
 		if l.version >= 3 {
 			l.sent = make(map[string]agentproto.Session, len(sessions))
 			l.base(sessions)
@@ -178,7 +180,9 @@ func (l *link) handshake(ctx context.Context) error {
 //
 // On a version 3 link the sessions travel as changes against what the broker
 // last got, numbered by Seq; the full list only when the broker asked for it
-// or failed to record an update. Older brokers get the full list whenever it
+// or failed to record an update. Likewise the host report: when only its
+// volatile figures (load, memory and swap in use) moved, they travel alone
+// (Update.Figures). Older brokers get the full list and report whenever they
 // changed.
 func (l *link) update(ctx context.Context, refresh bool) {
 	r := l.r
@@ -194,9 +198,24 @@ func (l *link) update(ctx context.Context, refresh bool) {
 	r.applyHealth(ctx, &host)
 	force := l.force.Swap(false)
 	u := &agentproto.Update{}
-	if hb, err := json.Marshal(host); err == nil && (force || !bytes.Equal(hb, l.sentHost)) {
+	figs := host.Figures()
+	if !finite(figs) {
+		// Not encodable: keep the figures the broker has.
+		figs = l.sentFigs
+		host.SetFigures(figs)
+	}
+	switch rest := hostRest(&host); {
+	case force || !bytes.Equal(rest, l.sentRest):
 		u.Host = &host
-		l.sentHost = hb
+		l.sentRest, l.sentFigs = rest, figs
+	case figs == l.sentFigs:
+	case l.version >= 3:
+		// Only the figures moved: they travel alone.
+		u.Figures = &figs
+		l.sentFigs = figs
+	default:
+		u.Host = &host
+		l.sentFigs = figs
 	}
 	sessions, err := r.sessions(ctx)
 	switch {
@@ -217,7 +236,7 @@ func (l *link) update(ctx context.Context, refresh bool) {
 			l.sentSess = sb
 		}
 	}
-	if !refresh && u.Host == nil && u.Sessions == nil && len(u.Changes) == 0 {
+	if !refresh && u.Host == nil && u.Figures == nil && u.Sessions == nil && len(u.Changes) == 0 {
 		return
 	}
 	seq := l.seq.Add(1)
@@ -227,6 +246,25 @@ func (l *link) update(ctx context.Context, refresh bool) {
 	if err := l.send(ctx, "u"+strconv.FormatUint(seq, 10), u); err != nil {
 		l.fail(websocket.StatusGoingAway, err)
 	}
+}
+
+// hostRest returns the JSON of h without its volatile figures: what, when it
+// is unchanged, lets figures travel alone.
+func hostRest(h *agentproto.HostReport) []byte {
+	rest := *h
+	rest.SetFigures(agentproto.HostFigures{})
+	b, _ := json.Marshal(rest) // cannot fail: no figures, no floats
+	return b
+}
+
+// finite reports whether f can be encoded (JSON has no NaN or infinities).
+func finite(f agentproto.HostFigures) bool {
+	for _, x := range []float64{f.Load.One, f.Load.Five, f.Load.Fifteen} {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // base records sessions as what the broker has.

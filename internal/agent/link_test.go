@@ -2,7 +2,10 @@ package agent_test
 
 import (
 	"context"
+	"maps"
+	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,5 +170,104 @@ func TestAgent_LinkClosedByBrokerIsNotSilence(t *testing.T) {
 	})
 	if strings.Contains(line, "silent") || !strings.Contains(line, "broker restarting") {
 		t.Errorf("link closed by the broker logged as:\n%s", line)
+	}
+}
+
+// changingHost is an agent's Report whose figures and tags a test moves.
+type changingHost struct {
+	mu sync.Mutex
+	h  agentproto.HostReport
+}
+
+func (c *changingHost) report(context.Context) (agentproto.HostReport, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.h
+	h.Tags = maps.Clone(c.h.Tags)
+	return h, nil
+}
+
+func (c *changingHost) set(f func(*agentproto.HostReport)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f(&c.h)
+}
+
+// nextNonHeartbeat acks updates until one carries a host report or figures,
+// and returns it.
+func (bc *brokerConn) nextNonHeartbeat(t *testing.T) *agentproto.Update {
+	t.Helper()
+	for {
+		_, u := bc.nextUpdate(t, nil)
+		if u.Host != nil || u.Figures != nil {
+			return u
+		}
+	}
+}
+
+// TestAgent_FiguresAlone: on a version 3 link, a host report whose load,
+// memory in use or swap in use moved, and nothing else, travels as figures
+// only; any other change, and the update after a resync, sends the whole
+// report; figures that JSON cannot carry are not sent and the link stays up.
+func TestAgent_FiguresAlone(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{welcome: welcomeVersion(3)})
+	ch := &changingHost{h: agentproto.HostReport{Hostname: "h", Memory: agentproto.Memory{TotalBytes: 8 << 30, UsedBytes: 1 << 30},
+		Load: agentproto.Load{One: 0.5}, Tags: map[string]string{"pool": "a"}}}
+	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, UpdateInterval: time.Hour, Report: ch.report})
+	bc := fb.next(t)
+	if bc.hello.Host.Load.One != 0.5 {
+		t.Fatalf("hello's host = %+v", bc.hello.Host)
+	}
+	if _, u := bc.nextUpdate(t, nil); u.Host != nil || u.Figures != nil {
+		t.Fatalf("first tick with nothing changed = %+v, want a heartbeat", u)
+	}
+
+	want := agentproto.HostFigures{Load: agentproto.Load{One: 2, Five: 1, Fifteen: 0.5}, MemoryUsedBytes: 3 << 30, SwapUsedBytes: 1 << 20}
+	ch.set(func(h *agentproto.HostReport) { h.SetFigures(want) })
+	u := bc.nextNonHeartbeat(t)
+	if u.Host != nil || u.Figures == nil || *u.Figures != want {
+		t.Fatalf("update after the figures moved: host %v, figures %+v; want figures %+v alone", u.Host != nil, u.Figures, want)
+	}
+
+	// Figures and a tag: the whole report, with the new figures.
+	want.Load.One, want.SwapUsedBytes = 3, 0
+	ch.set(func(h *agentproto.HostReport) { h.SetFigures(want); h.Tags["pool"] = "b" })
+	u = bc.nextNonHeartbeat(t)
+	if u.Host == nil || u.Figures != nil || u.Host.Tags["pool"] != "b" || u.Host.Figures() != want {
+		t.Fatalf("update after a tag and the figures moved: host %+v, figures %+v; want the whole report", u.Host, u.Figures)
+	}
+
+	// Figures JSON cannot carry: nothing sent for them, heartbeats go on.
+	ch.set(func(h *agentproto.HostReport) { h.Load.One = math.NaN() })
+	for range 3 {
+		if _, u := bc.nextUpdate(t, nil); u.Host != nil || u.Figures != nil {
+			t.Fatalf("update with a NaN load = %+v, want a heartbeat", u)
+		}
+	}
+	ch.set(func(h *agentproto.HostReport) { h.Load.One = 4 })
+	if u := bc.nextNonHeartbeat(t); u.Figures == nil || u.Figures.Load.One != 4 {
+		t.Fatalf("update after the load became a number again: %+v", u)
+	}
+
+	// After a resync ack the next update brings the whole report, even
+	// though only figures moved.
+	bc.nextUpdate(t, &agentproto.Ack{Resync: true})
+	ch.set(func(h *agentproto.HostReport) { h.Memory.UsedBytes = 5 << 30 })
+	if u := bc.nextNonHeartbeat(t); u.Host == nil || u.Figures != nil || u.Host.Memory.UsedBytes != 5<<30 {
+		t.Fatalf("update after a resync: host %+v, figures %+v; want the whole report", u.Host, u.Figures)
+	}
+}
+
+// TestAgent_WholeHostToVersion2Broker: a version 2 broker never gets
+// figures: when they move, the agent sends the whole report.
+func TestAgent_WholeHostToVersion2Broker(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{welcome: welcomeVersion(2)})
+	ch := &changingHost{h: agentproto.HostReport{Hostname: "h", Load: agentproto.Load{One: 0.5}}}
+	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, UpdateInterval: time.Hour, Report: ch.report})
+	bc := fb.next(t)
+	ch.set(func(h *agentproto.HostReport) { h.Load.One = 7 })
+	u := bc.nextNonHeartbeat(t)
+	if u.Figures != nil || u.Host == nil || u.Host.Load.One != 7 || u.Host.Hostname != "h" {
+		t.Fatalf("update to a version 2 broker: host %+v, figures %+v; want the whole report", u.Host, u.Figures)
 	}
 }
