@@ -54,6 +54,10 @@ type Service interface {
 	// the last update it passed on; after a gap it asks the agent for its
 	// full list and passes that to AgentUpdate.
 	AgentSessionChanges(ctx context.Context, serverID string, changes []broker.SessionReport) error
+	// AgentFigures records the volatile host figures (load, memory and swap
+	// in use) that the agent sent alone, on top of its last full report, and
+	// counts as a contact as AgentUpdate does (version 3).
+	AgentFigures(ctx context.Context, serverID string, f broker.HostFigures) error
 	// AgentDisconnected marks the server unreachable (its link is gone).
 	AgentDisconnected(ctx context.Context, serverID string)
 }

@@ -31,11 +31,12 @@ import (
 
 // event is one recorded Service call.
 type event struct {
-	kind     string // "connected", "update", "changes", "disconnected"
+	kind     string // "connected", "update", "changes", "figures", "disconnected"
 	clientID string
 	serverID string
 	info     *broker.ServerInfo
 	sessions []broker.SessionReport
+	figures  broker.HostFigures
 }
 
 // fakeService records the hub's calls; ConnectErr, when set, decides the
@@ -66,6 +67,11 @@ func (f *fakeService) AgentUpdate(ctx context.Context, serverID string, info *br
 
 func (f *fakeService) AgentSessionChanges(ctx context.Context, serverID string, changes []broker.SessionReport) error {
 	f.events <- event{kind: "changes", serverID: serverID, sessions: changes}
+	return nil
+}
+
+func (f *fakeService) AgentFigures(ctx context.Context, serverID string, figures broker.HostFigures) error {
+	f.events <- event{kind: "figures", serverID: serverID, figures: figures}
 	return nil
 }
 

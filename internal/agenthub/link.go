@@ -298,6 +298,10 @@ func (l *link) readLoop() {
 
 // update records an Update and acks it. It reports whether the link goes on.
 //
+// Figures sent alone (version 3) go to AgentFigures, which applies them to
+// the broker's copy of the last report without converting or comparing a
+// whole one.
+//
 // On a version 3 link the update's session changes are applied only when its
 // Seq follows the last update's; after a gap, or after an update the broker
 // failed to record, changes are ignored until the agent sends its full list
@@ -327,7 +331,14 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 	l.h.lockServer(l.serverID)
 	var err error
 	if l.h.current(l) {
-		err = l.h.svc.AgentUpdate(l.ctx, l.serverID, info, full)
+		if u.Figures != nil {
+			// Figures alone: applied to the broker's copy of the last full
+			// report, which AgentFigures counts as a contact.
+			err = l.h.svc.AgentFigures(l.ctx, l.serverID, hostFigures(u.Figures))
+		}
+		if err == nil && (u.Figures == nil || full != nil) {
+			err = l.h.svc.AgentUpdate(l.ctx, l.serverID, info, full)
+		}
 		if err == nil && len(changes) > 0 {
 			err = l.h.svc.AgentSessionChanges(l.ctx, l.serverID, changes)
 		}
@@ -359,6 +370,12 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 }
 
 var errReplaced = errors.New("link replaced")
+
+// hostFigures converts the figures of an update.
+func hostFigures(f *agentproto.HostFigures) broker.HostFigures {
+	return broker.HostFigures{Load1: f.Load.One, Load5: f.Load.Five, Load15: f.Load.Fifteen,
+		MemUsed: f.MemoryUsedBytes, SwapUsed: f.SwapUsedBytes}
+}
 
 // send encodes and writes one message. Writes are not bound to a caller's
 // context: cancelling a write midway tears the connection down.
