@@ -138,7 +138,8 @@ type PagesSide struct {
 	// Rows are the rows its pages hold in all, and Pages how many distinct
 	// pages the clients request, round-robin.
 	Rows, Pages int
-	// PageBytes is the median size of a page's body.
+	// PageBytes is the median size of a page's body (of every page for
+	// berth, of 10 spread over the users for JupyterHub).
 	PageBytes int
 	// Rate is the median of the rounds' requests per second, Rounds each
 	// round's.
@@ -400,19 +401,25 @@ func startHub(ctx context.Context, o PagesOptions, dir string, progress func(str
 	progress("pages: %s holds %d users (set up in %s)", side.Name, o.Rows, time.Since(t0).Round(time.Millisecond))
 	c := hub.client()
 	defer c.CloseIdleConnections()
+	// A request for every page; 10 of them, spread over the users, are read
+	// once to check them and to size them (reading all takes minutes: the
+	// hub takes 10 to 100 ms a page).
 	var reqs []pageRequest
-	var sizes []int
 	for offset := 0; offset < o.Rows; offset += o.PageSize {
 		u := hub.url() + "/hub/api/users?offset=" + strconv.Itoa(offset) + "&limit=" + strconv.Itoa(o.PageSize)
-		mk := func(ctx context.Context) (*http.Request, error) {
+		reqs = append(reqs, func(ctx context.Context) (*http.Request, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 			if err != nil {
 				return nil, err
 			}
 			req.Header.Set("Authorization", "token "+hub.token)
 			return req, nil
-		}
-		page, err := fetch(c, ctx, mk)
+		})
+	}
+	var sizes []int
+	for k := range min(10, len(reqs)) {
+		i := k * (len(reqs) - 1) / max(1, min(10, len(reqs))-1)
+		page, err := fetch(c, ctx, reqs[i])
 		if err != nil {
 			return hub, side, nil, fmt.Errorf("GET /hub/api/users: %w", err)
 		}
@@ -420,16 +427,12 @@ func startHub(ctx context.Context, o PagesOptions, dir string, progress func(str
 		if err := json.Unmarshal(page, &users); err != nil {
 			return hub, side, nil, fmt.Errorf("GET /hub/api/users: %w", err)
 		}
-		if len(users) == 0 {
-			break
+		if want := min(o.PageSize, o.Rows-i*o.PageSize); len(users) != want {
+			return hub, side, nil, fmt.Errorf("GET /hub/api/users page %d: %d users, want %d", i, len(users), want)
 		}
-		side.Rows += len(users)
-		reqs, sizes = append(reqs, mk), append(sizes, len(page))
+		sizes = append(sizes, len(page))
 	}
-	if side.Rows != o.Rows {
-		return hub, side, nil, fmt.Errorf("JupyterHub's pages hold %d users, want %d", side.Rows, o.Rows)
-	}
-	side.Pages, side.PageBytes = len(reqs), medianInt(sizes)
+	side.Rows, side.Pages, side.PageBytes = o.Rows, len(reqs), medianInt(sizes)
 	return hub, side, reqs, nil
 }
 
