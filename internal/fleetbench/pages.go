@@ -46,6 +46,12 @@ type PagesOptions struct {
 	// Concurrency is the number of keep-alive clients that send requests
 	// back to back, on each side (4).
 	Concurrency int
+	// Pages is how many distinct pages the clients request, round-robin:
+	// the same pages on both sides, spread evenly over the rows (50). Each
+	// is read once before the rounds: JupyterHub builds its in-memory
+	// object of a user the first time it lists it, which takes seconds a
+	// page at 100,000 users, so the rounds measure a warm hub.
+	Pages int
 	// JupyterHub runs the JupyterHub side; JupyterHubCommand is its
 	// executable ("jupyterhub" on PATH).
 	JupyterHub        bool
@@ -76,6 +82,9 @@ func (o PagesOptions) withDefaults() PagesOptions {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4
+	}
+	if o.Pages <= 0 {
+		o.Pages = 50
 	}
 	if o.JupyterHubCommand == "" {
 		o.JupyterHubCommand = "jupyterhub"
@@ -135,12 +144,13 @@ func pagesRow(ctx context.Context, b *bench) Row {
 type PagesSide struct {
 	// Name is "berth" or "JupyterHub" with its version.
 	Name string
-	// Rows are the rows its pages hold in all, and Pages how many distinct
-	// pages the clients request, round-robin.
+	// Rows are the rows it lists in all, and Pages how many distinct pages
+	// the clients request, round-robin.
 	Rows, Pages int
-	// PageBytes is the median size of a page's body (of every page for
-	// berth, of 10 spread over the users for JupyterHub).
+	// PageBytes is the median size of those pages' bodies.
 	PageBytes int
+	// FirstRead is the median time of the first read of those pages.
+	FirstRead time.Duration
 	// Rate is the median of the rounds' requests per second, Rounds each
 	// round's.
 	Rate   float64
@@ -165,20 +175,21 @@ func (r *PagesReport) Ratio() float64 {
 }
 
 // PagesColumns are the headers of MarkdownRows' table.
-var PagesColumns = []string{"server", "rows", "page bytes (median)", "req/s (median of rounds)", "rounds req/s", "ratio"}
+var PagesColumns = []string{"server", "rows", "pages requested", "page bytes (median)", "first read of a page (median)", "req/s (median of rounds)", "rounds req/s", "ratio"}
 
 // MarkdownRows returns the report as markdown table rows, one a side
 // (under PagesColumns); the berth row holds the ratio to JupyterHub.
 func (r *PagesReport) MarkdownRows() []string {
 	row := func(s PagesSide, ratio string) string {
 		if s.Err != "" {
-			return "| " + s.Name + " | | | | not measured: " + escapeCell(s.Err) + " | |"
+			return "| " + s.Name + " | | | | | | not measured: " + escapeCell(s.Err) + " | |"
 		}
 		rounds := make([]string, len(s.Rounds))
 		for i, x := range s.Rounds {
 			rounds[i] = strconv.FormatFloat(x, 'f', 0, 64)
 		}
-		return fmt.Sprintf("| %s | %d | %d | %.0f | %s | %s |", s.Name, s.Rows, s.PageBytes, s.Rate, strings.Join(rounds, ", "), ratio)
+		return fmt.Sprintf("| %s | %d | %d | %d | %s | %.0f | %s | %s |", s.Name, s.Rows, s.Pages, s.PageBytes, fmtDur(s.FirstRead),
+			s.Rate, strings.Join(rounds, ", "), ratio)
 	}
 	ratio := ""
 	if x := r.Ratio(); x > 0 {
@@ -194,7 +205,7 @@ func (r *PagesReport) MarkdownRows() []string {
 // WriteMarkdown writes the settings line and the table.
 func (r *PagesReport) WriteMarkdown(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "- pages of %d over HTTPS on loopback, %d keep-alive clients a side sending back to back, %s a side in alternating rounds\n\n",
+	fmt.Fprintf(&b, "- pages of %d over HTTPS on loopback, %d keep-alive clients a side sending back to back, %s a side in alternating rounds; each page read once before\n\n",
 		r.PageSize, r.Concurrency, r.Duration)
 	b.WriteString("| " + strings.Join(PagesColumns, " | ") + " |\n")
 	b.WriteString("|" + strings.Repeat("---|", len(PagesColumns)) + "\n")
@@ -211,7 +222,7 @@ func (r *PagesReport) Summary() string {
 		if s.Err != "" {
 			return s.Name + " not measured (" + s.Err + ")"
 		}
-		return fmt.Sprintf("%s %.0f req/s (%d-byte pages, %d rows)", s.Name, s.Rate, s.PageBytes, s.Rows)
+		return fmt.Sprintf("%s %.0f req/s (%d-byte pages, %d rows, first read of a page %s)", s.Name, s.Rate, s.PageBytes, s.Rows, fmtDur(s.FirstRead))
 	}
 	out := "pages of " + strconv.Itoa(r.PageSize) + ", " + strconv.Itoa(r.Concurrency) + " clients: " + side(r.Berth)
 	if r.JupyterHub.Name != "" {
@@ -249,7 +260,7 @@ func ComparePages(ctx context.Context, o PagesOptions) (*PagesReport, error) {
 		return nil, err
 	}
 	rep.Berth = side
-	progress("pages: berth lists %d sessions in %d pages of %d (read once in %s)", side.Rows, side.Pages, o.PageSize, time.Since(t0).Round(time.Millisecond))
+	progress("pages: berth lists %d sessions in pages of %d (read once in %s); the clients request %d of them", side.Rows, o.PageSize, time.Since(t0).Round(time.Millisecond), side.Pages)
 
 	var hubReqs []pageRequest
 	var hubClient *http.Client
@@ -335,6 +346,7 @@ func berthPages(ctx context.Context, c *http.Client, auth *api.Client, o PagesOp
 	side := PagesSide{Name: "berth"}
 	var reqs []pageRequest
 	var sizes []int
+	var times []time.Duration
 	token := ""
 	for side.Rows < o.Rows {
 		body, err := json.Marshal(api.DescribeSessionsRequest{MaxResults: &o.PageSize, NextToken: token})
@@ -356,10 +368,12 @@ func berthPages(ctx context.Context, c *http.Client, auth *api.Client, o PagesOp
 			}
 			return req, nil
 		}
+		t := time.Now()
 		page, err := fetch(c, ctx, mk)
 		if err != nil {
 			return nil, side, fmt.Errorf("DescribeSessions: %w", err)
 		}
+		times = append(times, time.Since(t))
 		var resp api.DescribeSessionsResponse
 		if err := json.Unmarshal(page, &resp); err != nil {
 			return nil, side, fmt.Errorf("DescribeSessions: %w", err)
@@ -376,8 +390,31 @@ func berthPages(ctx context.Context, c *http.Client, auth *api.Client, o PagesOp
 	if side.Rows < o.Rows {
 		return nil, side, fmt.Errorf("the broker lists %d sessions, fewer than the %d to page through", side.Rows, o.Rows)
 	}
-	side.Pages, side.PageBytes = len(reqs), medianInt(sizes)
-	return reqs, side, nil
+	idx := spread(len(reqs), o.Pages)
+	var picked []pageRequest
+	var pickedSizes []int
+	var firsts []time.Duration
+	for _, i := range idx {
+		picked, pickedSizes, firsts = append(picked, reqs[i]), append(pickedSizes, sizes[i]), append(firsts, times[i])
+	}
+	slices.Sort(firsts)
+	side.Pages, side.PageBytes, side.FirstRead = len(picked), medianInt(pickedSizes), firsts[len(firsts)/2]
+	return picked, side, nil
+}
+
+// spread returns n indexes spread evenly over 0..total-1 (all of them if
+// n >= total).
+func spread(total, n int) []int {
+	if n >= total {
+		n = total
+	}
+	out := make([]int, n)
+	for k := range out {
+		if n > 1 {
+			out[k] = k * (total - 1) / (n - 1)
+		}
+	}
+	return out
 }
 
 // startHub sets JupyterHub up with o.Rows users and reads its pages once.
@@ -401,28 +438,28 @@ func startHub(ctx context.Context, o PagesOptions, dir string, progress func(str
 	progress("pages: %s holds %d users (set up in %s)", side.Name, o.Rows, time.Since(t0).Round(time.Millisecond))
 	c := hub.client()
 	defer c.CloseIdleConnections()
-	// A request for every page; 10 of them, spread over the users, are read
-	// once to check them and to size them (reading all takes minutes: the
-	// hub takes 10 to 100 ms a page).
+	// The pages at the places berth's are, each read once: to check it,
+	// to size it, and to warm the hub.
 	var reqs []pageRequest
-	for offset := 0; offset < o.Rows; offset += o.PageSize {
-		u := hub.url() + "/hub/api/users?offset=" + strconv.Itoa(offset) + "&limit=" + strconv.Itoa(o.PageSize)
-		reqs = append(reqs, func(ctx context.Context) (*http.Request, error) {
+	var sizes []int
+	var firsts []time.Duration
+	pages := (o.Rows + o.PageSize - 1) / o.PageSize
+	for n, i := range spread(pages, o.Pages) {
+		u := hub.url() + "/hub/api/users?offset=" + strconv.Itoa(i*o.PageSize) + "&limit=" + strconv.Itoa(o.PageSize)
+		mk := func(ctx context.Context) (*http.Request, error) {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 			if err != nil {
 				return nil, err
 			}
 			req.Header.Set("Authorization", "token "+hub.token)
 			return req, nil
-		})
-	}
-	var sizes []int
-	for k := range min(10, len(reqs)) {
-		i := k * (len(reqs) - 1) / max(1, min(10, len(reqs))-1)
-		page, err := fetch(c, ctx, reqs[i])
+		}
+		t := time.Now()
+		page, err := fetch(c, ctx, mk)
 		if err != nil {
 			return hub, side, nil, fmt.Errorf("GET /hub/api/users: %w", err)
 		}
+		firsts = append(firsts, time.Since(t))
 		var users []json.RawMessage
 		if err := json.Unmarshal(page, &users); err != nil {
 			return hub, side, nil, fmt.Errorf("GET /hub/api/users: %w", err)
@@ -430,9 +467,13 @@ func startHub(ctx context.Context, o PagesOptions, dir string, progress func(str
 		if want := min(o.PageSize, o.Rows-i*o.PageSize); len(users) != want {
 			return hub, side, nil, fmt.Errorf("GET /hub/api/users page %d: %d users, want %d", i, len(users), want)
 		}
-		sizes = append(sizes, len(page))
+		reqs, sizes = append(reqs, mk), append(sizes, len(page))
+		if n%10 == 9 {
+			progress("pages: JupyterHub: %d of %d pages read once (warming its user objects)", n+1, o.Pages)
+		}
 	}
-	side.Rows, side.Pages, side.PageBytes = o.Rows, len(reqs), medianInt(sizes)
+	slices.Sort(firsts)
+	side.Rows, side.Pages, side.PageBytes, side.FirstRead = o.Rows, len(reqs), medianInt(sizes), firsts[len(firsts)/2]
 	return hub, side, reqs, nil
 }
 
@@ -469,8 +510,8 @@ func fetchInto(c *http.Client, ctx context.Context, mk pageRequest, buf *bytes.B
 // load sends reqs round-robin from concurrency goroutines, each sending its
 // next request once it has read the last answer, for d, and returns the
 // answered requests per second.
-func load(ctx context.Context, c *http.Client, reqs []pageRequest, d time.Duration, concurrency int) (float64, error) {
-	ctx, cancel := context.WithCancel(ctx)
+func load(parent context.Context, c *http.Client, reqs []pageRequest, d time.Duration, concurrency int) (float64, error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var done, next atomic.Int64
 	errs := make([]error, concurrency)
@@ -493,6 +534,9 @@ func load(ctx context.Context, c *http.Client, reqs []pageRequest, d time.Durati
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
+	}
+	if err := parent.Err(); err != nil {
+		return 0, err // cut short: no rate
 	}
 	return float64(done.Load()) / time.Since(t0).Seconds(), nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -186,10 +187,10 @@ func TestComparePages_JupyterHub(t *testing.T) {
 
 func TestPagesReport_Markdown(t *testing.T) {
 	both := &PagesReport{PageSize: 100, Concurrency: 4, Duration: 30 * time.Second,
-		Berth:      PagesSide{Name: "berth", Rows: 100000, Pages: 1000, PageBytes: 101234, Rate: 3000, Rounds: []float64{2900, 3000, 3100}},
-		JupyterHub: PagesSide{Name: "JupyterHub 3.0.0", Rows: 100000, Pages: 1000, PageBytes: 22000, Rate: 150, Rounds: []float64{150, 140, 160}}}
+		Berth:      PagesSide{Name: "berth", Rows: 100000, Pages: 50, PageBytes: 101234, FirstRead: 3 * time.Millisecond, Rate: 3000, Rounds: []float64{2900, 3000, 3100}},
+		JupyterHub: PagesSide{Name: "JupyterHub 3.0.0", Rows: 100000, Pages: 50, PageBytes: 22000, FirstRead: 1500 * time.Millisecond, Rate: 150, Rounds: []float64{150, 140, 160}}}
 	noHub := &PagesReport{PageSize: 100, Concurrency: 4, Duration: time.Second,
-		Berth:      PagesSide{Name: "berth", Rows: 100, Pages: 1, PageBytes: 1000, Rate: 10, Rounds: []float64{10}},
+		Berth:      PagesSide{Name: "berth", Rows: 100, Pages: 1, PageBytes: 1000, FirstRead: 2 * time.Millisecond, Rate: 10, Rounds: []float64{10}},
 		JupyterHub: PagesSide{Name: "JupyterHub", Err: "jupyterhub is not installed | x"}}
 	for _, tt := range []struct {
 		name    string
@@ -199,13 +200,14 @@ func TestPagesReport_Markdown(t *testing.T) {
 		summary string
 	}{
 		{"both", both, []string{
-			"| berth | 100000 | 101234 | 3000 | 2900, 3000, 3100 | 20.0× |",
-			"| JupyterHub 3.0.0 | 100000 | 22000 | 150 | 150, 140, 160 |  |",
-		}, 20, "pages of 100, 4 clients: berth 3000 req/s (101234-byte pages, 100000 rows); JupyterHub 3.0.0 150 req/s (22000-byte pages, 100000 rows); berth/JupyterHub 20.0×"},
+			"| berth | 100000 | 50 | 101234 | 3 ms | 3000 | 2900, 3000, 3100 | 20.0× |",
+			"| JupyterHub 3.0.0 | 100000 | 50 | 22000 | 1.50 s | 150 | 150, 140, 160 |  |",
+		}, 20, "pages of 100, 4 clients: berth 3000 req/s (101234-byte pages, 100000 rows, first read of a page 3 ms); " +
+			"JupyterHub 3.0.0 150 req/s (22000-byte pages, 100000 rows, first read of a page 1.50 s); berth/JupyterHub 20.0×"},
 		{"no hub", noHub, []string{
-			"| berth | 100 | 1000 | 10 | 10 |  |",
-			`| JupyterHub | | | | not measured: jupyterhub is not installed \| x | |`,
-		}, 0, "pages of 100, 4 clients: berth 10 req/s (1000-byte pages, 100 rows); JupyterHub not measured (jupyterhub is not installed | x)"},
+			"| berth | 100 | 1 | 1000 | 2 ms | 10 | 10 |  |",
+			`| JupyterHub | | | | | | not measured: jupyterhub is not installed \| x | |`,
+		}, 0, "pages of 100, 4 clients: berth 10 req/s (1000-byte pages, 100 rows, first read of a page 2 ms); JupyterHub not measured (jupyterhub is not installed | x)"},
 	} {
 		if got := tt.rep.MarkdownRows(); strings.Join(got, "\n") != strings.Join(tt.rows, "\n") {
 			t.Errorf("%s: rows\n%s\nwant\n%s", tt.name, strings.Join(got, "\n"), strings.Join(tt.rows, "\n"))
@@ -219,6 +221,23 @@ func TestPagesReport_Markdown(t *testing.T) {
 		var b strings.Builder
 		if err := tt.rep.WriteMarkdown(&b); err != nil || !strings.Contains(b.String(), "| server | rows |") || !strings.Contains(b.String(), tt.rows[0]) {
 			t.Errorf("%s: markdown %q, %v", tt.name, b.String(), err)
+		}
+	}
+}
+
+func TestSpread(t *testing.T) {
+	for _, tt := range []struct {
+		total, n int
+		want     []int
+	}{
+		{1000, 5, []int{0, 249, 499, 749, 999}},
+		{3, 50, []int{0, 1, 2}},
+		{1, 1, []int{0}},
+		{10, 1, []int{0}},
+		{2, 2, []int{0, 1}},
+	} {
+		if got := spread(tt.total, tt.n); !slices.Equal(got, tt.want) {
+			t.Errorf("spread(%d, %d) = %v, want %v", tt.total, tt.n, got, tt.want)
 		}
 	}
 }
