@@ -39,49 +39,17 @@ type SessionView struct {
 
 // DescribeSessions lists sessions in creation order, a page at a time.
 func (s *Service) DescribeSessions(ctx context.Context, q DescribeQuery) ([]SessionView, string, error) {
-	if q.MaxResults == 0 {
-		q.MaxResults = 1000
-	}
-	if q.MaxResults < 1 || q.MaxResults > 1000 {
-		return nil, "", Errorf(CodeInvalidInput, "MaxResults: must be between 1 and 1000, got %d", q.MaxResults)
-	}
-	if len(q.SessionIDs) > 1000 {
-		return nil, "", Errorf(CodeInvalidInput, "SessionIds: at most 1000 IDs per request")
-	}
-	f := SessionFilter{IDs: q.SessionIDs, Limit: q.MaxResults + 1}
-	for i, kv := range q.Filters {
-		k, v := kv[0], kv[1]
-		switch {
-		case strings.EqualFold(k, "owner"):
-			if f.Owner != "" && f.Owner != v {
-				return nil, "", Errorf(CodeInvalidInput, "Filters[%d]: only one owner filter is supported", i)
-			}
-			f.Owner = v
-		case strings.HasPrefix(strings.ToLower(k), "tag:") && len(k) > 4:
-			if f.Tags == nil {
-				f.Tags = map[string]string{}
-			}
-			f.Tags[k[4:]] = v
-		default:
-			return nil, "", Errorf(CodeInvalidInput, "Filters[%d].Key: unsupported filter %q (supported: owner, tag:KEY)", i, truncate(k, 64))
-		}
-	}
-	if len(q.Filters) > 50 {
-		return nil, "", Errorf(CodeInvalidInput, "Filters: at most 50 filters per request")
-	}
-	fh := filterHash("sessions", q.SessionIDs, f.Owner, f.Tags)
-	after, err := s.decodeCursor(q.NextToken, fh)
+	f, fh, err := s.describeFilter(q)
 	if err != nil {
 		return nil, "", err
 	}
-	f.AfterSeq = after
 	list, err := s.store.ListSessions(ctx, f)
 	if err != nil {
 		return nil, "", err
 	}
 	next := ""
-	if len(list) > q.MaxResults {
-		list = list[:q.MaxResults]
+	if len(list) > q.limit() {
+		list = list[:q.limit()]
 		next = s.encodeCursor(list[len(list)-1].Seq, fh)
 	}
 	out := make([]SessionView, len(list))
@@ -90,6 +58,55 @@ func (s *Service) DescribeSessions(ctx context.Context, q DescribeQuery) ([]Sess
 		out[i] = s.sessionView(sess, now)
 	}
 	return out, next, nil
+}
+
+// limit is the page size q asks for.
+func (q *DescribeQuery) limit() int {
+	if q.MaxResults == 0 {
+		return 1000
+	}
+	return q.MaxResults
+}
+
+// describeFilter checks q and returns the store filter of its page (one
+// more than the page, to tell whether another follows) and the hash its
+// cursors carry.
+func (s *Service) describeFilter(q DescribeQuery) (SessionFilter, []byte, error) {
+	max := q.limit()
+	if max < 1 || max > 1000 {
+		return SessionFilter{}, nil, Errorf(CodeInvalidInput, "MaxResults: must be between 1 and 1000, got %d", q.MaxResults)
+	}
+	if len(q.SessionIDs) > 1000 {
+		return SessionFilter{}, nil, Errorf(CodeInvalidInput, "SessionIds: at most 1000 IDs per request")
+	}
+	f := SessionFilter{IDs: q.SessionIDs, Limit: max + 1}
+	for i, kv := range q.Filters {
+		k, v := kv[0], kv[1]
+		switch {
+		case strings.EqualFold(k, "owner"):
+			if f.Owner != "" && f.Owner != v {
+				return SessionFilter{}, nil, Errorf(CodeInvalidInput, "Filters[%d]: only one owner filter is supported", i)
+			}
+			f.Owner = v
+		case strings.HasPrefix(strings.ToLower(k), "tag:") && len(k) > 4:
+			if f.Tags == nil {
+				f.Tags = map[string]string{}
+			}
+			f.Tags[k[4:]] = v
+		default:
+			return SessionFilter{}, nil, Errorf(CodeInvalidInput, "Filters[%d].Key: unsupported filter %q (supported: owner, tag:KEY)", i, truncate(k, 64))
+		}
+	}
+	if len(q.Filters) > 50 {
+		return SessionFilter{}, nil, Errorf(CodeInvalidInput, "Filters: at most 50 filters per request")
+	}
+	fh := filterHash("sessions", q.SessionIDs, f.Owner, f.Tags)
+	after, err := s.decodeCursor(q.NextToken, fh)
+	if err != nil {
+		return SessionFilter{}, nil, err
+	}
+	f.AfterSeq = after
+	return f, fh, nil
 }
 
 func (s *Service) sessionView(sess *Session, now time.Time) SessionView {

@@ -42,11 +42,12 @@ func (s *Server) describeSessions(w http.ResponseWriter, r *http.Request) error 
 	for _, f := range req.Filters {
 		q.Filters = append(q.Filters, [2]string{f.Key, f.Value})
 	}
-	list, next, err := s.Service.DescribeSessions(r.Context(), q)
+	page, err := s.Service.DescribeSessionsPage(r.Context(), q)
 	if err != nil {
 		return err
 	}
-	s.writeSessionPage(w, r.Context(), list, next)
+	defer page.Release()
+	s.writeSessionPage(w, r.Context(), page.Views, page.NextToken)
 	return nil
 }
 
