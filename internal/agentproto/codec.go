@@ -33,17 +33,47 @@ type envelope struct {
 	Body json.RawMessage `json:"body,omitempty"`
 }
 
+// typed is the wire frame of a message whose type is known: encoded and
+// decoded in one pass, where envelope takes two (its body is decoded or
+// encoded apart). It gives the same bytes as envelope.
+type typed[B any] struct {
+	Type string `json:"type"`
+	ID   string `json:"id,omitempty"`
+	Body *B     `json:"body,omitempty"`
+}
+
 // Encode returns the wire form of a message with the given request ID. It returns
 // an error wrapping ErrTooLarge if the result exceeds MaxMessageSize.
 func Encode(id string, body Body) ([]byte, error) {
-	if body == nil {
+	var data []byte
+	var err error
+	switch b := body.(type) {
+	case nil:
 		return nil, errors.New("encode message: nil body")
+	case *Hello:
+		data, err = encodeTyped(id, b)
+	case *Welcome:
+		data, err = encodeTyped(id, b)
+	case *Update:
+		data, err = encodeTyped(id, b)
+	case *Ack:
+		if *b == (Ack{}) && plainASCII(id) {
+			data = appendAck(make([]byte, 0, len(emptyAck)+len(id)+2), id)
+		} else {
+			data, err = encodeTyped(id, b)
+		}
+	case *Command:
+		data, err = encodeTyped(id, b)
+	case *Result:
+		data, err = encodeTyped(id, b)
+	case *Error:
+		data, err = encodeTyped(id, b)
+	default: // a Body from outside the package
+		var raw []byte
+		if raw, err = json.Marshal(body); err == nil {
+			data, err = json.Marshal(envelope{Type: body.MessageType(), ID: id, Body: raw})
+		}
 	}
-	raw, err := json.Marshal(body)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s body: %w", body.MessageType(), err)
-	}
-	data, err := json.Marshal(envelope{Type: body.MessageType(), ID: id, Body: raw})
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", body.MessageType(), err)
 	}
@@ -51,6 +81,39 @@ func Encode(id string, body Body) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s (%d bytes): %w", body.MessageType(), len(data), ErrTooLarge)
 	}
 	return data, nil
+}
+
+func encodeTyped[B any, P interface {
+	*B
+	Body
+}](id string, b P) ([]byte, error) {
+	return json.Marshal(typed[B]{Type: b.MessageType(), ID: id, Body: b})
+}
+
+// emptyAck is the wire form of an Ack with nothing to say, less its ID.
+const emptyAck = `{"type":"ack","id":,"body":{}}`
+
+// appendAck appends the wire form of an empty Ack with the given ID, which
+// must be plainASCII: the bytes that encoding it gives, without the cost of
+// encoding the broker's most frequent message.
+func appendAck(dst []byte, id string) []byte {
+	dst = append(dst, `{"type":"ack"`...)
+	if id != "" {
+		dst = append(dst, `,"id":"`...)
+		for i := range len(id) {
+			switch c := id[i]; c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '<', '>', '&':
+				dst = append(dst, `\u00`...)
+				dst = append(dst, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&15])
+			default:
+				dst = append(dst, c)
+			}
+		}
+		dst = append(dst, '"')
+	}
+	return append(dst, `,"body":{}}`...)
 }
 
 // Decode parses and checks one message. It never panics on hostile input and
@@ -66,6 +129,9 @@ func Encode(id string, body Body) ([]byte, error) {
 func Decode(data []byte) (*Message, error) {
 	if len(data) > MaxMessageSize {
 		return nil, fmt.Errorf("decode message (%d bytes): %w", len(data), ErrTooLarge)
+	}
+	if m, err, ok := decodeTyped(data); ok {
+		return m, err
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
@@ -114,6 +180,77 @@ func Decode(data []byte) (*Message, error) {
 		return nil, fmt.Errorf("decode %s: %w", env.Type, err)
 	}
 	return &Message{Type: env.Type, ID: env.ID, Body: body}, nil
+}
+
+// decodeTyped decodes, in one pass, a message whose type comes first (as
+// Encode writes it) and is one that needs no look at its body first (all
+// but hello). ok is false for any other message, which Decode decodes in
+// two passes.
+func decodeTyped(data []byte) (m *Message, err error, ok bool) {
+	const prefix = `{"type":"`
+	rest, found := bytes.CutPrefix(data, []byte(prefix))
+	if !found {
+		return nil, nil, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil, nil, false
+	}
+	switch string(rest[:end]) {
+	case TypeUpdate:
+		return decodeAs[Update](data, TypeUpdate)
+	case TypeAck:
+		return decodeAs[Ack](data, TypeAck)
+	case TypeResult:
+		return decodeAs[Result](data, TypeResult)
+	case TypeCommand:
+		return decodeAs[Command](data, TypeCommand)
+	case TypeWelcome:
+		return decodeAs[Welcome](data, TypeWelcome)
+	case TypeError:
+		return decodeAs[Error](data, TypeError)
+	}
+	return nil, nil, false
+}
+
+// decodeAs is decodeTyped for a message of type typ. ok is false when the
+// decoded type is another (the object names type twice).
+func decodeAs[B any, P interface {
+	*B
+	Body
+}](data []byte, typ string) (m *Message, err error, ok bool) {
+	var env typed[B]
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, fmt.Errorf("decode message: %w", err), true
+	}
+	if env.Type != typ {
+		return nil, nil, false
+	}
+	if len(env.ID) > MaxIDLength || !printable(env.ID) {
+		return nil, fmt.Errorf("decode %q: invalid id", typ), true
+	}
+	if env.Body == nil {
+		if typ != TypeAck {
+			return nil, fmt.Errorf("decode %s: missing body", typ), true
+		}
+		env.Body = new(B)
+	}
+	body := P(env.Body)
+	if err := check(env.ID, body); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", typ, err), true
+	}
+	return &Message{Type: typ, ID: env.ID, Body: body}, nil, true
+}
+
+// plainASCII reports whether s is printable ASCII, which appendAck quotes
+// as encoding/json does.
+func plainASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // helloVersion reads only the protocol version of a hello body, whose name and

@@ -2,6 +2,7 @@ package agentproto_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -192,6 +193,51 @@ func TestHostReport_Figures(t *testing.T) {
 	}
 	if got := h.Figures(); got != f {
 		t.Errorf("Figures = %+v, want %+v", got, f)
+	}
+}
+
+// TestEncode_Ack: an empty ack, which Encode writes without encoding/json,
+// comes out as encoding/json writes it, whatever its ID.
+func TestEncode_Ack(t *testing.T) {
+	for _, id := range []string{"", "u1", "u18446744073709551615", `a"b\c`, "<&>", "x y/z", "caf\u00e9", "\u2028", "a\x00b", "\xff"} {
+		want, err := json.Marshal(struct {
+			Type string   `json:"type"`
+			ID   string   `json:"id,omitempty"`
+			Body struct{} `json:"body"`
+		}{Type: "ack", ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := agentproto.Encode(id, &agentproto.Ack{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("Encode(%q, ack) = %s, want %s", id, got, want)
+		}
+	}
+}
+
+// TestDecode_OnePassAsTwo: messages whose type comes first are decoded in
+// one pass; those whose body comes first, in two; both give the same
+// message, and a type named twice counts as its last naming.
+func TestDecode_OnePassAsTwo(t *testing.T) {
+	for _, tt := range []struct{ a, b string }{
+		{`{"type":"update","id":"u1","body":{"seq":1,"figures":{"load":{"one":1}}}}`, `{"body":{"seq":1,"figures":{"load":{"one":1}}},"id":"u1","type":"update"}`},
+		{`{"type":"ack","id":"u1"}`, `{"id":"u1","type":"ack"}`},
+		{`{"type":"ack","id":"u1","body":{"resync":true}}`, `{"body":{"resync":true},"type":"ack","id":"u1"}`},
+		{`{"type":"result","id":"7","body":{"ok":true}}`, `{"id":"7","body":{"ok":true},"type":"result"}`},
+		{`{"type":"update","id":"u1","body":{},"type":"ack"}`, `{"id":"u1","type":"ack"}`},
+	} {
+		a, errA := agentproto.Decode([]byte(tt.a))
+		b, errB := agentproto.Decode([]byte(tt.b))
+		if errA != nil || errB != nil {
+			t.Errorf("Decode(%s) = %v; Decode(%s) = %v", tt.a, errA, tt.b, errB)
+			continue
+		}
+		if diff := cmp.Diff(b, a); diff != "" {
+			t.Errorf("%s decodes otherwise than %s (-two +one):\n%s", tt.a, tt.b, diff)
+		}
 	}
 }
 
