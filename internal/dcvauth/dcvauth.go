@@ -342,19 +342,16 @@ func sameIP(s string, ip netip.Addr) bool {
 	return err == nil && a.Unmap().WithZone("") == ip
 }
 
-// TrackLinks wraps the agent link handler (/agent/connect): while a request
-// it serves holds a hijacked connection (a WebSocket link, only made after
-// the agent authenticated), its remote address counts as a DCV server's for
-// Config.Servers.
+// TrackLinks wraps the agent link handler (/agent/connect): from the hijack
+// of a connection (a WebSocket link, only made after the agent
+// authenticated) until that connection is closed, its remote address counts
+// as a DCV server's for Config.Servers.
 func (h *Handler) TrackLinks(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ip := remoteIP(r.RemoteAddr)
-		tw := &trackingWriter{ResponseWriter: w, onHijack: func() { h.addLink(ip, 1) }}
-		defer func() {
-			if tw.hijacked {
-				h.addLink(ip, -1)
-			}
-		}()
+		tw := &trackingWriter{ResponseWriter: w,
+			onHijack: func() { h.addLink(ip, 1) },
+			onClose:  func() { h.addLink(ip, -1) }}
 		next.ServeHTTP(tw, r)
 	})
 }
@@ -378,11 +375,12 @@ func (h *Handler) linked(ip netip.Addr) bool {
 	return h.links[ip] > 0
 }
 
-// trackingWriter notes a successful Hijack.
+// trackingWriter counts a successful Hijack as a link until the hijacked
+// connection closes.
 type trackingWriter struct {
 	http.ResponseWriter
 	onHijack func()
-	hijacked bool
+	onClose  func()
 }
 
 func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -391,11 +389,26 @@ func (w *trackingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, http.ErrNotSupported
 	}
 	c, brw, err := hj.Hijack()
-	if err == nil {
-		w.hijacked = true
-		w.onHijack()
+	if err != nil {
+		return nil, nil, err
 	}
-	return c, brw, err
+	w.onHijack()
+	return &trackedConn{Conn: c, onClose: w.onClose}, brw, nil
+}
+
+// trackedConn is a hijacked agent connection: the link is live until it is
+// closed, whichever goroutine serves it (the hub may go on serving a link
+// after its handler returned).
+type trackedConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func()
+}
+
+// Close closes the connection and, the first time, ends its link.
+func (c *trackedConn) Close() error {
+	c.once.Do(c.onClose)
+	return c.Conn.Close()
 }
 
 // Unwrap lets http.ResponseController reach the server's writer.

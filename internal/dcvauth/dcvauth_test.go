@@ -246,8 +246,11 @@ func TestHandler_Servers(t *testing.T) {
 			return
 		}
 		linkUp <- struct{}{}
-		_, _, _ = c.Read(context.Background()) // until the agent closes
-		c.CloseNow()
+		// Served after the handler returns, as the hub serves its links.
+		go func() {
+			_, _, _ = c.Read(context.Background()) // until the agent closes
+			c.CloseNow()
+		}()
 	})))
 	base := serve(t, mux)
 	alice := url.Values{"sessionId": {"s-alice"}, "authenticationToken": {token(t, a, "s-alice", "alice", "alice")}}
