@@ -224,26 +224,61 @@ func (s *Service) setOpen(ctx context.Context, ids []string, force []bool, open 
 // AgentConnected registers or refreshes a server whose agent just opened its link
 // and reconciles the broker's sessions with the agent's list. It returns
 // ErrConflict if serverID belongs to another agent client.
+//
+// A relink that changes nothing stored writes no server row (relinkUnchanged):
+// after a restart most of a fleet relinks with the report it last sent, and
+// the row's contact time reaches the store with the next flush of LastSeen,
+// so a reconnect storm costs no serialized store writes.
 func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID string, info ServerInfo, sessions []SessionReport) error {
 	if serverID == "" {
 		return Errorf(CodeInvalidInput, "server ID is required")
 	}
 	now := s.Now()
-	srv := &Server{ID: serverID, AgentClientID: agentClientID, Open: true, LastSeen: now, BrokerID: s.cfg.BrokerID, CreatedAt: now, Info: info}
-	if err := s.store.UpsertServer(ctx, srv); err != nil {
-		return fmt.Errorf("register server %q: %w", serverID, err)
+	if cur := s.servers.get(serverID); cur != nil && s.relinkUnchanged(cur, agentClientID, &info) {
+		cp := *cur
+		cp.Info = info
+		cp.LastSeen = now
+		s.servers.put(&cp)
+		if !infoEqual(&cur.Info, &info) {
+			s.hosts.mark(serverID) // volatile figures only: flushed later
+		}
+	} else {
+		srv := &Server{ID: serverID, AgentClientID: agentClientID, Open: true, LastSeen: now, BrokerID: s.cfg.BrokerID, CreatedAt: now, Info: info}
+		if err := s.store.UpsertServer(ctx, srv); err != nil {
+			return fmt.Errorf("register server %q: %w", serverID, err)
+		}
+		stored, err := s.store.GetServer(ctx, serverID)
+		if err != nil {
+			return fmt.Errorf("register server %q: %w", serverID, err)
+		}
+		s.servers.put(stored)
 	}
-	stored, err := s.store.GetServer(ctx, serverID)
-	if err != nil {
-		return fmt.Errorf("register server %q: %w", serverID, err)
-	}
-	s.servers.put(stored)
 	s.servers.seen(serverID, now)
 	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
 		return err
 	}
 	s.wakeQueue()
 	return nil
+}
+
+// relinkUnchanged reports whether a link of agentClientID for the cached
+// server cur may skip the server row's write: the row is bound to that
+// client, names this broker as the link's holder, this broker has not seen
+// the server's link close since it loaded it (a closed link may have been
+// cleared in a shared store: LinkClearer), and the report moves volatile
+// figures at most. Such a row differs from what UpsertServer would write
+// only in LastSeen and those figures, which the seen and host-report flushes
+// write in batches. The PostgreSQL cluster rule holds: the row keeps naming
+// this broker, whose heartbeat other brokers check, and its contact time
+// moves on with the flush.
+func (s *Service) relinkUnchanged(cur *Server, agentClientID string, info *ServerInfo) bool {
+	if cur.AgentClientID != agentClientID || cur.BrokerID != s.cfg.BrokerID || cur.BrokerID == "" {
+		return false
+	}
+	s.servers.mu.RLock()
+	_, closedHere := s.servers.linkDown[cur.ID]
+	s.servers.mu.RUnlock()
+	return !closedHere && onlyVolatile(&cur.Info, info)
 }
 
 // AgentUpdate records an agent's report. info and sessions may be nil when
