@@ -184,12 +184,8 @@ func (r *PagesReport) MarkdownRows() []string {
 		if s.Err != "" {
 			return "| " + s.Name + " | | | | | | not measured: " + escapeCell(s.Err) + " | |"
 		}
-		rounds := make([]string, len(s.Rounds))
-		for i, x := range s.Rounds {
-			rounds[i] = strconv.FormatFloat(x, 'f', 0, 64)
-		}
-		return fmt.Sprintf("| %s | %d | %d | %d | %s | %.0f | %s | %s |", s.Name, s.Rows, s.Pages, s.PageBytes, fmtDur(s.FirstRead),
-			s.Rate, strings.Join(rounds, ", "), ratio)
+		return fmt.Sprintf("| %s | %d | %d | %d | %s | %.0f | %s | %s |", s.Name, s.Rows, s.Pages, s.PageBytes, fmtLatency(s.FirstRead),
+			s.Rate, fmtRates(s.Rounds), ratio)
 	}
 	ratio := ""
 	if x := r.Ratio(); x > 0 {
@@ -222,7 +218,8 @@ func (r *PagesReport) Summary() string {
 		if s.Err != "" {
 			return s.Name + " not measured (" + s.Err + ")"
 		}
-		return fmt.Sprintf("%s %.0f req/s (%d-byte pages, %d rows, first read of a page %s)", s.Name, s.Rate, s.PageBytes, s.Rows, fmtDur(s.FirstRead))
+		return fmt.Sprintf("%s %.0f req/s (rounds %s; %d-byte pages, %d rows, first read of a page %s)", s.Name, s.Rate, fmtRates(s.Rounds),
+			s.PageBytes, s.Rows, fmtLatency(s.FirstRead))
 	}
 	out := "pages of " + strconv.Itoa(r.PageSize) + ", " + strconv.Itoa(r.Concurrency) + " clients: " + side(r.Berth)
 	if r.JupyterHub.Name != "" {
@@ -232,6 +229,24 @@ func (r *PagesReport) Summary() string {
 		out += fmt.Sprintf("; berth/JupyterHub %.1f×", x)
 	}
 	return out
+}
+
+// fmtRates formats rates as "2900, 3000, 3100".
+func fmtRates(v []float64) string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = strconv.FormatFloat(x, 'f', 0, 64)
+	}
+	return strings.Join(out, ", ")
+}
+
+// fmtLatency formats a page's latency: tenths of a millisecond under 10 ms,
+// else as fmtDur.
+func fmtLatency(d time.Duration) string {
+	if d > 0 && d < 10*time.Millisecond {
+		return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) + " ms"
+	}
+	return fmtDur(d)
 }
 
 // pageRequest makes the request for one page.

@@ -200,14 +200,14 @@ func TestPagesReport_Markdown(t *testing.T) {
 		summary string
 	}{
 		{"both", both, []string{
-			"| berth | 100000 | 50 | 101234 | 3 ms | 3000 | 2900, 3000, 3100 | 20.0× |",
+			"| berth | 100000 | 50 | 101234 | 3.0 ms | 3000 | 2900, 3000, 3100 | 20.0× |",
 			"| JupyterHub 3.0.0 | 100000 | 50 | 22000 | 1.50 s | 150 | 150, 140, 160 |  |",
-		}, 20, "pages of 100, 4 clients: berth 3000 req/s (101234-byte pages, 100000 rows, first read of a page 3 ms); " +
-			"JupyterHub 3.0.0 150 req/s (22000-byte pages, 100000 rows, first read of a page 1.50 s); berth/JupyterHub 20.0×"},
+		}, 20, "pages of 100, 4 clients: berth 3000 req/s (rounds 2900, 3000, 3100; 101234-byte pages, 100000 rows, first read of a page 3.0 ms); " +
+			"JupyterHub 3.0.0 150 req/s (rounds 150, 140, 160; 22000-byte pages, 100000 rows, first read of a page 1.50 s); berth/JupyterHub 20.0×"},
 		{"no hub", noHub, []string{
-			"| berth | 100 | 1 | 1000 | 2 ms | 10 | 10 |  |",
+			"| berth | 100 | 1 | 1000 | 2.0 ms | 10 | 10 |  |",
 			`| JupyterHub | | | | | | not measured: jupyterhub is not installed \| x | |`,
-		}, 0, "pages of 100, 4 clients: berth 10 req/s (1000-byte pages, 100 rows, first read of a page 2 ms); JupyterHub not measured (jupyterhub is not installed | x)"},
+		}, 0, "pages of 100, 4 clients: berth 10 req/s (rounds 10; 1000-byte pages, 100 rows, first read of a page 2.0 ms); JupyterHub not measured (jupyterhub is not installed | x)"},
 	} {
 		if got := tt.rep.MarkdownRows(); strings.Join(got, "\n") != strings.Join(tt.rows, "\n") {
 			t.Errorf("%s: rows\n%s\nwant\n%s", tt.name, strings.Join(got, "\n"), strings.Join(tt.rows, "\n"))
