@@ -53,6 +53,9 @@ type fakeBroker struct {
 	attempts      []time.Time // when each registration request or dial arrived
 	certificates  int         // certificates issued
 	conns         chan *brokerConn
+	// tcp counts the TCP connections the broker accepted, open those open
+	// and not hijacked, resumed the TLS sessions it resumed.
+	tcp, open, resumed atomic.Int32
 }
 
 type brokerConn struct {
@@ -69,7 +72,17 @@ func mustStartBroker(t *testing.T, fb *fakeBroker) *fakeBroker {
 	mux.HandleFunc("POST /agent/register", fb.register)
 	mux.HandleFunc("GET /agent/connect", func(w http.ResponseWriter, r *http.Request) { fb.connect(t, w, r) })
 	mux.HandleFunc("POST /agent/certificate", fb.certificate)
-	fb.srv = httptest.NewTLSServer(mux)
+	fb.srv = httptest.NewUnstartedServer(mux)
+	fb.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			fb.tcp.Add(1)
+			fb.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			fb.open.Add(-1)
+		}
+	}
+	fb.srv.StartTLS()
 	t.Cleanup(fb.srv.Close)
 	fb.url = "wss://" + fb.srv.Listener.Addr().String()
 	pool := x509.NewCertPool()
@@ -142,6 +155,9 @@ func (fb *fakeBroker) connect(t *testing.T, w http.ResponseWriter, r *http.Reque
 	fb.mu.Lock()
 	fb.dials++
 	fb.mu.Unlock()
+	if r.TLS != nil && r.TLS.DidResume {
+		fb.resumed.Add(1)
+	}
 	var clientID string
 	if fb.auth {
 		id, secret, ok := r.BasicAuth()
@@ -414,6 +430,34 @@ func TestAgent_Register(t *testing.T) {
 	}
 	if n, _ := fb.counts(); n != 1 {
 		t.Errorf("%d registrations, want 1", n)
+	}
+}
+
+// TestAgent_LinksResumeTLS: the link that follows a registration, and a
+// reconnect after the link drops, resume the TLS session of the broker's
+// earlier answer (no certificate signed or verified: the cheap handshake
+// that keeps a registration or relink storm from timing out), and the
+// registration leaves no connection open next to the link.
+func TestAgent_LinksResumeTLS(t *testing.T) {
+	fb := mustStartBroker(t, &fakeBroker{statement: "stmt", auth: true})
+	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, SoftwareStatement: "stmt"})
+	bc := fb.next(t)
+	if reg, dials := fb.counts(); reg != 1 || dials != 1 {
+		t.Errorf("%d registrations and %d dials, want 1 and 1", reg, dials)
+	}
+	if n := fb.resumed.Load(); n != 1 {
+		t.Errorf("%d links resumed the registration's TLS session, want 1", n)
+	}
+	poll.Until(t, 5*time.Second, "the registration connection to close", func() bool {
+		return fb.open.Load() == 0
+	})
+	bc.c.Close(websocket.StatusGoingAway, "bye")
+	fb.next(t)
+	if n := fb.resumed.Load(); n != 2 {
+		t.Errorf("%d of 2 links resumed their TLS session, want 2", n)
+	}
+	if n := fb.tcp.Load(); n != 3 {
+		t.Errorf("%d connections, want 3 (registration, link, relink)", n)
 	}
 }
 
