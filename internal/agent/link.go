@@ -35,6 +35,7 @@ type link struct {
 	readTimeout time.Duration // set by the handshake
 	version     int           // the link's protocol version, set by the handshake
 	seq         atomic.Uint64 // updates sent: the Seq (version 3) and ID of the last one
+	heard       atomic.Int64  // when the last broker message arrived (Unix nanoseconds)
 	force       atomic.Bool   // the broker lost an update or asked: resend everything
 
 	// Owned by serve's goroutine.
@@ -153,10 +154,12 @@ func (l *link) handshake(ctx context.Context) error {
 		if l.readTimeout <= 0 {
 			l.readTimeout = 3 * l.interval
 		}
-		// The broker acks every update: silence past its own timeout plus one
+		// The broker acks the updates that ask, and update asks at least
+		// every half of this: silence past the broker's own timeout plus one
 		// interval means the link is dead.
 		l.readTimeout += l.interval
 		l.version = b.ProtocolVersion
+		l.heard.Store(time.Now().UnixNano())
 		l.sentRest, l.sentFigs = hostRest(&host), host.Figures()
 		if l.version >= 3 {
 			l.sent = make(map[string]agentproto.Session, len(sessions))
@@ -240,10 +243,19 @@ func (l *link) update(ctx context.Context, refresh bool) {
 		return
 	}
 	seq := l.seq.Add(1)
+	id := "u" + strconv.FormatUint(seq, 10)
 	if l.version >= 3 {
 		u.Seq = seq
+		if u.Host == nil && u.Sessions == nil && len(u.Changes) == 0 &&
+			time.Since(time.Unix(0, l.heard.Load())) < l.readTimeout/2 {
+			// A heartbeat or figures alone, and the broker spoke lately:
+			// no ack wanted (the broker tells of a failure or gap in the
+			// next ack it sends). Asking for one at least every half read
+			// timeout leaves the other half for it to come.
+			id = ""
+		}
 	}
-	if err := l.send(ctx, "u"+strconv.FormatUint(seq, 10), u); err != nil {
+	if err := l.send(ctx, id, u); err != nil {
 		l.fail(websocket.StatusGoingAway, err)
 	}
 }
@@ -327,6 +339,7 @@ func (l *link) readLoop() {
 			l.fail(websocket.StatusGoingAway, err)
 			return
 		}
+		l.heard.Store(time.Now().UnixNano())
 		m, err := agentproto.Decode(data)
 		if typ != websocket.MessageText && err == nil {
 			err = errors.New("binary message")

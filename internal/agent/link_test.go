@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,16 +25,33 @@ func welcomeVersion(v int) func(*agentproto.Hello) agentproto.Body {
 	}
 }
 
-// nextUpdate reads the next update, acks it with ack (nil: a plain ack) and
-// returns it.
-func (bc *brokerConn) nextUpdate(t *testing.T, ack *agentproto.Ack) (*agentproto.Message, *agentproto.Update) {
+// nextUpdate reads the next update, acks it if it has an ID (version 3
+// agents leave it off heartbeats and figures while the broker spoke lately)
+// with a plain ack, and returns it.
+func (bc *brokerConn) nextUpdate(t *testing.T) (*agentproto.Message, *agentproto.Update) {
 	t.Helper()
 	m := bc.read(t, agentproto.TypeUpdate)
-	if ack == nil {
-		ack = &agentproto.Ack{}
+	if m.ID != "" {
+		bc.send(t, m.ID, &agentproto.Ack{})
 	}
-	bc.send(t, m.ID, ack)
 	return m, m.Body.(*agentproto.Update)
+}
+
+// ackNext reads updates, acking those with an ID plainly, until one has an
+// ID, and acks that one with ack. each sees every update read.
+func (bc *brokerConn) ackNext(t *testing.T, ack *agentproto.Ack, each func(*agentproto.Message, *agentproto.Update)) {
+	t.Helper()
+	for {
+		m := bc.read(t, agentproto.TypeUpdate)
+		u := m.Body.(*agentproto.Update)
+		if each != nil {
+			each(m, u)
+		}
+		if m.ID != "" {
+			bc.send(t, m.ID, ack)
+			return
+		}
+	}
 }
 
 // TestAgent_Deltas: on a version 3 link the agent's updates are numbered by
@@ -64,7 +82,7 @@ func TestAgent_Deltas(t *testing.T) {
 
 	// Ticks: heartbeats, neither the list nor changes.
 	for range 3 {
-		m, u := bc.nextUpdate(t, nil)
+		m, u := bc.nextUpdate(t)
 		check(m, u)
 		if u.Sessions != nil || len(u.Changes) != 0 {
 			t.Fatalf("tick %s carries sessions %v, changes %v", m.ID, u.Sessions, u.Changes)
@@ -78,7 +96,7 @@ func TestAgent_Deltas(t *testing.T) {
 	d.SimulateExit("b")
 	got := map[string]string{}
 	for len(got) < 2 {
-		m, u := bc.nextUpdate(t, nil)
+		m, u := bc.nextUpdate(t)
 		check(m, u)
 		if u.Sessions != nil {
 			t.Fatalf("update %s carries the full list", m.ID)
@@ -96,19 +114,19 @@ func TestAgent_Deltas(t *testing.T) {
 
 	// A resync ack: the next update carries the full list (a, c, d), and
 	// the ones after are deltas again.
-	m, u := bc.nextUpdate(t, &agentproto.Ack{Resync: true})
-	check(m, u)
-	m, u = bc.nextUpdate(t, nil)
+	bc.ackNext(t, &agentproto.Ack{Resync: true}, check)
+	m, u := bc.nextUpdate(t)
 	check(m, u)
 	if len(u.Sessions) != 3 || u.Host == nil || len(u.Changes) != 0 {
 		t.Fatalf("update after resync: %d sessions, host %v, %d changes; want the full list of 3 and the host", len(u.Sessions), u.Host != nil, len(u.Changes))
 	}
-	m, u = bc.nextUpdate(t, &agentproto.Ack{Error: "store down"})
-	check(m, u)
-	if u.Sessions != nil {
-		t.Fatalf("tick after a resync carries the full list again")
-	}
-	m, u = bc.nextUpdate(t, nil)
+	bc.ackNext(t, &agentproto.Ack{Error: "store down"}, func(m *agentproto.Message, u *agentproto.Update) {
+		check(m, u)
+		if u.Sessions != nil {
+			t.Fatalf("tick after a resync carries the full list again")
+		}
+	})
+	m, u = bc.nextUpdate(t)
 	check(m, u)
 	if len(u.Sessions) != 3 {
 		t.Fatalf("update after a failed ack: %d sessions, want the full list of 3", len(u.Sessions))
@@ -123,13 +141,13 @@ func TestAgent_FullListsToVersion2Broker(t *testing.T) {
 	d := sim.New()
 	mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, Driver: d, UpdateInterval: time.Hour})
 	bc := fb.next(t)
-	_, u := bc.nextUpdate(t, nil)
+	_, u := bc.nextUpdate(t)
 	if u.Seq != 0 || u.Sessions != nil || u.Changes != nil {
 		t.Fatalf("heartbeat to a version 2 broker = %+v", u)
 	}
 	d.Create(context.Background(), agent.CreateRequest{ID: "one", Owner: "u"})
 	for {
-		_, u = bc.nextUpdate(t, nil)
+		_, u = bc.nextUpdate(t)
 		if u.Seq != 0 || u.Changes != nil {
 			t.Fatalf("update to a version 2 broker has seq %d, changes %v", u.Seq, u.Changes)
 		}
@@ -139,7 +157,7 @@ func TestAgent_FullListsToVersion2Broker(t *testing.T) {
 	}
 	d.Create(context.Background(), agent.CreateRequest{ID: "two", Owner: "u"})
 	for {
-		_, u = bc.nextUpdate(t, nil)
+		_, u = bc.nextUpdate(t)
 		if len(u.Sessions) == 2 {
 			break // the full list, not the one new session
 		}
@@ -198,7 +216,7 @@ func (c *changingHost) set(f func(*agentproto.HostReport)) {
 func (bc *brokerConn) nextNonHeartbeat(t *testing.T) *agentproto.Update {
 	t.Helper()
 	for {
-		_, u := bc.nextUpdate(t, nil)
+		_, u := bc.nextUpdate(t)
 		if u.Host != nil || u.Figures != nil {
 			return u
 		}
@@ -218,7 +236,7 @@ func TestAgent_FiguresAlone(t *testing.T) {
 	if bc.hello.Host.Load.One != 0.5 {
 		t.Fatalf("hello's host = %+v", bc.hello.Host)
 	}
-	if _, u := bc.nextUpdate(t, nil); u.Host != nil || u.Figures != nil {
+	if _, u := bc.nextUpdate(t); u.Host != nil || u.Figures != nil {
 		t.Fatalf("first tick with nothing changed = %+v, want a heartbeat", u)
 	}
 
@@ -240,7 +258,7 @@ func TestAgent_FiguresAlone(t *testing.T) {
 	// Figures JSON cannot carry: nothing sent for them, heartbeats go on.
 	ch.set(func(h *agentproto.HostReport) { h.Load.One = math.NaN() })
 	for range 3 {
-		if _, u := bc.nextUpdate(t, nil); u.Host != nil || u.Figures != nil {
+		if _, u := bc.nextUpdate(t); u.Host != nil || u.Figures != nil {
 			t.Fatalf("update with a NaN load = %+v, want a heartbeat", u)
 		}
 	}
@@ -251,7 +269,7 @@ func TestAgent_FiguresAlone(t *testing.T) {
 
 	// After a resync ack the next update brings the whole report, even
 	// though only figures moved.
-	bc.nextUpdate(t, &agentproto.Ack{Resync: true})
+	bc.ackNext(t, &agentproto.Ack{Resync: true}, nil)
 	ch.set(func(h *agentproto.HostReport) { h.Memory.UsedBytes = 5 << 30 })
 	if u := bc.nextNonHeartbeat(t); u.Host == nil || u.Figures != nil || u.Host.Memory.UsedBytes != 5<<30 {
 		t.Fatalf("update after a resync: host %+v, figures %+v; want the whole report", u.Host, u.Figures)
@@ -269,5 +287,41 @@ func TestAgent_WholeHostToVersion2Broker(t *testing.T) {
 	u := bc.nextNonHeartbeat(t)
 	if u.Figures != nil || u.Host == nil || u.Host.Load.One != 7 || u.Host.Hostname != "h" {
 		t.Fatalf("update to a version 2 broker: host %+v, figures %+v; want the whole report", u.Host, u.Figures)
+	}
+}
+
+// TestAgent_AcksAskedSparingly: on a version 3 link the agent leaves the ID
+// (and so the ack) off heartbeats while the broker spoke within half its
+// read timeout, and asks for one at least that often; to a version 2 broker
+// every update has an ID.
+func TestAgent_AcksAskedSparingly(t *testing.T) {
+	for _, v := range []int{3, 2} {
+		t.Run("version="+strconv.Itoa(v), func(t *testing.T) {
+			// Interval 100 ms, heartbeat timeout 1 s: the agent's read
+			// timeout is 1.1 s, so it asks for an ack at least every 550 ms.
+			fb := mustStartBroker(t, &fakeBroker{welcome: func(*agentproto.Hello) agentproto.Body {
+				return &agentproto.Welcome{ProtocolVersion: v, UpdateIntervalMS: 100, HeartbeatTimeoutMS: 1000}
+			}})
+			mustRunAgent(t, &agent.Agent{BrokerURLs: []string{fb.url}, TLSConfig: fb.tls, UpdateInterval: time.Hour})
+			bc := fb.next(t)
+			withID, without, run := 0, 0, 0
+			for range 25 {
+				m, _ := bc.nextUpdate(t)
+				if m.ID != "" {
+					withID, run = withID+1, 0
+					continue
+				}
+				without, run = without+1, run+1
+				if run > 7 {
+					t.Fatalf("%d heartbeats in a row without an ID", run)
+				}
+			}
+			switch {
+			case v == 2 && without != 0:
+				t.Errorf("%d updates to a version 2 broker without an ID", without)
+			case v == 3 && (without < 10 || withID < 2):
+				t.Errorf("version 3: %d heartbeats without an ID, %d with; want most without, and some with", without, withID)
+			}
+		})
 	}
 }

@@ -117,3 +117,27 @@ func TestHub_FiguresReachTheBroker(t *testing.T) {
 		t.Errorf("version 2 report with a moved load: described %+v", v)
 	}
 }
+
+// TestHub_UnackedUpdates: updates without an ID get no ack; a gap or a
+// failure on one is told with the next ack, as resync, until the full list
+// comes.
+func TestHub_UnackedUpdates(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{}, nil)
+	c := e.dial(t)
+	write(t, c, "", hello("srv-quiet"))
+	read(t, c)
+	e.svc.wait(t, "connected", "srv-quiet", nil)
+
+	write(t, c, "", &agentproto.Update{Seq: 1})
+	write(t, c, "", &agentproto.Update{Seq: 3}) // a gap, unacked
+	if ack := update(t, c, "u4", &agentproto.Update{Seq: 4}); !ack.Resync {
+		t.Fatalf("ack after a gap on an update without ID = %+v, want resync", ack)
+	}
+	if ack := update(t, c, "u5", &agentproto.Update{Seq: 5, Sessions: []agentproto.Session{}}); ack.Resync {
+		t.Fatalf("ack of the full list = %+v, want no resync", ack)
+	}
+	write(t, c, "", &agentproto.Update{Seq: 6})
+	if ack := update(t, c, "u7", &agentproto.Update{Seq: 7}); ack.Resync {
+		t.Fatalf("ack in sequence = %+v, want no resync", ack)
+	}
+}

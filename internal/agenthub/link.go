@@ -38,6 +38,9 @@ type link struct {
 	version int
 	lastSeq uint64
 	resync  bool
+	// owed: the broker asked for a resync, or failed to record an update,
+	// on an update without ID (no ack): the next ack says resync.
+	owed bool
 
 	closeOnce   sync.Once
 	closeErr    *agentproto.Error // sent before closing, if not nil
@@ -357,11 +360,19 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 		ack.Error = "broker could not record the update"
 		l.resync = l.version >= 3 // the agent sends everything next
 	case full != nil:
-		l.resync = false
+		l.resync, l.owed = false, false
 	}
 	if id == "" {
+		// A version 3 agent wants no ack for a heartbeat or figures
+		// while the link is lively; what the ack would say goes with the
+		// next one.
+		l.owed = l.owed || ask || err != nil
 		return true
 	}
+	if l.owed && l.resync {
+		ack.Resync = true
+	}
+	l.owed = false
 	if err := l.send(id, ack); err != nil {
 		l.close("", "", websocket.StatusGoingAway)
 		return false

@@ -101,7 +101,9 @@ type Welcome struct {
 	UpdateIntervalMS int64 `json:"update_interval_ms"`
 	// HeartbeatTimeoutMS is how long the broker waits for any message before it
 	// closes the link (milliseconds). The agent may use it the other way round:
-	// the broker acks every update, so silence this long means the link is dead.
+	// the broker acks the updates that have an ID, and an agent asks for an
+	// ack often enough, so silence this long (plus an interval) means the
+	// link is dead.
 	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms"`
 	// GatewayCAKeyID is the hex subject key ID of the CA that signs web
 	// gateway certificates (POST /agent/certificate). An agent whose
@@ -127,6 +129,11 @@ func (w *Welcome) HeartbeatTimeout() time.Duration {
 
 // Update is the agent's report of a change, or a heartbeat.
 type Update struct {
+	// An update's envelope ID asks for an [Ack]. From version 3 an agent
+	// leaves it off heartbeats and figures-only updates while it heard from
+	// the broker within half its read timeout; the broker tells of a gap or
+	// failure on such an update with the next ack (Resync).
+	//
 	// Seq numbers the updates of a link: 1 for the first update after the
 	// Hello, then one more for each update, heartbeats included. The broker
 	// applies Changes only on top of the update numbered one less; after a

@@ -35,7 +35,10 @@ package agentproto
 //     hello, after ack.resync (the broker saw a gap in seq) or after an ack
 //     with an error; welcome carries fleet_size; update carries figures (load
 //     averages, memory and swap in use) instead of the full host report when
-//     only those changed. Version 1 and 2 agents keep sending full lists and
+//     only those changed; the agent leaves the id (and so the ack) off
+//     heartbeats and figures-only updates while the broker spoke within half
+//     its read timeout, and an ack tells of a gap or failure on such an
+//     update as resync. Version 1 and 2 agents keep sending full lists and
 //     reports, and the broker keeps reconciling them.
 const ProtocolVersion = 3
 
