@@ -61,3 +61,29 @@ func TestAppendSession_MatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendTime_MatchesEncodingJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	times := []time.Time{{}, time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2025, 3, 14, 9, 26, 53, 589_000_000, time.FixedZone("x", -7*3600)), time.Date(2025, 1, 2, 3, 4, 5, 10, time.UTC)}
+	for range 5000 {
+		ns := r.Int64N(1e9)
+		switch r.IntN(3) {
+		case 0:
+			ns -= ns % 1e6 // milliseconds, as the stores keep them
+		case 1:
+			ns = 0
+		}
+		times = append(times, time.Unix(r.Int64N(4e11)-2e11, ns).In(time.FixedZone("z", r.IntN(50000)-25000)))
+	}
+	for _, x := range times {
+		want, err := json.Marshal(x.UTC())
+		if err != nil {
+			continue // years json cannot write
+		}
+		if got := appendTime(nil, x); string(got) != string(want) {
+			t.Fatalf("appendTime(%v) = %s, want %s", x, got, want)
+		}
+	}
+}
