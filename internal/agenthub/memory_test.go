@@ -369,7 +369,8 @@ func TestLinkAgents(t *testing.T) {
 // sendUpdates makes every agent send one update per interval, spread evenly,
 // numbered as a version 3 agent numbers them. The first round carries each
 // agent's whole host report; after it, changing agents send their moved load
-// and memory figures alone, as a version 3 agent does.
+// and memory figures alone, and only every third round asks for an ack, as
+// a version 3 agent does.
 func sendUpdates(ctx context.Context, conns []*websocket.Conn, every time.Duration, changing bool) {
 	t := time.NewTicker(every / time.Duration(len(conns)))
 	defer t.Stop()
