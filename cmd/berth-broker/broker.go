@@ -402,6 +402,7 @@ func (m *Main) startHub(hubDisp *hubDispatcher) {
 		GatewayCAKeyID:   m.webGatewayCA.KeyID(),
 		Logger:           m.Logger,
 		FleetSize:        m.svc.ServerCount,
+		GCHeadroom:       agenthub.DefaultGCHeadroom,
 	}
 	if m.metrics != nil {
 		opts.Observer = m.metrics

@@ -149,6 +149,11 @@ type Options struct {
 	// that grows with it); unset, the number of servers that linked to the
 	// hub.
 	FleetSize func() int
+	// GCHeadroom, when positive, is the garbage the GC may let pile up
+	// before it collects, once the heap is large: the hub lowers GOGC to
+	// about GCHeadroom over the live heap, within 25..100 (memory.go). 0
+	// leaves the GC alone, as does a GOGC or GOMEMLIMIT in the environment.
+	GCHeadroom int64
 }
 
 // Hub is the registry of agent links. Create it with New, mount Handler on the
@@ -184,6 +189,7 @@ type Hub struct {
 	storm        int         // link changes that make a storm
 	quiet        time.Duration
 	freeOSMemory func()
+	gc           gcPolicy
 }
 
 // serverLock is a reference-counted mutex for one server ID.

@@ -1,6 +1,9 @@
 package agenthub
 
 import (
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
 	"time"
 )
 
@@ -21,6 +24,7 @@ func (h *Hub) churned() {
 	h.memMu.Lock()
 	defer h.memMu.Unlock()
 	h.churn++
+	h.armGCLocked()
 	if h.churn < h.storm {
 		return
 	}
@@ -41,13 +45,133 @@ func (h *Hub) returnMemory() {
 	start := time.Now()
 	free()
 	h.log.Debug("returned free memory to the OS after a link storm", "links_changed", n, "took", time.Since(start))
+	h.tuneGC() // the fleet's size moved
 }
 
-// stopMemory stops a pending memory return (Close).
+// stopMemory stops a pending memory return and the GC policy, restoring
+// the GC percentage the hub found (Close).
 func (h *Hub) stopMemory() {
 	h.memMu.Lock()
 	defer h.memMu.Unlock()
 	if h.memTimer != nil {
 		h.memTimer.Stop()
 	}
+	g := &h.gc
+	g.stopped = true
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	if g.percent != 0 {
+		set := g.setPercent
+		if set == nil {
+			set = debug.SetGCPercent
+		}
+		set(g.orig)
+		g.percent = 0
+	}
+}
+
+// GC policy. Go's default (GOGC=100) lets the heap grow to twice what is
+// live before collecting: at 10,000 links that is 100+ MB of garbage held
+// as resident memory between collections. With Options.GCHeadroom set, the
+// hub lowers GOGC so that a collection starts after about GCHeadroom bytes
+// of new allocation, never collecting more often than at minGCPercent nor
+// less often than Go's default. It re-derives the percentage from the live
+// heap every gcTuneEvery once a link has come, and after every storm, so a
+// small broker keeps the default. A GOGC or GOMEMLIMIT set in the environment wins:
+// the hub leaves the GC alone.
+const (
+	// DefaultGCHeadroom is berth-broker's Options.GCHeadroom.
+	DefaultGCHeadroom = 64 << 20
+	minGCPercent      = 25
+	gcTuneEvery       = time.Minute
+)
+
+// gcPolicy is the hub's state of the GC policy.
+type gcPolicy struct {
+	timer   *time.Timer // next tuning; nil until the first link
+	percent int         // last percentage set; 0 before
+	orig    int         // the percentage before the first set
+	stopped bool
+	every   time.Duration // gcTuneEvery; tests shorten it
+	// setPercent and live are debug.SetGCPercent and gcLive; tests replace them.
+	setPercent func(int) int
+	live       func() uint64
+}
+
+// gcPercent returns the GOGC for a headroom of headroom bytes over live
+// bytes (heap, stacks and globals the GC scans), within minGCPercent..100.
+func gcPercent(headroom int64, live uint64) int {
+	if headroom <= 0 || live == 0 {
+		return 100
+	}
+	p := uint64(headroom) * 100 / live
+	return int(max(minGCPercent, min(100, p)))
+}
+
+// gcLive returns what the last GC found live: heap objects, plus the stacks
+// and globals that GOGC's goal counts too.
+func gcLive() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
+	metrics.Read(s)
+	var n uint64
+	for _, v := range s {
+		if v.Value.Kind() == metrics.KindUint64 {
+			n += v.Value.Uint64()
+		}
+	}
+	return n
+}
+
+// gcFromEnv reports whether the operator tuned the GC in the environment.
+func gcFromEnv() bool {
+	return os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != ""
+}
+
+// armGCLocked starts the periodic tuning with the first link (memMu held).
+func (h *Hub) armGCLocked() {
+	g := &h.gc
+	if h.opts.GCHeadroom <= 0 || g.timer != nil || g.stopped {
+		return
+	}
+	if g.every == 0 {
+		g.every = gcTuneEvery
+	}
+	g.timer = time.AfterFunc(g.every, h.tickGC)
+}
+
+func (h *Hub) tickGC() {
+	h.tuneGC()
+	h.memMu.Lock()
+	defer h.memMu.Unlock()
+	if !h.gc.stopped {
+		h.gc.timer.Reset(h.gc.every)
+	}
+}
+
+// tuneGC sets GOGC from the live heap (a no-op without GCHeadroom, or with
+// the GC tuned in the environment).
+func (h *Hub) tuneGC() {
+	if h.opts.GCHeadroom <= 0 || gcFromEnv() {
+		return
+	}
+	h.memMu.Lock()
+	g := &h.gc
+	set, live := g.setPercent, g.live
+	h.memMu.Unlock()
+	if set == nil {
+		set, live = debug.SetGCPercent, gcLive
+	}
+	p := gcPercent(h.opts.GCHeadroom, live())
+	h.memMu.Lock()
+	defer h.memMu.Unlock()
+	if p == g.percent || g.stopped {
+		return
+	}
+	prev := set(p)
+	if g.percent == 0 {
+		g.orig = prev // restored by Close
+	}
+	g.percent = p
+	h.log.Debug("GC percentage set for the live heap", "gogc", p)
 }

@@ -67,6 +67,13 @@ func BenchmarkLinkMemory(b *testing.B) {
 			debug.FreeOSMemory()
 			freed := readRSS()
 			b.ReportMetric(per(base.rss, freed), "rss_free_B/link")
+			// What the Go runtime holds from the OS after the return (heap
+			// spans in use, stacks, metadata); the rest of the RSS is outside
+			// the Go heap (SQLite's page caches, C-like allocators).
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(per(base.goHeld, ms.Sys-ms.HeapReleased), "go_held_B/link")
+			b.ReportMetric(per(base.heapInuse, ms.HeapInuse), "heap_inuse_B/link")
 			for range b.N {
 				runtime.Gosched() // one measurement per fleet size
 			}
@@ -76,7 +83,10 @@ func BenchmarkLinkMemory(b *testing.B) {
 
 // BenchmarkLinkIdleCPU reports the broker's CPU (percent of one core) with N
 // agents linked and each sending one update per interval: fixed reports
-// (heartbeats), or reports whose load and memory figures change every time.
+// (heartbeats), or reports whose load and memory figures change every time;
+// and its resident memory at the end of the window (idle_rss_MB), with the
+// GC percentage the hub's policy chose. BERTH_LINK_INTERVAL and
+// BERTH_LINK_WINDOW change the interval (30s) and the window (10s).
 func BenchmarkLinkIdleCPU(b *testing.B) {
 	interval := 30 * time.Second
 	if v := os.Getenv("BERTH_LINK_INTERVAL"); v != "" {
@@ -85,6 +95,11 @@ func BenchmarkLinkIdleCPU(b *testing.B) {
 		}
 	}
 	window := 10 * time.Second
+	if v := os.Getenv("BERTH_LINK_WINDOW"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			window = d
+		}
+	}
 	for _, n := range linkCounts() {
 		for _, changing := range []bool{false, true} {
 			b.Run(fmt.Sprintf("agents=%d/changing=%v", n, changing), func(b *testing.B) {
@@ -97,11 +112,22 @@ func BenchmarkLinkIdleCPU(b *testing.B) {
 					stop := startCPUProfile(b, f)
 					defer stop()
 				}
+				var ms0 runtime.MemStats
+				runtime.ReadMemStats(&ms0)
 				u0, t0 := cpuTime(), time.Now()
 				time.Sleep(window) //sleep-ok: CPU is measured over a fixed window
 				used, wall := cpuTime()-u0, time.Since(t0)
 				b.ReportMetric(100*used.Seconds()/wall.Seconds(), "cpu_%")
 				b.ReportMetric(float64(n)/interval.Seconds(), "updates/s")
+				// Resident memory as it is after the idle window (no forced
+				// GC): what the GC policy leaves between collections.
+				b.ReportMetric(float64(readRSS())/1e6, "idle_rss_MB")
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				b.ReportMetric(float64(ms.Sys-ms.HeapReleased)/1e6, "idle_go_held_MB")
+				b.ReportMetric(float64(ms.NumGC-ms0.NumGC), "window_gcs")
+				b.ReportMetric(float64(debug.SetGCPercent(-1)), "gogc")
+				debug.SetGCPercent(100)
 				for range b.N {
 					runtime.Gosched()
 				}
@@ -136,6 +162,15 @@ func writeHeapProfile(tb testing.TB, path string) {
 	}
 }
 
+// linkGCHeadroom is the hub's GCHeadroom: berth-broker's default, or
+// BERTH_LINK_GC_MIB MiB (0: Go's default GC).
+func linkGCHeadroom() int64 {
+	if v, err := strconv.ParseInt(os.Getenv("BERTH_LINK_GC_MIB"), 10, 64); err == nil {
+		return v << 20
+	}
+	return agenthub.DefaultGCHeadroom
+}
+
 func linkCounts() []int {
 	v := os.Getenv("BERTH_LINK_N")
 	if v == "" {
@@ -151,8 +186,9 @@ func linkCounts() []int {
 }
 
 type memSample struct {
-	live, stack, rss uint64
-	goroutines       int
+	live, stack, rss  uint64
+	goHeld, heapInuse uint64
+	goroutines        int
 }
 
 func measureMem() memSample {
@@ -160,7 +196,10 @@ func measureMem() memSample {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return memSample{live: ms.HeapAlloc + ms.StackInuse, stack: ms.StackInuse, rss: readRSS(), goroutines: runtime.NumGoroutine()}
+	return memSample{
+		live: ms.HeapAlloc + ms.StackInuse, stack: ms.StackInuse, rss: readRSS(), goroutines: runtime.NumGoroutine(),
+		goHeld: ms.Sys - ms.HeapReleased, heapInuse: ms.HeapInuse,
+	}
 }
 
 // readRSS returns the process's resident set size in bytes (0 off Linux).
@@ -222,7 +261,7 @@ func newLinkBroker(tb testing.TB) *linkBroker {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = svc.Run(rctx); close(done) }()
-	ref.h = agenthub.New(svc, nil, agenthub.Options{})
+	ref.h = agenthub.New(svc, nil, agenthub.Options{GCHeadroom: linkGCHeadroom()})
 
 	cert, caPEM := selfSigned(tb)
 	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), caPEM, 0o600); err != nil {
