@@ -158,7 +158,9 @@ func (r *runner) applyHealth(ctx context.Context, h *agentproto.HostReport) {
 }
 
 // sessions lists the driver's sessions in ID order, never nil, leaving out any
-// with an ID the protocol cannot carry.
+// with an ID the protocol cannot carry. It runs for every update, over every
+// session of the host: it filters the driver's list in place and sorts it
+// only if the driver did not list it in order already (sim does).
 func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
 	listed := time.Now()
 	list, err := r.a.Driver.Sessions(ctx)
@@ -166,12 +168,29 @@ func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
 		return nil, err
 	}
 	r.ready.listed(list, listed, r.metrics)
-	counts := map[string]int{agentproto.StateCreating: 0, agentproto.StateReady: 0, agentproto.StateDeleted: 0}
-	for _, s := range list {
-		counts[s.State]++
+	var creating, ready, deleted int
+	var other map[string]int // states a driver should not report
+	for i := range list {
+		switch st := list[i].State; st {
+		case agentproto.StateCreating:
+			creating++
+		case agentproto.StateReady:
+			ready++
+		case agentproto.StateDeleted:
+			deleted++
+		default:
+			if other == nil {
+				other = make(map[string]int)
+			}
+			other[st]++
+		}
+	}
+	counts := map[string]int{agentproto.StateCreating: creating, agentproto.StateReady: ready, agentproto.StateDeleted: deleted}
+	for st, n := range other {
+		counts[st] = n
 	}
 	r.metrics.SessionStates(counts)
-	out := make([]agentproto.Session, 0, len(list))
+	out := list[:0] // the driver's list is ours
 	for _, s := range list {
 		if !agentproto.ValidID(s.ID) {
 			r.log.Warn("driver reports a session with an invalid id; not reporting it", logattr.SessionID, fmt.Sprintf("%.64q", s.ID))
@@ -179,7 +198,14 @@ func (r *runner) sessions(ctx context.Context) ([]agentproto.Session, error) {
 		}
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b agentproto.Session) int { return strings.Compare(a.ID, b.ID) })
+	clear(list[len(out):])
+	if out == nil {
+		out = []agentproto.Session{}
+	}
+	byID := func(a, b agentproto.Session) int { return strings.Compare(a.ID, b.ID) }
+	if !slices.IsSortedFunc(out, byID) {
+		slices.SortFunc(out, byID)
+	}
 	return out, nil
 }
 

@@ -32,7 +32,7 @@ type link struct {
 	ready  chan struct{} // closed once Welcome is sent; commands wait for it
 	seq    atomic.Uint64
 
-	// The session report stream, owned by the read loop (set by the
+	// The session report stream, owned by the applier (set by the
 	// handshake): the protocol version of the link, the Seq of the last
 	// update, and whether changes wait for a full list (version 3).
 	version int
@@ -48,6 +48,8 @@ type link struct {
 
 	pmu     sync.Mutex
 	pending map[string]chan *agentproto.Result // by command ID
+
+	apply applier // the updates waiting to be applied (applier.go)
 }
 
 func newLink(h *Hub, conn *websocket.Conn, clientID string, log *slog.Logger) *link {
@@ -119,6 +121,7 @@ func (l *link) serve(done func()) {
 	go func() {
 		defer finish()
 		l.readLoop()
+		l.waitApplied()
 		l.teardown()
 	}()
 }
@@ -282,7 +285,9 @@ func (l *link) readLoop() {
 		}
 		switch b := m.Body.(type) {
 		case *agentproto.Update:
-			if !l.update(m.ID, b) {
+			// Applied in order off this loop (applier.go), so that results
+			// are delivered while an update waits for the store.
+			if !l.enqueue(m.ID, b) {
 				return
 			}
 		case *agentproto.Result:
@@ -373,7 +378,7 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 		ack.Resync = true
 	}
 	l.owed = false
-	if err := l.send(id, ack); err != nil {
+	if err := l.sendAck(id, ack); err != nil {
 		l.close("", "", websocket.StatusGoingAway)
 		return false
 	}

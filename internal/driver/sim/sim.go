@@ -18,7 +18,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,8 +60,11 @@ type Driver struct {
 	// desktop (megabytes at 4K) instead of a few kilobytes.
 	Noise bool
 
-	mu        sync.Mutex
-	sessions  map[string]*session
+	mu       sync.Mutex
+	sessions map[string]*session
+	// order holds the sessions sorted by ID, so that Sessions, which the
+	// agent calls for every update, lists them without sorting.
+	order     []*session
 	notifiers []func()
 	unhealthy string // health reason; "" is healthy
 }
@@ -119,6 +123,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 		d.sessions = make(map[string]*session)
 	}
 	d.sessions[req.ID] = s
+	d.insertLocked(s)
 	d.mu.Unlock()
 	d.changed()
 
@@ -128,6 +133,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 	case err != nil:
 		if d.sessions[req.ID] == s {
 			delete(d.sessions, req.ID)
+			d.removeLocked(req.ID)
 		}
 	case d.sessions[req.ID] != s:
 		err = errors.New("session deleted while starting")
@@ -172,6 +178,9 @@ func (d *Driver) remove(id string) {
 	d.mu.Lock()
 	_, ok := d.sessions[id]
 	delete(d.sessions, id)
+	if ok {
+		d.removeLocked(id)
+	}
 	d.mu.Unlock()
 	if ok {
 		d.changed()
@@ -182,13 +191,27 @@ func (d *Driver) remove(id string) {
 func (d *Driver) Sessions(ctx context.Context) ([]agentproto.Session, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]agentproto.Session, 0, len(d.sessions))
-	for _, s := range d.sessions {
-		out = append(out, s.info)
+	out := make([]agentproto.Session, len(d.order))
+	for i, s := range d.order {
+		out[i] = s.info
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
+
+// insertLocked puts s into d.order at its place; d.mu is held.
+func (d *Driver) insertLocked(s *session) {
+	i, _ := slices.BinarySearchFunc(d.order, s.info.ID, bySessionID)
+	d.order = slices.Insert(d.order, i, s)
+}
+
+// removeLocked takes the session with id out of d.order; d.mu is held.
+func (d *Driver) removeLocked(id string) {
+	if i, ok := slices.BinarySearchFunc(d.order, id, bySessionID); ok {
+		d.order = slices.Delete(d.order, i, i+1)
+	}
+}
+
+func bySessionID(s *session, id string) int { return strings.Compare(s.info.ID, id) }
 
 // SetPermissions implements agent.PermissionSetter: it stores the text without
 // checking it.
