@@ -62,7 +62,7 @@ the scenarios:
   storm          -sessions sessions through CreateSessions until all are READY
   restart        SIGKILL the broker, start it again; checks no session is lost or duplicated
   churn          create and delete sessions at a steady rate for -duration; does RSS plateau?
-  pages          DescribeSessions pages against JupyterHub's (when built in)
+  pages          DescribeSessions pages against JupyterHub's (needs Debian's jupyterhub)
 
 It raises its open-file limit (soft to hard) for itself and the broker, prints
 progress on stderr and one markdown table on stdout. Flags:

@@ -102,8 +102,6 @@ func (o PagesOptions) withDefaults() PagesOptions {
 // how many users JupyterHub gets.
 const pagesRows = 100000
 
-func init() { pagesScenario = pagesRow }
-
 // pagesRow runs the pages scenario: with the fleet linked, it creates
 // sessions until pagesRows are live and READY, then compares the broker's
 // DescribeSessions pages with JupyterHub's pages of as many users

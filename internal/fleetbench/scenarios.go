@@ -331,18 +331,7 @@ func (b *bench) churn(ctx context.Context) Row {
 }
 
 // pages compares DescribeSessions pages with JupyterHub's (pages.go).
-func (b *bench) pages(ctx context.Context) Row {
-	row := Row{}
-	if pagesScenario == nil {
-		row.Notes = append(row.Notes, "not built: internal/fleetbench has no JupyterHub comparison yet")
-		return row
-	}
-	return pagesScenario(ctx, b)
-}
-
-// pagesScenario runs the pages scenario; nil until the comparison with
-// JupyterHub is built in.
-var pagesScenario func(context.Context, *bench) Row
+func (b *bench) pages(ctx context.Context) Row { return pagesRow(ctx, b) }
 
 // topReasons formats the most common failure reasons.
 func topReasons(reasons map[string]int) string {
