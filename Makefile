@@ -44,9 +44,13 @@ bench:
 
 # The fleet benchmark (docs/performance.md): N simulated agents against a real
 # broker; SCENARIOS=restart,storm (default all), BENCH_FLAGS=... for more.
+# As root it installs Debian's jupyterhub for the pages scenario.
 N ?= 1000
 SCENARIOS ?= all
 bench-fleet:
+	@if [ "$$(id -u)" = 0 ] && ! dpkg -s jupyterhub >/dev/null 2>&1; then \
+		echo "bench-fleet: installing jupyterhub (the pages scenario's side-by-side)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jupyterhub >/dev/null; fi
 	@mkdir -p bin
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/berth-broker ./cmd/berth-bench
 	./bin/berth-bench -n $(N) -scenarios $(SCENARIOS) -broker bin/berth-broker $(BENCH_FLAGS)
