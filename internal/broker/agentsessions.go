@@ -62,63 +62,26 @@ type sessionWrite struct {
 }
 
 // writeSessions writes the changes of serverID's sessions named by ids in
-// one store transaction, and then does what follows from them: it releases
-// the session counts of those that ended, wakes the placement queue, and
-// deletes on the host the sessions that the broker deleted or placed on
-// another server. The results are the store's, in the order of ids.
+// a store transaction, shared with the writes of other servers that arrive
+// meanwhile (sessionbatch.go), and then does what follows from them: it
+// releases the session counts of those that ended, wakes the placement
+// queue, and deletes on the host the sessions that the broker deleted or
+// placed on another server. The results are the store's, in the order of
+// ids.
 func (s *Service) writeSessions(ctx context.Context, serverID string, ids []string, writes map[string]*sessionWrite) ([]error, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	now := s.Now()
-	// Filled by fn, keyed by ID so that a retried transaction overwrites
-	// them; res says which of them count.
-	ended := make(map[string]Session)
-	orphans := make(map[string]bool)
-	res, err := s.updateSessions(ctx, ids, func(x *Session) error { // counts the changes
-		w := writes[x.ID]
-		r := w.report
-		delete(ended, x.ID)
-		orphans[x.ID] = false
-		if x.ServerID != serverID || x.State == StateDeleted {
-			// Deleted by the broker (possibly with Force while the server was
-			// away), or placed elsewhere after a timed-out create.
-			orphans[x.ID] = r != nil && r.State != StateDeleted
-			return errUnchanged
-		}
-		if r == nil || r.State == StateDeleted {
-			reason := w.reason
-			switch {
-			case r != nil && x.State == StateDeleting:
-				reason = "deleted by request" // as the delete's own outcome says
-			case r != nil && r.StateReason != "":
-				reason = r.StateReason
-			case r != nil:
-				reason = reasonEnded
-			}
-			ended[x.ID] = *x
-			x.State, x.Substate, x.StateReason = StateDeleted, "", reason
-			x.Enqueued = false
-			x.UpdatedAt = now
-			return nil
-		}
-		if x.State == StateDeleting || !sessionDiffers(x, r) {
-			return errUnchanged
-		}
-		applyReport(x, r, now)
-		return nil
-	})
-	if err != nil {
+	c := &batchCall{ctx: ctx, serverID: serverID, ids: ids, writes: writes}
+	if err := s.batch.commit(s, c); err != nil {
 		return nil, fmt.Errorf("record sessions of server %q: %w", serverID, err)
 	}
 	released := false
 	for i, id := range ids {
 		switch {
-		case res[i] == nil:
-			if _, ok := ended[id]; ok {
-				released = true
-			}
-		case errors.Is(res[i], errUnchanged) && orphans[id]:
+		case c.res[i] == nil:
+			released = released || c.ended[i]
+		case errors.Is(c.res[i], errUnchanged) && c.orphans[i]:
 			s.log.Info("deleting orphan session on server", logattr.SessionID, id, logattr.ServerID, serverID)
 			s.queueDelete(deleteJob{sessionID: id, serverID: serverID, orphan: true})
 		}
@@ -126,7 +89,7 @@ func (s *Service) writeSessions(ctx context.Context, serverID string, ids []stri
 	if released {
 		s.wakeQueue()
 	}
-	return res, nil
+	return c.res, nil
 }
 
 // adoptAll records sessions that serverID's agent runs and that the store

@@ -149,6 +149,8 @@ type Service struct {
 
 	lastRedrive time.Time // maintenance: when Redrive last ran (leader only)
 
+	batch sessionBatcher // group commit of the agents' session writes (sessionbatch.go)
+
 	obs Metrics // set by SetMetrics; nil reports nothing
 
 	wg sync.WaitGroup
