@@ -154,6 +154,12 @@ func (c *serverCache) linkStatusLocked(id string, timeout, grace time.Duration, 
 	if !ok {
 		return linkLost, now
 	}
+	return c.serverLinkLocked(s, timeout, grace, now)
+}
+
+// serverLinkLocked is linkStatusLocked for a server of the cache (c.mu held).
+func (c *serverCache) serverLinkLocked(s *Server, timeout, grace time.Duration, now time.Time) (linkStatus, time.Time) {
+	id := s.ID
 	l := &c.links
 	if _, ok := l.local[id]; ok {
 		return linkUp, time.Time{}

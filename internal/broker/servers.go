@@ -67,13 +67,18 @@ func SystemTags(info *ServerInfo) map[string]string {
 // server is AVAILABLE only while its agent is linked to some broker
 // (links.go).
 func (s *Service) view(srv *Server, counts map[string]Counts, now time.Time) *ServerView {
-	c := counts[srv.ID]
-	v := &ServerView{Server: srv, VirtualSessions: c.Virtual, ConsoleSessions: c.Console, Availability: Available}
+	link, _ := s.linkStatus(srv.ID, now)
+	v := viewOf(srv, counts[srv.ID], link)
+	return &v
+}
+
+// viewOf is the view of srv with session counts c and link state link.
+func viewOf(srv *Server, c Counts, link linkStatus) ServerView {
+	v := ServerView{Server: srv, VirtualSessions: c.Virtual, ConsoleSessions: c.Console, Availability: Available}
 	v.Tags = srv.tags
 	if v.Tags == nil {
 		v.Tags = SystemTags(&srv.Info)
 	}
-	link, _ := s.linkStatus(srv.ID, now)
 	switch {
 	case link == linkLost:
 		v.UnavailabilityReason = ReasonUnreachableAgent

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // sessionPageStore is implemented by stores that can fill a caller's buffer
@@ -17,20 +18,33 @@ type sessionPageStore interface {
 type SessionPage struct {
 	Views     []SessionView
 	NextToken string
+	// Servers are the views of the page's distinct servers, in the order
+	// of their first session, all computed at one clock reading against
+	// one reading of the session counts.
+	Servers []ServerView
+	// ServerIndex[i] is the place in Servers of the server of Views[i],
+	// -1 for a session without one.
+	ServerIndex []int32
 
 	buf    []Session
+	lookup []pageServer
+	seen   map[*Server]linkStatus
+	place  map[*Server]int32
 	pooled bool
 }
 
 // maxPooledSessions is the largest session buffer a released page keeps.
 const maxPooledSessions = 1001
 
-var sessionPages = sync.Pool{New: func() any { return &SessionPage{pooled: true} }}
+var sessionPages = sync.Pool{New: func() any {
+	return &SessionPage{pooled: true, seen: make(map[*Server]linkStatus), place: make(map[*Server]int32)}
+}}
 
 // DescribeSessionsPage is DescribeSessions for callers that are done with
 // the page before they call Release on it (the API writes it and releases
 // it): with a store that can fill a buffer, the sessions of a page live in
-// memory the next page reuses.
+// memory the next page reuses. The page's servers are looked up, and their
+// link states read, under one read lock of the server cache.
 func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*SessionPage, error) {
 	ps, ok := s.store.(sessionPageStore)
 	if !ok {
@@ -38,7 +52,9 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		if err != nil {
 			return nil, err
 		}
-		return &SessionPage{Views: views, NextToken: next}, nil
+		p := &SessionPage{Views: views, NextToken: next, seen: make(map[*Server]linkStatus), place: make(map[*Server]int32)}
+		s.pageServers(ctx, p, s.Now())
+		return p, nil
 	}
 	f, fh, err := s.describeFilter(q)
 	if err != nil {
@@ -55,10 +71,50 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		p.NextToken = s.encodeCursor(list[len(list)-1].Seq, fh)
 	}
 	now := s.Now()
+	p.lookup = s.servers.lookupPage(list, s.cfg.HeartbeatTimeout, s.relinkGrace(), now, p.seen, p.lookup[:0])
 	for i := range list {
-		p.Views = append(p.Views, s.sessionView(&list[i], now))
+		sess, ps := &list[i], p.lookup[i]
+		if sess.ServerID != "" && sess.State == StateReady && (ps.srv == nil || ps.link == linkLost) {
+			// The page's own copy: sessionView's rule, without a copy.
+			sess.State = StateUnknown
+			sess.StateReason = reasonUnreachableSession
+		}
+		p.Views = append(p.Views, SessionView{Session: sess, Server: ps.srv})
 	}
+	s.pageServers(ctx, p, now)
 	return p, nil
+}
+
+// pageServers sets p.Servers and p.ServerIndex from p.Views, taking link
+// states from p.lookup where it is filled (one per view) and from the
+// server cache otherwise.
+func (s *Service) pageServers(ctx context.Context, p *SessionPage, now time.Time) {
+	var counts map[string]Counts
+	for i, v := range p.Views {
+		if v.Server == nil {
+			p.ServerIndex = append(p.ServerIndex, -1)
+			continue
+		}
+		k, ok := p.place[v.Server]
+		if !ok {
+			if counts == nil {
+				var err error
+				if counts, err = s.servers.sessionCounts(ctx, s.store, countsMaxAge, now); err != nil {
+					s.log.Warn("count sessions for server view", "err", err)
+				}
+			}
+			var link linkStatus
+			if len(p.lookup) == len(p.Views) {
+				link = p.lookup[i].link
+			} else {
+				link, _ = s.linkStatus(v.Server.ID, now)
+			}
+			k = int32(len(p.Servers))
+			p.place[v.Server] = k
+			p.Servers = append(p.Servers, viewOf(v.Server, counts[v.Server.ID], link))
+		}
+		p.ServerIndex = append(p.ServerIndex, k)
+	}
 }
 
 // Release gives the page's memory back for reuse; p and its views must not
@@ -69,9 +125,14 @@ func (p *SessionPage) Release() {
 	}
 	clear(p.buf)
 	clear(p.Views)
+	clear(p.Servers)
+	clear(p.lookup)
+	clear(p.seen)
+	clear(p.place)
 	if cap(p.buf) > maxPooledSessions {
-		p.buf = nil
+		p.buf, p.Views, p.Servers, p.ServerIndex, p.lookup = nil, nil, nil, nil, nil
 	}
 	p.buf, p.Views, p.NextToken = p.buf[:0], p.Views[:0], ""
+	p.Servers, p.ServerIndex, p.lookup = p.Servers[:0], p.ServerIndex[:0], p.lookup[:0]
 	sessionPages.Put(p)
 }

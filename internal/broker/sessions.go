@@ -109,6 +109,10 @@ func (s *Service) describeFilter(q DescribeQuery) (SessionFilter, []byte, error)
 	return f, fh, nil
 }
 
+// reasonUnreachableSession is the StateReason of a READY session shown as
+// UNKNOWN because its server's agent is unreachable.
+const reasonUnreachableSession = "the agent of the session's server is unreachable"
+
 func (s *Service) sessionView(sess *Session, now time.Time) SessionView {
 	v := SessionView{Session: sess}
 	if sess.ServerID != "" {
@@ -116,7 +120,7 @@ func (s *Service) sessionView(sess *Session, now time.Time) SessionView {
 		if sess.State == StateReady && (v.Server == nil || !s.servers.unreachableSince(sess.ServerID, s.cfg.HeartbeatTimeout, now).IsZero()) {
 			cp := *sess
 			cp.State = StateUnknown
-			cp.StateReason = "the agent of the session's server is unreachable"
+			cp.StateReason = reasonUnreachableSession
 			v.Session = &cp
 		}
 	}

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -80,10 +79,11 @@ const maxCachedServers = 100000
 
 // fill sets raws[i] to the encoding of views[i]: one read lock for the hits,
 // and one write lock for the misses, encoded outside the lock.
-func (c *serverJSON) fill(views []*broker.ServerView, raws []json.RawMessage) {
+func (c *serverJSON) fill(views []broker.ServerView, raws []json.RawMessage) {
 	missing := false
 	c.mu.RLock()
-	for i, v := range views {
+	for i := range views {
+		v := &views[i]
 		if e := c.m[v.ID]; e.matches(v) {
 			raws[i] = e.raw
 		} else {
@@ -95,7 +95,8 @@ func (c *serverJSON) fill(views []*broker.ServerView, raws []json.RawMessage) {
 		return
 	}
 	var fresh []*encodedServer
-	for i, v := range views {
+	for i := range views {
+		v := &views[i]
 		if raws[i] != nil {
 			continue
 		}
@@ -119,57 +120,43 @@ func (c *serverJSON) fill(views []*broker.ServerView, raws []json.RawMessage) {
 
 // pageScratch is the reusable state of writing one session page.
 type pageScratch struct {
-	buf     []byte
-	index   map[*broker.Server]int // a page's distinct servers, to their place in servers
-	servers []*broker.Server
-	views   []*broker.ServerView
-	raws    []json.RawMessage
+	buf  []byte
+	raws []json.RawMessage // the encoding of each of the page's servers
 }
 
 // maxPooledPage is the largest page buffer kept for reuse (a page of 1,000
 // sessions with their servers is about 1.3 MB).
 const maxPooledPage = 4 << 20
 
-var pagePool = sync.Pool{New: func() any { return &pageScratch{index: make(map[*broker.Server]int)} }}
+var pagePool = sync.Pool{New: func() any { return &pageScratch{} }}
 
 // release returns p to the pool, dropping what it should not keep alive.
 func (p *pageScratch) release() {
 	if cap(p.buf) > maxPooledPage {
 		p.buf = nil
 	}
-	clear(p.index)
-	clear(p.servers)
-	clear(p.views)
 	clear(p.raws)
-	p.servers, p.views, p.raws = p.servers[:0], p.views[:0], p.raws[:0]
+	p.raws = p.raws[:0]
 	pagePool.Put(p)
 }
 
 // writeSessionPage writes a DescribeSessionsResponse. It is api's shape, built
 // by hand so each server's cached encoding is spliced in as is: a page repeats
-// servers, and encoding them was most of the work of a page. Each distinct
-// server is viewed once, and the buffers are reused across requests.
-func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, list []broker.SessionView, next string) {
+// servers, and encoding them was most of the work of a page. The broker views
+// each distinct server of the page once, and the buffers are reused across
+// requests.
+func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPage) {
 	p := pagePool.Get().(*pageScratch)
 	defer p.release()
-	for _, v := range list {
-		if v.Server == nil {
-			continue
-		}
-		if _, ok := p.index[v.Server]; !ok {
-			p.index[v.Server] = len(p.servers)
-			p.servers = append(p.servers, v.Server)
-		}
-	}
-	p.views = s.Service.ViewServers(ctx, p.servers, p.views)
-	p.raws = append(p.raws, make([]json.RawMessage, len(p.views))...)
-	s.serverCache.fill(p.views, p.raws)
+	p.raws = append(p.raws, make([]json.RawMessage, len(page.Servers))...)
+	s.serverCache.fill(page.Servers, p.raws)
 
+	list, next := page.Views, page.NextToken
 	size := 128 + len(next)
-	for _, v := range list {
+	for i := range list {
 		size += 400
-		if v.Server != nil {
-			size += len(p.raws[p.index[v.Server]])
+		if k := page.ServerIndex[i]; k >= 0 {
+			size += len(p.raws[k])
 		}
 	}
 	buf := slices.Grow(p.buf[:0], size)
@@ -181,8 +168,8 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, ctx context.Context, li
 			buf = append(buf, ',')
 		}
 		var raw json.RawMessage
-		if v.Server != nil {
-			raw = p.raws[p.index[v.Server]]
+		if k := page.ServerIndex[i]; k >= 0 {
+			raw = p.raws[k]
 		}
 		buf = appendSession(buf, v.Session, raw)
 	}

@@ -192,6 +192,30 @@ func TestDescribeSessions_PageMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("page after the changes lacks %s:\n%s", want, got)
 		}
 	}
+	if !strings.Contains(got, `"Type":"VIRTUAL","MaxConcurrentClients":1,"State":"UNKNOWN"`) {
+		t.Errorf("session on the unreachable server not UNKNOWN:\n%s", got)
+	}
+
+	// The page shows the session UNKNOWN in its own copy: once the agent
+	// relinks, the next pages (reusing the buffer) show it READY again.
+	on3, err := st.ListSessions(ctx, broker.SessionFilter{ServerID: "srv-3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reports []broker.SessionReport
+	for _, x := range on3 {
+		reports = append(reports, broker.SessionReport{ID: x.ID, Name: x.Name, Owner: x.Owner, Type: x.Type, State: x.State,
+			MaxConcurrentClients: x.MaxConcurrentClients, StorageRoot: x.StorageRoot, CreationTime: x.CreationTime,
+			LastDisconnectionTime: x.LastDisconnectionTime, NumOfConnections: x.NumOfConnections})
+	}
+	if err := svc.AgentConnected(ctx, "", "srv-3", testInfo(3), reports); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("relinked", check)
+	got = string(describe(t, ts, `{"SessionIds":["sess-03"]}`))
+	if !strings.Contains(got, `"MaxConcurrentClients":1,"State":"READY"`) || strings.Contains(got, "UNREACHABLE_AGENT") {
+		t.Errorf("session on the relinked server:\n%s", got)
+	}
 }
 
 // TestDescribeSessions_ConcurrentPages serves pages from several goroutines at

@@ -47,7 +47,7 @@ func (s *Server) describeSessions(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	defer page.Release()
-	s.writeSessionPage(w, r.Context(), page.Views, page.NextToken)
+	s.writeSessionPage(w, page)
 	return nil
 }
 
