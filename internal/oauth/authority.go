@@ -133,6 +133,8 @@ type Authority struct {
 
 	clientMu sync.Mutex
 	clients  map[string]clientEntry // client ID → cached status
+
+	verified verifiedCache // access tokens whose signature was verified
 }
 
 // New returns an Authority over store that issues tokens as issuer, with the

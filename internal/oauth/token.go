@@ -84,21 +84,56 @@ func (a *Authority) VerifyAccessToken(ctx context.Context, token string) (p *Pri
 			a.refused(TokenAccess, refusalReason(err))
 		}
 	}()
+	v, err := a.verifyAccessSignature(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.clientStatus(ctx, v.subject)
+	if err != nil {
+		return nil, fmt.Errorf("verify access token: %w", err)
+	}
+	if !e.active || e.kind != v.kind {
+		return nil, tokenError(reasonInactiveClient)
+	}
+	return &Principal{ClientID: v.subject, Kind: v.kind, ExpiresAt: time.Unix(v.expires, 0)}, nil
+}
+
+// verifyAccessSignature checks an access token's signature and claims, or
+// finds it among the tokens it checked before (verifycache.go) and checks
+// again what may have changed since: that it has not expired and that its
+// key still verifies.
+func (a *Authority) verifyAccessSignature(ctx context.Context, token string) (*verifiedToken, error) {
+	if token == "" || len(token) > maxTokenLen {
+		return nil, tokenError(reasonMalformed)
+	}
+	k := tokenKey(token)
+	if v := a.verified.get(&k, a.now()); v != nil {
+		pub, err := a.verificationKey(ctx, v.kid)
+		var le *lookupError
+		switch {
+		case errors.As(err, &le):
+			return nil, le.err
+		case err != nil:
+			a.verified.drop(&k)
+			return nil, err
+		case pub.Equal(v.pub):
+			return v, nil
+		}
+		a.verified.drop(&k) // another key of that kid: verify again
+	}
 	var c accessClaims
-	err = parseToken(token, &c, typAccess, audAccess, a.issuer(), a.now, func(kid string) (*ecdsa.PublicKey, error) {
-		return a.verificationKey(ctx, kid)
+	v := &verifiedToken{}
+	err := parseToken(token, &c, typAccess, audAccess, a.issuer(), a.now, func(kid string) (*ecdsa.PublicKey, error) {
+		pub, err := a.verificationKey(ctx, kid)
+		v.kid, v.pub = kid, pub
+		return pub, err
 	})
 	if err != nil {
 		return nil, err
 	}
-	e, err := a.clientStatus(ctx, c.Subject)
-	if err != nil {
-		return nil, fmt.Errorf("verify access token: %w", err)
-	}
-	if !e.active || e.kind != c.ClientKind {
-		return nil, tokenError(reasonInactiveClient)
-	}
-	return &Principal{ClientID: c.Subject, Kind: c.ClientKind, ExpiresAt: time.Unix(c.ExpiresAt, 0)}, nil
+	v.subject, v.kind, v.expires = c.Subject, c.ClientKind, c.ExpiresAt
+	a.verified.put(&k, v, a.now())
+	return v, nil
 }
 
 // IssueConnectionToken returns a token that lets user connect to session
