@@ -131,30 +131,38 @@ func pgText(s string) string {
 
 // scanSession reads the sessionCols of a row.
 func scanSession(r pgx.CollectableRow) (*broker.Session, error) {
+	var ss broker.Session
+	if err := scanSessionInto(r, &ss); err != nil {
+		return nil, err
+	}
+	return &ss, nil
+}
+
+// scanSessionInto reads the sessionCols of a row into ss, which must be zero.
+func scanSessionInto(r pgx.CollectableRow, ss *broker.Session) error {
 	var (
-		ss                                      broker.Session
 		creation, lastDisc, updated, enqueuedAt int64
 		excluded, spec                          []byte
 	)
 	if err := r.Scan(&ss.Seq, &ss.ID, &ss.Owner, &ss.Name, &ss.Type, &ss.ServerID, &ss.State, &ss.Substate,
 		&ss.StateReason, &ss.MaxConcurrentClients, &ss.StorageRoot, &creation, &lastDisc, &ss.NumOfConnections,
 		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec); err != nil {
-		return nil, err
+		return err
 	}
 	if len(excluded) > 2 { // not "[]"
 		var err error
 		if ss.Excluded, err = decodeStrings(excluded); err != nil {
-			return nil, fmt.Errorf("decode session %q excluded: %w", ss.ID, err)
+			return fmt.Errorf("decode session %q excluded: %w", ss.ID, err)
 		}
 	}
 	if len(spec) > 2 { // not "{}"
 		if err := decodeSpec(spec, &ss.Spec); err != nil {
-			return nil, fmt.Errorf("decode session %q spec: %w", ss.ID, err)
+			return fmt.Errorf("decode session %q spec: %w", ss.ID, err)
 		}
 	}
 	ss.CreationTime, ss.LastDisconnectionTime = fromMillis(creation), fromMillis(lastDisc)
 	ss.UpdatedAt, ss.EnqueuedAt = fromMillis(updated), fromMillis(enqueuedAt)
-	return &ss, nil
+	return nil
 }
 
 // collectSeqs reads the (id, seq) rows that insertSessionsSQL returns.
@@ -219,6 +227,17 @@ func (s *Store) GetSession(ctx context.Context, id string) (_ *broker.Session, e
 // sessions.
 func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) (_ []*broker.Session, err error) {
 	defer unavailable(&err)
+	query, args := listSessionsQuery(&f)
+	rows, _ := s.pool.Query(ctx, query, args...)
+	out, err := pgx.CollectRows(rows, scanSession)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	return out, nil
+}
+
+// listSessionsQuery is the query of ListSessions and its arguments.
+func listSessionsQuery(f *broker.SessionFilter) (string, []any) {
 	var b strings.Builder
 	args := []any{f.AfterSeq}
 	arg := func(v any) string {
@@ -256,12 +275,7 @@ func (s *Store) ListSessions(ctx context.Context, f broker.SessionFilter) (_ []*
 	if f.Limit > 0 {
 		b.WriteString(` LIMIT ` + arg(f.Limit))
 	}
-	rows, _ := s.pool.Query(ctx, b.String(), args...)
-	out, err := pgx.CollectRows(rows, scanSession)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	return out, nil
+	return b.String(), args
 }
 
 // UpdateSession reads and locks the session row (SELECT ... FOR UPDATE),
