@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"image/png"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -207,5 +210,45 @@ func BenchmarkScreenshot4KNoise(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.SetBytes(int64(len(ims[0].Data)))
+	}
+}
+
+// TestDriver_SessionsInIDOrder: Sessions lists the sessions in ID order
+// (the agent then sorts nothing) whatever the order of creates, deletes,
+// exits and failed creates.
+func TestDriver_SessionsInIDOrder(t *testing.T) {
+	ctx := context.Background()
+	d := sim.New()
+	d.FailOwners = map[string]string{"mallory": "no such user"}
+	want := map[string]bool{}
+	for i := range 200 {
+		id := fmt.Sprintf("s%03d", (i*37)%200) // every ID once, out of order
+		owner := "alice"
+		if i%11 == 0 {
+			owner = "mallory"
+		}
+		if err := d.Create(ctx, agent.CreateRequest{ID: id, Owner: owner}); err == nil {
+			want[id] = true
+		}
+		switch {
+		case i%7 == 3:
+			_ = d.Delete(ctx, id)
+			delete(want, id)
+		case i%13 == 5:
+			d.SimulateExit(id)
+			delete(want, id)
+		}
+	}
+	list, err := d.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list {
+		got = append(got, s.ID)
+	}
+	wantIDs := slices.Sorted(maps.Keys(want))
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("Sessions IDs =\n%v\nwant\n%v", got, wantIDs)
 	}
 }
