@@ -1,0 +1,345 @@
+// Package tlsaccept is a TLS listener that finishes each handshake before
+// Accept returns the connection, on a bounded pool of workers in arrival
+// order, so that a connect storm (thousands of agents relinking after a
+// broker restart) costs no more CPU at once than the machine has.
+//
+// tls.NewListener returns a connection at once and leaves its handshake to
+// whoever reads first: behind http.Server that is one goroutine per
+// connection, so ten thousand arriving agents run ten thousand handshakes
+// together, each slowed by all the others, until many pass their deadline
+// and are done again from scratch. Here at most Workers handshakes run at a
+// time; the others wait in a FIFO queue, and one that waited longer than
+// MaxWait is closed before any cryptography (shed), since its client is
+// likely to give up before its handshake could finish. A shed client sees
+// its connection closed and retries later.
+//
+// Wrap the connection-limited listener (internal/netlimit) so that its
+// limits count the queued connections too, and serve it with
+// http.Server.Serve: net/http sees the *tls.Conn, uses the finished
+// handshake (Request.TLS is set) and hijacks it for WebSockets as usual.
+//
+//	ln = tlsaccept.New(netlimit.Wrap(tcp, lim, nopts), cfg, tlsaccept.Options{Name: "agent"})
+//	srv.Serve(ln)
+//
+// TicketKeys derives stable session ticket keys from a secret, so that
+// clients resume their TLS sessions across a restart.
+package tlsaccept
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/logattr"
+)
+
+// Defaults of Options.
+const (
+	// DefaultHandshakeTimeout bounds one handshake once it started.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// DefaultMaxWait bounds the time a connection waits for a worker.
+	DefaultMaxWait = 3 * time.Second
+	// DefaultQueue bounds the connections waiting for a worker.
+	DefaultQueue = 16384
+	// DefaultWorkersPerCPU is the number of workers per CPU (GOMAXPROCS)
+	// when Options.Workers is 0: a handshake waits on its client for a
+	// round trip, so a few per CPU keep the CPUs busy.
+	DefaultWorkersPerCPU = 4
+	// DefaultLogEvery is the least time between two warnings of shed
+	// connections.
+	DefaultLogEvery = time.Minute
+)
+
+// ReasonHandshakeQueue is the reason an Observer receives for a connection
+// shed because it waited too long for a handshake worker, or found the
+// queue full.
+const ReasonHandshakeQueue = "handshake_queue"
+
+// Observer receives the connections a Listener sheds; netlimit.Observer has
+// the same method. It is called from the listener's goroutines and must not
+// block.
+type Observer interface {
+	// ConnectionRefused records a connection closed before its handshake;
+	// listener is Options.Name and reason ReasonHandshakeQueue.
+	ConnectionRefused(listener, reason string)
+}
+
+// Options configure a Listener.
+type Options struct {
+	// Name names the listener in log lines and Observer calls.
+	Name string
+	// Workers bounds the handshakes in progress at once; 0 means
+	// DefaultWorkersPerCPU per GOMAXPROCS.
+	Workers int
+	// HandshakeTimeout bounds a handshake from its start; 0 means
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxWait bounds the time a connection waits in the queue; one that
+	// waited longer is closed without a handshake. 0 means DefaultMaxWait.
+	MaxWait time.Duration
+	// Queue bounds the connections waiting for a worker; one arriving at a
+	// full queue is closed. 0 means DefaultQueue.
+	Queue int
+	// Observer, when set, is told of each shed connection.
+	Observer Observer
+	// Logger receives failed handshakes at DEBUG (as net/http logs them)
+	// and shed connections at WARN, at most once every LogEvery with the
+	// count since the last line. Nil means slog.Default().
+	Logger *slog.Logger
+	// LogEvery is the least time between two warnings; 0 means
+	// DefaultLogEvery.
+	LogEvery time.Duration
+	// Now returns the current time, for the queue's wait; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// pending is a connection waiting for its handshake.
+type pending struct {
+	c       net.Conn
+	arrived time.Time
+}
+
+// Listener is a net.Listener whose Accept returns *tls.Conn connections with
+// their handshake done. Create it with New.
+type Listener struct {
+	inner net.Listener
+	cfg   *tls.Config
+	opts  Options
+
+	queue  chan pending
+	ready  chan net.Conn
+	ctx    context.Context // canceled by Close: cuts handshakes in progress
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close or a permanent accept error
+	once   sync.Once
+	err    error // why done closed; set before done is closed
+	wg     sync.WaitGroup
+
+	inFlight atomic.Int64
+	shed     atomic.Uint64
+	failed   atomic.Uint64
+	handshk  atomic.Uint64
+
+	logMu    sync.Mutex
+	lastLog  time.Time // guarded by logMu
+	sinceLog int       // shed since lastLog; guarded by logMu
+}
+
+// New returns a listener that accepts from inner and hands out connections
+// whose TLS handshake with cfg completed. It starts accepting at once.
+func New(inner net.Listener, cfg *tls.Config, opts Options) *Listener {
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkersPerCPU * runtime.GOMAXPROCS(0)
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = DefaultMaxWait
+	}
+	if opts.Queue <= 0 {
+		opts.Queue = DefaultQueue
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.LogEvery <= 0 {
+		opts.LogEvery = DefaultLogEvery
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Listener{
+		inner: inner, cfg: cfg, opts: opts,
+		queue: make(chan pending, opts.Queue),
+		ready: make(chan net.Conn, opts.Workers),
+		ctx:   ctx, cancel: cancel,
+		done: make(chan struct{}),
+	}
+	l.wg.Add(1 + opts.Workers)
+	go l.acceptLoop()
+	for range opts.Workers {
+		go l.worker()
+	}
+	return l
+}
+
+// Accept returns the next connection whose handshake completed, a
+// *tls.Conn.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
+	}
+}
+
+// Close stops accepting, closes the connections waiting or in handshake,
+// and returns once the listener's goroutines have ended. Connections
+// already returned by Accept stay open.
+func (l *Listener) Close() error {
+	l.stop(net.ErrClosed)
+	err := l.inner.Close()
+	l.wg.Wait()
+	for {
+		select {
+		case p := <-l.queue:
+			p.c.Close()
+		case c := <-l.ready:
+			c.Close()
+		default:
+			return err
+		}
+	}
+}
+
+// stop ends the listener with err as Accept's error.
+func (l *Listener) stop(err error) {
+	l.once.Do(func() {
+		l.err = err
+		l.cancel()
+		close(l.done)
+	})
+}
+
+// Addr is the inner listener's address.
+func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
+
+// acceptLoop queues the inner listener's connections. Temporary errors (a
+// process out of file descriptors) are retried after a pause, as
+// http.Server does; any other ends the listener.
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := l.inner.Accept()
+		if err != nil {
+			var ne net.Error
+			//lint:ignore SA1019 the accept errors net/http retries (EMFILE, ENFILE, ECONNABORTED)
+			if errors.As(err, &ne) && ne.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+					continue
+				case <-l.done:
+					t.Stop()
+					return
+				}
+			}
+			if errors.Is(err, net.ErrClosed) {
+				err = net.ErrClosed
+			}
+			l.stop(err)
+			return
+		}
+		delay = 0
+		select {
+		case l.queue <- pending{c: c, arrived: l.opts.Now()}:
+		default:
+			c.Close()
+			l.shedOne()
+		}
+	}
+}
+
+// worker runs the queue's handshakes, one at a time, oldest first.
+func (l *Listener) worker() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.done:
+			return
+		case p := <-l.queue:
+			l.handshake(p)
+		}
+	}
+}
+
+// handshake completes p's TLS handshake and hands the connection to Accept,
+// or closes it: when it waited longer than MaxWait (before any
+// cryptography), when the handshake fails or takes longer than
+// HandshakeTimeout, or when the listener closed.
+func (l *Listener) handshake(p pending) {
+	if l.opts.Now().Sub(p.arrived) > l.opts.MaxWait {
+		p.c.Close()
+		l.shedOne()
+		return
+	}
+	l.inFlight.Add(1)
+	defer l.inFlight.Add(-1)
+	tc := tls.Server(p.c, l.cfg)
+	tc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
+	err := tc.HandshakeContext(l.ctx)
+	if err == nil {
+		err = tc.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		tc.Close()
+		l.failed.Add(1)
+		l.opts.Logger.Debug("TLS handshake failed", "listener", l.opts.Name,
+			logattr.Remote, p.c.RemoteAddr().String(), "err", err)
+		return
+	}
+	l.handshk.Add(1)
+	select {
+	case l.ready <- tc:
+	case <-l.done:
+		tc.Close()
+	}
+}
+
+// shedOne counts a connection closed before its handshake, tells the
+// Observer and logs, rate-limited.
+func (l *Listener) shedOne() {
+	l.shed.Add(1)
+	if l.opts.Observer != nil {
+		l.opts.Observer.ConnectionRefused(l.opts.Name, ReasonHandshakeQueue)
+	}
+	now := l.opts.Now()
+	l.logMu.Lock()
+	l.sinceLog++
+	if !l.lastLog.IsZero() && now.Sub(l.lastLog) < l.opts.LogEvery {
+		l.logMu.Unlock()
+		return
+	}
+	n := l.sinceLog
+	l.sinceLog, l.lastLog = 0, now
+	l.logMu.Unlock()
+	l.opts.Logger.Warn("connections shed: they waited too long for a TLS handshake", "listener", l.opts.Name,
+		"count", n, "workers", l.opts.Workers, "max_wait", l.opts.MaxWait)
+}
+
+// Stats are a Listener's counts since New.
+type Stats struct {
+	// Queued is the number of connections waiting for a worker now.
+	Queued int
+	// InFlight is the number of handshakes in progress now.
+	InFlight int
+	// Handshakes counts the handshakes completed.
+	Handshakes uint64
+	// Failed counts the handshakes that failed or timed out.
+	Failed uint64
+	// Shed counts the connections closed before their handshake.
+	Shed uint64
+}
+
+// Stats returns the listener's counts.
+func (l *Listener) Stats() Stats {
+	return Stats{
+		Queued:     len(l.queue),
+		InFlight:   int(l.inFlight.Load()),
+		Handshakes: l.handshk.Load(),
+		Failed:     l.failed.Load(),
+		Shed:       l.shed.Load(),
+	}
+}

@@ -1,0 +1,403 @@
+package tlsaccept
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/berth-dev/berth/internal/poll"
+)
+
+// testCert returns a self-signed certificate for 127.0.0.1 and a pool that
+// trusts it.
+func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "tlsaccept test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// gate holds handshakes in GetConfigForClient until released, recording
+// the order they arrive in (by SNI) and the most held at once.
+type gate struct {
+	mu      sync.Mutex
+	entered []string
+	held    int
+	maxHeld int
+	release chan struct{}
+	open    chan struct{} // closed at the end of the test: nothing held
+}
+
+// newGate returns a gate; call its done once the listener is made, so that
+// it lets everything through at the end of the test, before the listener's
+// Close (which waits for its workers).
+func newGate() *gate {
+	g := &gate{release: make(chan struct{}, 100), open: make(chan struct{})}
+	return g
+}
+
+func (g *gate) hook(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	g.mu.Lock()
+	g.entered = append(g.entered, hello.ServerName)
+	g.held++
+	g.maxHeld = max(g.maxHeld, g.held)
+	g.mu.Unlock()
+	select {
+	case <-g.release:
+	case <-g.open:
+	}
+	g.mu.Lock()
+	g.held--
+	g.mu.Unlock()
+	return nil, nil
+}
+
+func (g *gate) done(t *testing.T) { t.Cleanup(func() { close(g.open) }) }
+
+func (g *gate) state() ([]string, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.entered), g.maxHeld
+}
+
+type refusals struct{ n atomic.Int64 }
+
+func (r *refusals) ConnectionRefused(listener, reason string) {
+	if listener == "agent" && reason == ReasonHandshakeQueue {
+		r.n.Add(1)
+	}
+}
+
+// fakeClock is an injected Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type env struct {
+	ln   *Listener
+	pool *x509.CertPool
+}
+
+func newEnv(t *testing.T, cfg *tls.Config, opts Options) *env {
+	t.Helper()
+	cert, pool := testCert(t)
+	return newEnvCert(t, cfg, opts, cert, pool)
+}
+
+// newEnvCert is newEnv with the certificate cert, trusted by pool: that of
+// an earlier env, as a restarted broker keeps its certificate.
+func newEnvCert(t *testing.T, cfg *tls.Config, opts Options, cert tls.Certificate, pool *x509.CertPool) *env {
+	t.Helper()
+	cfg.Certificates = []tls.Certificate{cert}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := New(tcp, cfg, opts)
+	t.Cleanup(func() { ln.Close() })
+	return &env{ln: ln, pool: pool}
+}
+
+// dial connects to the listener (the TCP connection is established, so
+// queued in order, when it returns) and starts a handshake naming sni;
+// the handshake's outcome arrives on the channel.
+func (e *env) dial(t *testing.T, sni string, cache tls.ClientSessionCache) (*tls.Conn, chan error) {
+	t.Helper()
+	raw, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: sni, RootCAs: e.pool, InsecureSkipVerify: sni != "localhost" && sni != "127.0.0.1",
+		ClientSessionCache: cache})
+	t.Cleanup(func() { c.Close() })
+	done := make(chan error, 1)
+	go func() {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		done <- c.Handshake()
+	}()
+	return c, done
+}
+
+func TestListener_FIFOBoundedConcurrency(t *testing.T) {
+	g := newGate()
+	const workers, clients = 2, 6
+	e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: workers})
+	g.done(t)
+	var names []string
+	for i := range clients {
+		name := fmt.Sprintf("c%d.test", i)
+		names = append(names, name)
+		e.dial(t, name, nil)
+	}
+	poll.Until(t, 10*time.Second, "the first handshakes held and the rest queued", func() bool {
+		entered, _ := g.state()
+		return len(entered) == workers && e.ln.Stats().Queued == clients-workers
+	})
+	var accepted []string
+	for released := 0; released < clients; released++ {
+		g.release <- struct{}{}
+		c, err := e.ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted = append(accepted, c.(*tls.Conn).ConnectionState().ServerName)
+		c.Close()
+		want := min(released+1+workers, clients)
+		poll.Until(t, 10*time.Second, "the next handshake to start", func() bool {
+			entered, _ := g.state()
+			return len(entered) == want
+		})
+		entered, maxHeld := g.state()
+		if maxHeld > workers {
+			t.Fatalf("%d handshakes at once, want at most %d", maxHeld, workers)
+		}
+		// The handshakes started are the oldest connections, whatever
+		// order the workers reached the hook in.
+		got := slices.Sorted(slices.Values(entered))
+		if !slices.Equal(got, names[:want]) {
+			t.Fatalf("after %d released, handshakes started for %v, want %v", released+1, got, names[:want])
+		}
+	}
+	if got := slices.Sorted(slices.Values(accepted)); !slices.Equal(got, names) {
+		t.Errorf("accepted %v, want %v", accepted, names)
+	}
+	if s := e.ln.Stats(); s.Handshakes != clients || s.Shed != 0 || s.Failed != 0 {
+		t.Errorf("Stats = %+v, want %d handshakes, none shed or failed", s, clients)
+	}
+}
+
+func TestListener_Sheds(t *testing.T) {
+	tests := []struct {
+		name string
+		// queue and the clock's step once the later clients are queued
+		queue   int
+		advance time.Duration
+		clients int
+		shed    int
+	}{
+		{"waited past MaxWait", 0, 2 * time.Second, 3, 2},
+		{"within MaxWait", 0, 500 * time.Millisecond, 3, 0},
+		{"queue full", 1, 0, 3, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGate()
+			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			var obs refusals
+			e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{
+				Name: "agent", Workers: 1, MaxWait: time.Second, Queue: tt.queue, Now: clock.Now, Observer: &obs,
+			})
+			g.done(t)
+			_, first := e.dial(t, "first.test", nil)
+			poll.Until(t, 10*time.Second, "the first handshake held", func() bool {
+				entered, _ := g.state()
+				return len(entered) == 1
+			})
+			var later []chan error
+			for i := 1; i < tt.clients; i++ {
+				_, done := e.dial(t, fmt.Sprintf("c%d.test", i), nil)
+				later = append(later, done)
+			}
+			poll.Until(t, 10*time.Second, "the later clients queued or shed", func() bool {
+				s := e.ln.Stats()
+				return s.Queued+int(s.Shed) == tt.clients-1
+			})
+			clock.Add(tt.advance)
+			for range tt.clients + 1 {
+				g.release <- struct{}{}
+			}
+			if c, err := e.ln.Accept(); err != nil {
+				t.Fatal(err)
+			} else {
+				c.Close()
+			}
+			if err := <-first; err != nil {
+				t.Fatalf("first handshake: %v", err)
+			}
+			failed := 0
+			for _, done := range later {
+				if err := <-done; err != nil {
+					failed++
+				} else if c, err := e.ln.Accept(); err != nil {
+					t.Fatal(err)
+				} else {
+					c.Close()
+				}
+			}
+			if failed != tt.shed {
+				t.Errorf("%d later clients failed their handshake, want %d", failed, tt.shed)
+			}
+			s := e.ln.Stats()
+			if int(s.Shed) != tt.shed || int(obs.n.Load()) != tt.shed {
+				t.Errorf("shed %d, observer told of %d, want %d", s.Shed, obs.n.Load(), tt.shed)
+			}
+			// A client arriving now is not held to the earlier wait.
+			_, done := e.dial(t, "after.test", nil)
+			if err := <-done; err != nil {
+				t.Fatalf("handshake after the shedding: %v", err)
+			}
+		})
+	}
+}
+
+func TestListener_HandshakeTimeout(t *testing.T) {
+	e := newEnv(t, &tls.Config{}, Options{Name: "agent", Workers: 1, HandshakeTimeout: 200 * time.Millisecond})
+	silent, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	poll.Until(t, 10*time.Second, "the silent connection's handshake to start", func() bool { return e.ln.Stats().InFlight == 1 })
+	// The only worker is busy with a client that sends nothing: the next
+	// handshake completes only once the first timed out.
+	_, done := e.dial(t, "localhost", nil)
+	if err := <-done; err != nil {
+		t.Fatalf("handshake behind a silent client: %v", err)
+	}
+	if s := e.ln.Stats(); s.Failed != 1 {
+		t.Errorf("Failed = %d, want 1", s.Failed)
+	}
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("silent connection read %v, want EOF (closed by the listener)", err)
+	}
+}
+
+func TestListener_HTTPServer(t *testing.T) {
+	e := newEnv(t, &tls.Config{}, Options{Name: "client"})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /tls", func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || !r.TLS.HandshakeComplete {
+			http.Error(w, "no TLS state", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "%s %x", r.TLS.ServerName, r.TLS.Version)
+	})
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		typ, b, err := c.Read(r.Context())
+		if err != nil {
+			return
+		}
+		c.Write(r.Context(), typ, append([]byte("echo "), b...))
+		c.Close(websocket.StatusNormalClosure, "")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(e.ln)
+	t.Cleanup(func() { srv.Close() })
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.pool}}}
+	base := "https://localhost:" + fmt.Sprint(e.ln.Addr().(*net.TCPAddr).Port)
+	resp, err := client.Get(base + "/tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("localhost %x", tls.VersionTLS13); resp.StatusCode != http.StatusOK || string(body) != want {
+		t.Fatalf("GET /tls: %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "wss"+base[len("https"):]+"/ws", &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatalf("WebSocket upgrade: %v", err)
+	}
+	defer ws.CloseNow()
+	if err := ws.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := ws.Read(ctx); err != nil || string(b) != "echo hi" {
+		t.Fatalf("WebSocket read %q, %v; want \"echo hi\"", b, err)
+	}
+}
+
+func TestListener_Close(t *testing.T) {
+	g := newGate()
+	e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: 1})
+	g.done(t)
+	_, held := e.dial(t, "held.test", nil)
+	_, queued := e.dial(t, "queued.test", nil)
+	poll.Until(t, 10*time.Second, "one handshake held, one queued", func() bool {
+		entered, _ := g.state()
+		return len(entered) == 1 && e.ln.Stats().Queued == 1
+	})
+	go func() {
+		// The hook returns once Close cut the handshake's connection.
+		<-e.ln.done
+		g.release <- struct{}{}
+	}()
+	if err := e.ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ln.Accept(); err != net.ErrClosed {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	for name, done := range map[string]chan error{"held": held, "queued": queued} {
+		if err := <-done; err == nil {
+			t.Errorf("%s handshake completed after Close", name)
+		}
+	}
+}
