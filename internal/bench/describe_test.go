@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/httpapi"
+	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
 )
 
@@ -54,7 +55,15 @@ func BenchmarkDescribeSessionsVsBare(b *testing.B) {
 	b.Run("store=sqlite", func(b *testing.B) {
 		f := newFleet(b, 10000)
 		f.loadSessions(b, 100000)
-		describeVsBare(b, f.svc)
+		describeVsBare(b, f.svc, nil)
+	})
+	// As the broker serves the API: every request carries a bearer token
+	// (the same one, as a client's requests do) that the handler verifies
+	// with the broker's token authority on the same store.
+	b.Run("store=sqlite,auth=bearer", func(b *testing.B) {
+		f := newFleet(b, 10000)
+		f.loadSessions(b, 100000)
+		describeVsBare(b, f.svc, oauth.New(f.store, "bench"))
 	})
 	b.Run("store=postgres", func(b *testing.B) {
 		st := pgOpen(b, pgtest.DSN(b))
@@ -73,7 +82,7 @@ func BenchmarkDescribeSessionsVsBare(b *testing.B) {
 		if _, err := st.Pool().Exec(ctx, `ANALYZE`); err != nil {
 			b.Fatal(err)
 		}
-		describeVsBare(b, pgBroker(b, st, "bench-0", nil))
+		describeVsBare(b, pgBroker(b, st, "bench-0", nil), nil)
 	})
 }
 
@@ -84,11 +93,18 @@ func benchSession(i int, now time.Time) *broker.Session {
 		MaxConcurrentClients: 2, NumOfConnections: int64(i % 3), StorageRoot: "/home/x"}
 }
 
-// describeVsBare runs the comparison against svc.
-func describeVsBare(b *testing.B, svc *broker.Service) {
-	apiSrv := httptest.NewTLSServer((&httpapi.Server{Service: svc, Logger: slog.New(slog.DiscardHandler)}).Handler())
+// describeVsBare runs the comparison against svc. With auth, the API
+// checks bearer tokens with it, and both clients send one with every request.
+func describeVsBare(b *testing.B, svc *broker.Service, auth *oauth.Authority) {
+	h := &httpapi.Server{Service: svc, Logger: slog.New(slog.DiscardHandler)}
+	token := ""
+	if auth != nil {
+		h.Verifier = auth
+		token = benchToken(b, auth)
+	}
+	apiSrv := httptest.NewTLSServer(h.Handler())
 	defer apiSrv.Close()
-	apiClient := benchClient(apiSrv)
+	apiClient := benchClient(apiSrv, token)
 
 	// Every page of the first describeOwners owners, read once: the request
 	// mix, and the bytes the bare handler answers.
@@ -128,7 +144,7 @@ func describeVsBare(b *testing.B, svc *broker.Service) {
 		_, _ = w.Write(bodies[i])
 	}))
 	defer bare.Close()
-	bareClient := benchClient(bare)
+	bareClient := benchClient(bare, token)
 
 	var apiRates, bareRates, apiCPU, bareCPU []float64
 	round := 0
@@ -168,14 +184,52 @@ func describeVsBare(b *testing.B, svc *broker.Service) {
 }
 
 // benchClient is a keep-alive HTTP/1.1 client for an httptest TLS server, with
-// one idle connection per concurrent client.
-func benchClient(s *httptest.Server) *http.Client {
+// one idle connection per concurrent client, that sends token (if any) as a
+// bearer token with every request.
+func benchClient(s *httptest.Server, token string) *http.Client {
 	base := s.Client().Transport.(*http.Transport)
-	return &http.Client{Transport: &http.Transport{
+	var rt http.RoundTripper = &http.Transport{
 		TLSClientConfig:     base.TLSClientConfig.Clone(),
 		MaxIdleConnsPerHost: describeConcurrency,
 		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-	}}
+	}
+	if token != "" {
+		rt = bearer{rt: rt, value: "Bearer " + token}
+	}
+	return &http.Client{Transport: rt}
+}
+
+// bearer adds an Authorization header to each request.
+type bearer struct {
+	rt    http.RoundTripper
+	value string
+}
+
+func (t bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", t.value)
+	return t.rt.RoundTrip(r)
+}
+
+// benchToken registers an API client with a and returns an access token for it.
+func benchToken(b *testing.B, a *oauth.Authority) string {
+	ctx := context.Background()
+	if err := a.EnsureKey(ctx); err != nil {
+		b.Fatal(err)
+	}
+	id, secret, err := a.RegisterClient(ctx, oauth.KindAPI, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := a.Authenticate(ctx, oauth.KindAPI, id, secret)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, _, err := a.IssueAccessToken(ctx, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tok
 }
 
 // describeRound sends the requests round-robin from describeConcurrency
