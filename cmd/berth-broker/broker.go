@@ -29,6 +29,7 @@ import (
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/netlimit"
+	"github.com/berth-dev/berth/internal/tlsaccept"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/postgres"
@@ -86,6 +87,12 @@ type Main struct {
 	resolverLn net.Listener
 	// limited are the connection limits of the listeners, by name.
 	limited map[string]*netlimit.Listener
+	// handshakes are the listeners' TLS handshake pools, by name.
+	handshakes map[string]*tlsaccept.Listener
+	// ticketSecret derives the connectors' session ticket keys
+	// (loadTicketSecret); runCtx ends with Close.
+	ticketSecret []byte
+	runCtx       context.Context
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -212,6 +219,9 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	}
 	clientCert, agentCert, err := m.connectorCertificates()
 	if err != nil {
+		return err
+	}
+	if err := m.loadTicketSecret(ctx); err != nil {
 		return err
 	}
 	brokerID := m.brokerID()
@@ -416,7 +426,7 @@ func (m *Main) startHub(hubDisp *hubDispatcher) {
 // Close.
 func (m *Main) runBackground() {
 	runCtx, cancel := context.WithCancel(context.Background())
-	m.cancel = cancel
+	m.cancel, m.runCtx = cancel, runCtx
 	m.goRun(func() { _ = m.svc.Run(runCtx) })
 	if m.node != nil {
 		m.goRun(func() { _ = m.node.Run(runCtx) })
@@ -490,13 +500,21 @@ func (m *Main) agentMux() http.Handler {
 func (m *Main) startListeners(clientCert, agentCert *pki.Holder) error {
 	c := &m.Config
 	api, agents := m.apiHandler(), m.agentMux()
+	clientTLS, agentTLS := listencert.ServerTLS(clientCert), listencert.ServerTLS(agentCert)
+	if m.ticketSecret != nil {
+		// Tickets any broker on the store accepts, after a restart too.
+		if err := tlsaccept.RotateTicketKeys(cmp.Or(m.runCtx, context.Background()), m.ticketSecret,
+			tlsaccept.DefaultTicketPeriod, clientTLS, agentTLS); err != nil {
+			return err
+		}
+	}
 	var err error
 	if m.clientLn, err = m.listenTLS("client", c.ClientBindHost, c.ClientPort,
-		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, listencert.ServerTLS(clientCert)); err != nil {
+		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, clientTLS); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)
 	}
 	if m.agentLn, err = m.listenTLS("agent", c.AgentBindHost, c.AgentPort,
-		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, listencert.ServerTLS(agentCert)); err != nil {
+		netlimit.Limits{Max: c.AgentMaxConns, MaxPerAddr: c.AgentMaxConnsPerAddr}, agentTLS); err != nil {
 		return fmt.Errorf("agent-to-broker-connector: %w", err)
 	}
 	m.serve(m.clientLn, api)
@@ -552,7 +570,13 @@ func (m *Main) serve(ln net.Listener, h http.Handler) {
 var metricsLimits = netlimit.Limits{Max: 64, MaxPerAddr: 16}
 
 // listenTLS listens on host:port with the connection limits lim (the
-// listener named name in logs and metrics), then TLS.
+// listener named name in logs and metrics), then TLS: handshakes run on a
+// bounded pool, oldest first, each within
+// connector-request-header-timeout-seconds, and a connection that waited
+// longer than tlsaccept.DefaultMaxWait for its handshake is closed
+// (berth_broker_connections_refused_total{reason="handshake_queue"}), so
+// that a connect storm's admitted handshakes finish well inside the agents'
+// dial timeout instead of all slowing down together.
 func (m *Main) listenTLS(name, host string, port int, lim netlimit.Limits, cfg *tls.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
@@ -567,7 +591,17 @@ func (m *Main) listenTLS(name, host string, port int, lim netlimit.Limits, cfg *
 		m.limited = make(map[string]*netlimit.Listener)
 	}
 	m.limited[name] = l
-	return tls.NewListener(l, cfg), nil
+	hopts := tlsaccept.Options{Name: name, Logger: m.Logger,
+		HandshakeTimeout: cmp.Or(m.Config.RequestHeaderTimeout, 10*time.Second)}
+	if opts.Observer != nil {
+		hopts.Observer = opts.Observer
+	}
+	h := tlsaccept.New(l, cfg, hopts)
+	if m.handshakes == nil {
+		m.handshakes = make(map[string]*tlsaccept.Listener)
+	}
+	m.handshakes[name] = h
+	return h, nil
 }
 
 // startMetrics opens the metrics listener (metrics-port): Prometheus metrics

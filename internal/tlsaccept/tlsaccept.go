@@ -1,20 +1,26 @@
 // Package tlsaccept is a TLS listener that finishes each handshake before
-// Accept returns the connection, on a bounded pool of workers in arrival
-// order, so that a connect storm (thousands of agents relinking after a
-// broker restart) costs no more CPU at once than the machine has.
+// Accept returns the connection, with the handshakes' cryptography bounded
+// to a few at a time and served in arrival order, so that a connect storm
+// (thousands of agents relinking after a broker restart) costs no more CPU
+// at once than the machine has.
 //
 // tls.NewListener returns a connection at once and leaves its handshake to
 // whoever reads first: behind http.Server that is one goroutine per
 // connection, so ten thousand arriving agents run ten thousand handshakes
 // together, each slowed by all the others, until many pass their deadline
-// and are done again from scratch. Here at most Workers handshakes run at a
-// time; the others wait in a FIFO queue, and one that waited longer than
-// MaxWait is closed before any cryptography (shed), since its client is
-// likely to give up before its handshake could finish. A shed client sees
-// its connection closed and retries later.
+// and are done again from scratch. Here each connection waits for its
+// client's first bytes (the ClientHello) on its own goroutine, holding
+// nothing; then it takes one of Workers slots, in the order the
+// ClientHellos arrived, and holds it while the server computes and writes
+// its reply (key exchange, signature), until it waits on the client again.
+// A connection that waited longer than MaxWait for a slot is closed before
+// any cryptography (shed), since its client is likely to give up before its
+// handshake could finish; the client sees its connection closed and retries
+// later. A client that sends nothing, or stalls mid-handshake, holds no
+// slot and is closed after HandshakeTimeout.
 //
 // Wrap the connection-limited listener (internal/netlimit) so that its
-// limits count the queued connections too, and serve it with
+// limits count the connections in handshake too, and serve it with
 // http.Server.Serve: net/http sees the *tls.Conn, uses the finished
 // handshake (Request.TLS is set) and hijacks it for WebSockets as usual.
 //
@@ -28,7 +34,9 @@ package tlsaccept
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -43,13 +51,12 @@ import (
 const (
 	// DefaultHandshakeTimeout bounds one handshake once it started.
 	DefaultHandshakeTimeout = 10 * time.Second
-	// DefaultMaxWait bounds the time a connection waits for a worker.
+	// DefaultMaxWait bounds the time a connection waits for a slot.
 	DefaultMaxWait = 3 * time.Second
-	// DefaultQueue bounds the connections waiting for a worker.
+	// DefaultQueue bounds the connections waiting for a slot.
 	DefaultQueue = 16384
-	// DefaultWorkersPerCPU is the number of workers per CPU (GOMAXPROCS)
-	// when Options.Workers is 0: a handshake waits on its client for a
-	// round trip, so a few per CPU keep the CPUs busy.
+	// DefaultWorkersPerCPU is the number of slots per CPU (GOMAXPROCS)
+	// when Options.Workers is 0.
 	DefaultWorkersPerCPU = 4
 	// DefaultLogEvery is the least time between two warnings of shed
 	// connections.
@@ -57,8 +64,8 @@ const (
 )
 
 // ReasonHandshakeQueue is the reason an Observer receives for a connection
-// shed because it waited too long for a handshake worker, or found the
-// queue full.
+// shed because it waited too long for a handshake slot, or found too many
+// waiting.
 const ReasonHandshakeQueue = "handshake_queue"
 
 // Observer receives the connections a Listener sheds; netlimit.Observer has
@@ -74,17 +81,19 @@ type Observer interface {
 type Options struct {
 	// Name names the listener in log lines and Observer calls.
 	Name string
-	// Workers bounds the handshakes in progress at once; 0 means
-	// DefaultWorkersPerCPU per GOMAXPROCS.
+	// Workers bounds the handshakes computing at once (the slots); 0
+	// means DefaultWorkersPerCPU per GOMAXPROCS.
 	Workers int
-	// HandshakeTimeout bounds a handshake from its start; 0 means
-	// DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds a handshake from the connection's accept;
+	// 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
-	// MaxWait bounds the time a connection waits in the queue; one that
-	// waited longer is closed without a handshake. 0 means DefaultMaxWait.
+	// MaxWait bounds the time a connection waits for a slot once its
+	// ClientHello arrived; one that waited longer is closed without a
+	// handshake. 0 means DefaultMaxWait.
 	MaxWait time.Duration
-	// Queue bounds the connections waiting for a worker; one arriving at a
-	// full queue is closed. 0 means DefaultQueue.
+	// Queue bounds the connections waiting for a slot; one whose
+	// ClientHello arrives with Queue waiting is closed. 0 means
+	// DefaultQueue.
 	Queue int
 	// Observer, when set, is told of each shed connection.
 	Observer Observer
@@ -100,12 +109,6 @@ type Options struct {
 	Now func() time.Time
 }
 
-// pending is a connection waiting for its handshake.
-type pending struct {
-	c       net.Conn
-	arrived time.Time
-}
-
 // Listener is a net.Listener whose Accept returns *tls.Conn connections with
 // their handshake done. Create it with New.
 type Listener struct {
@@ -113,7 +116,7 @@ type Listener struct {
 	cfg   *tls.Config
 	opts  Options
 
-	queue  chan pending
+	slots  chan struct{} // a send takes a slot; blocked senders are served in order
 	ready  chan net.Conn
 	ctx    context.Context // canceled by Close: cuts handshakes in progress
 	cancel context.CancelFunc
@@ -122,10 +125,11 @@ type Listener struct {
 	err    error // why done closed; set before done is closed
 	wg     sync.WaitGroup
 
-	inFlight atomic.Int64
-	shed     atomic.Uint64
-	failed   atomic.Uint64
-	handshk  atomic.Uint64
+	pending atomic.Int64 // connections in handshake
+	waiting atomic.Int64 // of which waiting for a slot
+	shed    atomic.Uint64
+	failed  atomic.Uint64
+	handshk atomic.Uint64
 
 	logMu    sync.Mutex
 	lastLog  time.Time // guarded by logMu
@@ -159,16 +163,13 @@ func New(inner net.Listener, cfg *tls.Config, opts Options) *Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		inner: inner, cfg: cfg, opts: opts,
-		queue: make(chan pending, opts.Queue),
+		slots: make(chan struct{}, opts.Workers),
 		ready: make(chan net.Conn, opts.Workers),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
-	l.wg.Add(1 + opts.Workers)
+	l.wg.Add(1)
 	go l.acceptLoop()
-	for range opts.Workers {
-		go l.worker()
-	}
 	return l
 }
 
@@ -183,17 +184,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting, closes the connections waiting or in handshake,
-// and returns once the listener's goroutines have ended. Connections
-// already returned by Accept stay open.
+// Close stops accepting, closes the connections in handshake, and returns
+// once the listener's goroutines have ended. Connections already returned
+// by Accept stay open.
 func (l *Listener) Close() error {
 	l.stop(net.ErrClosed)
 	err := l.inner.Close()
 	l.wg.Wait()
 	for {
 		select {
-		case p := <-l.queue:
-			p.c.Close()
 		case c := <-l.ready:
 			c.Close()
 		default:
@@ -214,9 +213,9 @@ func (l *Listener) stop(err error) {
 // Addr is the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 
-// acceptLoop queues the inner listener's connections. Temporary errors (a
-// process out of file descriptors) are retried after a pause, as
-// http.Server does; any other ends the listener.
+// acceptLoop starts the handshake of each of the inner listener's
+// connections. Temporary errors (a process out of file descriptors) are
+// retried after a pause, as http.Server does; any other ends the listener.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
 	var delay time.Duration
@@ -243,51 +242,116 @@ func (l *Listener) acceptLoop() {
 			return
 		}
 		delay = 0
-		select {
-		case l.queue <- pending{c: c, arrived: l.opts.Now()}:
-		default:
-			c.Close()
-			l.shedOne()
-		}
+		l.pending.Add(1)
+		l.wg.Add(1)
+		go l.handshake(&gatedConn{Conn: c, l: l})
 	}
 }
 
-// worker runs the queue's handshakes, one at a time, oldest first.
-func (l *Listener) worker() {
+// errShed is the error a shed connection's handshake fails with.
+var errShed = errors.New("tlsaccept: shed: waited too long for a handshake slot")
+
+// gatedConn takes a slot once the client's first TLS record (its
+// ClientHello) arrived whole, before crypto/tls parses it, and gives it back
+// on its first write (the server's reply, computed) or at the end of the
+// handshake. A client that sends part of a record and stalls holds no slot.
+type gatedConn struct {
+	net.Conn
+	l       *Listener
+	first   []byte // the first record, read before crypto/tls asked, not yet returned
+	started bool   // the first record was read; only the handshake's goroutine touches these
+	holding bool
+	shed    bool
+}
+
+// maxRecord bounds a TLS record's body (RFC 8446 5.2, TLSCiphertext).
+const maxRecord = 16384 + 256
+
+func (c *gatedConn) Read(p []byte) (int, error) {
+	if !c.started {
+		c.started = true
+		var hdr [5]byte
+		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+			return 0, err
+		}
+		rec := make([]byte, 5+min(int(binary.BigEndian.Uint16(hdr[3:])), maxRecord))
+		copy(rec, hdr[:])
+		if _, err := io.ReadFull(c.Conn, rec[5:]); err != nil {
+			return 0, err
+		}
+		if err := c.take(); err != nil {
+			return 0, err
+		}
+		c.first = rec
+	}
+	if len(c.first) > 0 {
+		n := copy(p, c.first)
+		c.first = c.first[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	c.release()
+	return c.Conn.Write(p)
+}
+
+// take waits for a slot, in arrival order, and sheds the connection when it
+// waited longer than MaxWait or found Queue connections waiting.
+func (c *gatedConn) take() error {
+	l := c.l
+	if l.waiting.Add(1) > int64(l.opts.Queue) {
+		l.waiting.Add(-1)
+		c.shed = true
+		return errShed
+	}
+	arrived := l.opts.Now()
+	select {
+	case l.slots <- struct{}{}:
+		l.waiting.Add(-1)
+	case <-l.done:
+		l.waiting.Add(-1)
+		return net.ErrClosed
+	}
+	c.holding = true
+	if l.opts.Now().Sub(arrived) > l.opts.MaxWait {
+		c.release()
+		c.shed = true
+		return errShed
+	}
+	return nil
+}
+
+func (c *gatedConn) release() {
+	if c.holding {
+		c.holding = false
+		<-c.l.slots
+	}
+}
+
+// handshake completes c's TLS handshake and hands the connection to Accept,
+// or closes it: when it was shed, when the handshake fails or takes longer
+// than HandshakeTimeout, or when the listener closed.
+func (l *Listener) handshake(c *gatedConn) {
 	defer l.wg.Done()
-	for {
-		select {
-		case <-l.done:
-			return
-		case p := <-l.queue:
-			l.handshake(p)
-		}
-	}
-}
-
-// handshake completes p's TLS handshake and hands the connection to Accept,
-// or closes it: when it waited longer than MaxWait (before any
-// cryptography), when the handshake fails or takes longer than
-// HandshakeTimeout, or when the listener closed.
-func (l *Listener) handshake(p pending) {
-	if l.opts.Now().Sub(p.arrived) > l.opts.MaxWait {
-		p.c.Close()
-		l.shedOne()
-		return
-	}
-	l.inFlight.Add(1)
-	defer l.inFlight.Add(-1)
-	tc := tls.Server(p.c, l.cfg)
+	defer l.pending.Add(-1)
+	tc := tls.Server(c, l.cfg)
 	tc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
 	err := tc.HandshakeContext(l.ctx)
+	c.release()
 	if err == nil {
 		err = tc.SetDeadline(time.Time{})
 	}
 	if err != nil {
 		tc.Close()
+		if c.shed {
+			l.shedOne()
+			return
+		}
 		l.failed.Add(1)
 		l.opts.Logger.Debug("TLS handshake failed", "listener", l.opts.Name,
-			logattr.Remote, p.c.RemoteAddr().String(), "err", err)
+			logattr.Remote, c.RemoteAddr().String(), "err", err)
 		return
 	}
 	l.handshk.Add(1)
@@ -321,9 +385,12 @@ func (l *Listener) shedOne() {
 
 // Stats are a Listener's counts since New.
 type Stats struct {
-	// Queued is the number of connections waiting for a worker now.
+	// Pending is the number of connections in handshake now, waiting
+	// for their client or a slot or computing.
+	Pending int
+	// Queued is the number of connections waiting for a slot now.
 	Queued int
-	// InFlight is the number of handshakes in progress now.
+	// InFlight is the number of slots held now.
 	InFlight int
 	// Handshakes counts the handshakes completed.
 	Handshakes uint64
@@ -336,8 +403,9 @@ type Stats struct {
 // Stats returns the listener's counts.
 func (l *Listener) Stats() Stats {
 	return Stats{
-		Queued:     len(l.queue),
-		InFlight:   int(l.inFlight.Load()),
+		Pending:    int(l.pending.Load()),
+		Queued:     int(l.waiting.Load()),
+		InFlight:   len(l.slots),
 		Handshakes: l.handshk.Load(),
 		Failed:     l.failed.Load(),
 		Shed:       l.shed.Load(),

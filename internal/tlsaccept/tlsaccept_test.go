@@ -185,6 +185,11 @@ func TestListener_FIFOBoundedConcurrency(t *testing.T) {
 		name := fmt.Sprintf("c%d.test", i)
 		names = append(names, name)
 		e.dial(t, name, nil)
+		// One ClientHello at a time, so that their order is known.
+		poll.Until(t, 10*time.Second, name+"'s ClientHello", func() bool {
+			entered, _ := g.state()
+			return len(entered)+e.ln.Stats().Queued == i+1
+		})
 	}
 	poll.Until(t, 10*time.Second, "the first handshakes held and the rest queued", func() bool {
 		entered, _ := g.state()
@@ -254,6 +259,10 @@ func TestListener_Sheds(t *testing.T) {
 			for i := 1; i < tt.clients; i++ {
 				_, done := e.dial(t, fmt.Sprintf("c%d.test", i), nil)
 				later = append(later, done)
+				poll.Until(t, 10*time.Second, "the client's ClientHello", func() bool {
+					s := e.ln.Stats()
+					return s.Queued+int(s.Shed) == i
+				})
 			}
 			poll.Until(t, 10*time.Second, "the later clients queued or shed", func() bool {
 				s := e.ln.Stats()
@@ -298,26 +307,34 @@ func TestListener_Sheds(t *testing.T) {
 }
 
 func TestListener_HandshakeTimeout(t *testing.T) {
-	e := newEnv(t, &tls.Config{}, Options{Name: "agent", Workers: 1, HandshakeTimeout: 200 * time.Millisecond})
+	e := newEnv(t, &tls.Config{}, Options{Name: "agent", Workers: 1, HandshakeTimeout: 300 * time.Millisecond})
+	// One client sends nothing, another part of a record: neither holds
+	// the only slot, and both are closed once their handshake timed out.
 	silent, err := net.Dial("tcp", e.ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	poll.Until(t, 10*time.Second, "the silent connection's handshake to start", func() bool { return e.ln.Stats().InFlight == 1 })
-	// The only worker is busy with a client that sends nothing: the next
-	// handshake completes only once the first timed out.
+	partial, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer partial.Close()
+	if _, err := partial.Write([]byte{22, 3, 1, 2, 0, 1}); err != nil { // a 512-byte handshake record's first byte
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "two connections in handshake", func() bool { return e.ln.Stats().Pending == 2 })
 	_, done := e.dial(t, "localhost", nil)
 	if err := <-done; err != nil {
-		t.Fatalf("handshake behind a silent client: %v", err)
+		t.Fatalf("handshake beside stalled clients: %v", err)
 	}
-	if s := e.ln.Stats(); s.Failed != 1 {
-		t.Errorf("Failed = %d, want 1", s.Failed)
+	for name, c := range map[string]net.Conn{"silent": silent, "partial": partial} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s connection read %v, want EOF (closed by the listener)", name, err)
+		}
 	}
-	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := silent.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("silent connection read %v, want EOF (closed by the listener)", err)
-	}
+	poll.Until(t, 10*time.Second, "two failed handshakes", func() bool { return e.ln.Stats().Failed == 2 })
 }
 
 func TestListener_HTTPServer(t *testing.T) {
@@ -378,8 +395,8 @@ func TestListener_Close(t *testing.T) {
 	g := newGate()
 	e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: 1})
 	g.done(t)
-	_, held := e.dial(t, "held.test", nil)
-	_, queued := e.dial(t, "queued.test", nil)
+	heldConn, held := e.dial(t, "held.test", nil)
+	queuedConn, queued := e.dial(t, "queued.test", nil)
 	poll.Until(t, 10*time.Second, "one handshake held, one queued", func() bool {
 		entered, _ := g.state()
 		return len(entered) == 1 && e.ln.Stats().Queued == 1
@@ -395,9 +412,15 @@ func TestListener_Close(t *testing.T) {
 	if _, err := e.ln.Accept(); err != net.ErrClosed {
 		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
 	}
-	for name, done := range map[string]chan error{"held": held, "queued": queued} {
-		if err := <-done; err == nil {
-			t.Errorf("%s handshake completed after Close", name)
+	for name, cl := range map[string]struct {
+		c    *tls.Conn
+		done chan error
+	}{"held": {heldConn, held}, "queued": {queuedConn, queued}} {
+		// The handshake fails, or the connection closes after it.
+		if err := <-cl.done; err == nil {
+			if _, err := cl.c.Read(make([]byte, 1)); err == nil {
+				t.Errorf("%s connection served after Close", name)
+			}
 		}
 	}
 }
