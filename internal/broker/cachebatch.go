@@ -2,37 +2,36 @@ package broker
 
 import "time"
 
-// pageServer is what a page of sessions needs to know of one session's
-// server: the cached server (nil if unplaced or gone) and its link state.
+// pageServer is a distinct server of a page of sessions, with its link state.
 type pageServer struct {
 	srv  *Server
 	link linkStatus
 }
 
-// lookupPage appends to out the server and link state of each of list's
-// sessions, all read under one read lock at one clock reading; a server is
-// looked at once however many of the sessions it runs. seen is scratch
-// space, cleared by the caller.
-func (c *serverCache) lookupPage(list []Session, timeout, grace time.Duration, now time.Time, seen map[*Server]linkStatus, out []pageServer) []pageServer {
+// lookupPage looks up the servers of n sessions, whose server IDs id gives,
+// all under one read lock at one clock reading: it appends each distinct
+// server with its link state to servers (once however many of the sessions
+// it runs), and to index the place in servers of each session's server (-1
+// when it has none, or it is gone). seen maps the servers already in servers
+// to their place; the caller clears it.
+func (c *serverCache) lookupPage(n int, id func(int) string, timeout, grace time.Duration, now time.Time,
+	seen map[*Server]int32, servers []pageServer, index []int32) ([]pageServer, []int32) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for i := range list {
-		id := list[i].ServerID
-		if id == "" {
-			out = append(out, pageServer{link: linkLost})
-			continue
-		}
-		srv := c.byID[id]
+	for i := range n {
+		srv := c.byID[id(i)] // nil for ""
 		if srv == nil {
-			out = append(out, pageServer{link: linkLost})
+			index = append(index, -1)
 			continue
 		}
-		link, ok := seen[srv]
+		k, ok := seen[srv]
 		if !ok {
-			link, _ = c.serverLinkLocked(srv, timeout, grace, now)
-			seen[srv] = link
+			link, _ := c.serverLinkLocked(srv, timeout, grace, now)
+			k = int32(len(servers))
+			seen[srv] = k
+			servers = append(servers, pageServer{srv: srv, link: link})
 		}
-		out = append(out, pageServer{srv: srv, link: link})
+		index = append(index, k)
 	}
-	return out
+	return servers, index
 }

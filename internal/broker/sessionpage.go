@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // sessionPageStore is implemented by stores that can fill a caller's buffer
@@ -28,8 +27,7 @@ type SessionPage struct {
 
 	buf    []Session
 	lookup []pageServer
-	seen   map[*Server]linkStatus
-	place  map[*Server]int32
+	seen   map[*Server]int32
 	pooled bool
 }
 
@@ -37,7 +35,7 @@ type SessionPage struct {
 const maxPooledSessions = 1001
 
 var sessionPages = sync.Pool{New: func() any {
-	return &SessionPage{pooled: true, seen: make(map[*Server]linkStatus), place: make(map[*Server]int32)}
+	return &SessionPage{pooled: true, seen: make(map[*Server]int32)}
 }}
 
 // DescribeSessionsPage is DescribeSessions for callers that are done with
@@ -52,8 +50,15 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		if err != nil {
 			return nil, err
 		}
-		p := &SessionPage{Views: views, NextToken: next, seen: make(map[*Server]linkStatus), place: make(map[*Server]int32)}
-		s.pageServers(ctx, p, s.Now())
+		p := &SessionPage{Views: views, NextToken: next, seen: make(map[*Server]int32)}
+		id := func(i int) string {
+			if v := views[i]; v.Server != nil {
+				return v.Server.ID
+			}
+			return ""
+		}
+		p.lookup, p.ServerIndex = s.servers.lookupPage(len(views), id, s.cfg.HeartbeatTimeout, s.relinkGrace(), s.Now(), p.seen, nil, nil)
+		s.pageServers(ctx, p)
 		return p, nil
 	}
 	f, fh, err := s.describeFilter(q)
@@ -70,50 +75,37 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		list = list[:q.limit()]
 		p.NextToken = s.encodeCursor(list[len(list)-1].Seq, fh)
 	}
-	now := s.Now()
-	p.lookup = s.servers.lookupPage(list, s.cfg.HeartbeatTimeout, s.relinkGrace(), now, p.seen, p.lookup[:0])
+	id := func(i int) string { return list[i].ServerID }
+	p.lookup, p.ServerIndex = s.servers.lookupPage(len(list), id, s.cfg.HeartbeatTimeout, s.relinkGrace(), s.Now(),
+		p.seen, p.lookup, p.ServerIndex)
 	for i := range list {
-		sess, ps := &list[i], p.lookup[i]
-		if sess.ServerID != "" && sess.State == StateReady && (ps.srv == nil || ps.link == linkLost) {
+		sess, k := &list[i], p.ServerIndex[i]
+		var srv *Server
+		if k >= 0 {
+			srv = p.lookup[k].srv
+		}
+		if sess.ServerID != "" && sess.State == StateReady && (srv == nil || p.lookup[k].link == linkLost) {
 			// The page's own copy: sessionView's rule, without a copy.
 			sess.State = StateUnknown
 			sess.StateReason = reasonUnreachableSession
 		}
-		p.Views = append(p.Views, SessionView{Session: sess, Server: ps.srv})
+		p.Views = append(p.Views, SessionView{Session: sess, Server: srv})
 	}
-	s.pageServers(ctx, p, now)
+	s.pageServers(ctx, p)
 	return p, nil
 }
 
-// pageServers sets p.Servers and p.ServerIndex from p.Views, taking link
-// states from p.lookup where it is filled (one per view) and from the
-// server cache otherwise.
-func (s *Service) pageServers(ctx context.Context, p *SessionPage, now time.Time) {
-	var counts map[string]Counts
-	for i, v := range p.Views {
-		if v.Server == nil {
-			p.ServerIndex = append(p.ServerIndex, -1)
-			continue
-		}
-		k, ok := p.place[v.Server]
-		if !ok {
-			if counts == nil {
-				var err error
-				if counts, err = s.servers.sessionCounts(ctx, s.store, countsMaxAge, now); err != nil {
-					s.log.Warn("count sessions for server view", "err", err)
-				}
-			}
-			var link linkStatus
-			if len(p.lookup) == len(p.Views) {
-				link = p.lookup[i].link
-			} else {
-				link, _ = s.linkStatus(v.Server.ID, now)
-			}
-			k = int32(len(p.Servers))
-			p.place[v.Server] = k
-			p.Servers = append(p.Servers, viewOf(v.Server, counts[v.Server.ID], link))
-		}
-		p.ServerIndex = append(p.ServerIndex, k)
+// pageServers sets p.Servers from p.lookup.
+func (s *Service) pageServers(ctx context.Context, p *SessionPage) {
+	if len(p.lookup) == 0 {
+		return
+	}
+	counts, err := s.servers.sessionCounts(ctx, s.store, countsMaxAge, s.Now())
+	if err != nil {
+		s.log.Warn("count sessions for server view", "err", err)
+	}
+	for _, ps := range p.lookup {
+		p.Servers = append(p.Servers, viewOf(ps.srv, counts[ps.srv.ID], ps.link))
 	}
 }
 
@@ -128,7 +120,6 @@ func (p *SessionPage) Release() {
 	clear(p.Servers)
 	clear(p.lookup)
 	clear(p.seen)
-	clear(p.place)
 	if cap(p.buf) > maxPooledSessions {
 		p.buf, p.Views, p.Servers, p.ServerIndex, p.lookup = nil, nil, nil, nil, nil
 	}

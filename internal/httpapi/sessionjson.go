@@ -59,14 +59,18 @@ func appendSession(b []byte, x *broker.Session, server []byte) []byte {
 // are written by hand (AppendFormat is a third of a page's encoding); others
 // by AppendFormat.
 func appendTime(b []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
+	unix := t.Unix()
+	days, sod := unix/86400, int(unix%86400)
+	if sod < 0 {
+		days, sod = days-1, sod+86400
+	}
+	year, month, day := civilDate(days)
 	if year < 0 || year > 9999 {
 		b = append(b, '"')
-		b = t.AppendFormat(b, time.RFC3339Nano)
+		b = t.UTC().AppendFormat(b, time.RFC3339Nano)
 		return append(b, '"')
 	}
-	hour, min, sec := t.Clock()
+	hour, min, sec := sod/3600, sod/60%60, sod%60
 	b = append(b, '"',
 		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
 		byte('0'+month/10), byte('0'+month%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
@@ -86,6 +90,31 @@ func appendTime(b []byte, t time.Time) []byte {
 		b = append(b, frac[:n]...)
 	}
 	return append(b, 'Z', '"')
+}
+
+// civilDate is the proleptic Gregorian date of the day that is days after
+// 1970-01-01 (Howard Hinnant's days_from_civil inverse): what time.Time's
+// Date computes, without its location and absolute-time steps.
+func civilDate(days int64) (year int64, month, day int) {
+	z := days + 719468
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097                                  // [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // [0, 365]
+	mp := (5*doy + 2) / 153                                // [0, 11], from March
+	day = int(doy - (153*mp+2)/5 + 1)
+	month = int(mp + 3)
+	if mp >= 10 {
+		month = int(mp - 9)
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
 }
 
 const hexDigits = "0123456789abcdef"

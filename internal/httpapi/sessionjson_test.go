@@ -87,3 +87,12 @@ func TestAppendTime_MatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAppendTime writes a session time as a page does.
+func BenchmarkAppendTime(b *testing.B) {
+	t := time.Date(2026, 12, 6, 12, 16, 37, 376_000_000, time.UTC)
+	buf := make([]byte, 0, 64)
+	for b.Loop() {
+		buf = appendTime(buf[:0], t)
+	}
+}
