@@ -286,7 +286,9 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 	}
 	if len(c.first) > 0 {
 		n := copy(p, c.first)
-		c.first = c.first[n:]
+		if c.first = c.first[n:]; len(c.first) == 0 {
+			c.first = nil // not kept for the connection's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)
