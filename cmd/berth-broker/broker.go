@@ -29,11 +29,11 @@ import (
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/netlimit"
-	"github.com/berth-dev/berth/internal/tlsaccept"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/postgres"
 	"github.com/berth-dev/berth/internal/sqlite"
+	"github.com/berth-dev/berth/internal/tlsaccept"
 )
 
 // defaultConfigPath is where the packaged broker keeps its properties file.
