@@ -1,12 +1,15 @@
 package broker
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"hash"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Pagination cursors are opaque to clients: the position (a Seq) and a hash of the
@@ -44,9 +47,11 @@ func (s *Service) encodeCursor(seq int64, fh []byte) string {
 	buf := make([]byte, 0, 8+8+16)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(seq))
 	buf = append(buf, fh...)
-	m := hmac.New(sha256.New, s.cursorKey)
-	m.Write(buf)
-	buf = append(buf, m.Sum(nil)[:16]...)
+	m := s.cursorMAC()
+	m.h.Write(buf)
+	var sum [sha256.Size]byte
+	buf = append(buf, m.h.Sum(sum[:0])[:16]...)
+	m.release()
 	return base64.RawURLEncoding.EncodeToString(buf)
 }
 
@@ -63,9 +68,12 @@ func (s *Service) decodeCursor(tok string, fh []byte) (int64, error) {
 	if err != nil || len(raw) != 32 {
 		return 0, bad
 	}
-	m := hmac.New(sha256.New, s.cursorKey)
-	m.Write(raw[:16])
-	if !hmac.Equal(m.Sum(nil)[:16], raw[16:]) || !hmac.Equal(raw[8:16], fh) {
+	m := s.cursorMAC()
+	m.h.Write(raw[:16])
+	var sum [sha256.Size]byte
+	ok := hmac.Equal(m.h.Sum(sum[:0])[:16], raw[16:]) && hmac.Equal(raw[8:16], fh)
+	m.release()
+	if !ok {
 		return 0, bad
 	}
 	seq := int64(binary.BigEndian.Uint64(raw[:8]))
@@ -73,4 +81,27 @@ func (s *Service) decodeCursor(tok string, fh []byte) (int64, error) {
 		return 0, bad
 	}
 	return seq, nil
+}
+
+// cursorMAC is a keyed HMAC for cursors, reused: setting up an HMAC is a
+// good part of the work of checking and making a page's cursors.
+type cursorMAC struct {
+	key []byte
+	h   hash.Hash
+}
+
+var cursorMACs sync.Pool
+
+// cursorMAC returns an HMAC with s's cursor key, ready for writing.
+func (s *Service) cursorMAC() *cursorMAC {
+	if m, ok := cursorMACs.Get().(*cursorMAC); ok && bytes.Equal(m.key, s.cursorKey) {
+		return m
+	}
+	return &cursorMAC{key: s.cursorKey, h: hmac.New(sha256.New, s.cursorKey)}
+}
+
+// release resets m and gives it back for reuse.
+func (m *cursorMAC) release() {
+	m.h.Reset()
+	cursorMACs.Put(m)
 }
