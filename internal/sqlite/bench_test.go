@@ -29,10 +29,21 @@ func BenchmarkCommitPlacements(b *testing.B) {
 	}
 }
 
+// BenchmarkCommitPlacements_Dense commits batches of 1,000 new sessions onto
+// 10 servers without limits, as a create storm on a few large hosts does:
+// each batch places 100 sessions on each server.
+func BenchmarkCommitPlacements_Dense(b *testing.B) {
+	b.Run("mirror", func(b *testing.B) { benchCommitPlacementsOn(b, sqlite.Options{}, 10, 0, 0) })
+}
+
 func benchCommitPlacements(b *testing.B, opts sqlite.Options) {
-	const servers, batch = 10_000, 1_000
+	benchCommitPlacementsOn(b, opts, 10_000, 100, 20)
+}
+
+func benchCommitPlacementsOn(b *testing.B, opts sqlite.Options, servers, maxVirtual, maxPerUser int) {
+	const batch = 1_000
 	s := MustOpenWith(b, tempPath(b), opts)
-	benchServers(b, s, servers, 100, 20)
+	benchServers(b, s, servers, maxVirtual, maxPerUser)
 	var n, full int
 	for b.Loop() {
 		ps := make([]broker.Placement, batch)

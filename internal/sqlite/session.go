@@ -163,6 +163,66 @@ type placementTx struct {
 	capacity, find, insert, update *sql.Stmt
 	// rows collects the rows written, for the mirror; nil without one.
 	rows []*row
+	// caps holds each server's limits and counts as this transaction
+	// sees them: the first placement on a server reads them (capacitySQL),
+	// later ones add what the transaction placed. A batch of placements
+	// then scans a server's sessions once, not once per placement.
+	caps map[string]*serverCapacity
+}
+
+// serverCapacity is one server's limits and active sessions within a
+// placement transaction.
+type serverCapacity struct {
+	limits           placement.Limits
+	virtual, console int
+	// owned counts sessions by owner; an owner not in it is read when
+	// the server has a per-user limit.
+	owned map[string]int
+}
+
+// capacityOf returns the limits and counts that a placement of owner on
+// server is checked against; seq is the session being moved (0 for a new
+// one), left out of the counts.
+func (p *placementTx) capacityOf(ctx context.Context, server, owner string, seq int64) (*serverCapacity, error) {
+	sc := p.caps[server]
+	if sc != nil {
+		if _, ok := sc.owned[owner]; ok || sc.limits.MaxPerUser <= 0 {
+			return sc, nil
+		}
+	}
+	var (
+		l placement.Limits
+		c placement.Counts
+	)
+	err := p.capacity.QueryRowContext(ctx, owner, seq, server).Scan(&l.MaxVirtual, &l.MaxPerUser, &c.Virtual, &c.Owned, &c.Console)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if sc == nil {
+		if p.caps == nil {
+			p.caps = make(map[string]*serverCapacity)
+		}
+		sc = &serverCapacity{limits: l, virtual: c.Virtual, console: c.Console, owned: make(map[string]int)}
+		p.caps[server] = sc
+	}
+	sc.owned[owner] = c.Owned
+	return sc, nil
+}
+
+// placed counts a session the transaction placed on the server.
+func (sc *serverCapacity) placed(owner, typ string) {
+	switch typ {
+	case broker.TypeConsole:
+		sc.console++
+	default:
+		sc.virtual++
+	}
+	if n, ok := sc.owned[owner]; ok {
+		sc.owned[owner] = n + 1
+	}
 }
 
 // itemError is a per-placement failure: the item is not written, the
@@ -257,18 +317,12 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 			return 0, itemError{fmt.Errorf("session %q is %s on %q, no longer waiting for placement: %w", ss.ID, state, server, broker.ErrConflict)}
 		}
 	}
-	var (
-		l placement.Limits
-		c placement.Counts
-	)
-	err := p.capacity.QueryRowContext(ctx, ss.Owner, seq, ss.ServerID).Scan(&l.MaxVirtual, &l.MaxPerUser, &c.Virtual, &c.Owned, &c.Console)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, itemError{fmt.Errorf("server %q: %w", ss.ServerID, broker.ErrNotFound)}
-	}
+	sc, err := p.capacityOf(ctx, ss.ServerID, ss.Owner, seq)
 	if err != nil {
 		return 0, err
 	}
-	if err := placement.Fits(l, c, placement.AskOf(ss.Owner, ss.Type)); err != nil {
+	c := placement.Counts{Virtual: sc.virtual, Console: sc.console, Owned: sc.owned[ss.Owner]}
+	if err := placement.Fits(sc.limits, c, placement.AskOf(ss.Owner, ss.Type)); err != nil {
 		return 0, itemError{fmt.Errorf("server %q %w: %w", ss.ServerID, err, broker.ErrServerFull)}
 	}
 	mirrored := p.rows != nil
@@ -277,8 +331,11 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 		if errors.Is(err, broker.ErrConflict) {
 			err = itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
 		}
-		if err == nil && mirrored {
-			p.rows = append(p.rows, r)
+		if err == nil {
+			sc.placed(ss.Owner, ss.Type)
+			if mirrored {
+				p.rows = append(p.rows, r)
+			}
 		}
 		return seq, err
 	}
@@ -286,8 +343,12 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 	if err != nil {
 		return 0, itemError{fmt.Errorf("session %q: %w", ss.ID, err)}
 	}
-	if _, err = p.update.ExecContext(ctx, append(args[1:], seq)...); err != nil || !mirrored {
+	if _, err = p.update.ExecContext(ctx, append(args[1:], seq)...); err != nil {
 		return seq, err
+	}
+	sc.placed(ss.Owner, ss.Type)
+	if !mirrored {
+		return seq, nil
 	}
 	r, err := writtenRow(seq, ss.ID, ss, excluded, spec)
 	if err != nil {
