@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -283,7 +285,7 @@ type fakeDCVSession struct {
 // fakeSession returns the fake dcv's session id, or nil when it has none.
 func (e *Env) fakeSession(tb testing.TB, id string) *fakeDCVSession {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join(e.Dir, "fakedcv-state.json"))
+	b, err := readLocked(filepath.Join(e.Dir, "fakedcv-state.json"))
 	if err != nil {
 		tb.Fatalf("read the fake dcv's state: %v", err)
 	}
@@ -299,4 +301,20 @@ func (e *Env) fakeSession(tb testing.TB, id string) *fakeDCVSession {
 		}
 	}
 	return nil
+}
+
+// readLocked reads the fake dcv's state file under a shared lock: the fake
+// rewrites it in place under an exclusive one, so an unlocked read can see
+// it truncated.
+func readLocked(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+		return nil, err
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return io.ReadAll(f)
 }
