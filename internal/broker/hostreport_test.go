@@ -230,3 +230,74 @@ func TestFlushHostReports_Maintenance(t *testing.T) {
 		return err == nil && s.Info.Host.Load1 == 7
 	})
 }
+
+// seenCountingStore counts the calls that record server contact.
+type seenCountingStore struct {
+	broker.Store
+	single, batches atomic.Int64
+	failing         atomic.Bool
+}
+
+func (c *seenCountingStore) SetServerSeen(ctx context.Context, id, brokerID string, t time.Time) error {
+	c.single.Add(1)
+	return c.Store.SetServerSeen(ctx, id, brokerID, t)
+}
+
+func (c *seenCountingStore) SetServersSeen(ctx context.Context, brokerID string, seen map[string]time.Time) error {
+	c.batches.Add(1)
+	if c.failing.Load() {
+		return errors.New("store down")
+	}
+	return c.Store.SetServersSeen(ctx, brokerID, seen)
+}
+
+// TestFlushSeen_OneTransaction: the contact times of many servers reach the
+// store in one call (one transaction), not one per server, and a failed
+// flush keeps them for the next.
+func TestFlushSeen_OneTransaction(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cs := &seenCountingStore{Store: st}
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	svc, err := broker.New(ctx, cs, noDispatch{}, noTokens{}, broker.Config{BrokerID: "b1"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Now = func() time.Time { return now }
+	info := broker.ServerInfo{Hostname: "h", Healthy: true, Host: broker.Host{OSFamily: "linux"}}
+	const n = 50
+	for i := range n {
+		if err := svc.AgentConnected(ctx, "", fmt.Sprintf("srv-%d", i), info, []broker.SessionReport{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(time.Minute)
+	for i := range n {
+		if err := svc.AgentUpdate(ctx, fmt.Sprintf("srv-%d", i), nil, nil); err != nil { // heartbeats
+			t.Fatal(err)
+		}
+	}
+	cs.failing.Store(true)
+	svc.Stopping(ctx)
+	cs.failing.Store(false)
+	svc.Stopping(ctx) // the failed flush's times are flushed again
+	if got := cs.single.Load(); got != 0 {
+		t.Errorf("%d SetServerSeen calls, want 0 (one batch per flush)", got)
+	}
+	if got := cs.batches.Load(); got != 2 {
+		t.Errorf("%d SetServersSeen calls, want 2 (a failed one, then one for every server)", got)
+	}
+	for i := range n {
+		s, err := st.GetServer(ctx, fmt.Sprintf("srv-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !s.LastSeen.Equal(now) {
+			t.Fatalf("srv-%d LastSeen %v, want %v", i, s.LastSeen, now)
+		}
+	}
+}

@@ -10,8 +10,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // errUnchanged aborts an UpdateSession whose fn found nothing to change.
@@ -184,10 +182,15 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 	pending := c.seenDirty
 	c.seenDirty = make(map[string]time.Time, len(pending))
 	c.mu.Unlock()
-	for id, t := range pending {
-		if err := st.SetServerSeen(ctx, id, brokerID, t); err != nil && !errors.Is(err, ErrNotFound) {
-			log.Warn("record server contact", logattr.ServerID, id, "err", err)
+	if err := st.SetServersSeen(ctx, brokerID, pending); err != nil {
+		log.Warn("record server contact", "servers", len(pending), "err", err)
+		c.mu.Lock()
+		for id, t := range pending { // keep them for the next flush
+			if cur, ok := c.seenDirty[id]; !ok || cur.Before(t) {
+				c.seenDirty[id] = t
+			}
 		}
+		c.mu.Unlock()
 	}
 	if err := c.flushLinksLocked(ctx, st, brokerID); err != nil {
 		log.Warn("record closed agent links", "err", err)

@@ -80,6 +80,9 @@ type Store interface {
 	// SetServerSeen records contact with the server's agent (zero t: link lost).
 	// It returns ErrNotFound for an unknown ID.
 	SetServerSeen(ctx context.Context, id, brokerID string, t time.Time) error
+	// SetServersSeen is SetServerSeen for many servers in one transaction:
+	// seen maps server IDs to their contact times. Unknown IDs are skipped.
+	SetServersSeen(ctx context.Context, brokerID string, seen map[string]time.Time) error
 	// DeleteServer removes the server and its sessions.
 	DeleteServer(ctx context.Context, id string) error
 

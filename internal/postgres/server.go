@@ -235,6 +235,28 @@ func (s *Store) SetServerSeen(ctx context.Context, id, brokerID string, t time.T
 	return nil
 }
 
+// SetServersSeen records contact with many servers' agents through broker
+// brokerID in one statement; unknown IDs are skipped. It keeps the
+// Versions.
+func (s *Store) SetServersSeen(ctx context.Context, brokerID string, seen map[string]time.Time) (err error) {
+	defer unavailable(&err)
+	if len(seen) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(seen))
+	times := make([]int64, 0, len(seen))
+	for id, t := range seen {
+		ids = append(ids, id)
+		times = append(times, toMillis(t))
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE servers s SET last_seen = l.seen, broker_id = $1
+		FROM unnest($2::text[], $3::bigint[]) AS l(id, seen)
+		WHERE s.id = l.id`, brokerID, ids, times); err != nil {
+		return fmt.Errorf("set %d servers seen: %w", len(seen), err)
+	}
+	return nil
+}
+
 // ClearServerLinks implements broker.LinkClearer: it empties the broker_id
 // of each server in links that still names brokerID and whose last_seen is
 // not after the time its link closed, in one statement. It keeps the Version.

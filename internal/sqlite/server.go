@@ -209,6 +209,30 @@ func (s *Store) SetServerSeen(ctx context.Context, id, brokerID string, t time.T
 	return nil
 }
 
+// SetServersSeen records contact with many servers' agents through broker
+// brokerID in one transaction; unknown IDs are skipped.
+func (s *Store) SetServersSeen(ctx context.Context, brokerID string, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := s.txStmt(ctx, tx, setServerSeenSQL)
+		if err != nil {
+			return err
+		}
+		for id, t := range seen {
+			if _, err := stmt.ExecContext(ctx, toMillis(t), brokerID, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set %d servers seen: %w", len(seen), err)
+	}
+	return nil
+}
+
 // updateServer runs a one-row UPDATE and returns broker.ErrNotFound if it
 // matched no row.
 func (s *Store) updateServer(ctx context.Context, q string, args ...any) error {

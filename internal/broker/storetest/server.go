@@ -210,6 +210,29 @@ func testSetServerSeen(t *testing.T, s broker.Store) {
 	if err := s.SetServerSeen(ctx, "s-missing", "broker-7", seen); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("SetServerSeen(unknown): got %v, want ErrNotFound", err)
 	}
+
+	// Many at once: unknown IDs are skipped, the others written, nothing
+	// else changed.
+	b := NewServer("s-b", 0, 0, nil)
+	MustUpsertServers(t, s, b)
+	seenB := at(2*time.Hour + 7*time.Millisecond)
+	if err := s.SetServersSeen(ctx, "broker-8", map[string]time.Time{"s-a": seen, "s-b": seenB, "s-missing": seen}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		srv  *broker.Server
+		seen time.Time
+	}{{a, seen}, {b, seenB}} {
+		got := MustGetServer(t, s, w.srv.ID)
+		want := *w.srv
+		want.LastSeen, want.BrokerID = w.seen, "broker-8"
+		if d := cmp.Diff(&want, got, diffOpts...); d != "" {
+			t.Errorf("after SetServersSeen, %s (-want +got):\n%s", w.srv.ID, d)
+		}
+	}
+	if err := s.SetServersSeen(ctx, "broker-8", nil); err != nil {
+		t.Errorf("SetServersSeen(nil): %v", err)
+	}
 }
 
 func testDeleteServer(t *testing.T, s broker.Store) {
