@@ -146,7 +146,7 @@ func New(src Source, opts Options) *Broker {
 	b.tokensRefused.WithLabelValues(oauth.TokenExternal, oauth.RefusedUnknownKey)
 	b.agentCerts = f.counter("agent_certificates_issued_total", "Gateway certificates issued to agents.")
 	b.connsRefused = f.counterVec("connections_refused_total",
-		"Connections closed on accept by a listener's connection limits, by listener (client, agent, gateway, metrics) and reason (total, per_address).",
+		"Connections closed by a listener before any request, by listener (client, agent, gateway, metrics) and reason (total, per_address: connection limits; handshake_queue: waited too long for a TLS handshake slot).",
 		"listener", "reason")
 
 	buildInfo := f.gaugeVec("build_info", "Always 1; the label is the broker's version.", "version")
@@ -270,7 +270,7 @@ var (
 	descServersReady = prometheus.NewDesc(namespace+"_servers_ready",
 		"Servers that are AVAILABLE for new sessions.", nil, nil)
 	descServersUnavailable = prometheus.NewDesc(namespace+"_servers_unavailable",
-		"Servers that are UNAVAILABLE, by reason (UNREACHABLE_AGENT, UNHEALTHY_DCV_SERVER, SERVER_CLOSED, SERVER_FULL).", []string{"reason"}, nil)
+		"Servers that are UNAVAILABLE, by reason (UNREACHABLE_AGENT, UNKNOWN: agent not relinked yet after a broker restart, UNHEALTHY_DCV_SERVER, SERVER_CLOSED, SERVER_FULL).", []string{"reason"}, nil)
 	descSessions = prometheus.NewDesc(namespace+"_sessions",
 		"Sessions by stored state (CREATING, READY, DELETING, DELETED within delete-session-duration-hours); READY includes those shown as UNKNOWN.", []string{"state"}, nil)
 	descSessionsActive = prometheus.NewDesc(namespace+"_sessions_active",
