@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -90,7 +89,8 @@ func registerOnce(ctx context.Context, hc *http.Client, url, statement, clientNa
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return nil, errRegistrationUnavailable
 	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
-		wait := registerRetryAfter(resp.Header.Get("Retry-After"))
+		// At least 1 s (also when absent), at most a minute.
+		wait := min(max(retryAfter(resp.Header, time.Now()), time.Second), time.Minute)
 		return nil, &retryLater{status: resp.Status, wait: wait}
 	default:
 		var e struct {
@@ -107,15 +107,4 @@ func registerOnce(ctx context.Context, hc *http.Client, url, statement, clientNa
 		return nil, errors.New("register agent: malformed broker response")
 	}
 	return &c, nil
-}
-
-// registerRetryAfter reads the Retry-After of a shed registration: delay
-// seconds (what berth sends), at least 1 s and at most a minute; 1 s when
-// absent or in another form.
-func registerRetryAfter(v string) time.Duration {
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return time.Second
-	}
-	return time.Duration(min(max(n, 1), 60)) * time.Second
 }
