@@ -221,9 +221,6 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := m.loadTicketSecret(ctx); err != nil {
-		return err
-	}
 	brokerID := m.brokerID()
 	hubDisp := &hubDispatcher{}
 	disp, leaser, err := m.startCluster(ctx, brokerID, hubDisp)
@@ -290,10 +287,14 @@ func (m *Main) authServerClient() (*http.Client, error) {
 	return c, nil
 }
 
-// loadAuthorities loads the broker's CA and the web gateway CA, and builds
-// the manager of the listeners' certificates on the broker's CA.
+// loadAuthorities loads the broker's CA, the web gateway CA and the TLS
+// session ticket secret, and builds the manager of the listeners'
+// certificates on the broker's CA.
 func (m *Main) loadAuthorities(ctx context.Context) error {
 	c := &m.Config
+	if err := m.loadTicketSecret(ctx); err != nil {
+		return err
+	}
 	ca, err := m.loadCA(ctx)
 	if err != nil {
 		return fmt.Errorf("certificate authority: %w", err)
