@@ -179,9 +179,15 @@ func (s *Server) start(tb testing.TB) {
 	tb.Logf("idptest: Hydra ready in %s (issuer %s, admin %s)", took.Round(time.Millisecond), s.Issuer, s.AdminURL)
 }
 
+// readyRequestTimeout bounds one readiness request. Hydra generates its
+// signing keys on the first JWKS request, inside a transaction that a
+// cancelled request rolls back; on a loaded machine that takes seconds, and
+// a short timeout would cancel every attempt and restart the generation.
+const readyRequestTimeout = 30 * time.Second
+
 // ready checks the admin health endpoint and the public JWKS (over TLS).
 func (s *Server) ready() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), readyRequestTimeout)
 	defer cancel()
 	for _, u := range []string{s.AdminURL + "/health/ready", s.JWKSURL} {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
