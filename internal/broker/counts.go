@@ -138,14 +138,19 @@ func (c *countCache) change(old, new *Session) {
 	}
 }
 
-// applyLocked adds one delta to the counts.
+// applyLocked adds one delta to the counts. Deltas arrive in any order
+// (a hook runs after its commit, so a placement of a retried session may
+// be reported before the retry that queued it), so a count may be negative
+// for a while and is never clamped here: clamping would make the result
+// depend on the order. Only what is handed out is clamped at zero
+// (snapshot, states).
 func (c *countCache) applyLocked(d countDelta) {
 	c.byState[d.state] += d.sign
-	if c.byState[d.state] <= 0 {
+	if c.byState[d.state] == 0 {
 		delete(c.byState, d.state)
 	}
 	if d.state == StateCreating && d.serverID == "" {
-		c.queued = max(0, c.queued+d.sign)
+		c.queued += d.sign
 	}
 	if d.state == StateDeleted || d.serverID == "" {
 		return
@@ -167,10 +172,10 @@ func (c *countCache) applyLocked(d countDelta) {
 		t.c.Virtual += d.sign
 	}
 	t.c.ByOwner[d.owner] += d.sign
-	if t.c.ByOwner[d.owner] <= 0 {
+	if t.c.ByOwner[d.owner] == 0 {
 		delete(t.c.ByOwner, d.owner)
 	}
-	if t.c.Virtual <= 0 && t.c.Console <= 0 && len(t.c.ByOwner) == 0 {
+	if t.c.Virtual == 0 && t.c.Console == 0 && len(t.c.ByOwner) == 0 {
 		delete(c.servers, d.serverID)
 	}
 }
@@ -341,6 +346,21 @@ func (c *countCache) snapshot() map[string]Counts {
 	if c.snap == nil {
 		c.snap = make(map[string]Counts, len(c.servers))
 		for id, t := range c.servers {
+			if t.c.Virtual < 0 || t.c.Console < 0 || negative(t.c.ByOwner) {
+				// A delta that arrived before its partner: hand out
+				// zeros rather than room that is not there.
+				cnt := Counts{Virtual: max(0, t.c.Virtual), Console: max(0, t.c.Console), ByOwner: make(map[string]int, len(t.c.ByOwner))}
+				for o, n := range t.c.ByOwner {
+					if n > 0 {
+						cnt.ByOwner[o] = n
+					}
+				}
+				if cnt.Virtual == 0 && cnt.Console == 0 && len(cnt.ByOwner) == 0 {
+					continue
+				}
+				c.snap[id] = cnt
+				continue
+			}
 			c.snap[id] = t.c
 			t.shared = true
 		}
@@ -352,7 +372,23 @@ func (c *countCache) snapshot() map[string]Counts {
 func (c *countCache) states() (map[string]int, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return maps.Clone(c.byState), c.queued
+	out := make(map[string]int, len(c.byState))
+	for st, n := range c.byState {
+		if n > 0 {
+			out[st] = n
+		}
+	}
+	return out, max(0, c.queued)
+}
+
+// negative reports whether a count in by is below zero.
+func negative(by map[string]int) bool {
+	for _, n := range by {
+		if n < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // sessionCounts returns the active sessions per server: the kept counts, or,

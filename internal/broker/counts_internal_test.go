@@ -1,0 +1,82 @@
+package broker
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestCountCache_OrderFree: the hooks of committed changes run in any order
+// (a retry's hook may run after the placement that followed it), so the
+// kept counts must not depend on the order the changes are reported in.
+func TestCountCache_OrderFree(t *testing.T) {
+	queued := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateCreating}
+	onS1 := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateCreating, ServerID: "s1"}
+	onS2 := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateCreating, ServerID: "s2"}
+	ready := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s2"}
+	deleted := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateDeleted, ServerID: "s2"}
+	type change struct{ old, new *Session }
+	tests := []struct {
+		name    string
+		changes []change
+	}{
+		{"retry then placed", []change{{nil, onS1}, {onS1, queued}, {queued, onS2}}},
+		{"queued, placed, ready, deleted", []change{{nil, queued}, {queued, onS2}, {onS2, ready}, {ready, deleted}}},
+		{"deleted while queued", []change{{nil, queued}, {queued, deleted}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := newLoadedCounts()
+			for _, ch := range tt.changes {
+				want.change(ch.old, ch.new)
+			}
+			wantStates, wantQueued := want.states()
+			for _, order := range permutations(len(tt.changes)) {
+				got := newLoadedCounts()
+				for _, i := range order {
+					got.change(tt.changes[i].old, tt.changes[i].new)
+				}
+				gotStates, gotQueued := got.states()
+				if d := cmp.Diff(want.snapshot(), got.snapshot()) + cmp.Diff(wantStates, gotStates) + cmp.Diff(wantQueued, gotQueued); d != "" {
+					t.Errorf("reported in order %v, the counts differ from the natural order (-natural +got):\n%s", order, d)
+				}
+			}
+		})
+	}
+}
+
+// TestCountCache_NeverNegative: a count below zero for a while (a delta
+// before its partner) is handed out as zero.
+func TestCountCache_NeverNegative(t *testing.T) {
+	c := newLoadedCounts()
+	c.change(&Session{Owner: "ann", Type: TypeVirtual, State: StateCreating}, &Session{Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s1"})
+	c.change(&Session{Owner: "bob", Type: TypeVirtual, State: StateReady, ServerID: "s1"}, nil)
+	states, queued := c.states()
+	if queued != 0 || states[StateCreating] != 0 {
+		t.Errorf("queued %d, CREATING %d; want 0, 0", queued, states[StateCreating])
+	}
+	if s1 := c.snapshot()["s1"]; s1.Virtual != 0 || s1.ByOwner["bob"] != 0 || s1.ByOwner["ann"] != 1 {
+		t.Errorf("s1 counts %+v; want no negative ones", s1)
+	}
+}
+
+func newLoadedCounts() *countCache {
+	c := &countCache{loaded: true, servers: map[string]*serverTally{}, byState: map[string]int{}}
+	c.initLocked()
+	return c
+}
+
+// permutations returns every order of 0..n-1.
+func permutations(n int) [][]int {
+	if n == 0 {
+		return [][]int{{}}
+	}
+	var out [][]int
+	for _, p := range permutations(n - 1) {
+		for i := 0; i <= len(p); i++ {
+			q := append(append(append([]int{}, p[:i]...), n-1), p[i:]...)
+			out = append(out, q)
+		}
+	}
+	return out
+}
