@@ -84,8 +84,16 @@ type Session struct {
 	// a socket planted in the session's place is never used.
 	UID int
 	PID int
+	// GID is the owner's primary group and Home their home directory: the
+	// files panel reads and writes as the owner.
+	GID  int
+	Home string
 	// MaxClients bounds the session's concurrent connections; 0 is no bound.
 	MaxClients int
+	// StorageRoot is the absolute path of the session's storage root
+	// (StorageRoot in CreateSessions), the folder of the files panel; empty
+	// when the session has none.
+	StorageRoot string
 	// Permissions are the session's current permissions; nil means the
 	// default (the owner may do everything, nobody else anything).
 	Permissions *permfile.File

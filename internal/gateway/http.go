@@ -91,6 +91,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc(pagePattern, s.servePage)
 	mux.HandleFunc("GET "+s.base+"session-info", s.serveInfo)
 	mux.HandleFunc("GET "+s.base+"websockify", s.serveWebSocket)
+	s.fileRoutes(mux)
 	files := http.StripPrefix(s.base+"novnc/", http.FileServer(http.Dir(s.cfg.NoVNCPath)))
 	mux.Handle("GET "+s.base+"novnc/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/") {

@@ -245,14 +245,10 @@ func (d *Driver) plan(req agent.CreateRequest) (*plan, error) {
 		p.autorun = append([]string{path}, req.AutorunFileArguments...)
 	}
 	if req.StorageRoot != "" {
-		s := strings.ReplaceAll(req.StorageRoot, "%home%", o.home)
-		if strings.ContainsRune(s, 0) {
+		if strings.ContainsRune(req.StorageRoot, 0) {
 			return nil, errors.New("StorageRoot is not a valid path")
 		}
-		if !filepath.IsAbs(s) {
-			s = filepath.Join(o.home, s)
-		}
-		p.storage = filepath.Clean(s)
+		p.storage = storagePath(req.StorageRoot, o.home)
 	}
 	return p, nil
 }

@@ -49,6 +49,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -514,10 +515,27 @@ func (d *Driver) Session(id string) (gateway.Session, bool) {
 		Owner:       s.rec.Owner,
 		Socket:      s.rec.Socket,
 		UID:         s.rec.UID,
+		GID:         s.rec.GID,
+		Home:        s.rec.Home,
 		PID:         s.rec.ServerPID,
 		MaxClients:  int(s.rec.MaxClients),
+		StorageRoot: storagePath(s.rec.StorageRoot, s.rec.Home),
 		Permissions: s.perms,
 	}, true
+}
+
+// storagePath resolves a StorageRoot as CreateSessions gave it ("%home%"
+// is the owner's home; a relative path is under it) to an absolute path;
+// "" stays "" (the session has none).
+func storagePath(root, home string) string {
+	if root == "" || strings.ContainsRune(root, 0) {
+		return ""
+	}
+	s := strings.ReplaceAll(root, "%home%", home)
+	if !filepath.IsAbs(s) {
+		s = filepath.Join(home, s)
+	}
+	return filepath.Clean(s)
 }
 
 // ConnectionChanged implements gateway.Sessions: the gateway reports a
