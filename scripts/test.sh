@@ -15,7 +15,7 @@ export PATH=/usr/local/go/bin:$PATH
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 GO=${GO:-go}
 
-pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils chromium postgresql postgresql-client gcc libc6-dev"
+pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils x11-xserver-utils xclip chromium postgresql postgresql-client gcc libc6-dev"
 if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
