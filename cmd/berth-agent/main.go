@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/login"
+	"github.com/berth-dev/berth/internal/userfiles"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -24,6 +25,9 @@ func main() {
 	// Desktops start through a helper that is this program run again
 	// (package login): that run ends here.
 	login.Main()
+	// The files panel reads and writes as the session's owner through a helper
+	// that is this program run again (package userfiles): that run ends here.
+	userfiles.Main()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
