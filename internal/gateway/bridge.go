@@ -22,6 +22,7 @@ const dialTimeout = 5 * time.Second
 type bridge struct {
 	session string
 	user    string
+	client  string // the page's clientId, for session-info's peers (peers.go)
 	rights  atomic.Pointer[rights]
 
 	stopOnce sync.Once
@@ -40,7 +41,7 @@ func (b *bridge) stop(code websocket.StatusCode, reason string) {
 
 // reserve registers a new bridge for g unless the session is full.
 func (s *Server) reserve(g *grant) (*bridge, bool) {
-	b := &bridge{session: g.session.ID, user: g.claims.User, stopped: make(chan struct{})}
+	b := &bridge{session: g.session.ID, user: g.claims.User, client: g.client, stopped: make(chan struct{})}
 	r := g.rights
 	b.rights.Store(&r)
 	s.mu.Lock()

@@ -7,13 +7,16 @@
 //
 //	https://{Ip}:{Port}{WebUrlPath}?authToken={ConnectionToken}#{SessionId}
 //
-// GET {WebUrlPath} serves a small page that loads noVNC (served under
-// "novnc/" next to it), asks "session-info" whether the connection is
-// view-only, and opens the WebSocket "websockify?authToken=…&sessionId=…".
-// Both check the token: the broker's signature (TokenVerifier), its expiry,
-// that it names the session, and that the session's current permissions let
-// its user connect ("display"). They refuse with 401 or 403 and a short
-// reason that says nothing about other sessions, and with 503 when the
+// GET {WebUrlPath} serves the session page (http.go, web/: its own script
+// and style files under a strict CSP) that loads noVNC (served under
+// "novnc/" next to it), asks "session-info" what the user may do and who
+// else is connected (peers.go), and opens the WebSocket
+// "websockify?authToken=…&sessionId=…". Both check the token: the broker's
+// signature (TokenVerifier), its expiry, that it names the session, and that
+// the session's current permissions let its user connect ("display"). They
+// refuse with 401 or 403 and a short reason that says nothing about other
+// sessions, with 404 for a valid token whose session is gone (deleted, or
+// not READY: the page says the session has ended), and with 503 when the
 // session has its MaxConcurrentClients.
 //
 // A bridged connection is filtered both ways: a user without "keyboard"

@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
+	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"html/template"
 	"net/http"
 	"os/user"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,64 +19,54 @@ import (
 	"github.com/berth-dev/berth/internal/permfile"
 )
 
-// pageScript is the session page's script: it reads the token from the
-// query and the session ID from the fragment, asks whether the connection
-// is view-only, and connects noVNC. It disconnects on pagehide, so that a
-// closed tab does not keep a client slot.
-const pageScript = `
-import RFB from './novnc/core/rfb.js';
-const status = document.getElementById('status');
-const show = (text) => { status.textContent = text; status.hidden = !text; };
-const token = new URLSearchParams(location.search).get('authToken') || '';
-let sid = location.hash.slice(1);
-try { sid = decodeURIComponent(sid); } catch (e) {}
-const qs = 'authToken=' + encodeURIComponent(token) + '&sessionId=' + encodeURIComponent(sid);
-async function main() {
-  if (!token || !sid) { show('This link is incomplete: it needs an authToken and a session ID.'); return; }
-  const r = await fetch('session-info?' + qs, {cache: 'no-store', credentials: 'omit'});
-  if (!r.ok) { show('Cannot connect: ' + (await r.text()).trim()); return; }
-  const info = await r.json();
-  const url = new URL('websockify?' + qs, location.href);
-  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  const rfb = new RFB(document.getElementById('screen'), url.href);
-  rfb.viewOnly = !!info.viewOnly;
-  rfb.scaleViewport = true;
-  rfb.focusOnClick = true;
-  window.rfb = rfb;
-  rfb.addEventListener('connect', () => { show(''); document.body.dataset.state = 'connected'; rfb.focus(); });
-  rfb.addEventListener('disconnect', (e) => {
-    document.body.dataset.state = 'disconnected';
-    show(e.detail.clean ? 'Disconnected.' : 'The connection to the session was lost.');
-  });
-  rfb.addEventListener('desktopname', (e) => { document.title = e.detail.name; });
-  addEventListener('pagehide', () => rfb.disconnect());
+// web holds the session page and its assets: page.html (a template that
+// names the assets with their content hashes), page.js and page.css. The
+// page reads the token from the query and the session ID from the
+// fragment, loads noVNC from "novnc/", and talks to "session-info",
+// "websockify" and "files" next to it.
+//
+//go:embed web/page.html web/page.js web/page.css
+var web embed.FS
+
+// pageCSP lets the page run only its own served scripts and styles (no
+// inline script or style; noVNC's element styles are set through the CSSOM,
+// which style-src does not govern), fetch and open WebSockets to the
+// gateway, show noVNC's data: and blob: cursors, and never be framed.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self' data: blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// asset is one embedded file of the page, served under its name.
+type asset struct {
+	body  []byte
+	ctype string
+	etag  string // quoted content hash
+	hash  string // short content hash, the "v" query of the page's links
 }
-main().catch((e) => show('Cannot connect: ' + e.message));
-`
 
-// page is the session page.
-const page = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>berth session</title>
-<style>
-html, body { margin: 0; height: 100%; background: #1e1e1e; overflow: hidden; }
-#screen { width: 100%; height: 100%; }
-#status { position: fixed; top: 0; left: 0; right: 0; padding: .5em 1em; font: 14px sans-serif;
-  color: #eee; background: rgba(40, 40, 40, .9); }
-</style></head>
-<body data-state="connecting"><div id="status">Connecting…</div><div id="screen"></div>
-<script type="module">` + pageScript + `</script>
-</body></html>
-`
-
-// pageCSP allows the page's own script (by hash), same-origin modules,
-// fetches and WebSockets, and noVNC's data: cursors.
-var pageCSP = func() string {
-	sum := sha256.Sum256([]byte(pageScript))
-	return "default-src 'none'; script-src 'self' 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'; " +
-		"connect-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; " +
-		"base-uri 'none'; form-action 'none'"
+// pageAssets are the page's assets by name, and page the rendered page.
+var pageAssets, page = func() (map[string]*asset, []byte) {
+	m := map[string]*asset{}
+	for name, ctype := range map[string]string{
+		"page.js":  "text/javascript; charset=utf-8",
+		"page.css": "text/css; charset=utf-8",
+	} {
+		b, err := web.ReadFile("web/" + name)
+		if err != nil {
+			panic(err)
+		}
+		sum := sha256.Sum256(b)
+		h := hex.EncodeToString(sum[:8])
+		m[name] = &asset{body: b, ctype: ctype, etag: `"` + h + `"`, hash: h}
+	}
+	t := template.Must(template.ParseFS(web, "web/page.html"))
+	var buf bytes.Buffer
+	if err := t.Execute(&buf, map[string]string{
+		"JS":  "page.js?v=" + m["page.js"].hash,
+		"CSS": "page.css?v=" + m["page.css"].hash,
+	}); err != nil {
+		panic(err)
+	}
+	return m, buf.Bytes()
 }()
 
 // Close codes sent to dropped clients.
@@ -90,6 +84,7 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.HandleFunc(pagePattern, s.servePage)
 	mux.HandleFunc("GET "+s.base+"session-info", s.serveInfo)
+	mux.HandleFunc("GET "+s.base+"{asset}", serveAsset)
 	mux.HandleFunc("GET "+s.base+"websockify", s.serveWebSocket)
 	s.fileRoutes(mux)
 	files := http.StripPrefix(s.base+"novnc/", http.FileServer(http.Dir(s.cfg.NoVNCPath)))
@@ -121,23 +116,100 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", pageCSP)
-	w.Write([]byte(page))
+	w.Write(page)
 }
 
-// sessionInfo is the answer of GET session-info.
+// serveAsset serves an embedded asset of the page. A request with the
+// current hash ("?v=", as the page links them) may be cached for good;
+// any other is revalidated by its ETag.
+func serveAsset(w http.ResponseWriter, r *http.Request) {
+	a := pageAssets[r.PathValue("asset")]
+	if a == nil {
+		http.NotFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", a.ctype)
+	h.Set("ETag", a.etag)
+	if r.URL.Query().Get("v") == a.hash {
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	} else {
+		h.Set("Cache-Control", "no-cache")
+	}
+	for _, tag := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if strings.TrimSpace(tag) == a.etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	h.Set("Content-Length", strconv.Itoa(len(a.body)))
+	w.Write(a.body)
+}
+
+// sessionInfo is the answer of GET session-info: what the page shows and
+// which of its controls it enables.
 type sessionInfo struct {
-	ViewOnly bool `json:"viewOnly"`
+	ViewOnly    bool            `json:"viewOnly"`
+	User        string          `json:"user"`
+	Owner       string          `json:"owner"`
+	Permissions infoPermissions `json:"permissions"`
+	// Storage says whether the session has a storage root (the files
+	// panel).
+	Storage bool `json:"storage"`
+	// Peers are the users of the session's other live connections, sorted,
+	// each once.
+	Peers []string `json:"peers"`
+	// ExpiresAt is when the connection token expires (RFC 3339, UTC);
+	// empty when it does not.
+	ExpiresAt string `json:"expiresAt,omitempty"`
+}
+
+// infoPermissions are the user's rights in the session, as the page needs
+// them.
+type infoPermissions struct {
+	ClipboardCopy  bool `json:"clipboardCopy"`
+	ClipboardPaste bool `json:"clipboardPaste"`
+	FileUpload     bool `json:"fileUpload"`
+	FileDownload   bool `json:"fileDownload"`
+	Keyboard       bool `json:"keyboard"`
+	Mouse          bool `json:"mouse"`
 }
 
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	g, herr := s.authorize(r.Context(), r)
 	if herr != nil {
+		// A verified token names a session the broker issued it for, so
+		// 404 ("session not found") here means that session has ended
+		// (deleted, or no longer READY): the page says so.
 		herr.write(w)
 		return
 	}
+	p := g.session.Permissions
+	if p == nil {
+		p = permfile.Default()
+	}
+	f := p.Features(g.claims.User, g.session.Owner, s.cfg.Groups)
+	info := sessionInfo{
+		ViewOnly: g.rights.viewOnly(),
+		User:     g.claims.User,
+		Owner:    g.session.Owner,
+		Permissions: infoPermissions{
+			ClipboardCopy:  g.rights.clipboardCopy,
+			ClipboardPaste: g.rights.clipboardPaste,
+			FileUpload:     f["file-upload"],
+			FileDownload:   f["file-download"],
+			Keyboard:       g.rights.keyboard,
+			Mouse:          g.rights.mouse,
+		},
+		Storage: g.session.StorageRoot != "",
+		Peers:   s.peers(g.session.ID, g.client),
+	}
+	if !g.claims.ExpiresAt.IsZero() {
+		info.ExpiresAt = g.claims.ExpiresAt.UTC().Format(time.RFC3339)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(sessionInfo{ViewOnly: g.rights.viewOnly()})
+	json.NewEncoder(w).Encode(info)
 }
 
 // httpError is a refusal: a status and a short reason for the client.
@@ -171,6 +243,9 @@ type grant struct {
 	claims  *oauth.ConnectionClaims
 	session Session
 	rights  rights
+	// client is the page's clientId (see peers.go); empty when none or
+	// not valid.
+	client string
 }
 
 // authorize checks the request's token against the session it names.
@@ -217,7 +292,7 @@ func (s *Server) authorize(ctx context.Context, r *http.Request) (*grant, *httpE
 	if !rt.display {
 		return nil, &httpError{http.StatusForbidden, "the user is not allowed to connect to this session"}
 	}
-	return &grant{claims: claims, session: sess, rights: rt}, nil
+	return &grant{claims: claims, session: sess, rights: rt, client: clientID(q.Get("clientId"))}, nil
 }
 
 // rights are what a user may do in a connection.
