@@ -154,7 +154,10 @@ type plan struct {
 	owner   *owner
 	init    []string // argv; nil: nothing
 	autorun []string // argv; nil: nothing
-	storage string   // expanded storage root; "" for none
+	// desktop is the desktop start (init) when the request names no
+	// InitFile.
+	desktop desktop
+	storage string // expanded storage root; "" for none
 	// pamService is the PAM service the session's server starts in; "" for
 	// none.
 	pamService string
@@ -175,8 +178,9 @@ func (d *Driver) validate(req agent.CreateRequest) (*plan, error) {
 	return p, err
 }
 
-// lookupError is a user database that could not answer: a failure of the
-// host, not of the request.
+// lookupError is a failure of the host, not of the request: a user
+// database that could not answer, a configured desktop that is not
+// installed.
 type lookupError struct{ err error }
 
 func (e *lookupError) Error() string { return e.err.Error() }
@@ -220,8 +224,11 @@ func (d *Driver) plan(req agent.CreateRequest) (*plan, error) {
 			return nil, err
 		}
 		p.init = []string{path}
-	} else {
-		p.init = d.initArgv
+	} else if req.Type != "CONSOLE" {
+		if p.desktop, err = d.desktopFor(o); err != nil {
+			return nil, &lookupError{err} // the host's, not the request's
+		}
+		p.init = p.desktop.argv
 	}
 	if len(req.AutorunFileArguments) > 0 && req.AutorunFile == "" {
 		return nil, errors.New("AutorunFileArguments given without an AutorunFile")
@@ -698,8 +705,29 @@ func rfbPing(sock string, deadline time.Time) error {
 }
 
 // startPrograms starts the init and autorun programs as the owner, each in
-// a session of its own.
+// a session of its own. A VIRTUAL session's programs get a desktop's
+// environment: XDG_SESSION_TYPE=x11 and the address of the session's own
+// D-Bus session bus, which starts first (where dbus-daemon is installed).
 func (d *Driver) startPrograms(ctx context.Context, s *session, p *plan, logf *os.File) error {
+	if len(p.init) == 0 && len(p.autorun) == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	rec := s.rec
+	pamEnv := s.pamEnv
+	d.mu.Unlock()
+	base := d.env(p.owner, rec.Display, rec.Cookie)
+	if !isConsole(&rec) {
+		// The console shares the user's desktop, and its bus.
+		base = append(base, "XDG_SESSION_TYPE=x11")
+		if addr := d.startBus(ctx, s, p, login.MergeEnv(base, pamEnv), logf); addr != "" {
+			base = append(base, "DBUS_SESSION_BUS_ADDRESS="+addr)
+		}
+	}
+	env := login.MergeEnv(base, pamEnv)
+	if len(p.init) > 0 && p.req.InitFile == "" {
+		d.log.Info("starting the session's desktop", logattr.SessionID, rec.ID, "desktop", p.desktop.what, "argv", p.init)
+	}
 	for _, prog := range []struct {
 		role string
 		argv []string
@@ -708,49 +736,31 @@ func (d *Driver) startPrograms(ctx context.Context, s *session, p *plan, logf *o
 			continue
 		}
 		if prog.role == "autorun" && len(p.init) > 0 {
-			// Windows mapped while the window manager starts stay unmanaged.
-			d.mu.Lock()
-			rec := s.rec
-			d.mu.Unlock()
+			// Windows mapped while the window manager starts stay unmanaged;
+			// a desktop session takes longer to bring its window manager up.
 			pid := rec.ServerPID
 			if isConsole(&rec) {
 				pid = 0 // the console's X server is not ours
 			}
+			wait, clients := wmWait, time.Duration(0)
+			if p.desktop.full {
+				wait, clients = desktopWait, clientWait
+			}
 			cookie, err := rec.xCookie()
-			if err != nil || !waitWindowManager(context.Background(), rec.Display, cookie, pid) {
+			if err != nil || !waitWindowManager(context.Background(), rec.Display, cookie, pid, wait, clients) {
 				d.log.Info("no window manager answered; starting the autorun program anyway", logattr.SessionID, s.rec.ID)
 			}
 		}
 		cmd := exec.Command(prog.argv[0], prog.argv[1:]...)
-		d.mu.Lock()
-		cmd.Env = login.MergeEnv(d.env(p.owner, s.rec.Display, s.rec.Cookie), s.pamEnv)
-		serverPID := s.rec.ServerPID
-		d.mu.Unlock()
+		cmd.Env = env
 		cmd.Dir = p.owner.workDir()
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = p.owner.sysProcAttr()
-		closeOnExec()
-		var pid int
-		if p.pamService == "" {
-			if err := cmd.Start(); err != nil {
-				return fmt.Errorf("start %s program: %s", prog.role, shortExecErr(err))
-			}
-			pid = cmd.Process.Pid
-			cmd.Process.Release()
-		} else {
-			// Inside the PAM session: the server's limits and priority.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReadyTimeout)
-			st, err := login.Start(sctx, cmd, login.Options{LimitsFrom: serverPID})
-			cancel()
-			if err != nil {
-				return fmt.Errorf("start %s program: %v", prog.role, err)
-			}
-			pid = st.Process.Pid
-			st.Process.Release()
+		pid, err := d.startProcess(ctx, s, p, cmd, prog.role)
+		if err != nil {
+			return err
 		}
-		pi, _ := readStat(pid)
 		d.mu.Lock()
-		s.procs = append(s.procs, &proc{pid: pid, start: pi.start, child: true, role: prog.role})
 		if prog.role == "init" {
 			s.rec.InitPID = pid
 		} else {
@@ -759,6 +769,86 @@ func (d *Driver) startPrograms(ctx context.Context, s *session, p *plan, logf *o
 		d.mu.Unlock()
 	}
 	return nil
+}
+
+// startProcess starts cmd, a program of the session run as its owner, in the
+// session's PAM session when it has one (with the server's limits), and
+// watches it. It returns its PID.
+func (d *Driver) startProcess(ctx context.Context, s *session, p *plan, cmd *exec.Cmd, role string) (int, error) {
+	closeOnExec()
+	var pid int
+	if p.pamService == "" {
+		if err := cmd.Start(); err != nil {
+			return 0, fmt.Errorf("start %s program: %s", role, shortExecErr(err))
+		}
+		pid = cmd.Process.Pid
+		cmd.Process.Release()
+	} else {
+		d.mu.Lock()
+		serverPID := s.rec.ServerPID
+		d.mu.Unlock()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReadyTimeout)
+		st, err := login.Start(sctx, cmd, login.Options{LimitsFrom: serverPID})
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("start %s program: %v", role, err)
+		}
+		pid = st.Process.Pid
+		st.Process.Release()
+	}
+	pi, _ := readStat(pid)
+	d.mu.Lock()
+	s.procs = append(s.procs, &proc{pid: pid, start: pi.start, child: true, role: role})
+	d.mu.Unlock()
+	return pid, nil
+}
+
+// startBus starts the session's own D-Bus session bus (dbus-daemon
+// --session, listening on DIR/bus in the session directory) with env, and
+// returns its address once it listens; "" when dbus-daemon is not installed
+// or did not start (the session goes on without). A bus of its own, rather
+// than the user's systemd bus, lets one user run several desktop sessions:
+// the session managers of XFCE and others claim unique bus names.
+func (d *Driver) startBus(ctx context.Context, s *session, p *plan, env []string, logf *os.File) string {
+	daemon, err := lookPath("dbus-daemon")
+	if err != nil {
+		return ""
+	}
+	d.mu.Lock()
+	id, dir := s.rec.ID, s.rec.Dir
+	d.mu.Unlock()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		d.log.Warn("session bus not started", logattr.SessionID, id, "err", err)
+		return ""
+	}
+	defer pr.Close()
+	cmd := exec.Command(daemon, "--session", "--nofork", "--nopidfile", "--nosyslog",
+		"--address=unix:path="+filepath.Join(dir, "bus"), "--print-address=3")
+	cmd.Env = env
+	cmd.Dir = p.owner.workDir()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = p.owner.sysProcAttr()
+	pid, err := d.startProcess(ctx, s, p, cmd, "bus")
+	pw.Close()
+	if err != nil {
+		d.log.Warn("session bus not started", logattr.SessionID, id, "err", err)
+		return ""
+	}
+	d.mu.Lock()
+	s.rec.BusPID = pid
+	d.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now()) })
+	defer stop()
+	pr.SetReadDeadline(time.Now().Add(d.cfg.ReadyTimeout))
+	line, err := bufio.NewReader(io.LimitReader(pr, 4096)).ReadString('\n')
+	addr := strings.TrimSpace(line)
+	if err != nil || !strings.HasPrefix(addr, "unix:") {
+		d.log.Warn("the session bus did not start; the session goes on without", logattr.SessionID, id, "err", err)
+		return ""
+	}
+	return addr
 }
 
 // shortExecErr strips the path from an exec error.

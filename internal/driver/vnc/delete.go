@@ -78,11 +78,11 @@ func (d *Driver) teardown(ctx context.Context, s *session) {
 }
 
 // stopProcesses ends every process of the session: its process groups
-// (server, init, autorun) and every other process of the owner that
+// (server, bus, init, autorun) and every other process of the owner that
 // descends from them or carries the session's XAUTHORITY.
 func (d *Driver) stopProcesses(ctx context.Context, rec *record, procs []*proc) {
 	roots := map[int]bool{}
-	for _, pid := range []int{rec.ServerPID, rec.InitPID, rec.AutorunPID} {
+	for _, pid := range []int{rec.ServerPID, rec.BusPID, rec.InitPID, rec.AutorunPID} {
 		if pid > 0 {
 			roots[pid] = true
 		}

@@ -158,6 +158,9 @@ func newDriverWith(t testing.TB, mod func(*Config)) *Driver {
 		Geometry:      "1280x800",
 		PAM:           PAMRequired,
 		PAMService:    testPAMService,
+		// openbox alone: a full desktop per test session would take seconds
+		// and memory; TestDriver_Desktop covers the host's desktop.
+		DesktopCommand: "openbox",
 	}
 	mod(&cfg)
 	d, err := New(cfg)

@@ -21,8 +21,9 @@ const recordVersion = 1
 
 // record is what the driver keeps about a session in StateDir/sessions/ID.json:
 // enough to report, screenshot, bridge and delete it after an agent restart.
-// The server, init and autorun processes each lead their own session and
-// process group, so their PIDs are also their PGIDs.
+// The server, bus (the session's dbus-daemon), init and autorun processes
+// each lead their own session and process group, so their PIDs are also
+// their PGIDs.
 type record struct {
 	Version     int    `json:"version"`
 	ID          string `json:"id"`
@@ -37,6 +38,7 @@ type record struct {
 	ServerStart uint64 `json:"server_start"` // its start time in clock ticks, against PID reuse
 	InitPID     int    `json:"init_pid,omitempty"`
 	AutorunPID  int    `json:"autorun_pid,omitempty"`
+	BusPID      int    `json:"bus_pid,omitempty"`
 	Dir         string `json:"dir"`    // /run/user/UID/berth-ID
 	Socket      string `json:"socket"` // the VNC unix socket
 	Cookie      string `json:"cookie"` // the X authority file
@@ -77,7 +79,8 @@ type session struct {
 	pamEnv []string
 
 	// procs are the session's processes the monitor watches: the server and
-	// (for processes this Driver started) init and autorun, to reap them.
+	// (for processes this Driver started) bus, init and autorun, to reap
+	// them.
 	procs []*proc
 }
 
@@ -85,7 +88,7 @@ type session struct {
 type proc struct {
 	pid   int
 	start uint64 // start time (clock ticks), 0 if unknown
-	role  string // "server", "init", "autorun"
+	role  string // "server", "bus", "init", "autorun"
 
 	mu    sync.Mutex
 	child bool // started by this Driver: reap it with wait4; guarded by mu

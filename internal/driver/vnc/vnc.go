@@ -1,7 +1,8 @@
 // Package vnc is berth's real session driver for Linux hosts without Amazon
 // DCV: every VIRTUAL session is a TigerVNC Xvnc server run as the session's
-// owner, with a window manager (or the host's init file) and an optional
-// autorun program, and is reached from a browser through the agent's web
+// owner, with the host's desktop session (or a configured desktop command,
+// or the request's init file) and an optional autorun program, in a D-Bus
+// session bus of its own, and is reached from a browser through the agent's web
 // gateway (package gateway), which this driver feeds with sessions.
 //
 // Per session the driver:
@@ -22,8 +23,12 @@
 //     the session's other programs get too;
 //   - reports the session READY once the display number arrived, an X round
 //     trip with the cookie answered and the socket spoke RFB 003.008, then
-//     starts the init file (default openbox) and the autorun program as the
-//     owner;
+//     starts a session bus (dbus-daemon, where installed), the desktop and
+//     the autorun program as the owner: the request's InitFile, else the
+//     configured desktop command, else the host's desktop session as a
+//     display manager starts it (~/.xsession, /etc/X11/Xsession,
+//     x-session-manager), else openbox with a panel and a terminal (see
+//     desktop.go);
 //   - keeps the session's metadata in StateDir/sessions/ID.json so that a new
 //     agent re-adopts the sessions that outlived the old one;
 //   - watches every Xvnc (pidfd, or /proc polling) and reports a session whose
@@ -84,7 +89,6 @@ const (
 	DefaultGeometry     = "1920x1080"
 	DefaultFirstDisplay = 10
 	DefaultReadyTimeout = 20 * time.Second
-	DefaultInit         = "openbox"
 	DefaultPAMService   = "berth"
 	defaultLang         = "C.UTF-8"
 	// userPath is the PATH of session processes: the user's, never root's.
@@ -111,10 +115,21 @@ type Config struct {
 	// Geometry is the screen size of new sessions, WxH; empty means
 	// DefaultGeometry.
 	Geometry string
-	// DefaultInit is what runs when a request names no InitFile: a program
-	// name looked up in PATH or an absolute path. Empty means DefaultInit
-	// (openbox); "-" means nothing. When it is not installed nothing runs and
-	// a warning is logged.
+	// DesktopCommand is what a VIRTUAL session whose request names no
+	// InitFile runs as its desktop (agent.conf [vnc] desktop_command): a
+	// command line, split into words at white space and run without a shell
+	// (ParseDesktopCommand), its program an absolute path or a name in the
+	// session PATH; "-" runs nothing. Empty means the host's desktop session,
+	// started as a display manager starts it: the user's ~/.xsession, else
+	// the system default (/etc/X11/Xsession, x-session-manager), else openbox
+	// with a panel and a terminal (see desktop.go). A session whose
+	// DesktopCommand program is not installed fails to start, saying so.
+	DesktopCommand string
+	// DefaultInit is the older, lower-precedence form of DesktopCommand,
+	// used when DesktopCommand is empty: "openbox" (what an empty value
+	// meant before the host's desktop became the default), another program,
+	// or "-" for nothing. Unlike DesktopCommand, a program that is not
+	// installed runs nothing, with a warning.
 	DefaultInit string
 	// FirstDisplay is the lowest display number of VIRTUAL sessions; 0
 	// means DefaultFirstDisplay.
@@ -166,7 +181,6 @@ type Driver struct {
 	log        *slog.Logger
 	xvnc       string // resolved Xvnc path; "" when not installed
 	xvncReason string // why xvnc is "" (health reason)
-	initArgv   []string
 	width      int
 	height     int
 	stateDir   string // StateDir/sessions
@@ -236,6 +250,11 @@ func New(cfg Config) (*Driver, error) {
 	default:
 		return nil, fmt.Errorf("vnc driver: PAM %q is not one of auto, off, required", cfg.PAM)
 	}
+	for _, c := range []struct{ name, line string }{{"desktop command", cfg.DesktopCommand}, {"default init", cfg.DefaultInit}} {
+		if _, err := ParseDesktopCommand(c.line); err != nil {
+			return nil, fmt.Errorf("vnc driver: %s %q %v", c.name, c.line, err)
+		}
+	}
 	if cfg.PAMService == "" {
 		cfg.PAMService = DefaultPAMService
 	}
@@ -283,7 +302,7 @@ func New(cfg Config) (*Driver, error) {
 	if d.xvnc == "" {
 		logger.Warn("Xvnc is not usable; the host is reported unhealthy", "reason", d.xvncReason)
 	}
-	d.initArgv = d.defaultInit()
+	d.checkDesktop()
 
 	if err := unix.Pipe2(d.wakeFDs[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("vnc driver: %w", err)
@@ -323,21 +342,22 @@ func findXvnc(p string) (string, string) {
 	return p, ""
 }
 
-// defaultInit resolves the init program of sessions without an InitFile.
-func (d *Driver) defaultInit() []string {
-	name := d.cfg.DefaultInit
-	if name == "" {
-		name = DefaultInit
+// checkDesktop logs, once at start, a configured desktop program that is
+// not installed (sessions resolve their desktop when they start, so that
+// installing it later needs no restart).
+func (d *Driver) checkDesktop() {
+	for _, line := range []string{d.cfg.DesktopCommand, d.cfg.DefaultInit} {
+		argv, _ := ParseDesktopCommand(line)
+		if len(argv) > 0 {
+			if _, err := lookPath(argv[0]); err != nil {
+				d.log.Warn("the configured desktop program is not installed", "program", argv[0])
+			}
+			return
+		}
+		if line != "" {
+			return // "-"
+		}
 	}
-	if name == "-" {
-		return nil
-	}
-	p, err := lookPath(name)
-	if err != nil {
-		d.log.Warn("default init program is not installed; sessions without an InitFile run no window manager", "program", name)
-		return nil
-	}
-	return []string{p}
 }
 
 // lookPath finds name in the session PATH (not the agent's).

@@ -72,6 +72,8 @@ func TestDriver_Create_RunsAsOwner(t *testing.T) {
 	// Server, init and autorun: the owner's credentials, each in its own
 	// session and process group, with a clean environment.
 	wantEnv := map[string]bool{"HOME": true, "USER": true, "LOGNAME": true, "SHELL": true, "PATH": true, "XDG_RUNTIME_DIR": true, "DISPLAY": true, "XAUTHORITY": true, "LANG": true, "PWD": true}
+	// The desktop's programs also get the session type and their bus.
+	desktopEnv := map[string]bool{"XDG_SESSION_TYPE": true, "DBUS_SESSION_BUS_ADDRESS": true}
 	for _, pid := range []int{rec.ServerPID, rec.InitPID, rec.AutorunPID} {
 		if pid == 0 {
 			t.Errorf("missing pid in %+v", rec)
@@ -85,7 +87,7 @@ func TestDriver_Create_RunsAsOwner(t *testing.T) {
 		env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
 		for kv := range strings.SplitSeq(strings.TrimRight(string(env), "\x00"), "\x00") {
 			k, v, _ := strings.Cut(kv, "=")
-			if !wantEnv[k] {
+			if !wantEnv[k] && !(pid != rec.ServerPID && desktopEnv[k]) {
 				t.Errorf("pid %d: unexpected environment variable %q", pid, k)
 			}
 			if k == "HOME" && v != "/home/"+testUser1 || k == "PATH" && strings.Contains(v, "sbin") || k == "DISPLAY" && v != ":"+strconv.Itoa(rec.Display) {
@@ -509,7 +511,7 @@ func TestDriver_ServerDies(t *testing.T) {
 
 func TestDriver_Readopt(t *testing.T) {
 	state := t.TempDir()
-	d1, err := New(Config{StateDir: state, AutorunFolder: testFolders + "/autorun", Geometry: "1024x768"})
+	d1, err := New(Config{StateDir: state, AutorunFolder: testFolders + "/autorun", Geometry: "1024x768", DesktopCommand: "openbox"})
 	if err != nil {
 		t.Fatal(err)
 	}
