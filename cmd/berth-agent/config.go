@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/berth-dev/berth/internal/account"
+	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/logging"
 	"github.com/berth-dev/berth/internal/login"
 	"github.com/berth-dev/berth/internal/netlimit"
@@ -127,6 +128,11 @@ type VNCConfig struct {
 	// over them are closed on accept.
 	GatewayMaxConnections           int `toml:"gateway_max_connections"`
 	GatewayMaxConnectionsPerAddress int `toml:"gateway_max_connections_per_address"`
+	// DesktopCommand is what a session whose request names no InitFile runs
+	// as its desktop (vnc.Config.DesktopCommand): a command line split into
+	// words at white space and run without a shell; "-" runs nothing; empty
+	// runs the host's desktop session as a display manager would.
+	DesktopCommand string `toml:"desktop_command"`
 }
 
 // gatewayLimits are the web gateway's connection limits (gateway.Config:
@@ -403,6 +409,9 @@ func (c *Config) Validate() error {
 	}
 	if v.GatewayMaxConnectionsPerAddress < 0 {
 		fail("vnc.gateway_max_connections_per_address", "%d is not a number of connections (0 or more; 0: no limit)", v.GatewayMaxConnectionsPerAddress)
+	}
+	if _, err := vnc.ParseDesktopCommand(v.DesktopCommand); err != nil {
+		fail("vnc.desktop_command", "%q %v", v.DesktopCommand, err)
 	}
 
 	mc := &c.Metrics

@@ -74,7 +74,7 @@ func TestLoadConfig_Full(t *testing.T) {
 		},
 		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
 		VNC: VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key",
-			GatewayMaxConnections: 100, GatewayMaxConnectionsPerAddress: 0},
+			GatewayMaxConnections: 100, GatewayMaxConnectionsPerAddress: 0, DesktopCommand: "/usr/bin/openbox --sm-disable"},
 		Metrics: MetricsConfig{Port: 9464, BindHost: "0.0.0.0", CertFile: "/etc/berth/metrics.pem", KeyFile: "/etc/berth/metrics.key"},
 		Account: AccountConfig{
 			MinUID: 5000, RequireValidShell: false, RefuseLocked: true, RefuseExpired: false,
@@ -141,6 +141,8 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"vnc cert alone", broker + "[vnc]\ncert_file = '/c.pem'\n", []string{"vnc.key_file: is required with vnc.cert_file"}},
 		{"vnc key alone", broker + "[vnc]\nkey_file = '/c.key'\n", []string{"vnc.cert_file: is required with vnc.key_file"}},
 		{"gateway limit", broker + "[vnc]\ngateway_max_connections = -1\n", []string{"vnc.gateway_max_connections: -1 is not a number of connections"}},
+		{"desktop command with a shell", broker + "[vnc]\ndesktop_command = 'openbox & xterm'\n", []string{`vnc.desktop_command: "openbox & xterm" holds '&'`, "without a shell"}},
+		{"desktop command relative", broker + "[vnc]\ndesktop_command = 'bin/openbox'\n", []string{`vnc.desktop_command: "bin/openbox" names program "bin/openbox", neither an absolute path nor a name in the session PATH`}},
 		{"gateway per-address limit", broker + "[vnc]\ngateway_max_connections_per_address = -2\n", []string{"vnc.gateway_max_connections_per_address: -2 is not a number of connections"}},
 		{"metrics port", broker + "[metrics]\nport = 70000\n", []string{"metrics.port: 70000 is not a port (1-65535, or 0 for no metrics)"}},
 		{"metrics bind", broker + "[metrics]\nport = 9464\nbind_host = 'a b'\n", []string{`metrics.bind_host: "a b" is not an IP address or host name`}},
