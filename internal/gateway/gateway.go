@@ -170,6 +170,10 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
 	IdleTimeout       time.Duration
+
+	// MaxUploadBytes bounds a file uploaded through the files panel
+	// (files.go, docs/files.md); zero or less means DefaultMaxUploadBytes.
+	MaxUploadBytes int64
 }
 
 // Metrics receives the gateway's measurements; internal/agentmetrics exports

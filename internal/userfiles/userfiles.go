@@ -420,7 +420,11 @@ func Write(ctx context.Context, o Owner, root, name string, body io.Reader, size
 			p.stdin.Close()
 			p.reply()
 			p.wait()
-			return &Error{Code: CodeIncomplete, Msg: fmt.Sprintf("body: ended after %d of %d bytes: %v", n, size, rerr)}
+			msg := fmt.Sprintf("body: ended after %d of %d bytes", n, size)
+			if ne, ok := rerr.(interface{ Timeout() bool }); ok && ne.Timeout() {
+				msg += " (timed out)"
+			}
+			return &Error{Code: CodeIncomplete, Msg: msg}
 		}
 	}
 	p.stdin.Close()
