@@ -299,6 +299,12 @@ type EnvOptions struct {
 	// AgentAgent are more lines for agent.conf's [agent] table, and
 	// AgentTables more tables at its end.
 	AgentAgent, AgentTables string
+	// HostDesktop leaves agent.conf's [vnc] desktop_command unset, so that
+	// sessions without an InitFile start the host's desktop session (XFCE
+	// where test.sh installed it), as make run's do. Otherwise it is
+	// 'openbox': a full desktop per test session would cost seconds and
+	// memory the tests do not need.
+	HostDesktop bool
 	// Client, if set, makes e.Client once the broker runs, instead of an
 	// API client registered with the broker (for a broker whose tokens
 	// come from an external authorization server). Its answers are
@@ -493,11 +499,15 @@ func mustFreePort(tb testing.TB) int {
 }
 
 // mustWriteAgentConf writes agent.conf: the vnc driver, the gateway on
-// 127.0.0.1:WebPort, the shared init/autorun/tags folders and a state
-// directory of its own.
+// 127.0.0.1:WebPort, the shared init/autorun/tags folders, a state
+// directory of its own and openbox as the desktop (unless HostDesktop).
 func (e *Env) mustWriteAgentConf(tb testing.TB) {
 	tb.Helper()
 	_, port, _ := net.SplitHostPort(e.AgentAddr)
+	desktop := "desktop_command = 'openbox'"
+	if e.opts.HostDesktop {
+		desktop = "# desktop_command unset: the host's desktop session"
+	}
 	conf := fmt.Sprintf(`# berth e2e agent
 version = '0.1'
 [agent]
@@ -515,12 +525,13 @@ broker_update_interval = %d
 [vnc]
 web_port = %d
 web_bind_host = '127.0.0.1'
+%s
 [log]
 level = '%s'
 %s
 `, port, e.CAFile, filepath.Join(e.BrokerDir, "agent-software-statement"), filepath.Join(e.Dir, "agent"),
 		filepath.Join(folders, "init"), filepath.Join(folders, "autorun"), filepath.Join(folders, "tags"),
-		int(updateInterval/time.Second), e.opts.AgentAgent, e.WebPort, e.opts.LogLevel, e.opts.AgentTables)
+		int(updateInterval/time.Second), e.opts.AgentAgent, e.WebPort, desktop, e.opts.LogLevel, e.opts.AgentTables)
 	if err := os.WriteFile(e.AgentConf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
