@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # make run: the quick start. As root on Debian 12 it installs the desktop
-# packages if missing, starts a broker on embedded SQLite and a local agent with
-# the vnc driver, registers an API client, creates a demo user and a session,
-# and prints the session's browser URL. Ctrl-C deletes the session and stops
-# everything. State lives in ./run (BERTH_RUN_DIR).
+# packages if missing (TigerVNC, noVNC and a light XFCE desktop), starts a
+# broker on embedded SQLite and a local agent with the vnc driver, registers an
+# API client, creates a demo user and a session (the host's desktop, XFCE,
+# with a terminal open and the user's home as its storage root), and prints
+# the session's browser URL. Ctrl-C deletes the session and stops everything.
+# State lives in ./run (BERTH_RUN_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make run needs root: the agent starts desktops as local users" >&2; exit 1; }
 
 pkgs="tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils"
+# XFCE's core, without recommends: session manager, window manager, panel
+# (with its applications menu), desktop, terminal, settings daemon, a session
+# bus and an icon theme and font (about 45 MB).
+pkgs="$pkgs xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-terminal xfce4-settings xfconf dbus-x11 adwaita-icon-theme fonts-dejavu-core"
 missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
 if [ -n "$missing" ]; then
   echo "Installing: $missing"
@@ -20,7 +26,18 @@ fi
 umask 077
 state=$(realpath -m "${BERTH_RUN_DIR:-$PWD/run}")
 user=${BERTH_DEMO_USER:-berth-demo}
-mkdir -p "$state/agent/init" "$state/agent/autorun" "$state/agent/tags"
+mkdir -p "$state/agent/tags" "$state/folders/init" "$state/folders/autorun"
+# Session users run the init and autorun programs: their folders are
+# world-readable, reached through $state, which others may cross but not list.
+chmod 711 "$state"
+chmod 755 "$state/folders" "$state/folders/init" "$state/folders/autorun"
+# The session's autorun program: a terminal on the new desktop.
+cat >"$state/folders/autorun/terminal.sh" <<'SH'
+#!/bin/sh
+# Opens a terminal on the new desktop (berth quick start).
+exec x-terminal-emulator
+SH
+chmod 755 "$state/folders/autorun/terminal.sh"
 cat >"$state/broker.properties" <<CONF
 # berth quick-start broker; every key is described in docs/config.md
 session-manager-working-path = $state/broker
@@ -38,8 +55,8 @@ ca_file = '$state/broker/ca.pem'
 software_statement_path = '$state/broker/agent-software-statement'
 driver = 'vnc'
 state_dir = '$state/agent'
-init_folder = '$state/agent/init'
-autorun_folder = '$state/agent/autorun'
+init_folder = '$state/folders/init'
+autorun_folder = '$state/folders/autorun'
 tags_folder = '$state/agent/tags'
 broker_update_interval = 10
 [vnc]
@@ -81,7 +98,8 @@ id "$user" >/dev/null 2>&1 || useradd -m -s /bin/bash "$user"
 for _ in $(seq 100); do
   ./bin/berth "${cli[@]}" describe-servers 2>/dev/null | grep -q '"Availability": "AVAILABLE"' && break; sleep 0.2
 done
-out=$(./bin/berth "${cli[@]}" create-session --name demo --owner "$user" --type Virtual --wait)
+out=$(./bin/berth "${cli[@]}" create-session --name demo --owner "$user" --type Virtual \
+  --autorun-file terminal.sh --storage-root %home% --wait)
 session=$(sed -n 's/.*"Id": "\([0-9a-f-]\{36\}\)".*/\1/p' <<<"$out" | head -1)
 url=$(./bin/berth "${cli[@]}" get-session-connection-data --session-id "$session" --user "$user" --url)
 

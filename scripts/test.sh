@@ -2,7 +2,8 @@
 # The whole test suite (make test; CI runs it through .ci/run):
 #   1. as root, install the Debian packages the tests use if any is missing:
 #      TigerVNC, openbox, xterm, noVNC and Chromium for real desktops and the
-#      browser test, PostgreSQL for the PostgreSQL store and the cluster tests;
+#      browser tests, XFCE's core (make run's desktop) for the desktop tests,
+#      PostgreSQL for the PostgreSQL store and the cluster tests;
 #   2. find a PostgreSQL for the tests: BERTH_TEST_PG_DSN if set, else the
 #      local server at 127.0.0.1:5432 (trust auth, database test) if it
 #      answers, else a private throw-away server started here and stopped on
@@ -16,6 +17,9 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 GO=${GO:-go}
 
 pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils x11-xserver-utils xclip chromium postgresql postgresql-client gcc libc6-dev"
+# The desktop make run installs (scripts/run.sh): TestE2E_Desktop and the vnc
+# driver's desktop tests start it.
+pkgs="$pkgs xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-terminal xfce4-settings xfconf dbus-x11 adwaita-icon-theme fonts-dejavu-core"
 if [ "$(id -u)" = 0 ] && command -v dpkg >/dev/null; then
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
