@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"image"
+	"image/color"
+	"image/draw"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -160,9 +162,11 @@ type desktopView struct {
 	img    image.Image
 
 	// panel: a band of at least desktopPanelRows desktop rows at the top or
-	// bottom edge of the desktop, each mostly (≥ 50 %) one colour that is
-	// not black: a desktop panel (XFCE's, tint2, ...). A black screen or a
-	// wallpaper alone has no such band.
+	// bottom edge of the desktop, each at least 40 % one colour that is not
+	// black, and ending within 60 rows of the edge: a desktop panel (XFCE's,
+	// tint2, ...). A black screen, a wallpaper or a plain background has no
+	// such band. (40 %: the page's toolbar or its handle may cover part of
+	// the panel, and its buttons and clock do.)
 	panel     bool
 	panelRows int
 	panelAt   string
@@ -241,17 +245,85 @@ func desktopAnalyse(t *testing.T, page *Page, shot []byte) (desktopView, error) 
 	if err != nil {
 		t.Fatalf("Page.captureScreenshot is not a PNG: %v", err)
 	}
-	v := desktopView{img: img, scale: c.W / c.CW, origin: image.Pt(int(c.X), int(c.Y))}
-	v.canvas = image.Rect(int(c.X+0.5), int(c.Y+0.5), int(c.X+c.W), int(c.Y+c.H)).Intersect(img.Bounds())
+	return desktopJudge(img, c.X, c.Y, c.W, c.H, c.CW, c.CH)
+}
+
+// desktopJudge judges img, a screenshot whose desktop (cw×ch desktop
+// pixels) is drawn at (x, y), w×h screenshot pixels.
+func desktopJudge(img image.Image, x, y, w, h, cw, ch float64) (desktopView, error) {
+	v := desktopView{img: img, scale: w / cw, origin: image.Pt(int(x), int(y))}
+	v.canvas = image.Rect(int(x+0.5), int(y+0.5), int(x+w), int(y+h)).Intersect(img.Bounds())
 	if v.canvas.Dx() < 100 || v.canvas.Dy() < 100 {
 		return v, fmt.Errorf("the canvas's visible part %v is too small", v.canvas)
 	}
-	v.findPanel(c.CH)
+	v.findPanel(ch)
 	v.findTerminal()
 	if v.terminal {
 		v.termLight = v.lightIn(v.termArea())
 	}
 	return v, nil
+}
+
+// TestDesktopJudge: the pixel criteria of TestE2E_Desktop on made-up
+// screenshots (1280×720 of a 1920×1080 desktop, as the page shows it): a
+// panel and a terminal pass; the black screen of issue 15, a plain
+// background, a wallpaper without a panel, a light terminal (an xterm) and a
+// panel alone do not.
+func TestDesktopJudge(t *testing.T) {
+	const w, h = 1280, 720
+	navy := color.RGBA{30, 38, 56, 255}
+	grey := color.RGBA{240, 240, 240, 255}
+	paint := func(img *image.RGBA, r image.Rectangle, c color.Color) {
+		draw.Draw(img, r, image.NewUniform(c), image.Point{}, draw.Src)
+	}
+	// wallpaper draws light lines every 20 pixels on navy, as XFCE's does.
+	wallpaper := func(img *image.RGBA) {
+		paint(img, img.Bounds(), navy)
+		for y := 0; y < h; y += 20 {
+			for x := 0; x < w; x++ {
+				img.Set(x, y+(x/7)%20, color.RGBA{200, 160, 90, 255})
+			}
+		}
+	}
+	panel := func(img *image.RGBA) {
+		paint(img, image.Rect(0, 0, w, 18), grey)
+		paint(img, image.Rect(4, 3, 60, 15), color.RGBA{40, 40, 40, 255}) // a button
+		paint(img, image.Rect(600, 0, 700, 18), navy)                     // the page's handle
+	}
+	terminal := func(img *image.RGBA, bg color.Color) {
+		paint(img, image.Rect(20, 30, 560, 60), grey) // title and menu bars
+		paint(img, image.Rect(20, 60, 560, 360), bg)
+		paint(img, image.Rect(24, 64, 40, 76), color.RGBA{220, 220, 220, 255}) // the prompt
+	}
+	for _, c := range []struct {
+		name                string
+		draw                func(*image.RGBA)
+		wantPanel, wantTerm bool
+	}{
+		{"desktop with panel and terminal", func(i *image.RGBA) { wallpaper(i); panel(i); terminal(i, color.Black) }, true, true},
+		{"black screen", func(i *image.RGBA) { paint(i, i.Bounds(), color.Black) }, false, false},
+		{"plain grey background", func(i *image.RGBA) { paint(i, i.Bounds(), grey) }, false, false},
+		{"wallpaper only", wallpaper, false, false},
+		{"xterm on black", func(i *image.RGBA) { paint(i, i.Bounds(), color.Black); terminal(i, color.White) }, false, false},
+		{"panel without terminal", func(i *image.RGBA) { wallpaper(i); panel(i) }, true, false},
+		{"panel at the bottom", func(i *image.RGBA) {
+			wallpaper(i)
+			paint(i, image.Rect(0, h-20, w, h), grey)
+			terminal(i, color.Black)
+		}, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := image.NewRGBA(image.Rect(0, 0, w, h))
+			c.draw(img)
+			v, err := desktopJudge(img, 0, 0, w, h, 1920, 1080)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.panel != c.wantPanel || v.terminal != c.wantTerm {
+				t.Errorf("panel %v, terminal %v; want %v, %v (%s)", v.panel, v.terminal, c.wantPanel, c.wantTerm, v)
+			}
+		})
+	}
 }
 
 // rgb returns a pixel's 8-bit channels.
@@ -278,13 +350,14 @@ func (v *desktopView) findPanel(desktopH float64) {
 		if !edge.visible {
 			continue
 		}
-		// The band may start a row or two in (a border line).
+		// The band may start a row or two in (a border line), and must end
+		// before the rows searched do.
 		run, best := 0, 0
 		for i := 0; i < edge.rowsToSearch; i++ {
 			if v.panelRow(edge.from + edge.dir*i) {
 				run++
-				best = max(best, run)
 			} else {
+				best = max(best, run)
 				run = 0
 			}
 		}
@@ -298,8 +371,8 @@ func (v *desktopView) findPanel(desktopH float64) {
 	}
 }
 
-// panelRow reports whether screenshot row y, across the canvas, is mostly
-// (≥ 50 %) one colour (channels within 12) that is not black (brightness
+// panelRow reports whether screenshot row y, across the canvas, is at
+// least 40 % one colour (channels within 12) that is not black (brightness
 // over 60 of 255).
 func (v *desktopView) panelRow(y int) bool {
 	if y < v.canvas.Min.Y || y >= v.canvas.Max.Y {
@@ -325,7 +398,7 @@ func (v *desktopView) panelRow(y int) bool {
 			near += n
 		}
 	}
-	return near*2 >= v.canvas.Dx()
+	return near*5 >= v.canvas.Dx()*2
 }
 
 func abs(n int) int {
