@@ -45,13 +45,17 @@ func realUser(t *testing.T, name string) fileUser {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the files panel reads and writes as real local users")
 	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		out, _ := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput()
-		if u, err = user.Lookup(name); err != nil { // another test may have made it meanwhile
-			t.Fatalf("useradd %s: %v: %s", name, err, out)
+	// useradd fails while another test holds /etc/passwd's lock, or made
+	// the user meanwhile: try until the user is there.
+	var u *user.User
+	poll.Until(t, 30*time.Second, "useradd "+name, func() bool {
+		var err error
+		if u, err = user.Lookup(name); err != nil {
+			exec.Command("useradd", "-m", "-s", "/bin/sh", name).Run()
+			u, err = user.Lookup(name)
 		}
-	}
+		return err == nil
+	})
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return fileUser{name: name, uid: uid, gid: gid, home: u.HomeDir}
@@ -512,7 +516,7 @@ func TestFiles_StorageRoot(t *testing.T) {
 // progress, still complete (the transfer sets its own deadlines).
 func TestFiles_SlowTransfers(t *testing.T) {
 	e := newFilesEnv(t, "", nil)
-	const timeout = 300 * time.Millisecond
+	const timeout = 500 * time.Millisecond
 	addr := serveGateway(t, e.env, func(c *gateway.Config) { c.ReadTimeout = timeout })
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	base := "https://" + addr
@@ -520,7 +524,8 @@ func TestFiles_SlowTransfers(t *testing.T) {
 	// handler waits on the slow reader.
 	data := make([]byte, 32<<20)
 	rand.Read(data)
-	// The body comes in 8 pieces, 100 ms apart: 700 ms in all.
+	// The body comes in 8 pieces, 100 ms apart: 700 ms in all, each piece
+	// well within the timeout.
 	pr, pw := io.Pipe()
 	go func() {
 		for i := 0; i < 8; i++ {

@@ -16,8 +16,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unicode/utf8"
 
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/userfiles"
 )
 
@@ -104,13 +106,17 @@ func testUser(t *testing.T, name string) (userfiles.Owner, string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs the helper as a real local user")
 	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		out, _ := exec.Command("useradd", "-m", "-s", "/bin/sh", name).CombinedOutput()
-		if u, err = user.Lookup(name); err != nil { // another test may have made it meanwhile
-			t.Fatalf("useradd %s: %v: %s", name, err, out)
+	// useradd fails while another test holds /etc/passwd's lock, or made
+	// the user meanwhile: try until the user is there.
+	var u *user.User
+	poll.Until(t, 30*time.Second, "useradd "+name, func() bool {
+		var err error
+		if u, err = user.Lookup(name); err != nil {
+			exec.Command("useradd", "-m", "-s", "/bin/sh", name).Run()
+			u, err = user.Lookup(name)
 		}
-	}
+		return err == nil
+	})
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	root, err := os.MkdirTemp(u.HomeDir, "files-test-")
