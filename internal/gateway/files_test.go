@@ -570,3 +570,42 @@ func TestFiles_SlowTransfers(t *testing.T) {
 		t.Fatal("the slow download differs")
 	}
 }
+
+// TestFiles_ListBound lists a folder of more than MaxListEntries files: the
+// listing holds MaxListEntries of them, sorted, and says it is truncated.
+func TestFiles_ListBound(t *testing.T) {
+	e := newFilesEnv(t, "", nil)
+	if err := os.Mkdir(filepath.Join(e.root, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range gateway.MaxListEntries + 1 {
+		f, err := os.Create(filepath.Join(e.root, fmt.Sprintf("f%05d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	status, l, body := e.list(e.owner.name, "")
+	if status != http.StatusOK {
+		t.Fatalf("list: %d %.200s", status, body)
+	}
+	if len(l.Entries) != gateway.MaxListEntries || !l.Truncated {
+		t.Fatalf("listed %d entries, truncated %v; want %d, true", len(l.Entries), l.Truncated, gateway.MaxListEntries)
+	}
+	for i := 1; i < len(l.Entries); i++ {
+		a, b := l.Entries[i-1], l.Entries[i]
+		if a.Dir == b.Dir && a.Name >= b.Name || !a.Dir && b.Dir {
+			t.Fatalf("entries %d and %d out of order: %+v, %+v", i-1, i, a, b)
+		}
+	}
+}
+
+// TestFiles_RootOwner: a session owned by root is never served (the helper
+// does not run as root).
+func TestFiles_RootOwner(t *testing.T) {
+	e := newFilesEnv(t, "", nil)
+	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.name, UID: 0, GID: 0, StorageRoot: e.root})
+	if status, _, body := e.list(e.owner.name, ""); status != http.StatusServiceUnavailable {
+		t.Errorf("root's session: %d %s", status, body)
+	}
+}

@@ -8,7 +8,9 @@
 // argument, started with the owner's user, primary group and supplementary
 // groups (never root), an empty environment, "/" as its working directory
 // and no_new_privs. A program that uses this package calls Main first thing
-// in main (and a test binary in TestMain). One helper serves one operation;
+// in main (and a test binary in TestMain); its file must be executable by
+// the owners (mode 0755, as packaged; the folders above it need not be
+// searchable, /proc/self/exe leads straight to it). One helper serves one operation;
 // the caller sends a JSON request line on its stdin (followed, for a write,
 // by the file's bytes) and reads a JSON reply line on its stdout (followed,
 // for a read, by the file's bytes).
@@ -41,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/user"
@@ -101,7 +104,7 @@ const (
 	// CodeNoSpace: the file system or the owner's quota is full.
 	CodeNoSpace = "no_space"
 	// CodeUnavailable: this program cannot run the helper (Main was not
-	// called), or the owner is root.
+	// called, or the owner may not execute it), or the owner is root.
 	CodeUnavailable = "unavailable"
 	// CodeFailed: anything else (an I/O error, a helper that died).
 	CodeFailed = "failed"
@@ -244,6 +247,9 @@ func start(ctx context.Context, o Owner, req *request, gentle bool) (*proc, erro
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
 		release()
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, &Error{Code: CodeUnavailable, Msg: "files: the agent's program is not executable by the session's owner (it must be mode 0755)"}
+		}
 		return nil, failed(fmt.Errorf("start the files helper: %w", err))
 	}
 	p := &proc{cmd: cmd, stdin: stdin, stdout: bufio.NewReaderSize(stdout, 64<<10), stderr: stderr, done: release}
