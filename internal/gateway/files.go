@@ -45,6 +45,28 @@ const minTransferRate = 64 << 10
 // listTimeout bounds a listing.
 const listTimeout = 30 * time.Second
 
+// FileMetrics is an optional interface of Config.Metrics: the files panel's
+// finished transfers. Its method is called from many goroutines and must
+// not block.
+type FileMetrics interface {
+	// FileTransferred records an upload or a download (FileUpload,
+	// FileDownload) that completed, and its size in bytes.
+	FileTransferred(direction string, bytes int64)
+}
+
+// Directions of FileMetrics.FileTransferred.
+const (
+	FileUpload   = "upload"
+	FileDownload = "download"
+)
+
+// fileTransferred tells the metrics of a finished transfer.
+func (s *Server) fileTransferred(direction string, n int64) {
+	if m, ok := s.cfg.Metrics.(FileMetrics); ok {
+		m.FileTransferred(direction, n)
+	}
+}
+
 // fileRoutes adds the files panel's endpoints (the session's storage root)
 // to mux.
 func (s *Server) fileRoutes(mux *http.ServeMux) {
@@ -234,6 +256,7 @@ func (s *Server) serveFileDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("file downloaded", attrs...)
+	s.fileTransferred(FileDownload, n)
 }
 
 func (s *Server) serveFileUpload(w http.ResponseWriter, r *http.Request) {
@@ -277,6 +300,7 @@ func (s *Server) serveFileUpload(w http.ResponseWriter, r *http.Request) {
 	}
 	name, _ = userfiles.CleanPath(name)
 	s.log.Info("file uploaded", logattr.SessionID, g.session.ID, logattr.User, g.claims.User, logattr.Owner, g.session.Owner, "path", name, "size", r.ContentLength, "overwrite", overwrite)
+	s.fileTransferred(FileUpload, r.ContentLength)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusCreated)

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -607,5 +608,44 @@ func TestFiles_RootOwner(t *testing.T) {
 	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.name, UID: 0, GID: 0, StorageRoot: e.root})
 	if status, _, body := e.list(e.owner.name, ""); status != http.StatusServiceUnavailable {
 		t.Errorf("root's session: %d %s", status, body)
+	}
+}
+
+// fileMetrics records the files panel's transfers (gateway.FileMetrics).
+type fileMetrics struct {
+	noopMetrics
+	mu    sync.Mutex
+	bytes map[string]int64
+}
+
+func (m *fileMetrics) FileTransferred(direction string, n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bytes[direction] += n
+}
+
+// noopMetrics is a gateway.Metrics that records nothing.
+type noopMetrics struct{}
+
+func (noopMetrics) ConnectionOpened()        {}
+func (noopMetrics) ConnectionClosed()        {}
+func (noopMetrics) ConnectionRefused(string) {}
+
+// TestFiles_Metrics: a Config.Metrics that implements FileMetrics counts
+// finished uploads and downloads.
+func TestFiles_Metrics(t *testing.T) {
+	m := &fileMetrics{bytes: map[string]int64{}}
+	e := newFilesEnv(t, "", func(c *gateway.Config) { c.Metrics = m })
+	if status, body := e.upload(e.owner.name, "m.txt", []byte("12345")); status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", status, body)
+	}
+	if status, _, _ := e.download(e.owner.name, "m.txt"); status != http.StatusOK {
+		t.Fatalf("download: %d", status)
+	}
+	e.upload(e.owner.name, "m.txt", []byte("refused")) // 409: not counted
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.bytes[gateway.FileUpload] != 5 || m.bytes[gateway.FileDownload] != 5 {
+		t.Errorf("metrics %v, want 5 bytes each way", m.bytes)
 	}
 }
