@@ -185,6 +185,7 @@ const (
 	desktopTermH     = 150
 )
 
+// String sums the view up for the test's log.
 func (v desktopView) String() string {
 	return fmt.Sprintf("canvas %v at scale %.2f; panel %v (%d rows at the %s); terminal %v (%v, %d light pixels)",
 		v.canvas, v.scale, v.panel, v.panelRows, v.panelAt, v.terminal, v.term, v.termLight)
@@ -207,7 +208,7 @@ func (v desktopView) lightIn(r image.Rectangle) int {
 	n := 0
 	for y := r.Min.Y; y < r.Max.Y; y++ {
 		for x := r.Min.X; x < r.Max.X; x++ {
-			c := rgb(v.img, x, y)
+			c := desktopRGB(v.img, x, y)
 			if c[0] > 150 && c[1] > 150 && c[2] > 150 {
 				n++
 			}
@@ -326,8 +327,8 @@ func TestDesktopJudge(t *testing.T) {
 	}
 }
 
-// rgb returns a pixel's 8-bit channels.
-func rgb(img image.Image, x, y int) [3]int {
+// desktopRGB returns a pixel's 8-bit channels.
+func desktopRGB(img image.Image, x, y int) [3]int {
 	r, g, b, _ := img.At(x, y).RGBA()
 	return [3]int{int(r >> 8), int(g >> 8), int(b >> 8)}
 }
@@ -380,7 +381,7 @@ func (v *desktopView) panelRow(y int) bool {
 	}
 	counts := map[[3]int]int{}
 	for x := v.canvas.Min.X; x < v.canvas.Max.X; x++ {
-		c := rgb(v.img, x, y)
+		c := desktopRGB(v.img, x, y)
 		counts[[3]int{c[0] / 8, c[1] / 8, c[2] / 8}]++
 	}
 	var mode [3]int
@@ -394,14 +395,15 @@ func (v *desktopView) panelRow(y int) bool {
 	}
 	near := 0
 	for k, n := range counts {
-		if abs(k[0]-mode[0]) <= 1 && abs(k[1]-mode[1]) <= 1 && abs(k[2]-mode[2]) <= 1 {
+		if desktopAbs(k[0]-mode[0]) <= 1 && desktopAbs(k[1]-mode[1]) <= 1 && desktopAbs(k[2]-mode[2]) <= 1 {
 			near += n
 		}
 	}
 	return near*5 >= v.canvas.Dx()*2
 }
 
-func abs(n int) int {
+// desktopAbs returns |n|.
+func desktopAbs(n int) int {
 	if n < 0 {
 		return -n
 	}
@@ -420,7 +422,7 @@ func (v *desktopView) findTerminal() {
 	type bar struct{ x, h int }
 	for y := r.Min.Y; y < r.Max.Y; y++ {
 		for i := 0; i < w; i++ {
-			c := rgb(v.img, r.Min.X+i, y)
+			c := desktopRGB(v.img, r.Min.X+i, y)
 			if c[0] <= 24 && c[1] <= 24 && c[2] <= 24 {
 				heights[i]++
 			} else {
