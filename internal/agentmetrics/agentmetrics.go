@@ -26,8 +26,9 @@ import (
 
 // Interface guards.
 var (
-	_ agent.Metrics   = (*Metrics)(nil)
-	_ gateway.Metrics = (*Metrics)(nil)
+	_ agent.Metrics       = (*Metrics)(nil)
+	_ gateway.Metrics     = (*Metrics)(nil)
+	_ gateway.FileMetrics = (*Metrics)(nil)
 )
 
 // Results of commands and renewals besides the agent's failure reasons.
@@ -73,6 +74,8 @@ type Metrics struct {
 	gatewayActive  prometheus.Gauge
 	gatewayTotal   prometheus.Counter
 	gatewayRefused *prometheus.CounterVec
+	fileTransfers  *prometheus.CounterVec
+	fileBytes      *prometheus.CounterVec
 
 	certRenewals *prometheus.CounterVec
 
@@ -142,13 +145,21 @@ func New(o Options) *Metrics {
 		Name: "berth_agent_gateway_connections_refused_total",
 		Help: "Web gateway connections refused, by reason: bad_request, unauthorized, forbidden, not_found, full, unavailable, unreachable.",
 	}, []string{"reason"})
+	m.fileTransfers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "berth_agent_gateway_file_transfers_total",
+		Help: "Files moved through the session page's files panel, by direction (upload, download).",
+	}, []string{"direction"})
+	m.fileBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "berth_agent_gateway_file_bytes_total",
+		Help: "Bytes of the files moved through the session page's files panel, by direction (upload, download).",
+	}, []string{"direction"})
 	m.certRenewals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_agent_gateway_certificate_renewals_total",
 		Help: "Attempts to renew the web gateway certificate from the broker, by result (ok, failed).",
 	}, []string{"result"})
 	m.reg.MustRegister(info, m.sessionStarts, m.sessionFailures, m.sessionReady, m.sessions, m.commands,
 		m.screenshot, m.brokerConnected, m.brokerReconnects, m.gatewayActive, m.gatewayTotal,
-		m.gatewayRefused, m.certRenewals)
+		m.gatewayRefused, m.fileTransfers, m.fileBytes, m.certRenewals)
 
 	m.sessionStarts.With(driver)
 	for _, r := range agent.Reasons {
@@ -164,10 +175,21 @@ func New(o Options) *Metrics {
 	for _, r := range gateway.RefusedReasons {
 		m.gatewayRefused.WithLabelValues(r)
 	}
+	for _, d := range []string{gateway.FileUpload, gateway.FileDownload} {
+		m.fileTransfers.WithLabelValues(d)
+		m.fileBytes.WithLabelValues(d)
+	}
 	for _, r := range []string{resultOK, resultFailed} {
 		m.certRenewals.WithLabelValues(r)
 	}
 	return m
+}
+
+// FileTransferred implements gateway.FileMetrics: a completed upload or
+// download of n bytes through the files panel.
+func (m *Metrics) FileTransferred(direction string, n int64) {
+	m.fileTransfers.WithLabelValues(direction).Inc()
+	m.fileBytes.WithLabelValues(direction).Add(float64(n))
 }
 
 // Registry returns the registry, for tests and for other collectors.
