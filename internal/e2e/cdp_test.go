@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/berth-dev/berth/internal/poll"
 )
 
 // chromiumPath is where Debian's chromium package puts the browser.
@@ -396,4 +398,93 @@ func (p *Page) MustScreenshot(tb testing.TB) []byte {
 		tb.Fatalf("Page.captureScreenshot data: %v", err)
 	}
 	return b
+}
+
+// artifactDir returns the folder where a test keeps its artifacts
+// (screenshots): $BERTH_TEST_ARTIFACTS/<test name> when that is set (CI
+// uploads it), else a temporary folder of the test. It logs the path once.
+func artifactDir(tb testing.TB) string {
+	tb.Helper()
+	root := os.Getenv("BERTH_TEST_ARTIFACTS")
+	if root == "" {
+		return tb.TempDir()
+	}
+	dir := filepath.Join(root, strings.NewReplacer("/", "_", " ", "_").Replace(tb.Name()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// MustSaveScreenshot captures the page as PNG into dir/name.png, logs the
+// path and returns the PNG.
+func (p *Page) MustSaveScreenshot(tb testing.TB, dir, name string) []byte {
+	tb.Helper()
+	shot := p.MustScreenshot(tb)
+	path := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("screenshot %s", path)
+	return shot
+}
+
+// MustSetViewport makes the page's viewport w×h CSS pixels, as a browser
+// window of that size (Emulation.setDeviceMetricsOverride); mobile also
+// emulates a phone's touch screen.
+func (p *Page) MustSetViewport(tb testing.TB, w, h int, mobile bool) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := p.Call(ctx, "Emulation.setDeviceMetricsOverride", map[string]any{
+		"width": w, "height": h, "deviceScaleFactor": 1, "mobile": mobile,
+	}, nil); err != nil {
+		tb.Fatal(err)
+	}
+	if err := p.Call(ctx, "Emulation.setTouchEmulationEnabled", map[string]any{"enabled": mobile, "maxTouchPoints": 5}, nil); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// MustEval evaluates expr in the page and decodes its value into out,
+// failing the test on an error.
+func (p *Page) MustEval(tb testing.TB, expr string, out any) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Eval(ctx, expr, out); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// MustWaitTrue polls the JavaScript expression expr (a boolean) in the page
+// until it is true, for up to timeout; what names it in the failure.
+func (p *Page) MustWaitTrue(tb testing.TB, timeout time.Duration, what, expr string) {
+	tb.Helper()
+	last := ""
+	poll.Until(tb, timeout, what, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var ok bool
+		err := p.Eval(ctx, expr, &ok)
+		if err != nil && err.Error() != last {
+			last = err.Error()
+			tb.Logf("waiting for %s: %v", what, err)
+		}
+		return err == nil && ok
+	})
+}
+
+// MustTapKey presses and releases one named key (Input.dispatchKeyEvent's
+// key and code, e.g. "F8", "Escape", "Tab") with its Windows key code.
+func (p *Page) MustTapKey(tb testing.TB, name string, vk int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, typ := range []string{"rawKeyDown", "keyUp"} {
+		ev := map[string]any{"type": typ, "key": name, "code": name, "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk}
+		if err := p.Call(ctx, "Input.dispatchKeyEvent", ev, nil); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }

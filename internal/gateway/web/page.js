@@ -246,7 +246,7 @@ async function connect() {
     pollInfo();
     peekToolbar();
   });
-  rfb.addEventListener('disconnect', (e) => {
+  rfb.addEventListener('disconnect', () => {
     if (page.rfb !== rfb) {
       return;
     }
@@ -256,7 +256,7 @@ async function connect() {
       setState('disconnected', 'Disconnected.', true);
       return;
     }
-    scheduleRetry(e.detail.clean ? 'The session closed the connection.' : 'The connection to the session was lost.');
+    scheduleRetry('The connection to the session was lost.');
   });
   rfb.addEventListener('clipboard', (e) => {
     page.clipboardReceived++;
@@ -426,10 +426,25 @@ function focusScreen() {
   }
 }
 
+// openedAt is when the handle opened the toolbar: a touch screen may send
+// the tap's click again to the button that has taken the handle's place
+// (a "ghost click"), which the toolbar ignores for GHOST_CLICK_MS.
+let openedAt = -Infinity;
+let handleTouched = false;
+const GHOST_CLICK_MS = 400;
+el.handle.addEventListener('pointerdown', (e) => { handleTouched = e.pointerType === 'touch'; });
 el.handle.addEventListener('click', () => {
+  openedAt = handleTouched ? performance.now() : -Infinity;
+  handleTouched = false;
   showBar();
   el.toolbar.querySelector('button:not([hidden]):not(:disabled)').focus();
 });
+el.bar.addEventListener('click', (e) => {
+  if (performance.now() - openedAt < GHOST_CLICK_MS) {
+    e.preventDefault();
+    e.stopPropagation();
+  }
+}, {capture: true});
 el.bar.addEventListener('pointerenter', () => { pointerInBar = true; showBar(); });
 el.bar.addEventListener('pointerleave', () => { pointerInBar = false; hideSoon(); });
 el.bar.addEventListener('focusin', showBar);
