@@ -47,13 +47,14 @@ var drivers = map[string]driverFactory{
 	"sim": func(*Config, *slog.Logger) (agent.Driver, error) { return sim.New(), nil },
 	"vnc": func(c *Config, log *slog.Logger) (agent.Driver, error) {
 		return vnc.New(vnc.Config{
-			InitFolder:    c.Agent.InitFolder,
-			AutorunFolder: c.Agent.AutorunFolder,
-			StateDir:      filepath.Join(c.Agent.StateDir, "vnc"),
-			Account:       &account.Checker{Policy: c.Account.Policy()},
-			PAM:           c.Account.PAM,
-			PAMService:    c.Account.PAMService,
-			Logger:        log,
+			InitFolder:     c.Agent.InitFolder,
+			AutorunFolder:  c.Agent.AutorunFolder,
+			StateDir:       filepath.Join(c.Agent.StateDir, "vnc"),
+			DesktopCommand: c.VNC.DesktopCommand,
+			Account:        &account.Checker{Policy: c.Account.Policy()},
+			PAM:            c.Account.PAM,
+			PAMService:     c.Account.PAMService,
+			Logger:         log,
 		})
 	},
 	"dcv": func(c *Config, log *slog.Logger) (agent.Driver, error) {
@@ -339,6 +340,7 @@ func (m *Main) startWebGateway(ctx, runCtx context.Context, ag *agent.Agent, drv
 		Sessions:       drv,
 		Logger:         m.Logger,
 		Limits:         v.gatewayLimits(),
+		MaxUploadBytes: int64(v.FileMaxUploadMB) << 20,
 	}
 	if m.metrics != nil {
 		gc.Metrics = m.metrics

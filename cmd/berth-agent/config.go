@@ -133,6 +133,10 @@ type VNCConfig struct {
 	// words at white space and run without a shell; "-" runs nothing; empty
 	// runs the host's desktop session as a display manager would.
 	DesktopCommand string `toml:"desktop_command"`
+	// FileMaxUploadMB bounds a file uploaded through the session page's
+	// files panel, in MiB (gateway.Config.MaxUploadBytes); 0 means the
+	// gateway's default, 1024.
+	FileMaxUploadMB int `toml:"file_max_upload_mb"`
 }
 
 // gatewayLimits are the web gateway's connection limits (gateway.Config:
@@ -412,6 +416,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := vnc.ParseDesktopCommand(v.DesktopCommand); err != nil {
 		fail("vnc.desktop_command", "%q %v", v.DesktopCommand, err)
+	}
+	if v.FileMaxUploadMB < 0 || v.FileMaxUploadMB > 1<<20 {
+		fail("vnc.file_max_upload_mb", "%d is not a size in MiB (0 to 1048576; 0: the default, 1024)", v.FileMaxUploadMB)
 	}
 
 	mc := &c.Metrics

@@ -74,7 +74,7 @@ func TestLoadConfig_Full(t *testing.T) {
 		},
 		Log: LogConfig{Level: "debug", Directory: "/var/log/dcv-session-manager-agent/", Rotation: "hourly", MaxSizeMB: 50, MaxAgeDays: 7, MaxBackups: 24, Format: "json"},
 		VNC: VNCConfig{WebPort: 9443, WebBindHost: "127.0.0.1", NoVNCPath: "/opt/novnc", CertFile: "/etc/berth/vnc.pem", KeyFile: "/etc/berth/vnc.key",
-			GatewayMaxConnections: 100, GatewayMaxConnectionsPerAddress: 0, DesktopCommand: "/usr/bin/openbox --sm-disable"},
+			GatewayMaxConnections: 100, GatewayMaxConnectionsPerAddress: 0, DesktopCommand: "/usr/bin/openbox --sm-disable", FileMaxUploadMB: 256},
 		Metrics: MetricsConfig{Port: 9464, BindHost: "0.0.0.0", CertFile: "/etc/berth/metrics.pem", KeyFile: "/etc/berth/metrics.key"},
 		Account: AccountConfig{
 			MinUID: 5000, RequireValidShell: false, RefuseLocked: true, RefuseExpired: false,

@@ -97,7 +97,7 @@ func (b *e2eBroker) startAgent(t *testing.T, name, driver string, folders *agent
 	}
 	if driver == "vnc" {
 		a.webPort = freePort(t)
-		conf = append(conf, "[vnc]", "web_port = "+strconv.Itoa(a.webPort), "web_bind_host = '127.0.0.1'")
+		conf = append(conf, "[vnc]", "web_port = "+strconv.Itoa(a.webPort), "web_bind_host = '127.0.0.1'", "desktop_command = 'openbox'")
 	}
 	conf = append(conf, "[log]", "level = 'info'", "")
 	confPath := filepath.Join(dir, "agent.conf")

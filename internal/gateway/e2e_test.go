@@ -28,7 +28,7 @@ func realSessionEnv(t *testing.T) (*vnc.Driver, *broker, *httptest.Server) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs a real Xvnc session as a local user")
 	}
-	d, err := vnc.New(vnc.Config{StateDir: t.TempDir(), Geometry: "1280x800", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := vnc.New(vnc.Config{StateDir: t.TempDir(), Geometry: "1280x800", DesktopCommand: "openbox", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
