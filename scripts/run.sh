@@ -26,18 +26,19 @@ fi
 umask 077
 state=$(realpath -m "${BERTH_RUN_DIR:-$PWD/run}")
 user=${BERTH_DEMO_USER:-berth-demo}
-mkdir -p "$state/agent/tags" "$state/folders/init" "$state/folders/autorun"
-# Session users run the init and autorun programs: their folders are
-# world-readable, reached through $state, which others may cross but not list.
-chmod 711 "$state"
-chmod 755 "$state/folders" "$state/folders/init" "$state/folders/autorun"
+# Session users run the init and autorun programs as themselves, so their
+# folders must be reachable by them: the checkout may sit in root's 0700 home,
+# so they live under /var/lib (BERTH_RUN_FOLDERS), root-owned, world-readable.
+folders=$(realpath -m "${BERTH_RUN_FOLDERS:-/var/lib/berth-quickstart}")
+mkdir -p "$state/agent/tags"
+install -d -m 755 "$folders" "$folders/init" "$folders/autorun"
 # The session's autorun program: a terminal on the new desktop.
-cat >"$state/folders/autorun/terminal.sh" <<'SH'
+cat >"$folders/autorun/terminal.sh" <<'SH'
 #!/bin/sh
 # Opens a terminal on the new desktop (berth quick start).
 exec x-terminal-emulator
 SH
-chmod 755 "$state/folders/autorun/terminal.sh"
+chmod 755 "$folders/autorun/terminal.sh"
 cat >"$state/broker.properties" <<CONF
 # berth quick-start broker; every key is described in docs/config.md
 session-manager-working-path = $state/broker
@@ -55,8 +56,8 @@ ca_file = '$state/broker/ca.pem'
 software_statement_path = '$state/broker/agent-software-statement'
 driver = 'vnc'
 state_dir = '$state/agent'
-init_folder = '$state/folders/init'
-autorun_folder = '$state/folders/autorun'
+init_folder = '$folders/init'
+autorun_folder = '$folders/autorun'
 tags_folder = '$state/agent/tags'
 broker_update_interval = 10
 [vnc]
