@@ -316,8 +316,8 @@ func TestE2E_Page_Fit(t *testing.T) {
 		`document.body.dataset.state === 'connected' && document.getElementById('view').textContent === 'View: Fit'`)
 }
 
-// TestE2E_Page_Reconnect (acceptance 5 of issue 15): when the agent (and
-// its web gateway) stops, the page says it is reconnecting and connects
+// TestE2E_Page_Reconnect (acceptance 5 of issue 15): a link whose token
+// expired says so; when the agent (and its web gateway) stops, the page says it is reconnecting and connects
 // again by itself once the agent is back; after DeleteSessions it says the
 // session has ended and stops trying.
 func TestE2E_Page_Reconnect(t *testing.T) {
@@ -326,6 +326,17 @@ func TestE2E_Page_Reconnect(t *testing.T) {
 	s, _ := mustCreatePageSession(t, e, user2, "")
 	browser := mustStartPageBrowser(t)
 	dir := artifactDir(t)
+
+	// A link whose token expired says so, and how to get a new one.
+	d := e.MustConnectionData(t, s.Id, user2)
+	expired := *d
+	expired.ConnectionToken = e.MustMintExpiredToken(t, s.Id, user2, user2)
+	old := browser.MustNewPage(t)
+	old.MustNavigate(t, e.LocalURL(t, &expired))
+	old.MustWaitTrue(t, pageConnectTimeout, "the page of an expired link saying it expired",
+		`document.body.dataset.state === 'expired' && /link has expired/.test(document.getElementById('status').textContent) && /get-session-connection-data/.test(document.getElementById('status').textContent)`)
+	old.MustSaveScreenshot(t, dir, "0-expired")
+
 	page := mustOpenPage(t, e, browser, s.Id, user2)
 	page.MustSaveScreenshot(t, dir, "1-connected")
 

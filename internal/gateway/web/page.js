@@ -91,9 +91,15 @@ function setState(state, message, canRetry) {
   el.overlay.hidden = !message;
   el.statusActions.hidden = !canRetry;
   el.reconnect.textContent = state === 'disconnected' ? 'Connect again' : 'Reconnect now';
-  el.disconnect.textContent = state === 'connected' || state === 'connecting' ? 'Disconnect' : 'Reconnect';
+  el.disconnect.textContent = live(state) ? 'Disconnect' : 'Connect';
   el.disconnect.disabled = state === 'ended' || state === 'expired';
+  if (state !== 'connected') {
+    el.peers.textContent = '';
+  }
 }
+
+// live says whether the page is connected or trying to be.
+function live(state) { return state === 'connected' || state === 'connecting' || state === 'reconnecting'; }
 
 function announce(text) {
   el.live.textContent = '';
@@ -162,7 +168,9 @@ function applyInfo(info) {
   const p = info.permissions || {};
   el.viewonly.hidden = !info.viewOnly;
   const peers = info.peers || [];
-  el.peers.textContent = peers.length ? 'Also connected: ' + peers.join(', ') : 'Only you are connected';
+  if (page.state === 'connected') {
+    el.peers.textContent = peers.length ? 'Also connected: ' + peers.join(', ') : 'Only you are connected';
+  }
   if (page.rfb) {
     page.rfb.viewOnly = !!info.viewOnly;
   }
@@ -241,6 +249,7 @@ async function connect() {
   rfb.addEventListener('connect', () => {
     page.retries = 0;
     setState('connected', '', false);
+    applyInfo(page.info);
     announce('Connected to the session.');
     rfb.focus();
     pollInfo();
@@ -310,7 +319,7 @@ el.reconnect.addEventListener('click', () => {
   connect();
 });
 el.disconnect.addEventListener('click', () => {
-  if (page.state === 'connected' || page.state === 'connecting') {
+  if (live(page.state)) {
     userDisconnect();
   } else {
     page.retries = 0;
