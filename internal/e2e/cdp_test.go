@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -486,5 +487,28 @@ func (p *Page) MustTapKey(tb testing.TB, name string, vk int) {
 		if err := p.Call(ctx, "Input.dispatchKeyEvent", ev, nil); err != nil {
 			tb.Fatal(err)
 		}
+	}
+}
+
+// MustSetInputFiles picks files for the page's file input (CSS selector
+// sel), as a user choosing them in the file dialog does: the input's change
+// event fires.
+func (p *Page) MustSetInputFiles(tb testing.TB, sel string, paths ...string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var r struct {
+		Result struct {
+			ObjectID string `json:"objectId"`
+		} `json:"result"`
+	}
+	if err := p.Call(ctx, "Runtime.evaluate", map[string]any{"expression": "document.querySelector(" + strconv.Quote(sel) + ")"}, &r); err != nil {
+		tb.Fatal(err)
+	}
+	if r.Result.ObjectID == "" {
+		tb.Fatalf("no element %s in the page", sel)
+	}
+	if err := p.Call(ctx, "DOM.setFileInputFiles", map[string]any{"files": paths, "objectId": r.Result.ObjectID}, nil); err != nil {
+		tb.Fatal(err)
 	}
 }

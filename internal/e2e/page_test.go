@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +76,7 @@ type sessionX struct {
 // mustCreatePageSession creates a VIRTUAL session for owner running the
 // page tests' autorun program, waits until it is READY and its autorun
 // program has written the display, and returns both.
-func mustCreatePageSession(t *testing.T, e *Env, owner, perms string) (api.Session, sessionX) {
+func mustCreatePageSession(t *testing.T, e *Env, owner, perms string, mods ...func(*api.CreateSessionRequest)) (api.Session, sessionX) {
 	t.Helper()
 	mustInstallPageAutorun(t)
 	_, home := mustUser(t, owner)
@@ -81,6 +86,9 @@ func mustCreatePageSession(t *testing.T, e *Env, owner, perms string) (api.Sessi
 	req := api.CreateSessionRequest{Name: "e2e page", Owner: owner, Type: api.TypeVirtual, AutorunFile: pageAutorun}
 	if perms != "" {
 		req.PermissionsFile = perms
+	}
+	for _, mod := range mods {
+		mod(&req)
 	}
 	s := e.MustCreate(t, req)[0]
 	e.MustWaitState(t, s.Id, api.StateReady, readyTimeout)
@@ -530,5 +538,80 @@ func bringToFront(t *testing.T, page *Page) {
 	defer cancel()
 	if err := page.Call(ctx, "Page.bringToFront", nil, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestE2E_Page_Files: the files panel lists the session's storage root,
+// uploads a file picked in the page with progress (it lands in the storage
+// root, the owner's, byte for byte) and downloads it back; a user with
+// file-download only sees the upload disabled, with the reason, and can
+// download.
+func TestE2E_Page_Files(t *testing.T) {
+	skipWithoutBrowser(t)
+	e := MustStartEnv(t)
+	owner, other := user2, user1
+	uid, home := mustUser(t, owner)
+	s, _ := mustCreatePageSession(t, e, owner, permissions("%owner% allow builtin", other+" allow display file-download"),
+		func(r *api.CreateSessionRequest) { r.StorageRoot = "%home%" })
+	browser := mustStartPageBrowser(t)
+	dir := artifactDir(t)
+
+	name := fmt.Sprintf("page-upload-%d.bin", time.Now().UnixNano())
+	data := make([]byte, 6<<20)
+	rand.Read(data)
+	local := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(local, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stored := filepath.Join(home, name)
+	t.Cleanup(func() { os.Remove(stored) })
+	sum := sha256.Sum256(data)
+
+	ownerPage := mustOpenPage(t, e, browser, s.Id, owner)
+	openFiles := `(() => { document.getElementById('handle').click(); document.getElementById('files-toggle').click(); return true; })()`
+	ownerPage.MustEval(t, openFiles, nil)
+	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the owner's files panel listing the storage root",
+		`document.getElementById('files-path').textContent === 'Storage folder' && document.querySelectorAll('#files-list tr').length > 0 && !document.getElementById('files-input').disabled`)
+	ownerPage.MustSetInputFiles(t, "#files-input", local)
+	linkJS := `[...document.querySelectorAll('#files-list a')].find((a) => a.textContent === ` + jsString(name) + `)`
+	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the uploaded file listed with a download link", `!!`+linkJS)
+	ownerPage.MustSaveScreenshot(t, dir, "owner-files")
+	var up struct {
+		Name          string
+		Loaded, Total int
+	}
+	ownerPage.MustEval(t, `berthPage.upload`, &up)
+	if up.Name != name || up.Total != len(data) || up.Loaded != len(data) {
+		t.Errorf("upload progress %+v, want %s at %d of %d bytes", up, name, len(data), len(data))
+	}
+	got, err := os.ReadFile(stored)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the storage root's %s: %d bytes (%v), want the %d uploaded", stored, len(got), err, len(data))
+	}
+	if fi, err := os.Stat(stored); err == nil && int(fi.Sys().(*syscall.Stat_t).Uid) != uid {
+		t.Errorf("%s is owned by uid %d, want the session owner's %d", stored, fi.Sys().(*syscall.Stat_t).Uid, uid)
+	}
+
+	// The file's link downloads it back.
+	digestJS := func(link string) string {
+		return `fetch(` + link + `.href, {credentials: 'omit'}).then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.status)))
+		  .then((b) => crypto.subtle.digest('SHA-256', b)).then((h) => [...new Uint8Array(h)].map((x) => x.toString(16).padStart(2, '0')).join(''))`
+	}
+	var digest string
+	ownerPage.MustEval(t, digestJS(linkJS), &digest)
+	if digest != hex.EncodeToString(sum[:]) {
+		t.Errorf("the download's SHA-256 %s, want the upload's %x", digest, sum)
+	}
+
+	// file-download only: upload disabled with the reason; downloads work.
+	otherPage := mustOpenPage(t, e, browser, s.Id, other)
+	bringToFront(t, otherPage)
+	otherPage.MustEval(t, openFiles, nil)
+	otherPage.MustWaitTrue(t, pageChangeTimeout, "the other user's files panel listing the file, upload disabled with the reason",
+		`!!`+linkJS+` && document.getElementById('files-input').disabled && /file-upload/.test(document.getElementById('files-note').textContent)`)
+	otherPage.MustSaveScreenshot(t, dir, "download-only-files")
+	otherPage.MustEval(t, digestJS(linkJS), &digest)
+	if digest != hex.EncodeToString(sum[:]) {
+		t.Errorf("the other user's download's SHA-256 %s, want %x", digest, sum)
 	}
 }

@@ -77,6 +77,7 @@ const page = {
   countdownTimer: 0,
   pollTimer: 0,
   clipboardReceived: 0, // clipboard texts received from the session
+  upload: null,         // the last upload progress: {name, loaded, total}
   view: readView(),
 };
 window.berthPage = page;
@@ -719,6 +720,9 @@ async function listFiles(path) {
     tr.append(name, size, mod);
     rows.push(tr);
   }
+  if (d.truncated) {
+    filesNote('This folder holds more entries than the panel lists; the first ' + entries.length + ' are shown.', true);
+  }
   if (!rows.length) {
     const tr = document.createElement('tr');
     const td = document.createElement('td');
@@ -742,6 +746,7 @@ function upload(file) {
     xhr.open('PUT', filesURL('/upload', join(files.path, file.name), extra));
     xhr.upload.addEventListener('progress', (e) => {
       if (e.lengthComputable) {
+        page.upload = {name: file.name, loaded: e.loaded, total: e.total};
         el.filesProgress.value = Math.round(100 * e.loaded / e.total);
         el.filesProgressText.textContent = file.name + ': ' + formatSize(e.loaded) + ' of ' + formatSize(e.total);
       }
