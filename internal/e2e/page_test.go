@@ -433,7 +433,7 @@ func mustAxe(t *testing.T, page *Page, label string) {
 // serious or critical violation in the page with the toolbar and each
 // panel open, for the owner and for a view-only user (disabled controls and
 // their explanations); F8 reaches the toolbar from the desktop and Escape
-// leaves it; the view-only badge and the peers show; on a phone-sized
+// leaves it; the keys panel's Tab reaches the session; the view-only badge and the peers show; on a phone-sized
 // touch screen the toolbar opens with a tap. Screenshots are saved.
 func TestE2E_Page_Accessibility(t *testing.T) {
 	skipWithoutBrowser(t)
@@ -458,6 +458,20 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 	ownerPage.MustTapKey(t, "Escape", 27)
 	ownerPage.MustWaitTrue(t, pageChangeTimeout, "Escape closing the toolbar and focusing the desktop",
 		`document.activeElement && document.activeElement.tagName === 'CANVAS'`)
+
+	// The keys panel sends keys: Tab, then a typed marker, reach the
+	// xterm (it has the X focus from the click above), which writes them to
+	// typed.txt.
+	ownerPage.MustEval(t, `(() => { document.getElementById('handle').click(); document.getElementById('keys-toggle').click();
+	  document.querySelector('#keys-panel button[data-keys="tab"]').click(); document.getElementById('keys-toggle').click(); berthPage.rfb.focus(); return true; })()`, nil)
+	marker := fmt.Sprintf("keys-%d", time.Now().UnixNano()%1000000)
+	ownerPage.MustType(t, marker+"\n")
+	_, home := mustUser(t, owner)
+	typed := filepath.Join(home, "typed.txt")
+	poll.Until(t, pageChangeTimeout, "the Tab key from the keys panel, then the marker, in "+typed, func() bool {
+		b, _ := os.ReadFile(typed)
+		return strings.Contains(string(b), "\t"+marker+"\n")
+	})
 
 	// Who is connected, and the view-only badge.
 	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the owner's page naming the viewer",
