@@ -170,6 +170,7 @@ func mustOpenPage(t *testing.T, e *Env, browser *Chromium, id, user string) *Pag
 	t.Helper()
 	d := e.MustConnectionData(t, id, user)
 	page := browser.MustNewPage(t)
+	mustRecordCSPViolations(t, page)
 	page.MustNavigate(t, e.LocalURL(t, d))
 	page.MustWaitTrue(t, pageConnectTimeout, user+"'s page connected",
 		`document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas') && !!(window.berthPage && berthPage.info)`)
@@ -279,6 +280,8 @@ func TestE2E_Page_Clipboard(t *testing.T) {
 		t.Errorf("after %s's paste without clipboard-paste, the session's clipboard is %q (%v), want the owner's %q", other, got, err, pasted)
 	}
 	otherPage.MustSaveScreenshot(t, dir, "restricted-after-paste")
+	checkCSP(t, ownerPage, "owner")
+	checkCSP(t, otherPage, other)
 }
 
 // TestE2E_Page_Fit (acceptance 4 of issue 15): with the view mode at Fit,
@@ -322,6 +325,7 @@ func TestE2E_Page_Fit(t *testing.T) {
 	page.MustNavigate(t, e.LocalURL(t, e.MustConnectionData(t, s.Id, user2)))
 	page.MustWaitTrue(t, pageConnectTimeout, "the reloaded page connected with View: Fit",
 		`document.body.dataset.state === 'connected' && document.getElementById('view').textContent === 'View: Fit'`)
+	checkCSP(t, page, "fit")
 }
 
 // TestE2E_Page_Reconnect (acceptance 5 of issue 15): a link whose token
@@ -372,6 +376,7 @@ func TestE2E_Page_Reconnect(t *testing.T) {
 	if retrying {
 		t.Error("the page offers or schedules a reconnect to an ended session")
 	}
+	checkCSP(t, page, "reconnect")
 }
 
 // axeViolation is one rule axe-core found broken.
@@ -527,6 +532,8 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 	}
 	ownerPage.MustSaveScreenshot(t, dir, "phone-toolbar")
 	mustAxe(t, ownerPage, "phone toolbar")
+	checkCSP(t, ownerPage, "owner")
+	checkCSP(t, viewerPage, "viewer")
 }
 
 // mustTap taps the touch screen at a point of the page.
@@ -627,5 +634,31 @@ func TestE2E_Page_Files(t *testing.T) {
 	otherPage.MustEval(t, digestJS(linkJS), &digest)
 	if digest != hex.EncodeToString(sum[:]) {
 		t.Errorf("the other user's download's SHA-256 %s, want %x", digest, sum)
+	}
+	checkCSP(t, ownerPage, "owner")
+	checkCSP(t, otherPage, other)
+}
+
+// mustRecordCSPViolations makes the page record the Content Security Policy
+// violations of every document it loads (window.__csp); checkCSP reads
+// them.
+func mustRecordCSPViolations(t *testing.T, page *Page) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	src := `window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.effectiveDirective + ' blocked ' + (e.blockedURI || 'inline') + ' at ' + e.sourceFile + ':' + e.lineNumber));`
+	if err := page.Call(ctx, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": src}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkCSP fails the test if the page's policy blocked anything: the page
+// and noVNC must work within it.
+func checkCSP(t *testing.T, page *Page, label string) {
+	t.Helper()
+	var v []string
+	page.MustEval(t, `window.__csp || []`, &v)
+	for _, x := range v {
+		t.Errorf("%s: the page's Content Security Policy blocked: %s", label, x)
 	}
 }
