@@ -437,9 +437,11 @@ func mustAxe(t *testing.T, page *Page, label string) {
 // TestE2E_Page_Accessibility (acceptance 6 of issue 15): axe-core finds no
 // serious or critical violation in the page with the toolbar and each
 // panel open, for the owner and for a view-only user (disabled controls and
-// their explanations); F8 reaches the toolbar from the desktop and Escape
-// leaves it; the keys panel's Tab reaches the session; the view-only badge and the peers show; on a phone-sized
-// touch screen the toolbar opens with a tap. Screenshots are saved.
+// their explanations). F8 reaches the toolbar from the desktop and Escape
+// leaves it; the keys panel's Tab reaches the session; the view-only badge
+// and the peers show; on a phone-sized touch screen the toolbar opens with
+// a tap, and its Keyboard button lets the device's keyboard type into the
+// session. Screenshots are saved.
 func TestE2E_Page_Accessibility(t *testing.T) {
 	skipWithoutBrowser(t)
 	e := MustStartEnv(t)
@@ -532,6 +534,24 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 	}
 	ownerPage.MustSaveScreenshot(t, dir, "phone-toolbar")
 	mustAxe(t, ownerPage, "phone toolbar")
+
+	// The on-screen keyboard: its button focuses the page's text field, and
+	// what the device's keyboard types there reaches the session.
+	ownerPage.MustEval(t, `(() => { const b = document.getElementById('keyboard'); if (b.hidden || b.disabled) return false; b.click(); return document.activeElement.id === 'touch-input'; })()`, &badge)
+	if !badge {
+		t.Fatal("on the phone the Keyboard button is missing, disabled, or does not focus the text field")
+	}
+	phoneMarker := fmt.Sprintf("phone-%d", time.Now().UnixNano()%1000000)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := ownerPage.Call(ctx, "Input.insertText", map[string]any{"text": phoneMarker}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ownerPage.MustTapKey(t, "Enter", 13)
+	poll.Until(t, pageChangeTimeout, "the text typed on the phone's keyboard in "+typed, func() bool {
+		b, _ := os.ReadFile(typed)
+		return strings.Contains(string(b), phoneMarker+"\n")
+	})
 	checkCSP(t, ownerPage, "owner")
 	checkCSP(t, viewerPage, "viewer")
 }

@@ -9,6 +9,7 @@
 // the message shown while not connected: tests read both.
 import RFB from './novnc/core/rfb.js';
 import KeyTable from './novnc/core/input/keysym.js';
+import keysyms from './novnc/core/input/keysymdef.js';
 
 // Encoding settings sent to the VNC server (noVNC's 0-9 scales): JPEG
 // quality of Tight updates and zlib effort. The speed benchmark
@@ -47,6 +48,7 @@ const el = {
   screen: $('screen'), status: $('status'), overlay: $('overlay'), statusActions: $('status-actions'),
   reconnect: $('reconnect'), live: $('live'), handle: $('handle'), bar: $('bar'), toolbar: $('toolbar'),
   fullscreen: $('fullscreen'), view: $('view'), disconnect: $('disconnect'), viewonly: $('viewonly'),
+  keyboard: $('keyboard'), touchInput: $('touch-input'),
   peers: $('peers'),
   clipToggle: $('clip-toggle'), clipPanel: $('clip-panel'), clipNote: $('clip-note'), clipText: $('clip-text'),
   clipSend: $('clip-send'), clipLocal: $('clip-local'), clipClear: $('clip-clear'),
@@ -197,6 +199,7 @@ function applyInfo(info) {
   el.keysNote.textContent = noKeys ? 'You may not use the keyboard in this session (no keyboard permission).'
     : 'Sends keys your browser or system would keep for itself.';
   el.keysNote.classList.toggle('warn', noKeys);
+  el.keyboard.disabled = noKeys;
   // Files.
   filesPermissions(info);
 }
@@ -450,7 +453,8 @@ el.handle.addEventListener('click', () => {
   el.toolbar.querySelector('button:not([hidden]):not(:disabled)').focus();
 });
 el.bar.addEventListener('click', (e) => {
-  if (performance.now() - openedAt < GHOST_CLICK_MS) {
+  if (e.isTrusted && performance.now() - openedAt < GHOST_CLICK_MS) {
+    openedAt = -Infinity; // one ghost per tap
     e.preventDefault();
     e.stopPropagation();
   }
@@ -607,6 +611,47 @@ el.keysPanel.addEventListener('click', (e) => {
   const b = e.target.closest('button[data-keys]');
   if (b && !b.disabled) {
     sendCombo(b.dataset.keys);
+  }
+});
+
+// ---- On-screen keyboard (touch devices) ----
+
+// A touch device shows its keyboard only for a focused text field: the
+// Keyboard button focuses an invisible one, and what is typed into it is
+// sent to the session as key presses.
+const coarse = matchMedia('(pointer: coarse)');
+const showKeyboardButton = () => { el.keyboard.hidden = !(coarse.matches || navigator.maxTouchPoints > 0); };
+showKeyboardButton();
+coarse.addEventListener('change', showKeyboardButton);
+el.keyboard.addEventListener('click', () => {
+  el.touchInput.value = '';
+  el.touchInput.focus();
+  hideBar();
+});
+el.touchInput.addEventListener('input', (e) => {
+  const rfb = page.rfb;
+  if (rfb && page.state === 'connected') {
+    if (e.inputType === 'deleteContentBackward') {
+      rfb.sendKey(K.XK_BackSpace, 'Backspace');
+    } else if (e.inputType === 'insertLineBreak' || e.inputType === 'insertParagraph') {
+      rfb.sendKey(K.XK_Return, 'Enter');
+    } else if (e.data) {
+      for (const ch of e.data) {
+        rfb.sendKey(ch === '\n' ? K.XK_Return : keysyms.lookup(ch.codePointAt(0)));
+      }
+    }
+  }
+  el.touchInput.value = '';
+});
+el.touchInput.addEventListener('keydown', (e) => {
+  // Keys that change no text (Enter and Backspace in an empty field on some
+  // keyboards, arrows, Tab) come only as key events.
+  const named = {Enter: [K.XK_Return, 'Enter'], Backspace: [K.XK_BackSpace, 'Backspace'], Tab: [K.XK_Tab, 'Tab'],
+    Escape: [K.XK_Escape, 'Escape'], ArrowLeft: [K.XK_Left, 'ArrowLeft'], ArrowRight: [K.XK_Right, 'ArrowRight'],
+    ArrowUp: [K.XK_Up, 'ArrowUp'], ArrowDown: [K.XK_Down, 'ArrowDown']}[e.key];
+  if (named && page.rfb && page.state === 'connected') {
+    e.preventDefault();
+    page.rfb.sendKey(named[0], named[1]);
   }
 });
 
