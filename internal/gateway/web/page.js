@@ -12,8 +12,8 @@ import KeyTable from './novnc/core/input/keysym.js';
 import keysyms from './novnc/core/input/keysymdef.js';
 
 // Encoding settings sent to the VNC server (noVNC's 0-9 scales): JPEG
-// quality of Tight updates and zlib effort. The speed benchmark
-// (internal/e2e bench) informs them.
+// quality of Tight updates and zlib effort. noVNC's defaults, which the
+// speed benchmarks chose (docs/performance.md, "The choice").
 const QUALITY_LEVEL = 6;
 const COMPRESSION_LEVEL = 2;
 
@@ -232,9 +232,12 @@ async function connect() {
     setState('connecting', 'Connecting…', false);
   }
   const res = await askInfo();
+  if (page.userDisconnect) {
+    return; // Disconnect was chosen while asking
+  }
   if (!res.ok) {
     if (failInfo(res)) {
-      scheduleRetry(res.reason);
+      scheduleRetry(res.kind === 'ended' ? 'The session is not available.' : res.reason);
     }
     return;
   }
