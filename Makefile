@@ -41,6 +41,7 @@ vulncheck:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./internal/placement/ ./internal/sqlite/ ./internal/bench/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./internal/e2e/
+	$(GO) test -run '^$$' -bench 'Throughput|Typing|Encoding' -benchtime 1x -timeout 30m ./internal/gateway/
 
 # The fleet benchmark (docs/performance.md): N simulated agents against a real
 # broker; SCENARIOS=restart,storm (default all), BENCH_FLAGS=... for more.
