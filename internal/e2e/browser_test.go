@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"image"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -143,5 +144,25 @@ func TestE2E_Browser(t *testing.T) {
 	if blank(img) {
 		t.Errorf("the browser's screenshot %s is blank", path)
 	}
+	// The harness runs openbox (desktop_command), so the session's xterm
+	// (white, see testdata/autorun/typing.sh) is what lights the screen.
+	if f := whiteFraction(img); f < 0.05 {
+		t.Errorf("only %.1f%% of the browser's screenshot %s is near-white, want the session's xterm (> 5%%)", 100*f, path)
+	}
 	t.Logf("browser screenshot saved as %s (%v)", path, img.Bounds().Size())
+}
+
+// whiteFraction returns the share of near-white pixels of img.
+func whiteFraction(img image.Image) float64 {
+	b := img.Bounds()
+	n := 0
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			if r > 0xc800 && g > 0xc800 && bl > 0xc800 {
+				n++
+			}
+		}
+	}
+	return float64(n) / float64(b.Dx()*b.Dy())
 }
