@@ -466,18 +466,22 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 	ownerPage.MustWaitTrue(t, pageChangeTimeout, "Escape closing the toolbar and focusing the desktop",
 		`document.activeElement && document.activeElement.tagName === 'CANVAS'`)
 
-	// The keys panel sends keys: Tab, then a typed marker, reach the
-	// xterm (it has the X focus from the click above), which writes them to
-	// typed.txt.
+	// The keys panel sends keys: Tab, Ctrl+Alt+Del and F5, then a typed
+	// marker, reach the xterm (it has the X focus from the click above),
+	// which writes them to typed.txt: Tab as itself, Ctrl+Alt+Del and F5
+	// as xterm's escape sequences for Delete with Ctrl+Alt (modifier 7)
+	// and for F5.
 	ownerPage.MustEval(t, `(() => { document.getElementById('handle').click(); document.getElementById('keys-toggle').click();
-	  document.querySelector('#keys-panel button[data-keys="tab"]').click(); document.getElementById('keys-toggle').click(); berthPage.rfb.focus(); return true; })()`, nil)
+	  for (const k of ['tab', 'ctrl-alt-del', 'f5']) document.querySelector('#keys-panel button[data-keys="' + k + '"]').click();
+	  document.getElementById('keys-toggle').click(); berthPage.rfb.focus(); return true; })()`, nil)
 	marker := fmt.Sprintf("keys-%d", time.Now().UnixNano()%1000000)
 	ownerPage.MustType(t, marker+"\n")
 	_, home := mustUser(t, owner)
 	typed := filepath.Join(home, "typed.txt")
-	poll.Until(t, pageChangeTimeout, "the Tab key from the keys panel, then the marker, in "+typed, func() bool {
+	want := "\t\x1b[3;7~\x1b[15~" + marker + "\n"
+	poll.Until(t, pageChangeTimeout, "Tab, Ctrl+Alt+Del and F5 from the keys panel, then the marker, in "+typed, func() bool {
 		b, _ := os.ReadFile(typed)
-		return strings.Contains(string(b), "\t"+marker+"\n")
+		return strings.Contains(string(b), want)
 	})
 
 	// Who is connected, and the view-only badge.
@@ -532,6 +536,8 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 	if view != "View: Scale" {
 		t.Errorf("after the tap on the handle the view button reads %q, want View: Scale (the tap must not also press the button under it)", view)
 	}
+	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the phone's toolbar slid in whole (its .15 s transition over)",
+		`(() => { const r = document.getElementById('bar').getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()`)
 	ownerPage.MustSaveScreenshot(t, dir, "phone-toolbar")
 	mustAxe(t, ownerPage, "phone toolbar")
 
@@ -552,6 +558,28 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 		b, _ := os.ReadFile(typed)
 		return strings.Contains(string(b), phoneMarker+"\n")
 	})
+
+	// Full screen: a real click on the toolbar's button (a user gesture,
+	// which the Fullscreen API requires) makes the page full screen, and
+	// another click leaves it.
+	bringToFront(t, viewerPage)
+	clickFullScreen := func() {
+		t.Helper()
+		viewerPage.MustEval(t, `(() => { if (document.body.dataset.bar !== 'open') document.getElementById('handle').click(); return true; })()`, nil)
+		viewerPage.MustWaitTrue(t, pageChangeTimeout, "the viewer's toolbar open and in view",
+			`document.body.dataset.bar === 'open' && document.getElementById('fullscreen').getBoundingClientRect().top >= 0`)
+		var b struct{ X, Y float64 }
+		viewerPage.MustEval(t, `(() => { const r = document.getElementById('fullscreen').getBoundingClientRect(); return {X: r.left + r.width / 2, Y: r.top + r.height / 2}; })()`, &b)
+		viewerPage.MustClick(t, b.X, b.Y)
+	}
+	clickFullScreen()
+	viewerPage.MustWaitTrue(t, pageChangeTimeout, "the page full screen after a click on Full screen",
+		`document.fullscreenElement !== null && document.getElementById('fullscreen').getAttribute('aria-pressed') === 'true'`)
+	viewerPage.MustSaveScreenshot(t, dir, "viewer-fullscreen")
+	clickFullScreen()
+	viewerPage.MustWaitTrue(t, pageChangeTimeout, "the page out of full screen after a second click",
+		`document.fullscreenElement === null && document.getElementById('fullscreen').getAttribute('aria-pressed') === 'false'`)
+
 	checkCSP(t, ownerPage, "owner")
 	checkCSP(t, viewerPage, "viewer")
 }
