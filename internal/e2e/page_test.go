@@ -661,6 +661,24 @@ func TestE2E_Page_Files(t *testing.T) {
 		t.Errorf("%s is owned by uid %d, want the session owner's %d", stored, fi.Sys().(*syscall.Stat_t).Uid, uid)
 	}
 
+	// The same name again, without "Replace existing files": the panel
+	// says it exists without sending the file (a large body the gateway
+	// refuses early can end the connection before the browser reads why),
+	// and the stored file is unchanged.
+	uploadsJS := `performance.getEntriesByType('resource').filter((e) => e.name.includes('/files/upload')).length`
+	var uploadsBefore, uploadsAfter int
+	ownerPage.MustEval(t, uploadsJS, &uploadsBefore)
+	ownerPage.MustSetInputFiles(t, "#files-input", local)
+	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the panel saying the file exists already",
+		`/exists already/.test(document.getElementById('files-note').textContent)`)
+	ownerPage.MustEval(t, uploadsJS, &uploadsAfter)
+	if uploadsAfter != uploadsBefore {
+		t.Errorf("the panel sent %d upload(s) of a name the folder holds; want none without Replace existing files", uploadsAfter-uploadsBefore)
+	}
+	if got, err := os.ReadFile(stored); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the refused second upload the storage root's %s holds %d bytes (%v), want the first upload's %d", stored, len(got), err, len(data))
+	}
+
 	// The file's link downloads it back.
 	digestJS := func(link string) string {
 		return `fetch(` + link + `.href, {credentials: 'omit'}).then((r) => r.ok ? r.arrayBuffer() : Promise.reject(new Error(r.status)))

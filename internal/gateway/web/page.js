@@ -660,7 +660,7 @@ el.touchInput.addEventListener('keydown', (e) => {
 
 // ---- Files ----
 
-const files = {path: '', canUpload: false, canDownload: false, usable: false};
+const files = {path: '', canUpload: false, canDownload: false, usable: false, names: new Set()};
 
 function filesPermissions(info) {
   const p = info.permissions || {};
@@ -736,6 +736,7 @@ async function listFiles(path) {
   el.filesPath.textContent = 'Storage folder' + (files.path ? ' / ' + files.path.split('/').join(' / ') : '');
   const rows = [];
   const entries = (d.entries || []).slice().sort((a, b) => (b.dir - a.dir) || a.name.localeCompare(b.name));
+  files.names = new Set(entries.map((f) => f.name));
   for (const f of entries) {
     const tr = document.createElement('tr');
     const name = document.createElement('td');
@@ -823,7 +824,12 @@ el.filesInput.addEventListener('change', async () => {
   for (const f of list) {
     el.filesProgress.value = 0;
     el.filesProgressText.textContent = f.name;
-    const err = await upload(f);
+    // A name the folder holds already is refused here, before its bytes
+    // are sent: the gateway refuses it too (409), but a large body
+    // refused early ends the connection before the browser reads why.
+    const err = files.names.has(f.name) && !el.filesOverwrite.checked
+      ? f.name + ' exists already: tick "Replace existing files" to replace it.'
+      : await upload(f);
     if (err) {
       errors.push(err);
     }
