@@ -36,6 +36,34 @@ type Template struct {
 	CreatedAt, UpdatedAt time.Time
 }
 
+// TemplateStore keeps templates and session shares. Both stores
+// (internal/sqlite, internal/postgres) implement it; the Service finds it on
+// its Store by a type assertion.
+type TemplateStore interface {
+	// InsertTemplate stores a new template. It returns ErrConflict if its ID
+	// or its Name is taken.
+	InsertTemplate(ctx context.Context, t *Template) error
+	// UpdateTemplate replaces every field of the template with ID t.ID but
+	// CreatedAt. It returns ErrNotFound for an unknown ID and ErrConflict if
+	// another template has t.Name.
+	UpdateTemplate(ctx context.Context, t *Template) error
+	// DeleteTemplate returns ErrNotFound for an unknown ID.
+	DeleteTemplate(ctx context.Context, id string) error
+	// GetTemplate returns ErrNotFound for an unknown ID.
+	GetTemplate(ctx context.Context, id string) (*Template, error)
+	// ListTemplates returns every template ordered by Name.
+	ListTemplates(ctx context.Context) ([]*Template, error)
+	// SetShares replaces the shares of a session with shares (none: no
+	// share). It returns ErrNotFound if the session does not exist. Deleting
+	// the session's row (DeleteSession, PurgeDeleted, DeleteServer) removes
+	// its shares.
+	SetShares(ctx context.Context, sessionID string, shares []Share) error
+	// ListShares returns a session's shares ordered by User.
+	ListShares(ctx context.Context, sessionID string) ([]Share, error)
+	// SharesWith returns the shares given to user, ordered by SessionID.
+	SharesWith(ctx context.Context, user string) ([]Share, error)
+}
+
 // CreateTemplate validates t and stores it under a new ID.
 func (s *Service) CreateTemplate(ctx context.Context, t Template) (*Template, error) {
 	return nil, errNotYet
