@@ -5,8 +5,10 @@
 // CA made for the test, its admin endpoint on plain HTTP. Tests register
 // client-credentials clients with it, fetch RS256 JWT access tokens with or
 // without an audience, restart it (a new signing key set: dsn memory makes
-// new keys at each start) and stop it. BERTH_TEST_IDP=off skips the tests
-// that use it.
+// new keys at each start) and stop it. StartOIDC runs it as an OpenID
+// Connect provider for the authorization code flow (with PKCE), with a
+// login page of this package that signs in test users with their groups.
+// BERTH_TEST_IDP=off skips the tests that use it.
 package idptest
 
 import (
@@ -84,6 +86,13 @@ type Client struct {
 // end is logged if tb failed.
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
+	return start(tb, opts, nil)
+}
+
+// start is Start; configure, if not nil, may add to Hydra's configuration
+// before it is written (StartOIDC's login and consent URLs).
+func start(tb testing.TB, opts Options, configure func(s *Server, conf map[string]any)) *Server {
+	tb.Helper()
 	bin := Binary(tb)
 	if opts.TokenTTL == 0 {
 		opts.TokenTTL = time.Hour
@@ -117,6 +126,9 @@ func Start(tb testing.TB, opts Options) *Server {
 		"strategies": map[string]any{"access_token": "jwt"},
 		"ttl":        map[string]any{"access_token": opts.TokenTTL.String()},
 		"log":        map[string]any{"level": "info", "format": "json"},
+	}
+	if configure != nil {
+		configure(s, conf)
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
