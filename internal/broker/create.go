@@ -225,6 +225,9 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 	// Hand back copies: the stored rows move on in the background.
 	for i := range out {
 		if out[i].Session != nil {
+			if text := out[i].Session.Spec.PermissionsFile; text != "" {
+				s.recordShares(ctx, out[i].Session, text) // shares.go
+			}
 			cp := *out[i].Session
 			cp.Substate = SubstatePlacing
 			out[i].Session = &cp

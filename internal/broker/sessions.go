@@ -273,7 +273,9 @@ func (s *Service) UpdateSessionPermissions(ctx context.Context, reqs []Permissio
 		if err != nil {
 			s.log.Error("store session permissions", logattr.SessionID, sess.ID, "err", err)
 			out[i] = "the permissions were applied on the server but could not be recorded; retry"
+			continue
 		}
+		s.recordShares(ctx, sess, text) // shares.go: who the file shares the session with
 	}
 	return out
 }
