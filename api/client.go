@@ -244,6 +244,67 @@ func (c *Client) CloseServers(ctx context.Context, in []CloseServerRequest) (*Cl
 	return &out, c.call(ctx, http.MethodPost, "/closeServers", in, &out)
 }
 
+// DescribeTemplates calls GET /berth/v1/templates: every template, or with
+// user or groups set those published to user or to one of groups.
+func (c *Client) DescribeTemplates(ctx context.Context, user string, groups []string) (*DescribeTemplatesResponse, error) {
+	q := url.Values{}
+	if user != "" {
+		q.Set("user", user)
+	}
+	for _, g := range groups {
+		q.Add("group", g)
+	}
+	p := "/berth/v1/templates"
+	if len(q) > 0 {
+		p += "?" + q.Encode()
+	}
+	var out DescribeTemplatesResponse
+	return &out, c.call(ctx, http.MethodGet, p, nil, &out)
+}
+
+// CreateTemplate calls POST /berth/v1/templates.
+func (c *Client) CreateTemplate(ctx context.Context, in Template) (*TemplateResponse, error) {
+	var out TemplateResponse
+	return &out, c.call(ctx, http.MethodPost, "/berth/v1/templates", in, &out)
+}
+
+// GetTemplate calls GET /berth/v1/templates/{id}.
+func (c *Client) GetTemplate(ctx context.Context, id string) (*TemplateResponse, error) {
+	var out TemplateResponse
+	return &out, c.call(ctx, http.MethodGet, "/berth/v1/templates/"+url.PathEscape(id), nil, &out)
+}
+
+// UpdateTemplate calls PUT /berth/v1/templates/{id}, replacing every field.
+func (c *Client) UpdateTemplate(ctx context.Context, id string, in Template) (*TemplateResponse, error) {
+	var out TemplateResponse
+	return &out, c.call(ctx, http.MethodPut, "/berth/v1/templates/"+url.PathEscape(id), in, &out)
+}
+
+// DeleteTemplate calls DELETE /berth/v1/templates/{id}.
+func (c *Client) DeleteTemplate(ctx context.Context, id string) (*DeleteTemplateResponse, error) {
+	var out DeleteTemplateResponse
+	return &out, c.call(ctx, http.MethodDelete, "/berth/v1/templates/"+url.PathEscape(id), nil, &out)
+}
+
+// LaunchTemplate calls POST /berth/v1/templates/{id}/launch.
+func (c *Client) LaunchTemplate(ctx context.Context, id string, in LaunchTemplateRequest) (*LaunchTemplateResponse, error) {
+	var out LaunchTemplateResponse
+	return &out, c.call(ctx, http.MethodPost, "/berth/v1/templates/"+url.PathEscape(id)+"/launch", in, &out)
+}
+
+// DescribeSessionShares calls GET /berth/v1/sessions/{id}/shares.
+func (c *Client) DescribeSessionShares(ctx context.Context, sessionID string) (*SessionSharesResponse, error) {
+	var out SessionSharesResponse
+	return &out, c.call(ctx, http.MethodGet, "/berth/v1/sessions/"+url.PathEscape(sessionID)+"/shares", nil, &out)
+}
+
+// ShareSession calls PUT /berth/v1/sessions/{id}/shares and returns the
+// session's shares after the change.
+func (c *Client) ShareSession(ctx context.Context, sessionID string, in ShareSessionRequest) (*SessionSharesResponse, error) {
+	var out SessionSharesResponse
+	return &out, c.call(ctx, http.MethodPut, "/berth/v1/sessions/"+url.PathEscape(sessionID)+"/shares", in, &out)
+}
+
 // ConnectionURL builds the browser URL of a session from its connection data:
 // https://{Ip}:{Port}{WebUrlPath}?authToken={ConnectionToken}#{SessionId}.
 func ConnectionURL(d *GetSessionConnectionDataResponse) string {

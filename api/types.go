@@ -378,3 +378,87 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
 }
+
+// Share levels of berth's session shares (PUT /berth/v1/sessions/{id}/shares).
+const (
+	ShareNone = "none" // removes the user's share
+	ShareView = "view" // display only
+	ShareFull = "full" // display, keyboard, mouse and clipboard
+)
+
+// Template is a session template, berth's own API under /berth/v1/templates:
+// a launchable recipe of CreateSessions fields, published to users and groups.
+type Template struct {
+	// Id is assigned by the broker; ignored in a create or update body.
+	Id                   string   `json:"Id,omitempty"`
+	Name                 string   `json:"Name"`
+	Description          string   `json:"Description,omitempty"`
+	Type                 string   `json:"Type"`
+	Requirements         string   `json:"Requirements,omitempty"`
+	InitFile             string   `json:"InitFile,omitempty"`
+	AutorunFile          string   `json:"AutorunFile,omitempty"`
+	AutorunFileArguments []string `json:"AutorunFileArguments,omitempty"`
+	MaxConcurrentClients int64    `json:"MaxConcurrentClients,omitempty"`
+	DcvGlEnabled         bool     `json:"DcvGlEnabled,omitempty"`
+	StorageRoot          string   `json:"StorageRoot,omitempty"`
+	// Users and Groups are who the template is published to: OS user
+	// names, and identity provider groups.
+	Users  []string `json:"Users,omitempty"`
+	Groups []string `json:"Groups,omitempty"`
+	// CreationTime and UpdateTime are set by the broker.
+	CreationTime *time.Time `json:"CreationTime,omitempty"`
+	UpdateTime   *time.Time `json:"UpdateTime,omitempty"`
+}
+
+// TemplateResponse is the answer to creating, reading or updating a template.
+type TemplateResponse struct {
+	RequestId string   `json:"RequestId"`
+	Template  Template `json:"Template"`
+}
+
+// DescribeTemplatesResponse is the answer to GET /berth/v1/templates.
+type DescribeTemplatesResponse struct {
+	RequestId string     `json:"RequestId"`
+	Templates []Template `json:"Templates"`
+}
+
+// DeleteTemplateResponse is the answer to DELETE /berth/v1/templates/{id}.
+type DeleteTemplateResponse struct {
+	RequestId  string `json:"RequestId"`
+	TemplateId string `json:"TemplateId"`
+}
+
+// LaunchTemplateRequest is the body of POST /berth/v1/templates/{id}/launch:
+// the user who will own the session and the groups they are in.
+type LaunchTemplateRequest struct {
+	Owner  string   `json:"Owner"`
+	Groups []string `json:"Groups,omitempty"`
+}
+
+// LaunchTemplateResponse is the answer to a launch: the session, as
+// CreateSessions answers it, or why none could be created.
+type LaunchTemplateResponse struct {
+	RequestId     string   `json:"RequestId"`
+	Session       *Session `json:"Session,omitempty"`
+	FailureReason string   `json:"FailureReason,omitempty"`
+}
+
+// SessionShare is one user's access to another owner's session.
+type SessionShare struct {
+	User  string `json:"User"`
+	Level string `json:"Level"`
+}
+
+// ShareSessionRequest is the body of PUT /berth/v1/sessions/{id}/shares.
+type ShareSessionRequest struct {
+	Owner string `json:"Owner"`
+	User  string `json:"User"`
+	Level string `json:"Level"`
+}
+
+// SessionSharesResponse lists a session's shares.
+type SessionSharesResponse struct {
+	RequestId string         `json:"RequestId"`
+	SessionId string         `json:"SessionId"`
+	Shares    []SessionShare `json:"Shares"`
+}

@@ -59,10 +59,11 @@ const (
 	OpToken                    = "Token"
 )
 
-// Operations lists every operation name RequestObserver receives.
+// Operations lists every operation name RequestObserver receives, berth's
+// own (templates.go) after Amazon's.
 func Operations() []string {
-	return []string{OpDescribeSessions, OpDescribeServers, OpCreateSessions, OpDeleteSessions, OpUpdateSessionPermissions,
-		OpGetSessionConnectionData, OpGetSessionScreenshots, OpOpenServers, OpCloseServers, OpToken}
+	return append([]string{OpDescribeSessions, OpDescribeServers, OpCreateSessions, OpDeleteSessions, OpUpdateSessionPermissions,
+		OpGetSessionConnectionData, OpGetSessionScreenshots, OpOpenServers, OpCloseServers, OpToken}, berthOperations()...)
 }
 
 // Server serves the client API.
@@ -115,6 +116,7 @@ func (s *Server) Handler() http.Handler {
 	api("POST /getSessionScreenshots", OpGetSessionScreenshots, s.screenshots)
 	api("POST /openServers", OpOpenServers, s.openServers)
 	api("POST /closeServers", OpCloseServers, s.closeServers)
+	s.berthRoutes(api) // templates.go: berth's own API under /berth/v1/
 	if s.TokenHandler != nil {
 		mux.Handle("/oauth2/token", s.observe(OpToken, s.TokenHandler))
 	}
