@@ -9,12 +9,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/jwks"
 	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/portal"
 )
 
 // adminCommand is one `berth-broker COMMAND` that works on the broker's store.
@@ -145,6 +149,9 @@ func adminCommands() []adminCommand {
 			run: registerDNSMappings},
 		{name: "describe-server-dns-mappings", summary: "print the loaded server DNS mappings", example: "berth-broker describe-server-dns-mappings",
 			run: describeDNSMappings},
+		{name: "portal-link", summary: "print a single-use sign-in link to the web portal for a user (the broker keeps only its hash; it expires after --expires-in)",
+			flags: portalLinkFlags, example: "berth-broker portal-link --user alice --expires-in 10m",
+			run: portalLink},
 		{name: "backup", summary: "write a consistent copy of the SQLite database while the broker runs (PostgreSQL: use pg_dump)",
 			flags: stringFlag("out", "the new file to write (required; must not exist)"), example: "berth-broker backup --out /backup/berth.db",
 			run: backup},
@@ -269,6 +276,62 @@ func backup(ctx context.Context, m *Main, a []string, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "backup written to %s in %s\n", a[0], time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func portalLinkFlags(fs *flag.FlagSet) func() []string {
+	user := fs.String("user", "", "the OS user name to sign in as: the owner of the user's sessions (required)")
+	groups := fs.String("groups", "", "comma-separated groups the user is a member of, for templates published to groups")
+	admin := fs.Bool("admin", false, "sign in as a portal admin")
+	in := fs.String("expires-in", "5m", "the link works once, for this long, e.g. 5m, 1h (at most 24h)")
+	base := fs.String("base-url", "", "the portal's base URL in the link, e.g. https://broker.example.com:8443 (default: portal-external-url, else https://HOST:client-to-broker-connector-https-port)")
+	return func() []string { return []string{*user, *groups, strconv.FormatBool(*admin), *in, *base} }
+}
+
+func portalLink(ctx context.Context, m *Main, a []string, out io.Writer) error {
+	user, groupList, admin, in, base := a[0], a[1], a[2] == "true", a[3], a[4]
+	if user == "" {
+		return usageError("--user is required")
+	}
+	if err := broker.ValidateUserName("--user", user); err != nil {
+		return usageError(err.Error())
+	}
+	ttl, err := time.ParseDuration(in)
+	if err != nil || ttl <= 0 || ttl > portal.MaxLinkLifetime {
+		return usageError(fmt.Sprintf("--expires-in %q is not a duration from 1s to 24h, such as 5m or 1h", in))
+	}
+	var groups []string
+	for g := range strings.SplitSeq(groupList, ",") {
+		if g = strings.TrimSpace(g); g != "" {
+			groups = append(groups, g)
+		}
+	}
+	if !m.Config.PortalEnabled {
+		fmt.Fprintln(m.Stderr, "berth-broker: warning: portal-enabled is false: the broker serves no portal, so the link will not work until it is true")
+	}
+	if base == "" {
+		base = m.Config.PortalExternalURL
+	}
+	if base == "" {
+		host := ""
+		if names := m.Config.certificateNames(); len(names) > 0 {
+			host = names[0]
+		} else if host, err = os.Hostname(); err != nil || host == "" {
+			host = "localhost"
+		}
+		base = "https://" + net.JoinHostPort(host, strconv.Itoa(m.Config.ClientPort))
+	} else if !validExternalURL(base) {
+		return usageError(fmt.Sprintf("--base-url %q is not an https URL with a host and no path, such as https://broker.example.com:8443", base))
+	}
+	ps, ok := m.store.(portal.Store)
+	if !ok {
+		return errors.New("this store cannot keep portal links")
+	}
+	tok, err := portal.CreateLink(ctx, ps, user, groups, admin, ttl, time.Now())
+	if err != nil {
+		return usageError(err.Error())
+	}
+	fmt.Fprintf(out, "%s/portal/link?token=%s\n", strings.TrimRight(base, "/"), tok)
 	return nil
 }
 

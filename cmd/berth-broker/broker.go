@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/berth-dev/berth/internal/netlimit"
 	"github.com/berth-dev/berth/internal/oauth"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/portal"
 	"github.com/berth-dev/berth/internal/postgres"
 	"github.com/berth-dev/berth/internal/sqlite"
 	"github.com/berth-dev/berth/internal/tlsaccept"
@@ -445,8 +448,76 @@ func (m *Main) goRun(f func()) {
 	}()
 }
 
-// apiHandler is the client API (client-to-broker connector).
-func (m *Main) apiHandler() http.Handler {
+// apiHandler is the client connector: the client API, and the web portal
+// at /portal/ (portal-enabled) in front of it. Amazon's paths and berth's
+// /berth/v1/ stay the API's.
+func (m *Main) apiHandler() (http.Handler, error) {
+	api := m.clientAPI()
+	if !m.Config.PortalEnabled {
+		return api, nil
+	}
+	p, err := m.newPortal()
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/portal/", p)
+	mux.Handle("/portal", p)
+	mux.Handle("/", api)
+	if m.runCtx != nil {
+		m.goRun(func() { p.Run(m.runCtx, 0) })
+	}
+	return mux, nil
+}
+
+// newPortal builds the web portal from the portal-* keys.
+func (m *Main) newPortal() (*portal.Portal, error) {
+	c := &m.Config
+	ps, ok := m.store.(portal.Store)
+	if !ok {
+		return nil, errors.New("portal-enabled: this store cannot keep portal sessions")
+	}
+	cfg := portal.Config{Service: m.svc, Store: ps, AdminGroup: c.PortalAdminGroup, SessionLifetime: c.PortalSessionLifetime,
+		ExternalURL: c.PortalExternalURL, Logger: m.Logger}
+	if c.PortalOIDCIssuer != "" {
+		o := &portal.OIDCConfig{Issuer: c.PortalOIDCIssuer, ClientID: c.PortalOIDCClientID, ClientSecret: c.PortalOIDCClientSecret,
+			Scopes: portalScopes(c.PortalOIDCScopes), UserClaim: c.PortalUserClaim, GroupsClaim: c.PortalGroupsClaim}
+		if f := c.PortalOIDCClientSecretFile; f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("portal-oidc-client-secret-file: %w", err)
+			}
+			if o.ClientSecret = strings.TrimSpace(string(b)); o.ClientSecret == "" {
+				return nil, fmt.Errorf("portal-oidc-client-secret-file %s: the file is empty", f)
+			}
+		}
+		if c.PortalUserClaimPattern != "" {
+			re, err := regexp.Compile(c.PortalUserClaimPattern)
+			if err != nil {
+				return nil, fmt.Errorf("portal-user-claim-pattern: %w", err)
+			}
+			o.UserPattern = re
+		}
+		var bundle []byte
+		if f := c.PortalOIDCCABundleFile; f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("portal-oidc-ca-bundle-file: %w", err)
+			}
+			bundle = b
+		}
+		hc, err := jwks.NewClient(bundle, 15*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("portal-oidc-ca-bundle-file %s: %w", c.PortalOIDCCABundleFile, err)
+		}
+		o.HTTPClient = hc
+		cfg.OIDC = o
+	}
+	return portal.New(cfg)
+}
+
+// clientAPI is the client API (httpapi).
+func (m *Main) clientAPI() http.Handler {
 	c := &m.Config
 	apiSrv := &httpapi.Server{Service: m.svc, Health: m.store, Logger: m.Logger}
 	if m.metrics != nil {
@@ -500,7 +571,11 @@ func (m *Main) agentMux() http.Handler {
 // Gateway resolver (enable-gateway) and the metrics listener (metrics-port).
 func (m *Main) startListeners(clientCert, agentCert *pki.Holder) error {
 	c := &m.Config
-	api, agents := m.apiHandler(), m.agentMux()
+	api, err := m.apiHandler()
+	if err != nil {
+		return err
+	}
+	agents := m.agentMux()
 	clientTLS, agentTLS := listencert.ServerTLS(clientCert), listencert.ServerTLS(agentCert)
 	if m.ticketSecret != nil {
 		// Tickets any broker on the store accepts, after a restart too.
@@ -509,7 +584,6 @@ func (m *Main) startListeners(clientCert, agentCert *pki.Holder) error {
 			return err
 		}
 	}
-	var err error
 	if m.clientLn, err = m.listenTLS("client", c.ClientBindHost, c.ClientPort,
 		netlimit.Limits{Max: c.ClientMaxConns, MaxPerAddr: c.ClientMaxConnsPerAddr}, clientTLS); err != nil {
 		return fmt.Errorf("client-to-broker-connector: %w", err)

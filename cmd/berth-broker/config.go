@@ -8,7 +8,9 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -253,6 +255,48 @@ type Config struct {
 	// LogRotation is log-rotation: "daily" (also start a new file every day,
 	// at midnight UTC) or "size" (only by size).
 	LogRotation string
+
+	// PortalEnabled is portal-enabled: serve the web portal at /portal/ on
+	// the client connector (internal/portal).
+	PortalEnabled bool
+	// PortalOIDCIssuer is portal-oidc-issuer: the identity provider's
+	// issuer URL (its discovery document is ISSUER/.well-known/openid-configuration).
+	// Empty: users sign in with portal links only.
+	PortalOIDCIssuer string
+	// PortalOIDCClientID, PortalOIDCClientSecret and
+	// PortalOIDCClientSecretFile are portal-oidc-client-id,
+	// portal-oidc-client-secret and portal-oidc-client-secret-file: the
+	// portal's client at the IdP (the secret, or a file holding it; neither
+	// for a public client, which PKCE protects).
+	PortalOIDCClientID         string
+	PortalOIDCClientSecret     string
+	PortalOIDCClientSecretFile string
+	// PortalOIDCScopes is portal-oidc-scopes: the scopes asked for,
+	// separated by spaces or commas; it must hold openid.
+	PortalOIDCScopes string
+	// PortalOIDCCABundleFile is portal-oidc-ca-bundle-file: PEM CAs trusted
+	// for the IdP besides the system roots.
+	PortalOIDCCABundleFile string
+	// PortalUserClaim is portal-user-claim: the ID token claim that names
+	// the OS user.
+	PortalUserClaim string
+	// PortalUserClaimPattern is portal-user-claim-pattern: a regular
+	// expression with one group that the claim must match; the group is the
+	// user name. Empty: the claim as it is.
+	PortalUserClaimPattern string
+	// PortalGroupsClaim is portal-groups-claim: the claim listing the
+	// user's groups.
+	PortalGroupsClaim string
+	// PortalAdminGroup is portal-admin-group: members of this group are the
+	// portal's admins.
+	PortalAdminGroup string
+	// PortalSessionLifetime is portal-session-minutes: how long a portal
+	// sign-in lasts.
+	PortalSessionLifetime time.Duration
+	// PortalExternalURL is portal-external-url: the portal's base URL as
+	// browsers reach it (https://HOST[:PORT]), for the IdP's redirect and
+	// portal links. Empty: taken from each request's Host.
+	PortalExternalURL string
 }
 
 // MetricsOff is Config.MetricsPort when no metrics listener is configured.
@@ -317,6 +361,11 @@ func DefaultConfig() Config {
 		LogMaxAgeDays:                    14,
 		LogMaxBackups:                    10,
 		LogRotation:                      "daily",
+		PortalEnabled:                    true,
+		PortalOIDCScopes:                 "openid profile",
+		PortalUserClaim:                  "preferred_username",
+		PortalGroupsClaim:                "groups",
+		PortalSessionLifetime:            480 * time.Minute,
 	}
 }
 
@@ -511,6 +560,12 @@ func (c *Config) Validate() error {
 	}
 	if c.EnableConnectionGateway && c.ConnectionGatewayTLSClientAuth && c.ConnectionGatewayTrustStoreFile == "" {
 		failNear("gateway-to-broker-connector-trust-store-file", "enable-tls-client-auth-gateway", "required when enable-tls-client-auth-gateway is true")
+	}
+	if c.PortalOIDCIssuer != "" && c.PortalOIDCClientID == "" {
+		failNear("portal-oidc-client-id", "portal-oidc-issuer", "required when portal-oidc-issuer is set (the portal's client ID at the identity provider)")
+	}
+	if c.PortalOIDCClientSecret != "" && c.PortalOIDCClientSecretFile != "" {
+		failNear("portal-oidc-client-secret-file", "portal-oidc-client-secret", "portal-oidc-client-secret is set too; keep one")
 	}
 	if c.RequestReadTimeout > 0 && c.RequestReadTimeout < c.RequestHeaderTimeout {
 		failNear("connector-request-read-timeout-seconds", "connector-request-header-timeout-seconds",
@@ -899,7 +954,79 @@ func configKeys() []configKey {
 		atLeastKey("log-max-age-days", 1, func(c *Config) *int { return &c.LogMaxAgeDays }),
 		atLeastKey("log-max-backups", 1, func(c *Config) *int { return &c.LogMaxBackups }),
 		enumKey("log-rotation", func(c *Config) *string { return &c.LogRotation }, "daily", "size"),
+
+		boolKey("portal-enabled", func(c *Config) *bool { return &c.PortalEnabled }),
+		stringKey("portal-oidc-issuer", "an https URL (http only for a loopback host) without query or fragment", validIssuerURL, func(c *Config) *string { return &c.PortalOIDCIssuer }),
+		stringKey("portal-oidc-client-id", "a client ID (up to 256 printable characters)", validClaimName, func(c *Config) *string { return &c.PortalOIDCClientID }),
+		stringKey("portal-oidc-client-secret", "", nil, func(c *Config) *string { return &c.PortalOIDCClientSecret }),
+		stringKey("portal-oidc-client-secret-file", "", nil, func(c *Config) *string { return &c.PortalOIDCClientSecretFile }),
+		stringKey("portal-oidc-scopes", "a list of scopes, separated by spaces or commas, that holds openid", validScopes, func(c *Config) *string { return &c.PortalOIDCScopes }),
+		stringKey("portal-oidc-ca-bundle-file", "", nil, func(c *Config) *string { return &c.PortalOIDCCABundleFile }),
+		stringKey("portal-user-claim", "a claim name (1 to 256 printable characters)", func(s string) bool { return s != "" && validClaimName(s) }, func(c *Config) *string { return &c.PortalUserClaim }),
+		stringKey("portal-user-claim-pattern", "a regular expression (RE2) with exactly one group", validClaimPattern, func(c *Config) *string { return &c.PortalUserClaimPattern }),
+		stringKey("portal-groups-claim", "a claim name (1 to 256 printable characters)", func(s string) bool { return s != "" && validClaimName(s) }, func(c *Config) *string { return &c.PortalGroupsClaim }),
+		stringKey("portal-admin-group", "a group name (up to 256 printable characters)", validClaimName, func(c *Config) *string { return &c.PortalAdminGroup }),
+		durationKey("portal-session-minutes", time.Minute, "minutes", 5, func(c *Config) *time.Duration { return &c.PortalSessionLifetime }),
+		stringKey("portal-external-url", "an https URL with a host and no path, query or fragment (https://broker.example.com:8443)", validExternalURL, func(c *Config) *string { return &c.PortalExternalURL }),
 	}
+}
+
+// validIssuerURL accepts an OIDC issuer: https, or http on a loopback host;
+// a host; no query, fragment or user information (empty: none).
+func validIssuerURL(s string) bool {
+	if s == "" {
+		return true
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "https":
+		return true
+	case "http":
+		h := u.Hostname()
+		ip := net.ParseIP(h)
+		return h == "localhost" || ip != nil && ip.IsLoopback()
+	}
+	return false
+}
+
+// validExternalURL accepts the portal's base URL: https://HOST[:PORT] with
+// at most a trailing slash (empty: none).
+func validExternalURL(s string) bool {
+	if s == "" {
+		return true
+	}
+	u, err := url.Parse(s)
+	return err == nil && u.Scheme == "https" && u.Host != "" && (u.Path == "" || u.Path == "/") &&
+		u.RawQuery == "" && u.Fragment == "" && u.User == nil
+}
+
+// validClaimName accepts up to 256 printable characters without spaces.
+func validClaimName(s string) bool {
+	return len(s) <= 256 && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }) < 0
+}
+
+// portalScopes splits portal-oidc-scopes.
+func portalScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+}
+
+// validScopes accepts a scope list that holds openid.
+func validScopes(s string) bool {
+	sc := portalScopes(s)
+	return slices.Contains(sc, "openid") && !slices.ContainsFunc(sc, func(x string) bool { return !validClaimName(x) })
+}
+
+// validClaimPattern accepts a regular expression with exactly one group
+// (empty: none).
+func validClaimPattern(s string) bool {
+	if s == "" {
+		return true
+	}
+	re, err := regexp.Compile(s)
+	return err == nil && re.NumSubexp() == 1
 }
 
 func configKeyByName(name string) (configKey, bool) {

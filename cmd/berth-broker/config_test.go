@@ -242,6 +242,18 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		LogMaxAgeDays:                    30,
 		LogMaxBackups:                    5,
 		LogRotation:                      "size",
+		PortalEnabled:                    false,
+		PortalOIDCIssuer:                 "https://idp.example.com/realms/berth",
+		PortalOIDCClientID:               "berth-portal",
+		PortalOIDCClientSecret:           "portal-s3cret",
+		PortalOIDCScopes:                 "openid profile email groups",
+		PortalOIDCCABundleFile:           "/etc/berth/idp-ca.pem",
+		PortalUserClaim:                  "email",
+		PortalUserClaimPattern:           `^([^@]+)@example\.com$`,
+		PortalGroupsClaim:                "roles",
+		PortalAdminGroup:                 "berth-admins",
+		PortalSessionLifetime:            time.Hour,
+		PortalExternalURL:                "https://broker.example.com:9443",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)
@@ -253,6 +265,9 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		name := def.Type().Field(i).Name
 		if name == "Retries" || name == "DeleteSessionDuration" || name == "EnableConnectionGateway" || name == "ConnectionGatewayTLSClientAuth" {
 			continue // the file sets these to values a default can also have
+		}
+		if name == "PortalOIDCClientSecretFile" {
+			continue // not with portal-oidc-client-secret: TestLoadConfig_Portal sets it
 		}
 		if def.Field(i).Interface() == got.Field(i).Interface() {
 			t.Errorf("testdata/berth-full.properties leaves %s at its default", name)
