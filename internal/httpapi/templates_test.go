@@ -1,18 +1,55 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/apispec"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/poll"
 )
+
+// specChecked is an HTTP client of ts that checks every answer against
+// berth's OpenAPI document.
+func specChecked(t *testing.T, ts *httptest.Server) *http.Client {
+	doc := apispec.MustBerth(t)
+	c := *ts.Client()
+	next := c.Transport
+	c.Transport = roundTripper(func(req *http.Request) (*http.Response, error) {
+		var reqBody []byte
+		if req.Body != nil {
+			reqBody, _ = io.ReadAll(req.Body)
+			req.Body = io.NopCloser(bytes.NewReader(reqBody))
+		}
+		resp, err := next.RoundTrip(req)
+		if err != nil {
+			return resp, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if err != nil {
+			return resp, err
+		}
+		if err := doc.ValidateResponse(req, reqBody, resp.StatusCode, resp.Header, body); err != nil {
+			t.Errorf("%s %s: the answer does not match api/openapi.yaml: %v\n%s", req.Method, req.URL.Path, err, body)
+		}
+		return resp, nil
+	})
+	return &c
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestTemplatesAPI drives the template routes with the api client over real
 // HTTPS: create, read, list (all, and for a user and groups), update,
@@ -20,7 +57,7 @@ import (
 func TestTemplatesAPI(t *testing.T) {
 	_, _, ts := pageBroker(t, 1)
 	ctx := t.Context()
-	c := &api.Client{BrokerURL: ts.URL, HTTPClient: ts.Client()}
+	c := &api.Client{BrokerURL: ts.URL, HTTPClient: specChecked(t, ts)}
 	created, err := c.CreateTemplate(ctx, api.Template{Name: "Dev", Type: "virtual", AutorunFile: "run.sh",
 		AutorunFileArguments: []string{"-x"}, MaxConcurrentClients: 2, Users: []string{"alice"}, Groups: []string{"devs"}})
 	if err != nil {
@@ -94,12 +131,13 @@ func TestTemplatesAPI(t *testing.T) {
 func TestTemplatesAPI_Refusals(t *testing.T) {
 	_, _, ts := pageBroker(t, 1)
 	ctx := t.Context()
-	c := &api.Client{BrokerURL: ts.URL, HTTPClient: ts.Client()}
+	c := &api.Client{BrokerURL: ts.URL, HTTPClient: specChecked(t, ts)}
 	tpl, err := c.CreateTemplate(ctx, api.Template{Name: "Dev", Type: "VIRTUAL", Users: []string{"alice"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := tpl.Template.Id
+	client := specChecked(t, ts)
 	tests := []struct {
 		name, method, path, body string
 		status                   int
@@ -132,7 +170,7 @@ func TestTemplatesAPI_Refusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := ts.Client().Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +192,7 @@ func TestTemplatesAPI_Refusals(t *testing.T) {
 func TestSharesAPI(t *testing.T) {
 	svc, _, ts := pageBroker(t, 1)
 	ctx := t.Context()
-	c := &api.Client{BrokerURL: ts.URL, HTTPClient: ts.Client()}
+	c := &api.Client{BrokerURL: ts.URL, HTTPClient: specChecked(t, ts)}
 	res, err := svc.CreateSessions(ctx, []broker.CreateRequest{{Name: "d", Owner: "alice", Type: "VIRTUAL"}})
 	if err != nil || res[0].Session == nil {
 		t.Fatal(res, err)
