@@ -24,7 +24,7 @@ const (
 	// adminScanBudget bounds how many sessions one sessions page reads
 	// while it looks for sessions of a state or server filter; the page
 	// then offers to search on from where it stopped.
-	adminScanBudget = 20000
+	adminScanBudget = 5000
 	// maxFilterLen bounds a filter's value.
 	maxFilterLen = 256
 )
