@@ -62,7 +62,10 @@ func commands() []*command {
 		describeServersCommand(), openServersCommand(), closeServersCommand(),
 		createSessionCommand(), describeSessionsCommand(), deleteSessionCommand(),
 		getSessionConnectionDataCommand(), getSessionScreenshotsCommand(),
-		updateSessionPermissionsCommand(), helpCommand(), completionCommand(),
+		updateSessionPermissionsCommand(),
+		createTemplateCommand(), describeTemplatesCommand(), updateTemplateCommand(), deleteTemplateCommand(),
+		launchTemplateCommand(), shareSessionCommand(),
+		helpCommand(), completionCommand(),
 	}
 }
 

@@ -35,6 +35,7 @@ type fakeBroker struct {
 type fakeRequest struct {
 	Method, Path string
 	Body         string
+	Query        string // the raw query, for berth's GET /berth/v1/ routes
 }
 
 const (
@@ -94,7 +95,7 @@ func (fb *fakeBroker) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	known := map[string]bool{"/describeSessions": true, "/describeServers": true, "/createSessions": true, "/deleteSessions": true,
 		"/sessionPermissions": true, "/getSessionScreenshots": true, "/openServers": true, "/closeServers": true}
-	if !known[r.URL.Path] && !strings.HasPrefix(r.URL.Path, "/sessionConnectionData/") {
+	if !known[r.URL.Path] && !strings.HasPrefix(r.URL.Path, "/sessionConnectionData/") && !strings.HasPrefix(r.URL.Path, "/berth/v1/") {
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, `{"error":"no such API"}`)
 		return
@@ -110,7 +111,7 @@ func (fb *fakeBroker) serve(w http.ResponseWriter, r *http.Request) {
 		path = "/sessionConnectionData"
 	}
 	fb.mu.Lock()
-	fb.requests = append(fb.requests, fakeRequest{r.Method, r.URL.Path, string(body)})
+	fb.requests = append(fb.requests, fakeRequest{Method: r.Method, Path: r.URL.Path, Body: string(body), Query: r.URL.RawQuery})
 	f := fb.answers[path]
 	fb.mu.Unlock()
 	if f == nil {
