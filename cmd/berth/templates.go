@@ -341,4 +341,3 @@ func shareSessionCommand() *command {
 		},
 	}
 }
-
