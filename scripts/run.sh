@@ -110,6 +110,7 @@ printf 'BERTH_CLIENT_ID=%s\nBERTH_CLIENT_PASSWORD=%s\n' "$BERTH_CLIENT_ID" "$BER
 chmod 600 "$state/client.env"
 echo "Session: $session (owner $user)"
 echo "URL: $url"
+echo "Portal: $(./bin/berth-broker portal-link --config "$state/broker.properties" --user "$user" --expires-in 15m --base-url https://localhost:8443) (single use, 15 min; accept the broker's certificate)"
 echo "Open the URL in a browser. To avoid the certificate warning, trust $state/broker/gateway-ca.pem in it"
 echo "  (the web gateway CA, which may certify only your fleet's names; never trust ca.pem in a browser). Ctrl-C stops everything."
 wait "${pids[0]}"
