@@ -515,12 +515,11 @@ func TestPortal_OtherUsersSession(t *testing.T) {
 	}
 	// Shared with bob (when the core shares): he sees it and may connect,
 	// but may not share or delete it.
-	err := e.svc.ShareSession(context.Background(), "sess-ann", "ann", "bob", broker.ShareView)
-	if broker.ErrorCode(err) == broker.CodeUnavailable {
-		t.Skipf("the core does not share yet: %v", err)
+	if resp, body := ann.post(t, "/portal/sessions/sess-ann/share", url.Values{"user": {"bob"}, "level": {"view"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("ann shares with bob: %s\n%.500s", resp.Status, body)
 	}
-	if err != nil {
-		t.Fatal(err)
+	if _, body := ann.do(t, "GET", "/portal/?done=shared", nil, nil); !strings.Contains(body, "bob: view only") || !strings.Contains(body, "Sharing updated") {
+		t.Errorf("ann's page does not list the share:\n%.2000s", body)
 	}
 	got := bob.sessions(t)
 	i := slices.IndexFunc(got, func(s sessionItem) bool { return s.ID == "sess-ann" })
@@ -530,11 +529,26 @@ func TestPortal_OtherUsersSession(t *testing.T) {
 	if resp, _ := bob.do(t, "GET", "/portal/sessions/sess-ann/thumbnail", nil, nil); resp.StatusCode != 200 {
 		t.Errorf("bob's thumbnail of the shared session: %s", resp.Status)
 	}
+	// Connect gives bob a token of his own (the sharee's).
+	if resp, body := bob.do(t, "GET", "/portal/sessions/sess-ann/connect", nil, nil); resp.StatusCode != http.StatusSeeOther ||
+		!strings.Contains(resp.Header.Get("Location"), "authToken=") {
+		t.Errorf("bob connects to the shared session: %s %q\n%.300s", resp.Status, resp.Header.Get("Location"), body)
+	}
 	if resp, _ := bob.post(t, "/portal/sessions/sess-ann/delete", nil); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("bob deletes the shared session: %s, want 403", resp.Status)
 	}
 	if resp, _ := bob.post(t, "/portal/sessions/sess-ann/share", url.Values{"user": {"carol"}, "level": {"full"}}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("bob shares the shared session: %s, want 403", resp.Status)
+	}
+	// Access removed: gone from bob's list, 404 again.
+	if resp, _ := ann.post(t, "/portal/sessions/sess-ann/share", url.Values{"user": {"bob"}, "level": {"none"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("ann removes bob's access: %s", resp.Status)
+	}
+	if got := bob.sessions(t); slices.ContainsFunc(got, func(s sessionItem) bool { return s.ID == "sess-ann" }) {
+		t.Fatalf("bob still lists ann's session: %+v", got)
+	}
+	if resp, _ := bob.do(t, "GET", "/portal/sessions/sess-ann/thumbnail", nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("bob's thumbnail after the share was removed: %s, want 404", resp.Status)
 	}
 }
 
@@ -621,5 +635,45 @@ func TestPortal_StoreSessionsHashed(t *testing.T) {
 	key := hashKey("session", "x")
 	if len(hex.EncodeToString(key)) != 64 {
 		t.Fatalf("hashKey: %d bytes", len(key))
+	}
+}
+
+// TestPortal_Launch: a user sees the templates published to them or their
+// groups, launches one and sees the session; another user is refused the
+// template by the core; an unknown template is a 404.
+func TestPortal_Launch(t *testing.T) {
+	e := newUserEnv(t, nil)
+	e.addServer(t, "s1")
+	tpl, err := e.svc.CreateTemplate(context.Background(), broker.Template{Name: "Dev desktop", Description: "XFCE and tools",
+		Type: broker.TypeVirtual, Groups: []string{"devs"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann, bob := e.signIn(t, "ann", "devs"), e.signIn(t, "bob", "sales")
+	if _, body := ann.do(t, "GET", "/portal/", nil, nil); !strings.Contains(body, `value="`+tpl.ID+`"`) || !strings.Contains(body, "Dev desktop") {
+		t.Fatalf("ann's page lacks the template:\n%.1500s", body)
+	}
+	if _, body := bob.do(t, "GET", "/portal/", nil, nil); strings.Contains(body, tpl.ID) || !strings.Contains(body, "No template is published to you") {
+		t.Fatalf("bob's page shows the template, or no hint:\n%.1500s", body)
+	}
+	resp, body := ann.post(t, "/portal/launch", url.Values{"template": {tpl.ID}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/portal/?done=launched" {
+		t.Fatalf("launch: %s %q\n%.500s", resp.Status, resp.Header.Get("Location"), body)
+	}
+	got := ann.sessions(t)
+	if len(got) != 1 || got[0].Owner != "ann" || got[0].Name == "" || got[0].Shared {
+		t.Fatalf("ann's sessions after the launch: %+v", got)
+	}
+	if _, body := ann.do(t, "GET", "/portal/?done=launched", nil, nil); !strings.Contains(body, "Your desktop is starting") {
+		t.Errorf("no notice after the launch")
+	}
+	if resp, body := bob.post(t, "/portal/launch", url.Values{"template": {tpl.ID}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("bob launches ann's template: %s, want 403\n%.500s", resp.Status, body)
+	}
+	if got := bob.sessions(t); len(got) != 0 {
+		t.Fatalf("bob's sessions: %+v", got)
+	}
+	if resp, body := ann.post(t, "/portal/launch", url.Values{"template": {"no-such-template"}}); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "does not exist") {
+		t.Fatalf("unknown template: %s\n%.500s", resp.Status, body)
 	}
 }
