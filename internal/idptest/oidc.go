@@ -101,6 +101,9 @@ func StartOIDCWith(tb testing.TB, opts OIDCOptions, redirectURLs ...string) *OID
 		urls["login"], urls["consent"], urls["logout"] = o.LoginURL, o.ConsentURL, o.LogoutURL
 		urls["post_logout_redirect"] = base + "/signed-out"
 		conf["oauth2"] = map[string]any{"pkce": map[string]any{"enforced": true}}
+		// Warnings and errors only: a sign-in logs a dozen long request
+		// lines, which would drown the end of the log a failed test shows.
+		conf["log"] = map[string]any{"level": "warn", "format": "json"}
 	})
 	cert, err := tls.LoadX509KeyPair(filepath.Join(o.Dir, "tls.pem"), filepath.Join(o.Dir, "tls.key"))
 	if err != nil {
