@@ -573,8 +573,12 @@ func TestPortal_Thumbnail(t *testing.T) {
 	}
 	// Not READY: no image.
 	now := time.Now()
-	if err := e.st.InsertSessions(context.Background(), []*broker.Session{{ID: "sess-q", Name: "queued", Owner: "ann", Type: broker.TypeVirtual,
-		State: broker.StateCreating, Substate: "SESSION_PLACING", Enqueued: true, EnqueuedAt: now, CreationTime: now, UpdatedAt: now}}); err != nil {
+	var queued []*broker.Session
+	for _, q := range [][2]string{{"q-bob", "bob"}, {"q-carl", "carl"}, {"sess-q", "ann"}} {
+		queued = append(queued, &broker.Session{ID: q[0], Name: "queued", Owner: q[1], Type: broker.TypeVirtual,
+			State: broker.StateCreating, Substate: "SESSION_PLACING", Enqueued: true, EnqueuedAt: now, CreationTime: now, UpdatedAt: now})
+	}
+	if err := e.st.InsertSessions(context.Background(), queued); err != nil {
 		t.Fatal(err)
 	}
 	if resp, _ := ann.do(t, "GET", "/portal/sessions/sess-q/thumbnail", nil, nil); resp.StatusCode != http.StatusNoContent {
@@ -582,8 +586,12 @@ func TestPortal_Thumbnail(t *testing.T) {
 	}
 	got := ann.sessions(t)
 	i := slices.IndexFunc(got, func(s sessionItem) bool { return s.ID == "sess-q" })
-	if i < 0 || !got[i].Queued || got[i].Thumb != "" || got[i].Connect != "" || !strings.Contains(got[i].Reason, "queue") {
+	if i < 0 || !got[i].Queued || got[i].Thumb != "" || got[i].Connect != "" || !strings.Contains(got[i].Reason, "queue") ||
+		got[i].Position != 3 || !strings.Contains(got[i].Label, "number 3 in the queue") {
 		t.Fatalf("queued session in the list: %+v", got)
+	}
+	if _, body := ann.do(t, "GET", "/portal/", nil, nil); !strings.Contains(body, "number 3 in the queue") || !strings.Contains(body, "3 requests are waiting") {
+		t.Fatalf("My sessions lacks the queue position:\n%.2000s", body)
 	}
 }
 

@@ -35,6 +35,7 @@ type sessionItem struct {
 	Label     string      `json:"label"`               // the state in plain words
 	Reason    string      `json:"reason,omitempty"`    // why it failed or ended, in plain words
 	Queued    bool        `json:"queued,omitempty"`    // waiting in the queue
+	Position  int         `json:"position,omitempty"`  // its place in the queue (1: next)
 	Server    string      `json:"server,omitempty"`    // host name
 	Created   string      `json:"created"`             // UTC, minutes
 	Thumb     string      `json:"thumb,omitempty"`     // thumbnail URL, while READY
@@ -92,17 +93,46 @@ func (p *Portal) userSessions(ctx context.Context, s *Session) (*sessionsData, e
 			}
 		}
 	}
-	for _, it := range d.Sessions {
-		if it.Queued {
-			if st, err := p.svc.Stats(ctx); err == nil {
-				d.Queued = st.Queued
-			}
-			break
-		}
+	if slices.ContainsFunc(d.Sessions, func(it sessionItem) bool { return it.Queued }) {
+		p.queuePositions(ctx, d)
 	}
 	// Newest first.
 	slices.Reverse(d.Sessions)
 	return d, nil
+}
+
+// queueLister lists the sessions waiting for placement; the broker's
+// store is one (broker.Store).
+type queueLister interface {
+	ListSessions(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error)
+}
+
+// queuePositions sets the queue length and the position of each queued
+// session of d: the broker places waiting sessions in creation order (Seq),
+// so a session's position is one more than the waiting sessions created
+// before it.
+func (p *Portal) queuePositions(ctx context.Context, d *sessionsData) {
+	ql, ok := p.store.(queueLister)
+	if !ok {
+		return
+	}
+	waiting, err := ql.ListSessions(ctx, broker.SessionFilter{Unplaced: true, States: []string{broker.StateCreating}, Limit: 5000})
+	if err != nil {
+		p.log.Debug("portal: read the queue", "err", err)
+		return
+	}
+	d.Queued = len(waiting)
+	pos := make(map[string]int, len(waiting))
+	for i, w := range waiting {
+		pos[w.ID] = i + 1
+	}
+	for i := range d.Sessions {
+		it := &d.Sessions[i]
+		if n, ok := pos[it.ID]; ok && it.Queued {
+			it.Position = n
+			it.Label = fmt.Sprintf("Waiting for a free server: number %d in the queue", n)
+		}
+	}
 }
 
 // item is v as a row.
