@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 )
@@ -242,7 +243,7 @@ func (p *Portal) callback(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, http.StatusServiceUnavailable, nil, "The broker could not sign you in just now. Try again in a few seconds.")
 		return
 	}
-	p.log.Info("portal sign-in", "user", user)
+	p.log.Info("portal sign-in", logattr.User, user)
 	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 

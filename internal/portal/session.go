@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 )
 
 // Store keeps portal sessions and single-use tokens (portal links, sign-ins
@@ -286,7 +287,7 @@ func (p *Portal) linkSignIn(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, http.StatusServiceUnavailable, nil, "The broker could not sign you in just now (the link is used up). Ask for a new link and try again.")
 		return
 	}
-	p.log.Info("portal sign-in by link", "user", ld.User)
+	p.log.Info("portal sign-in by link", logattr.User, ld.User)
 	http.Redirect(w, r, "/portal/", http.StatusSeeOther)
 }
 
