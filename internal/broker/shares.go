@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/permfile"
@@ -173,6 +175,12 @@ func (s *Service) recordShares(ctx context.Context, sess *Session, text string) 
 	}
 }
 
+// shareLocks serialize ShareSession per session (striped by a hash of its ID).
+var (
+	shareLocks [64]sync.Mutex
+	shareSeed  = maphash.MakeSeed()
+)
+
 // ShareSession gives user level on owner's session, writing the session's DCV
 // permissions through the same core as UpdateSessionPermissions (the same
 // validation and agent command), and records the share. Only the owner can
@@ -201,6 +209,12 @@ func (s *Service) ShareSession(ctx context.Context, sessionID, owner, user strin
 	if user == owner {
 		return invalid("User: is the session's owner, who has every right already")
 	}
+	// Shares of one session are read, changed and written one at a time, so
+	// that two shares given at once both land (on this broker; see
+	// docs/templates.md for a cluster).
+	mu := &shareLocks[maphash.String(shareSeed, sessionID)%uint64(len(shareLocks))]
+	mu.Lock()
+	defer mu.Unlock()
 	sess, reason := s.ownedReady(ctx, sessionID, owner)
 	switch {
 	case reason == reasonSessionNotExist:

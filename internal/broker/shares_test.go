@@ -197,3 +197,28 @@ func TestShareSession_DenyWins(t *testing.T) {
 		t.Errorf("view share: %v", err)
 	}
 }
+
+// TestShareSession_Concurrent gives many users a share at once: every share
+// lands in the permissions file, none lost to another's write.
+func TestShareSession_Concurrent(t *testing.T) {
+	svc, agents := newTemplateBroker(t)
+	ctx := t.Context()
+	sess := readySession(t, svc, "alice")
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"}
+	errs := make(chan error, len(users))
+	for _, u := range users {
+		go func() { errs <- svc.ShareSession(ctx, sess.ID, "alice", u, broker.ShareView) }()
+	}
+	for range users {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	shares, err := svc.SharesOf(ctx, sess.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shares) != len(users) {
+		t.Errorf("%d shares after %d concurrent ones: %v\nfile:\n%s", len(shares), len(users), shares, agents.sent(sess.ID))
+	}
+}
