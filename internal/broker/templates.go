@@ -135,6 +135,8 @@ func (s *Service) validateTemplate(t *Template) error {
 		return invalid("Name: is required")
 	case !utf8.ValidString(t.Name) || strings.ContainsFunc(t.Name, unicode.IsControl):
 		return invalid("Name: contains invalid characters")
+	case strings.TrimSpace(t.Name) != t.Name:
+		return invalid("Name: must not start or end with spaces")
 	case n > MaxTemplateNameLength:
 		return invalid("Name: %d characters exceed the maximum of %d", n, MaxTemplateNameLength)
 	}

@@ -94,6 +94,7 @@ func TestTemplate_Validation(t *testing.T) {
 		{"name required", func(x *broker.Template) { x.Name = " " }, "Name: is required"},
 		{"name too long", func(x *broker.Template) { x.Name = strings.Repeat("n", 101) }, "Name: 101 characters exceed the maximum of 100"},
 		{"name control", func(x *broker.Template) { x.Name = "a\nb" }, "Name: contains invalid characters"},
+		{"name spaces", func(x *broker.Template) { x.Name = "taken " }, "Name: must not start or end with spaces"},
 		{"name taken", func(x *broker.Template) { x.Name = "taken" }, `Name: a template named "taken" exists already`},
 		{"description too long", func(x *broker.Template) { x.Description = strings.Repeat("d", 1001) }, "Description: 1001 bytes exceed"},
 		{"type required", func(x *broker.Template) { x.Type = "" }, "Type: is required"},
