@@ -64,6 +64,10 @@ type sessionsData struct {
 // maxListed caps the user's own sessions listed.
 const maxListed = 1000
 
+// maxSharesListed caps the sessions whose shares My sessions lists (one
+// store read each), newest first.
+const maxSharesListed = 100
+
 // userSessions lists the user's sessions and those shared with them.
 func (p *Portal) userSessions(ctx context.Context, s *Session) (*sessionsData, error) {
 	views, next, err := p.svc.DescribeSessions(ctx, broker.DescribeQuery{Filters: [][2]string{{"owner", s.User}}, MaxResults: maxListed})
@@ -198,8 +202,10 @@ func (p *Portal) home(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, http.StatusServiceUnavailable, s, "Your desktops could not be listed just now. Reload the page in a few seconds.")
 		return
 	}
+	asked := 0
 	for _, it := range d.Sessions {
-		if it.Deletable && !it.Shared {
+		if it.Deletable && !it.Shared && it.State != broker.StateDeleting && asked < maxSharesListed {
+			asked++
 			if shares, err := p.svc.SharesOf(r.Context(), it.ID); err == nil {
 				for _, sh := range shares {
 					if sh.Level != broker.ShareNone {
