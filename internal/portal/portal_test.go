@@ -282,7 +282,7 @@ func TestPortal_CSPOnEveryPage(t *testing.T) {
 			if got := resp.Header.Get("Content-Security-Policy"); got != CSP {
 				t.Errorf("Content-Security-Policy %q, want %q", got, CSP)
 			}
-			if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Referrer-Policy") != "no-referrer" {
+			if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Referrer-Policy") != "same-origin" {
 				t.Errorf("headers %v", resp.Header)
 			}
 			if strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
