@@ -98,7 +98,14 @@
     show(queue, data.queued > 0);
   }
 
+  // One timer: a poll is scheduled at most once at a time.
+  var timer = 0, lastPoll = Date.now();
+  function schedule(ms) {
+    clearTimeout(timer);
+    timer = setTimeout(poll, ms);
+  }
   function poll() {
+    lastPoll = Date.now();
     fetch(list.dataset.live, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
         if (r.status === 401) {
@@ -113,13 +120,17 @@
         failures = 0;
         setText(live, "");
         render(data);
-        setTimeout(poll, 2500);
+        // A hidden tab polls slowly; it catches up when shown again.
+        schedule(document.hidden ? 15000 : 2500);
       })
       .catch(function () {
         failures++;
         if (failures > 2) setText(live, "Cannot reach the broker; retrying…");
-        setTimeout(poll, Math.min(2500 * failures, 15000));
+        schedule(Math.min(2500 * failures, 15000));
       });
   }
-  setTimeout(poll, 2500);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden && Date.now() - lastPoll > 3000) schedule(0);
+  });
+  schedule(2500);
 })();
