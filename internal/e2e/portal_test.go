@@ -114,7 +114,7 @@ func mustPortalSignIn(t *testing.T, page *Page, o *idptest.OIDC, base, user stri
 	mustPortalType(t, page, "#user", user)
 	mustPortalClick(t, page, "#signin")
 	page.MustWaitTrue(t, portalPageTimeout, user+" signed in on My sessions",
-		`location.href === `+jsString(base+"/portal/")+` && (document.querySelector('.who') || {}).textContent.startsWith(`+jsString(user)+`)`)
+		`location.href === `+jsString(base+"/portal/")+` && (document.querySelector('.who') || {textContent: ''}).textContent.startsWith(`+jsString(user)+`)`)
 }
 
 // mustPortalSignOut signs out with the header's Sign out button.
@@ -122,6 +122,24 @@ func mustPortalSignOut(t *testing.T, page *Page) {
 	t.Helper()
 	mustPortalClick(t, page, "form.signout button")
 	page.MustWaitTrue(t, portalPageTimeout, "the signed-out page", `location.pathname === '/portal/logout' && !document.querySelector('.who')`)
+}
+
+// mustLogPortalPageOnFailure logs the page's address and text if the test
+// fails.
+func mustLogPortalPageOnFailure(t *testing.T, page *Page) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var v struct{ URL, Text string }
+		if err := page.Eval(ctx, `({URL: location.href, Text: document.body ? document.body.innerText.slice(0, 3000) : ''})`, &v); err != nil {
+			t.Logf("the portal page: %v", err)
+			return
+		}
+		t.Logf("the portal page at %s:\n%s", redact(v.URL), v.Text)
+	})
 }
 
 // portalRow is the My sessions row of a session, as a script expression.
@@ -165,6 +183,7 @@ func TestE2E_Portal(t *testing.T) {
 	browser := mustStartPageBrowser(t)
 	dir := artifactDir(t)
 	page := browser.MustNewPage(t)
+	mustLogPortalPageOnFailure(t, page)
 	mustRecordCSPViolations(t, page)
 	page.MustNavigate(t, e.BrokerURL+"/portal/signin")
 	page.MustWaitTrue(t, portalPageTimeout, "the sign-in page", `!!document.querySelector('a[href="/portal/login"]')`)
@@ -202,7 +221,7 @@ func TestE2E_Portal(t *testing.T) {
 	ownerTab := browser.MustNewPage(t)
 	ownerTab.MustNavigate(t, connect.Href)
 	ownerTab.MustWaitTrue(t, pageConnectTimeout, "A's desktop connected from Connect",
-		`document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas')`)
+		`!!document.body && document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas')`)
 	ownerTab.MustSaveScreenshot(t, dir, "1-desktop")
 
 	// 2. Share it view-only with B.
@@ -228,7 +247,7 @@ func TestE2E_Portal(t *testing.T) {
 	viewerTab := browser.MustNewPage(t)
 	viewerTab.MustNavigate(t, connect.Href)
 	viewerTab.MustWaitTrue(t, pageConnectTimeout, "B's view of the desktop connected with the View only badge",
-		`document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas') && !document.getElementById('viewonly').hidden`)
+		`!!document.body && document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas') && !document.getElementById('viewonly').hidden`)
 	viewerTab.MustSaveScreenshot(t, dir, "2-viewer-desktop")
 	// B types; then A types: A's text reaches the xterm, B's never does.
 	var st pageState
