@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/logattr"
 	"github.com/berth-dev/berth/internal/oauth"
 )
 
@@ -257,11 +258,11 @@ func (p *Portal) setServerOpen(w http.ResponseWriter, r *http.Request, s *Sessio
 		case broker.FailureInvalidInput:
 			status = http.StatusBadRequest
 		}
-		p.log.Info("portal admin: server not "+done, "admin", s.User, "server", id, "code", f.FailureCode)
+		p.log.Info("portal admin: server not "+done, "admin", s.User, logattr.ServerID, id, "code", f.FailureCode)
 		p.renderServers(w, r, s, status, notice{Error: msg})
 		return
 	}
-	p.log.Info("portal admin: server "+done, "admin", s.User, "server", id, "action", verb)
+	p.log.Info("portal admin: server "+done, "admin", s.User, logattr.ServerID, id, "action", verb)
 	http.Redirect(w, r, "/portal/admin/servers?"+url.Values{"done": {done}, "id": {id}}.Encode(), http.StatusSeeOther)
 }
 
@@ -474,7 +475,7 @@ func (p *Portal) adminDeleteSession(w http.ResponseWriter, r *http.Request, s *S
 		p.renderSessions(w, r, s, http.StatusConflict, notice{Error: fmt.Sprintf("Session %s could not be deleted: %s. Reload the list; tick Force to drop a session whose server is unreachable.", id, res[0].FailureReason)})
 		return
 	}
-	p.log.Info("portal admin: session deleted", "admin", s.User, "session", id, "owner", views[0].Owner)
+	p.log.Info("portal admin: session deleted", "admin", s.User, logattr.SessionID, id, logattr.Owner, views[0].Owner)
 	back.Set("done", "deleted")
 	back.Set("id", id)
 	http.Redirect(w, r, "/portal/admin/sessions?"+back.Encode(), http.StatusSeeOther)
