@@ -26,6 +26,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/oauth"
+	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
@@ -684,4 +685,29 @@ func TestPortal_Launch(t *testing.T) {
 	if resp, body := ann.post(t, "/portal/launch", url.Values{"template": {"no-such-template"}}); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, "does not exist") {
 		t.Fatalf("unknown template: %s\n%.500s", resp.Status, body)
 	}
+}
+
+// TestPortal_RunPurges: the portal's background loop removes expired
+// portal sessions from the store.
+func TestPortal_RunPurges(t *testing.T) {
+	e := newUserEnv(t, func(c *Config) { c.SessionLifetime = 10 * time.Minute })
+	ann := e.signIn(t, "ann")
+	var key []byte
+	for _, c := range ann.hc.Jar.Cookies(mustURL(t, e.srv.URL+"/portal/")) {
+		if c.Name == sessionCookie {
+			key = hashKey("session", c.Value)
+		}
+	}
+	if _, _, err := e.st.PortalSession(context.Background(), key); err != nil {
+		t.Fatalf("the session before: %v", err)
+	}
+	e.clock.Add(11 * time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.portal.Run(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	poll.Until(t, 10*time.Second, "the expired portal session purged", func() bool {
+		_, _, err := e.st.PortalSession(context.Background(), key)
+		return errors.Is(err, broker.ErrNotFound)
+	})
 }
