@@ -211,17 +211,7 @@ func TestE2E_Portal(t *testing.T) {
 	mustAxe(t, page, "My sessions (a Ready desktop)")
 
 	// Connect: the link opens the desktop in a new tab.
-	var connect struct {
-		Href, Target string
-	}
-	page.MustEval(t, `(() => { const a = `+portalRow(id)+`.querySelector('a[data-f="connect"]'); return {Href: a.href, Target: a.target}; })()`, &connect)
-	if connect.Target != "_blank" || !strings.HasPrefix(connect.Href, e.BrokerURL+"/portal/sessions/") {
-		t.Fatalf("Connect link %q target %q, want the portal's connect URL in a new tab", connect.Href, connect.Target)
-	}
-	ownerTab := browser.MustNewPage(t)
-	ownerTab.MustNavigate(t, connect.Href)
-	ownerTab.MustWaitTrue(t, pageConnectTimeout, "A's desktop connected from Connect",
-		`!!document.body && document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas')`)
+	ownerTab := mustPortalConnect(t, browser, page, id, "A's desktop")
 	ownerTab.MustSaveScreenshot(t, dir, "1-desktop")
 
 	// 2. Share it view-only with B.
@@ -243,11 +233,8 @@ func TestE2E_Portal(t *testing.T) {
 	page.MustWaitTrue(t, portalPageTimeout, "B's row without Delete", `(() => { const f = `+portalRow(id)+`.querySelector('form[data-f="delete"]'); return !f || f.hidden; })()`)
 	page.MustSaveScreenshot(t, dir, "2-viewer-list")
 	mustAxe(t, page, "My sessions (shared with B)")
-	page.MustEval(t, ``+portalRow(id)+`.querySelector('a[data-f="connect"]').href`, &connect.Href)
-	viewerTab := browser.MustNewPage(t)
-	viewerTab.MustNavigate(t, connect.Href)
-	viewerTab.MustWaitTrue(t, pageConnectTimeout, "B's view of the desktop connected with the View only badge",
-		`!!document.body && document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas') && !document.getElementById('viewonly').hidden`)
+	viewerTab := mustPortalConnect(t, browser, page, id, "B's view of the desktop")
+	viewerTab.MustWaitTrue(t, pageConnectTimeout, "the View only badge on B's page", `!document.getElementById('viewonly').hidden`)
 	viewerTab.MustSaveScreenshot(t, dir, "2-viewer-desktop")
 	// B types; then A types: A's text reaches the xterm, B's never does.
 	var st pageState
@@ -337,6 +324,70 @@ func TestE2E_Portal(t *testing.T) {
 	ownerTab.MustWaitTrue(t, pageConnectTimeout, "A's desktop tab told the session ended", `document.body.dataset.state !== 'connected'`)
 	checkCSP(t, page, "A's portal pages (delete)")
 	t.Logf("IdP sign-ins: %v", o.Logins())
+}
+
+// mustPortalConnect clicks the Connect link of session id on My sessions
+// (a link to a new tab) and returns the new tab, attached, once its page
+// shows the desktop connected.
+func mustPortalConnect(t *testing.T, browser *Chromium, page *Page, id, what string) *Page {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	type targetInfo struct {
+		TargetID string `json:"targetId"`
+		Type     string `json:"type"`
+		URL      string `json:"url"`
+	}
+	var before struct {
+		Infos []targetInfo `json:"targetInfos"`
+	}
+	if err := browser.Call(ctx, "", "Target.getTargets", nil, &before); err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, ti := range before.Infos {
+		known[ti.TargetID] = true
+	}
+	var link struct{ Href, Target string }
+	page.MustEval(t, `(() => { const a = `+portalRow(id)+`.querySelector('a[data-f="connect"]'); return {Href: a.href, Target: a.target}; })()`, &link)
+	if link.Target != "_blank" || !strings.Contains(link.Href, "/portal/sessions/") {
+		t.Fatalf("Connect links to %q in target %q, want the portal's connect URL in a new tab", link.Href, link.Target)
+	}
+	mustPortalClick(t, page, `li.session[data-id="`+id+`"] a[data-f="connect"]`)
+	var tab string
+	poll.Until(t, portalPageTimeout, "the tab that Connect opens", func() bool {
+		var now struct {
+			Infos []targetInfo `json:"targetInfos"`
+		}
+		if err := browser.Call(ctx, "", "Target.getTargets", nil, &now); err != nil {
+			return false
+		}
+		for _, ti := range now.Infos {
+			if ti.Type == "page" && !known[ti.TargetID] {
+				tab = ti.TargetID
+				return true
+			}
+		}
+		return false
+	})
+	var att struct {
+		SessionID string `json:"sessionId"`
+	}
+	if err := browser.Call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": tab, "flatten": true}, &att); err != nil {
+		t.Fatal(err)
+	}
+	p := &Page{c: browser, session: att.SessionID}
+	for _, m := range []string{"Page.enable", "Runtime.enable"} {
+		if err := p.Call(ctx, m, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Call(ctx, "Emulation.setFocusEmulationEnabled", map[string]any{"enabled": true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.MustWaitTrue(t, pageConnectTimeout, what+" connected in the tab Connect opened",
+		`!!document.body && document.body.dataset.state === 'connected' && !!document.querySelector('#screen canvas')`)
+	return p
 }
 
 // portalBrowserClient is an HTTP client with a cookie jar that trusts the
@@ -489,6 +540,7 @@ func TestE2E_Portal_Refusals(t *testing.T) {
 	// sends the SameSite=Lax cookie (same site) and the evil origin.
 	browser := mustStartPageBrowser(t)
 	page := browser.MustNewPage(t)
+	mustLogPortalPageOnFailure(t, page)
 	mustPortalSignIn(t, page, o, e.BrokerURL, user2)
 	evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
