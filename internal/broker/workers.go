@@ -296,8 +296,32 @@ func (s *Service) queueLoop(ctx context.Context) {
 	}
 }
 
+// queueBatch bounds the waiting sessions one pass of the queue reads.
+const queueBatch = 5000
+
+// queueFilter reads the create queue: the sessions waiting for a server,
+// in the order the queue places them (the store's insertion order, Seq).
+func queueFilter() SessionFilter {
+	return SessionFilter{Unplaced: true, States: []string{StateCreating}, Limit: queueBatch}
+}
+
+// QueuePositions returns the place of each session waiting in the create
+// queue (1: placed next) and how many wait (at most the queueBatch the
+// queue reads at a time).
+func (s *Service) QueuePositions(ctx context.Context) (map[string]int, int, error) {
+	waiting, err := s.store.ListSessions(ctx, queueFilter())
+	if err != nil {
+		return nil, 0, err
+	}
+	pos := make(map[string]int, len(waiting))
+	for i, w := range waiting {
+		pos[w.ID] = i + 1
+	}
+	return pos, len(waiting), nil
+}
+
 func (s *Service) processQueue(ctx context.Context) error {
-	waiting, err := s.store.ListSessions(ctx, SessionFilter{Unplaced: true, States: []string{StateCreating}, Limit: 5000})
+	waiting, err := s.store.ListSessions(ctx, queueFilter())
 	if err != nil || len(waiting) == 0 {
 		return err
 	}

@@ -105,36 +105,20 @@ func (p *Portal) userSessions(ctx context.Context, s *Session) (*sessionsData, e
 	return d, nil
 }
 
-// queueLister lists the sessions waiting for placement; the broker's
-// store is one (broker.Store).
-type queueLister interface {
-	ListSessions(ctx context.Context, f broker.SessionFilter) ([]*broker.Session, error)
-}
-
 // queuePositions sets the queue length and the position of each queued
-// session of d: the broker places waiting sessions in creation order (Seq),
-// so a session's position is one more than the waiting sessions created
-// before it.
+// session of d, as the broker's queue orders them (Service.QueuePositions).
 func (p *Portal) queuePositions(ctx context.Context, d *sessionsData) {
-	ql, ok := p.store.(queueLister)
-	if !ok {
-		return
-	}
-	waiting, err := ql.ListSessions(ctx, broker.SessionFilter{Unplaced: true, States: []string{broker.StateCreating}, Limit: 5000})
+	pos, n, err := p.svc.QueuePositions(ctx)
 	if err != nil {
 		p.log.Debug("portal: read the queue", "err", err)
 		return
 	}
-	d.Queued = len(waiting)
-	pos := make(map[string]int, len(waiting))
-	for i, w := range waiting {
-		pos[w.ID] = i + 1
-	}
+	d.Queued = n
 	for i := range d.Sessions {
 		it := &d.Sessions[i]
-		if n, ok := pos[it.ID]; ok && it.Queued {
-			it.Position = n
-			it.Label = fmt.Sprintf("Waiting for a free server: number %d in the queue", n)
+		if k, ok := pos[it.ID]; ok && it.Queued {
+			it.Position = k
+			it.Label = fmt.Sprintf("Waiting for a free server: number %d in the queue", k)
 		}
 	}
 }
