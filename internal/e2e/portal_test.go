@@ -81,6 +81,9 @@ func portalJS(sel string) string { return "document.querySelector(" + jsString(s
 // with the mouse, as a user does.
 func mustPortalClick(t *testing.T, page *Page, sel string) {
 	t.Helper()
+	// Laid out with its stylesheet: a click on a page still loading can
+	// land where the element was before the styles applied.
+	page.MustWaitTrue(t, portalPageTimeout, "the page loaded before a click on "+sel, `document.readyState === 'complete'`)
 	var at struct {
 		X, Y float64
 		OK   bool
