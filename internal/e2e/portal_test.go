@@ -544,6 +544,15 @@ func TestE2E_Portal_Refusals(t *testing.T) {
 	browser := mustStartPageBrowser(t)
 	page := browser.MustNewPage(t)
 	mustLogPortalPageOnFailure(t, page)
+	// The link page and a used link's page, for axe.
+	page.MustNavigate(t, mustPortalLink(t, e, "--user", user1))
+	page.MustWaitTrue(t, portalPageTimeout, "the link page", `document.readyState === 'complete' && !!document.querySelector('form[action="/portal/link"] button')`)
+	mustAxe(t, page, "portal link page")
+	page.MustNavigate(t, link)
+	page.MustWaitTrue(t, portalPageTimeout, "a used link's page", `document.readyState === 'complete' && !!document.querySelector('form[action="/portal/link"] button')`)
+	mustPortalClick(t, page, `form[action="/portal/link"] button`)
+	page.MustWaitTrue(t, portalPageTimeout, "the used link refused in the browser", `document.body.textContent.includes('already used or has expired')`)
+	mustAxe(t, page, "used link page")
 	mustPortalSignIn(t, page, o, e.BrokerURL, user2)
 	evil := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
