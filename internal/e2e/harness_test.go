@@ -817,6 +817,9 @@ func (v *validatingTransport) RoundTrip(req *http.Request) (*http.Response, erro
 	if err := specs.berth.ValidateResponse(req, reqBody, resp.StatusCode, resp.Header, body); err != nil {
 		v.tb.Errorf("%s %s: the answer does not match berth's OpenAPI document: %v", req.Method, req.URL.Path, err)
 	}
+	if strings.HasPrefix(req.URL.Path, "/berth/") {
+		return resp, nil // berth's own paths are in berth's document only
+	}
 	if err := specs.ref.ValidateResponse(req, reqBody, resp.StatusCode, resp.Header, body); err != nil && !errors.Is(err, apispec.ErrUndocumentedStatus) {
 		v.tb.Errorf("%s %s: the answer does not match Amazon's OpenAPI document: %v", req.Method, req.URL.Path, err)
 	}
