@@ -28,6 +28,22 @@ type DescribeQuery struct {
 	Filters    [][2]string
 	MaxResults int // 1..1000; 0 means 1000
 	NextToken  string
+	// States and ServerID narrow the sessions in the store: berth's own
+	// filters (the portal's admin pages), not the Session Manager API's.
+	// A state is the stored one: a READY session of an unreachable server
+	// is listed for READY and shows as UNKNOWN (StatesShowing maps a shown
+	// state to the stored ones).
+	States   []string
+	ServerID string
+}
+
+// StatesShowing returns the stored states of the sessions that show as
+// state: UNKNOWN is stored UNKNOWN, or READY on an unreachable server.
+func StatesShowing(state string) []string {
+	if state == StateUnknown {
+		return []string{StateReady, StateUnknown}
+	}
+	return []string{state}
 }
 
 // SessionView is a session with the state a client should see: a READY session
@@ -79,7 +95,7 @@ func (s *Service) describeFilter(q DescribeQuery) (SessionFilter, []byte, error)
 	if len(q.SessionIDs) > 1000 {
 		return SessionFilter{}, nil, Errorf(CodeInvalidInput, "SessionIds: at most 1000 IDs per request")
 	}
-	f := SessionFilter{IDs: q.SessionIDs, Limit: max + 1}
+	f := SessionFilter{IDs: q.SessionIDs, Limit: max + 1, States: q.States, ServerID: q.ServerID}
 	for i, kv := range q.Filters {
 		k, v := kv[0], kv[1]
 		switch {
@@ -100,7 +116,11 @@ func (s *Service) describeFilter(q DescribeQuery) (SessionFilter, []byte, error)
 	if len(q.Filters) > 50 {
 		return SessionFilter{}, nil, Errorf(CodeInvalidInput, "Filters: at most 50 filters per request")
 	}
-	fh := filterHash("sessions", q.SessionIDs, f.Owner, f.Tags)
+	parts := []any{"sessions", q.SessionIDs, f.Owner, f.Tags}
+	if len(q.States) > 0 || q.ServerID != "" {
+		parts = append(parts, "states", q.States, "server", q.ServerID)
+	}
+	fh := filterHash(parts...)
 	after, err := s.decodeCursor(q.NextToken, fh)
 	if err != nil {
 		return SessionFilter{}, nil, err

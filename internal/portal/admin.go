@@ -380,9 +380,15 @@ func (p *Portal) renderSessions(w http.ResponseWriter, r *http.Request, s *Sessi
 // server is UNKNOWN), reading at most budget sessions: scanned says how
 // many it read.
 func (p *Portal) findSessions(ctx context.Context, f adminFilter, tok string, limit, budget int) (rows []adminSessionRow, next string, scanned int, err error) {
-	q := broker.DescribeQuery{NextToken: tok, MaxResults: limit}
+	q := broker.DescribeQuery{NextToken: tok, MaxResults: limit, ServerID: f.Server}
 	if f.Owner != "" {
 		q.Filters = [][2]string{{"owner", f.Owner}}
+	}
+	if f.State != "" {
+		// The store narrows to the stored states; match below keeps
+		// those that show as f.State (READY or UNKNOWN on an unreachable
+		// server), so the scan stays short.
+		q.States = broker.StatesShowing(f.State)
 	}
 	match := func(v *broker.SessionView) bool {
 		return (f.State == "" || v.State == f.State) && (f.Server == "" || v.ServerID == f.Server)
