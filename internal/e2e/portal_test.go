@@ -210,6 +210,8 @@ func TestE2E_Portal(t *testing.T) {
 		`window.__noReload === true && `+portalRow(id)+`.querySelector('[data-f="label"]').textContent === 'Ready'`)
 	page.MustWaitTrue(t, portalPageTimeout, "the session's thumbnail shown",
 		`(() => { const i = `+portalRow(id)+`.querySelector('img[data-f="thumb"]'); return !i.hidden && i.complete && i.naturalWidth > 0; })()`)
+	page.MustWaitTrue(t, portalPageTimeout, "the launch notice ('starting…') gone once the desktop is Ready",
+		`!document.getElementById('notice')`)
 	page.MustSaveScreenshot(t, dir, "1-ready-thumbnail")
 	mustAxe(t, page, "My sessions (a Ready desktop)")
 

@@ -96,6 +96,13 @@
       setText(queue, data.queued + (data.queued === 1 ? " request is" : " requests are") + " waiting for a free server.");
     }
     show(queue, data.queued > 0);
+    // The notice after a launch says to wait for Ready: once no desktop is
+    // still starting, it has been said.
+    var notice = document.getElementById("notice");
+    if (notice && /starting/.test(notice.textContent) &&
+        !data.sessions.some(function (s) { return s.state === "CREATING"; })) {
+      notice.remove();
+    }
   }
 
   // One timer: a poll is scheduled at most once at a time.
