@@ -543,10 +543,14 @@ func TestE2E_Page_Accessibility(t *testing.T) {
 
 	// The on-screen keyboard: its button focuses the page's text field, and
 	// what the device's keyboard types there reaches the session.
-	ownerPage.MustEval(t, `(() => { const b = document.getElementById('keyboard'); if (b.hidden || b.disabled) return false; b.click(); return document.activeElement.id === 'touch-input'; })()`, &badge)
-	if !badge {
-		t.Fatal("on the phone the Keyboard button is missing, disabled, or does not focus the text field")
-	}
+	// The page must be connected (keys typed while it reconnects are
+	// dropped, as they should be), and the text field must have the focus.
+	ownerPage.MustWaitTrue(t, pageConnectTimeout, "the owner's page connected before typing on the phone",
+		`window.berthPage && berthPage.state === 'connected'`)
+	ownerPage.MustWaitTrue(t, pageChangeTimeout, "the Keyboard button focusing the page's text field",
+		`(() => { const b = document.getElementById('keyboard'); if (b.hidden || b.disabled) return false;
+		  if (!document.activeElement || document.activeElement.id !== 'touch-input') b.click();
+		  return document.activeElement && document.activeElement.id === 'touch-input'; })()`)
 	phoneMarker := fmt.Sprintf("phone-%d", time.Now().UnixNano()%1000000)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
