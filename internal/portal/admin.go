@@ -590,7 +590,7 @@ func (p *Portal) adminCreateTemplate(w http.ResponseWriter, r *http.Request, s *
 	created, err := p.svc.CreateTemplate(r.Context(), t)
 	if err != nil {
 		f.Error = p.templateError(err, t.Name)
-		p.render(w, r, errStatus(err), "admin_template_form.html", s, f)
+		p.render(w, r, statusOf(err), "admin_template_form.html", s, f)
 		return
 	}
 	p.log.Info("portal admin: template created", "admin", s.User, "template", created.ID, "name", created.Name)
@@ -602,7 +602,7 @@ func (p *Portal) adminEditTemplate(w http.ResponseWriter, r *http.Request, s *Se
 	id := r.PathValue("id")
 	t, err := p.svc.GetTemplate(r.Context(), id)
 	if err != nil {
-		if errStatus(err) == http.StatusNotFound {
+		if statusOf(err) == http.StatusNotFound {
 			p.renderTemplates(w, r, s, http.StatusNotFound, notice{Error: "There is no such template (it may have been deleted). Pick one from the list."})
 			return
 		}
@@ -626,7 +626,7 @@ func (p *Portal) adminUpdateTemplate(w http.ResponseWriter, r *http.Request, s *
 	saved, err := p.svc.UpdateTemplate(r.Context(), t)
 	if err != nil {
 		f.Error = p.templateError(err, t.Name)
-		p.render(w, r, errStatus(err), "admin_template_form.html", s, f)
+		p.render(w, r, statusOf(err), "admin_template_form.html", s, f)
 		return
 	}
 	p.log.Info("portal admin: template saved", "admin", s.User, "template", saved.ID, "name", saved.Name)
@@ -641,7 +641,7 @@ func (p *Portal) adminDeleteTemplate(w http.ResponseWriter, r *http.Request, s *
 		err = p.svc.DeleteTemplate(r.Context(), id)
 	}
 	if err != nil {
-		if errStatus(err) == http.StatusNotFound {
+		if statusOf(err) == http.StatusNotFound {
 			p.renderTemplates(w, r, s, http.StatusNotFound, notice{Error: "There is no such template (it may be deleted already)."})
 			return
 		}
@@ -711,31 +711,10 @@ func (p *Portal) adminClients(w http.ResponseWriter, r *http.Request, s *Session
 	p.render(w, r, http.StatusOK, "admin_clients.html", s, d)
 }
 
-// errStatus is the HTTP status of a core error.
-func errStatus(err error) int {
-	switch {
-	case errors.Is(err, broker.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, broker.ErrConflict):
-		return http.StatusConflict
-	}
-	switch broker.ErrorCode(err) {
-	case broker.CodeInvalidInput:
-		return http.StatusBadRequest
-	case broker.CodeNotFound:
-		return http.StatusNotFound
-	case broker.CodeForbidden:
-		return http.StatusForbidden
-	case broker.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 // failErr renders the error page for a core error while doing what: the
 // core's message for a refusal, a plain retry note otherwise.
 func (p *Portal) failErr(w http.ResponseWriter, r *http.Request, s *Session, err error, what string) {
-	status := errStatus(err)
+	status := statusOf(err)
 	switch status {
 	case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden, http.StatusConflict:
 		p.fail(w, r, status, s, fmt.Sprintf("Could not %s: %v.", what, err))

@@ -435,11 +435,14 @@ func (p *Portal) done(w http.ResponseWriter, r *http.Request, what string) {
 	http.Redirect(w, r, "/portal/?done="+what, http.StatusSeeOther)
 }
 
-// statusOf maps a core error to an HTTP status.
+// statusOf maps a core error to an HTTP status: the refusals to 4xx (the
+// core's message says why), anything else to 503 (retry).
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, broker.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, broker.ErrConflict):
+		return http.StatusConflict
 	}
 	switch broker.ErrorCode(err) {
 	case broker.CodeInvalidInput:
