@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"os/user"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/localuser"
 	"github.com/berth-dev/berth/internal/poll"
 )
 
@@ -37,11 +36,7 @@ func realSessionEnv(t *testing.T) (*vnc.Driver, *broker, *httptest.Server) {
 		t.Skip(reason)
 	}
 	for _, u := range []string{"berthtest1", "berthtest2"} {
-		if _, err := user.Lookup(u); err != nil {
-			if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", u).CombinedOutput(); err != nil {
-				t.Fatalf("useradd %s: %v: %s", u, err, out)
-			}
-		}
+		localuser.Ensure(t, u)
 	}
 	b := newBroker(t)
 	gw := gateway.New(gateway.Config{Verifier: b.verifier, Sessions: d, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})

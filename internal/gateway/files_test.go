@@ -13,8 +13,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/localuser"
 	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/userfiles"
 )
@@ -33,42 +32,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fileUser is a real local user of the host.
-type fileUser struct {
-	name     string
-	uid, gid int
-	home     string
-}
-
-// realUser returns the local user name, made if missing.
-func realUser(t *testing.T, name string) fileUser {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the files panel reads and writes as real local users")
-	}
-	// useradd fails while another test holds /etc/passwd's lock, or made
-	// the user meanwhile: try until the user is there.
-	var u *user.User
-	poll.Until(t, 30*time.Second, "useradd "+name, func() bool {
-		var err error
-		if u, err = user.Lookup(name); err != nil {
-			exec.Command("useradd", "-m", "-s", "/bin/sh", name).Run()
-			u, err = user.Lookup(name)
-		}
-		return err == nil
-	})
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return fileUser{name: name, uid: uid, gid: gid, home: u.HomeDir}
-}
-
 // filesEnv is a gateway on an httptest TLS server with one session of a
 // real user, berthtest1, whose storage root is a fresh folder of theirs.
 type filesEnv struct {
 	t        *testing.T
 	env      *env // broker and sessions, for serveGateway
-	owner    fileUser
-	other    fileUser
+	owner    localuser.User
+	other    localuser.User
 	root     string
 	srv      *httptest.Server
 	sessions *sessions
@@ -78,14 +48,14 @@ const filesSession = "files-1"
 
 func newFilesEnv(t *testing.T, perms string, mod func(*gateway.Config)) *filesEnv {
 	t.Helper()
-	e := &filesEnv{t: t, owner: realUser(t, "berthtest1"), other: realUser(t, "berthtest2"), sessions: newSessions()}
+	e := &filesEnv{t: t, owner: localuser.Ensure(t, "berthtest1"), other: localuser.Ensure(t, "berthtest2"), sessions: newSessions()}
 	e.env = &env{t: t, broker: newBroker(t), sessions: e.sessions}
-	root, err := os.MkdirTemp(e.owner.home, "files-test-")
+	root, err := os.MkdirTemp(e.owner.Home, "files-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chown(root, e.owner.uid, e.owner.gid); err != nil {
+	if err := os.Chown(root, e.owner.UID, e.owner.GID); err != nil {
 		t.Fatal(err)
 	}
 	e.root = root
@@ -106,7 +76,7 @@ func newFilesEnv(t *testing.T, perms string, mod func(*gateway.Config)) *filesEn
 
 // setPerms sets the session's permissions file ("" is the default).
 func (e *filesEnv) setPerms(perms string) {
-	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.name, UID: e.owner.uid, GID: e.owner.gid, Home: e.owner.home, StorageRoot: e.root, Permissions: mustPerms(e.t, perms)})
+	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.Name, UID: e.owner.UID, GID: e.owner.GID, Home: e.owner.Home, StorageRoot: e.root, Permissions: mustPerms(e.t, perms)})
 }
 
 // url is the address of endpoint (files, files/download, files/upload) for
@@ -115,7 +85,7 @@ func (e *filesEnv) url(base, endpoint, user string, q url.Values) string {
 	if q == nil {
 		q = url.Values{}
 	}
-	q.Set("authToken", e.env.broker.token(e.t, filesSession, e.owner.name, user))
+	q.Set("authToken", e.env.broker.token(e.t, filesSession, e.owner.Name, user))
 	q.Set("sessionId", filesSession)
 	return base + "/" + endpoint + "?" + q.Encode()
 }
@@ -215,13 +185,13 @@ func TestFiles_RoundTrip(t *testing.T) {
 	data := make([]byte, 20<<20)
 	rand.Read(data)
 	const name = "résumé \"final\".bin"
-	if status, body := e.upload(e.owner.name, name, data); status != http.StatusCreated {
+	if status, body := e.upload(e.owner.Name, name, data); status != http.StatusCreated {
 		t.Fatalf("upload: %d %s", status, body)
 	}
-	if uid := fileOwner(t, filepath.Join(e.root, name)); uid != e.owner.uid {
-		t.Errorf("the uploaded file belongs to UID %d, want the owner's %d", uid, e.owner.uid)
+	if uid := fileOwner(t, filepath.Join(e.root, name)); uid != e.owner.UID {
+		t.Errorf("the uploaded file belongs to UID %d, want the owner's %d", uid, e.owner.UID)
 	}
-	status, got, resp := e.download(e.owner.name, name)
+	status, got, resp := e.download(e.owner.Name, name)
 	if status != http.StatusOK {
 		t.Fatalf("download: %d %s", status, got)
 	}
@@ -238,7 +208,7 @@ func TestFiles_RoundTrip(t *testing.T) {
 			t.Errorf("%s: %q, want %q", h, got, want)
 		}
 	}
-	_, l, _ := e.list(e.owner.name, "")
+	_, l, _ := e.list(e.owner.Name, "")
 	if len(l.Entries) != 1 || l.Entries[0].Name != name || l.Entries[0].Size != int64(len(data)) || l.Entries[0].Dir {
 		t.Fatalf("listing %+v", l)
 	}
@@ -247,16 +217,16 @@ func TestFiles_RoundTrip(t *testing.T) {
 	}
 
 	// berthtest2 uploads and downloads as the owner.
-	if status, body := e.upload(e.other.name, "from-other.txt", []byte("hello")); status != http.StatusCreated {
+	if status, body := e.upload(e.other.Name, "from-other.txt", []byte("hello")); status != http.StatusCreated {
 		t.Fatalf("upload as berthtest2: %d %s", status, body)
 	}
-	if uid := fileOwner(t, filepath.Join(e.root, "from-other.txt")); uid != e.owner.uid {
-		t.Errorf("berthtest2's upload belongs to UID %d, want the owner's %d", uid, e.owner.uid)
+	if uid := fileOwner(t, filepath.Join(e.root, "from-other.txt")); uid != e.owner.UID {
+		t.Errorf("berthtest2's upload belongs to UID %d, want the owner's %d", uid, e.owner.UID)
 	}
 	// A file only the owner may read is readable to berthtest2 through the
 	// session.
 	os.Chmod(filepath.Join(e.root, "from-other.txt"), 0o600)
-	if status, got, _ := e.download(e.other.name, "from-other.txt"); status != http.StatusOK || string(got) != "hello" {
+	if status, got, _ := e.download(e.other.Name, "from-other.txt"); status != http.StatusOK || string(got) != "hello" {
 		t.Errorf("download as berthtest2: %d %q", status, got)
 	}
 }
@@ -268,7 +238,7 @@ func TestFiles_Permissions(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.root, "f.txt"), []byte("data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(filepath.Join(e.root, "f.txt"), e.owner.uid, e.owner.gid)
+	os.Chown(filepath.Join(e.root, "f.txt"), e.owner.UID, e.owner.GID)
 	for _, tc := range []struct {
 		features               string
 		list, download, upload int
@@ -282,18 +252,18 @@ func TestFiles_Permissions(t *testing.T) {
 	} {
 		t.Run(tc.features, func(t *testing.T) {
 			e.setPerms("[permissions]\n%owner% allow builtin\nberthtest2 allow " + tc.features + "\n")
-			status, l, body := e.list(e.other.name, "")
+			status, l, body := e.list(e.other.Name, "")
 			if status != tc.list {
 				t.Errorf("list: %d %s, want %d", status, body, tc.list)
 			}
 			if l != nil && (l.CanUpload != tc.canUpload || l.CanDownload != tc.canDownload) {
 				t.Errorf("list says canUpload %v canDownload %v", l.CanUpload, l.CanDownload)
 			}
-			if status, body, _ := e.download(e.other.name, "f.txt"); status != tc.download {
+			if status, body, _ := e.download(e.other.Name, "f.txt"); status != tc.download {
 				t.Errorf("download: %d %s, want %d", status, body, tc.download)
 			}
 			os.Remove(filepath.Join(e.root, "new.txt"))
-			if status, body := e.upload(e.other.name, "new.txt", []byte("x")); status != tc.upload {
+			if status, body := e.upload(e.other.Name, "new.txt", []byte("x")); status != tc.upload {
 				t.Errorf("upload: %d %s, want %d", status, body, tc.upload)
 			}
 			if _, err := os.Stat(filepath.Join(e.root, "new.txt")); (err == nil) != (tc.upload == 201) {
@@ -304,10 +274,10 @@ func TestFiles_Permissions(t *testing.T) {
 	// The owner has both by default; a user the file does not name has
 	// nothing (and cannot connect).
 	e.setPerms("")
-	if status, l, body := e.list(e.owner.name, ""); status != 200 || !l.CanUpload || !l.CanDownload {
+	if status, l, body := e.list(e.owner.Name, ""); status != 200 || !l.CanUpload || !l.CanDownload {
 		t.Errorf("owner's listing: %d %s", status, body)
 	}
-	if status, _, body := e.list(e.other.name, ""); status != http.StatusForbidden {
+	if status, _, body := e.list(e.other.Name, ""); status != http.StatusForbidden {
 		t.Errorf("berthtest2 by default: %d %s", status, body)
 	}
 }
@@ -326,14 +296,14 @@ func TestFiles_Escapes(t *testing.T) {
 	}
 	// berthtest2's secret, which berthtest1 cannot read anyway, and a
 	// folder of theirs berthtest1 could write to, were it not for the root.
-	otherDir, err := os.MkdirTemp(e.other.home, "files-escape-")
+	otherDir, err := os.MkdirTemp(e.other.Home, "files-escape-")
 	must(err)
 	t.Cleanup(func() { os.RemoveAll(otherDir) })
 	must(os.Chmod(otherDir, 0o777))
 	secret := filepath.Join(otherDir, "secret")
 	must(os.WriteFile(secret, []byte("secret"), 0o644))
 	must(os.Mkdir(filepath.Join(e.root, "sub"), 0o755))
-	must(os.Chown(filepath.Join(e.root, "sub"), e.owner.uid, e.owner.gid))
+	must(os.Chown(filepath.Join(e.root, "sub"), e.owner.UID, e.owner.GID))
 	must(os.WriteFile(filepath.Join(e.root, "sub", "f.txt"), []byte("inside"), 0o644))
 	relSecret, _ := filepath.Rel(e.root, secret)
 	relOther, _ := filepath.Rel(filepath.Join(e.root, "sub"), otherDir)
@@ -348,7 +318,7 @@ func TestFiles_Escapes(t *testing.T) {
 		"loop":     "loop",
 	} {
 		must(os.Symlink(target, filepath.Join(e.root, link)))
-		os.Lchown(filepath.Join(e.root, link), e.owner.uid, e.owner.gid)
+		os.Lchown(filepath.Join(e.root, link), e.owner.UID, e.owner.GID)
 	}
 	long := strings.Repeat("d/", 2100)
 	for _, tc := range []struct {
@@ -395,12 +365,12 @@ func TestFiles_Escapes(t *testing.T) {
 		switch tc.op {
 		case "download":
 			var b []byte
-			status, b, _ = e.download(e.owner.name, tc.path)
+			status, b, _ = e.download(e.owner.Name, tc.path)
 			body = string(b)
 		case "list":
-			status, _, body = e.list(e.owner.name, tc.path)
+			status, _, body = e.list(e.owner.Name, tc.path)
 		case "upload":
-			status, body = e.upload(e.owner.name, tc.path, []byte("x"))
+			status, body = e.upload(e.owner.Name, tc.path, []byte("x"))
 		}
 		if status != tc.want {
 			t.Errorf("%s %.40q: %d %s, want %d", tc.op, tc.path, status, body, tc.want)
@@ -420,7 +390,7 @@ func TestFiles_Escapes(t *testing.T) {
 	}
 	// The listing shows the root's folders and files, and the symlink that
 	// stays inside; the escaping and broken ones are left out.
-	_, l, _ := e.list(e.owner.name, "")
+	_, l, _ := e.list(e.owner.Name, "")
 	var names []string
 	for _, en := range l.Entries {
 		names = append(names, fmt.Sprint(en.Name, map[bool]string{true: "/"}[en.Dir]))
@@ -434,33 +404,33 @@ func TestFiles_Escapes(t *testing.T) {
 // one without Content-Length 411, an existing file 409 unless overwrite=1.
 func TestFiles_Limits(t *testing.T) {
 	e := newFilesEnv(t, "", func(c *gateway.Config) { c.MaxUploadBytes = 1000 })
-	if status, body := e.upload(e.owner.name, "big", make([]byte, 1001)); status != http.StatusRequestEntityTooLarge || !strings.HasPrefix(body, "body: ") {
+	if status, body := e.upload(e.owner.Name, "big", make([]byte, 1001)); status != http.StatusRequestEntityTooLarge || !strings.HasPrefix(body, "body: ") {
 		t.Errorf("over the limit: %d %s", status, body)
 	}
 	if got := entries(e.root); len(got) != 0 {
 		t.Errorf("the refused upload left %v", got)
 	}
 	// A body of unknown length is sent chunked.
-	resp, body := e.do(http.MethodPut, "files/upload", e.owner.name, url.Values{"path": {"chunked"}}, io.MultiReader(strings.NewReader("abc")))
+	resp, body := e.do(http.MethodPut, "files/upload", e.owner.Name, url.Values{"path": {"chunked"}}, io.MultiReader(strings.NewReader("abc")))
 	if resp.StatusCode != http.StatusLengthRequired {
 		t.Errorf("without Content-Length: %d %s", resp.StatusCode, body)
 	}
-	if status, body := e.upload(e.owner.name, "f", make([]byte, 1000)); status != http.StatusCreated {
+	if status, body := e.upload(e.owner.Name, "f", make([]byte, 1000)); status != http.StatusCreated {
 		t.Fatalf("at the limit: %d %s", status, body)
 	}
-	if status, body := e.upload(e.owner.name, "f", []byte("new")); status != http.StatusConflict {
+	if status, body := e.upload(e.owner.Name, "f", []byte("new")); status != http.StatusConflict {
 		t.Errorf("again: %d %s", status, body)
 	}
 	if b, _ := os.ReadFile(filepath.Join(e.root, "f")); len(b) != 1000 {
 		t.Errorf("the refused upload changed the file: %d bytes", len(b))
 	}
-	if status, body := e.upload(e.owner.name, "f", []byte("new"), "overwrite", "1"); status != http.StatusCreated {
+	if status, body := e.upload(e.owner.Name, "f", []byte("new"), "overwrite", "1"); status != http.StatusCreated {
 		t.Errorf("overwrite: %d %s", status, body)
 	}
 	if b, _ := os.ReadFile(filepath.Join(e.root, "f")); string(b) != "new" {
 		t.Errorf("after overwrite: %q", b)
 	}
-	if status, body := e.upload(e.owner.name, "f", []byte("x"), "overwrite", "yes"); status != http.StatusBadRequest || !strings.HasPrefix(body, "overwrite: ") {
+	if status, body := e.upload(e.owner.Name, "f", []byte("x"), "overwrite", "yes"); status != http.StatusBadRequest || !strings.HasPrefix(body, "overwrite: ") {
 		t.Errorf("overwrite=yes: %d %s", status, body)
 	}
 	if got := entries(e.root); len(got) != 1 {
@@ -473,7 +443,7 @@ func TestFiles_Limits(t *testing.T) {
 // file appears.
 func TestFiles_InterruptedUpload(t *testing.T) {
 	e := newFilesEnv(t, "", nil)
-	u := e.url("", "files/upload", e.owner.name, url.Values{"path": {"cut.bin"}})
+	u := e.url("", "files/upload", e.owner.Name, url.Values{"path": {"cut.bin"}})
 	c, err := tls.Dial("tcp", e.srv.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
@@ -495,19 +465,19 @@ func TestFiles_InterruptedUpload(t *testing.T) {
 // the owner.
 func TestFiles_StorageRoot(t *testing.T) {
 	e := newFilesEnv(t, "", nil)
-	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.name, UID: e.owner.uid, GID: e.owner.gid, Home: e.owner.home})
-	if status, _, body := e.list(e.owner.name, ""); status != http.StatusNotFound || body != "this session has no storage root\n" {
+	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.Name, UID: e.owner.UID, GID: e.owner.GID, Home: e.owner.Home})
+	if status, _, body := e.list(e.owner.Name, ""); status != http.StatusNotFound || body != "this session has no storage root\n" {
 		t.Errorf("no storage root: %d %q", status, body)
 	}
 	e.setPerms("")
 	os.Remove(e.root)
-	if status, l, body := e.list(e.owner.name, ""); status != http.StatusOK || len(l.Entries) != 0 {
+	if status, l, body := e.list(e.owner.Name, ""); status != http.StatusOK || len(l.Entries) != 0 {
 		t.Errorf("missing storage root: %d %s", status, body)
 	}
-	if status, body := e.upload(e.owner.name, "a.txt", []byte("a")); status != http.StatusCreated {
+	if status, body := e.upload(e.owner.Name, "a.txt", []byte("a")); status != http.StatusCreated {
 		t.Fatalf("upload to a missing root: %d %s", status, body)
 	}
-	if uid := fileOwner(t, e.root); uid != e.owner.uid {
+	if uid := fileOwner(t, e.root); uid != e.owner.UID {
 		t.Errorf("the remade root belongs to UID %d", uid)
 	}
 }
@@ -539,7 +509,7 @@ func TestFiles_SlowTransfers(t *testing.T) {
 		}
 		pw.Close()
 	}()
-	req, _ := http.NewRequest(http.MethodPut, e.url(base, "files/upload", e.owner.name, url.Values{"path": {"slow.bin"}}), pr)
+	req, _ := http.NewRequest(http.MethodPut, e.url(base, "files/upload", e.owner.Name, url.Values{"path": {"slow.bin"}}), pr)
 	req.ContentLength = int64(len(data))
 	resp, err := client.Do(req)
 	if err != nil {
@@ -551,7 +521,7 @@ func TestFiles_SlowTransfers(t *testing.T) {
 		t.Fatalf("slow upload: %d %s", resp.StatusCode, b)
 	}
 	// The download is read in 8 pieces, 100 ms apart.
-	resp, err = client.Get(e.url(base, "files/download", e.owner.name, url.Values{"path": {"slow.bin"}}))
+	resp, err = client.Get(e.url(base, "files/download", e.owner.Name, url.Values{"path": {"slow.bin"}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -586,7 +556,7 @@ func TestFiles_ListBound(t *testing.T) {
 		}
 		f.Close()
 	}
-	status, l, body := e.list(e.owner.name, "")
+	status, l, body := e.list(e.owner.Name, "")
 	if status != http.StatusOK {
 		t.Fatalf("list: %d %.200s", status, body)
 	}
@@ -605,8 +575,8 @@ func TestFiles_ListBound(t *testing.T) {
 // does not run as root).
 func TestFiles_RootOwner(t *testing.T) {
 	e := newFilesEnv(t, "", nil)
-	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.name, UID: 0, GID: 0, StorageRoot: e.root})
-	if status, _, body := e.list(e.owner.name, ""); status != http.StatusServiceUnavailable {
+	e.sessions.set(gateway.Session{ID: filesSession, Owner: e.owner.Name, UID: 0, GID: 0, StorageRoot: e.root})
+	if status, _, body := e.list(e.owner.Name, ""); status != http.StatusServiceUnavailable {
 		t.Errorf("root's session: %d %s", status, body)
 	}
 }
@@ -636,13 +606,13 @@ func (noopMetrics) ConnectionRefused(string) {}
 func TestFiles_Metrics(t *testing.T) {
 	m := &fileMetrics{bytes: map[string]int64{}}
 	e := newFilesEnv(t, "", func(c *gateway.Config) { c.Metrics = m })
-	if status, body := e.upload(e.owner.name, "m.txt", []byte("12345")); status != http.StatusCreated {
+	if status, body := e.upload(e.owner.Name, "m.txt", []byte("12345")); status != http.StatusCreated {
 		t.Fatalf("upload: %d %s", status, body)
 	}
-	if status, _, _ := e.download(e.owner.name, "m.txt"); status != http.StatusOK {
+	if status, _, _ := e.download(e.owner.Name, "m.txt"); status != http.StatusOK {
 		t.Fatalf("download: %d", status)
 	}
-	e.upload(e.owner.name, "m.txt", []byte("refused")) // 409: not counted
+	e.upload(e.owner.Name, "m.txt", []byte("refused")) // 409: not counted
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.bytes[gateway.FileUpload] != 5 || m.bytes[gateway.FileDownload] != 5 {

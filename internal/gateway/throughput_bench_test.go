@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +28,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/driver/vnc"
 	"github.com/berth-dev/berth/internal/gateway"
+	"github.com/berth-dev/berth/internal/localuser"
 	"github.com/berth-dev/berth/internal/poll"
 )
 
@@ -117,11 +117,7 @@ func newBenchEnv(tb testing.TB) *benchEnv {
 	if ok, reason := d.Health(context.Background()); !ok {
 		tb.Skip(reason)
 	}
-	if _, err := user.Lookup("berthtest1"); err != nil {
-		if out, err := exec.Command("useradd", "-m", "-s", "/bin/sh", "berthtest1").CombinedOutput(); err != nil {
-			tb.Fatalf("useradd berthtest1: %v: %s", err, out)
-		}
-	}
+	localuser.Ensure(tb, "berthtest1")
 	id := "gw-bench-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()

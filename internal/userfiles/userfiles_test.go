@@ -8,18 +8,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"os/user"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 	"unicode/utf8"
 
-	"github.com/berth-dev/berth/internal/poll"
+	"github.com/berth-dev/berth/internal/localuser"
 	"github.com/berth-dev/berth/internal/userfiles"
 )
 
@@ -103,31 +99,16 @@ func FuzzFilePath(f *testing.F) {
 // root of theirs, owned by them.
 func testUser(t *testing.T, name string) (userfiles.Owner, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runs the helper as a real local user")
-	}
-	// useradd fails while another test holds /etc/passwd's lock, or made
-	// the user meanwhile: try until the user is there.
-	var u *user.User
-	poll.Until(t, 30*time.Second, "useradd "+name, func() bool {
-		var err error
-		if u, err = user.Lookup(name); err != nil {
-			exec.Command("useradd", "-m", "-s", "/bin/sh", name).Run()
-			u, err = user.Lookup(name)
-		}
-		return err == nil
-	})
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	root, err := os.MkdirTemp(u.HomeDir, "files-test-")
+	u := localuser.Ensure(t, name)
+	root, err := os.MkdirTemp(u.Home, "files-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chown(root, uid, gid); err != nil {
+	if err := os.Chown(root, u.UID, u.GID); err != nil {
 		t.Fatal(err)
 	}
-	return userfiles.Owner{UID: uid, GID: gid}, root
+	return userfiles.Owner{UID: u.UID, GID: u.GID}, root
 }
 
 func code(err error) string {
