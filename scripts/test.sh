@@ -16,7 +16,7 @@ export PATH=/usr/local/go/bin:$PATH
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 GO=${GO:-go}
 
-pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils x11-xserver-utils xclip chromium postgresql postgresql-client gcc libc6-dev"
+pkgs="git make tigervnc-standalone-server tigervnc-tools openbox xterm novnc xauth x11-utils x11-xserver-utils xclip xdotool chromium postgresql postgresql-client gcc libc6-dev"
 # The desktop make run installs (scripts/run.sh): TestE2E_Desktop and the vnc
 # driver's desktop tests start it.
 pkgs="$pkgs xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-terminal xfce4-settings xfconf dbus-x11 adwaita-icon-theme fonts-dejavu-core"

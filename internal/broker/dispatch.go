@@ -12,6 +12,11 @@ const (
 	CommandDelete      = "delete"
 	CommandPermissions = "permissions"
 	CommandScreenshot  = "screenshot"
+	// CommandDisconnect closes the session's client connections (the
+	// session keeps running).
+	CommandDisconnect = "disconnect"
+	// CommandNotify shows a message to the session's connected clients.
+	CommandNotify = "notify"
 )
 
 // Command is an instruction for the agent of one server.
@@ -24,6 +29,21 @@ type Command struct {
 	Permissions string
 	// Screenshot is set for CommandScreenshot.
 	Screenshot *ScreenshotCommand
+	// Notify is set for CommandNotify (and may be for CommandDisconnect:
+	// the reason the clients see).
+	Notify *NotifyCommand
+}
+
+// NotifyCommand is a message for a session's connected clients: a warning
+// that a policy acts at Deadline.
+type NotifyCommand struct {
+	Message string
+	// Policy names the policy ("session-max-lifetime-hours", ...).
+	Policy   string
+	Deadline time.Time
+	// Extendable says the session's lifetime can still be extended (the
+	// page offers an Extend button).
+	Extendable bool
 }
 
 // CreateCommand asks an agent to start a session.
@@ -89,4 +109,7 @@ type SessionReport struct {
 	CreationTime          time.Time
 	LastDisconnectionTime time.Time
 	NumOfConnections      int64
+	// LastInputTime is the last client input the agent saw (coarse: the
+	// agent reports it at most once per its activity interval).
+	LastInputTime time.Time
 }

@@ -39,6 +39,9 @@ type Session struct {
 	CreationTime          time.Time
 	LastDisconnectionTime time.Time // zero when never disconnected
 	NumOfConnections      int64
+	// LastInputTime is the last keyboard or pointer input of a client (or
+	// inside the session), as the agent reports it; zero when none.
+	LastInputTime time.Time
 	// UpdatedAt is the last change of State; DELETED sessions are purged relative to it.
 	UpdatedAt time.Time
 	// Spec is what the client asked for; it travels to the agent on create and retry.
@@ -63,6 +66,16 @@ type SessionSpec struct {
 	Requirements          string   `json:"req,omitempty"`
 	EnqueueRequest        bool     `json:"enqueue,omitempty"`
 	DisableRetryOnFailure bool     `json:"noretry,omitempty"`
+	// Template is the ID of the template the session was launched from.
+	Template string `json:"tpl,omitempty"`
+	// TemplateLimits are the template's limits when it was launched.
+	TemplateLimits *SessionLimits `json:"tpl_limits,omitempty"`
+	// GPUs is the number of GPUs the session counts against GPU quotas:
+	// its template's, else 1 for a DCV GL session, else 0.
+	GPUs int `json:"gpus,omitempty"`
+	// Groups are the owner's identity provider groups at launch (portal
+	// launches), added to the broker's groups source.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Active reports whether the session counts against its server's capacity.

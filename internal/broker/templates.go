@@ -34,6 +34,11 @@ type Template struct {
 	DcvGlEnabled bool
 	// StorageRoot is the session's storage root, as in CreateSessions.
 	StorageRoot string
+	// Limits are the template's lifetime policies and its MaxSessions and
+	// MaxGPUs quotas (sessions of the template, all owners together).
+	Limits SessionLimits
+	// GPUs is what each session of the template counts against GPU quotas.
+	GPUs int
 	// Users are the OS user names the template is published to.
 	Users []string
 	// Groups are the identity provider groups whose members see the template.
