@@ -112,4 +112,7 @@ type SessionReport struct {
 	// LastInputTime is the last client input the agent saw (coarse: the
 	// agent reports it at most once per its activity interval).
 	LastInputTime time.Time
+	// OwnerGroups are the owner's groups in the host's NSS, when the agent
+	// reports them (a groups source may learn them).
+	OwnerGroups []string
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -46,4 +47,19 @@ type ExtendRequest struct {
 	// Owner, when set, must be the session's owner (a request from the
 	// session's web page or the portal on behalf of a user).
 	Owner string
+}
+
+// ownerGroups returns the groups of sess's owner: those of the groups
+// source and those the identity provider gave at launch, without repeats.
+func (s *Service) ownerGroups(ctx context.Context, sess *Session) []string {
+	var out []string
+	if s.cfg.Groups != nil {
+		out = append(out, s.cfg.Groups.Groups(ctx, sess.Owner)...)
+	}
+	for _, g := range sess.Spec.Groups {
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
 }

@@ -54,6 +54,16 @@ type Config struct {
 	// SyncInterval is how often a broker whose store implements ServerSyncer
 	// (shared with other brokers) refreshes its server cache (default 1s).
 	SyncInterval time.Duration
+	// Limits are the broker properties' lifetime policies and per-user
+	// quotas (session-*-timeout-minutes, session-max-lifetime-hours, ...);
+	// zero values are off.
+	Limits SessionLimits
+	// GroupLimits are the limits of groups (group name → limits): lifetime
+	// policies for their members, and quotas on their members together.
+	GroupLimits map[string]SessionLimits
+	// Groups is the groups source (nil: groups come only from a launch's
+	// identity provider claim, SessionSpec.Groups).
+	Groups GroupSource
 }
 
 func (c *Config) setDefaults() {
