@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agentcert"
+	"github.com/berth-dev/berth/internal/agentextend"
 	"github.com/berth-dev/berth/internal/agenthub"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
@@ -562,6 +563,8 @@ func (m *Main) agentMux() http.Handler {
 			Logger:   m.Logger.With("component", "certificates"),
 		})
 	}
+	mux.Handle("POST /agent/sessions/{id}/extend", &agentextend.Handler{Auth: agentAuth{m.auth}, Sessions: m.svc, Extender: m.svc,
+		Logger: m.Logger.With("component", "extend")})
 	mux.Handle("POST /agent/validate-authentication-token", dcv)
 	mux.Handle("GET /health", httpapi.HealthHandler(m.store))
 	return mux

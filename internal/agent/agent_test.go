@@ -45,6 +45,8 @@ type fakeBroker struct {
 	certValidity time.Duration
 	// certFailures fails that many certificate requests (503) first.
 	certFailures atomic.Int32
+	// extend serves POST /agent/sessions/{id}/extend; nil serves none.
+	extend http.Handler
 
 	mu            sync.Mutex
 	clients       map[string]string
@@ -72,6 +74,13 @@ func mustStartBroker(t *testing.T, fb *fakeBroker) *fakeBroker {
 	mux.HandleFunc("POST /agent/register", fb.register)
 	mux.HandleFunc("GET /agent/connect", func(w http.ResponseWriter, r *http.Request) { fb.connect(t, w, r) })
 	mux.HandleFunc("POST /agent/certificate", fb.certificate)
+	mux.HandleFunc("POST /agent/sessions/{id}/extend", func(w http.ResponseWriter, r *http.Request) {
+		if fb.extend == nil {
+			http.NotFound(w, r)
+			return
+		}
+		fb.extend.ServeHTTP(w, r)
+	})
 	fb.srv = httptest.NewUnstartedServer(mux)
 	fb.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		switch st {

@@ -110,6 +110,18 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 		if err == nil {
 			return &agentproto.Result{OK: true, Images: images}, ""
 		}
+	case agentproto.KindDisconnect:
+		dc, ok := d.(Disconnecter)
+		if !ok {
+			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot disconnect clients", d.Name())}, ReasonUnsupported
+		}
+		err = dc.Disconnect(ctx, c.SessionID, notice(c.Notify))
+	case agentproto.KindNotify:
+		un, ok := d.(UserNotifier)
+		if !ok {
+			return &agentproto.Result{Error: fmt.Sprintf("driver %s cannot notify users", d.Name())}, ReasonUnsupported
+		}
+		err = un.NotifyUsers(ctx, c.SessionID, notice(c.Notify))
 	default: // Decode lets only known kinds through
 		return &agentproto.Result{Error: fmt.Sprintf("unknown command kind %q", c.Kind)}, ReasonInvalidRequest
 	}
@@ -122,6 +134,14 @@ func (r *runner) execute(ctx context.Context, c *agentproto.Command) (res *agent
 		return &agentproto.Result{Error: err.Error(), Timeout: timedOut}, reason
 	}
 	return &agentproto.Result{OK: true}, ""
+}
+
+// notice converts a command's notify body; nil gives an empty Notice.
+func notice(n *agentproto.NotifyCommand) Notice {
+	if n == nil {
+		return Notice{}
+	}
+	return Notice{Message: n.Message, Policy: n.Policy, Deadline: n.Deadline, Extendable: n.Extendable}
 }
 
 // hostReport builds the host report: the Report func's, completed with the

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
 )
@@ -9,7 +10,8 @@ import (
 // Driver runs sessions on the host. Implemented by internal/driver/sim now, and
 // by the real drivers (driver/vnc, driver/dcv) later. Optional capabilities are
 // separate interfaces that the agent finds with a type assertion:
-// [Screenshotter], [PermissionSetter], [Notifier] and [HealthChecker].
+// [Screenshotter], [PermissionSetter], [Notifier], [HealthChecker],
+// [Disconnecter] and [UserNotifier].
 //
 // Errors that Create, Delete and the capabilities return travel to the broker as
 // the command's failure reason, which API clients see: keep them short, safe
@@ -71,4 +73,31 @@ type Notifier interface {
 type HealthChecker interface {
 	// Health reports whether new sessions can start, and if not, why.
 	Health(ctx context.Context) (ok bool, reason string)
+}
+
+// Notice is a message for a session's connected clients: a warning that a
+// broker policy acts at Deadline, or why the clients are disconnected.
+type Notice struct {
+	Message string
+	// Policy names the broker policy ("session-max-lifetime-hours", ...).
+	Policy string
+	// Deadline is when the policy acts; zero when it has no time.
+	Deadline time.Time
+	// Extendable says the session's lifetime can still be extended.
+	Extendable bool
+}
+
+// Disconnecter is a Driver that can close a session's client connections
+// (the broker's idle policy). The session keeps running.
+type Disconnecter interface {
+	// Disconnect closes every client connection of the session; reason
+	// (Message may be empty) is what the clients are told.
+	Disconnect(ctx context.Context, id string, reason Notice) error
+}
+
+// UserNotifier is a Driver that can show a message to a session's
+// connected clients (the broker's warnings before a policy acts).
+type UserNotifier interface {
+	// NotifyUsers delivers n to every connected client of the session.
+	NotifyUsers(ctx context.Context, id string, n Notice) error
 }

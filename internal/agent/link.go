@@ -321,7 +321,8 @@ func sameSession(a, b *agentproto.Session) bool {
 		a.State == b.State && a.StateReason == b.StateReason &&
 		a.MaxConcurrentClients == b.MaxConcurrentClients && a.StorageRoot == b.StorageRoot &&
 		a.CreationTime.Equal(b.CreationTime) && a.LastDisconnectionTime.Equal(b.LastDisconnectionTime) &&
-		a.NumConnections == b.NumConnections
+		a.NumConnections == b.NumConnections && a.LastInputTime.Equal(b.LastInputTime) &&
+		slices.Equal(a.OwnerGroups, b.OwnerGroups)
 }
 
 // readLoop reads broker messages until the link fails.

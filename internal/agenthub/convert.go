@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
@@ -90,6 +91,8 @@ func sessionReports(ss []agentproto.Session) []broker.SessionReport {
 			CreationTime:          s.CreationTime,
 			LastDisconnectionTime: s.LastDisconnectionTime,
 			NumOfConnections:      s.NumConnections,
+			LastInputTime:         s.LastInputTime,
+			OwnerGroups:           s.OwnerGroups,
 		}
 	}
 	return out
@@ -140,10 +143,40 @@ func commandBody(cmd broker.Command) (*agentproto.Command, error) {
 				return nil, fmt.Errorf("dispatch screenshot: unsupported format %q", s.Format)
 			}
 		}
+	case broker.CommandDisconnect:
+		c.Kind = agentproto.KindDisconnect
+		if n := cmd.Notify; n != nil {
+			c.Notify = notifyBody(n)
+		}
+	case broker.CommandNotify:
+		if cmd.Notify == nil {
+			return nil, errors.New("dispatch notify: no notify body")
+		}
+		c.Kind = agentproto.KindNotify
+		c.Notify = notifyBody(cmd.Notify)
 	default:
 		return nil, fmt.Errorf("dispatch: unknown command kind %q", cmd.Kind)
 	}
 	return c, nil
+}
+
+// notifyBody converts a notify body, cutting a message longer than the
+// protocol allows (at a rune boundary).
+func notifyBody(n *broker.NotifyCommand) *agentproto.NotifyCommand {
+	msg := n.Message
+	if len(msg) > agentproto.MaxNotifyMessage {
+		msg = strings.ToValidUTF8(msg[:agentproto.MaxNotifyMessage], "")
+	}
+	return &agentproto.NotifyCommand{Message: msg, Policy: n.Policy, Deadline: n.Deadline, Extendable: n.Extendable}
+}
+
+// minVersion is the oldest protocol version that knows a command kind.
+func minVersion(kind string) int {
+	switch kind {
+	case agentproto.KindDisconnect, agentproto.KindNotify:
+		return 4
+	}
+	return 1
 }
 
 func clamp(v, lo, hi int) int { return max(lo, min(v, hi)) }

@@ -57,8 +57,8 @@ func TestHub_DeltaGap(t *testing.T) {
 	h := hello("srv-gap")
 	h.Sessions = []agentproto.Session{ready("a"), ready("b")}
 	write(t, c, "", h)
-	if w := read(t, c).Body.(*agentproto.Welcome); w.ProtocolVersion != 3 {
-		t.Fatalf("welcome version %d, want 3", w.ProtocolVersion)
+	if w := read(t, c).Body.(*agentproto.Welcome); w.ProtocolVersion != agentproto.ProtocolVersion {
+		t.Fatalf("welcome version %d, want %d", w.ProtocolVersion, agentproto.ProtocolVersion)
 	}
 	e.svc.wait(t, "connected", "srv-gap", nil)
 

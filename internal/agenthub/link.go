@@ -414,6 +414,10 @@ func (l *link) dispatch(ctx context.Context, c *agentproto.Command) (*broker.Res
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if need := minVersion(c.Kind); l.version < need {
+		// An older agent's decoder refuses unknown kinds and would drop the link.
+		return nil, &broker.CommandError{Reason: fmt.Sprintf("the agent speaks protocol version %d; %s needs version %d or later (upgrade the agent)", l.version, c.Kind, need)}
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		left := time.Until(dl)
 		if left <= 0 {

@@ -359,6 +359,17 @@ func checkCommand(id string, c *Command) error {
 		if s.Format != "" && s.Format != FormatPNG && s.Format != FormatJPEG {
 			return fmt.Errorf("invalid screenshot format %q", clip(s.Format))
 		}
+	case KindDisconnect:
+		if c.Notify != nil && len(c.Notify.Message) > MaxNotifyMessage {
+			return fmt.Errorf("notify message longer than %d bytes", MaxNotifyMessage)
+		}
+	case KindNotify:
+		if c.Notify == nil {
+			return errors.New("notify command without notify body")
+		}
+		if len(c.Notify.Message) > MaxNotifyMessage {
+			return fmt.Errorf("notify message longer than %d bytes", MaxNotifyMessage)
+		}
 	default:
 		return fmt.Errorf("unknown command kind %q", clip(c.Kind))
 	}

@@ -3,6 +3,7 @@ package agentproto_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
 )
@@ -19,6 +20,12 @@ func FuzzDecode(f *testing.F) {
 		&agentproto.Ack{Resync: true},
 		&agentproto.Update{Seq: 43, Figures: &agentproto.HostFigures{Load: agentproto.Load{One: 0.5}, MemoryUsedBytes: 1 << 30}},
 		&agentproto.Welcome{ProtocolVersion: agentproto.ProtocolVersion, UpdateIntervalMS: 1000, FleetSize: 10},
+		&agentproto.Command{Kind: agentproto.KindNotify, SessionID: "s1", Notify: &agentproto.NotifyCommand{
+			Message: "ends in 2 minutes", Policy: "session-max-lifetime-hours", Deadline: time.Date(2026, 12, 8, 18, 0, 0, 0, time.UTC), Extendable: true}},
+		&agentproto.Command{Kind: agentproto.KindDisconnect, SessionID: "s1", Notify: &agentproto.NotifyCommand{Message: "idle"}},
+		&agentproto.Command{Kind: agentproto.KindDisconnect, SessionID: "s1"},
+		&agentproto.Update{Seq: 44, Changes: []agentproto.Session{{ID: "s1", Owner: "alice", State: agentproto.StateReady,
+			LastInputTime: time.Date(2026, 12, 8, 17, 0, 30, 0, time.UTC), OwnerGroups: []string{"alice", "gpu"}}}},
 	} {
 		data, err := agentproto.Encode("1", b)
 		if err != nil {

@@ -19,6 +19,12 @@ const (
 	KindDelete      = "delete"
 	KindPermissions = "permissions"
 	KindScreenshot  = "screenshot"
+	// KindDisconnect closes the session's client connections; the session
+	// keeps running (version 4).
+	KindDisconnect = "disconnect"
+	// KindNotify shows a message to the session's connected clients
+	// (version 4).
+	KindNotify = "notify"
 )
 
 // Error codes of an [Error] message.
@@ -202,6 +208,9 @@ type Command struct {
 	Create      *CreateCommand      `json:"create,omitempty"`
 	Permissions *PermissionsCommand `json:"permissions,omitempty"`
 	Screenshot  *ScreenshotCommand  `json:"screenshot,omitempty"`
+	// Notify is the body of a notify command, and optionally of a
+	// disconnect command (the reason the clients see). Since version 4.
+	Notify *NotifyCommand `json:"notify,omitempty"`
 }
 
 // Timeout returns TimeoutMS as a duration.
@@ -238,6 +247,25 @@ type ScreenshotCommand struct {
 	// Format is FormatPNG or FormatJPEG; empty means FormatPNG.
 	Format string `json:"format,omitempty"`
 }
+
+// NotifyCommand is a message for a session's connected clients: a warning
+// that a policy acts at Deadline, or (with a disconnect command) why the
+// clients are being disconnected.
+type NotifyCommand struct {
+	// Message is the text the clients show.
+	Message string `json:"message"`
+	// Policy names the broker policy ("session-max-lifetime-hours", ...);
+	// empty when none.
+	Policy string `json:"policy,omitempty"`
+	// Deadline is when the policy acts; zero when it has no time.
+	Deadline time.Time `json:"deadline,omitzero"`
+	// Extendable says the session's lifetime can still be extended: the
+	// page offers an Extend button.
+	Extendable bool `json:"extendable,omitempty"`
+}
+
+// MaxNotifyMessage bounds NotifyCommand.Message (bytes).
+const MaxNotifyMessage = 4096
 
 // Result is the agent's answer to a command, with the command's ID.
 type Result struct {

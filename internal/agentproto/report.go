@@ -104,4 +104,12 @@ type Session struct {
 	CreationTime          time.Time `json:"creation_time,omitzero"`
 	LastDisconnectionTime time.Time `json:"last_disconnection_time,omitzero"`
 	NumConnections        int64     `json:"num_connections"`
+	// LastInputTime is the last keyboard or pointer input the agent saw in
+	// the session (from a client, or inside the session), or a new client
+	// connection; zero when none or unknown. It is coarse: an agent changes
+	// it at most once per its activity interval. Since version 4.
+	LastInputTime time.Time `json:"last_input_time,omitzero"`
+	// OwnerGroups are the owner's groups in the host's name service (NSS),
+	// looked up once per session; empty when unknown. Since version 4.
+	OwnerGroups []string `json:"owner_groups,omitempty"`
 }

@@ -40,7 +40,15 @@ package agentproto
 //     its read timeout, and an ack tells of a gap or failure on such an
 //     update as resync. Version 1 and 2 agents keep sending full lists and
 //     reports, and the broker keeps reconciling them.
-const ProtocolVersion = 3
+//   - 4 (2026-12-08): session lifetimes: a session carries last_input_time
+//     (coarse: it changes at most once per the agent's activity interval)
+//     and owner_groups (the owner's NSS groups); commands disconnect
+//     (close the session's client connections, with an optional notify
+//     body as the reason) and notify (a message for the connected clients:
+//     message, policy, deadline, extendable). A broker sends the new
+//     commands only on version 4 links; older agents ignore the new session
+//     fields' absence, older brokers the fields.
+const ProtocolVersion = 4
 
 // MinProtocolVersion is the oldest agent protocol version a broker built from
 // this code accepts. Brokers refuse a Hello whose version is outside

@@ -44,6 +44,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -288,7 +289,7 @@ func (d *Driver) refresh(ctx context.Context) (changed bool, err error) {
 	now := make(map[string]agentproto.Session, len(list))
 	for _, s := range list {
 		now[s.ID] = s
-		if old, ok := d.known[s.ID]; !ok || old != s {
+		if old, ok := d.known[s.ID]; !ok || !reflect.DeepEqual(old, s) {
 			changed = true
 		}
 		delete(d.gone, s.ID)

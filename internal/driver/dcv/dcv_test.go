@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -558,7 +559,7 @@ func TestSessionsAndDescribe(t *testing.T) {
 		t.Errorf("list argv %q", got)
 	}
 	s, err := e.d.Describe(ctx, "b1")
-	if err != nil || s != b1 {
+	if err != nil || !reflect.DeepEqual(s, b1) {
 		t.Errorf("describe %+v %v, want %+v", s, err, b1)
 	}
 	if got := e.last("describe-session"); !slices.Equal(got, []string{"describe-session", "b1", "-j"}) {
@@ -594,7 +595,7 @@ func TestParseDocumented(t *testing.T) {
 	want := agentproto.Session{ID: "my-session", Owner: "dcvuser", Name: "My session", Type: "VIRTUAL", State: agentproto.StateReady,
 		NumConnections: 2, CreationTime: time.Date(2019, 5, 13, 13, 21, 19, 262883000, time.UTC),
 		LastDisconnectionTime: time.Date(2019, 5, 14, 12, 32, 14, 357567000, time.UTC)}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
