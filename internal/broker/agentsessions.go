@@ -99,6 +99,7 @@ func (s *Service) adoptAll(ctx context.Context, serverID string, rs []*SessionRe
 	ss := make([]*Session, 0, len(rs))
 	for _, r := range rs {
 		ss = append(ss, adoptedSession(serverID, r, now))
+		s.stampDue(ctx, ss[len(ss)-1])
 	}
 	err := s.store.InsertSessions(ctx, ss)
 	switch {

@@ -470,6 +470,7 @@ func (s *Service) updateSession(ctx context.Context, id string, fn func(*Session
 		if err := fn(x); err != nil {
 			return err
 		}
+		s.stampDue(ctx, x)
 		new = *x
 		return nil
 	})
@@ -489,6 +490,7 @@ func (s *Service) updateSessions(ctx context.Context, ids []string, fn func(*Ses
 		if err := fn(x); err != nil {
 			return err
 		}
+		s.stampDue(ctx, x)
 		mu.Lock()
 		changes[x.ID] = change{old, *x}
 		mu.Unlock()

@@ -387,7 +387,7 @@ func sessionDiffers(cur *Session, r *SessionReport) bool {
 		state = StateReady
 	}
 	return cur.State != state || cur.NumOfConnections != r.NumOfConnections ||
-		!cur.LastDisconnectionTime.Equal(r.LastDisconnectionTime) ||
+		!cur.LastDisconnectionTime.Equal(r.LastDisconnectionTime) || !cur.LastInputTime.Equal(r.LastInputTime) ||
 		(state == StateReady && cur.Substate != "") || cur.StateReason != r.StateReason
 }
 
@@ -408,6 +408,7 @@ func applyReport(x *Session, r *SessionReport, now time.Time) {
 	x.StateReason = r.StateReason
 	x.NumOfConnections = r.NumOfConnections
 	x.LastDisconnectionTime = r.LastDisconnectionTime
+	x.LastInputTime = r.LastInputTime
 }
 
 // adopt handles a session the agent runs but this server has no record of.
@@ -430,6 +431,7 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 		return
 	}
 	x := adoptedSession(serverID, r, now)
+	s.stampDue(ctx, x)
 	err = s.store.InsertSessions(ctx, []*Session{x})
 	if err != nil && !errors.Is(err, ErrConflict) {
 		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)

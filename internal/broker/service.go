@@ -64,6 +64,16 @@ type Config struct {
 	// Groups is the groups source (nil: groups come only from a launch's
 	// identity provider claim, SessionSpec.Groups).
 	Groups GroupSource
+	// WarningPoints are the times before an idle disconnection or a
+	// lifetime deletion at which clients are warned (nil: 15m and 2m;
+	// empty: no warnings). session-warning-minutes.
+	WarningPoints []time.Duration
+	// ExtensionDefault is the extension an ExtendSession without By asks
+	// for (default 1h). session-extension-default-hours.
+	ExtensionDefault time.Duration
+	// PolicyInterval is the period of the lifetime policies' loop on the
+	// leader broker (default 5s).
+	PolicyInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -98,6 +108,11 @@ func (c *Config) setDefaults() {
 	def(&c.AutorunMaxArgLength, 150)
 	def(&c.CreateWorkers, 1024)
 	defd(&c.SyncInterval, time.Second)
+	if c.WarningPoints == nil {
+		c.WarningPoints = []time.Duration{15 * time.Minute, 2 * time.Minute}
+	}
+	defd(&c.ExtensionDefault, time.Hour)
+	defd(&c.PolicyInterval, 5*time.Second)
 	if c.MaintenanceInterval == 0 {
 		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
 	}
@@ -229,6 +244,11 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.maintenanceLoop(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.policyLoop(ctx)
 	}()
 	if sy, ok := s.store.(ServerSyncer); ok {
 		s.wg.Add(1)
@@ -375,7 +395,11 @@ func (s *Service) setDeleted(ctx context.Context, id, reason string) {
 			return errUnchanged
 		}
 		was = *x
+		if x.State == StateDeleting && x.StateReason != "" {
+			reason = x.StateReason // a policy's deletion keeps its reason
+		}
 		x.State, x.Substate, x.StateReason = StateDeleted, "", reason
+		x.DueAt = time.Time{}
 		x.Enqueued = false
 		x.UpdatedAt = now
 		return nil

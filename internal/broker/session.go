@@ -42,6 +42,14 @@ type Session struct {
 	// LastInputTime is the last keyboard or pointer input of a client (or
 	// inside the session), as the agent reports it; zero when none.
 	LastInputTime time.Time
+	// DueAt is the next time a lifetime policy may act on the session: the
+	// earliest of its pending warnings and actions (zero: none). The core
+	// sets it whenever it writes a READY session; the policy loop of the
+	// leader broker reads the sessions due through the store's index.
+	DueAt time.Time
+	// Life is the session's lifetime bookkeeping: the extension granted and
+	// the warnings sent (lifetime.go).
+	Life SessionLife
 	// UpdatedAt is the last change of State; DELETED sessions are purged relative to it.
 	UpdatedAt time.Time
 	// Spec is what the client asked for; it travels to the agent on create and retry.

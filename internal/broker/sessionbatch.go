@@ -203,6 +203,9 @@ func (s *Service) applyWrite(c *batchCall, i int, x *Session, now time.Time) err
 		case r != nil:
 			reason = reasonEnded
 		}
+		if x.State == StateDeleting && x.StateReason != "" {
+			reason = x.StateReason // a policy's deletion keeps its reason
+		}
 		c.ended[i] = true
 		x.State, x.Substate, x.StateReason = StateDeleted, "", reason
 		x.Enqueued = false

@@ -34,6 +34,10 @@ type SessionFilter struct {
 	Unplaced bool
 	// AfterSeq keeps sessions with Seq > AfterSeq (pagination).
 	AfterSeq int64
+	// DueBefore, when set, keeps sessions whose DueAt is set and not after
+	// it (the lifetime policies' due sessions, read through the stores'
+	// index of due_at).
+	DueBefore time.Time
 	// Limit caps the result; 0 means no limit. Results are ordered by Seq.
 	Limit int
 }

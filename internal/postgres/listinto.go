@@ -76,12 +76,15 @@ const (
 	colEnqueued
 	colEnqueuedAt
 	colSpec
+	colLastInput
+	colDue
+	colLife
 	numSessionCols
 )
 
 // textCols are the text columns of a row rawPage keeps, and where each goes.
 var textCols = [...]int{colID, colOwner, colName, colType, colServerID, colState, colSubstate, colStateReason,
-	colStorageRoot, colExcluded, colSpec}
+	colStorageRoot, colExcluded, colSpec, colLife}
 
 // PostgreSQL type OIDs of the session columns.
 const (
@@ -125,7 +128,7 @@ func (p *rawPage) fits(fds []pgconn.FieldDescription) bool {
 		want := uint32(oidInt8)
 		switch i {
 		case colID, colOwner, colName, colType, colServerID, colState, colSubstate, colStateReason, colStorageRoot,
-			colExcluded, colSpec:
+			colExcluded, colSpec, colLife:
 			want = oidText
 		case colAttempts:
 			want = oidInt4
@@ -161,6 +164,8 @@ func (p *rawPage) add(raw [][]byte, ss *broker.Session) error {
 	ss.UpdatedAt = fromMillis(integer(colUpdated))
 	ss.Attempts = int(integer(colAttempts))
 	ss.EnqueuedAt = fromMillis(integer(colEnqueuedAt))
+	ss.LastInputTime = fromMillis(integer(colLastInput))
+	ss.DueAt = fromMillis(integer(colDue))
 	if b := raw[colEnqueued]; len(b) == 1 {
 		ss.Enqueued = b[0] == 1 || b[0] == 't'
 	}
@@ -215,7 +220,11 @@ func (p *rawPage) finish(ss []broker.Session) error {
 		x.StorageRoot, _ = next(k + 8)
 		_, excluded := next(k + 9)
 		_, spec := next(k + 10)
+		_, life := next(k + 11)
 		k += len(textCols)
+		if err := decodeLife(life, &x.Life); err != nil {
+			return fmt.Errorf("decode session %q life: %w", x.ID, err)
+		}
 		if len(excluded) > 2 { // not "[]"
 			var err error
 			if x.Excluded, err = decodeStrings(excluded); err != nil {

@@ -18,31 +18,52 @@ const (
 	// sessionCols are the columns scanSession reads, in order.
 	sessionCols = `seq, id, owner, name, type, server_id, state, substate, state_reason,
 		max_concurrent_clients, storage_root, creation_time, last_disconnection_time, num_connections,
-		updated_at, attempts, excluded, enqueued, enqueued_at, spec`
+		updated_at, attempts, excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life`
 
 	// insertSessionsSQL inserts the sessions of its array arguments (those of
 	// sessionRows.insertArgs) and returns their IDs and Seqs. The Seqs are
 	// taken after sorting, so they increase in argument order.
 	insertSessionsSQL = `INSERT INTO sessions (seq, id, owner, name, type, server_id, state, substate,
 		state_reason, max_concurrent_clients, storage_root, creation_time, last_disconnection_time,
-		num_connections, updated_at, attempts, excluded, enqueued, enqueued_at, spec)
+		num_connections, updated_at, attempts, excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life)
 		SELECT nextval('sessions_seq_seq'), u.id, u.owner, u.name, u.type, u.server_id, u.state, u.substate,
 		u.state_reason, u.max_concurrent_clients, u.storage_root, u.creation_time, u.last_disconnection_time,
-		u.num_connections, u.updated_at, u.attempts, u.excluded, u.enqueued, u.enqueued_at, u.spec
+		u.num_connections, u.updated_at, u.attempts, u.excluded, u.enqueued, u.enqueued_at, u.spec,
+		u.last_input_time, u.due_at, u.life
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
 		$8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
-		$15::integer[], $16::text[], $17::boolean[], $18::bigint[], $19::text[]) WITH ORDINALITY
+		$15::integer[], $16::text[], $17::boolean[], $18::bigint[], $19::text[], $20::bigint[], $21::bigint[],
+		$22::text[]) WITH ORDINALITY
 		AS u(id, owner, name, type, server_id, state, substate, state_reason, max_concurrent_clients,
 		storage_root, creation_time, last_disconnection_time, num_connections, updated_at, attempts,
-		excluded, enqueued, enqueued_at, spec, ord)
+		excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life, ord)
 		ORDER BY u.ord`
 
+	// updateSessionsSQL rewrites the sessions of its array arguments (those
+	// of sessionRows.updateArgs) by Seq: every column but seq and id.
+	updateSessionsSQL = `UPDATE sessions AS s SET owner = u.owner, name = u.name, type = u.type,
+		server_id = u.server_id, state = u.state, substate = u.substate, state_reason = u.state_reason,
+		max_concurrent_clients = u.max_concurrent_clients, storage_root = u.storage_root,
+		creation_time = u.creation_time, last_disconnection_time = u.last_disconnection_time,
+		num_connections = u.num_connections, updated_at = u.updated_at, attempts = u.attempts,
+		excluded = u.excluded, enqueued = u.enqueued, enqueued_at = u.enqueued_at, spec = u.spec,
+		last_input_time = u.last_input_time, due_at = u.due_at, life = u.life
+		FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+		$8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+		$15::integer[], $16::text[], $17::boolean[], $18::bigint[], $19::text[], $20::bigint[], $21::bigint[],
+		$22::text[])
+		AS u(seq, owner, name, type, server_id, state, substate, state_reason, max_concurrent_clients,
+		storage_root, creation_time, last_disconnection_time, num_connections, updated_at, attempts,
+		excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life)
+		WHERE s.seq = u.seq`
+
 	// updateSessionSQL rewrites every column but seq and id of the session
-	// with seq $19.
+	// with seq $22.
 	updateSessionSQL = `UPDATE sessions SET owner = $1, name = $2, type = $3, server_id = $4, state = $5,
 		substate = $6, state_reason = $7, max_concurrent_clients = $8, storage_root = $9, creation_time = $10,
 		last_disconnection_time = $11, num_connections = $12, updated_at = $13, attempts = $14, excluded = $15,
-		enqueued = $16, enqueued_at = $17, spec = $18 WHERE seq = $19`
+		enqueued = $16, enqueued_at = $17, spec = $18, last_input_time = $19, due_at = $20, life = $21
+		WHERE seq = $22`
 
 	getSessionSQL = `SELECT ` + sessionCols + ` FROM sessions WHERE id = $1`
 )
@@ -54,13 +75,18 @@ type sessionRows struct {
 	id, owner, name, typ, serverID, state, substate, reason, root []string
 	maxClients, creation, lastDisc, numConn, updated, enqueuedAt  []int64
 	attempts                                                      []int32
-	excluded, spec                                                []string
+	excluded, spec, life                                          []string
 	enqueued                                                      []bool
+	lastInput, due                                                []int64
 }
 
 // add appends ss with seq (ignored by insertArgs).
 func (r *sessionRows) add(seq int64, ss *broker.Session) error {
 	excluded, spec, err := encodeJSON(ss)
+	if err != nil {
+		return fmt.Errorf("session %q: %w", ss.ID, err)
+	}
+	life, err := encodeLife(&ss.Life)
 	if err != nil {
 		return fmt.Errorf("session %q: %w", ss.ID, err)
 	}
@@ -84,6 +110,9 @@ func (r *sessionRows) add(seq int64, ss *broker.Session) error {
 	r.enqueued = append(r.enqueued, ss.Enqueued)
 	r.enqueuedAt = append(r.enqueuedAt, toMillis(ss.EnqueuedAt))
 	r.spec = append(r.spec, spec)
+	r.lastInput = append(r.lastInput, toMillis(ss.LastInputTime))
+	r.due = append(r.due, toMillis(ss.DueAt))
+	r.life = append(r.life, life)
 	return nil
 }
 
@@ -93,12 +122,21 @@ func (r *sessionRows) len() int { return len(r.id) }
 func (r *sessionRows) insertArgs() []any {
 	return []any{r.id, r.owner, r.name, r.typ, r.serverID, r.state, r.substate, r.reason, r.maxClients,
 		r.root, r.creation, r.lastDisc, r.numConn, r.updated, r.attempts, r.excluded, r.enqueued,
-		r.enqueuedAt, r.spec}
+		r.enqueuedAt, r.spec, r.lastInput, r.due, r.life}
 }
 
-// moveArgs returns the arguments of moveSessionsSQL: insertArgs with the Seqs
-// in place of the IDs.
+// moveArgs returns the arguments of moveSessionsSQL (placements, which
+// leave the lifetime columns alone): insertArgs with the Seqs in place of
+// the IDs, without the lifetime columns.
 func (r *sessionRows) moveArgs() []any {
+	args := r.insertArgs()[:19]
+	args[0] = r.seq
+	return args
+}
+
+// updateArgs returns the arguments of updateSessionsSQL: insertArgs with
+// the Seqs in place of the IDs.
+func (r *sessionRows) updateArgs() []any {
 	args := r.insertArgs()
 	args[0] = r.seq
 	return args
@@ -111,10 +149,14 @@ func sessionArgs(seq int64, ss *broker.Session) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	life, err := encodeLife(&ss.Life)
+	if err != nil {
+		return nil, err
+	}
 	return []any{ss.Owner, pgText(ss.Name), ss.Type, ss.ServerID, ss.State, pgText(ss.Substate), pgText(ss.StateReason),
 		ss.MaxConcurrentClients, pgText(ss.StorageRoot), toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
 		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, excluded, ss.Enqueued,
-		toMillis(ss.EnqueuedAt), spec, seq}, nil
+		toMillis(ss.EnqueuedAt), spec, toMillis(ss.LastInputTime), toMillis(ss.DueAt), life, seq}, nil
 }
 
 // pgText returns s as a PostgreSQL text value can hold it: invalid UTF-8 and
@@ -141,14 +183,18 @@ func scanSession(r pgx.CollectableRow) (*broker.Session, error) {
 // scanSessionInto reads the sessionCols of a row into ss, which must be zero.
 func scanSessionInto(r pgx.CollectableRow, ss *broker.Session) error {
 	var (
-		creation, lastDisc, updated, enqueuedAt int64
-		excluded, spec                          []byte
+		creation, lastDisc, updated, enqueuedAt, lastInput, due int64
+		excluded, spec, life                                    []byte
 	)
 	if err := r.Scan(&ss.Seq, &ss.ID, &ss.Owner, &ss.Name, &ss.Type, &ss.ServerID, &ss.State, &ss.Substate,
 		&ss.StateReason, &ss.MaxConcurrentClients, &ss.StorageRoot, &creation, &lastDisc, &ss.NumOfConnections,
-		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec); err != nil {
+		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec, &lastInput, &due, &life); err != nil {
 		return err
 	}
+	if err := decodeLife(life, &ss.Life); err != nil {
+		return fmt.Errorf("decode session %q life: %w", ss.ID, err)
+	}
+	ss.LastInputTime, ss.DueAt = fromMillis(lastInput), fromMillis(due)
 	if len(excluded) > 2 { // not "[]"
 		var err error
 		if ss.Excluded, err = decodeStrings(excluded); err != nil {
@@ -256,6 +302,10 @@ func listSessionsQuery(f *broker.SessionFilter) (string, []any) {
 	}
 	if f.Unplaced {
 		b.WriteString(` AND server_id = ''`)
+	}
+	if !f.DueBefore.IsZero() {
+		// The policies' due sessions: a range of the partial index of due_at.
+		b.WriteString(` AND due_at > 0 AND due_at <= ` + arg(toMillis(f.DueBefore)))
 	}
 	if len(f.States) > 0 {
 		b.WriteString(` AND state = ANY(` + arg(f.States) + `)`)
@@ -366,7 +416,7 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 		if len(w.seq) == 0 {
 			return nil
 		}
-		_, err = tx.Exec(ctx, moveSessionsSQL, w.moveArgs()...)
+		_, err = tx.Exec(ctx, updateSessionsSQL, w.updateArgs()...)
 		return err
 	})
 	if err != nil {

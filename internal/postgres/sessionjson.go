@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -38,6 +39,35 @@ func encodeJSON(ss *broker.Session) (excluded, spec string, err error) {
 		excluded = strings.TrimSuffix(b.String(), "\n")
 	}
 	return excluded, spec, nil
+}
+
+// encodeLife returns the JSON stored for a session's Life ("{}" when zero).
+func encodeLife(l *broker.SessionLife) (string, error) {
+	if l.IsZero() {
+		return "{}", nil
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", fmt.Errorf("encode life: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeLife decodes a stored Life into l (zero for "{}"); its times come
+// back in UTC, as the store's other times do.
+func decodeLife(b []byte, l *broker.SessionLife) error {
+	if len(b) <= 2 { // "{}"
+		return nil
+	}
+	if err := json.Unmarshal(b, l); err != nil {
+		return err
+	}
+	for _, t := range []*time.Time{&l.LifetimeWarnedFor, &l.IdleWarnedFor, &l.IdleActedFor, &l.RetryAt} {
+		if !t.IsZero() {
+			*t = t.UTC()
+		}
+	}
+	return nil
 }
 
 // decodeSpec decodes a stored SessionSpec into sp.

@@ -18,9 +18,11 @@ func TestRow_Fields(t *testing.T) {
 	}{
 		{broker.Session{}, []string{"Seq", "ID", "Name", "Owner", "Type", "ServerID", "State", "Substate",
 			"StateReason", "MaxConcurrentClients", "StorageRoot", "CreationTime", "LastDisconnectionTime",
-			"NumOfConnections", "UpdatedAt", "Spec", "Attempts", "Excluded", "Enqueued", "EnqueuedAt"}},
+			"NumOfConnections", "LastInputTime", "DueAt", "Life", "UpdatedAt", "Spec", "Attempts", "Excluded", "Enqueued",
+			"EnqueuedAt"}},
 		{broker.SessionSpec{}, []string{"DcvGlEnabled", "InitFile", "AutorunFile", "AutorunFileArguments",
-			"PermissionsFile", "Requirements", "EnqueueRequest", "DisableRetryOnFailure"}},
+			"PermissionsFile", "Requirements", "EnqueueRequest", "DisableRetryOnFailure", "Template", "TemplateLimits",
+			"GPUs", "Groups"}},
 	} {
 		typ := reflect.TypeOf(tc.v)
 		var got []string

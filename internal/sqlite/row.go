@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 	"unique"
 
@@ -90,6 +91,10 @@ type rowMore struct {
 	attempts int
 	excluded []string // nil when empty
 	spec     broker.SessionSpec
+	// The lifetime policies' fields (unix ms; 0: none), set on the READY
+	// sessions of a broker with policies.
+	lastInput, dueAt int64
+	life             broker.SessionLife
 }
 
 // newRow makes a row of ss with Seq seq and ID id, but for more.
@@ -107,7 +112,7 @@ func newRow(seq int64, id string, ss *broker.Session) *row {
 // setMore sets r.more to m, or leaves it nil if m is zero; specZero tells
 // whether m.spec is.
 func (r *row) setMore(m rowMore, specZero bool) {
-	if m.attempts != 0 || len(m.excluded) > 0 || !specZero {
+	if m.attempts != 0 || len(m.excluded) > 0 || !specZero || m.lastInput != 0 || m.dueAt != 0 || !m.life.IsZero() {
 		r.more = &m
 	}
 }
@@ -127,7 +132,7 @@ func scannedRow(ss *broker.Session, strs map[string]string) *row {
 		}
 	}
 	r := newRow(ss.Seq, ss.ID, ss)
-	m := rowMore{attempts: ss.Attempts, spec: ss.Spec}
+	m := rowMore{attempts: ss.Attempts, spec: ss.Spec, lastInput: toMillis(ss.LastInputTime), dueAt: toMillis(ss.DueAt), life: ss.Life}
 	if len(ss.Excluded) > 0 {
 		m.excluded = ss.Excluded
 	}
@@ -141,7 +146,8 @@ func scannedRow(ss *broker.Session, strs map[string]string) *row {
 // slices.
 func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string) (*row, error) {
 	r := newRow(seq, id, ss)
-	m := rowMore{attempts: ss.Attempts}
+	m := rowMore{attempts: ss.Attempts, lastInput: toMillis(ss.LastInputTime), dueAt: toMillis(ss.DueAt),
+		life: lifeCopy(&ss.Life)}
 	// json.Marshal writes invalid UTF-8 as U+FFFD (escaped as \ufffd before
 	// Go 1.27, raw since), which does not decode back to the original;
 	// without one the JSON decodes to an equal value.
@@ -166,9 +172,28 @@ func writtenRow(seq int64, id string, ss *broker.Session, excluded, spec string)
 		if len(ss.Spec.AutorunFileArguments) > 0 {
 			m.spec.AutorunFileArguments = slices.Clone(ss.Spec.AutorunFileArguments)
 		}
+		m.spec.Groups = slices.Clone(ss.Spec.Groups)
+		if ss.Spec.TemplateLimits != nil {
+			l := *ss.Spec.TemplateLimits
+			m.spec.TemplateLimits = &l
+		}
 	}
 	r.setMore(m, len(spec) <= 2)
 	return r, nil
+}
+
+// lifeCopy returns a copy of l with its own slices, its times in UTC as
+// the store gives them back.
+func lifeCopy(l *broker.SessionLife) broker.SessionLife {
+	c := *l
+	c.LifetimeWarned = slices.Clone(l.LifetimeWarned)
+	c.IdleWarned = slices.Clone(l.IdleWarned)
+	for _, t := range []*time.Time{&c.LifetimeWarnedFor, &c.IdleWarnedFor, &c.IdleActedFor, &c.RetryAt} {
+		if !t.IsZero() {
+			*t = t.UTC()
+		}
+	}
+	return c
 }
 
 // hasReplacement reports whether JSON text holds U+FFFD, escaped or not:
@@ -193,11 +218,22 @@ func (r *row) fill(ss *broker.Session, strs *[]string) {
 		return
 	}
 	ss.Attempts, ss.Spec = m.attempts, m.spec
+	ss.LastInputTime, ss.DueAt = fromMillis(m.lastInput), fromMillis(m.dueAt)
+	if !m.life.IsZero() {
+		ss.Life = lifeCopy(&m.life)
+	}
 	if len(m.excluded) > 0 {
 		ss.Excluded = take(strs, m.excluded)
 	}
 	if len(m.spec.AutorunFileArguments) > 0 {
 		ss.Spec.AutorunFileArguments = take(strs, m.spec.AutorunFileArguments)
+	}
+	if len(m.spec.Groups) > 0 {
+		ss.Spec.Groups = take(strs, m.spec.Groups)
+	}
+	if m.spec.TemplateLimits != nil {
+		l := *m.spec.TemplateLimits
+		ss.Spec.TemplateLimits = &l
 	}
 }
 
@@ -220,7 +256,7 @@ func (r *row) strings() int {
 	if r.more == nil {
 		return 0
 	}
-	return len(r.more.excluded) + len(r.more.spec.AutorunFileArguments)
+	return len(r.more.excluded) + len(r.more.spec.AutorunFileArguments) + len(r.more.spec.Groups)
 }
 
 // seqList is an index: rows sorted by Seq, dead ones among them.

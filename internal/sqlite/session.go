@@ -18,18 +18,19 @@ const (
 	// sessionCols are the columns scanSession reads, in order.
 	sessionCols = `seq, id, owner, name, type, server_id, state, substate, state_reason,
 		max_concurrent_clients, storage_root, creation_time, last_disconnection_time, num_connections,
-		updated_at, attempts, excluded, enqueued, enqueued_at, spec`
+		updated_at, attempts, excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life`
 
 	// sessionSet assigns every column but seq and id, with the arguments of
 	// encodeSession(ss)[1:].
 	sessionSet = `owner = ?, name = ?, type = ?, server_id = ?, state = ?, substate = ?, state_reason = ?,
 		max_concurrent_clients = ?, storage_root = ?, creation_time = ?, last_disconnection_time = ?,
-		num_connections = ?, updated_at = ?, attempts = ?, excluded = ?, enqueued = ?, enqueued_at = ?, spec = ?`
+		num_connections = ?, updated_at = ?, attempts = ?, excluded = ?, enqueued = ?, enqueued_at = ?, spec = ?,
+		last_input_time = ?, due_at = ?, life = ?`
 
 	insertSessionSQL = `INSERT INTO sessions (id, owner, name, type, server_id, state, substate, state_reason,
 		max_concurrent_clients, storage_root, creation_time, last_disconnection_time, num_connections,
-		updated_at, attempts, excluded, enqueued, enqueued_at, spec)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		updated_at, attempts, excluded, enqueued, enqueued_at, spec, last_input_time, due_at, life)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	updateSessionSQL = `UPDATE sessions SET ` + sessionSet + ` WHERE seq = ?`
 	getSessionSQL    = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
@@ -60,13 +61,29 @@ func encodeSession(ss *broker.Session) (args []any, excluded, spec string, err e
 			return nil, "", "", fmt.Errorf("encode excluded: %w", err)
 		}
 	}
+	life, err := encodeLife(&ss.Life)
+	if err != nil {
+		return nil, "", "", err
+	}
 	excluded, spec = string(ex), string(sp)
 	return []any{
 		ss.ID, ss.Owner, ss.Name, ss.Type, ss.ServerID, ss.State, ss.Substate, ss.StateReason,
 		ss.MaxConcurrentClients, ss.StorageRoot, toMillis(ss.CreationTime), toMillis(ss.LastDisconnectionTime),
 		ss.NumOfConnections, toMillis(ss.UpdatedAt), ss.Attempts, excluded, boolInt(ss.Enqueued),
-		toMillis(ss.EnqueuedAt), spec,
+		toMillis(ss.EnqueuedAt), spec, toMillis(ss.LastInputTime), toMillis(ss.DueAt), life,
 	}, excluded, spec, nil
+}
+
+// encodeLife returns the JSON stored for a session's Life ("{}" when zero).
+func encodeLife(l *broker.SessionLife) (string, error) {
+	if l.IsZero() {
+		return "{}", nil
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", fmt.Errorf("encode life: %w", err)
+	}
+	return string(b), nil
 }
 
 // insertedRow inserts ss with the prepared insertSessionSQL and returns its Seq
@@ -94,15 +111,21 @@ func insertedRow(ctx context.Context, ins *sql.Stmt, ss *broker.Session, mirrore
 
 func scanSession(r rowScanner) (*broker.Session, error) {
 	var (
-		ss                                      broker.Session
-		creation, lastDisc, updated, enqueuedAt int64
-		excluded, spec                          []byte
+		ss                                                      broker.Session
+		creation, lastDisc, updated, enqueuedAt, lastInput, due int64
+		excluded, spec, life                                    []byte
 	)
 	if err := r.Scan(&ss.Seq, &ss.ID, &ss.Owner, &ss.Name, &ss.Type, &ss.ServerID, &ss.State, &ss.Substate,
 		&ss.StateReason, &ss.MaxConcurrentClients, &ss.StorageRoot, &creation, &lastDisc, &ss.NumOfConnections,
-		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec); err != nil {
+		&updated, &ss.Attempts, &excluded, &ss.Enqueued, &enqueuedAt, &spec, &lastInput, &due, &life); err != nil {
 		return nil, err
 	}
+	if len(life) > 2 { // not "{}"
+		if err := json.Unmarshal(life, &ss.Life); err != nil {
+			return nil, fmt.Errorf("decode session %q life: %w", ss.ID, err)
+		}
+	}
+	ss.LastInputTime, ss.DueAt = fromMillis(lastInput), fromMillis(due)
 	if len(excluded) > 2 { // not "[]"
 		if err := json.Unmarshal(excluded, &ss.Excluded); err != nil {
 			return nil, fmt.Errorf("decode session %q excluded: %w", ss.ID, err)
@@ -396,6 +419,10 @@ func (s *Store) listSessionsSQL(ctx context.Context, f broker.SessionFilter) ([]
 		// The queue: walk the partial index in Seq order rather than sort
 		// every unplaced session, whatever the planner's statistics say.
 		b.WriteString(` INDEXED BY sessions_queue`)
+	} else if !f.DueBefore.IsZero() && len(f.IDs) == 0 {
+		// The policies' due sessions: a range of the partial index of due_at,
+		// not a walk of every session in Seq order.
+		b.WriteString(` INDEXED BY sessions_due`)
 	}
 	b.WriteString(` WHERE seq > ?`)
 	args := []any{f.AfterSeq}
@@ -414,6 +441,10 @@ func (s *Store) listSessionsSQL(ctx context.Context, f broker.SessionFilter) ([]
 	}
 	if f.Unplaced {
 		b.WriteString(` AND server_id = ''`)
+	}
+	if !f.DueBefore.IsZero() {
+		b.WriteString(` AND due_at > 0 AND due_at <= ?`)
+		args = append(args, toMillis(f.DueBefore))
 	}
 	if len(f.States) > 0 {
 		b.WriteString(` AND state IN (` + placeholders(len(f.States)) + `)`)

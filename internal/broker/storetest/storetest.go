@@ -77,6 +77,8 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"PurgeDeleted", testPurgeDeleted},
 		{"CountSessions", testCountSessions},
 		{"CountByState", testCountByState},
+		{"LifetimeFields", testLifetimeFields},
+		{"ListSessions_DueBefore", testListSessionsDueBefore},
 		{"Setting", testSetting},
 		{"Setting_Concurrent", testSettingConcurrent},
 		{"Ping", testPing},
