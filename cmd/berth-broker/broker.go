@@ -363,6 +363,7 @@ func (m *Main) startCluster(ctx context.Context, brokerID string, hubDisp *hubDi
 // startService builds the broker core on the store.
 func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Dispatcher, leaser broker.Leaser) error {
 	c := &m.Config
+	points, extension, interval := c.lifetimeSettings()
 	svc, err := broker.New(ctx, m.store, disp, m.auth, broker.Config{
 		BrokerID:               brokerID,
 		QueueMaxSize:           c.QueueMaxSize,
@@ -377,6 +378,10 @@ func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Di
 		ScreenshotFormat:       c.ScreenshotFormat,
 		AutorunMaxArgs:         c.AutorunMaxArgs,
 		AutorunMaxArgLength:    c.AutorunMaxArgLength,
+		Limits:                 c.sessionLimits(),
+		WarningPoints:          points,
+		ExtensionDefault:       extension,
+		PolicyInterval:         interval,
 	}, m.Logger)
 	if err != nil {
 		return fmt.Errorf("start broker: %w", err)

@@ -297,6 +297,23 @@ type Config struct {
 	// browsers reach it (https://HOST[:PORT]), for the IdP's redirect and
 	// portal links. Empty: taken from each request's Host.
 	PortalExternalURL string
+
+	// The session lifetime policies (docs/lifetimes.md); 0 is off.
+	// SessionDisconnectedTimeout is session-disconnected-timeout-minutes,
+	// SessionIdleTimeout session-idle-timeout-minutes (fractions allowed).
+	SessionDisconnectedTimeout, SessionIdleTimeout float64
+	// SessionMaxLifetime is session-max-lifetime-hours, SessionMaxExtension
+	// session-max-extension-hours (fractions allowed).
+	SessionMaxLifetime, SessionMaxExtension float64
+	// SessionWarningMinutes is session-warning-minutes: the comma list of
+	// minutes before a policy acts at which clients are warned ("" none).
+	SessionWarningMinutes string
+	// SessionExtensionDefault is session-extension-default-hours: the
+	// extension asked for without a length.
+	SessionExtensionDefault float64
+	// SessionPolicyInterval is session-policy-interval-seconds: how often
+	// the leader broker runs the policies (fractions allowed).
+	SessionPolicyInterval float64
 }
 
 // MetricsOff is Config.MetricsPort when no metrics listener is configured.
@@ -366,6 +383,9 @@ func DefaultConfig() Config {
 		PortalUserClaim:                  "preferred_username",
 		PortalGroupsClaim:                "groups",
 		PortalSessionLifetime:            480 * time.Minute,
+		SessionWarningMinutes:            "15,2",
+		SessionExtensionDefault:          1,
+		SessionPolicyInterval:            5,
 	}
 }
 
@@ -968,6 +988,14 @@ func configKeys() []configKey {
 		stringKey("portal-admin-group", "a group name (up to 256 printable characters)", validClaimName, func(c *Config) *string { return &c.PortalAdminGroup }),
 		durationKey("portal-session-minutes", time.Minute, "minutes", 5, func(c *Config) *time.Duration { return &c.PortalSessionLifetime }),
 		stringKey("portal-external-url", "an https URL with a host and no path, query or fragment (https://broker.example.com:8443)", validExternalURL, func(c *Config) *string { return &c.PortalExternalURL }),
+
+		numberKey("session-disconnected-timeout-minutes", "minutes", 0, func(c *Config) *float64 { return &c.SessionDisconnectedTimeout }),
+		numberKey("session-idle-timeout-minutes", "minutes", 0, func(c *Config) *float64 { return &c.SessionIdleTimeout }),
+		numberKey("session-max-lifetime-hours", "hours", 0, func(c *Config) *float64 { return &c.SessionMaxLifetime }),
+		numberKey("session-max-extension-hours", "hours", 0, func(c *Config) *float64 { return &c.SessionMaxExtension }),
+		stringKey("session-warning-minutes", "a comma-separated list of minutes greater than 0 (15,2), or empty for no warnings", validWarningMinutes, func(c *Config) *string { return &c.SessionWarningMinutes }),
+		numberKey("session-extension-default-hours", "hours", 1.0/3600, func(c *Config) *float64 { return &c.SessionExtensionDefault }),
+		numberKey("session-policy-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.SessionPolicyInterval }),
 	}
 }
 

@@ -254,6 +254,13 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		PortalAdminGroup:                 "berth-admins",
 		PortalSessionLifetime:            time.Hour,
 		PortalExternalURL:                "https://broker.example.com:9443",
+		SessionDisconnectedTimeout:       30,
+		SessionIdleTimeout:               20,
+		SessionMaxLifetime:               8,
+		SessionMaxExtension:              4,
+		SessionWarningMinutes:            "10,1",
+		SessionExtensionDefault:          2,
+		SessionPolicyInterval:            2.5,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)

@@ -89,6 +89,8 @@ type Broker struct {
 	tokensRefused     *prometheus.CounterVec
 	agentCerts        prometheus.Counter
 	connsRefused      *prometheus.CounterVec
+	policyWarnings    *prometheus.CounterVec
+	policyActions     *prometheus.CounterVec
 }
 
 // New returns the metrics of a broker whose scrape-time figures come from
@@ -149,6 +151,18 @@ func New(src Source, opts Options) *Broker {
 		"Connections closed by a listener before any request, by listener (client, agent, gateway, metrics) and reason (total, per_address: connection limits; handshake_queue: waited too long for a TLS handshake slot).",
 		"listener", "reason")
 
+	b.policyWarnings = f.counterVec("session_policy_warnings_total",
+		"Warnings sent to a session's clients before a lifetime policy acts, by policy.", "policy")
+	b.policyActions = f.counterVec("session_policy_actions_total",
+		"Actions of the session lifetime policies (disconnect: an idle session's clients; delete: the session), by policy and action.",
+		"policy", "action")
+	for _, p := range []string{broker.PolicyIdle, broker.PolicyLifetime} {
+		b.policyWarnings.WithLabelValues(p)
+	}
+	b.policyActions.WithLabelValues(broker.PolicyIdle, broker.ActionDisconnect)
+	b.policyActions.WithLabelValues(broker.PolicyDisconnected, broker.ActionDelete)
+	b.policyActions.WithLabelValues(broker.PolicyLifetime, broker.ActionDelete)
+
 	buildInfo := f.gaugeVec("build_info", "Always 1; the label is the broker's version.", "version")
 	buildInfo.WithLabelValues(opts.Version).Set(1)
 
@@ -188,6 +202,14 @@ func (b *Broker) PlacementFailed(reason string) { b.placementFailures.WithLabelV
 
 // CreateFailed implements broker.Metrics.
 func (b *Broker) CreateFailed(reason string) { b.createFailures.WithLabelValues(reason).Inc() }
+
+// PolicyWarned implements broker.PolicyMetrics.
+func (b *Broker) PolicyWarned(policy string) { b.policyWarnings.WithLabelValues(policy).Inc() }
+
+// PolicyActed implements broker.PolicyMetrics.
+func (b *Broker) PolicyActed(policy, action string) {
+	b.policyActions.WithLabelValues(policy, action).Inc()
+}
 
 // QueueWait implements broker.Metrics.
 func (b *Broker) QueueWait(d time.Duration) { b.queueWait.Observe(d.Seconds()) }
