@@ -27,6 +27,7 @@ func (s *Service) AgentSessionChanges(ctx context.Context, serverID string, chan
 	if len(changes) == 0 {
 		return nil
 	}
+	s.learnGroups(changes)
 	writes := make(map[string]*sessionWrite, len(changes))
 	ids := make([]string, 0, len(changes))
 	for i := range changes {

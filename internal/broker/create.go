@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,12 @@ type CreateRequest struct {
 	EnqueueRequest        bool
 	DisableRetryOnFailure bool
 	StorageRoot           string
+
+	// tpl is the template a launch comes from (LaunchTemplate): the session
+	// records its ID, a snapshot of its limits and its GPUs.
+	tpl *Template
+	// groups are the launching user's identity provider groups.
+	groups []string
 }
 
 // CreateResult is the outcome of one CreateSessions item: Session on success,
@@ -105,6 +112,19 @@ func (s *Service) validateCreate(r *CreateRequest) (*Session, *requirements.Expr
 		DcvGlEnabled: r.DcvGlEnabled, InitFile: r.InitFile, AutorunFile: r.AutorunFile,
 		AutorunFileArguments: r.AutorunFileArguments, Requirements: r.Requirements,
 		EnqueueRequest: r.EnqueueRequest, DisableRetryOnFailure: r.DisableRetryOnFailure,
+	}
+	if r.DcvGlEnabled {
+		spec.GPUs = 1
+	}
+	if t := r.tpl; t != nil {
+		spec.Template, spec.GPUs = t.ID, t.GPUs
+		if t.Limits != (SessionLimits{}) {
+			l := t.Limits
+			spec.TemplateLimits = &l
+		}
+	}
+	if len(r.groups) > 0 {
+		spec.Groups = slices.Clone(r.groups)
 	}
 	if r.PermissionsFile != "" {
 		text, err := decodePermissions("PermissionsFile", r.PermissionsFile)
@@ -254,8 +274,30 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 	for i := range todo {
 		todo[i] = i
 	}
+	// Quotas: sessions over one fail (or keep waiting) before they take a
+	// server's room from others; the commit checks again.
+	qp := s.quotasFor(ctx, sessions)
+	if qp != nil {
+		if err := qp.load(ctx, s.store); err != nil {
+			return nil, nil, err
+		}
+	}
 	var placed []*Session
 	for attempt := 0; attempt < 3 && len(todo) > 0; attempt++ {
+		if qp != nil {
+			keep := todo[:0]
+			for _, i := range todo {
+				if err := qp.check(i, sessions[i]); err != nil {
+					failed[i] = placeFailure{quotaReason(err), FailQuota}
+					continue
+				}
+				qp.take(i, sessions[i])
+				keep = append(keep, i)
+			}
+			if todo = keep; len(todo) == 0 {
+				break
+			}
+		}
 		hosts, err := s.snapshot(ctx, attempt > 0)
 		if err != nil {
 			return nil, nil, err
@@ -272,6 +314,9 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			i := todo[k]
 			if d.Err != nil {
 				failed[i] = noHostFailure(d.Err)
+				if qp != nil {
+					qp.release(i, sessions[i])
+				}
 				continue
 			}
 			sess := sessions[i]
@@ -279,7 +324,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			// prepare it: the create is sent without another write.
 			sess.ServerID, sess.Substate = d.HostID, SubstatePendingPreparation
 			sess.Enqueued = false
-			ps = append(ps, Placement{Session: sess, Insert: insert})
+			ps = append(ps, Placement{Session: sess, Insert: insert, Quotas: qp.placementQuotas(i)})
 			psIdx = append(psIdx, i)
 		}
 		todo = todo[:0]
@@ -298,6 +343,18 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				continue
 			}
 			sessions[i].ServerID, sessions[i].Substate = "", SubstatePlacing
+			if qp != nil {
+				qp.release(i, sessions[i])
+			}
+			var qe *QuotaError
+			if errors.As(e, &qe) {
+				// Another commit (of this broker or another) took the room.
+				if qp != nil {
+					qp.use[qe.Quota.Key()] = qe.Use
+				}
+				failed[i] = placeFailure{qe.Error(), FailQuota}
+				continue
+			}
 			if !insert && errors.Is(e, ErrConflict) {
 				continue // deleted or placed by someone else meanwhile: leave it
 			}

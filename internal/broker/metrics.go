@@ -46,11 +46,13 @@ const (
 	FailCreate = "create_failed"
 	// FailStore: the store could not commit the placement.
 	FailStore = "store_error"
+	// FailQuota: a user, group or template quota refused the session.
+	FailQuota = "quota"
 )
 
 // PlacementFailureReasons lists every reason of Metrics.PlacementFailed.
 func PlacementFailureReasons() []string {
-	return []string{FailNoServers, FailNoMatch, FailFull, FailQueueFull, FailQueueTimeout, FailCreate, FailStore}
+	return []string{FailNoServers, FailNoMatch, FailFull, FailQueueFull, FailQueueTimeout, FailCreate, FailStore, FailQuota}
 }
 
 // Reasons given to Metrics.CreateFailed.

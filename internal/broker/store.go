@@ -55,6 +55,11 @@ type Placement struct {
 	// Insert is true for a new session, false to move an existing (queued or
 	// retried) session onto its server.
 	Insert bool
+	// Quotas are the quotas the placement must hold (none: no quota applies,
+	// and the commit reads nothing for quotas). The commit counts each
+	// quota's placed (ServerID set), not DELETED sessions, plus the batch's
+	// earlier placements, and refuses a placement that Quota.Check refuses.
+	Quotas []Quota
 }
 
 // Store keeps the broker's state. All methods are safe for concurrent use.
@@ -100,8 +105,16 @@ type Store interface {
 	// returned slice (same order) and are not written; a missing server gives
 	// ErrNotFound; an Insert=false session that is no longer CREATING and
 	// unplaced (deleted or placed meanwhile) gives ErrConflict and is not
-	// written. The second result is a failure of the whole transaction.
+	// written. A placement that its Quotas refuse gets a *QuotaError
+	// (matching ErrOverQuota) and is not written; the quota check holds
+	// against concurrent commits, of this and of other brokers sharing the
+	// store (the quotas' counts are locked per Quota.Key for the
+	// transaction). The second result is a failure of the whole transaction.
 	CommitPlacements(ctx context.Context, ps []Placement) ([]error, error)
+	// QuotaUse returns the current use of each quota (in the same order):
+	// its placed, not DELETED sessions and their GPUs. It takes no lock;
+	// CommitPlacements checks again.
+	QuotaUse(ctx context.Context, qs []Quota) ([]QuotaUse, error)
 	// GetSession returns ErrNotFound for an unknown ID.
 	GetSession(ctx context.Context, id string) (*Session, error)
 	// ListSessions returns sessions ordered by Seq.

@@ -112,12 +112,14 @@ func (s *Service) templates() (TemplateStore, error) {
 
 // templateRequest is the CreateSessions item that launches t for owner: the
 // one place a template becomes a session. Launches wait in the queue when no
-// server has room, as a portal user would rather wait than retry.
+// server has room, as a portal user would rather wait than retry. The session
+// records the template's ID, a snapshot of its limits and its GPUs.
 func templateRequest(t *Template, owner string) CreateRequest {
 	r := CreateRequest{
 		Name: t.Name, Owner: owner, Type: t.Type, DcvGlEnabled: t.DcvGlEnabled,
 		InitFile: t.InitFile, AutorunFile: t.AutorunFile, AutorunFileArguments: t.AutorunFileArguments,
 		Requirements: t.Requirements, StorageRoot: t.StorageRoot, EnqueueRequest: true,
+		tpl: t,
 	}
 	if t.MaxConcurrentClients != 0 {
 		mcc := t.MaxConcurrentClients
@@ -158,6 +160,12 @@ func (s *Service) validateTemplate(t *Template) error {
 	r := templateRequest(t, templateCheckOwner)
 	if _, _, err := s.validateCreate(&r); err != nil {
 		return invalid("%v", err)
+	}
+	if err := validateLimits("Limits.", &t.Limits); err != nil {
+		return invalid("%v", err)
+	}
+	if t.GPUs < 0 || t.GPUs > MaxTemplateGPUs {
+		return invalid("GPUs: must be between 0 and %d, got %d", MaxTemplateGPUs, t.GPUs)
 	}
 	if strings.TrimSpace(t.Requirements) == "" {
 		t.Requirements = ""
@@ -327,7 +335,9 @@ func (s *Service) TemplatesFor(ctx context.Context, user string, groups []string
 // that finds no room waits in the queue). It refuses with a CodeForbidden
 // *Error when the template is not published to user or one of groups, and
 // with an error matching ErrNotFound for an unknown template. A session that
-// could not be created comes back with its FailureReason set.
+// could not be created comes back with its FailureReason set. groups are the
+// user's identity provider groups: the session keeps them (SessionSpec.Groups),
+// and group limits apply to them as to the groups source's.
 func (s *Service) LaunchTemplate(ctx context.Context, id, user string, groups []string) (CreateResult, error) {
 	if err := ValidateUserName("Owner", user); err != nil {
 		return CreateResult{}, Errorf(CodeInvalidInput, "%v", err)
@@ -339,7 +349,9 @@ func (s *Service) LaunchTemplate(ctx context.Context, id, user string, groups []
 	if !t.PublishedTo(user, groups) {
 		return CreateResult{}, Errorf(CodeForbidden, "the template %q is not published to user %q or to their groups", t.Name, user)
 	}
-	res, err := s.CreateSessions(ctx, []CreateRequest{templateRequest(t, user)})
+	r := templateRequest(t, user)
+	r.groups = groups
+	res, err := s.CreateSessions(ctx, []CreateRequest{r})
 	if err != nil {
 		return CreateResult{}, err
 	}

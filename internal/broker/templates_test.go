@@ -238,7 +238,7 @@ func TestLaunchTemplate(t *testing.T) {
 	want := &broker.Session{
 		Name: tpl.Name, Owner: "carol", Type: broker.TypeVirtual, ServerID: "s1", MaxConcurrentClients: 2, StorageRoot: "%home%/work",
 		Spec: broker.SessionSpec{InitFile: "init.sh", AutorunFile: "run.sh", AutorunFileArguments: []string{"--fast"},
-			Requirements: tpl.Requirements, EnqueueRequest: true},
+			Requirements: tpl.Requirements, EnqueueRequest: true, Template: tpl.ID, Groups: []string{"devs"}},
 	}
 	if d := cmp.Diff(want, res.Session, cmpopts.IgnoreFields(broker.Session{}, "Seq", "ID", "State", "Substate", "CreationTime", "UpdatedAt")); d != "" {
 		t.Errorf("launched session (-want +got):\n%s", d)

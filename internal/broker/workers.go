@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/berth-dev/berth/internal/logattr"
@@ -299,20 +301,49 @@ func (s *Service) queueLoop(ctx context.Context) {
 // queueBatch bounds the waiting sessions one pass of the queue reads.
 const queueBatch = 5000
 
-// queueFilter reads the create queue: the sessions waiting for a server,
-// in the order the queue places them (the store's insertion order, Seq).
+// queueFilter reads the create queue: the sessions waiting for a server, in
+// the store's insertion order (Seq); fairOrder gives the order the queue
+// places them in.
 func queueFilter() SessionFilter {
 	return SessionFilter{Unplaced: true, States: []string{StateCreating}, Limit: queueBatch}
 }
 
+// fairOrder orders the waiting sessions (in Seq order) round-robin across
+// owners: the k-th waiting session of each owner goes in round k, and a
+// round is in Seq order. One owner's batch of 500 then waits behind one
+// session of each other owner, not the other way round. It reorders
+// waiting in place and returns it.
+func fairOrder(waiting []*Session) []*Session {
+	if len(waiting) < 2 {
+		return waiting
+	}
+	round := make(map[*Session]int, len(waiting))
+	nth := make(map[string]int)
+	for _, w := range waiting {
+		round[w] = nth[w.Owner]
+		nth[w.Owner]++
+	}
+	if len(nth) < 2 {
+		return waiting // one owner: Seq order already
+	}
+	slices.SortStableFunc(waiting, func(a, b *Session) int {
+		if c := cmp.Compare(round[a], round[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Seq, b.Seq)
+	})
+	return waiting
+}
+
 // QueuePositions returns the place of each session waiting in the create
-// queue (1: placed next) and how many wait (at most the queueBatch the
-// queue reads at a time).
+// queue (1: placed next, in the queue's fair order) and how many wait (at
+// most the queueBatch the queue reads at a time).
 func (s *Service) QueuePositions(ctx context.Context) (map[string]int, int, error) {
 	waiting, err := s.store.ListSessions(ctx, queueFilter())
 	if err != nil {
 		return nil, 0, err
 	}
+	waiting = fairOrder(waiting)
 	pos := make(map[string]int, len(waiting))
 	for i, w := range waiting {
 		pos[w.ID] = i + 1
@@ -325,6 +356,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 	if err != nil || len(waiting) == 0 {
 		return err
 	}
+	waiting = fairOrder(waiting)
 	now := s.Now()
 	var todo []*Session
 	var exprs []*requirements.Expr

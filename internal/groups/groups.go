@@ -55,6 +55,7 @@ type LineError struct {
 	Err  error
 }
 
+// Error gives the file, the line and what is wrong with it.
 func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
 
 // Unwrap returns the error of the line.

@@ -58,6 +58,10 @@ const (
 // unlimited) and, for a CONSOLE session, no other active CONSOLE session. A
 // placement that does not fit gets broker.ErrServerFull, wrapping the
 // *placement.Refusal, in the returned slice (same order) and is not written;
+// one that its Quotas refuse gets a *broker.QuotaError (broker.ErrOverQuota):
+// the quotas are counted under a transaction-scoped advisory lock per
+// Quota.Key, taken in key order after the row locks (quota.go), so that
+// brokers placing concurrently never exceed one;
 // an unknown server, or an unknown session for Insert=false, gives
 // broker.ErrNotFound; an Insert=false session that is no longer CREATING and
 // unplaced, or an existing ID for Insert=true, gives broker.ErrConflict.
@@ -117,6 +121,7 @@ type placementTx struct {
 	owned                 map[ownerKey]int
 	inserts, moves        sessionRows
 	insertIdx             []int // index in ps of each row of inserts
+	quota                 quotaState
 }
 
 func newPlacementTx(ps []broker.Placement) *placementTx {
@@ -152,12 +157,13 @@ func newPlacementTx(ps []broker.Placement) *placementTx {
 		} else {
 			c.moveIDs = append(c.moveIDs, ss.ID)
 		}
+		c.quota.collect(pl)
 	}
 	return c
 }
 
-// read locks the servers and the sessions to move and reads what decide
-// needs, in one round trip.
+// read locks the servers, the sessions to move and the quota keys (in that
+// order) and reads what decide needs, in one round trip.
 func (c *placementTx) read(ctx context.Context, tx pgx.Tx) error {
 	b := &pgx.Batch{}
 	b.Queue(lockServersSQL, c.servers).Query(func(rows pgx.Rows) error {
@@ -193,6 +199,9 @@ func (c *placementTx) read(ctx context.Context, tx pgx.Tx) error {
 			})
 			return err
 		})
+	}
+	if err := c.quota.queue(b); err != nil {
+		return err
 	}
 	b.Queue(serverCountsSQL, c.servers).Query(func(rows pgx.Rows) error {
 		var (
@@ -262,6 +271,10 @@ func (c *placementTx) decide() error {
 			c.errs[i] = fmt.Errorf("session %q: session ID exists: %w", ss.ID, broker.ErrConflict)
 			continue
 		}
+		if err := c.quota.check(pl); err != nil {
+			c.errs[i] = err
+			continue
+		}
 		var err error
 		if pl.Insert {
 			err = c.inserts.add(0, ss)
@@ -274,6 +287,7 @@ func (c *placementTx) decide() error {
 			return err
 		}
 		placed[ss.ID] = true
+		c.quota.take(pl)
 		switch ss.Type {
 		case broker.TypeVirtual:
 			c.virtual[ss.ServerID]++

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -14,13 +15,17 @@ import (
 var _ broker.TemplateStore = (*Store)(nil)
 
 const templateColumns = `id, name, description, type, requirements, init_file, autorun_file, autorun_args,
-	max_concurrent_clients, dcv_gl_enabled, storage_root, user_names, group_names, created_at, updated_at`
+	max_concurrent_clients, dcv_gl_enabled, storage_root, user_names, group_names, created_at, updated_at,
+	limits, gpus`
 
 // InsertTemplate stores a new template; broker.ErrConflict if its ID or Name is taken.
 func (s *Store) InsertTemplate(ctx context.Context, t *broker.Template) (err error) {
 	defer unavailable(&err)
-	_, err = s.pool.Exec(ctx, `INSERT INTO templates (`+templateColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, templateArgs(t)...)
+	args, err := templateArgs(t)
+	if err == nil {
+		_, err = s.pool.Exec(ctx, `INSERT INTO templates (`+templateColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`, args...)
+	}
 	if isUnique(err) {
 		err = broker.ErrConflict
 	}
@@ -34,10 +39,14 @@ func (s *Store) InsertTemplate(ctx context.Context, t *broker.Template) (err err
 // broker.ErrNotFound for an unknown ID, broker.ErrConflict for a taken Name.
 func (s *Store) UpdateTemplate(ctx context.Context, t *broker.Template) (err error) {
 	defer unavailable(&err)
+	args, err := templateArgs(t)
+	if err != nil {
+		return fmt.Errorf("update template %q: %w", t.ID, err)
+	}
 	tag, err := s.pool.Exec(ctx, `UPDATE templates SET name = $2, description = $3, type = $4, requirements = $5,
 		init_file = $6, autorun_file = $7, autorun_args = $8, max_concurrent_clients = $9, dcv_gl_enabled = $10,
-		storage_root = $11, user_names = $12, group_names = $13, updated_at = $14 WHERE id = $1`,
-		append(templateArgs(t)[:13:13], toMillis(t.UpdatedAt))...)
+		storage_root = $11, user_names = $12, group_names = $13, updated_at = $14, limits = $15, gpus = $16
+		WHERE id = $1`, append(args[:13:13], args[14:]...)...)
 	switch {
 	case isUnique(err):
 		err = broker.ErrConflict
@@ -88,27 +97,35 @@ func (s *Store) ListTemplates(ctx context.Context) (_ []*broker.Template, err er
 }
 
 // templateArgs returns t's columns in the order of templateColumns.
-func templateArgs(t *broker.Template) []any {
+func templateArgs(t *broker.Template) ([]any, error) {
 	list := func(l []string) []string {
 		if l == nil {
 			return []string{}
 		}
 		return l
 	}
+	limits, err := json.Marshal(t.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("limits: %w", err)
+	}
 	return []any{t.ID, t.Name, t.Description, t.Type, t.Requirements, t.InitFile, t.AutorunFile, list(t.AutorunFileArguments),
 		t.MaxConcurrentClients, t.DcvGlEnabled, t.StorageRoot, list(t.Users), list(t.Groups),
-		toMillis(t.CreatedAt), toMillis(t.UpdatedAt)}
+		toMillis(t.CreatedAt), toMillis(t.UpdatedAt), string(limits), t.GPUs}, nil
 }
 
 func scanTemplate(r pgx.Row) (*broker.Template, error) {
 	var (
 		t                broker.Template
 		created, updated int64
+		limits           string
 	)
 	if err := r.Scan(&t.ID, &t.Name, &t.Description, &t.Type, &t.Requirements, &t.InitFile, &t.AutorunFile,
 		&t.AutorunFileArguments, &t.MaxConcurrentClients, &t.DcvGlEnabled, &t.StorageRoot, &t.Users, &t.Groups,
-		&created, &updated); err != nil {
+		&created, &updated, &limits, &t.GPUs); err != nil {
 		return nil, err
+	}
+	if err := json.Unmarshal([]byte(limits), &t.Limits); err != nil {
+		return nil, fmt.Errorf("template %q limits: %w", t.ID, err)
 	}
 	for _, l := range []*[]string{&t.AutorunFileArguments, &t.Users, &t.Groups} {
 		if len(*l) == 0 {

@@ -191,6 +191,8 @@ type placementTx struct {
 	// later ones add what the transaction placed. A batch of placements
 	// then scans a server's sessions once, not once per placement.
 	caps map[string]*serverCapacity
+	// quota checks the placements' quotas (quota.go).
+	quota quotaTx
 }
 
 // serverCapacity is one server's limits and active sessions within a
@@ -261,9 +263,11 @@ func (e itemError) Unwrap() error { return e.err }
 // sessions below max sessions per user (0: unlimited) and, for a CONSOLE
 // session, no other active CONSOLE session. A placement that does not fit gets
 // broker.ErrServerFull, wrapping the *placement.Refusal, in the returned slice
-// (same order) and is not written; an unknown server, or an unknown session for
-// Insert=false, gives broker.ErrNotFound and an existing ID for Insert=true gives
-// broker.ErrConflict. Others are inserted (their Seq assigned) or have their row
+// (same order) and is not written; one that its Quotas refuse gets a
+// *broker.QuotaError (broker.ErrOverQuota), counted in this write
+// transaction, which is the only one (quota.go); an unknown server, or an
+// unknown session for Insert=false, gives broker.ErrNotFound and an existing
+// ID for Insert=true gives broker.ErrConflict. Others are inserted (their Seq assigned) or have their row
 // rewritten. The second result is a failure of the whole transaction, in which
 // case nothing is written.
 func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]error, error) {
@@ -275,6 +279,7 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 	var p placementTx
 	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		var err error
+		p.quota = quotaTx{s: s, tx: tx}
 		if s.m != nil {
 			p.rows = make([]*row, 0, len(ps))
 		}
@@ -348,6 +353,11 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 	if err := placement.Fits(sc.limits, c, placement.AskOf(ss.Owner, ss.Type)); err != nil {
 		return 0, itemError{fmt.Errorf("server %q %w: %w", ss.ServerID, err, broker.ErrServerFull)}
 	}
+	if len(pl.Quotas) > 0 {
+		if err := p.quota.check(ctx, pl); err != nil {
+			return 0, err
+		}
+	}
 	mirrored := p.rows != nil
 	if pl.Insert {
 		seq, r, err := insertedRow(ctx, p.insert, ss, mirrored)
@@ -356,6 +366,7 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 		}
 		if err == nil {
 			sc.placed(ss.Owner, ss.Type)
+			p.quota.take(pl)
 			if mirrored {
 				p.rows = append(p.rows, r)
 			}
@@ -370,6 +381,7 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 		return seq, err
 	}
 	sc.placed(ss.Owner, ss.Type)
+	p.quota.take(pl)
 	if !mirrored {
 		return seq, nil
 	}

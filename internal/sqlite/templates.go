@@ -14,14 +14,15 @@ import (
 var _ broker.TemplateStore = (*Store)(nil)
 
 const templateColumns = `id, name, description, type, requirements, init_file, autorun_file, autorun_args,
-	max_concurrent_clients, dcv_gl_enabled, storage_root, user_names, group_names, created_at, updated_at`
+	max_concurrent_clients, dcv_gl_enabled, storage_root, user_names, group_names, created_at, updated_at,
+	limits, gpus`
 
 // InsertTemplate stores a new template; broker.ErrConflict if its ID or Name is taken.
 func (s *Store) InsertTemplate(ctx context.Context, t *broker.Template) error {
 	args, err := templateArgs(t)
 	if err == nil {
 		_, err = s.exec(ctx, `INSERT INTO templates (`+templateColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 	}
 	if isUnique(err) {
 		err = broker.ErrConflict
@@ -40,8 +41,8 @@ func (s *Store) UpdateTemplate(ctx context.Context, t *broker.Template) error {
 		var res sql.Result
 		res, err = s.exec(ctx, `UPDATE templates SET name = ?, description = ?, type = ?, requirements = ?,
 			init_file = ?, autorun_file = ?, autorun_args = ?, max_concurrent_clients = ?, dcv_gl_enabled = ?,
-			storage_root = ?, user_names = ?, group_names = ?, updated_at = ? WHERE id = ?`,
-			append(args[1:13:13], args[14], args[0])...) // name..group_names, updated_at, id
+			storage_root = ?, user_names = ?, group_names = ?, updated_at = ?, limits = ?, gpus = ? WHERE id = ?`,
+			append(args[1:13:13], args[14], args[15], args[16], args[0])...) // name..group_names, updated_at, limits, gpus, id
 		if err == nil {
 			if n, _ := res.RowsAffected(); n == 0 {
 				err = broker.ErrNotFound
@@ -117,20 +118,29 @@ func templateArgs(t *broker.Template) ([]any, error) {
 		}
 		lists[i] = b
 	}
+	limits, err := json.Marshal(t.Limits)
+	if err != nil {
+		return nil, err
+	}
 	return []any{t.ID, t.Name, t.Description, t.Type, t.Requirements, t.InitFile, t.AutorunFile, string(lists[0]),
 		t.MaxConcurrentClients, t.DcvGlEnabled, t.StorageRoot, string(lists[1]), string(lists[2]),
-		toMillis(t.CreatedAt), toMillis(t.UpdatedAt)}, nil
+		toMillis(t.CreatedAt), toMillis(t.UpdatedAt), string(limits), t.GPUs}, nil
 }
 
 func scanTemplate(r rowScanner) (*broker.Template, error) {
 	var (
 		t                   broker.Template
 		args, users, groups string
+		limits              string
 		created, updated    int64
 	)
 	if err := r.Scan(&t.ID, &t.Name, &t.Description, &t.Type, &t.Requirements, &t.InitFile, &t.AutorunFile, &args,
-		&t.MaxConcurrentClients, &t.DcvGlEnabled, &t.StorageRoot, &users, &groups, &created, &updated); err != nil {
+		&t.MaxConcurrentClients, &t.DcvGlEnabled, &t.StorageRoot, &users, &groups, &created, &updated,
+		&limits, &t.GPUs); err != nil {
 		return nil, err
+	}
+	if err := json.Unmarshal([]byte(limits), &t.Limits); err != nil {
+		return nil, fmt.Errorf("template %q limits: %w", t.ID, err)
 	}
 	for _, l := range []struct {
 		text string

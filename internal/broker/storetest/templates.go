@@ -42,6 +42,11 @@ func NewTemplate(id, name string) *broker.Template {
 		Requirements: "server:Host.Os.Family = 'linux'", InitFile: "init.sh", AutorunFile: "run.sh",
 		AutorunFileArguments: []string{"-a", "b c"}, MaxConcurrentClients: 3, DcvGlEnabled: true,
 		StorageRoot: "%home%/files", Users: []string{"alice", "bob"}, Groups: []string{"devs"},
+		Limits: broker.SessionLimits{
+			DisconnectedTimeoutMinutes: 30, IdleTimeoutMinutes: 7.5, MaxLifetimeHours: 8, MaxExtensionHours: -1,
+			MaxSessions: 10, MaxGPUs: 4,
+		},
+		GPUs:      2,
 		CreatedAt: at(0), UpdatedAt: at(time.Minute),
 	}
 }
@@ -50,6 +55,7 @@ func testTemplatesCRUD(t *testing.T, _ broker.Store, ts broker.TemplateStore) {
 	ctx := t.Context()
 	a, b := NewTemplate("t1", "beta"), NewTemplate("t2", "alpha")
 	b.AutorunFileArguments, b.Users, b.Groups, b.DcvGlEnabled = nil, nil, nil, false
+	b.Limits, b.GPUs = broker.SessionLimits{}, 0
 	for _, x := range []*broker.Template{a, b} {
 		if err := ts.InsertTemplate(ctx, x); err != nil {
 			t.Fatal(err)
@@ -72,6 +78,7 @@ func testTemplatesCRUD(t *testing.T, _ broker.Store, ts broker.TemplateStore) {
 
 	upd := *a
 	upd.Name, upd.Users, upd.AutorunFileArguments = "gamma", []string{"carol"}, nil
+	upd.Limits, upd.GPUs = broker.SessionLimits{MaxSessions: 3, MaxLifetimeHours: 0.5}, 1
 	upd.CreatedAt, upd.UpdatedAt = at(time.Hour), at(2*time.Hour) // CreatedAt is kept
 	if err := ts.UpdateTemplate(ctx, &upd); err != nil {
 		t.Fatal(err)
