@@ -55,6 +55,8 @@ var drivers = map[string]driverFactory{
 			PAM:            c.Account.PAM,
 			PAMService:     c.Account.PAMService,
 			Logger:         log,
+			// Validate keeps it at 1 s or more.
+			ActivityInterval: time.Duration(c.Activity.IntervalSeconds) * time.Second,
 		})
 	},
 	"dcv": func(c *Config, log *slog.Logger) (agent.Driver, error) {
@@ -341,6 +343,7 @@ func (m *Main) startWebGateway(ctx, runCtx context.Context, ag *agent.Agent, drv
 		Logger:         m.Logger,
 		Limits:         v.gatewayLimits(),
 		MaxUploadBytes: int64(v.FileMaxUploadMB) << 20,
+		Extend:         ag.ExtendSession,
 	}
 	if m.metrics != nil {
 		gc.Metrics = m.metrics

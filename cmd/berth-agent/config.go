@@ -43,6 +43,19 @@ type Config struct {
 	Metrics MetricsConfig `toml:"metrics"`
 	// Account is the [account] table (berth's own): who may own a session.
 	Account AccountConfig `toml:"account"`
+	// Activity is the [activity] table (berth's own): how sessions' input
+	// is reported.
+	Activity ActivityConfig `toml:"activity"`
+}
+
+// ActivityConfig is the [activity] table: the report of the sessions' last
+// keyboard or pointer input (LastInputTime), which the broker's idle policy
+// (session-idle-timeout-minutes) uses.
+type ActivityConfig struct {
+	// IntervalSeconds is how often the vnc driver reads its sessions' X
+	// idle time, and the least time between two changes of a session's
+	// reported last input (1 or more).
+	IntervalSeconds int `toml:"interval_seconds"`
 }
 
 // AgentConfig is the [agent] table.
@@ -228,7 +241,8 @@ func DefaultConfig() Config {
 			GatewayMaxConnections:           1024,
 			GatewayMaxConnectionsPerAddress: 256,
 		},
-		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
+		Metrics:  MetricsConfig{BindHost: "127.0.0.1"},
+		Activity: ActivityConfig{IntervalSeconds: 30},
 		Account: AccountConfig{
 			RequireValidShell: true,
 			RefuseLocked:      true,
@@ -419,6 +433,10 @@ func (c *Config) Validate() error {
 	}
 	if v.FileMaxUploadMB < 0 || v.FileMaxUploadMB > 1<<20 {
 		fail("vnc.file_max_upload_mb", "%d is not a size in MiB (0 to 1048576; 0: the default, 1024)", v.FileMaxUploadMB)
+	}
+
+	if n := c.Activity.IntervalSeconds; n < 1 || n > 86400 {
+		fail("activity.interval_seconds", "%d is not a number of seconds from 1 to 86400", n)
 	}
 
 	mc := &c.Metrics

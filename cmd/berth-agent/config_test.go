@@ -20,10 +20,11 @@ func TestDefaultConfig(t *testing.T) {
 			BrokerUpdateInterval: 30, DCVRoot: "/usr/bin/dcv", EnableQueryLoggedInUsers: true,
 			Driver: "vnc", StateDir: "/var/lib/berth/agent",
 		},
-		Log:     LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
-		VNC:     VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc", GatewayMaxConnections: 1024, GatewayMaxConnectionsPerAddress: 256},
-		Metrics: MetricsConfig{BindHost: "127.0.0.1"},
-		Account: AccountConfig{RequireValidShell: true, RefuseLocked: true, RefuseExpired: true, PAM: "auto", PAMService: "berth"},
+		Log:      LogConfig{Level: "info", Rotation: "daily", MaxSizeMB: 100, MaxAgeDays: 14, MaxBackups: 10, Format: "auto"},
+		VNC:      VNCConfig{WebPort: 8444, WebBindHost: "0.0.0.0", NoVNCPath: "/usr/share/novnc", GatewayMaxConnections: 1024, GatewayMaxConnectionsPerAddress: 256},
+		Metrics:  MetricsConfig{BindHost: "127.0.0.1"},
+		Account:  AccountConfig{RequireValidShell: true, RefuseLocked: true, RefuseExpired: true, PAM: "auto", PAMService: "berth"},
+		Activity: ActivityConfig{IntervalSeconds: 30},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
@@ -81,6 +82,7 @@ func TestLoadConfig_Full(t *testing.T) {
 			AllowGroups: []string{"desktop-users", "CORP\\vdi users"}, DenyGroups: []string{"no-desktop"},
 			PAM: "required", PAMService: "berth-desktop",
 		},
+		Activity: ActivityConfig{IntervalSeconds: 10},
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -143,6 +145,8 @@ func TestLoadConfig_Errors(t *testing.T) {
 		{"gateway limit", broker + "[vnc]\ngateway_max_connections = -1\n", []string{"vnc.gateway_max_connections: -1 is not a number of connections"}},
 		{"desktop command with a shell", broker + "[vnc]\ndesktop_command = 'openbox & xterm'\n", []string{`vnc.desktop_command: "openbox & xterm" holds '&'`, "without a shell"}},
 		{"desktop command relative", broker + "[vnc]\ndesktop_command = 'bin/openbox'\n", []string{`vnc.desktop_command: "bin/openbox" names program "bin/openbox", neither an absolute path nor a name in the session PATH`}},
+		{"activity interval zero", broker + "[activity]\ninterval_seconds = 0\n", []string{"activity.interval_seconds: 0 is not a number of seconds from 1 to 86400"}},
+		{"activity interval negative", broker + "[activity]\ninterval_seconds = -30\n", []string{"activity.interval_seconds: -30 is not a number of seconds"}},
 		{"gateway per-address limit", broker + "[vnc]\ngateway_max_connections_per_address = -2\n", []string{"vnc.gateway_max_connections_per_address: -2 is not a number of connections"}},
 		{"metrics port", broker + "[metrics]\nport = 70000\n", []string{"metrics.port: 70000 is not a port (1-65535, or 0 for no metrics)"}},
 		{"metrics bind", broker + "[metrics]\nport = 9464\nbind_host = 'a b'\n", []string{`metrics.bind_host: "a b" is not an IP address or host name`}},

@@ -24,6 +24,9 @@ type bridge struct {
 	user    string
 	client  string // the page's clientId, for session-info's peers (peers.go)
 	rights  atomic.Pointer[rights]
+	// lastInput is the Unix second of the last input reported to the
+	// InputObserver.
+	lastInput atomic.Int64
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed by stop
@@ -59,6 +62,9 @@ func (s *Server) reserve(g *grant) (*bridge, bool) {
 		s.conns[b.session] = m
 	}
 	m[b] = struct{}{}
+	if b.client != "" {
+		delete(s.kicks, b.client) // the page connects again: its disconnection is over
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.report(b.session)
@@ -144,6 +150,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	m.ConnectionOpened()
 	defer m.ConnectionClosed()
+	s.inputSeen(b) // a new connection counts as input
 	log := s.log.With(logattr.SessionID, b.session, logattr.User, b.user, logattr.Remote, r.RemoteAddr)
 	log.Info("client connected", "view_only", g.rights.viewOnly())
 	why := s.pump(c, vnc, b)
@@ -259,7 +266,13 @@ func errSuffix(err error) string {
 // bridge's current rights do not allow. It returns when either side fails
 // or the client breaks the protocol.
 func (s *Server) filterCopy(dst io.Writer, src io.Reader, b *bridge, link *rfbLink) error {
-	f := &clientFilter{allow: func(in input) bool { return b.rights.Load().allows(in) }, link: link}
+	f := &clientFilter{allow: func(in input) bool {
+		ok := b.rights.Load().allows(in)
+		if ok && (in == inputKeyboard || in == inputMouse) {
+			s.inputSeen(b)
+		}
+		return ok
+	}, link: link}
 	buf := make([]byte, 32<<10)
 	var out []byte
 	for {

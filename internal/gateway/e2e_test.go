@@ -24,10 +24,21 @@ import (
 // the test where that cannot run.
 func realSessionEnv(t *testing.T) (*vnc.Driver, *broker, *httptest.Server) {
 	t.Helper()
+	return realSessionEnvConfig(t, nil)
+}
+
+// realSessionEnvConfig is realSessionEnv with mod applied to the driver's
+// configuration.
+func realSessionEnvConfig(t *testing.T, mod func(*vnc.Config)) (*vnc.Driver, *broker, *httptest.Server) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: runs a real Xvnc session as a local user")
 	}
-	d, err := vnc.New(vnc.Config{StateDir: t.TempDir(), Geometry: "1280x800", DesktopCommand: "openbox", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := vnc.Config{StateDir: t.TempDir(), Geometry: "1280x800", DesktopCommand: "openbox", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if mod != nil {
+		mod(&cfg)
+	}
+	d, err := vnc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,6 +174,11 @@ type Config struct {
 	// MaxUploadBytes bounds a file uploaded through the files panel
 	// (files.go, docs/files.md); zero or less means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+
+	// Extend forwards the page's Extend button (POST extend) to the broker
+	// (the agent's ExtendSession); nil answers 501 and the page offers no
+	// Extend button.
+	Extend ExtendFunc
 }
 
 // Metrics receives the gateway's measurements; internal/agentmetrics exports
@@ -235,8 +240,12 @@ type Server struct {
 
 	reportMu sync.Mutex // orders ConnectionChanged calls
 
+	detach func() // from an Attacher; nil when none
+
 	mu      sync.Mutex
 	conns   map[string]map[*bridge]struct{} // session → live bridges; guarded by mu
+	notices map[string]kept                 // session → current notice (notice.go); guarded by mu
+	kicks   map[string]kick                 // clientId → why it was disconnected (notice.go); guarded by mu
 	lastDis map[string]time.Time            // guarded by mu
 	srvs    map[*http.Server]struct{}       // guarded by mu
 	limited *netlimit.Listener              // of the last Serve; guarded by mu
@@ -296,6 +305,9 @@ func New(cfg Config) *Server {
 	s.handler = s.routes()
 	if cfg.Sessions != nil {
 		s.unwatch = cfg.Sessions.Watch(s.SessionChanged)
+		if a, ok := cfg.Sessions.(Attacher); ok {
+			s.detach = a.Attach(s)
+		}
 	}
 	return s
 }
@@ -395,6 +407,9 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	if s.unwatch != nil {
 		s.unwatch()
+	}
+	if s.detach != nil {
+		s.detach()
 	}
 	// Bridges first: Shutdown may wait (up to its 5 s) for a connection
 	// that has not sent its first request, and a bridge's client must not

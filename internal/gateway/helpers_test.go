@@ -115,6 +115,7 @@ type sessions struct {
 	counts   map[string]int
 	last     map[string]time.Time
 	reports  int
+	inputs   map[string][]time.Time // InputSeen calls
 }
 
 func newSessions() *sessions {
@@ -136,6 +137,23 @@ func (s *sessions) ConnectionChanged(id string, n int, last time.Time) {
 		s.last[id] = last
 	}
 	s.reports++
+}
+
+// InputSeen implements gateway.InputObserver.
+func (s *sessions) InputSeen(id string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inputs == nil {
+		s.inputs = map[string][]time.Time{}
+	}
+	s.inputs[id] = append(s.inputs[id], at)
+}
+
+// input returns the InputSeen times of a session.
+func (s *sessions) input(id string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.inputs[id])
 }
 
 func (s *sessions) Watch(f func(string)) func() {

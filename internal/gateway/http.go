@@ -86,6 +86,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+s.base+"session-info", s.serveInfo)
 	mux.HandleFunc("GET "+s.base+"{asset}", serveAsset)
 	mux.HandleFunc("GET "+s.base+"websockify", s.serveWebSocket)
+	mux.HandleFunc("POST "+s.base+"extend", s.serveExtend)
 	s.fileRoutes(mux)
 	files := http.StripPrefix(s.base+"novnc/", http.FileServer(http.Dir(s.cfg.NoVNCPath)))
 	mux.Handle("GET "+s.base+"novnc/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +163,13 @@ type sessionInfo struct {
 	// ExpiresAt is when the connection token expires (RFC 3339, UTC);
 	// empty when it does not.
 	ExpiresAt string `json:"expiresAt,omitempty"`
+	// Notice is the session's current warning from the broker (the
+	// page's banner); absent when none.
+	Notice *infoNotice `json:"notice,omitempty"`
+	// Disconnected is why this page (its clientId) was disconnected by
+	// the broker's policy; the page shows it and does not reconnect by
+	// itself. Absent when it was not.
+	Disconnected string `json:"disconnected,omitempty"`
 }
 
 // infoPermissions are the user's rights in the session, as the page needs
@@ -201,8 +209,10 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 			Keyboard:       g.rights.keyboard,
 			Mouse:          g.rights.mouse,
 		},
-		Storage: g.session.StorageRoot != "",
-		Peers:   s.peers(g.session.ID, g.client),
+		Storage:      g.session.StorageRoot != "",
+		Peers:        s.peers(g.session.ID, g.client),
+		Notice:       s.noticeFor(g.session.ID, g.claims.User == g.session.Owner),
+		Disconnected: s.kickedFor(g.session.ID, g.client),
 	}
 	if !g.claims.ExpiresAt.IsZero() {
 		info.ExpiresAt = g.claims.ExpiresAt.UTC().Format(time.RFC3339)

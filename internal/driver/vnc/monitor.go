@@ -147,6 +147,7 @@ func (d *Driver) adopt() {
 			rec:     rec,
 			state:   agentproto.StateReady,
 			started: make(chan struct{}),
+			groups:  ownerGroups(rec.Owner),
 		}
 		close(s.started)
 		perms, err := parsePermissions(rec.Permissions)

@@ -74,6 +74,15 @@ type session struct {
 	conns          int
 	lastDisconnect time.Time
 
+	// input is the last input the driver knows of (activity.go);
+	// reportedInput is what Sessions reports as LastInputTime, changed at
+	// reportedAt, at most once per activity interval.
+	input         time.Time
+	reportedInput time.Time
+	reportedAt    time.Time
+	// groups are the owner's NSS groups, looked up once.
+	groups []string
+
 	// pamEnv is the environment of the server's PAM session, for the
 	// session's other programs.
 	pamEnv []string
@@ -107,6 +116,8 @@ func (s *session) infoLocked() agentproto.Session {
 		CreationTime:          s.rec.Created,
 		LastDisconnectionTime: s.lastDisconnect,
 		NumConnections:        int64(s.conns),
+		LastInputTime:         s.reportedInput,
+		OwnerGroups:           s.groups,
 	}
 }
 

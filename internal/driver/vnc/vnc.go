@@ -154,6 +154,14 @@ type Config struct {
 	PAM string
 	// PAMService is the PAM service; empty means DefaultPAMService.
 	PAMService string
+	// ActivityInterval is how often the driver reads its sessions' X idle
+	// time, and the least time between two changes of a session's reported
+	// LastInputTime (agent.conf [activity] interval_seconds); 0 means
+	// DefaultActivityInterval.
+	ActivityInterval time.Duration
+	// Now is the clock of the activity interval; nil means time.Now.
+	// Tests only.
+	Now func() time.Time
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -198,12 +206,13 @@ type Driver struct {
 	pamWarn sync.Once // the warning that PAM is off (auto)
 
 	mu        sync.Mutex
-	sessions  map[string]*session   // guarded by mu
-	displays  map[int]string        // display → session ID (reserved or in use); guarded by mu
-	notifiers []func()              // guarded by mu
-	watchers  map[int]func(string)  // gateway callbacks; guarded by mu
-	nextWatch int                   // guarded by mu
-	dead      map[string]*deadEntry // sessions that ended by themselves; guarded by mu
+	sessions  map[string]*session     // guarded by mu
+	displays  map[int]string          // display → session ID (reserved or in use); guarded by mu
+	notifiers []func()                // guarded by mu
+	watchers  map[int]func(string)    // gateway callbacks; guarded by mu
+	clients   map[int]gateway.Clients // attached gateways (Attach); guarded by mu
+	nextWatch int                     // guarded by mu
+	dead      map[string]*deadEntry   // sessions that ended by themselves; guarded by mu
 }
 
 // deadEntry is a session that ended without a Delete, reported DELETED until
@@ -286,6 +295,7 @@ func New(cfg Config) (*Driver, error) {
 		sessions: make(map[string]*session),
 		displays: make(map[int]string),
 		watchers: make(map[int]func(string)),
+		clients:  make(map[int]gateway.Clients),
 		dead:     make(map[string]*deadEntry),
 		account:  cfg.Account,
 	}
@@ -313,6 +323,11 @@ func New(cfg Config) (*Driver, error) {
 	go func() {
 		defer d.wg.Done()
 		d.monitor()
+	}()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.activityLoop()
 	}()
 	return d, nil
 }

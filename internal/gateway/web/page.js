@@ -7,6 +7,12 @@
 // a DCV web URL. body[data-state] is the connection state (connecting,
 // connected, reconnecting, disconnected, ended, expired, refused), #status
 // the message shown while not connected: tests read both.
+//
+// The broker's notices (session-info's "notice", polled while connected)
+// show in #notice with the time left counting down in #notice-left and, when
+// the session's lifetime can be extended, #notice-extend, which posts to
+// "extend". A connection the broker closed by policy (session-info's
+// "disconnected") is not reconnected by itself: #status says why.
 import RFB from './novnc/core/rfb.js';
 import KeyTable from './novnc/core/input/keysym.js';
 import keysyms from './novnc/core/input/keysymdef.js';
@@ -57,6 +63,8 @@ const el = {
   filesUp: $('files-up'), filesPath: $('files-path'), filesRefresh: $('files-refresh'),
   filesList: $('files-list'), filesInput: $('files-input'), filesOverwrite: $('files-overwrite'),
   filesProgressRow: $('files-progress-row'), filesProgress: $('files-progress'), filesProgressText: $('files-progress-text'),
+  notice: $('notice'), noticeText: $('notice-text'), noticeTime: $('notice-time'), noticeLeft: $('notice-left'),
+  noticeError: $('notice-error'), noticeExtend: $('notice-extend'), noticeDismiss: $('notice-dismiss'),
 };
 
 const token = new URLSearchParams(location.search).get('authToken') || '';
@@ -81,6 +89,10 @@ const page = {
   clipboardReceived: 0, // clipboard texts received from the session
   upload: null,         // the last upload progress: {name, loaded, total}
   view: readView(),
+  notice: null,         // the notice shown: {message, policy, due (ms, local clock), extendable}, or null
+  noticeTimer: 0,
+  dismissed: '',        // the key of the notice the user dismissed
+  extended: null,       // the last extension: {deadline, secondsLeft}
 };
 window.berthPage = page;
 
@@ -202,6 +214,105 @@ function applyInfo(info) {
   el.keyboard.disabled = noKeys;
   // Files.
   filesPermissions(info);
+  showNotice(info.notice || null);
+}
+
+// ---- The broker's notices and Extend ----
+
+function noticeKey(n) { return n.message + '\n' + (n.deadline || ''); }
+
+// formatLeft writes a number of seconds as h:mm:ss or m:ss.
+function formatLeft(s) {
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = String(s % 60).padStart(2, '0');
+  return h > 0 ? h + ':' + String(m).padStart(2, '0') + ':' + sec : m + ':' + sec;
+}
+
+function tickNotice() {
+  const n = page.notice;
+  if (!n || n.due === null) {
+    return;
+  }
+  const left = Math.max(0, Math.ceil((n.due - Date.now()) / 1000));
+  el.noticeLeft.textContent = formatLeft(left);
+  el.noticeLeft.dataset.seconds = String(left);
+}
+
+// showNotice shows session-info's notice n (null hides the banner). A
+// notice the user dismissed stays hidden until another one comes.
+function showNotice(n) {
+  if (!n || noticeKey(n) === page.dismissed) {
+    hideNotice();
+    return;
+  }
+  const fresh = !page.notice || page.notice.key !== noticeKey(n);
+  const hasLeft = typeof n.secondsLeft === 'number';
+  page.notice = {
+    key: noticeKey(n), message: n.message, policy: n.policy || '', extendable: !!n.extendable,
+    due: hasLeft ? Date.now() + n.secondsLeft * 1000 : null,
+  };
+  el.noticeText.textContent = n.message;
+  el.noticeTime.hidden = !hasLeft;
+  el.noticeExtend.hidden = !n.extendable;
+  el.noticeExtend.disabled = false;
+  if (fresh) {
+    el.noticeError.hidden = true;
+  }
+  el.notice.hidden = false;
+  document.body.dataset.notice = 'shown';
+  tickNotice();
+  clearInterval(page.noticeTimer);
+  if (hasLeft) {
+    page.noticeTimer = setInterval(tickNotice, 1000);
+  }
+}
+
+function hideNotice() {
+  clearInterval(page.noticeTimer);
+  page.notice = null;
+  el.notice.hidden = true;
+  document.body.dataset.notice = '';
+}
+
+el.noticeDismiss.addEventListener('click', () => {
+  if (page.notice) {
+    page.dismissed = page.notice.key;
+  }
+  hideNotice();
+  if (page.rfb) {
+    page.rfb.focus();
+  }
+});
+
+el.noticeExtend.addEventListener('click', async () => {
+  el.noticeExtend.disabled = true;
+  el.noticeError.hidden = true;
+  let r;
+  try {
+    r = await fetch('extend?' + qs, {
+      method: 'POST', cache: 'no-store', credentials: 'omit',
+      headers: {'Content-Type': 'application/json'}, body: '{}',
+    });
+  } catch (e) {
+    r = null;
+  }
+  if (r && r.ok) {
+    const d = await r.json();
+    page.extended = d;
+    const until = new Date(Date.now() + d.secondsLeft * 1000);
+    hideNotice();
+    announce('Extended: the session now ends at ' + until.toLocaleTimeString() + '.');
+    if (page.rfb) {
+      page.rfb.focus();
+    }
+    return;
+  }
+  const why = r ? (await r.text().catch(() => '')).trim() || ('the gateway answered ' + r.status) : 'the gateway cannot be reached';
+  el.noticeError.textContent = 'Cannot extend: ' + why;
+  el.noticeError.hidden = false;
+  el.noticeExtend.disabled = false;
+  announce('Cannot extend: ' + why);
 }
 
 function pollInfo() {
@@ -272,7 +383,7 @@ async function connect() {
       setState('disconnected', 'Disconnected.', true);
       return;
     }
-    scheduleRetry('The connection to the session was lost.');
+    afterDrop();
   });
   rfb.addEventListener('clipboard', (e) => {
     page.clipboardReceived++;
@@ -280,6 +391,23 @@ async function connect() {
     announce('Clipboard text received from the session.');
   });
   rfb.addEventListener('desktopname', (e) => { document.title = e.detail.name + ' – berth'; });
+}
+
+// afterDrop asks session-info why the connection ended: a disconnection by
+// the broker's policy is shown and not retried; anything else is.
+async function afterDrop() {
+  const res = await askInfo();
+  if (page.rfb || page.userDisconnect) {
+    return; // connected again, or the user chose, meanwhile
+  }
+  if (res.ok && res.info.disconnected) {
+    hideNotice();
+    page.userDisconnect = true;
+    setState('disconnected', res.info.disconnected + '\nChoose Connect again to continue.', true);
+    announce(res.info.disconnected);
+    return;
+  }
+  scheduleRetry('The connection to the session was lost.');
 }
 
 function scheduleRetry(why) {
