@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -329,4 +330,23 @@ func ConnectionURL(d *GetSessionConnectionDataResponse) string {
 		host = "[" + host + "]"
 	}
 	return fmt.Sprintf("https://%s:%d%s?authToken=%s#%s", host, port, path, url.QueryEscape(d.ConnectionToken), s.Id)
+}
+
+// ExtendSession calls POST /berth/v1/sessions/{id}/extend (berth's
+// extension): it pushes the session's max-lifetime deadline by by (0: the
+// broker's default) and returns the new deadline.
+func (c *Client) ExtendSession(ctx context.Context, sessionID string, by time.Duration, owner string) (*ExtendSessionResponse, error) {
+	in := ExtendSessionRequest{Owner: owner}
+	if by != 0 {
+		in.By = json.RawMessage(strconv.Quote(by.String()))
+	}
+	var out ExtendSessionResponse
+	return &out, c.call(ctx, http.MethodPost, "/berth/v1/sessions/"+url.PathEscape(sessionID)+"/extend", in, &out)
+}
+
+// SessionLifetime calls GET /berth/v1/sessions/{id}/lifetime (berth's
+// extension): the session's lifetime deadlines.
+func (c *Client) SessionLifetime(ctx context.Context, sessionID string) (*SessionLifetimeResponse, error) {
+	var out SessionLifetimeResponse
+	return &out, c.call(ctx, http.MethodGet, "/berth/v1/sessions/"+url.PathEscape(sessionID)+"/lifetime", nil, &out)
 }

@@ -6,7 +6,10 @@
 // berth may add fields but never renames or drops one.
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Session states.
 const (
@@ -461,4 +464,38 @@ type SessionSharesResponse struct {
 	RequestId string         `json:"RequestId"`
 	SessionId string         `json:"SessionId"`
 	Shares    []SessionShare `json:"Shares"`
+}
+
+// ExtendSessionRequest is the body of POST /berth/v1/sessions/{id}/extend
+// (berth's extension).
+type ExtendSessionRequest struct {
+	// By is the extension asked for: a Go duration ("2h", "90m") or a
+	// number of seconds; empty takes the broker's
+	// session-extension-default-hours.
+	By json.RawMessage `json:"By,omitempty"`
+	// Owner, when set, must be the session's owner.
+	Owner string `json:"Owner,omitempty"`
+}
+
+// ExtendSessionResponse answers an extension: the session's new deadline.
+type ExtendSessionResponse struct {
+	RequestId string    `json:"RequestId"`
+	SessionId string    `json:"SessionId"`
+	ExpiresAt time.Time `json:"ExpiresAt"`
+}
+
+// SessionLifetimeResponse is a session's lifetime deadlines (GET
+// /berth/v1/sessions/{id}/lifetime). A deadline is absent where its
+// policy is off or does not apply now (the idle one while no client is
+// connected, the disconnected one while one is).
+type SessionLifetimeResponse struct {
+	RequestId            string     `json:"RequestId"`
+	SessionId            string     `json:"SessionId"`
+	ExpiresAt            *time.Time `json:"ExpiresAt,omitempty"`
+	ExtensionSeconds     int64      `json:"ExtensionSeconds"`
+	ExtensionLeftSeconds int64      `json:"ExtensionLeftSeconds"`
+	IdleDisconnectAt     *time.Time `json:"IdleDisconnectAt,omitempty"`
+	DisconnectedDeleteAt *time.Time `json:"DisconnectedDeleteAt,omitempty"`
+	LastInputTime        *time.Time `json:"LastInputTime,omitempty"`
+	NumOfConnections     int64      `json:"NumOfConnections"`
 }

@@ -24,8 +24,8 @@ const (
 
 // berthOperations are the operations of berth's own API.
 func berthOperations() []string {
-	return []string{OpDescribeTemplates, OpCreateTemplate, OpGetTemplate, OpUpdateTemplate, OpDeleteTemplate,
-		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession}
+	return append([]string{OpDescribeTemplates, OpCreateTemplate, OpGetTemplate, OpUpdateTemplate, OpDeleteTemplate,
+		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession}, lifetimeOperations()...)
 }
 
 // berthRoutes registers berth's own API with api, the wrapper of every route.
@@ -38,6 +38,7 @@ func (s *Server) berthRoutes(api func(pattern, op string, h func(http.ResponseWr
 	api("POST /berth/v1/templates/{id}/launch", OpLaunchTemplate, s.launchTemplate)
 	api("GET /berth/v1/sessions/{id}/shares", OpDescribeSessionShares, s.describeShares)
 	api("PUT /berth/v1/sessions/{id}/shares", OpShareSession, s.shareSession)
+	s.lifetimeRoutes(api)
 }
 
 // berthError gives berth's own API the statuses that say what went wrong
