@@ -64,7 +64,7 @@ func commands() []*command {
 		getSessionConnectionDataCommand(), getSessionScreenshotsCommand(),
 		updateSessionPermissionsCommand(),
 		createTemplateCommand(), describeTemplatesCommand(), updateTemplateCommand(), deleteTemplateCommand(),
-		launchTemplateCommand(), shareSessionCommand(),
+		launchTemplateCommand(), shareSessionCommand(), extendSessionCommand(),
 		helpCommand(), completionCommand(),
 	}
 }
