@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -139,6 +140,7 @@ type Driver struct {
 	mu        sync.Mutex
 	notifiers []func()                      // guarded by mu
 	known     map[string]agentproto.Session // last list; guarded by mu
+	groups    map[string][]string           // session ID → its owner's NSS groups, looked up once; guarded by mu
 	listed    bool                          // known holds a real list; guarded by mu
 	gone      map[string]agentproto.Session // vanished, to report DELETED once; guarded by mu
 	closing   map[string]bool               // deleted through Delete; guarded by mu
@@ -196,6 +198,7 @@ func New(cfg Config) (*Driver, error) {
 		ctx:     ctx,
 		cancel:  cancel,
 		known:   map[string]agentproto.Session{},
+		groups:  map[string][]string{},
 		gone:    map[string]agentproto.Session{},
 		closing: map[string]bool{},
 	}
@@ -272,6 +275,9 @@ func (d *Driver) refresh(ctx context.Context) (changed bool, err error) {
 	if ctx.Err() != nil && err != nil {
 		return false, err // shutting down or caller gone: no verdict on health
 	}
+	if err == nil {
+		d.fillGroups(list)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	wasHealthy := d.polled && d.healthErr == nil
@@ -311,6 +317,60 @@ func (d *Driver) refresh(ctx context.Context) (changed bool, err error) {
 	}
 	d.known, d.listed = now, true
 	return changed, nil
+}
+
+// fillGroups sets the OwnerGroups of the listed sessions: each session's
+// owner's groups in the host's name service, looked up once per session
+// (outside the lock: NSS may be slow), and forgotten with the session.
+func (d *Driver) fillGroups(list []agentproto.Session) {
+	d.mu.Lock()
+	missing := map[string]string{} // session ID → owner
+	for _, s := range list {
+		if _, ok := d.groups[s.ID]; !ok {
+			missing[s.ID] = s.Owner
+		}
+	}
+	d.mu.Unlock()
+	found := make(map[string][]string, len(missing))
+	for id, owner := range missing {
+		found[id] = ownerGroups(owner)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	listed := make(map[string]bool, len(list))
+	for i := range list {
+		id := list[i].ID
+		listed[id] = true
+		if g, ok := found[id]; ok {
+			d.groups[id] = g
+		}
+		list[i].OwnerGroups = d.groups[id]
+	}
+	for id := range d.groups {
+		if !listed[id] {
+			delete(d.groups, id)
+		}
+	}
+}
+
+// ownerGroups returns the names of name's groups in the host's name
+// service; nil when it cannot tell.
+func ownerGroups(name string) []string {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, id := range ids {
+		if g, err := user.LookupGroupId(id); err == nil {
+			out = append(out, g.Name)
+		}
+	}
+	return out
 }
 
 // Sessions implements agent.Driver: the DCV server's sessions, READY, and

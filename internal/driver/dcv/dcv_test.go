@@ -555,6 +555,11 @@ func TestSessionsAndDescribe(t *testing.T) {
 	if c := list[1]; c.Type != "CONSOLE" || c.Owner != "root" || c.State != agentproto.StateReady {
 		t.Errorf("console %+v", c)
 	}
+	// The owner's groups on this host (root's include root), looked up
+	// once per session.
+	if c := list[1]; !slices.Contains(c.OwnerGroups, "root") || !c.LastInputTime.IsZero() {
+		t.Errorf("console owner groups %q, last input %v: want root's groups and no last input (dcv does not report it)", c.OwnerGroups, c.LastInputTime)
+	}
 	if got := e.last("list-sessions"); !slices.Equal(got, []string{"list-sessions", "-j"}) {
 		t.Errorf("list argv %q", got)
 	}
@@ -766,5 +771,20 @@ func TestServerRestart(t *testing.T) {
 	list, err := e.d.Sessions(ctx)
 	if err != nil || len(list) != 1 || list[0].ID != "after-restart" {
 		t.Errorf("after restart %+v %v", list, err)
+	}
+}
+
+// TestNoClientCommands: the dcv CLI documents no command that closes one
+// client connection or notifies a session's users (docs/dcv.md), so the
+// driver has neither capability and the agent answers the broker's
+// disconnect and notify commands with a clear failure; DCV's own
+// [connectivity] idle-timeout disconnects idle clients.
+func TestNoClientCommands(t *testing.T) {
+	var d any = &Driver{}
+	if _, ok := d.(agent.Disconnecter); ok {
+		t.Error("the dcv driver claims Disconnecter: document the dcv command it uses in docs/dcv.md and test it with the recorded dcv")
+	}
+	if _, ok := d.(agent.UserNotifier); ok {
+		t.Error("the dcv driver claims UserNotifier: document the dcv command it uses in docs/dcv.md and test it with the recorded dcv")
 	}
 }
