@@ -344,6 +344,14 @@ func (c *Client) ExtendSession(ctx context.Context, sessionID string, by time.Du
 	return &out, c.call(ctx, http.MethodPost, "/berth/v1/sessions/"+url.PathEscape(sessionID)+"/extend", in, &out)
 }
 
+// DescribeQueue calls GET /berth/v1/queue (berth's extension): the
+// sessions waiting in the create queue, in the order it serves them, and
+// why each waits.
+func (c *Client) DescribeQueue(ctx context.Context) (*DescribeQueueResponse, error) {
+	var out DescribeQueueResponse
+	return &out, c.call(ctx, http.MethodGet, "/berth/v1/queue", nil, &out)
+}
+
 // SessionLifetime calls GET /berth/v1/sessions/{id}/lifetime (berth's
 // extension): the session's lifetime deadlines.
 func (c *Client) SessionLifetime(ctx context.Context, sessionID string) (*SessionLifetimeResponse, error) {

@@ -408,9 +408,28 @@ type Template struct {
 	// names, and identity provider groups.
 	Users  []string `json:"Users,omitempty"`
 	Groups []string `json:"Groups,omitempty"`
+	// Limits are the template's lifetime policies and quotas (absent:
+	// none of its own).
+	Limits *TemplateLimits `json:"Limits,omitempty"`
+	// GPUs is what each session of the template counts against GPU quotas
+	// (0 to 64).
+	GPUs int `json:"GPUs,omitempty"`
 	// CreationTime and UpdateTime are set by the broker.
 	CreationTime *time.Time `json:"CreationTime,omitempty"`
 	UpdateTime   *time.Time `json:"UpdateTime,omitempty"`
+}
+
+// TemplateLimits are a template's lifetime policies and quotas. Each field
+// is 0 or absent (unset: the groups' or the broker's value applies), a
+// positive value, or -1 (off for the template's sessions). MaxSessions and
+// MaxGPUs cap the template's sessions of all owners together.
+type TemplateLimits struct {
+	IdleTimeoutMinutes         float64 `json:"IdleTimeoutMinutes,omitempty"`
+	DisconnectedTimeoutMinutes float64 `json:"DisconnectedTimeoutMinutes,omitempty"`
+	MaxLifetimeHours           float64 `json:"MaxLifetimeHours,omitempty"`
+	MaxExtensionHours          float64 `json:"MaxExtensionHours,omitempty"`
+	MaxSessions                int     `json:"MaxSessions,omitempty"`
+	MaxGPUs                    int     `json:"MaxGPUs,omitempty"`
 }
 
 // TemplateResponse is the answer to creating, reading or updating a template.
@@ -498,4 +517,25 @@ type SessionLifetimeResponse struct {
 	DisconnectedDeleteAt *time.Time `json:"DisconnectedDeleteAt,omitempty"`
 	LastInputTime        *time.Time `json:"LastInputTime,omitempty"`
 	NumOfConnections     int64      `json:"NumOfConnections"`
+}
+
+// QueueEntry is one session waiting in the create queue (GET /berth/v1/queue).
+type QueueEntry struct {
+	// Position is the session's place in the queue's order, round-robin
+	// across owners (1: placed next when it fits).
+	Position   int        `json:"Position"`
+	SessionId  string     `json:"SessionId"`
+	Owner      string     `json:"Owner"`
+	EnqueuedAt *time.Time `json:"EnqueuedAt,omitempty"`
+	// Reason is why it waits: the quota it would exceed now ("quota: user
+	// alice has 4 of 4 sessions (session-max-sessions-per-user)"), or that
+	// no server has room for it.
+	Reason string `json:"Reason"`
+}
+
+// DescribeQueueResponse is the answer to GET /berth/v1/queue: the waiting
+// sessions in the order the queue serves them.
+type DescribeQueueResponse struct {
+	RequestId string       `json:"RequestId"`
+	Queue     []QueueEntry `json:"Queue"`
 }

@@ -364,6 +364,10 @@ func (m *Main) startCluster(ctx context.Context, brokerID string, hubDisp *hubDi
 func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Dispatcher, leaser broker.Leaser) error {
 	c := &m.Config
 	points, extension, interval := c.lifetimeSettings()
+	groupSrc, groupLimits, err := c.groupSources(m.Logger)
+	if err != nil {
+		return err
+	}
 	svc, err := broker.New(ctx, m.store, disp, m.auth, broker.Config{
 		BrokerID:               brokerID,
 		QueueMaxSize:           c.QueueMaxSize,
@@ -378,7 +382,9 @@ func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Di
 		ScreenshotFormat:       c.ScreenshotFormat,
 		AutorunMaxArgs:         c.AutorunMaxArgs,
 		AutorunMaxArgLength:    c.AutorunMaxArgLength,
-		Limits:                 c.sessionLimits(),
+		Limits:                 c.quotaLimits(c.sessionLimits()),
+		Groups:                 groupSrc,
+		GroupLimits:            groupLimits,
 		WarningPoints:          points,
 		ExtensionDefault:       extension,
 		PolicyInterval:         interval,

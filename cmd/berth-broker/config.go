@@ -314,6 +314,15 @@ type Config struct {
 	// SessionPolicyInterval is session-policy-interval-seconds: how often
 	// the leader broker runs the policies (fractions allowed).
 	SessionPolicyInterval float64
+
+	// The quotas (docs/quotas.md); 0 is none. SessionMaxSessionsPerUser is
+	// session-max-sessions-per-user, SessionMaxGPUsPerUser
+	// session-max-gpus-per-user: each owner's concurrent sessions and GPUs.
+	SessionMaxSessionsPerUser, SessionMaxGPUsPerUser int
+	// SessionGroupsFile is session-groups-file: which users are in which
+	// group (/etc/group format); SessionGroupLimitsFile is
+	// session-group-limits-file: the limits of groups (TOML). Empty: none.
+	SessionGroupsFile, SessionGroupLimitsFile string
 }
 
 // MetricsOff is Config.MetricsPort when no metrics listener is configured.
@@ -996,6 +1005,10 @@ func configKeys() []configKey {
 		stringKey("session-warning-minutes", "a comma-separated list of minutes greater than 0 (15,2), or empty for no warnings", validWarningMinutes, func(c *Config) *string { return &c.SessionWarningMinutes }),
 		numberKey("session-extension-default-hours", "hours", 1.0/3600, func(c *Config) *float64 { return &c.SessionExtensionDefault }),
 		numberKey("session-policy-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.SessionPolicyInterval }),
+		quotaKey("session-max-sessions-per-user", "sessions", func(c *Config) *int { return &c.SessionMaxSessionsPerUser }),
+		quotaKey("session-max-gpus-per-user", "GPUs", func(c *Config) *int { return &c.SessionMaxGPUsPerUser }),
+		stringKey("session-groups-file", "a file path (empty: none)", func(string) bool { return true }, func(c *Config) *string { return &c.SessionGroupsFile }),
+		stringKey("session-group-limits-file", "a file path (empty: none)", func(string) bool { return true }, func(c *Config) *string { return &c.SessionGroupLimitsFile }),
 	}
 }
 

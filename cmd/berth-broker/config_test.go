@@ -261,6 +261,10 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		SessionWarningMinutes:            "10,1",
 		SessionExtensionDefault:          2,
 		SessionPolicyInterval:            2.5,
+		SessionMaxSessionsPerUser:        4,
+		SessionMaxGPUsPerUser:            2,
+		SessionGroupsFile:                "/etc/berth/groups",
+		SessionGroupLimitsFile:           "/etc/berth/group-limits.toml",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("LoadConfig:\n got %+v\nwant %+v", c, want)

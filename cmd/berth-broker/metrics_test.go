@@ -310,7 +310,7 @@ func TestMetrics_Placement(t *testing.T) {
 		reasons = append(reasons, m.GetLabel()[0].GetValue())
 	}
 	sort.Strings(reasons)
-	if got, want := strings.Join(reasons, ","), "create_failed,full,no_match,no_servers,queue_full,queue_timeout,store_error"; got != want {
+	if got, want := strings.Join(reasons, ","), "create_failed,full,no_match,no_servers,queue_full,queue_timeout,quota,store_error"; got != want {
 		t.Errorf("placement failure reasons = %s, want %s", got, want)
 	}
 }

@@ -25,7 +25,7 @@ const (
 // berthOperations are the operations of berth's own API.
 func berthOperations() []string {
 	return append([]string{OpDescribeTemplates, OpCreateTemplate, OpGetTemplate, OpUpdateTemplate, OpDeleteTemplate,
-		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession}, lifetimeOperations()...)
+		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession, OpDescribeQueue}, lifetimeOperations()...)
 }
 
 // berthRoutes registers berth's own API with api, the wrapper of every route.
@@ -39,6 +39,7 @@ func (s *Server) berthRoutes(api func(pattern, op string, h func(http.ResponseWr
 	api("GET /berth/v1/sessions/{id}/shares", OpDescribeSessionShares, s.describeShares)
 	api("PUT /berth/v1/sessions/{id}/shares", OpShareSession, s.shareSession)
 	s.lifetimeRoutes(api)
+	s.quotaRoutes(api)
 }
 
 // berthError gives berth's own API the statuses that say what went wrong
@@ -214,7 +215,7 @@ func templateFromAPI(in *api.Template) broker.Template {
 		Name: in.Name, Description: in.Description, Type: in.Type, Requirements: in.Requirements,
 		InitFile: in.InitFile, AutorunFile: in.AutorunFile, AutorunFileArguments: in.AutorunFileArguments,
 		MaxConcurrentClients: in.MaxConcurrentClients, DcvGlEnabled: in.DcvGlEnabled, StorageRoot: in.StorageRoot,
-		Users: in.Users, Groups: in.Groups,
+		Users: in.Users, Groups: in.Groups, Limits: limitsFromAPI(in.Limits), GPUs: in.GPUs,
 	}
 }
 
@@ -230,6 +231,7 @@ func templateToAPI(t *broker.Template) api.Template {
 		Id: t.ID, Name: t.Name, Description: t.Description, Type: t.Type, Requirements: t.Requirements,
 		InitFile: t.InitFile, AutorunFile: t.AutorunFile, AutorunFileArguments: t.AutorunFileArguments,
 		MaxConcurrentClients: t.MaxConcurrentClients, DcvGlEnabled: t.DcvGlEnabled, StorageRoot: t.StorageRoot,
-		Users: t.Users, Groups: t.Groups, CreationTime: ptr(t.CreatedAt), UpdateTime: ptr(t.UpdatedAt),
+		Users: t.Users, Groups: t.Groups, Limits: limitsToAPI(t.Limits), GPUs: t.GPUs,
+		CreationTime: ptr(t.CreatedAt), UpdateTime: ptr(t.UpdatedAt),
 	}
 }
