@@ -85,8 +85,8 @@ func mustStartGatedHub(t *testing.T, serverID string) (*env, *gatedService, *web
 
 	c := e.dial(t)
 	write(t, c, "", hello(serverID))
-	if w := read(t, c).Body.(*agentproto.Welcome); w.ProtocolVersion != 3 {
-		t.Fatalf("welcome version %d, want 3", w.ProtocolVersion)
+	if w := read(t, c).Body.(*agentproto.Welcome); w.ProtocolVersion != agentproto.ProtocolVersion {
+		t.Fatalf("welcome version %d, want %d", w.ProtocolVersion, agentproto.ProtocolVersion)
 	}
 	e.svc.wait(t, "connected", serverID, nil)
 	return e, g, c

@@ -288,7 +288,7 @@ func TestHub_ConnectLoggedOnce(t *testing.T) {
 			t.Errorf("%s logged %d times:\n%s", msg, n, logs)
 		}
 	}
-	for _, attr := range []string{"server_id=srv-log", "protocol_version=3", "sessions=0"} {
+	for _, attr := range []string{"server_id=srv-log", "protocol_version=" + strconv.Itoa(agentproto.ProtocolVersion), "sessions=0"} {
 		if !strings.Contains(logs, attr) {
 			t.Errorf("the connect line lacks %s:\n%s", attr, logs)
 		}
