@@ -41,7 +41,7 @@ func newQuotaBroker(t *testing.T, cfg broker.Config, maxVirtual int) (*broker.Se
 }
 
 // startQuotaBroker runs a broker on st with one linked server.
-func startQuotaBroker(t *testing.T, st broker.Store, cfg broker.Config, server string, maxVirtual int) *broker.Service {
+func startQuotaBroker(t testing.TB, st broker.Store, cfg broker.Config, server string, maxVirtual int) *broker.Service {
 	t.Helper()
 	ctx := t.Context()
 	svc, err := broker.New(ctx, st, acceptAgents{}, nil, cfg, slog.New(slog.DiscardHandler))
