@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,12 +21,17 @@ type templateFlags struct {
 	args, users, groups                                         *listValue
 	maxClients                                                  *intValue
 	gl                                                          *boolValue
+	// gpus and the limits: quotas and lifetime policies (docs/quotas.md).
+	gpus, maxSessions, maxGPUs                    *intValue
+	idle, disconnected, maxLifetime, maxExtension *floatValue
 }
 
 func declareTemplateFlags(fs *flag.FlagSet, nameUsage string) *templateFlags {
 	f := &templateFlags{
 		typ: &choiceValue{choices: []string{"Console", "Virtual"}}, args: &listValue{}, users: &listValue{}, groups: &listValue{},
 		maxClients: &intValue{min: 1, max: 10000}, gl: &boolValue{},
+		gpus: &intValue{min: 0, max: 64}, maxSessions: &intValue{min: -1, max: 1_000_000}, maxGPUs: &intValue{min: -1, max: 1_000_000},
+		idle: &floatValue{}, disconnected: &floatValue{}, maxLifetime: &floatValue{}, maxExtension: &floatValue{},
 	}
 	f.name = fs.String("name", "", nameUsage)
 	fs.Var(f.typ, "type", "session `TYPE`: Console or Virtual, in any case")
@@ -37,6 +45,13 @@ func declareTemplateFlags(fs *flag.FlagSet, nameUsage string) *templateFlags {
 	f.storage = fs.String("storage-root", "", "`PATH` of the session's storage folder")
 	fs.Var(f.users, "users", "comma-separated OS `USERS` the template is published to")
 	fs.Var(f.groups, "groups", "comma-separated identity provider `GROUPS` whose members see the template")
+	fs.Var(f.gpus, "gpus", "`N` GPUs, 0 to 64, that each session of the template counts against GPU quotas")
+	fs.Var(f.maxSessions, "max-sessions", "most sessions of the template at once, all owners together: `N`, 0 unset, -1 off")
+	fs.Var(f.maxGPUs, "max-gpus", "most GPUs the template's sessions use together: `N`, 0 unset, -1 off")
+	fs.Var(f.idle, "idle-timeout-minutes", "disconnect clients after `MINUTES` without input (0 unset, -1 off)")
+	fs.Var(f.disconnected, "disconnected-timeout-minutes", "delete a session without clients after `MINUTES` (0 unset, -1 off)")
+	fs.Var(f.maxLifetime, "max-lifetime-hours", "delete a session `HOURS` after its creation, plus extensions (0 unset, -1 off)")
+	fs.Var(f.maxExtension, "max-extension-hours", "the total extension a session may get, `HOURS` (0 unset, -1 off)")
 	return f
 }
 
@@ -72,11 +87,62 @@ func (f *templateFlags) apply(fs *flag.FlagSet, t *api.Template, every bool) {
 	if every || set["dcv-gl-enabled"] {
 		t.DcvGlEnabled = f.gl.b
 	}
+	if every || set["gpus"] {
+		t.GPUs = int(f.gpus.n)
+	}
+	var l api.TemplateLimits
+	if t.Limits != nil {
+		l = *t.Limits
+	}
+	if every || set["max-sessions"] {
+		l.MaxSessions = int(f.maxSessions.n)
+	}
+	if every || set["max-gpus"] {
+		l.MaxGPUs = int(f.maxGPUs.n)
+	}
+	for _, fl := range []struct {
+		name string
+		dst  *float64
+		v    *floatValue
+	}{
+		{"idle-timeout-minutes", &l.IdleTimeoutMinutes, f.idle}, {"disconnected-timeout-minutes", &l.DisconnectedTimeoutMinutes, f.disconnected},
+		{"max-lifetime-hours", &l.MaxLifetimeHours, f.maxLifetime}, {"max-extension-hours", &l.MaxExtensionHours, f.maxExtension},
+	} {
+		if every || set[fl.name] {
+			*fl.dst = fl.v.f
+		}
+	}
+	t.Limits = nil
+	if l != (api.TemplateLimits{}) {
+		t.Limits = &l
+	}
+}
+
+// floatValue is an option holding a number, fractions allowed: 0 or more,
+// or -1.
+type floatValue struct{ f float64 }
+
+func (v *floatValue) String() string {
+	if v == nil || v.f == 0 {
+		return ""
+	}
+	return strconv.FormatFloat(v.f, 'f', -1, 64)
+}
+
+// Set parses s: a finite number of at least 0, or -1 (off).
+func (v *floatValue) Set(s string) error {
+	n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || (n < 0 && n != -1) || n > 1_000_000 {
+		return fmt.Errorf("use a number from 0 to 1000000 (fractions allowed), or -1 for off")
+	}
+	v.f = n
+	return nil
 }
 
 const templateFieldsSynopsis = "[--description TEXT] [--requirements EXPR] [--init-file-path PATH]\n" +
 	"       [--autorun-file PATH] [--autorun-file-arguments A,B] [--max-concurrent-clients N] [--dcv-gl-enabled BOOL]\n" +
-	"       [--storage-root PATH] [--users U,V] [--groups G,H]"
+	"       [--storage-root PATH] [--users U,V] [--groups G,H] [--gpus N] [--max-sessions N] [--max-gpus N]\n" +
+	"       [--idle-timeout-minutes M] [--disconnected-timeout-minutes M] [--max-lifetime-hours H] [--max-extension-hours H]"
 
 func createTemplateCommand() *command {
 	return &command{

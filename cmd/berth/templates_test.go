@@ -31,6 +31,10 @@ func TestRun_TemplateRequests(t *testing.T) {
 			"POST", "/berth/v1/templates", "", `{"Name":"dev","Description":"d","Type":"VIRTUAL","Requirements":"tag:gpu = 'yes'","InitFile":"i.sh",` +
 				`"AutorunFile":"a.sh","AutorunFileArguments":["-x","y z"],"MaxConcurrentClients":4,"DcvGlEnabled":true,"StorageRoot":"%home%",` +
 				`"Users":["alice","bob"],"Groups":["devs"]}`},
+		{"create-template limits", []string{"create-template", "--name", "dev", "--type", "virtual", "--gpus", "2", "--max-sessions", "10",
+			"--max-gpus", "-1", "--idle-timeout-minutes", "0.5", "--max-lifetime-hours", "8"},
+			"POST", "/berth/v1/templates", "", `{"Name":"dev","Type":"VIRTUAL","Limits":{"IdleTimeoutMinutes":0.5,"MaxLifetimeHours":8,` +
+				`"MaxSessions":10,"MaxGPUs":-1},"GPUs":2}`},
 		{"describe-templates", []string{"describe-templates"}, "GET", "/berth/v1/templates", "", ""},
 		{"describe-templates for a user", []string{"describe-templates", "--user", "alice", "--groups", "devs,a b"},
 			"GET", "/berth/v1/templates", "group=devs&group=a+b&user=alice", ""},
@@ -90,6 +94,9 @@ func TestRun_TemplateUsage(t *testing.T) {
 		{[]string{"create-template", "--name", "x"}, "--type is required"},
 		{[]string{"create-template", "--name", "x", "--type", "desktop"}, "use one of Console, Virtual"},
 		{[]string{"create-template", "--name", "x", "--type", "virtual", "--max-concurrent-clients", "0"}, "out of range"},
+		{[]string{"create-template", "--name", "x", "--type", "virtual", "--gpus", "65"}, "out of range"},
+		{[]string{"create-template", "--name", "x", "--type", "virtual", "--max-sessions", "-2"}, "out of range"},
+		{[]string{"create-template", "--name", "x", "--type", "virtual", "--max-lifetime-hours", "-2"}, "or -1 for off"},
 		{[]string{"update-template", "--name", "x"}, "--template-id is required"},
 		{[]string{"delete-template"}, "--template-id is required"},
 		{[]string{"describe-templates", "--template-id", "t", "--user", "u"}, "leave out --user and --groups"},
