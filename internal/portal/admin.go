@@ -518,6 +518,8 @@ type templateForm struct {
 	MaxConcurrentClients                                             string
 	DcvGlEnabled                                                     bool
 	StorageRoot                                                      string
+	// Limits are the template's quotas and lifetime policies.
+	Limits limitsForm
 	// Action is the form's URL.
 	Action string
 }
@@ -527,7 +529,7 @@ func formOf(t *broker.Template) templateForm {
 	f := templateForm{ID: t.ID, Name: t.Name, Description: t.Description, Type: t.Type, Requirements: t.Requirements,
 		InitFile: t.InitFile, AutorunFile: t.AutorunFile, Args: strings.Join(t.AutorunFileArguments, "\n"),
 		Users: strings.Join(t.Users, "\n"), Groups: strings.Join(t.Groups, "\n"), DcvGlEnabled: t.DcvGlEnabled,
-		StorageRoot: t.StorageRoot, Action: "/portal/admin/templates/" + url.PathEscape(t.ID)}
+		StorageRoot: t.StorageRoot, Action: "/portal/admin/templates/" + url.PathEscape(t.ID), Limits: limitsFormOf(t)}
 	if t.MaxConcurrentClients > 0 {
 		f.MaxConcurrentClients = strconv.FormatInt(t.MaxConcurrentClients, 10)
 	}
@@ -558,6 +560,11 @@ func readTemplateForm(w http.ResponseWriter, r *http.Request) (broker.Template, 
 			return t, f, fmt.Errorf("Max concurrent clients: must be a whole number, 0 or more (empty: the default), got %q", truncateText(f.MaxConcurrentClients, 32))
 		}
 		t.MaxConcurrentClients = n
+	}
+	lf, err := readLimitsForm(r, &t)
+	f.Limits = lf
+	if err != nil {
+		return t, f, err
 	}
 	return t, f, nil
 }
