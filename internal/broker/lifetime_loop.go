@@ -157,7 +157,8 @@ func (s *Service) sweepPolicies(ctx context.Context) error {
 
 // policyWrite is what a tick writes back to a session it acted on.
 type policyWrite struct {
-	was  SessionLife // the Life the tick read
+	read *Session // the session as the tick read it
+	lim  SessionLimits
 	life SessionLife
 }
 
@@ -198,13 +199,41 @@ func (s *Service) policyTick(ctx context.Context) (int, error) {
 			ids = append(ids, sess.ID)
 		}
 	}
+	if dw, ok := s.store.(DueWriter); ok {
+		// The cheap write of the two columns, for the sessions that did
+		// not change meanwhile; the others go through UpdateSessions.
+		ws := make([]DueWrite, 0, len(ids))
+		for _, id := range ids {
+			w := writes[id]
+			x := *w.read
+			x.Life = w.life
+			next := nextDue(&x, w.lim, s.cfg.WarningPoints)
+			if next.Equal(w.read.DueAt) && w.life.Equal(&w.read.Life) {
+				continue // nothing to write
+			}
+			ws = append(ws, DueWrite{Read: w.read, Life: w.life, DueAt: next})
+		}
+		done, err := dw.UpdateSessionsDue(ctx, ws)
+		if err != nil {
+			return len(due), err
+		}
+		ids = ids[:0]
+		for i, ok := range done {
+			if !ok {
+				ids = append(ids, ws[i].Read.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return len(due), nil
+		}
+	}
 	_, err = s.store.UpdateSessions(ctx, ids, func(x *Session) error {
 		if x.State != StateReady {
 			return errUnchanged
 		}
 		w := writes[x.ID]
 		oldDue, oldLife := x.DueAt, x.Life
-		if x.Life.Equal(&w.was) {
+		if x.Life.Equal(&w.read.Life) {
 			// Otherwise the session was extended meanwhile: keep that, and
 			// send what this tick sent again if it is still due.
 			x.Life = w.life
@@ -223,7 +252,7 @@ func (s *Service) policyTick(ctx context.Context) (int, error) {
 // session). It returns the Life to write back, nil for none.
 func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *policyWrite {
 	lim := s.limitsFor(ctx, sess)
-	w := &policyWrite{was: sess.Life}
+	w := &policyWrite{read: sess, lim: lim}
 	x := *sess
 	x.Life = cloneLife(&sess.Life)
 	if !s.ServerReachable(x.ServerID) {
@@ -326,4 +355,28 @@ func (s *Service) policyDelete(ctx context.Context, sess *Session, dec PolicyDec
 	s.log.Info("deleting session by policy", logattr.SessionID, sess.ID, logattr.ServerID, sess.ServerID,
 		logattr.Owner, sess.Owner, "policy", dec.Policy, "reason", dec.Reason)
 	s.queueDelete(*job)
+}
+
+// DueWrite is one write of the lifetime policies' loop: a session's new
+// Life and DueAt.
+type DueWrite struct {
+	// Read is the session as the loop read it: the write is done only
+	// while the session is still READY with the same DueAt, Life,
+	// NumOfConnections, LastInputTime, LastDisconnectionTime and UpdatedAt
+	// (what the policies decided on).
+	Read  *Session
+	Life  SessionLife
+	DueAt time.Time
+}
+
+// DueWriter is implemented by stores that write the policies' bookkeeping
+// of many sessions cheaply (internal/sqlite, internal/postgres): only the
+// two columns, not the whole row with every index. The policy loop uses it
+// when the store has it, and UpdateSessions for the sessions it did not
+// write.
+type DueWriter interface {
+	// UpdateSessionsDue writes each session's Life and DueAt in one
+	// transaction, when the session is as its Read says, and returns, in
+	// order, which were written.
+	UpdateSessionsDue(ctx context.Context, ws []DueWrite) ([]bool, error)
 }

@@ -132,3 +132,66 @@ func testListSessionsDueBefore(t *testing.T, s broker.Store) {
 		t.Errorf("after moving early's DueAt (-want +got):\n%s", d)
 	}
 }
+
+// testUpdateSessionsDue checks broker.DueWriter, for the stores that have
+// it: the Life and DueAt of a session still as it was read are written,
+// those of a session that changed meanwhile (or is no longer READY) are
+// not, and the other fields stay.
+func testUpdateSessionsDue(t *testing.T, s broker.Store) {
+	dw, ok := s.(broker.DueWriter)
+	if !ok {
+		t.Skip("the store has no UpdateSessionsDue")
+	}
+	ctx := t.Context()
+	MustUpsertServers(t, s, NewServer("s-a", 0, 0, nil))
+	MustInsertSessions(t, s, lifeSession("same", at(time.Hour)), lifeSession("input", at(time.Hour)),
+		lifeSession("life", at(time.Hour)), lifeSession("deleting", at(time.Hour)), lifeSession("fresh", time.Time{}))
+	read := map[string]*broker.Session{}
+	for _, id := range []string{"same", "input", "life", "deleting", "fresh"} {
+		read[id] = MustGetSession(t, s, id)
+	}
+	read["fresh"].Life = broker.SessionLife{}
+	if err := s.UpdateSession(ctx, "fresh", func(x *broker.Session) error { x.Life = broker.SessionLife{}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Changes after the read.
+	for id, fn := range map[string]func(*broker.Session){
+		"input":    func(x *broker.Session) { x.LastInputTime = at(time.Minute) },
+		"life":     func(x *broker.Session) { x.Life.Extension = time.Hour },
+		"deleting": func(x *broker.Session) { x.State = broker.StateDeleting },
+	} {
+		if err := s.UpdateSession(ctx, id, func(x *broker.Session) error { fn(x); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newLife := broker.SessionLife{Extension: 2 * time.Hour, LifetimeWarnedFor: at(9 * time.Hour),
+		LifetimeWarned: []time.Duration{15 * time.Minute}}
+	var ws []broker.DueWrite
+	for _, id := range []string{"same", "input", "life", "deleting", "fresh"} {
+		ws = append(ws, broker.DueWrite{Read: read[id], Life: newLife, DueAt: at(2 * time.Hour)})
+	}
+	done, err := dw.UpdateSessionsDue(ctx, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]bool{true, false, false, false, true}, done); d != "" {
+		t.Errorf("written (-want +got):\n%s", d)
+	}
+	for _, id := range []string{"same", "fresh"} {
+		want := *read[id]
+		want.Life, want.DueAt = newLife, at(2*time.Hour)
+		if d := cmp.Diff(&want, MustGetSession(t, s, id), diffOpts...); d != "" {
+			t.Errorf("%s after UpdateSessionsDue (-want +got):\n%s", id, d)
+		}
+		got := ids(MustListSessions(t, s, broker.SessionFilter{DueBefore: at(2 * time.Hour), IDs: []string{id}}))
+		if len(got) != 1 {
+			t.Errorf("%s is not listed as due at its new DueAt", id)
+		}
+	}
+	if got := MustGetSession(t, s, "life"); got.Life.Extension != time.Hour || !got.DueAt.Equal(at(time.Hour)) {
+		t.Errorf("a session whose Life changed was written: %+v", got.Life)
+	}
+	if out, err := dw.UpdateSessionsDue(ctx, nil); err != nil || len(out) != 0 {
+		t.Errorf("UpdateSessionsDue(nil) = %v, %v", out, err)
+	}
+}

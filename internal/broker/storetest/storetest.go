@@ -82,6 +82,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"CountByState", testCountByState},
 		{"LifetimeFields", testLifetimeFields},
 		{"ListSessions_DueBefore", testListSessionsDueBefore},
+		{"UpdateSessionsDue", testUpdateSessionsDue},
 		{"Setting", testSetting},
 		{"Setting_Concurrent", testSettingConcurrent},
 		{"Ping", testPing},
