@@ -242,14 +242,15 @@ type Server struct {
 
 	detach func() // from an Attacher; nil when none
 
-	mu      sync.Mutex
-	conns   map[string]map[*bridge]struct{} // session → live bridges; guarded by mu
-	notices map[string]kept                 // session → current notice (notice.go); guarded by mu
-	kicks   map[string]kick                 // clientId → why it was disconnected (notice.go); guarded by mu
-	lastDis map[string]time.Time            // guarded by mu
-	srvs    map[*http.Server]struct{}       // guarded by mu
-	limited *netlimit.Listener              // of the last Serve; guarded by mu
-	closed  bool                            // guarded by mu
+	mu           sync.Mutex
+	conns        map[string]map[*bridge]struct{} // session → live bridges; guarded by mu
+	notices      map[string]kept                 // session → current notice (notice.go); guarded by mu
+	noticeStates map[string]*noticeState         // session → notice version for notice-wait; guarded by mu
+	kicks        map[string]kick                 // clientId → why it was disconnected (notice.go); guarded by mu
+	lastDis      map[string]time.Time            // guarded by mu
+	srvs         map[*http.Server]struct{}       // guarded by mu
+	limited      *netlimit.Listener              // of the last Serve; guarded by mu
+	closed       bool                            // guarded by mu
 }
 
 // New returns a gateway for cfg. It registers with cfg.Sessions to learn of
@@ -430,6 +431,9 @@ func (s *Server) Close() error {
 // dropped, the others get their input rights updated. The driver calls it
 // through Sessions.Watch.
 func (s *Server) SessionChanged(id string) {
+	if _, ok := s.cfg.Sessions.Session(id); !ok {
+		s.forgetSession(id)
+	}
 	s.mu.Lock()
 	var bs []*bridge
 	for b := range s.conns[id] {

@@ -87,6 +87,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+s.base+"{asset}", serveAsset)
 	mux.HandleFunc("GET "+s.base+"websockify", s.serveWebSocket)
 	mux.HandleFunc("POST "+s.base+"extend", s.serveExtend)
+	mux.HandleFunc("GET "+s.base+"notice-wait", s.serveNoticeWait)
 	s.fileRoutes(mux)
 	files := http.StripPrefix(s.base+"novnc/", http.FileServer(http.Dir(s.cfg.NoVNCPath)))
 	mux.Handle("GET "+s.base+"novnc/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -303,5 +307,80 @@ func TestExtend(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("extend without Config.Extend: %d", resp.StatusCode)
+	}
+}
+
+// TestNoticeWait: notice-wait answers at once without "after" (or with an
+// old version), and otherwise when the session's notice changes, so that
+// a page shows the broker's warning within a moment.
+func TestNoticeWait(t *testing.T) {
+	e := newEnv(t, lifePerms, 0)
+	tok := e.broker.token(t, sessID, owner, owner)
+	type answer struct {
+		Seq    uint64
+		Notice map[string]any
+	}
+	wait := func(after string) (int, answer) {
+		q := "/notice-wait?authToken=" + url.QueryEscape(tok) + "&sessionId=" + sessID
+		if after != "" {
+			q += "&after=" + after
+		}
+		resp, err := e.srv.Client().Get(e.srv.URL + q)
+		if err != nil {
+			return 0, answer{}
+		}
+		defer resp.Body.Close()
+		var a answer
+		json.NewDecoder(resp.Body).Decode(&a)
+		return resp.StatusCode, a
+	}
+	status, first := wait("")
+	if status != 200 || first.Notice != nil {
+		t.Fatalf("first wait: %d %+v", status, first)
+	}
+	got := make(chan answer, 1)
+	go func() {
+		_, a := wait(strconv.FormatUint(first.Seq, 10))
+		got <- a
+	}()
+	// The waiter is parked until the notice changes.
+	e.gw.Notify(sessID, gateway.Notice{Message: "ends in 2 minutes", Deadline: time.Now().Add(2 * time.Minute)})
+	select {
+	case a := <-got:
+		if a.Seq == first.Seq || a.Notice == nil || a.Notice["message"] != "ends in 2 minutes" {
+			t.Errorf("woken wait: %+v", a)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("notice-wait did not answer the new notice (it waits 25 s otherwise)")
+	}
+	// An old version answers at once with the current notice.
+	if _, a := wait(strconv.FormatUint(first.Seq, 10)); a.Notice == nil {
+		t.Errorf("wait with an old version: %+v", a)
+	}
+	// The token is checked as for session-info.
+	q := "/notice-wait?authToken=bad&sessionId=" + sessID
+	if resp, body := e.get(t, q, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("bad token: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestPage_ScriptParses: page.js is a valid ES module (node --check), so a
+// syntax slip does not reach a browser; skipped where node is missing (the
+// e2e tests run the page in Chromium).
+func TestPage_ScriptParses(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	src, err := os.ReadFile("web/page.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "page.mjs")
+	if err := os.WriteFile(p, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(node, "--check", p).CombinedOutput(); err != nil {
+		t.Fatalf("page.js does not parse: %v\n%s", err, out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -14,8 +15,9 @@ import (
 )
 
 // Session lifetimes (docs/lifetimes.md) on the page: the broker's warnings
-// before a policy acts reach the page through session-info, which the page
-// polls every 10 s while connected ("notice"); the broker's idle
+// before a policy acts reach the page at once through "notice-wait", a long
+// poll the page keeps open while connected, and through session-info
+// ("notice", for a page that connects later); the broker's idle
 // disconnection closes the page's WebSocket with CloseDisconnected and the
 // reason, and session-info then tells the page ("disconnected") so that it
 // does not reconnect by itself; the page's Extend button posts to
@@ -95,6 +97,98 @@ type kept struct {
 	until time.Time
 }
 
+// noticeWait bounds one long poll of notice-wait.
+const noticeWait = 25 * time.Second
+
+// noticeState is what notice-wait watches per session: a version that
+// moves with every change of the session's notice, and a channel closed on
+// the next change.
+type noticeState struct {
+	seq     uint64
+	changed chan struct{}
+}
+
+// noticeChangedLocked moves session id's notice version and wakes its
+// waiters. s.mu must be held.
+func (s *Server) noticeChangedLocked(id string) {
+	if s.noticeStates == nil {
+		s.noticeStates = make(map[string]*noticeState)
+	}
+	st := s.noticeStates[id]
+	if st == nil {
+		st = &noticeState{changed: make(chan struct{})}
+		s.noticeStates[id] = st
+	}
+	st.seq++
+	close(st.changed)
+	st.changed = make(chan struct{})
+}
+
+// noticeVersion returns session id's notice version and the channel closed
+// at its next change.
+func (s *Server) noticeVersion(id string) (uint64, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.noticeStates == nil {
+		s.noticeStates = make(map[string]*noticeState)
+	}
+	st := s.noticeStates[id]
+	if st == nil {
+		st = &noticeState{changed: make(chan struct{})}
+		s.noticeStates[id] = st
+	}
+	return st.seq, st.changed
+}
+
+// forgetSession drops an ended session's notice and notice version,
+// waking its waiters.
+func (s *Server) forgetSession(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.notices, id)
+	if st := s.noticeStates[id]; st != nil {
+		close(st.changed)
+		delete(s.noticeStates, id)
+	}
+}
+
+// waitAnswer is the answer of GET notice-wait.
+type waitAnswer struct {
+	// Seq is the session's notice version: the page sends it back as
+	// "after" to wait for the next change.
+	Seq    uint64      `json:"seq"`
+	Notice *infoNotice `json:"notice"`
+}
+
+// serveNoticeWait handles GET {base}notice-wait?authToken=…&sessionId=…&after=N:
+// it answers at once when the session's notice version is not N, else
+// when it changes or after 25 s, with the version and the current notice
+// (null when none).
+func (s *Server) serveNoticeWait(w http.ResponseWriter, r *http.Request) {
+	g, herr := s.authorize(r.Context(), r)
+	if herr != nil {
+		herr.write(w)
+		return
+	}
+	id := g.session.ID
+	seq, changed := s.noticeVersion(id)
+	if after := r.URL.Query().Get("after"); after != "" && after == strconv.FormatUint(seq, 10) {
+		t := time.NewTimer(noticeWait)
+		defer t.Stop()
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		case <-s.ctx.Done():
+		}
+		seq, _ = s.noticeVersion(id)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(waitAnswer{Seq: seq, Notice: s.noticeFor(id, g.claims.User == g.session.Owner)})
+}
+
 // kick is why a page's connection was closed by policy.
 type kick struct {
 	session, message string
@@ -126,7 +220,10 @@ func (s *Server) Disconnect(id string, reason Notice) int {
 			s.kicks[b.client] = kick{session: id, message: msg, until: now.Add(kickLifetime)}
 		}
 	}
-	delete(s.notices, id) // the warning was about this
+	if _, ok := s.notices[id]; ok {
+		delete(s.notices, id) // the warning was about this
+		s.noticeChangedLocked(id)
+	}
 	s.mu.Unlock()
 	for _, b := range bs {
 		b.stop(CloseDisconnected, cut(msg, maxCloseReason))
@@ -149,6 +246,7 @@ func (s *Server) Notify(id string, n Notice) int {
 		s.notices = make(map[string]kept)
 	}
 	s.notices[id] = kept{Notice: n, until: until}
+	s.noticeChangedLocked(id)
 	c := len(s.conns[id])
 	s.mu.Unlock()
 	return c
@@ -279,6 +377,7 @@ func (s *Server) serveExtend(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if k, ok := s.notices[g.session.ID]; ok && k.Extendable {
 		delete(s.notices, g.session.ID) // the warning was about the old deadline
+		s.noticeChangedLocked(g.session.ID)
 	}
 	s.mu.Unlock()
 	s.log.Info("session extended from its page", logattr.SessionID, g.session.ID, logattr.User, g.claims.User, "deadline", deadline)

@@ -8,8 +8,8 @@
 // connected, reconnecting, disconnected, ended, expired, refused), #status
 // the message shown while not connected: tests read both.
 //
-// The broker's notices (session-info's "notice", polled while connected)
-// show in #notice with the time left counting down in #notice-left and, when
+// The broker's notices (from "notice-wait", a long poll kept open while
+// connected, and session-info's "notice") show in #notice with the time left counting down in #notice-left and, when
 // the session's lifetime can be extended, #notice-extend, which posts to
 // "extend". A connection the broker closed by policy (session-info's
 // "disconnected") is not reconnected by itself: #status says why.
@@ -313,6 +313,30 @@ el.noticeExtend.addEventListener('click', async () => {
   el.noticeError.hidden = false;
   el.noticeExtend.disabled = false;
   announce('Cannot extend: ' + why);
+});
+
+// waitNotices long-polls notice-wait while connected, so that a notice
+// shows within a moment of the broker's warning.
+async function waitNotices(rfb) {
+  let after = '';
+  while (page.rfb === rfb && page.state === 'connected') {
+    let r;
+    try {
+      r = await fetch('notice-wait?' + qs + '&after=' + after, {cache: 'no-store', credentials: 'omit'});
+    } catch (e) {
+      r = null;
+    }
+    if (page.rfb !== rfb) {
+      return;
+    }
+    if (!r || !r.ok) {
+      await new Promise((done) => setTimeout(done, 5000));
+      continue;
+    }
+    const d = await r.json();
+    after = String(d.seq);
+    showNotice(d.notice || null);
+  }
 }
 
 function pollInfo() {
@@ -371,6 +395,7 @@ async function connect() {
     announce('Connected to the session.');
     rfb.focus();
     pollInfo();
+    waitNotices(rfb);
     peekToolbar();
   });
   rfb.addEventListener('disconnect', () => {
