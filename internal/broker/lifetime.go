@@ -213,11 +213,12 @@ type event struct {
 	dl     time.Time     // the deadline
 }
 
-// events returns what the policies still have to do to sess, in no order:
-// the warnings not yet sent for the current deadlines and the actions.
-func events(sess *Session, lim SessionLimits, points []time.Duration) []event {
+// events appends to out what the policies still have to do to sess, in no
+// order: the warnings not yet sent for the current deadlines and the
+// actions. (The callers pass a buffer on their stack: the leader's sweep
+// evaluates every session.)
+func events(out []event, sess *Session, lim SessionLimits, points []time.Duration) []event {
 	d := SessionDeadlines(sess, lim)
-	var out []event
 	warn := func(policy string, dl, since time.Time, warnedFor time.Time, warned []time.Duration) {
 		for _, p := range points {
 			at := dl.Add(-p)
@@ -249,7 +250,8 @@ func nextDue(sess *Session, lim SessionLimits, points []time.Duration) time.Time
 		return time.Time{}
 	}
 	var due time.Time
-	for _, e := range events(sess, lim, points) {
+	var buf [8]event
+	for _, e := range events(buf[:0], sess, lim, points) {
 		if due.IsZero() || e.at.Before(due) {
 			due = e.at
 		}
@@ -290,8 +292,9 @@ func EvaluatePolicies(sess *Session, lim SessionLimits, points []time.Duration, 
 		dec.DueAt = nextDue(sess, lim, points)
 		return dec
 	}
-	evs := events(sess, lim, points)
-	var due []event
+	var buf, dueBuf [8]event
+	evs := events(buf[:0], sess, lim, points)
+	due := dueBuf[:0]
 	for _, e := range evs {
 		if !e.at.After(now) {
 			due = append(due, e)

@@ -288,6 +288,9 @@ func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *poli
 			// notifications): retrying would not help.
 			s.log.Warn("session policy command refused", logattr.SessionID, x.ID, logattr.ServerID, x.ServerID,
 				"policy", dec.Policy, "command", cmd.Kind, "reason", refused.Reason)
+			if pm := s.policyMetrics(); pm != nil && dec.Action == PolicyWarn {
+				pm.PolicyWarned(dec.Policy) // issued, though the driver cannot show it (dcv)
+			}
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil

@@ -36,13 +36,24 @@ func (c *fakeClock) set(t time.Time) {
 type policyAgents struct {
 	mu   sync.Mutex
 	cmds []broker.Command
+	// fail, when set, is the error of notify and disconnect commands.
+	fail error
 }
 
 func (a *policyAgents) Dispatch(_ context.Context, _ string, cmd broker.Command) (*broker.Result, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.cmds = append(a.cmds, cmd)
+	if a.fail != nil && (cmd.Kind == broker.CommandNotify || cmd.Kind == broker.CommandDisconnect) {
+		return nil, a.fail
+	}
 	return &broker.Result{}, nil
+}
+
+func (a *policyAgents) failWith(err error) {
+	a.mu.Lock()
+	a.fail = err
+	a.mu.Unlock()
 }
 
 // take returns the commands sent since the last call.
@@ -311,5 +322,26 @@ func TestPolicies_SweepAtStart(t *testing.T) {
 	}
 	if got := getP1(t, svc2).DueAt; !got.Equal(lat(10 * time.Minute)) {
 		t.Errorf("DueAt after the sweep = %v, want +10m", got)
+	}
+}
+
+// TestPolicies_CommandFailures: a warning the agent refuses (a driver that
+// cannot show one, as dcv) counts as sent and is not sent again; one that
+// does not reach the agent is retried a minute later, not at every tick.
+func TestPolicies_CommandFailures(t *testing.T) {
+	svc, clk, agents, m := newPolicyBroker(t, nil, broker.Config{
+		Limits: broker.SessionLimits{MaxLifetimeHours: 1}, WarningPoints: []time.Duration{15 * time.Minute}})
+	report(t, svc, 1, lt0, time.Time{})
+
+	agents.failWith(broker.ErrAgentUnreachable)
+	checkCmds(t, "+45m, unreachable", tick(t, svc, clk, agents, lat(45*time.Minute)), "notify session-max-lifetime-hours 1h0m0s")
+	checkCmds(t, "+45m30s, waits", tick(t, svc, clk, agents, lat(45*time.Minute+30*time.Second)))
+	agents.failWith(&broker.CommandError{Reason: "driver dcv cannot notify users"})
+	checkCmds(t, "+46m, retried and refused", tick(t, svc, clk, agents, lat(46*time.Minute)), "notify session-max-lifetime-hours 1h0m0s")
+	checkCmds(t, "+50m, not again", tick(t, svc, clk, agents, lat(50*time.Minute)))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.warned[broker.PolicyLifetime] != 1 {
+		t.Errorf("lifetime warnings counted %d, want 1 (the refused one)", m.warned[broker.PolicyLifetime])
 	}
 }
