@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -364,11 +365,14 @@ func cloneLife(l *SessionLife) SessionLife {
 }
 
 // fmtSpan writes d for people: whole minutes (or seconds when shorter than
-// a minute), as "30m", "2h0m", "45s".
+// a minute), as "30m", "2h", "1h30m", "45s".
 func fmtSpan(d time.Duration) string {
 	if d < time.Minute {
 		return max(d, 0).Round(time.Second).String()
 	}
-	s := d.Round(time.Minute).String()
-	return s[:len(s)-2] // drop "0s"
+	s := strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
