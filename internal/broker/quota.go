@@ -316,3 +316,71 @@ func validateLimits(prefix string, l *SessionLimits) error {
 	}
 	return nil
 }
+
+// QuotaCounts are what a store reads to tell the use of quotas, in at most
+// three queries whatever their number: the placed, not DELETED sessions
+// (and their GPUs) of each owner a quota counts, of each template, and the
+// sessions launched with identity provider groups. Use derives a quota's
+// use from them.
+type QuotaCounts struct {
+	ByOwner    map[string]QuotaUse
+	ByTemplate map[string]QuotaUse
+	// Launched are the sessions launched with identity provider groups
+	// (SessionSpec.Groups); read only when a group quota is asked for.
+	Launched []LaunchedUse
+}
+
+// LaunchedUse is a placed session launched with identity provider groups.
+type LaunchedUse struct {
+	Owner  string
+	Groups []string
+	GPUs   int
+}
+
+// QuotaReads says what a store must read for qs: the owners whose sessions
+// count (users, and groups' members), the templates, and whether any group
+// quota needs the sessions launched with identity provider groups. The
+// lists are sorted and without repeats.
+func QuotaReads(qs []Quota) (owners, templates []string, groups bool) {
+	for i := range qs {
+		switch q := &qs[i]; q.Kind {
+		case QuotaUser:
+			owners = append(owners, q.Name)
+		case QuotaGroup:
+			owners = append(owners, q.Members...)
+			groups = true
+		case QuotaTemplate:
+			templates = append(templates, q.Name)
+		}
+	}
+	slices.Sort(owners)
+	slices.Sort(templates)
+	return slices.Compact(owners), slices.Compact(templates), groups
+}
+
+// Use returns q's use by the counts.
+func (c *QuotaCounts) Use(q *Quota) QuotaUse {
+	switch q.Kind {
+	case QuotaUser:
+		return c.ByOwner[q.Name]
+	case QuotaTemplate:
+		return c.ByTemplate[q.Name]
+	case QuotaGroup:
+		var u QuotaUse
+		for _, m := range q.Members {
+			o := c.ByOwner[m]
+			u.Sessions += o.Sessions
+			u.GPUs += o.GPUs
+		}
+		for _, l := range c.Launched {
+			if slices.Contains(l.Groups, q.Name) {
+				if _, member := slices.BinarySearch(q.Members, l.Owner); !member {
+					u.Sessions++
+					u.GPUs += l.GPUs
+				}
+			}
+		}
+		return u
+	}
+	return QuotaUse{}
+}

@@ -200,9 +200,7 @@ func (c *placementTx) read(ctx context.Context, tx pgx.Tx) error {
 			return err
 		})
 	}
-	if err := c.quota.queue(b); err != nil {
-		return err
-	}
+	c.quota.queue(b)
 	b.Queue(serverCountsSQL, c.servers).Query(func(rows pgx.Rows) error {
 		var (
 			id     string

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -11,41 +12,27 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 )
 
-// The quota counts: the placed (server_id set), not DELETED sessions of a
-// quota and the sum of their GPUs (SessionSpec.GPUs, "gpus" in the spec's
-// JSON). The user count walks sessions_owner_seq; the group and template
-// counts scan the active sessions, and only run when such a quota is set.
+// The quota counts (broker.QuotaCounts): placed (server_id set), not
+// DELETED sessions and the sum of their GPUs (SessionSpec.GPUs, "gpus" in
+// the spec's JSON), per owner (through sessions_owner_seq), per template
+// (through the expression index sessions_template of 0009), and the
+// sessions launched with identity provider groups (through the partial
+// index sessions_launch_groups). The strpos terms match the indexes'.
 const (
-	quotaCountHead = `SELECT count(*), coalesce(sum((spec::jsonb->>'gpus')::bigint), 0) FROM sessions
-		WHERE server_id <> '' AND state <> 'DELETED' AND `
-	// quotaUserSQL: $1 the owner.
-	quotaUserSQL = quotaCountHead + `owner = $1`
-	// quotaGroupSQL: $1 the members, $2 the group (a session launched with
-	// it among its identity provider groups counts too).
-	quotaGroupSQL = quotaCountHead + `(owner = ANY($1::text[])
-		OR (spec LIKE '%"groups":%' AND spec::jsonb->'groups' @> to_jsonb($2::text)))`
-	// quotaTemplateSQL: $1 the template ID.
-	quotaTemplateSQL = quotaCountHead + `spec LIKE '%"tpl":%' AND spec::jsonb->>'tpl' = $1`
-	// quotaLockSQL takes a quota key's transaction-scoped advisory lock.
-	quotaLockSQL = `SELECT pg_advisory_xact_lock($1)`
+	quotaPlaced = ` AND server_id <> '' AND state <> 'DELETED'`
+	// quotaOwnersSQL: $1 the owners.
+	quotaOwnersSQL = `SELECT owner, count(*), coalesce(sum((spec::jsonb->>'gpus')::bigint), 0) FROM sessions
+		WHERE owner = ANY($1::text[])` + quotaPlaced + ` GROUP BY owner`
+	// quotaTemplatesSQL: $1 the template IDs.
+	quotaTemplatesSQL = `SELECT spec::jsonb->>'tpl', count(*), coalesce(sum((spec::jsonb->>'gpus')::bigint), 0) FROM sessions
+		WHERE strpos(spec, '"tpl":') > 0 AND spec::jsonb->>'tpl' = ANY($1::text[])` + quotaPlaced + ` GROUP BY 1`
+	// quotaLaunchedSQL: the sessions launched with identity provider groups.
+	quotaLaunchedSQL = `SELECT owner, coalesce(spec::jsonb->>'groups', '[]'), coalesce((spec::jsonb->>'gpus')::bigint, 0)
+		FROM sessions WHERE strpos(spec, '"groups":') > 0` + quotaPlaced
+	// quotaLockSQL takes the transaction-scoped advisory locks of quota
+	// keys, one after the other in the order of the array.
+	quotaLockSQL = `SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k`
 )
-
-// quotaQuery returns the count query of q and its arguments.
-func quotaQuery(q *broker.Quota) (string, []any, error) {
-	switch q.Kind {
-	case broker.QuotaUser:
-		return quotaUserSQL, []any{q.Name}, nil
-	case broker.QuotaGroup:
-		members := q.Members
-		if members == nil {
-			members = []string{}
-		}
-		return quotaGroupSQL, []any{members, q.Name}, nil
-	case broker.QuotaTemplate:
-		return quotaTemplateSQL, []any{q.Name}, nil
-	}
-	return "", nil, fmt.Errorf("unknown quota kind %q", q.Kind)
-}
 
 // quotaLockID is the advisory lock of a quota key: a 64-bit FNV-1a hash of
 // the key in berth's quota namespace. Two keys that share a hash only wait
@@ -54,6 +41,48 @@ func quotaLockID(key string) int64 {
 	h := fnv.New64a()
 	h.Write([]byte("berth-quota\x00" + key))
 	return int64(h.Sum64())
+}
+
+// queueQuotaCounts adds to b the queries of what the quotas qs need (at
+// most three) and returns the counts they fill when b runs.
+func queueQuotaCounts(b *pgx.Batch, qs []broker.Quota) *broker.QuotaCounts {
+	owners, templates, groups := broker.QuotaReads(qs)
+	c := &broker.QuotaCounts{ByOwner: make(map[string]broker.QuotaUse), ByTemplate: make(map[string]broker.QuotaUse)}
+	byKey := func(q string, list []string, into map[string]broker.QuotaUse) {
+		if len(list) == 0 {
+			return
+		}
+		b.Queue(q, list).Query(func(rows pgx.Rows) error {
+			var (
+				k string
+				u broker.QuotaUse
+			)
+			_, err := pgx.ForEachRow(rows, []any{&k, &u.Sessions, &u.GPUs}, func() error {
+				into[k] = u
+				return nil
+			})
+			return err
+		})
+	}
+	byKey(quotaOwnersSQL, owners, c.ByOwner)
+	byKey(quotaTemplatesSQL, templates, c.ByTemplate)
+	if groups {
+		b.Queue(quotaLaunchedSQL).Query(func(rows pgx.Rows) error {
+			var (
+				l    broker.LaunchedUse
+				list string
+			)
+			_, err := pgx.ForEachRow(rows, []any{&l.Owner, &list, &l.GPUs}, func() error {
+				l.Groups = nil
+				if err := json.Unmarshal([]byte(list), &l.Groups); err == nil && len(l.Groups) > 0 {
+					c.Launched = append(c.Launched, l)
+				}
+				return nil
+			})
+			return err
+		})
+	}
+	return c
 }
 
 // QuotaUse returns the current use of each quota, in one round trip and
@@ -65,17 +94,12 @@ func (s *Store) QuotaUse(ctx context.Context, qs []broker.Quota) (_ []broker.Quo
 		return out, nil
 	}
 	b := &pgx.Batch{}
-	for i := range qs {
-		q, args, err := quotaQuery(&qs[i])
-		if err != nil {
-			return nil, err
-		}
-		b.Queue(q, args...).QueryRow(func(r pgx.Row) error {
-			return r.Scan(&out[i].Sessions, &out[i].GPUs)
-		})
-	}
+	c := queueQuotaCounts(b, qs)
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("quota use: %w", err)
+	}
+	for i := range qs {
+		out[i] = c.Use(&qs[i])
 	}
 	return out, nil
 }
@@ -86,6 +110,7 @@ func (s *Store) QuotaUse(ctx context.Context, qs []broker.Quota) (_ []broker.Quo
 type quotaState struct {
 	keys   []string // sorted
 	quotas map[string]*broker.Quota
+	counts *broker.QuotaCounts
 	use    map[string]*broker.QuotaUse
 }
 
@@ -97,7 +122,6 @@ func (qs *quotaState) collect(pl broker.Placement) {
 		k := q.Key()
 		if qs.quotas == nil {
 			qs.quotas = make(map[string]*broker.Quota)
-			qs.use = make(map[string]*broker.QuotaUse)
 		}
 		if _, ok := qs.quotas[k]; !ok {
 			qs.quotas[k] = q
@@ -106,43 +130,48 @@ func (qs *quotaState) collect(pl broker.Placement) {
 	}
 }
 
-// queue adds to the transaction's read batch the advisory lock of each
-// quota key, in sorted key order (the same in every broker, after the
+// queue adds to the transaction's read batch the advisory locks of the
+// quota keys, in sorted key order (the same in every broker, after the
 // server and session row locks, so that two transactions never wait for
-// each other in a circle), and then each quota's count. Under read
+// each other in a circle), and then the quotas' counts. Under read
 // committed each count sees every commit made before it got its locks: a
 // concurrent placement on the same quota, of this broker or another,
 // commits before or after this transaction, never interleaved.
-func (qs *quotaState) queue(b *pgx.Batch) error {
+func (qs *quotaState) queue(b *pgx.Batch) {
 	if len(qs.keys) == 0 {
-		return nil
+		return
 	}
 	slices.Sort(qs.keys)
-	for _, k := range qs.keys {
-		b.Queue(quotaLockSQL, quotaLockID(k))
+	ids := make([]int64, len(qs.keys))
+	list := make([]broker.Quota, len(qs.keys))
+	for i, k := range qs.keys {
+		ids[i], list[i] = quotaLockID(k), *qs.quotas[k]
 	}
-	for _, k := range qs.keys {
-		query, args, err := quotaQuery(qs.quotas[k])
-		if err != nil {
-			return err
-		}
-		u := &broker.QuotaUse{}
-		qs.use[k] = u
-		b.Queue(query, args...).QueryRow(func(r pgx.Row) error {
-			return r.Scan(&u.Sessions, &u.GPUs)
-		})
+	b.Queue(quotaLockSQL, ids)
+	qs.counts = queueQuotaCounts(b, list)
+}
+
+// useOf returns the use of a quota of the batch, derived from the counts
+// read the first time.
+func (qs *quotaState) useOf(q *broker.Quota) *broker.QuotaUse {
+	k := q.Key()
+	if u := qs.use[k]; u != nil {
+		return u
 	}
-	return nil
+	if qs.use == nil {
+		qs.use = make(map[string]*broker.QuotaUse)
+	}
+	u := qs.counts.Use(qs.quotas[k])
+	qs.use[k] = &u
+	return &u
 }
 
 // check tells whether pl fits its quotas: nil or a *broker.QuotaError.
 func (qs *quotaState) check(pl broker.Placement) error {
 	for i := range pl.Quotas {
 		q := &pl.Quotas[i]
-		if u := qs.use[q.Key()]; u != nil {
-			if err := q.Check(*u, pl.Session.Spec.GPUs); err != nil {
-				return fmt.Errorf("session %q: %w", pl.Session.ID, err)
-			}
+		if err := q.Check(*qs.useOf(q), pl.Session.Spec.GPUs); err != nil {
+			return fmt.Errorf("session %q: %w", pl.Session.ID, err)
 		}
 	}
 	return nil
@@ -151,9 +180,8 @@ func (qs *quotaState) check(pl broker.Placement) error {
 // take counts an accepted placement against its quotas.
 func (qs *quotaState) take(pl broker.Placement) {
 	for i := range pl.Quotas {
-		if u := qs.use[pl.Quotas[i].Key()]; u != nil {
-			u.Sessions++
-			u.GPUs += pl.Session.Spec.GPUs
-		}
+		u := qs.useOf(&pl.Quotas[i])
+		u.Sessions++
+		u.GPUs += pl.Session.Spec.GPUs
 	}
 }

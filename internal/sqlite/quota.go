@@ -9,81 +9,168 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 )
 
-// The quota counts: the placed (server_id set), not DELETED sessions of a
-// quota and the sum of their GPUs (SessionSpec.GPUs, "gpus" in the spec's
-// JSON). The user count walks the owner's index; the group and template
-// counts scan the active sessions, and only run when such a quota is set.
+// The quota counts (broker.QuotaCounts): placed (server_id set), not
+// DELETED sessions and the sum of their GPUs (SessionSpec.GPUs, "gpus" in
+// the spec's JSON), per owner (through sessions_owner_seq), per template
+// (through the expression index sessions_template of 0007), and the
+// sessions launched with identity provider groups (through the partial
+// index sessions_launch_groups). The instr terms match the indexes'.
 const (
-	quotaCountHead = `SELECT count(*), coalesce(sum(json_extract(spec, '$.gpus')), 0) FROM sessions
-		WHERE server_id != '' AND state != 'DELETED' AND `
-	// quotaUserSQL: ?1 the owner.
-	quotaUserSQL = quotaCountHead + `owner = ?`
-	// quotaGroupSQL: ?1 the members as a JSON array, ?2 the group (a
-	// session launched with it among its identity provider groups counts).
-	quotaGroupSQL = quotaCountHead + `(owner IN (SELECT value FROM json_each(?1))
-		OR (spec LIKE '%"groups":%' AND EXISTS (SELECT 1 FROM json_each(spec, '$.groups') WHERE value = ?2)))`
-	// quotaTemplateSQL: ?1 the template ID.
-	quotaTemplateSQL = quotaCountHead + `spec LIKE '%"tpl":%' AND json_extract(spec, '$.tpl') = ?`
+	quotaPlaced = ` AND server_id != '' AND state != 'DELETED'`
+	// quotaOwnersSQL: ?1 the owners as a JSON array.
+	quotaOwnersSQL = `SELECT owner, count(*), coalesce(sum(json_extract(spec, '$.gpus')), 0) FROM sessions
+		WHERE owner IN (SELECT value FROM json_each(?))` + quotaPlaced + ` GROUP BY owner`
+	// quotaTemplatesSQL: ?1 the template IDs as a JSON array.
+	quotaTemplatesSQL = `SELECT json_extract(spec, '$.tpl'), count(*), coalesce(sum(json_extract(spec, '$.gpus')), 0) FROM sessions
+		WHERE instr(spec, '"tpl":') > 0 AND json_extract(spec, '$.tpl') IN (SELECT value FROM json_each(?))` + quotaPlaced + `
+		GROUP BY 1`
+	// quotaLaunchedSQL: the sessions launched with identity provider groups.
+	quotaLaunchedSQL = `SELECT owner, coalesce(json_extract(spec, '$.groups'), '[]'), coalesce(json_extract(spec, '$.gpus'), 0)
+		FROM sessions WHERE instr(spec, '"groups":') > 0` + quotaPlaced
 )
 
-// quotaQuery returns the count query of q and its arguments.
-func quotaQuery(q *broker.Quota) (string, []any, error) {
-	switch q.Kind {
-	case broker.QuotaUser:
-		return quotaUserSQL, []any{q.Name}, nil
-	case broker.QuotaGroup:
-		members, err := json.Marshal(q.Members)
+// queryer runs a read query: the read pool, or a write transaction.
+type queryer func(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+
+// quotaCounts reads what the quotas qs need, in at most three queries.
+func quotaCounts(ctx context.Context, query queryer, qs []broker.Quota) (*broker.QuotaCounts, error) {
+	owners, templates, groups := broker.QuotaReads(qs)
+	c := &broker.QuotaCounts{ByOwner: make(map[string]broker.QuotaUse), ByTemplate: make(map[string]broker.QuotaUse)}
+	byKey := func(q string, list []string, into map[string]broker.QuotaUse) error {
+		if len(list) == 0 {
+			return nil
+		}
+		arg, err := json.Marshal(list)
 		if err != nil {
-			return "", nil, err
+			return err
 		}
-		if q.Members == nil {
-			members = []byte("[]")
+		rows, err := query(ctx, q, string(arg))
+		if err != nil {
+			return err
 		}
-		return quotaGroupSQL, []any{string(members), q.Name}, nil
-	case broker.QuotaTemplate:
-		return quotaTemplateSQL, []any{q.Name}, nil
+		defer rows.Close()
+		for rows.Next() {
+			var (
+				k string
+				u broker.QuotaUse
+			)
+			if err := rows.Scan(&k, &u.Sessions, &u.GPUs); err != nil {
+				return err
+			}
+			into[k] = u
+		}
+		return rows.Err()
 	}
-	return "", nil, fmt.Errorf("unknown quota kind %q", q.Kind)
+	if err := byKey(quotaOwnersSQL, owners, c.ByOwner); err != nil {
+		return nil, fmt.Errorf("quota use of owners: %w", err)
+	}
+	if err := byKey(quotaTemplatesSQL, templates, c.ByTemplate); err != nil {
+		return nil, fmt.Errorf("quota use of templates: %w", err)
+	}
+	if groups {
+		if err := readLaunched(ctx, query, c); err != nil {
+			return nil, fmt.Errorf("quota use of launch groups: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// readLaunched reads the sessions launched with identity provider groups.
+func readLaunched(ctx context.Context, query queryer, c *broker.QuotaCounts) error {
+	rows, err := query(ctx, quotaLaunchedSQL)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			l      broker.LaunchedUse
+			groups string
+		)
+		if err := rows.Scan(&l.Owner, &groups, &l.GPUs); err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(groups), &l.Groups); err != nil || len(l.Groups) == 0 {
+			continue // not a list of groups: counts towards none
+		}
+		c.Launched = append(c.Launched, l)
+	}
+	return rows.Err()
 }
 
 // QuotaUse returns the current use of each quota, read on the read pool.
 func (s *Store) QuotaUse(ctx context.Context, qs []broker.Quota) ([]broker.QuotaUse, error) {
+	c, err := quotaCounts(ctx, s.query, qs)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]broker.QuotaUse, len(qs))
 	for i := range qs {
-		q, args, err := quotaQuery(&qs[i])
-		if err != nil {
-			return nil, err
-		}
-		if err := s.queryRow(ctx, q, args...).Scan(&out[i].Sessions, &out[i].GPUs); err != nil {
-			return nil, fmt.Errorf("quota %s: %w", qs[i].Key(), err)
-		}
+		out[i] = c.Use(&qs[i])
 	}
 	return out, nil
 }
 
 // quotaTx checks the quotas of a CommitPlacements transaction. SQLite runs
 // one write transaction at a time, so the counts it reads in the
-// transaction hold until it commits. Each quota key is read once, on the
-// first placement that has it; later placements add what the transaction
-// placed. A transaction without quotas reads nothing.
+// transaction hold until it commits. The first placement with quotas reads
+// the counts of every quota of the batch (at most three queries); each
+// placement written adds to the use. A transaction without quotas reads
+// nothing.
 type quotaTx struct {
 	s   *Store
 	tx  *sql.Tx
+	ps  []broker.Placement
 	use map[string]*broker.QuotaUse
 }
 
 // check refuses pl, with an itemError wrapping a *broker.QuotaError, when
 // one of its quotas would be exceeded.
 func (qt *quotaTx) check(ctx context.Context, pl broker.Placement) error {
-	for i := range pl.Quotas {
-		q := &pl.Quotas[i]
-		u, err := qt.useOf(ctx, q)
-		if err != nil {
+	if qt.use == nil {
+		if err := qt.load(ctx); err != nil {
 			return err
 		}
-		if err := q.Check(*u, pl.Session.Spec.GPUs); err != nil {
-			return itemError{fmt.Errorf("session %q: %w", pl.Session.ID, err)}
+	}
+	for i := range pl.Quotas {
+		q := &pl.Quotas[i]
+		if u := qt.use[q.Key()]; u != nil {
+			if err := q.Check(*u, pl.Session.Spec.GPUs); err != nil {
+				return itemError{fmt.Errorf("session %q: %w", pl.Session.ID, err)}
+			}
 		}
+	}
+	return nil
+}
+
+// load reads the use of every quota of the batch in the transaction; the
+// first placement with a key gives the quota that is counted.
+func (qt *quotaTx) load(ctx context.Context) error {
+	var qs []broker.Quota
+	seen := make(map[string]bool)
+	for _, pl := range qt.ps {
+		for _, q := range pl.Quotas {
+			if k := q.Key(); !seen[k] {
+				seen[k] = true
+				qs = append(qs, q)
+			}
+		}
+	}
+	query := func(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+		st, err := qt.s.txStmt(ctx, qt.tx, q)
+		if err != nil {
+			return nil, err
+		}
+		return st.QueryContext(ctx, args...)
+	}
+	c, err := quotaCounts(ctx, query, qs)
+	if err != nil {
+		return err
+	}
+	qt.use = make(map[string]*broker.QuotaUse, len(qs))
+	for i := range qs {
+		u := c.Use(&qs[i])
+		qt.use[qs[i].Key()] = &u
 	}
 	return nil
 }
@@ -96,30 +183,4 @@ func (qt *quotaTx) take(pl broker.Placement) {
 			u.GPUs += pl.Session.Spec.GPUs
 		}
 	}
-}
-
-// useOf returns the quota's use in the transaction, reading it the first
-// time.
-func (qt *quotaTx) useOf(ctx context.Context, q *broker.Quota) (*broker.QuotaUse, error) {
-	k := q.Key()
-	if u := qt.use[k]; u != nil {
-		return u, nil
-	}
-	query, args, err := quotaQuery(q)
-	if err != nil {
-		return nil, err
-	}
-	st, err := qt.s.txStmt(ctx, qt.tx, query)
-	if err != nil {
-		return nil, err
-	}
-	u := &broker.QuotaUse{}
-	if err := st.QueryRowContext(ctx, args...).Scan(&u.Sessions, &u.GPUs); err != nil {
-		return nil, fmt.Errorf("quota %s: %w", k, err)
-	}
-	if qt.use == nil {
-		qt.use = make(map[string]*broker.QuotaUse)
-	}
-	qt.use[k] = u
-	return u, nil
 }

@@ -279,7 +279,7 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 	var p placementTx
 	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		var err error
-		p.quota = quotaTx{s: s, tx: tx}
+		p.quota = quotaTx{s: s, tx: tx, ps: ps}
 		if s.m != nil {
 			p.rows = make([]*row, 0, len(ps))
 		}
