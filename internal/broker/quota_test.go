@@ -326,3 +326,49 @@ func TestTemplate_LimitsValidation(t *testing.T) {
 		t.Errorf("stored limits %+v GPUs %d", got.Limits, got.GPUs)
 	}
 }
+
+// TestQuota_LearnedGroups: the groups an agent reports for a session's owner
+// (full lists and changes) teach the groups source, and the group's quota
+// counts the reported sessions.
+func TestQuota_LearnedGroups(t *testing.T) {
+	src := groups.NewLearned()
+	cfg := broker.Config{BrokerID: "b1", Groups: src, GroupLimits: map[string]broker.SessionLimits{"lab": {MaxSessions: 2}}}
+	svc, _ := newQuotaBroker(t, cfg, 0)
+	ctx := t.Context()
+	now := svc.Now()
+	report := func(id, owner string) broker.SessionReport {
+		return broker.SessionReport{ID: id, Name: "d", Owner: owner, Type: broker.TypeVirtual, State: broker.StateReady,
+			CreationTime: now, OwnerGroups: []string{"lab", "users"}}
+	}
+	// A full list (the agent's hello) and a change each adopt a session.
+	if err := svc.AgentConnected(ctx, "", "s1", serverInfo("s1", 0), []broker.SessionReport{report("a-1", "alice")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.AgentSessionChanges(ctx, "s1", []broker.SessionReport{report("b-1", "bob")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := src.Members(ctx, "lab"); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Fatalf("learned members of lab: %v", got)
+	}
+	if got := create(t, svc, broker.CreateRequest{Owner: "alice"}).FailureReason; got != "quota: group lab has 2 of 2 sessions (session-group-limits-file)" {
+		t.Errorf("FailureReason %q", got)
+	}
+}
+
+// TestQueue_SkipsOverQuota: a queued session over its quota does not hold
+// back the sessions behind it when room frees.
+func TestQueue_SkipsOverQuota(t *testing.T) {
+	svc, st := newQuotaBroker(t, broker.Config{BrokerID: "b1", Limits: broker.SessionLimits{MaxSessions: 1}}, 2)
+	mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice"})
+	blocker := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "carol"})[0] // the server is full
+	over := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice", EnqueueRequest: true})[0]
+	bob := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "bob", EnqueueRequest: true})[0]
+	if pos, _, err := svc.QueuePositions(t.Context()); err != nil || pos[over] != 1 || pos[bob] != 2 {
+		t.Fatalf("positions %v, %v", pos, err)
+	}
+	forceDelete(t, svc, blocker, "carol")
+	poll.Until(t, 10*time.Second, "bob placed", func() bool { return placedOf(t, st, "bob") == 1 })
+	if reason := queueReasons(t, svc)[over]; reason != "quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)" {
+		t.Errorf("alice's queued session waits for %q", reason)
+	}
+}

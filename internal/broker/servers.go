@@ -315,6 +315,7 @@ func (s *Service) AgentDisconnected(ctx context.Context, serverID string) {
 // store transaction (AgentSessionChanges applies an agent's changes without
 // the read).
 func (s *Service) reconcile(ctx context.Context, serverID string, reports []SessionReport, connect bool) error {
+	s.learnGroups(reports) // quota.go
 	stored, err := s.store.ListSessions(ctx, SessionFilter{ServerID: serverID, States: []string{StateCreating, StateReady, StateDeleting, StateUnknown}})
 	if err != nil {
 		return fmt.Errorf("reconcile %q: %w", serverID, err)
