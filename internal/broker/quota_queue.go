@@ -53,3 +53,16 @@ func (s *Service) Queue(ctx context.Context) ([]QueueEntry, error) {
 	}
 	return out, nil
 }
+
+// quotaWait returns the reason of a quota that sess is over now, "" when
+// none is (or it cannot be told): why a queued session waited.
+func (s *Service) quotaWait(ctx context.Context, sess *Session) string {
+	qp := s.quotasFor(ctx, []*Session{sess})
+	if qp == nil || qp.load(ctx, s.store) != nil {
+		return ""
+	}
+	if err := qp.check(0, sess); err != nil {
+		return quotaReason(err)
+	}
+	return ""
+}

@@ -372,3 +372,43 @@ func TestQueue_SkipsOverQuota(t *testing.T) {
 		t.Errorf("alice's queued session waits for %q", reason)
 	}
 }
+
+// TestQueue_ExpiryNamesQuota: a queued session that waited out
+// create-sessions-queue-max-time-seconds over a quota is deleted with a
+// reason naming the quota.
+func TestQueue_ExpiryNamesQuota(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	svc, err := broker.New(t.Context(), st, acceptAgents{}, nil, broker.Config{BrokerID: "b1", QueueMaxTime: time.Minute,
+		Limits: broker.SessionLimits{MaxSessions: 1}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	if err := svc.AgentConnected(t.Context(), "", "s1", serverInfo("s1", 0), nil); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(rctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice"})
+	queued := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice", EnqueueRequest: true})[0]
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	var got *broker.Session
+	poll.Until(t, 10*time.Second, "the queued session expired", func() bool {
+		got, err = st.GetSession(t.Context(), queued)
+		return err == nil && got.State == broker.StateDeleted
+	})
+	want := "waited 1m0s in the queue (create-sessions-queue-max-time-seconds), still over quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)"
+	if got.StateReason != want {
+		t.Errorf("StateReason %q, want %q", got.StateReason, want)
+	}
+}

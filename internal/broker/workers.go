@@ -362,7 +362,11 @@ func (s *Service) processQueue(ctx context.Context) error {
 	var exprs []*requirements.Expr
 	for _, sess := range waiting {
 		if sess.Enqueued && now.Sub(sess.EnqueuedAt) > s.cfg.QueueMaxTime {
-			s.setDeleted(ctx, sess.ID, fmt.Sprintf("no DCV server became available within %s (create-sessions-queue-max-time-seconds)", s.cfg.QueueMaxTime))
+			msg := fmt.Sprintf("no DCV server became available within %s (create-sessions-queue-max-time-seconds)", s.cfg.QueueMaxTime)
+			if q := s.quotaWait(ctx, sess); q != "" {
+				msg = fmt.Sprintf("waited %s in the queue (create-sessions-queue-max-time-seconds), still over %s", s.cfg.QueueMaxTime, q)
+			}
+			s.setDeleted(ctx, sess.ID, msg)
 			s.metrics().PlacementFailed(FailQueueTimeout)
 			continue
 		}
