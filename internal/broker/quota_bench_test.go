@@ -13,11 +13,13 @@ import (
 )
 
 // BenchmarkPlacementQuotas measures CreateSessions' placement throughput
-// (batches of 100 sessions of 1000 owners, on 10 servers) with no quota,
-// and with a per-user sessions and GPUs quota and a group quota on every
-// owner (caps high enough to refuse nothing), on a real store: compare the
-// sessions/s of off and on, run in one invocation. PostgreSQL runs when
-// BERTH_TEST_PG_DSN is set.
+// (batches of 100 sessions of 1000 owners, on 10 servers) with no quota
+// (off), with a per-user sessions and GPUs quota and a sessions quota on
+// each of 10 groups that hold every owner between them (on: every placement
+// counts all sessions of its owner's group), and with the per-user quotas
+// only (on_user); caps are high enough to refuse nothing. Real stores;
+// compare the sessions/s of the modes, run in one invocation. PostgreSQL
+// runs when BERTH_TEST_PG_DSN is set.
 func BenchmarkPlacementQuotas(b *testing.B) {
 	stores := []struct {
 		name string
@@ -55,7 +57,7 @@ func BenchmarkPlacementQuotas(b *testing.B) {
 			for _, mode := range []struct {
 				name string
 				cfg  broker.Config
-			}{{"off", broker.Config{}}, {"on", on}} {
+			}{{"off", broker.Config{}}, {"on", on}, {"on_user", broker.Config{Limits: on.Limits}}} {
 				b.Run(mode.name, func(b *testing.B) {
 					st := sc.open(b)
 					cfg := mode.cfg

@@ -412,3 +412,47 @@ func TestQueue_ExpiryNamesQuota(t *testing.T) {
 		t.Errorf("StateReason %q, want %q", got.StateReason, want)
 	}
 }
+
+// noQuotaReads fails the test when the broker reads quota use.
+type noQuotaReads struct {
+	broker.Store
+	broker.TemplateStore
+	t *testing.T
+}
+
+func (s noQuotaReads) QuotaUse(ctx context.Context, qs []broker.Quota) ([]broker.QuotaUse, error) {
+	s.t.Errorf("QuotaUse(%v) called with no quota configured", qs)
+	return s.Store.QuotaUse(ctx, qs)
+}
+
+func (s noQuotaReads) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]error, error) {
+	for _, p := range ps {
+		if len(p.Quotas) > 0 {
+			s.t.Errorf("placement of %s carries quotas %v with no quota configured", p.Session.ID, p.Quotas)
+		}
+	}
+	return s.Store.CommitPlacements(ctx, ps)
+}
+
+// TestQuota_NoneNoReads: with no quota configured (groups with lifetime
+// limits only, a template without quotas), placement reads no quota use and
+// commits no quota check.
+func TestQuota_NoneNoReads(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := broker.Config{BrokerID: "b1", Limits: broker.SessionLimits{IdleTimeoutMinutes: 5},
+		GroupLimits: map[string]broker.SessionLimits{"lab": {MaxLifetimeHours: 1}}, Groups: groups.NewLearned()}
+	svc := startQuotaBroker(t, noQuotaReads{Store: st, TemplateStore: st, t: t}, cfg, "s1", 0)
+	mustCreate(t, svc, 3, broker.CreateRequest{Owner: "alice", DcvGlEnabled: true})
+	tpl, err := svc.CreateTemplate(t.Context(), broker.Template{Name: "t", Type: "VIRTUAL", GPUs: 1, Users: []string{"bob"},
+		Limits: broker.SessionLimits{MaxLifetimeHours: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.LaunchTemplate(t.Context(), tpl.ID, "bob", []string{"lab"}); err != nil || res.FailureReason != "" {
+		t.Fatalf("launch: %v %+v", err, res)
+	}
+}
