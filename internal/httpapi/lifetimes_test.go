@@ -21,7 +21,7 @@ import (
 // lifetimeBroker serves the API of a broker whose sessions live 1h and may
 // be extended by 2h, with one READY session of alice's, created at created
 // and with one client connected; it returns the session's ID.
-func lifetimeBroker(t *testing.T, created time.Time) (*httptest.Server, string) {
+func lifetimeBroker(t *testing.T, created time.Time) (*broker.Service, *httptest.Server, string) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
@@ -40,14 +40,14 @@ func lifetimeBroker(t *testing.T, created time.Time) (*httptest.Server, string) 
 	}
 	ts := httptest.NewTLSServer((&Server{Service: svc, Logger: slog.New(slog.DiscardHandler)}).Handler())
 	t.Cleanup(func() { ts.Close(); st.Close() })
-	return ts, "s-1"
+	return svc, ts, "s-1"
 }
 
 // TestExtendSessionAPI extends a session over the API with the api client
 // (answers checked against api/openapi.yaml) and reads its deadlines.
 func TestExtendSessionAPI(t *testing.T) {
 	created := time.Now().UTC().Truncate(time.Millisecond).Add(-10 * time.Minute)
-	ts, id := lifetimeBroker(t, created)
+	_, ts, id := lifetimeBroker(t, created)
 	ctx := t.Context()
 	c := &api.Client{BrokerURL: ts.URL, HTTPClient: specChecked(t, ts)}
 
@@ -84,7 +84,7 @@ func TestExtendSessionAPI(t *testing.T) {
 // TestExtendSessionAPI_Errors checks each refusal: status and the field
 // or policy named.
 func TestExtendSessionAPI_Errors(t *testing.T) {
-	ts, id := lifetimeBroker(t, time.Now().UTC())
+	_, ts, id := lifetimeBroker(t, time.Now().UTC())
 	client := specChecked(t, ts)
 	path := "/berth/v1/sessions/" + id + "/extend"
 	tests := []struct {
@@ -129,5 +129,33 @@ func TestExtendSessionAPI_Errors(t *testing.T) {
 		if resp.StatusCode != tc.status || !strings.Contains(e.Error, tc.want) {
 			t.Errorf("%s: %s %s = %d %s, want %d with %q", tc.name, tc.method, tc.path, resp.StatusCode, body, tc.status, tc.want)
 		}
+	}
+}
+
+// TestDescribeSessions_Activity: the connections and the last disconnection
+// an agent reports reach DescribeSessions (NumOfConnections,
+// LastDisconnectionTime, as in Amazon's document), and berth's lifetime
+// answer shows the disconnected deadline then.
+func TestDescribeSessions_Activity(t *testing.T) {
+	created := time.Now().UTC().Truncate(time.Millisecond).Add(-time.Hour)
+	svc, ts, id := lifetimeBroker(t, created)
+	left := created.Add(30 * time.Minute)
+	if err := svc.AgentUpdate(t.Context(), "srv-0", nil, []broker.SessionReport{{ID: id, Name: "d", Owner: "alice",
+		Type: broker.TypeVirtual, State: broker.StateReady, CreationTime: created, NumOfConnections: 0,
+		LastDisconnectionTime: left, LastInputTime: created}}); err != nil {
+		t.Fatal(err)
+	}
+	body := string(describe(t, ts, `{"SessionIds":["`+id+`"]}`))
+	want := `"LastDisconnectionTime":"` + left.Format(time.RFC3339Nano) + `"`
+	if !strings.Contains(body, `"NumOfConnections":0`) || !strings.Contains(body, want) {
+		t.Errorf("DescribeSessions = %s\nwant NumOfConnections 0 and %s", body, want)
+	}
+	if err := svc.AgentUpdate(t.Context(), "srv-0", nil, []broker.SessionReport{{ID: id, Name: "d", Owner: "alice",
+		Type: broker.TypeVirtual, State: broker.StateReady, CreationTime: created, NumOfConnections: 2,
+		LastDisconnectionTime: left, LastInputTime: created}}); err != nil {
+		t.Fatal(err)
+	}
+	if body := string(describe(t, ts, `{"SessionIds":["`+id+`"]}`)); !strings.Contains(body, `"NumOfConnections":2`) {
+		t.Errorf("DescribeSessions after two clients connected = %s", body)
 	}
 }
