@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/berth-dev/berth/internal/broker"
 )
@@ -98,11 +99,19 @@ func readLaunched(ctx context.Context, query queryer, c *broker.QuotaCounts) err
 	return rows.Err()
 }
 
-// QuotaUse returns the current use of each quota, read on the read pool.
+// QuotaUse returns the current use of each quota, counted in the mirror,
+// or read on the read pool without one.
 func (s *Store) QuotaUse(ctx context.Context, qs []broker.Quota) ([]broker.QuotaUse, error) {
-	c, err := quotaCounts(ctx, s.query, qs)
-	if err != nil {
-		return nil, err
+	var c *broker.QuotaCounts
+	ok := false
+	if s.m != nil {
+		c, ok = s.m.quotaCounts(qs)
+	}
+	if !ok {
+		var err error
+		if c, err = quotaCounts(ctx, s.query, qs); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]broker.QuotaUse, len(qs))
 	for i := range qs {
@@ -114,9 +123,9 @@ func (s *Store) QuotaUse(ctx context.Context, qs []broker.Quota) ([]broker.Quota
 // quotaTx checks the quotas of a CommitPlacements transaction. SQLite runs
 // one write transaction at a time, so the counts it reads in the
 // transaction hold until it commits. The first placement with quotas reads
-// the counts of every quota of the batch (at most three queries); each
-// placement written adds to the use. A transaction without quotas reads
-// nothing.
+// the counts of every quota of the batch (in the mirror, or in at most three
+// queries without one); each placement written adds to the use. A
+// transaction without quotas reads nothing.
 type quotaTx struct {
 	s   *Store
 	tx  *sql.Tx
@@ -156,16 +165,23 @@ func (qt *quotaTx) load(ctx context.Context) error {
 			}
 		}
 	}
-	query := func(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-		st, err := qt.s.txStmt(ctx, qt.tx, q)
-		if err != nil {
-			return nil, err
-		}
-		return st.QueryContext(ctx, args...)
+	var c *broker.QuotaCounts
+	ok := false
+	if qt.s.m != nil {
+		c, ok = qt.s.m.quotaCounts(qs)
 	}
-	c, err := quotaCounts(ctx, query, qs)
-	if err != nil {
-		return err
+	if !ok {
+		query := func(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+			st, err := qt.s.txStmt(ctx, qt.tx, q)
+			if err != nil {
+				return nil, err
+			}
+			return st.QueryContext(ctx, args...)
+		}
+		var err error
+		if c, err = quotaCounts(ctx, query, qs); err != nil {
+			return err
+		}
 	}
 	qt.use = make(map[string]*broker.QuotaUse, len(qs))
 	for i := range qs {
@@ -184,3 +200,65 @@ func (qt *quotaTx) take(pl broker.Placement) {
 		}
 	}
 }
+
+// quotaCounts counts what the quotas qs need in the mirror, without SQL:
+// the owners' rows through byOwner, templates and launch groups in one walk
+// of the rows that have a spec. ok is false when the mirror is stale. Within
+// a placement transaction, which holds the only writer, the mirror is the
+// database's state: every commit applies to it before the writer is free.
+func (m *mirror) quotaCounts(qs []broker.Quota) (_ *broker.QuotaCounts, ok bool) {
+	owners, templates, groups := broker.QuotaReads(qs)
+	c := &broker.QuotaCounts{ByOwner: make(map[string]broker.QuotaUse), ByTemplate: make(map[string]broker.QuotaUse)}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stale {
+		return nil, false
+	}
+	placed := func(r *row) bool { return !r.dead && r.serverID != noServer && r.state != stateDeleted }
+	gpus := func(r *row) int {
+		if r.more == nil {
+			return 0
+		}
+		return r.more.spec.GPUs
+	}
+	for _, o := range owners {
+		l := m.byOwner[o]
+		if l == nil {
+			continue
+		}
+		var u broker.QuotaUse
+		for _, r := range l.rows {
+			if placed(r) {
+				u.Sessions++
+				u.GPUs += gpus(r)
+			}
+		}
+		if u != (broker.QuotaUse{}) {
+			c.ByOwner[o] = u
+		}
+	}
+	if len(templates) == 0 && !groups {
+		return c, true
+	}
+	for _, r := range m.all.rows {
+		if r.more == nil || !placed(r) {
+			continue
+		}
+		sp := &r.more.spec
+		if sp.Template != "" {
+			if _, want := slices.BinarySearch(templates, sp.Template); want {
+				u := c.ByTemplate[sp.Template]
+				u.Sessions++
+				u.GPUs += sp.GPUs
+				c.ByTemplate[sp.Template] = u
+			}
+		}
+		if groups && len(sp.Groups) > 0 {
+			c.Launched = append(c.Launched, broker.LaunchedUse{Owner: r.owner.Value(), Groups: sp.Groups, GPUs: sp.GPUs})
+		}
+	}
+	return c, true
+}
+
+// noServer is the server ID of an unplaced session.
+var noServer = intern("")
