@@ -456,3 +456,25 @@ func TestQuota_NoneNoReads(t *testing.T) {
 		t.Fatalf("launch: %v %+v", err, res)
 	}
 }
+
+// TestQuota_WithinOneBatch: the items of one CreateSessions call count
+// against the quota in order.
+func TestQuota_WithinOneBatch(t *testing.T) {
+	svc, st := newQuotaBroker(t, broker.Config{BrokerID: "b1", Limits: broker.SessionLimits{MaxSessions: 2}}, 0)
+	r := broker.CreateRequest{Name: "d", Owner: "alice", Type: broker.TypeVirtual}
+	res, err := svc.CreateSessions(t.Context(), []broker.CreateRequest{r, r, r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, x := range res {
+		reasons = append(reasons, x.FailureReason)
+	}
+	want := []string{"", "", "quota: user alice has 2 of 2 sessions (session-max-sessions-per-user)"}
+	if !slices.Equal(reasons, want) {
+		t.Errorf("reasons %q, want %q", reasons, want)
+	}
+	if n := placedOf(t, st, "alice"); n != 2 {
+		t.Errorf("alice has %d placed sessions, want 2", n)
+	}
+}
