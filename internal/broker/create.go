@@ -202,6 +202,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 			if !sess.Spec.EnqueueRequest {
 				out[i].FailureReason = f.msg
 				s.metrics().PlacementFailed(f.reason)
+				s.scalingRefused(sess, f.reason, now) // scaling.go
 				continue
 			}
 			sess.Enqueued, sess.EnqueuedAt = true, now
@@ -225,6 +226,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 						out[i].Session = nil
 						out[i].FailureReason = fmt.Sprintf("%s; the create queue is full (create-sessions-queue-max-size %d)", failed[indexOf(pending, sess)].msg, s.cfg.QueueMaxSize)
 						s.metrics().PlacementFailed(FailQueueFull)
+						s.scalingRefused(sess, FailQueueFull, now)
 					}
 				}
 				continue

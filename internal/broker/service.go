@@ -71,6 +71,8 @@ type Config struct {
 	// ExtensionDefault is the extension an ExtendSession without By asks
 	// for (default 1h). session-extension-default-hours.
 	ExtensionDefault time.Duration
+	// Scaling tunes the scaling signals (scaling.go).
+	Scaling ScalingConfig
 	// PolicyInterval is the period of the lifetime policies' loop on the
 	// leader broker (default 5s).
 	PolicyInterval time.Duration
@@ -107,6 +109,7 @@ func (c *Config) setDefaults() {
 	def(&c.AutorunMaxArgs, 50)
 	def(&c.AutorunMaxArgLength, 150)
 	def(&c.CreateWorkers, 1024)
+	c.Scaling.setDefaults()
 	defd(&c.SyncInterval, time.Second)
 	if c.WarningPoints == nil {
 		c.WarningPoints = []time.Duration{15 * time.Minute, 2 * time.Minute}
@@ -177,6 +180,8 @@ type Service struct {
 	batch sessionBatcher // group commit of the agents' session writes (sessionbatch.go)
 
 	obs Metrics // set by SetMetrics; nil reports nothing
+
+	scale scaling // the scaling signals (scaling.go)
 
 	wg sync.WaitGroup
 }
@@ -249,6 +254,11 @@ func (s *Service) Run(ctx context.Context) error {
 	go func() {
 		defer s.wg.Done()
 		s.policyLoop(ctx)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.scalingLoop(ctx)
 	}()
 	if sy, ok := s.store.(ServerSyncer); ok {
 		s.wg.Add(1)
