@@ -102,7 +102,9 @@ func (s *Service) adoptAll(ctx context.Context, serverID string, rs []*SessionRe
 		ss = append(ss, adoptedSession(serverID, r, now))
 		s.stampDue(ctx, ss[len(ss)-1])
 	}
+	s.attachNew(ss)
 	err := s.store.InsertSessions(ctx, ss)
+	s.eventsWritten(ss...)
 	switch {
 	case errors.Is(err, ErrConflict):
 		for _, r := range rs {

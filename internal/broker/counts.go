@@ -471,11 +471,13 @@ func (s *Service) updateSession(ctx context.Context, id string, fn func(*Session
 			return err
 		}
 		s.stampDue(ctx, x)
+		s.attachEvents(&old, x)
 		new = *x
 		return nil
 	})
 	if err == nil {
 		s.sessionChanged(&old, &new)
+		s.eventsWritten(&new)
 	}
 	return err
 }
@@ -491,6 +493,7 @@ func (s *Service) updateSessions(ctx context.Context, ids []string, fn func(*Ses
 			return err
 		}
 		s.stampDue(ctx, x)
+		s.attachEvents(&old, x)
 		mu.Lock()
 		changes[x.ID] = change{old, *x}
 		mu.Unlock()
@@ -499,11 +502,16 @@ func (s *Service) updateSessions(ctx context.Context, ids []string, fn func(*Ses
 	if err != nil {
 		return res, err
 	}
+	wrote := false
 	for i, id := range ids {
 		if res[i] == nil {
 			ch := changes[id]
 			s.sessionChanged(&ch.old, &ch.new)
+			wrote = wrote || len(ch.new.Events) > 0
 		}
+	}
+	if wrote {
+		s.hub.notify()
 	}
 	return res, nil
 }

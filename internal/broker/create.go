@@ -235,9 +235,12 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 			accepted = append(accepted, sess)
 		}
 		if len(accepted) > 0 {
+			s.attachNew(accepted)
 			if err := s.store.InsertSessions(ctx, accepted); err != nil {
+				s.eventsWritten(accepted...)
 				return nil, err
 			}
+			s.eventsWritten(accepted...)
 			s.sessionsInserted(accepted)
 		}
 	}
@@ -322,10 +325,16 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				continue
 			}
 			sess := sessions[i]
+			var prev *Session
+			if !insert && s.eventsOn() {
+				p := *sess
+				prev = &p
+			}
 			// Committed with its server, it waits for the server to
 			// prepare it: the create is sent without another write.
 			sess.ServerID, sess.Substate = d.HostID, SubstatePendingPreparation
 			sess.Enqueued = false
+			s.attachEvents(prev, sess)
 			ps = append(ps, Placement{Session: sess, Insert: insert, Quotas: qp.placementQuotas(i)})
 			psIdx = append(psIdx, i)
 		}
@@ -334,6 +343,9 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			break
 		}
 		errs, err := s.store.CommitPlacements(ctx, ps)
+		for _, p := range ps {
+			s.eventsWritten(p.Session)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("commit placements: %w", err)
 		}

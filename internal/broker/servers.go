@@ -433,7 +433,9 @@ func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, 
 	}
 	x := adoptedSession(serverID, r, now)
 	s.stampDue(ctx, x)
+	s.attachEvents(nil, x)
 	err = s.store.InsertSessions(ctx, []*Session{x})
+	s.eventsWritten(x)
 	if err != nil && !errors.Is(err, ErrConflict) {
 		s.log.Error("adopt session", logattr.SessionID, r.ID, "err", err)
 		return

@@ -76,6 +76,15 @@ type Config struct {
 	// PolicyInterval is the period of the lifetime policies' loop on the
 	// leader broker (default 5s).
 	PolicyInterval time.Duration
+	// DisableEvents turns the events off: no event is written, the
+	// stream sees none (the baseline of the events' overhead benchmark).
+	DisableEvents bool
+	// EventRetention keeps events this long (default 168h);
+	// event-retention-hours.
+	EventRetention time.Duration
+	// EventPollInterval is how often the events hub reads the store for
+	// the events of other brokers (default 500ms).
+	EventPollInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -116,6 +125,8 @@ func (c *Config) setDefaults() {
 	}
 	defd(&c.ExtensionDefault, time.Hour)
 	defd(&c.PolicyInterval, 5*time.Second)
+	defd(&c.EventRetention, 168*time.Hour)
+	defd(&c.EventPollInterval, 500*time.Millisecond)
 	if c.MaintenanceInterval == 0 {
 		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
 	}
@@ -180,6 +191,8 @@ type Service struct {
 	batch sessionBatcher // group commit of the agents' session writes (sessionbatch.go)
 
 	obs Metrics // set by SetMetrics; nil reports nothing
+
+	hub eventHub // the event stream's reader of the store (events_hub.go)
 
 	scale scaling // the scaling signals (scaling.go)
 
@@ -260,6 +273,13 @@ func (s *Service) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.scalingLoop(ctx)
 	}()
+	if es := s.eventStore(); es != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.hub.run(ctx, es, s.cfg.EventPollInterval, s)
+		}()
+	}
 	if sy, ok := s.store.(ServerSyncer); ok {
 		s.wg.Add(1)
 		go func() {
@@ -359,6 +379,7 @@ func (s *Service) expire(ctx context.Context) {
 		s.servers.tally.purged(n)
 		s.log.Info("purged deleted sessions", "count", n)
 	}
+	s.purgeEvents(ctx, now)
 	for _, p := range s.Pruners {
 		if err := p.Prune(ctx); err != nil {
 			s.log.Error("prune", "err", err)
@@ -412,8 +433,10 @@ func (s *Service) setDeleted(ctx context.Context, id, reason string) {
 		x.DueAt = time.Time{}
 		x.Enqueued = false
 		x.UpdatedAt = now
+		s.attachEvents(&was, x)
 		return nil
 	})
+	s.hub.notify()
 	if err != nil {
 		if !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
 			s.log.Error("mark session deleted", logattr.SessionID, id, "err", err)

@@ -62,6 +62,11 @@ type Session struct {
 	Enqueued bool
 	// EnqueuedAt is when the session entered the queue.
 	EnqueuedAt time.Time
+	// Events are the events of this write of the session (its state,
+	// its permissions): the stores insert them in the transaction that
+	// writes the session, so that they are kept exactly when the change
+	// is, and in its commit order. Transient: never read back.
+	Events []*Event
 }
 
 // SessionSpec is the creation request of a session, kept for placement and retries.

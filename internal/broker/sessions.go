@@ -287,9 +287,12 @@ func (s *Service) UpdateSessionPermissions(ctx context.Context, reqs []Permissio
 			continue
 		}
 		err = s.store.UpdateSession(ctx, sess.ID, func(x *Session) error {
+			old := *x
 			x.Spec.PermissionsFile = text
+			s.attachEvents(&old, x)
 			return nil
 		})
+		s.hub.notify()
 		if err != nil {
 			s.log.Error("store session permissions", logattr.SessionID, sess.ID, "err", err)
 			out[i] = "the permissions were applied on the server but could not be recorded; retry"

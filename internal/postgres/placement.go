@@ -83,7 +83,16 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) (_ 
 		if err := c.decide(); err != nil {
 			return err
 		}
-		return c.write(ctx, tx)
+		if err := c.write(ctx, tx); err != nil {
+			return err
+		}
+		var evs []*broker.Event
+		for i, pl := range ps {
+			if c.errs[i] == nil {
+				evs = append(evs, pl.Session.Events...)
+			}
+		}
+		return s.appendEventsTx(ctx, tx, evs)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("commit placements: %w", err)

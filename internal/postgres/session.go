@@ -239,8 +239,20 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) (err e
 			return fmt.Errorf("insert sessions: %w", err)
 		}
 	}
-	rows, _ := s.pool.Query(ctx, insertSessionsSQL+` RETURNING id, seq`, r.insertArgs()...)
-	seqs, err := collectSeqs(rows)
+	var seqs map[string]int64
+	if evs := sessionEvents(ss...); len(evs) > 0 {
+		// The sessions and their events, in one transaction.
+		err = s.inTx(ctx, func(tx pgx.Tx) error {
+			rows, _ := tx.Query(ctx, insertSessionsSQL+` RETURNING id, seq`, r.insertArgs()...)
+			if seqs, err = collectSeqs(rows); err != nil {
+				return err
+			}
+			return s.appendEventsTx(ctx, tx, evs)
+		})
+	} else {
+		rows, _ := s.pool.Query(ctx, insertSessionsSQL+` RETURNING id, seq`, r.insertArgs()...)
+		seqs, err = collectSeqs(rows)
+	}
 	if isUnique(err) {
 		err = fmt.Errorf("session ID exists: %w", broker.ErrConflict)
 	}
@@ -354,8 +366,10 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, updateSessionSQL, args...)
-		return err
+		if _, err = tx.Exec(ctx, updateSessionSQL, args...); err != nil {
+			return err
+		}
+		return s.appendEventsTx(ctx, tx, ss.Events)
 	})
 	if fnErr != nil {
 		return fnErr
@@ -398,6 +412,7 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 			byID[ss.ID] = ss
 		}
 		var w sessionRows
+		var evs []*broker.Event
 		for i, id := range ids {
 			ss := byID[id]
 			if ss == nil {
@@ -412,12 +427,15 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 			if err := w.add(seq, ss); err != nil {
 				return err
 			}
+			evs = append(evs, ss.Events...)
 		}
 		if len(w.seq) == 0 {
 			return nil
 		}
-		_, err = tx.Exec(ctx, updateSessionsSQL, w.updateArgs()...)
-		return err
+		if _, err = tx.Exec(ctx, updateSessionsSQL, w.updateArgs()...); err != nil {
+			return err
+		}
+		return s.appendEventsTx(ctx, tx, evs)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update sessions: %w", err)

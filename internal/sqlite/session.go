@@ -166,7 +166,7 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 				rows[i] = r
 			}
 		}
-		return nil
+		return s.appendEventsTx(ctx, tx, sessionEvents(ss...))
 	}, func(m *mirror) {
 		for _, r := range rows {
 			m.putLocked(r)
@@ -295,6 +295,7 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 		if p.update, err = s.txStmt(ctx, tx, updateSessionSQL); err != nil {
 			return err
 		}
+		var evs []*broker.Event
 		for i, pl := range ps {
 			seqs[i], err = p.commit(ctx, pl)
 			var ie itemError
@@ -305,8 +306,9 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 			if err != nil {
 				return fmt.Errorf("placement %d: %w", i, err)
 			}
+			evs = append(evs, pl.Session.Events...)
 		}
-		return nil
+		return s.appendEventsTx(ctx, tx, evs)
 	}, func(m *mirror) {
 		for _, r := range p.rows {
 			m.putLocked(r)
@@ -526,7 +528,10 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 		if err != nil {
 			return err
 		}
-		if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil || s.m == nil {
+		if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil {
+			return err
+		}
+		if err := s.appendEventsTx(ctx, tx, ss.Events); err != nil || s.m == nil {
 			return err
 		}
 		r, err = writtenRow(seq, id, ss, excluded, spec)
@@ -559,6 +564,7 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 	var rows []*row
 	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
 		rows = rows[:0]
+		var evs []*broker.Event
 		for i, id := range ids {
 			ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
 			if errors.Is(err, sql.ErrNoRows) {
@@ -579,6 +585,7 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 			if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil {
 				return err
 			}
+			evs = append(evs, ss.Events...)
 			if s.m == nil {
 				continue
 			}
@@ -588,7 +595,7 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 			}
 			rows = append(rows, r)
 		}
-		return nil
+		return s.appendEventsTx(ctx, tx, evs)
 	}, func(m *mirror) {
 		for _, r := range rows {
 			m.putLocked(r)

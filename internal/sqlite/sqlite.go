@@ -428,7 +428,7 @@ const maxCachedStmts = 128
 var writeStmts = []string{
 	getServerForUpsertSQL, insertServerSQL, updateServerSQL, deleteServerTagsSQL, setServerOpenSQL, setServerSeenSQL,
 	insertSessionSQL, updateSessionSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
-	getSettingSQL, insertSettingSQL,
+	getSettingSQL, insertSettingSQL, insertEventSQL,
 }
 
 // stmtCache keeps prepared statements by SQL text, so that frequent queries are

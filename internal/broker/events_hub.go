@@ -1,0 +1,350 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The events hub: one reader of the store per broker, shared by every
+// subscriber of the stream. It reads the events after the last it has read
+// when a local write wakes it and every Config.EventPollInterval (the other
+// brokers' events), keeps the most recent ones in a ring and hands each to
+// the subscribers whose filter it matches. A subscriber first reads what it
+// missed from the store itself (catch-up), then joins the hub; a subscriber
+// whose buffer is full is closed (ErrSubscriberSlow) and resumes with its
+// last event ID.
+
+const (
+	// hubRing is how many recent events the hub keeps for subscribers
+	// that join after catching up.
+	hubRing = 8192
+	// hubPage is the page size of the hub's and the catch-up's reads.
+	hubPage = 1000
+	// SubscriberBuffer is the number of events a subscriber may have
+	// undelivered before it is closed as too slow.
+	SubscriberBuffer = 1024
+)
+
+// ErrSubscriberSlow closes a subscription whose reader fell more than
+// SubscriberBuffer events behind; the reader resumes after the last event
+// it received.
+var ErrSubscriberSlow = errors.New("subscriber too slow: resume after the last event received")
+
+// ErrEventsOff means the broker writes no events (they are disabled or the
+// store keeps none).
+var ErrEventsOff = errors.New("events are not enabled")
+
+// LastEventIDer is implemented by stores that tell their last event's ID
+// (both do); the hub starts reading after it.
+type LastEventIDer interface {
+	LastEventID(ctx context.Context) (int64, error)
+}
+
+// eventHub fans the store's events out to the subscribers. Its zero value
+// is ready; run reads the store.
+type eventHub struct {
+	mu      sync.Mutex
+	ready   bool  // start and last are set
+	start   int64 // ring holds every event with start < ID <= last
+	last    int64 // the last event ID read
+	ring    []*Event
+	subs    map[*Subscription]struct{}
+	waiting []chan struct{} // closed when ready
+	wake    chan struct{}
+	once    sync.Once
+}
+
+func (h *eventHub) init() { h.once.Do(func() { h.wake = make(chan struct{}, 1) }) }
+
+// notify wakes the hub's reader (a local write committed events).
+func (h *eventHub) notify() {
+	h.init()
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Subscription is one reader of the event stream. Read C until it is
+// closed; Err then says why.
+type Subscription struct {
+	// C delivers the events in ID order.
+	C <-chan *Event
+
+	ch     chan *Event
+	f      EventFilter
+	pos    int64 // every matching event with ID <= pos was delivered
+	done   chan struct{}
+	once   sync.Once
+	errMu  sync.Mutex
+	err    error
+	cancel context.CancelFunc
+}
+
+// Err returns why C was closed: ErrSubscriberSlow, the context's error, or
+// a store error.
+func (sub *Subscription) Err() error {
+	sub.errMu.Lock()
+	defer sub.errMu.Unlock()
+	return sub.err
+}
+
+// Close ends the subscription.
+func (sub *Subscription) Close() { sub.cancel() }
+
+// fail records why the subscription ends; the first reason wins.
+func (sub *Subscription) fail(err error) {
+	sub.errMu.Lock()
+	if sub.err == nil {
+		sub.err = err
+	}
+	sub.errMu.Unlock()
+	sub.once.Do(func() { close(sub.done) })
+}
+
+// MatchEvent reports whether f's Types and Owner select e (AfterID and Limit
+// are not looked at).
+func MatchEvent(f *EventFilter, e *Event) bool {
+	if f.Owner != "" && e.Owner != f.Owner {
+		return false
+	}
+	if len(f.Types) == 0 {
+		return true
+	}
+	for _, t := range f.Types {
+		if p, ok := strings.CutSuffix(t, ".*"); ok {
+			if strings.HasPrefix(e.Type, p+".") {
+				return true
+			}
+		} else if t == e.Type {
+			return true
+		}
+	}
+	return false
+}
+
+// Subscribe starts a subscription to the events that f selects, after
+// f.AfterID (0: from the oldest kept), until ctx ends or Close. It returns
+// ErrEventsOff when the broker writes no events. The Service must be
+// running (Run).
+func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, error) {
+	es := s.eventStore()
+	if es == nil {
+		return nil, ErrEventsOff
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan *Event, SubscriberBuffer)
+	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, done: make(chan struct{}), cancel: cancel}
+	sub.f.Types = slices.Clone(f.Types)
+	go func() {
+		defer close(ch)
+		err := s.hub.serve(ctx, es, sub)
+		sub.fail(err)
+		s.hub.leave(sub)
+	}()
+	return sub, nil
+}
+
+// serve catches sub up from the store, joins the hub and waits for the end.
+func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription) error {
+	for {
+		h0, err := h.lastRead(ctx)
+		if err != nil {
+			return err
+		}
+		page := EventFilter{AfterID: sub.pos, Types: sub.f.Types, Owner: sub.f.Owner, Limit: hubPage}
+		evs, err := es.ListEvents(ctx, page)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			select {
+			case sub.ch <- e:
+				sub.pos = e.ID
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-sub.done:
+				return nil
+			}
+		}
+		if len(evs) == hubPage {
+			continue
+		}
+		// Every matching event up to the store's last at the read (at
+		// least h0) is delivered.
+		sub.pos = max(sub.pos, h0)
+		if h.join(sub) {
+			break
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-sub.done:
+		return nil
+	}
+}
+
+// lastRead waits for the hub's first read and returns the last ID it read.
+func (h *eventHub) lastRead(ctx context.Context) (int64, error) {
+	h.mu.Lock()
+	if h.ready {
+		defer h.mu.Unlock()
+		return h.last, nil
+	}
+	w := make(chan struct{})
+	h.waiting = append(h.waiting, w)
+	h.mu.Unlock()
+	select {
+	case <-w:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last, nil
+}
+
+// join adds sub to the subscribers if the ring holds every event after
+// sub.pos, and hands it those of the ring it has not had. It returns false
+// when sub must catch up from the store again.
+func (h *eventHub) join(sub *Subscription) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sub.pos < h.start {
+		return false
+	}
+	i, _ := slices.BinarySearchFunc(h.ring, sub.pos+1, func(e *Event, id int64) int { return cmpInt(e.ID, id) })
+	for _, e := range h.ring[i:] {
+		h.sendLocked(sub, e)
+	}
+	if h.subs == nil {
+		h.subs = make(map[*Subscription]struct{})
+	}
+	h.subs[sub] = struct{}{}
+	return true
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// leave removes sub.
+func (h *eventHub) leave(sub *Subscription) {
+	h.mu.Lock()
+	delete(h.subs, sub)
+	h.mu.Unlock()
+}
+
+// sendLocked hands e to sub if it matches, closing sub when its buffer is
+// full.
+func (h *eventHub) sendLocked(sub *Subscription, e *Event) {
+	if e.ID <= sub.pos || !MatchEvent(&sub.f, e) {
+		return
+	}
+	select {
+	case sub.ch <- e:
+		sub.pos = e.ID
+	default:
+		delete(h.subs, sub)
+		sub.fail(ErrSubscriberSlow)
+	}
+}
+
+// Subscribers returns the number of subscribers joined to the hub.
+func (s *Service) Subscribers() int {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return len(s.hub.subs)
+}
+
+// run reads the store's events until ctx ends.
+func (h *eventHub) run(ctx context.Context, es EventStore, every time.Duration, s *Service) {
+	h.init()
+	var last int64
+	if l, ok := es.(LastEventIDer); ok {
+		for {
+			id, err := l.LastEventID(ctx)
+			if err == nil {
+				last = id
+				break
+			}
+			s.log.Error("read the last event ID", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+		}
+	}
+	h.mu.Lock()
+	h.ready, h.start, h.last = true, last, last
+	for _, w := range h.waiting {
+		close(w)
+	}
+	h.waiting = nil
+	h.mu.Unlock()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.wake:
+		case <-t.C:
+		}
+		for {
+			h.mu.Lock()
+			after := h.last
+			h.mu.Unlock()
+			evs, err := es.ListEvents(ctx, EventFilter{AfterID: after, Limit: hubPage})
+			if err != nil {
+				if !failing && ctx.Err() == nil {
+					s.log.Error("read events", "err", err)
+				}
+				failing = true
+				break
+			}
+			failing = false
+			h.fanOut(evs)
+			if len(evs) < hubPage {
+				break
+			}
+		}
+	}
+}
+
+// fanOut adds evs (read after h.last, in ID order) to the ring and hands
+// them to the subscribers.
+func (h *eventHub) fanOut(evs []*Event) {
+	if len(evs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range evs {
+		if e.ID <= h.last {
+			continue
+		}
+		h.last = e.ID
+		h.ring = append(h.ring, e)
+		for sub := range h.subs {
+			h.sendLocked(sub, e)
+		}
+	}
+	if n := len(h.ring) - hubRing; n > 0 {
+		h.start = h.ring[n-1].ID
+		h.ring = slices.Delete(h.ring, 0, n)
+	}
+}

@@ -1,0 +1,12 @@
+package postgres_test
+
+import (
+	"testing"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/broker/storetest"
+)
+
+func TestEventStore(t *testing.T) {
+	storetest.RunEvents(t, func(t *testing.T) broker.Store { return MustOpenFresh(t) })
+}
