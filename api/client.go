@@ -352,6 +352,13 @@ func (c *Client) DescribeQueue(ctx context.Context) (*DescribeQueueResponse, err
 	return &out, c.call(ctx, http.MethodGet, "/berth/v1/queue", nil, &out)
 }
 
+// DescribeCapacity calls GET /berth/v1/capacity (berth's extension): the
+// scaling signals, the shortfall per requirement class and the idle servers.
+func (c *Client) DescribeCapacity(ctx context.Context) (*DescribeCapacityResponse, error) {
+	var out DescribeCapacityResponse
+	return &out, c.call(ctx, http.MethodGet, "/berth/v1/capacity", nil, &out)
+}
+
 // SessionLifetime calls GET /berth/v1/sessions/{id}/lifetime (berth's
 // extension): the session's lifetime deadlines.
 func (c *Client) SessionLifetime(ctx context.Context, sessionID string) (*SessionLifetimeResponse, error) {

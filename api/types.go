@@ -533,6 +533,51 @@ type QueueEntry struct {
 	Reason string `json:"Reason"`
 }
 
+// CapacityShortfall is one requirement class of the requests that no open,
+// healthy server can take (GET /berth/v1/capacity, docs/autoscaling.md).
+type CapacityShortfall struct {
+	// Class is a short stable name of the class: the class label of the
+	// berth_broker_capacity_shortfall_* gauges and of scaling.shortfall events.
+	Class        string `json:"Class"`
+	Type         string `json:"Type"`
+	DcvGlEnabled bool   `json:"DcvGlEnabled"`
+	// Requirements is the class's Requirements expression in canonical
+	// form ("" for none).
+	Requirements string `json:"Requirements"`
+	// Count is Queued + Refused: queued sessions that fit no server, and
+	// creates refused for want of a server within the last minutes.
+	Count   int `json:"Count"`
+	Queued  int `json:"Queued"`
+	Refused int `json:"Refused"`
+	// OldestSince is when the oldest of them was queued or refused;
+	// OldestWaitSeconds how long ago that was.
+	OldestSince       *time.Time `json:"OldestSince,omitempty"`
+	OldestWaitSeconds int64      `json:"OldestWaitSeconds"`
+}
+
+// IdleServer is an open server without sessions for the broker's
+// scaling-idle-server-minutes.
+type IdleServer struct {
+	Id       string `json:"Id"`
+	Hostname string `json:"Hostname"`
+	// Ec2InstanceId and AwsRegion are what the server's agent reported on EC2.
+	Ec2InstanceId string    `json:"Ec2InstanceId,omitempty"`
+	AwsRegion     string    `json:"AwsRegion,omitempty"`
+	IdleSince     time.Time `json:"IdleSince"`
+	IdleSeconds   int64     `json:"IdleSeconds"`
+}
+
+// DescribeCapacityResponse is the answer to GET /berth/v1/capacity: the
+// scaling signals.
+type DescribeCapacityResponse struct {
+	RequestId string `json:"RequestId"`
+	// CheckedAt is when the broker computed the signals.
+	CheckedAt         time.Time           `json:"CheckedAt"`
+	IdleServerMinutes float64             `json:"IdleServerMinutes"`
+	Shortfall         []CapacityShortfall `json:"Shortfall"`
+	IdleServers       []IdleServer        `json:"IdleServers"`
+}
+
 // DescribeQueueResponse is the answer to GET /berth/v1/queue: the waiting
 // sessions in the order the queue serves them.
 type DescribeQueueResponse struct {
