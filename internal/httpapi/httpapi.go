@@ -81,6 +81,8 @@ type Server struct {
 	Logger *slog.Logger
 	// Observer, when set, is told of every API and token request.
 	Observer RequestObserver
+	// Webhooks, when set, serves the webhook API (webhooks.go).
+	Webhooks WebhookRegistry
 
 	serverCache serverJSON
 }

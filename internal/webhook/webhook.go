@@ -13,6 +13,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -183,7 +185,7 @@ func (r *Registry) List(ctx context.Context) ([]*Webhook, error) {
 func (r *Registry) Get(ctx context.Context, id string) (*Webhook, error) {
 	w, err := r.Store.GetWebhook(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, named(err, id)
 	}
 	w.Secret = ""
 	return w, nil
@@ -191,14 +193,14 @@ func (r *Registry) Get(ctx context.Context, id string) (*Webhook, error) {
 
 // Delete removes a webhook: its deliveries stop at once.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	return r.Store.DeleteWebhook(ctx, id)
+	return named(r.Store.DeleteWebhook(ctx, id), id)
 }
 
 // Deliveries returns a webhook's delivery log, newest first;
 // broker.ErrNotFound for an unknown webhook.
 func (r *Registry) Deliveries(ctx context.Context, id string, limit int) ([]*Delivery, error) {
 	if _, err := r.Store.GetWebhook(ctx, id); err != nil {
-		return nil, err
+		return nil, named(err, id)
 	}
 	if limit <= 0 || limit > 1000 {
 		limit = 100
@@ -281,6 +283,24 @@ func MatchType(types []string, typ string) bool {
 		}
 	}
 	return false
+}
+
+// notFoundError is broker.ErrNotFound with a message for the API.
+type notFoundError struct{ e *broker.Error }
+
+func (n *notFoundError) Error() string   { return n.e.Message }
+func (n *notFoundError) Unwrap() []error { return []error{n.e, broker.ErrNotFound} }
+
+// named turns the store's broker.ErrNotFound into an error that names the
+// webhook, with the code CodeNotFound; other errors pass.
+func named(err error, id string) error {
+	if !errors.Is(err, broker.ErrNotFound) {
+		return err
+	}
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	return &notFoundError{&broker.Error{Code: broker.CodeNotFound, Message: fmt.Sprintf("webhook %q does not exist", id)}}
 }
 
 func randomHex(n int) string {
