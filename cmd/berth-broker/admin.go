@@ -32,7 +32,7 @@ type adminCommand struct {
 }
 
 func adminCommands() []adminCommand {
-	return []adminCommand{
+	return append([]adminCommand{
 		{name: "register-api-client", summary: "register an API client and print its credentials",
 			flags: stringFlag("client-name", "name of the client (required)"), example: "berth-broker register-api-client --client-name portal",
 			run: func(ctx context.Context, m *Main, a []string, out io.Writer) error {
@@ -155,7 +155,7 @@ func adminCommands() []adminCommand {
 		{name: "backup", summary: "write a consistent copy of the SQLite database while the broker runs (PostgreSQL: use pg_dump)",
 			flags: stringFlag("out", "the new file to write (required; must not exist)"), example: "berth-broker backup --out /backup/berth.db",
 			run: backup},
-	}
+	}, auditCommands()...) // audit.go
 }
 
 // authServerFlags are register-auth-server's options: --url, --jws-algorithm,
@@ -483,11 +483,14 @@ func runAdmin(ctx context.Context, cmd adminCommand, args []string, stdout, stde
 	if err := m.auth.EnsureKey(ctx); err != nil {
 		return err
 	}
-	return cmd.run(ctx, m, get(), stdout)
+	err := cmd.run(ctx, m, get(), stdout)
+	recordAdmin(ctx, m, cmd.name, fs, err) // audit.go: state-changing commands are audited
+	return err
 }
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	args = auditArgs(args) // audit.go: `audit verify`
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if args[0] == "help" {
 			args = []string{"--help"}

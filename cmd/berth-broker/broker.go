@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentcert"
 	"github.com/berth-dev/berth/internal/agentextend"
 	"github.com/berth-dev/berth/internal/agenthub"
+	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/cluster"
 	"github.com/berth-dev/berth/internal/httpapi"
@@ -97,6 +98,10 @@ type Main struct {
 	// (loadTicketSecret); runCtx ends with Close.
 	ticketSecret []byte
 	runCtx       context.Context
+	webhooks     httpapi.WebhookRegistry // startWebhooks (webhooks.go); nil without one
+
+	// audit records the API's state-changing calls (startAudit, audit.go).
+	audit *audit.Appender
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -237,6 +242,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.newMetrics(leaser)
 	m.startHub(hubDisp)
 	m.runBackground()
+	m.startAudit(leaser)
 	if err := m.startListeners(clientCert, agentCert); err != nil {
 		return err
 	}
@@ -535,6 +541,9 @@ func (m *Main) clientAPI() http.Handler {
 	if m.metrics != nil {
 		apiSrv.Observer = m.metrics
 	}
+	if m.audit != nil {
+		apiSrv.Audit, apiSrv.AuditLog, apiSrv.AuditClients = m.audit, m.store.(httpapi.AuditReader), c.auditClients()
+	}
 	if c.EnableAuthorization {
 		apiSrv.Verifier = &oauth.APIVerifier{Authority: m.auth, BrokerTokens: c.EnableAuthorizationServer, External: m.external}
 	}
@@ -794,6 +803,9 @@ func (m *Main) Close() error {
 		m.cancel()
 	}
 	m.wg.Wait()
+	if m.audit != nil {
+		_ = m.audit.Close(ctx) // the records of the last calls
+	}
 	var err error
 	if m.store != nil {
 		err = m.store.Close()

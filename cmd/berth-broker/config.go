@@ -208,6 +208,23 @@ type Config struct {
 	// delete-session-duration-seconds): how long DELETED sessions stay
 	// visible; 0 purges them at once.
 	DeleteSessionDuration time.Duration
+	// AuditRetention is audit-retention-days: how long audit records are
+	// kept (the leader purges older ones hourly, keeping the chain
+	// verifiable); 0 keeps them forever.
+	AuditRetention time.Duration
+	// AuditAPIClients is audit-api-clients: the API client IDs that may
+	// read GET /berth/v1/audit (comma-separated); empty: every API client
+	// of the broker's authorization server.
+	AuditAPIClients string
+	// WebhookWorkers is webhook-workers: how many webhooks the leader
+	// delivers to at once (docs/webhooks.md).
+	WebhookWorkers int
+	// WebhookTimeout is webhook-timeout-seconds: the time limit of one
+	// delivery (connect, TLS, answer and the first 64 KiB of its body).
+	WebhookTimeout time.Duration
+	// WebhookRetry is webhook-retry-hours: how long a failing delivery is
+	// retried before its webhook is disabled.
+	WebhookRetry time.Duration
 	// AutorunMaxArgs is autorun-file-arguments-max-size: the most
 	// AutorunFileArguments a request may carry.
 	AutorunMaxArgs int
@@ -374,6 +391,10 @@ func DefaultConfig() Config {
 		QueueMaxTime:                     1800 * time.Second,
 		Retries:                          2,
 		DeleteSessionDuration:            time.Hour,
+		AuditRetention:                   365 * 24 * time.Hour,
+		WebhookWorkers:                   8,
+		WebhookTimeout:                   10 * time.Second,
+		WebhookRetry:                     24 * time.Hour,
 		AutorunMaxArgs:                   50,
 		AutorunMaxArgLength:              150,
 		AgentHeartbeatTimeout:            30 * time.Second,
@@ -966,6 +987,11 @@ func configKeys() []configKey {
 		// The older spelling sets the same field; Validate checks it under
 		// delete-session-duration-hours.
 		legacyKey(durationKey("delete-session-duration-seconds", time.Second, "seconds", 0, func(c *Config) *time.Duration { return &c.DeleteSessionDuration })),
+		durationKey("audit-retention-days", 24*time.Hour, "days", 0, func(c *Config) *time.Duration { return &c.AuditRetention }),
+		stringKey("audit-api-clients", "a comma-separated list of API client IDs", nil, func(c *Config) *string { return &c.AuditAPIClients }),
+		atLeastKey("webhook-workers", 1, func(c *Config) *int { return &c.WebhookWorkers }),
+		durationKey("webhook-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.WebhookTimeout }),
+		durationKey("webhook-retry-hours", time.Hour, "hours", 1, func(c *Config) *time.Duration { return &c.WebhookRetry }),
 		atLeastKey("autorun-file-arguments-max-size", 1, func(c *Config) *int { return &c.AutorunMaxArgs }),
 		atLeastKey("autorun-file-arguments-max-argument-length", 1, func(c *Config) *int { return &c.AutorunMaxArgLength }),
 

@@ -15,6 +15,7 @@ import (
 // transaction).
 type Appender struct {
 	store  appendStore
+	broker string
 	log    *slog.Logger
 	max    int
 	wake   chan struct{}
@@ -44,12 +45,13 @@ type entry struct {
 const DefaultMaxPending = 65536
 
 // NewAppender returns an Appender writing to s and starts its goroutine;
-// Close stops it.
-func NewAppender(s appendStore, log *slog.Logger) *Appender {
+// Close stops it. broker names this broker in the records (Record.Broker)
+// that do not name one.
+func NewAppender(s appendStore, broker string, log *slog.Logger) *Appender {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Appender{store: s, log: log, max: DefaultMaxPending,
+	a := &Appender{store: s, broker: broker, log: log, max: DefaultMaxPending,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), closed: make(chan struct{})}
 	a.cond = sync.NewCond(&a.mu)
 	go a.run()
@@ -157,6 +159,9 @@ func (a *Appender) run() {
 			if e.finish != nil {
 				e.finish(e.rec)
 				batch[i].finish = nil
+			}
+			if e.rec.Broker == "" {
+				e.rec.Broker = a.broker
 			}
 			recs[i] = e.rec
 		}

@@ -28,6 +28,9 @@ const (
 	ActorClient = "client"
 	// ActorPortal is a portal user; Actor is the user name.
 	ActorPortal = "portal"
+	// ActorExternal is a client of a registered external authorization
+	// server; Actor is its token's client ID (or subject).
+	ActorExternal = "external"
 	// ActorAdmin is a berth-broker admin command; Actor is the OS user who ran it.
 	ActorAdmin = "admin"
 	// ActorAnonymous is a call without authentication (enable-authorization = false).

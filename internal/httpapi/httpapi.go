@@ -83,6 +83,12 @@ type Server struct {
 	Observer RequestObserver
 	// Webhooks, when set, serves the webhook API (webhooks.go).
 	Webhooks WebhookRegistry
+	// Audit, when set, records every state-changing call (audit.go);
+	// AuditLog serves GET /berth/v1/audit, to the API clients of
+	// AuditClients when not empty (audit-api-clients).
+	Audit        AuditRecorder
+	AuditLog     AuditReader
+	AuditClients []string
 
 	serverCache serverJSON
 }
@@ -107,7 +113,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux := http.NewServeMux()
 	api := func(pattern, op string, h func(http.ResponseWriter, *http.Request) error) {
-		mux.Handle(pattern, s.observe(op, s.authn(s.wrap(h))))
+		mux.Handle(pattern, s.observe(op, s.authn(s.audit(pattern, op, s.wrap(h)))))
 	}
 	api("POST /describeSessions", OpDescribeSessions, s.describeSessions)
 	api("POST /describeServers", OpDescribeServers, s.describeServers)
