@@ -54,18 +54,23 @@ func (s *Store) UpdateSessionsDue(ctx context.Context, ws []broker.DueWrite) (_ 
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		clear(out)
-		if _, err := tx.Exec(ctx, lockDueSQL, seq); err != nil {
-			return err
-		}
-		rows, _ := tx.Query(ctx, updateDueSQL, seq, life, due, wasDue, wasLife, conns, input, disc, upd)
+		// One round trip. The commit does not wait for the WAL flush: a
+		// crash may lose this bookkeeping (a warning is then sent again),
+		// never a session, and the tick does not wait for the disk.
+		b := &pgx.Batch{}
+		b.Queue(`SET LOCAL synchronous_commit = off`)
+		b.Queue(lockDueSQL, seq)
 		var written int64
-		_, err := pgx.ForEachRow(rows, []any{&written}, func() error {
-			if i, ok := at[written]; ok {
-				out[i] = true
-			}
-			return nil
+		b.Queue(updateDueSQL, seq, life, due, wasDue, wasLife, conns, input, disc, upd).Query(func(rows pgx.Rows) error {
+			_, err := pgx.ForEachRow(rows, []any{&written}, func() error {
+				if i, ok := at[written]; ok {
+					out[i] = true
+				}
+				return nil
+			})
+			return err
 		})
-		return err
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update sessions' lifetimes: %w", err)
