@@ -394,6 +394,8 @@ func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Di
 		WarningPoints:          points,
 		ExtensionDefault:       extension,
 		PolicyInterval:         interval,
+		Scaling: broker.ScalingConfig{IdleAfter: time.Duration(c.ScalingIdleServerMinutes * float64(time.Minute)),
+			Interval: time.Duration(c.ScalingInterval * float64(time.Second))},
 	}, m.Logger)
 	if err != nil {
 		return fmt.Errorf("start broker: %w", err)
@@ -413,6 +415,7 @@ func (m *Main) newMetrics(leaser broker.Leaser) {
 	}
 	m.metrics = metrics.New(metrics.Source{
 		Stats:             m.svc.Stats,
+		Capacity:          m.svc.LastCapacity,
 		AgentLinks:        func() int { return m.hub.Count() },
 		Leader:            func(ctx context.Context) bool { return leaser == nil || leaser.IsLeader(ctx) },
 		CertificateExpiry: m.certs.Expiry,

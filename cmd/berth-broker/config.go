@@ -331,6 +331,11 @@ type Config struct {
 	// SessionPolicyInterval is session-policy-interval-seconds: how often
 	// the leader broker runs the policies (fractions allowed).
 	SessionPolicyInterval float64
+	// ScalingIdleServerMinutes is scaling-idle-server-minutes: how long an
+	// open server has had no session before it is reported idle;
+	// ScalingInterval is scaling-interval-seconds: how often the scaling
+	// signals are checked (docs/autoscaling.md; fractions allowed).
+	ScalingIdleServerMinutes, ScalingInterval float64
 
 	// The quotas (docs/quotas.md); 0 is none. SessionMaxSessionsPerUser is
 	// session-max-sessions-per-user, SessionMaxGPUsPerUser
@@ -416,6 +421,8 @@ func DefaultConfig() Config {
 		SessionWarningMinutes:            "15,2",
 		SessionExtensionDefault:          1,
 		SessionPolicyInterval:            5,
+		ScalingIdleServerMinutes:         30,
+		ScalingInterval:                  30,
 	}
 }
 
@@ -1031,6 +1038,8 @@ func configKeys() []configKey {
 		stringKey("session-warning-minutes", "a comma-separated list of minutes greater than 0 (15,2), or empty for no warnings", validWarningMinutes, func(c *Config) *string { return &c.SessionWarningMinutes }),
 		numberKey("session-extension-default-hours", "hours", 1.0/3600, func(c *Config) *float64 { return &c.SessionExtensionDefault }),
 		numberKey("session-policy-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.SessionPolicyInterval }),
+		numberKey("scaling-idle-server-minutes", "minutes", 0.01, func(c *Config) *float64 { return &c.ScalingIdleServerMinutes }),
+		numberKey("scaling-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.ScalingInterval }),
 		quotaKey("session-max-sessions-per-user", "sessions", func(c *Config) *int { return &c.SessionMaxSessionsPerUser }),
 		quotaKey("session-max-gpus-per-user", "GPUs", func(c *Config) *int { return &c.SessionMaxGPUsPerUser }),
 		stringKey("session-groups-file", "a file path (empty: none)", func(string) bool { return true }, func(c *Config) *string { return &c.SessionGroupsFile }),

@@ -265,6 +265,8 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		SessionWarningMinutes:            "10,1",
 		SessionExtensionDefault:          2,
 		SessionPolicyInterval:            2.5,
+		ScalingIdleServerMinutes:         45,
+		ScalingInterval:                  15,
 		SessionMaxSessionsPerUser:        4,
 		SessionMaxGPUsPerUser:            2,
 		SessionGroupsFile:                "/etc/berth/groups",

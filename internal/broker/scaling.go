@@ -57,7 +57,7 @@ func (c *ScalingConfig) setDefaults() {
 
 // Bounds on the memory of the refused creates.
 const (
-	maxScalingClasses  = 1000  // requirement classes tracked at once
+	maxScalingClasses  = 1000  // requirement classes refused, and reported, at once
 	maxRefusedPerClass = 10000 // refusal times kept per class
 )
 
@@ -261,6 +261,9 @@ func (s *Service) checkScaling(ctx context.Context) (Capacity, error) {
 		}
 		return cmp.Compare(a.Class.ID(), b.Class.ID())
 	})
+	if len(capa.Shortfall) > maxScalingClasses {
+		capa.Shortfall = capa.Shortfall[:maxScalingClasses] // bounds the gauges' series
+	}
 	idle, err := s.idleServers(ctx, now)
 	if err != nil {
 		return Capacity{}, err

@@ -58,6 +58,9 @@ type Source struct {
 	// AuthServers returns the key set of each registered external
 	// authorization server (oauth.External.Status).
 	AuthServers func() []oauth.AuthServerStatus
+	// Capacity returns the last check of the scaling signals
+	// (broker.Service.LastCapacity).
+	Capacity func() broker.Capacity
 }
 
 // Options tune a Broker. Zero values take the defaults noted.
@@ -299,6 +302,12 @@ var (
 		"Sessions placed on a server and not DELETED, by type (VIRTUAL, CONSOLE).", []string{"type"}, nil)
 	descQueue = prometheus.NewDesc(namespace+"_queue_length",
 		"Sessions waiting for a server: queued with EnqueueRequest, or to be retried after a failed create.", nil, nil)
+	descShortfall = prometheus.NewDesc(namespace+"_capacity_shortfall_sessions",
+		"Requests that no open, healthy server can take, by requirement class (GET /berth/v1/capacity names the classes): queued sessions that fit no server, and creates refused for want of a server in the last 5 minutes.", []string{"class"}, nil)
+	descShortfallWait = prometheus.NewDesc(namespace+"_capacity_shortfall_oldest_wait_seconds",
+		"How long the oldest request of each requirement class's shortfall had waited (queued or refused) at the last check of the scaling signals.", []string{"class"}, nil)
+	descIdleServers = prometheus.NewDesc(namespace+"_idle_servers",
+		"Open servers without sessions for scaling-idle-server-minutes, at the last check of the scaling signals.", nil, nil)
 	descAgentLinks = prometheus.NewDesc(namespace+"_agent_links",
 		"Agent links this broker holds.", nil, nil)
 	descLeader = prometheus.NewDesc(namespace+"_lease_holder",
@@ -328,7 +337,8 @@ type scrapeCollector struct {
 // Describe implements prometheus.Collector.
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServers, descServersReady, descServersUnavailable, descSessions,
-		descSessionsActive, descQueue, descAgentLinks, descLeader, descCertExpiry, descAuthServerFetch, descAuthServerKeys} {
+		descSessionsActive, descQueue, descAgentLinks, descLeader, descCertExpiry, descAuthServerFetch, descAuthServerKeys,
+		descShortfall, descShortfallWait, descIdleServers} {
 		ch <- d
 	}
 }
@@ -365,6 +375,15 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descSessionsActive, st.Console, broker.TypeConsole)
 			gauge(descQueue, st.Queued)
 		}
+	}
+	if c.src.Capacity != nil {
+		capa := c.src.Capacity()
+		for _, x := range capa.Shortfall {
+			id := x.Class.ID()
+			ch <- prometheus.MustNewConstMetric(descShortfall, prometheus.GaugeValue, float64(x.Count), id)
+			ch <- prometheus.MustNewConstMetric(descShortfallWait, prometheus.GaugeValue, max(capa.At.Sub(x.OldestSince), 0).Seconds(), id)
+		}
+		ch <- prometheus.MustNewConstMetric(descIdleServers, prometheus.GaugeValue, float64(len(capa.Idle)))
 	}
 	if c.src.AgentLinks != nil {
 		ch <- prometheus.MustNewConstMetric(descAgentLinks, prometheus.GaugeValue, float64(c.src.AgentLinks()))
