@@ -136,7 +136,11 @@ func SessionDeadlines(sess *Session, lim SessionLimits) Deadlines {
 		d.ExtensionLeft = max(hours(lim.MaxExtensionHours)-sess.Life.Extension, 0)
 	}
 	start := laterOf(sess.CreationTime, sess.UpdatedAt) // READY since
-	if idle := minutes(lim.IdleTimeoutMinutes); idle > 0 && sess.NumOfConnections > 0 {
+	// The idle policy needs input reports: an agent that cannot see input
+	// (the dcv driver) never reports any, and its sessions are left to
+	// the desktop service's own idle setting (docs/lifetimes.md). A vnc
+	// session reports its first connection as input.
+	if idle := minutes(lim.IdleTimeoutMinutes); idle > 0 && sess.NumOfConnections > 0 && !sess.LastInputTime.IsZero() {
 		d.IdleDisconnect = laterOf(start, sess.LastInputTime).Add(idle)
 	}
 	if gone := minutes(lim.DisconnectedTimeoutMinutes); gone > 0 && sess.NumOfConnections == 0 {

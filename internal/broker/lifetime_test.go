@@ -82,6 +82,8 @@ func TestEvaluatePolicies(t *testing.T) {
 			broker.PolicyDisconnectIdle, broker.PolicyIdle, lat(30 * time.Minute), false, "no input for 30m", time.Time{}},
 		{"idle: disconnected once", ready(1, lt0, time.Time{}, broker.SessionLife{IdleActedFor: lat(30 * time.Minute)}), idle,
 			lat(40 * time.Minute), broker.PolicyNone, "", time.Time{}, false, "", time.Time{}},
+		{"idle: not for an agent that reports no input (dcv)", ready(1, time.Time{}, time.Time{}, broker.SessionLife{}), idle,
+			lat(3 * time.Hour), broker.PolicyNone, "", time.Time{}, false, "", time.Time{}},
 		{"idle: not while nobody is connected", ready(0, lt0, time.Time{}, broker.SessionLife{}), idle, lat(40 * time.Minute),
 			broker.PolicyNone, "", time.Time{}, false, "", time.Time{}},
 		{"disconnected: from the last disconnection", ready(0, time.Time{}, lat(10*time.Minute), broker.SessionLife{}), gone,
