@@ -7,7 +7,7 @@ import "context"
 func (s *Service) CheckScaling(ctx context.Context) (Capacity, error) { return s.checkScaling(ctx) }
 
 // SetScalingEmitter makes the scaling signals emit their events to e
-// instead of Service.Emit.
+// instead of Service.Emit (nil: Service.Emit again).
 func (s *Service) SetScalingEmitter(e interface {
 	Emit(ctx context.Context, evs ...Event)
 }) {

@@ -2,8 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +44,7 @@ func (f fixedLeader) IsLeader(context.Context) bool { return bool(f) }
 // does not run (each test drives the checks) and whose clock the test sets.
 type scalingBroker struct {
 	svc *broker.Service
+	st  broker.Store
 	log *eventLog
 	mu  sync.Mutex
 	now time.Time
@@ -75,7 +78,7 @@ func newScalingBroker(t *testing.T) *scalingBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &scalingBroker{svc: svc, log: &eventLog{}, now: scalingT0}
+	b := &scalingBroker{svc: svc, st: st, log: &eventLog{}, now: scalingT0}
 	svc.Now = b.clock
 	svc.SetScalingEmitter(b.log)
 	return b
@@ -333,5 +336,37 @@ func TestScaling_CapacityReusesARecentCheck(t *testing.T) {
 	}
 	if !b.svc.LastCapacity().At.Equal(b.clock()) {
 		t.Errorf("LastCapacity is not the last check")
+	}
+}
+
+// TestScaling_EventsInTheStore checks that the scaling signals' events reach
+// the broker's event store through Service.Emit, as the stream and the
+// webhooks read them.
+func TestScaling_EventsInTheStore(t *testing.T) {
+	b := newScalingBroker(t)
+	b.svc.SetScalingEmitter(nil) // Service.Emit
+	es, ok := b.st.(broker.EventStore)
+	if !ok {
+		t.Fatal("the SQLite store keeps no events")
+	}
+	b.connect(t, "s1", 0)
+	if res := create(t, b.svc, broker.CreateRequest{Owner: "bob", Requirements: "server:Hostname = 'nowhere'"}); res.FailureReason == "" {
+		t.Fatal("placed")
+	}
+	b.check(t)
+	b.advance(31 * time.Minute)
+	b.check(t)
+	evs, err := es.ListEvents(t.Context(), broker.EventFilter{Types: []string{broker.EventScalingShortfall, broker.EventServerIdle}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, fmt.Sprintf("%s %s %v", e.Type, e.ServerID, e.Data["count"]))
+	}
+	// The refusal counted, then left its window as s1 became idle.
+	want := []string{"scaling.shortfall  1", "scaling.shortfall  0", "server.idle s1 <nil>"}
+	if !slices.Equal(got, want) {
+		t.Errorf("stored events = %q, want %q", got, want)
 	}
 }
