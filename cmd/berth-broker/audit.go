@@ -29,10 +29,25 @@ func auditCommands() []adminCommand {
 	}
 }
 
-// auditArgs turns `audit verify ...` into `audit-verify ...`.
+// auditArgs turns `audit [options] verify [options]` into `audit-verify
+// [options]`: verify is audit's first argument that is neither an option nor
+// an option's value (every option of audit takes one).
 func auditArgs(args []string) []string {
-	if len(args) > 1 && args[0] == "audit" && args[1] == "verify" {
-		return append([]string{"audit-verify"}, args[2:]...)
+	if len(args) < 2 || args[0] != "audit" {
+		return args
+	}
+	for i := 1; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "verify":
+			return append(append([]string{"audit-verify"}, args[1:i]...), args[i+1:]...)
+		case strings.HasPrefix(a, "-") && a != "-" && a != "--":
+			if !strings.Contains(a, "=") {
+				i++ // its value
+			}
+		default:
+			return args
+		}
 	}
 	return args
 }

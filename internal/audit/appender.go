@@ -11,8 +11,8 @@ import (
 // record and returns; one goroutine appends everything queued in one store
 // transaction, so that concurrent API calls share a commit. A record is
 // durable once Flush returns after it was added; a broker killed before that
-// loses the records still queued (at most the ones added during one
-// transaction).
+// loses the records still queued (those of the last Linger and of the
+// transaction under way).
 type Appender struct {
 	store  appendStore
 	broker string
@@ -40,6 +40,11 @@ type entry struct {
 	rec    *Record
 	finish func(*Record)
 }
+
+// Linger is how long the appender waits, once a record is added, for more
+// to append in the same transaction. Calls do not wait for it; it is the
+// window of records a killed broker may lose.
+const Linger = 10 * time.Millisecond
 
 // DefaultMaxPending is how many records may wait before Add blocks.
 const DefaultMaxPending = 65536
@@ -149,6 +154,13 @@ func (a *Appender) run() {
 		if len(batch) == 0 {
 			select {
 			case <-a.wake:
+				// Gather what the next Linger brings into the same
+				// transaction: fewer, larger appends leave the store's
+				// writer to the calls being recorded.
+				select {
+				case <-time.After(Linger):
+				case <-a.closed:
+				}
 				continue
 			case <-a.closed:
 				return
