@@ -152,6 +152,7 @@ func adminCommands() []adminCommand {
 		{name: "portal-link", summary: "print a single-use sign-in link to the web portal for a user (the broker keeps only its hash; it expires after --expires-in)",
 			flags: portalLinkFlags, example: "berth-broker portal-link --user alice --expires-in 10m",
 			run: portalLink},
+		createWebhookCommand(), describeWebhooksCommand(), deleteWebhookCommand(), describeWebhookDeliveriesCommand(), // webhooks.go
 		{name: "backup", summary: "write a consistent copy of the SQLite database while the broker runs (PostgreSQL: use pg_dump)",
 			flags: stringFlag("out", "the new file to write (required; must not exist)"), example: "berth-broker backup --out /backup/berth.db",
 			run: backup},

@@ -99,6 +99,9 @@ type Main struct {
 	ticketSecret []byte
 	runCtx       context.Context
 	webhooks     httpapi.WebhookRegistry // startWebhooks (webhooks.go); nil without one
+	// webhookBackoff, when set, is the first retry delay of webhook
+	// deliveries (tests; the default is webhook.DefaultBackoffMin).
+	webhookBackoff time.Duration
 
 	// audit records the API's state-changing calls (startAudit, audit.go).
 	audit *audit.Appender
@@ -242,6 +245,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.newMetrics(leaser)
 	m.startHub(hubDisp)
 	m.runBackground()
+	m.startWebhooks(leaser) // webhooks.go
 	m.startAudit(leaser)
 	if err := m.startListeners(clientCert, agentCert); err != nil {
 		return err
@@ -540,7 +544,7 @@ func (m *Main) newPortal() (*portal.Portal, error) {
 // clientAPI is the client API (httpapi).
 func (m *Main) clientAPI() http.Handler {
 	c := &m.Config
-	apiSrv := &httpapi.Server{Service: m.svc, Health: m.store, Logger: m.Logger}
+	apiSrv := &httpapi.Server{Service: m.svc, Health: m.store, Logger: m.Logger, Webhooks: m.webhooks}
 	if m.metrics != nil {
 		apiSrv.Observer = m.metrics
 	}
