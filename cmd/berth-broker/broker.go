@@ -504,6 +504,9 @@ func (m *Main) newPortal() (*portal.Portal, error) {
 	}
 	cfg := portal.Config{Service: m.svc, Store: ps, AdminGroup: c.PortalAdminGroup, SessionLifetime: c.PortalSessionLifetime,
 		ExternalURL: c.PortalExternalURL, Logger: m.Logger}
+	if m.audit != nil {
+		cfg.Audit = m.audit // audit.go: portal actions are audited
+	}
 	if c.PortalOIDCIssuer != "" {
 		o := &portal.OIDCConfig{Issuer: c.PortalOIDCIssuer, ClientID: c.PortalOIDCClientID, ClientSecret: c.PortalOIDCClientSecret,
 			Scopes: portalScopes(c.PortalOIDCScopes), UserClaim: c.PortalUserClaim, GroupsClaim: c.PortalGroupsClaim}

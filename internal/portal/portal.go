@@ -91,6 +91,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Audit, when set, records every state-changing action (audit.go).
+	Audit AuditRecorder
 }
 
 // Portal serves the portal's pages under /portal/.
@@ -205,6 +207,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, s *Session)
 // goes to the sign-in page (an API path gets 401); a state change checks
 // CSRF first.
 func (p *Portal) userRoute(pattern string, h handlerFunc) {
+	h = p.audited(pattern, h) // audit.go
 	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		s, ok := p.requireSession(w, r)
 		if !ok {
@@ -219,6 +222,7 @@ func (p *Portal) userRoute(pattern string, h handlerFunc) {
 
 // adminRoute registers h for admins: see the package comment.
 func (p *Portal) adminRoute(pattern string, h handlerFunc) {
+	h = p.audited(pattern, h) // audit.go
 	p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		s, ok := p.requireSession(w, r)
 		if !ok {
