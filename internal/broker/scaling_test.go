@@ -65,7 +65,7 @@ func (b *scalingBroker) advance(d time.Duration) {
 
 var scalingT0 = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
-func newScalingBroker(t *testing.T) *scalingBroker {
+func newScalingBroker(t *testing.T, opts ...func(*broker.Config)) *scalingBroker {
 	t.Helper()
 	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "berth.db"))
 	if err != nil {
@@ -74,6 +74,9 @@ func newScalingBroker(t *testing.T) *scalingBroker {
 	t.Cleanup(func() { st.Close() })
 	cfg := broker.Config{HeartbeatTimeout: 24 * time.Hour, QueueMaxTime: 24 * time.Hour,
 		Scaling: broker.ScalingConfig{IdleAfter: 30 * time.Minute, RefusedWindow: 5 * time.Minute}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	svc, err := broker.New(t.Context(), st, acceptAgents{}, nil, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -368,5 +371,42 @@ func TestScaling_EventsInTheStore(t *testing.T) {
 	want := []string{"scaling.shortfall  1", "scaling.shortfall  0", "server.idle s1 <nil>"}
 	if !slices.Equal(got, want) {
 		t.Errorf("stored events = %q, want %q", got, want)
+	}
+}
+
+// TestScaling_WhichRefusalsCount: creates refused for want of a server
+// count (no server matched, the servers were full, the queue was full);
+// those a quota refused, or invalid input, do not: servers would not help.
+func TestScaling_WhichRefusalsCount(t *testing.T) {
+	tests := []struct {
+		name       string
+		maxVirtual int
+		reqs       []broker.CreateRequest
+		want       int
+	}{
+		{"no match", 0, []broker.CreateRequest{{Owner: "bob", Requirements: "server:Hostname = 'nowhere'"}}, 1},
+		{"full", 1, []broker.CreateRequest{{Owner: "alice"}, {Owner: "bob"}}, 1},
+		{"queue full", 1, []broker.CreateRequest{{Owner: "alice"}, {Owner: "bob", EnqueueRequest: true}, {Owner: "carol", EnqueueRequest: true}}, 2},
+		{"quota", 0, []broker.CreateRequest{{Owner: "alice"}, {Owner: "alice"}}, 0},
+		{"invalid", 0, []broker.CreateRequest{{Owner: "bob", Requirements: "server:Hostname ="}}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newScalingBroker(t, func(c *broker.Config) {
+				c.QueueMaxSize = 1
+				c.Limits.MaxSessions = 1
+			})
+			b.connect(t, "s1", tt.maxVirtual)
+			for _, r := range tt.reqs {
+				create(t, b.svc, r)
+			}
+			n := 0
+			for _, x := range b.check(t).Shortfall {
+				n += x.Count
+			}
+			if n != tt.want {
+				t.Errorf("shortfall of %d, want %d", n, tt.want)
+			}
+		})
 	}
 }
