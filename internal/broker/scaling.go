@@ -196,13 +196,7 @@ func (s *Service) refusedCounts(now time.Time) map[RequirementClass]Shortfall {
 // Capacity returns the scaling signals: the last check's, or a new check's
 // when the last is older than ScalingConfig.Interval.
 func (s *Service) Capacity(ctx context.Context) (Capacity, error) {
-	s.scale.mu.Lock()
-	last := s.scale.last
-	s.scale.mu.Unlock()
-	if !last.At.IsZero() && s.Now().Sub(last.At) < s.cfg.Scaling.Interval {
-		return last, nil
-	}
-	return s.checkScaling(ctx)
+	return s.checkScaling(ctx, s.cfg.Scaling.Interval)
 }
 
 // LastCapacity returns the last check's scaling signals without checking
@@ -223,7 +217,7 @@ func (s *Service) scalingLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if _, err := s.checkScaling(ctx); err != nil && ctx.Err() == nil {
+		if _, err := s.checkScaling(ctx, 0); err != nil && ctx.Err() == nil {
 			s.log.Warn("check the scaling signals", "err", err)
 		}
 	}
@@ -231,12 +225,16 @@ func (s *Service) scalingLoop(ctx context.Context) {
 
 // checkScaling runs one check: it computes the shortfall and the idle
 // servers, keeps them for Capacity and, on the leader, emits the events of
-// what changed.
-func (s *Service) checkScaling(ctx context.Context) (Capacity, error) {
+// what changed. A check younger than reuse is returned instead (requests
+// that arrive together share one check).
+func (s *Service) checkScaling(ctx context.Context, reuse time.Duration) (Capacity, error) {
 	sc := &s.scale
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	now := s.Now()
+	if reuse > 0 && !sc.last.At.IsZero() && now.Sub(sc.last.At) < reuse {
+		return sc.last, nil
+	}
 	short, err := s.queuedShortfall(ctx)
 	if err != nil {
 		return Capacity{}, err

@@ -4,7 +4,7 @@ import "context"
 
 // CheckScaling runs one check of the scaling signals, as the scaling loop
 // does every ScalingConfig.Interval.
-func (s *Service) CheckScaling(ctx context.Context) (Capacity, error) { return s.checkScaling(ctx) }
+func (s *Service) CheckScaling(ctx context.Context) (Capacity, error) { return s.checkScaling(ctx, 0) }
 
 // SetScalingEmitter makes the scaling signals emit their events to e
 // instead of Service.Emit (nil: Service.Emit again).
