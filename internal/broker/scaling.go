@@ -20,7 +20,8 @@ import (
 // changes a placement decision.
 //
 // Each check (every ScalingConfig.Interval, and when Capacity finds the last
-// one too old) reads the create queue (one store read) and places it, on a
+// one too old) reads the create queue (one store read; one more for the
+// quotas' use when quotas apply) and places it, on a
 // copy of the servers' figures, with the pure placement package: the queued
 // requests that fit nowhere (and that no quota holds back: more servers would
 // not help those) make the queued part of the shortfall. The refused part
