@@ -65,7 +65,12 @@ func auditBroker(t *testing.T, srv *Server) (*sqlite.Store, *audit.Appender, *ht
 
 // bearerClient is an api.Client of ts that sends tok.
 func bearerClient(ts *httptest.Server, tok string) *api.Client {
-	c := *ts.Client()
+	return bearerOver(ts, ts.Client(), tok)
+}
+
+// bearerOver is bearerClient over hc.
+func bearerOver(ts *httptest.Server, hc *http.Client, tok string) *api.Client {
+	c := *hc
 	next := c.Transport
 	c.Transport = roundTripper(func(r *http.Request) (*http.Response, error) {
 		r = r.Clone(r.Context())
@@ -204,7 +209,7 @@ func TestDescribeAudit(t *testing.T) {
 	if err := st.AppendAudit(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	c := bearerClient(ts, "admin")
+	c := bearerOver(ts, specChecked(t, ts), "admin") // answers checked against api/openapi.yaml
 	seqs := func(q api.AuditQuery) string {
 		t.Helper()
 		resp, err := c.DescribeAudit(ctx, q)
@@ -243,7 +248,7 @@ func TestDescribeAudit(t *testing.T) {
 		t.Errorf("record 1 = %+v", r)
 	}
 	for _, tok := range []string{"other", "agent", "ext"} {
-		_, err := bearerClient(ts, tok).DescribeAudit(ctx, api.AuditQuery{})
+		_, err := bearerOver(ts, specChecked(t, ts), tok).DescribeAudit(ctx, api.AuditQuery{})
 		var ae *api.Error
 		if !errors.As(err, &ae) || ae.StatusCode != http.StatusForbidden {
 			t.Errorf("DescribeAudit as %s: %v, want 403", tok, err)
