@@ -94,8 +94,8 @@ func TestOpen_Migrations(t *testing.T) {
 	if err := db.QueryRow(`SELECT count(*), max(version) FROM schema_migrations`).Scan(&n, &version); err != nil {
 		t.Fatal(err)
 	}
-	if n != 7 || version != 7 { // 0004 templates and shares, 0005 the portal (issue 16), 0006 lifetimes, 0007 template limits (issue 17)
-		t.Errorf("schema_migrations has %d rows up to version %d, want 7 up to 7", n, version)
+	if n != 10 || version != 10 { // 0004 templates and shares, 0005 the portal (issue 16), 0006 lifetimes, 0007 template limits (issue 17), 0008 events, 0009 audit, 0010 webhooks (issue 18)
+		t.Errorf("schema_migrations has %d rows up to version %d, want 10 up to 10", n, version)
 	}
 	var mode string
 	if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
