@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/audit"
 	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/postgres/pgtest"
+	"github.com/berth-dev/berth/internal/sqlite"
 )
 
 // auditLines runs `berth-broker audit args...` and decodes its records.
@@ -173,5 +175,37 @@ func TestAuditArgs(t *testing.T) {
 		if got := strings.Join(auditArgs(strings.Fields(tt.in)), " "); got != tt.want {
 			t.Errorf("auditArgs(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestBroker_AuditRetention: a broker started with audit-retention-days = 30
+// purges the older records at once (then hourly), anchors the rest, and
+// audit verify still passes.
+func TestBroker_AuditRetention(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	var recs []*audit.Record
+	for i, age := range []time.Duration{90, 60, 31, 29, 1} {
+		recs = append(recs, &audit.Record{Time: now.Add(-age * 24 * time.Hour), ActorKind: audit.ActorAdmin, Actor: "root",
+			Action: fmt.Sprintf("old-%d", i), Source: "local", Result: audit.ResultOK})
+	}
+	if err := st.AppendAudit(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	b := MustRunMain(t, dir, func(c *Config) { c.AuditRetention = 30 * 24 * time.Hour })
+	poll.Until(t, 10*time.Second, "the purge", func() bool {
+		got := auditLines(t, b)
+		return len(got) > 0 && got[0].Seq == 4
+	})
+	if got := actions(auditLines(t, b, "--until", "1h")); got != "old-3,old-4" {
+		t.Errorf("records kept: %s, want old-3,old-4", got)
+	}
+	if got, code := b.admin(t, "audit", "verify"); code != 0 || !strings.Contains(got, "intact") || !strings.Contains(got, "records up to 3 were purged") {
+		t.Errorf("audit verify after the purge: exit %d %q", code, got)
 	}
 }
