@@ -225,6 +225,9 @@ type Config struct {
 	// WebhookRetry is webhook-retry-hours: how long a failing delivery is
 	// retried before its webhook is disabled.
 	WebhookRetry time.Duration
+	// WebhookRate is webhook-max-deliveries-per-second: the deliveries of
+	// all webhooks together, per second, at most.
+	WebhookRate int
 	// AutorunMaxArgs is autorun-file-arguments-max-size: the most
 	// AutorunFileArguments a request may carry.
 	AutorunMaxArgs int
@@ -400,6 +403,7 @@ func DefaultConfig() Config {
 		WebhookWorkers:                   8,
 		WebhookTimeout:                   10 * time.Second,
 		WebhookRetry:                     24 * time.Hour,
+		WebhookRate:                      100,
 		AutorunMaxArgs:                   50,
 		AutorunMaxArgLength:              150,
 		AgentHeartbeatTimeout:            30 * time.Second,
@@ -999,6 +1003,7 @@ func configKeys() []configKey {
 		atLeastKey("webhook-workers", 1, func(c *Config) *int { return &c.WebhookWorkers }),
 		durationKey("webhook-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.WebhookTimeout }),
 		durationKey("webhook-retry-hours", time.Hour, "hours", 1, func(c *Config) *time.Duration { return &c.WebhookRetry }),
+		atLeastKey("webhook-max-deliveries-per-second", 1, func(c *Config) *int { return &c.WebhookRate }),
 		atLeastKey("autorun-file-arguments-max-size", 1, func(c *Config) *int { return &c.AutorunMaxArgs }),
 		atLeastKey("autorun-file-arguments-max-argument-length", 1, func(c *Config) *int { return &c.AutorunMaxArgLength }),
 

@@ -27,7 +27,7 @@ func (m *Main) startWebhooks(leaser broker.Leaser) {
 	}
 	c := &m.Config
 	w := &webhook.Worker{Store: reg.Store, Events: reg.Events, Emitter: m.svc, Leaser: leaser, Logger: m.Logger,
-		Workers: c.WebhookWorkers, Timeout: c.WebhookTimeout, RetryFor: c.WebhookRetry, BackoffMin: m.webhookBackoff}
+		Workers: c.WebhookWorkers, Timeout: c.WebhookTimeout, RetryFor: c.WebhookRetry, BackoffMin: m.webhookBackoff, Rate: float64(c.WebhookRate)}
 	m.goRun(func() { w.Run(m.runCtx) })
 }
 

@@ -55,11 +55,12 @@ func TestWebhooksAPI(t *testing.T) {
 		t.Errorf("GetWebhook: %+v, %v", got, err)
 	}
 	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	for i, status := range []int{503, 204} {
-		if err := st.AppendDelivery(ctx, &webhook.Delivery{WebhookID: h.Id, EventID: 9, EventType: "session.state", Attempt: i + 1,
-			Time: at.Add(time.Duration(i) * time.Second), Status: status, Duration: 3 * time.Millisecond}, 100); err != nil {
-			t.Fatal(err)
-		}
+	stored.Cursor, stored.Attempts = 9, 0
+	if err := st.SaveDeliveries(ctx, stored, []*webhook.Delivery{
+		{WebhookID: h.Id, EventID: 9, EventType: "session.state", Attempt: 1, Time: at, Status: 503, Duration: 3 * time.Millisecond},
+		{WebhookID: h.Id, EventID: 9, EventType: "session.state", Attempt: 2, Time: at.Add(time.Second), Status: 204, Duration: 3 * time.Millisecond},
+	}, 100); err != nil {
+		t.Fatal(err)
 	}
 	ds, err := c.DescribeWebhookDeliveries(ctx, h.Id, 0)
 	if err != nil {

@@ -83,43 +83,36 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) (err error) {
 	return nil
 }
 
-// UpdateWebhookState writes w's delivery state and moves its cursor forward
-// (never back); broker.ErrNotFound for an unknown ID.
-func (s *Store) UpdateWebhookState(ctx context.Context, w *webhook.Webhook) (err error) {
-	defer unavailable(&err)
-	tag, err := s.pool.Exec(ctx, `UPDATE webhooks SET state = $1, disabled_reason = $2, cursor = GREATEST(cursor, $3),
-		attempts = $4, failing_since = $5, next_attempt = $6, last_error = $7 WHERE id = $8`,
-		w.State, w.DisabledReason, w.Cursor, w.Attempts, toMillis(w.FailingSince), toMillis(w.NextAttempt), w.LastError, w.ID)
-	if err == nil && tag.RowsAffected() == 0 {
-		err = broker.ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("update webhook %q: %w", w.ID, err)
-	}
-	return nil
-}
-
-// AppendDelivery adds d to its webhook's log and trims the log to the newest
-// keep entries; broker.ErrNotFound for an unknown webhook.
-func (s *Store) AppendDelivery(ctx context.Context, d *webhook.Delivery, keep int) (err error) {
+// SaveDeliveries writes w's delivery state, moves its cursor forward
+// (never back) and adds ds to its log, trimmed to the newest keep entries,
+// in one transaction; broker.ErrNotFound for an unknown webhook.
+func (s *Store) SaveDeliveries(ctx context.Context, w *webhook.Webhook, ds []*webhook.Delivery, keep int) (err error) {
 	defer unavailable(&err)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, at,
-			status, error, duration_us) SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM webhooks WHERE id = $1`,
-			d.WebhookID, d.EventID, d.EventType, d.Attempt, toMillis(d.Time), d.Status, d.Error, d.Duration.Microseconds())
+		tag, err := tx.Exec(ctx, `UPDATE webhooks SET state = $1, disabled_reason = $2, cursor = GREATEST(cursor, $3),
+			attempts = $4, failing_since = $5, next_attempt = $6, last_error = $7 WHERE id = $8`,
+			w.State, w.DisabledReason, w.Cursor, w.Attempts, toMillis(w.FailingSince), toMillis(w.NextAttempt), w.LastError, w.ID)
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
 			return broker.ErrNotFound
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND seq <= (
-			SELECT seq FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`,
-			d.WebhookID, keep)
-		return err
+		if len(ds) == 0 {
+			return nil
+		}
+		var b pgx.Batch
+		for _, d := range ds {
+			b.Queue(`INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, at, status, error, duration_us)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, w.ID, d.EventID, d.EventType, d.Attempt, toMillis(d.Time), d.Status,
+				d.Error, d.Duration.Microseconds())
+		}
+		b.Queue(`DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND seq <= (
+			SELECT seq FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2)`, w.ID, keep)
+		return tx.SendBatch(ctx, &b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("append delivery of webhook %q: %w", d.WebhookID, err)
+		return fmt.Errorf("save deliveries of webhook %q: %w", w.ID, err)
 	}
 	return nil
 }

@@ -83,46 +83,33 @@ func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	return nil
 }
 
-// UpdateWebhookState writes w's delivery state and moves its cursor forward
-// (never back); broker.ErrNotFound for an unknown ID.
-func (s *Store) UpdateWebhookState(ctx context.Context, w *webhook.Webhook) error {
-	res, err := s.exec(ctx, `UPDATE webhooks SET state = ?, disabled_reason = ?, cursor = max(cursor, ?), attempts = ?,
-		failing_since = ?, next_attempt = ?, last_error = ? WHERE id = ?`,
-		w.State, w.DisabledReason, w.Cursor, w.Attempts, toMillis(w.FailingSince), toMillis(w.NextAttempt), w.LastError, w.ID)
-	if err == nil {
-		if n, _ := res.RowsAffected(); n == 0 {
-			err = broker.ErrNotFound
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("update webhook %q: %w", w.ID, err)
-	}
-	return nil
-}
-
-// AppendDelivery adds d to its webhook's log and trims the log to the newest
-// keep entries; broker.ErrNotFound for an unknown webhook.
-func (s *Store) AppendDelivery(ctx context.Context, d *webhook.Delivery, keep int) error {
+// SaveDeliveries writes w's delivery state, moves its cursor forward
+// (never back) and adds ds to its log, trimmed to the newest keep entries,
+// in one transaction; broker.ErrNotFound for an unknown webhook.
+func (s *Store) SaveDeliveries(ctx context.Context, w *webhook.Webhook, ds []*webhook.Delivery, keep int) error {
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		var one int
-		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM webhooks WHERE id = ?`, d.WebhookID).Scan(&one); err != nil {
-			if errors.Is(err, sql.ErrNoRows) {
-				return broker.ErrNotFound
+		res, err := tx.ExecContext(ctx, `UPDATE webhooks SET state = ?, disabled_reason = ?, cursor = max(cursor, ?),
+			attempts = ?, failing_since = ?, next_attempt = ?, last_error = ? WHERE id = ?`,
+			w.State, w.DisabledReason, w.Cursor, w.Attempts, toMillis(w.FailingSince), toMillis(w.NextAttempt), w.LastError, w.ID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return broker.ErrNotFound
+		}
+		for _, d := range ds {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, at,
+				status, error, duration_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, w.ID, d.EventID, d.EventType, d.Attempt,
+				toMillis(d.Time), d.Status, d.Error, d.Duration.Microseconds()); err != nil {
+				return err
 			}
-			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, attempt, at,
-			status, error, duration_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, d.WebhookID, d.EventID, d.EventType, d.Attempt,
-			toMillis(d.Time), d.Status, d.Error, d.Duration.Microseconds()); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE webhook_id = ? AND seq <= (
-			SELECT seq FROM webhook_deliveries WHERE webhook_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`,
-			d.WebhookID, d.WebhookID, keep)
+		_, err = tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE webhook_id = ? AND seq <= (
+			SELECT seq FROM webhook_deliveries WHERE webhook_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)`, w.ID, w.ID, keep)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("append delivery of webhook %q: %w", d.WebhookID, err)
+		return fmt.Errorf("save deliveries of webhook %q: %w", w.ID, err)
 	}
 	return nil
 }

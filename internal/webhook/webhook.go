@@ -89,12 +89,12 @@ type Store interface {
 	GetWebhook(ctx context.Context, id string) (*Webhook, error)
 	// DeleteWebhook removes a webhook and its log; broker.ErrNotFound for an unknown ID.
 	DeleteWebhook(ctx context.Context, id string) error
-	// UpdateWebhookState writes w's delivery state (State, DisabledReason,
-	// Attempts, FailingSince, NextAttempt, LastError) and moves its Cursor
-	// forward (never back); broker.ErrNotFound once it is deleted.
-	UpdateWebhookState(ctx context.Context, w *Webhook) error
-	// AppendDelivery adds d to its webhook's log, keeping the newest keep entries.
-	AppendDelivery(ctx context.Context, d *Delivery, keep int) error
+	// SaveDeliveries, in one transaction, writes w's delivery state
+	// (State, DisabledReason, Attempts, FailingSince, NextAttempt,
+	// LastError), moves its Cursor forward (never back), and adds ds to its
+	// log, keeping the newest keep entries; broker.ErrNotFound once w is
+	// deleted.
+	SaveDeliveries(ctx context.Context, w *Webhook, ds []*Delivery, keep int) error
 	// ListDeliveries returns a webhook's log, newest first, at most limit.
 	ListDeliveries(ctx context.Context, webhookID string, limit int) ([]*Delivery, error)
 }

@@ -127,7 +127,7 @@ func (m *memStore) DeleteWebhook(_ context.Context, id string) error {
 	return nil
 }
 
-func (m *memStore) UpdateWebhookState(_ context.Context, w *webhook.Webhook) error {
+func (m *memStore) SaveDeliveries(_ context.Context, w *webhook.Webhook, ds []*webhook.Delivery, keep int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	h := m.hooks[w.ID]
@@ -137,20 +137,11 @@ func (m *memStore) UpdateWebhookState(_ context.Context, w *webhook.Webhook) err
 	h.State, h.DisabledReason, h.Attempts, h.FailingSince, h.NextAttempt, h.LastError =
 		w.State, w.DisabledReason, w.Attempts, w.FailingSince, w.NextAttempt, w.LastError
 	h.Cursor = max(h.Cursor, w.Cursor)
-	return nil
-}
-
-func (m *memStore) AppendDelivery(_ context.Context, d *webhook.Delivery, keep int) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.hooks[d.WebhookID] == nil {
-		return broker.ErrNotFound
-	}
-	l := append(m.log[d.WebhookID], d)
+	l := append(m.log[w.ID], ds...)
 	if len(l) > keep {
 		l = l[len(l)-keep:]
 	}
-	m.log[d.WebhookID] = l
+	m.log[w.ID] = l
 	return nil
 }
 

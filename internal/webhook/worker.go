@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/berth-dev/berth/internal/broker"
 )
 
@@ -28,6 +30,7 @@ const (
 	DefaultInterval       = time.Second
 	DefaultBatch          = 100
 	DefaultKeepDeliveries = 100
+	DefaultRate           = 100
 	// MaxResponseBytes is as much of a response body as the worker reads.
 	MaxResponseBytes = 64 << 10
 )
@@ -66,11 +69,16 @@ type Worker struct {
 	Batch int
 	// KeepDeliveries bounds each webhook's delivery log.
 	KeepDeliveries int
+	// Rate caps the deliveries per second of all webhooks together, so
+	// that receivers that answer at once cannot take the broker's CPU and
+	// store from the API; 0 means DefaultRate.
+	Rate float64
 
-	once sync.Once
-	sem  chan struct{}
-	mu   sync.Mutex
-	busy map[string]bool
+	once    sync.Once
+	limiter *rate.Limiter
+	sem     chan struct{}
+	mu      sync.Mutex
+	busy    map[string]bool
 }
 
 func (w *Worker) init() {
@@ -105,6 +113,10 @@ func (w *Worker) init() {
 		if w.Logger == nil {
 			w.Logger = slog.Default()
 		}
+		if w.Rate <= 0 {
+			w.Rate = DefaultRate
+		}
+		w.limiter = rate.NewLimiter(rate.Limit(w.Rate), max(1, int(w.Rate/10)))
 		w.sem = make(chan struct{}, w.Workers)
 		w.busy = map[string]bool{}
 	})
@@ -213,68 +225,78 @@ func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// turn delivers h's pending events in ID order until one fails or none is left.
+// turn delivers h's pending events in ID order until one fails or none
+// is left, then saves the new state and the attempts in one store write
+// (so that a busy receiver costs the store one write per turn, not per
+// event). A broker killed mid-turn saved nothing of it: the next leader
+// delivers those events again, with the same idempotency keys.
 func (w *Worker) turn(ctx context.Context, h *Webhook) {
 	evs, err := w.Events.ListEvents(ctx, broker.EventFilter{AfterID: h.Cursor, Types: h.Types, Limit: w.Batch})
 	if err != nil {
 		w.Logger.WarnContext(ctx, "webhooks: list events", "webhook_id", h.ID, "err", err)
 		return
 	}
+	var ds []*Delivery
+	var last *broker.Event
 	for _, ev := range evs {
-		if ctx.Err() != nil {
-			return
+		if err := w.limiter.Wait(ctx); err != nil {
+			break
 		}
-		if !w.deliver(ctx, h, ev) {
-			return
+		d := w.send(ctx, h, ev)
+		if ctx.Err() != nil && !d.OK() {
+			break // shutting down: the attempt does not count
 		}
-	}
-}
-
-// deliver sends ev to h once and records the outcome; true when delivered.
-func (w *Worker) deliver(ctx context.Context, h *Webhook, ev *broker.Event) bool {
-	d := w.send(ctx, h, ev)
-	if ctx.Err() != nil && !d.OK() {
-		return false // shutting down: the attempt does not count
-	}
-	if err := w.Store.AppendDelivery(ctx, d, w.KeepDeliveries); err != nil && !errors.Is(err, broker.ErrNotFound) {
-		w.Logger.WarnContext(ctx, "webhooks: delivery log", "webhook_id", h.ID, "err", err)
-	}
-	now := w.now()
-	if d.OK() {
-		h.Cursor, h.Attempts, h.FailingSince, h.NextAttempt, h.LastError = ev.ID, 0, time.Time{}, time.Time{}, ""
-	} else {
-		h.Attempts++
-		if h.FailingSince.IsZero() {
-			h.FailingSince = d.Time
-		}
-		h.LastError = d.Error
-		if h.LastError == "" {
-			h.LastError = "HTTP status " + strconv.Itoa(d.Status)
-		}
-		h.NextAttempt = now.Add(w.backoff(h.Attempts))
-		if now.Sub(h.FailingSince) >= w.RetryFor {
-			h.State = StateDisabled
-			h.DisabledReason = fmt.Sprintf("deliveries failed for %s since %s: %s",
-				w.RetryFor, h.FailingSince.UTC().Format(time.RFC3339), h.LastError)
+		ds, last = append(ds, d), ev
+		if !w.record(h, ev, d) {
+			break
 		}
 	}
-	if err := w.Store.UpdateWebhookState(ctx, h); err != nil {
-		if !errors.Is(err, broker.ErrNotFound) {
-			w.Logger.WarnContext(ctx, "webhooks: save state", "webhook_id", h.ID, "err", err)
+	if len(ds) == 0 {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.Timeout)
+	defer cancel()
+	if err := w.Store.SaveDeliveries(sctx, h, ds, w.KeepDeliveries); err != nil {
+		if !errors.Is(err, broker.ErrNotFound) { // deleted meanwhile
+			w.Logger.WarnContext(ctx, "webhooks: save deliveries", "webhook_id", h.ID, "err", err)
 		}
-		return false
+		return
 	}
 	if h.State == StateDisabled {
 		w.Logger.WarnContext(ctx, "webhook disabled after sustained failure", "webhook_id", h.ID,
 			"url", h.URL, "reason", h.DisabledReason)
 		if w.Emitter != nil {
-			w.Emitter.Emit(ctx, broker.Event{Type: broker.EventWebhookDisabled, Time: now, Data: map[string]any{
-				"webhook_id": h.ID, "url": h.URL, "reason": h.DisabledReason, "event_id": ev.ID,
+			w.Emitter.Emit(sctx, broker.Event{Type: broker.EventWebhookDisabled, Time: w.now(), Data: map[string]any{
+				"webhook_id": h.ID, "url": h.URL, "reason": h.DisabledReason, "event_id": last.ID,
 				"failing_since": h.FailingSince.UTC().Format(time.RFC3339), "attempts": h.Attempts,
 			}})
 		}
 	}
-	return d.OK()
+}
+
+// record applies the outcome of delivering ev to h's state; true when
+// delivered.
+func (w *Worker) record(h *Webhook, ev *broker.Event, d *Delivery) bool {
+	if d.OK() {
+		h.Cursor, h.Attempts, h.FailingSince, h.NextAttempt, h.LastError = ev.ID, 0, time.Time{}, time.Time{}, ""
+		return true
+	}
+	now := w.now()
+	h.Attempts++
+	if h.FailingSince.IsZero() {
+		h.FailingSince = d.Time
+	}
+	h.LastError = d.Error
+	if h.LastError == "" {
+		h.LastError = "HTTP status " + strconv.Itoa(d.Status)
+	}
+	h.NextAttempt = now.Add(w.backoff(h.Attempts))
+	if now.Sub(h.FailingSince) >= w.RetryFor {
+		h.State = StateDisabled
+		h.DisabledReason = fmt.Sprintf("deliveries failed for %s since %s: %s",
+			w.RetryFor, h.FailingSince.UTC().Format(time.RFC3339), h.LastError)
+	}
+	return false
 }
 
 // backoff is the delay after the n-th failure: BackoffMin doubled per

@@ -20,7 +20,7 @@ func RunWebhooks(t *testing.T, open func(t *testing.T) webhook.Store) {
 		fn   func(t *testing.T, s webhook.Store)
 	}{
 		{"InsertGetList", testWebhookInsertGetList},
-		{"UpdateState", testWebhookUpdateState},
+		{"SaveDeliveries_State", testWebhookUpdateState},
 		{"Delete", testWebhookDelete},
 		{"Deliveries", testWebhookDeliveries},
 	}
@@ -75,7 +75,7 @@ func testWebhookUpdateState(t *testing.T, s webhook.Store) {
 	}
 	w.Cursor, w.Attempts, w.FailingSince, w.NextAttempt, w.LastError = 12, 3, t0.Add(time.Minute), t0.Add(2*time.Minute), "HTTP status 500"
 	w.State, w.DisabledReason = webhook.StateDisabled, "failed for 24h"
-	if err := s.UpdateWebhookState(ctx, w); err != nil {
+	if err := s.SaveDeliveries(ctx, w, nil, 10); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetWebhook(ctx, w.ID)
@@ -83,19 +83,19 @@ func testWebhookUpdateState(t *testing.T, s webhook.Store) {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(w, got); d != "" {
-		t.Errorf("after UpdateWebhookState (-want +got):\n%s", d)
+		t.Errorf("after SaveDeliveries (-want +got):\n%s", d)
 	}
 	// The cursor never moves back (a stale leader's write).
 	stale := *w
 	stale.Cursor = 5
-	if err := s.UpdateWebhookState(ctx, &stale); err != nil {
+	if err := s.SaveDeliveries(ctx, &stale, nil, 10); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.GetWebhook(ctx, w.ID); got.Cursor != 12 {
 		t.Errorf("cursor after a stale update = %d, want 12", got.Cursor)
 	}
-	if err := s.UpdateWebhookState(ctx, sampleWebhook("whk-none", t0)); !errors.Is(err, broker.ErrNotFound) {
-		t.Errorf("UpdateWebhookState of an unknown ID = %v, want ErrNotFound", err)
+	if err := s.SaveDeliveries(ctx, sampleWebhook("whk-none", t0), nil, 10); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("SaveDeliveries of an unknown ID = %v, want ErrNotFound", err)
 	}
 }
 
@@ -105,7 +105,7 @@ func testWebhookDelete(t *testing.T, s webhook.Store) {
 	if err := s.InsertWebhook(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendDelivery(ctx, &webhook.Delivery{WebhookID: w.ID, EventID: 1, EventType: "x", Attempt: 1, Time: w.CreatedAt}, 10); err != nil {
+	if err := s.SaveDeliveries(ctx, w, []*webhook.Delivery{{WebhookID: w.ID, EventID: 1, EventType: "x", Attempt: 1, Time: w.CreatedAt}}, 10); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DeleteWebhook(ctx, w.ID); err != nil {
@@ -117,31 +117,36 @@ func testWebhookDelete(t *testing.T, s webhook.Store) {
 	if l, err := s.ListDeliveries(ctx, w.ID, 10); err != nil || len(l) != 0 {
 		t.Errorf("deliveries of a deleted webhook: %v, %v", l, err)
 	}
-	if err := s.AppendDelivery(ctx, &webhook.Delivery{WebhookID: w.ID, EventID: 2, EventType: "x", Attempt: 1, Time: w.CreatedAt}, 10); !errors.Is(err, broker.ErrNotFound) {
-		t.Errorf("AppendDelivery to a deleted webhook = %v, want ErrNotFound", err)
+	if err := s.SaveDeliveries(ctx, w, []*webhook.Delivery{{WebhookID: w.ID, EventID: 2, EventType: "x", Attempt: 1, Time: w.CreatedAt}}, 10); !errors.Is(err, broker.ErrNotFound) {
+		t.Errorf("SaveDeliveries of a deleted webhook = %v, want ErrNotFound", err)
 	}
 }
 
 func testWebhookDeliveries(t *testing.T, s webhook.Store) {
 	ctx := t.Context()
 	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	for _, id := range []string{"whk-1", "whk-2"} {
-		if err := s.InsertWebhook(ctx, sampleWebhook(id, t0)); err != nil {
+	w1, w2 := sampleWebhook("whk-1", t0), sampleWebhook("whk-2", t0)
+	for _, w := range []*webhook.Webhook{w1, w2} {
+		if err := s.InsertWebhook(ctx, w); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var want []*webhook.Delivery
-	for i := range 8 {
-		d := &webhook.Delivery{WebhookID: "whk-1", EventID: int64(i + 1), EventType: broker.EventSessionState, Attempt: 1 + i%2,
-			Time: t0.Add(time.Duration(i) * time.Second), Status: 500 - 300*(i%2), Error: fmt.Sprint("err", i%2),
-			Duration: time.Duration(i) * time.Millisecond}
-		if err := s.AppendDelivery(ctx, d, 5); err != nil {
+	for turn := range 4 { // 2 attempts per turn, 8 in all
+		var ds []*webhook.Delivery
+		for j := range 2 {
+			i := 2*turn + j
+			ds = append(ds, &webhook.Delivery{WebhookID: "whk-1", EventID: int64(i + 1), EventType: broker.EventSessionState, Attempt: 1 + i%2,
+				Time: t0.Add(time.Duration(i) * time.Second), Status: 500 - 300*(i%2), Error: fmt.Sprint("err", i%2),
+				Duration: time.Duration(i) * time.Millisecond})
+		}
+		if err := s.SaveDeliveries(ctx, w1, ds, 5); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AppendDelivery(ctx, &webhook.Delivery{WebhookID: "whk-2", EventID: int64(i), EventType: "x", Time: t0}, 5); err != nil {
+		if err := s.SaveDeliveries(ctx, w2, []*webhook.Delivery{{WebhookID: "whk-2", EventID: int64(turn), EventType: "x", Time: t0}}, 5); err != nil {
 			t.Fatal(err)
 		}
-		want = append([]*webhook.Delivery{d}, want...)
+		want = append([]*webhook.Delivery{ds[1], ds[0]}, want...)
 	}
 	got, err := s.ListDeliveries(ctx, "whk-1", 100)
 	if err != nil {
