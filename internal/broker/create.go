@@ -196,6 +196,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 		return nil, err
 	}
 	var queue []*Session
+	var refused []Event // placement.failed, quota.refused (events_create.go)
 	for j, sess := range pending {
 		i := idx[j]
 		if f, bad := failed[j]; bad {
@@ -203,6 +204,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 				out[i].FailureReason = f.msg
 				s.metrics().PlacementFailed(f.reason)
 				s.scalingRefused(sess, f.reason, now) // scaling.go
+				refused = s.refusedEvents(refused, sess, f)
 				continue
 			}
 			sess.Enqueued, sess.EnqueuedAt = true, now
@@ -227,6 +229,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 						out[i].FailureReason = fmt.Sprintf("%s; the create queue is full (create-sessions-queue-max-size %d)", failed[indexOf(pending, sess)].msg, s.cfg.QueueMaxSize)
 						s.metrics().PlacementFailed(FailQueueFull)
 						s.scalingRefused(sess, FailQueueFull, now)
+						refused = s.refusedEvents(refused, sess, placeFailure{out[i].FailureReason, FailQueueFull})
 					}
 				}
 				continue
@@ -236,6 +239,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 		}
 		if len(accepted) > 0 {
 			s.attachNew(accepted)
+			s.attachQueued(accepted, failed, pending)
 			if err := s.store.InsertSessions(ctx, accepted); err != nil {
 				s.eventsWritten(accepted...)
 				return nil, err
@@ -244,6 +248,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 			s.sessionsInserted(accepted)
 		}
 	}
+	s.Emit(ctx, refused...)
 	for _, sess := range placed {
 		s.queueCreate(sess.ID)
 	}

@@ -85,14 +85,14 @@ func (s *Service) sessionEvents(old, x *Session, now time.Time) []*Event {
 	return evs
 }
 
-// attachEvents sets x.Events to the events of its change from old (nil: a
+// attachEvents adds to x.Events the events of its change from old (nil: a
 // new session), for the store to write with it; nothing when events are off.
 func (s *Service) attachEvents(old, x *Session) {
-	x.Events = nil
 	if !s.eventsOn() {
+		x.Events = nil
 		return
 	}
-	x.Events = s.sessionEvents(old, x, s.Now().UTC())
+	x.Events = append(x.Events, s.sessionEvents(old, x, s.Now().UTC())...)
 }
 
 // attachNew attaches the events of new sessions about to be inserted.

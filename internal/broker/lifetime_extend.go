@@ -57,6 +57,10 @@ func (s *Service) ExtendSession(ctx context.Context, r ExtendRequest) (time.Time
 		x.Life.LifetimeWarnedFor, x.Life.LifetimeWarned = time.Time{}, nil
 		x.Life.RetryAt = time.Time{}
 		deadline = SessionDeadlines(x, lim).Expires
+		if s.eventsOn() {
+			x.Events = append(x.Events, &Event{Time: s.Now().UTC(), Type: EventSessionExtended, SessionID: x.ID, ServerID: x.ServerID, Owner: x.Owner,
+				Data: map[string]any{"expires_at": deadline.UTC().Format(time.RFC3339), "by": granted.String(), "actor": r.Actor}})
+		}
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {

@@ -309,6 +309,7 @@ func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *poli
 				}
 			}
 		}
+		s.emitPolicy(ctx, &x, dec)
 		if dec.Action == PolicyDisconnectIdle {
 			s.log.Info("disconnected idle session's clients", logattr.SessionID, x.ID, logattr.ServerID, x.ServerID,
 				logattr.Owner, x.Owner, "policy", dec.Policy, "reason", dec.Reason)
@@ -355,6 +356,7 @@ func (s *Service) policyDelete(ctx context.Context, sess *Session, dec PolicyDec
 	if pm := s.policyMetrics(); pm != nil {
 		pm.PolicyActed(dec.Policy, ActionDelete)
 	}
+	s.emitPolicy(ctx, sess, dec)
 	s.log.Info("deleting session by policy", logattr.SessionID, sess.ID, logattr.ServerID, sess.ServerID,
 		logattr.Owner, sess.Owner, "policy", dec.Policy, "reason", dec.Reason)
 	s.queueDelete(*job)

@@ -219,6 +219,7 @@ func (s *Service) setOpen(ctx context.Context, ids []string, force []bool, open 
 		cp := *srv
 		cp.Open = open
 		s.servers.put(&cp)
+		s.emitServerOpen(ctx, id, open, i < len(force) && force[i])
 		if open {
 			s.wakeQueue()
 		}
@@ -259,6 +260,7 @@ func (s *Service) AgentConnected(ctx context.Context, agentClientID, serverID st
 		s.servers.put(stored)
 	}
 	s.servers.seen(serverID, now)
+	s.Emit(ctx, Event{Type: EventAgentLinked, ServerID: serverID, Data: map[string]any{"broker_id": s.cfg.BrokerID}})
 	if err := s.reconcile(ctx, serverID, sessions, true); err != nil {
 		return err
 	}
@@ -305,6 +307,7 @@ func (s *Service) AgentUpdate(ctx context.Context, serverID string, info *Server
 // AgentDisconnected marks a server unreachable: its link to this broker closed.
 func (s *Service) AgentDisconnected(ctx context.Context, serverID string) {
 	s.servers.down(serverID, s.Now())
+	s.Emit(ctx, Event{Type: EventAgentUnlinked, ServerID: serverID, Data: map[string]any{"broker_id": s.cfg.BrokerID}})
 }
 
 // reconcile makes the broker's sessions of a server agree with its agent's

@@ -192,7 +192,8 @@ type Service struct {
 
 	obs Metrics // set by SetMetrics; nil reports nothing
 
-	hub eventHub // the event stream's reader of the store (events_hub.go)
+	hub   eventHub          // the event stream's reader of the store (events_hub.go)
+	avail availabilityWatch // server.availability (events_servers.go)
 
 	scale scaling // the scaling signals (scaling.go)
 
@@ -380,6 +381,7 @@ func (s *Service) expire(ctx context.Context) {
 		s.log.Info("purged deleted sessions", "count", n)
 	}
 	s.purgeEvents(ctx, now)
+	s.noteAvailability(ctx, now)
 	for _, p := range s.Pruners {
 		if err := p.Prune(ctx); err != nil {
 			s.log.Error("prune", "err", err)

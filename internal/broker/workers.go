@@ -368,6 +368,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 			}
 			s.setDeleted(ctx, sess.ID, msg)
 			s.metrics().PlacementFailed(FailQueueTimeout)
+			s.Emit(ctx, s.refusedEvents(nil, sess, placeFailure{msg, FailQueueTimeout})...)
 			continue
 		}
 		var expr *requirements.Expr

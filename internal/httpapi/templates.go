@@ -25,7 +25,7 @@ const (
 // berthOperations are the operations of berth's own API.
 func berthOperations() []string {
 	return append([]string{OpDescribeTemplates, OpCreateTemplate, OpGetTemplate, OpUpdateTemplate, OpDeleteTemplate,
-		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession, OpDescribeQueue, OpDescribeAudit, OpDescribeCapacity}, append(lifetimeOperations(), webhookOperations()...)...)
+		OpLaunchTemplate, OpDescribeSessionShares, OpShareSession, OpDescribeQueue, OpDescribeAudit, OpDescribeCapacity, OpStreamEvents}, append(lifetimeOperations(), webhookOperations()...)...)
 }
 
 // berthRoutes registers berth's own API with api, the wrapper of every route.
@@ -41,6 +41,7 @@ func (s *Server) berthRoutes(api func(pattern, op string, h func(http.ResponseWr
 	s.lifetimeRoutes(api)
 	s.quotaRoutes(api)
 	s.webhookRoutes(api)
+	api("GET /berth/v1/events", OpStreamEvents, s.streamEvents) // events.go
 	api("GET /berth/v1/audit", OpDescribeAudit, s.describeAudit)
 	api("GET /berth/v1/capacity", OpDescribeCapacity, s.describeCapacity) // capacity.go
 }
