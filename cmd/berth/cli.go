@@ -65,6 +65,7 @@ func commands() []*command {
 		updateSessionPermissionsCommand(),
 		createTemplateCommand(), describeTemplatesCommand(), updateTemplateCommand(), deleteTemplateCommand(),
 		launchTemplateCommand(), shareSessionCommand(), extendSessionCommand(),
+		createWebhookCommand(), describeWebhooksCommand(), deleteWebhookCommand(), describeWebhookDeliveriesCommand(),
 		helpCommand(), completionCommand(),
 	}
 }
