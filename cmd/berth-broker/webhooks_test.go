@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/poll"
+	"github.com/berth-dev/berth/internal/postgres/pgtest"
 	"github.com/berth-dev/berth/internal/webhook"
 )
 
@@ -189,5 +191,87 @@ func TestWebhooks_AdminCommands(t *testing.T) {
 	}
 	if out, code := admin("delete-webhook", "--webhook-id", id); code == 0 || !strings.Contains(out, "does not exist") {
 		t.Errorf("second delete-webhook exited %d: %s", code, out)
+	}
+}
+
+// TestCluster_WebhookLeaderKilled: two brokers on one PostgreSQL; the
+// leader's delivery of the first event hangs at the receiver when the
+// leader is stopped; the other broker takes the lease and delivers every
+// event, the interrupted one again with the same idempotency key, each
+// acknowledged exactly once, in order.
+func TestCluster_WebhookLeaderKilled(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	a := mustRunClusterBroker(t, dsn, "wh-a")
+	poll.Until(t, 30*time.Second, "wh-a leads", func() bool { return a.node.IsLeader(t.Context()) })
+	b := mustRunClusterBroker(t, dsn, "wh-b")
+
+	var mu sync.Mutex
+	var seen []string // idempotency keys, in arrival order
+	acked := map[string]int{}
+	hung := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := webhook.Verify("cluster-secret-0123456", r.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("signature: %v", err)
+		}
+		key := r.Header.Get(webhook.HeaderIdempotency)
+		mu.Lock()
+		first := len(seen) == 0
+		seen = append(seen, key)
+		mu.Unlock()
+		if first { // the leader's first delivery: never answered
+			once.Do(func() { close(hung) })
+			<-r.Context().Done()
+			return
+		}
+		mu.Lock()
+		acked[key]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	reg := webhookRegistry(a.Main)
+	h, err := reg.Create(t.Context(), webhook.Spec{URL: srv.URL, Types: []string{"server.*"}, Secret: "cluster-secret-0123456"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		a.svc.Emit(t.Context(), broker.Event{Type: broker.EventServerOpened, ServerID: fmt.Sprintf("srv-%d", i)})
+	}
+	select {
+	case <-hung:
+	case <-time.After(time.Minute):
+		t.Fatal("the leader never delivered")
+	}
+	if err := a.Close(); err != nil { // the leader goes, mid-delivery
+		t.Fatal(err)
+	}
+	evs, err := b.store.(broker.EventStore).ListEvents(t.Context(), broker.EventFilter{AfterID: h.Cursor, Types: []string{"server.*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 {
+		t.Fatalf("%d server events, want 3", len(evs))
+	}
+	poll.Until(t, time.Minute, "the other broker delivers", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) == 3
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[0] != webhook.IdempotencyKey(h.ID, evs[0].ID) || seen[1] != seen[0] {
+		t.Errorf("requests %v: want the first event (%s) twice, interrupted then redelivered", seen, webhook.IdempotencyKey(h.ID, evs[0].ID))
+	}
+	for i, ev := range evs {
+		key := webhook.IdempotencyKey(h.ID, ev.ID)
+		if acked[key] != 1 || seen[i+1] != key {
+			t.Errorf("event %d: acknowledged %d times, request %d was %s; want once, in order", ev.ID, acked[key], i+1, seen[i+1])
+		}
+	}
+	if !b.node.IsLeader(t.Context()) {
+		t.Error("the other broker does not lead")
 	}
 }
