@@ -153,11 +153,20 @@ func (r *Registry) Create(ctx context.Context, s Spec) (*Webhook, error) {
 	return w, nil
 }
 
+// LastEventIDer is implemented by event stores that tell their newest
+// event's ID in one query (the sqlite and postgres stores).
+type LastEventIDer interface {
+	LastEventID(ctx context.Context) (int64, error)
+}
+
 // tail returns the ID of the newest event, 0 when there is none or no
 // event store.
 func (r *Registry) tail(ctx context.Context) (int64, error) {
 	if r.Events == nil {
 		return 0, nil
+	}
+	if l, ok := r.Events.(LastEventIDer); ok {
+		return l.LastEventID(ctx)
 	}
 	var last int64
 	for {

@@ -23,6 +23,7 @@ func RunWebhooks(t *testing.T, open func(t *testing.T) webhook.Store) {
 		{"SaveDeliveries_State", testWebhookUpdateState},
 		{"Delete", testWebhookDelete},
 		{"Deliveries", testWebhookDeliveries},
+		{"LastEventID", testWebhookLastEventID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -157,5 +158,23 @@ func testWebhookDeliveries(t *testing.T, s webhook.Store) {
 	}
 	if got, _ := s.ListDeliveries(ctx, "whk-1", 2); len(got) != 2 || got[0].EventID != 8 {
 		t.Errorf("ListDeliveries limit 2: %v", got)
+	}
+}
+
+func testWebhookLastEventID(t *testing.T, s webhook.Store) {
+	es, ok := s.(broker.EventStore)
+	l, ok2 := s.(webhook.LastEventIDer)
+	if !ok || !ok2 {
+		t.Skip("the store keeps no events")
+	}
+	if id, err := l.LastEventID(t.Context()); err != nil || id != 0 {
+		t.Fatalf("LastEventID of no events = %d, %v; want 0", id, err)
+	}
+	evs := []*broker.Event{{Type: broker.EventServerOpened, ServerID: "a"}, {Type: broker.EventServerClosed, ServerID: "a"}}
+	if err := es.AppendEvents(t.Context(), evs); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := l.LastEventID(t.Context()); err != nil || id != evs[1].ID {
+		t.Errorf("LastEventID = %d, %v; want %d", id, err, evs[1].ID)
 	}
 }
