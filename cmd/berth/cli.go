@@ -66,6 +66,7 @@ func commands() []*command {
 		createTemplateCommand(), describeTemplatesCommand(), updateTemplateCommand(), deleteTemplateCommand(),
 		launchTemplateCommand(), shareSessionCommand(), extendSessionCommand(),
 		createWebhookCommand(), describeWebhooksCommand(), deleteWebhookCommand(), describeWebhookDeliveriesCommand(),
+		watchCommand(),
 		helpCommand(), completionCommand(),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -67,6 +68,13 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			fmt.Fprintf(t.debug, "berth: debug: < error after %s: %v\n", time.Since(start).Round(time.Millisecond), err)
 		}
 		return resp, err
+	}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		// A stream (berth watch): read by the caller as it comes.
+		if t.debug != nil {
+			fmt.Fprintf(t.debug, "berth: debug: < %s (%s, a stream)\n", resp.Status, time.Since(start).Round(time.Millisecond))
+		}
+		return resp, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	resp.Body.Close()

@@ -169,16 +169,6 @@ func (s *Store) ListEvents(ctx context.Context, f broker.EventFilter) (_ []*brok
 	return out, nil
 }
 
-// LastEventID returns the ID of the newest event, 0 for none.
-func (s *Store) LastEventID(ctx context.Context) (_ int64, err error) {
-	defer unavailable(&err)
-	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM events`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("last event ID: %w", err)
-	}
-	return id, nil
-}
-
 // PurgeEvents removes events older than before.
 func (s *Store) PurgeEvents(ctx context.Context, before time.Time) (_ int, err error) {
 	defer unavailable(&err)

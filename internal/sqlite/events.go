@@ -148,15 +148,6 @@ func (s *Store) ListEvents(ctx context.Context, f broker.EventFilter) ([]*broker
 	return out, nil
 }
 
-// LastEventID returns the ID of the newest event, 0 for none.
-func (s *Store) LastEventID(ctx context.Context) (int64, error) {
-	var id int64
-	if err := s.r.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM events`).Scan(&id); err != nil {
-		return 0, fmt.Errorf("last event ID: %w", err)
-	}
-	return id, nil
-}
-
 // PurgeEvents removes events older than before.
 func (s *Store) PurgeEvents(ctx context.Context, before time.Time) (int, error) {
 	var n int64
