@@ -400,6 +400,7 @@ func (m *Main) startService(ctx context.Context, brokerID string, disp broker.Di
 		PolicyInterval:         interval,
 		Scaling: broker.ScalingConfig{IdleAfter: time.Duration(c.ScalingIdleServerMinutes * float64(time.Minute)),
 			Interval: time.Duration(c.ScalingInterval * float64(time.Second))},
+		EventRetention: time.Duration(c.EventRetentionHours * float64(time.Hour)),
 	}, m.Logger)
 	if err != nil {
 		return fmt.Errorf("start broker: %w", err)

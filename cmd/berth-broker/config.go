@@ -339,6 +339,9 @@ type Config struct {
 	// ScalingInterval is scaling-interval-seconds: how often the scaling
 	// signals are checked (docs/autoscaling.md; fractions allowed).
 	ScalingIdleServerMinutes, ScalingInterval float64
+	// EventRetentionHours is event-retention-hours: how long events are
+	// kept (docs/events.md; fractions allowed).
+	EventRetentionHours float64
 
 	// The quotas (docs/quotas.md); 0 is none. SessionMaxSessionsPerUser is
 	// session-max-sessions-per-user, SessionMaxGPUsPerUser
@@ -427,6 +430,7 @@ func DefaultConfig() Config {
 		SessionPolicyInterval:            5,
 		ScalingIdleServerMinutes:         30,
 		ScalingInterval:                  30,
+		EventRetentionHours:              168,
 	}
 }
 
@@ -1045,6 +1049,7 @@ func configKeys() []configKey {
 		numberKey("session-policy-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.SessionPolicyInterval }),
 		numberKey("scaling-idle-server-minutes", "minutes", 0.01, func(c *Config) *float64 { return &c.ScalingIdleServerMinutes }),
 		numberKey("scaling-interval-seconds", "seconds", 0.01, func(c *Config) *float64 { return &c.ScalingInterval }),
+		numberKey("event-retention-hours", "hours", 0.01, func(c *Config) *float64 { return &c.EventRetentionHours }),
 		quotaKey("session-max-sessions-per-user", "sessions", func(c *Config) *int { return &c.SessionMaxSessionsPerUser }),
 		quotaKey("session-max-gpus-per-user", "GPUs", func(c *Config) *int { return &c.SessionMaxGPUsPerUser }),
 		stringKey("session-groups-file", "a file path (empty: none)", func(string) bool { return true }, func(c *Config) *string { return &c.SessionGroupsFile }),

@@ -274,6 +274,7 @@ func TestLoadConfig_BerthFile(t *testing.T) {
 		SessionExtensionDefault:          2,
 		SessionPolicyInterval:            2.5,
 		ScalingIdleServerMinutes:         45,
+		EventRetentionHours:              72,
 		ScalingInterval:                  15,
 		SessionMaxSessionsPerUser:        4,
 		SessionMaxGPUsPerUser:            2,
