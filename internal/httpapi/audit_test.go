@@ -37,6 +37,16 @@ var auditTokens = tokenVerifier{
 	"ext":   {ClientID: "ext-1", Kind: oauth.KindExternal},
 }
 
+// connToken is the connection token secretTokens issues: no record may
+// hold it.
+const connToken = "conn-token-d41d8cd98f00b204"
+
+type secretTokens struct{}
+
+func (secretTokens) IssueConnectionToken(ctx context.Context, sessionID, owner, user string) (string, error) {
+	return connToken, nil
+}
+
 // auditBroker is a broker with one server behind an API that records its
 // calls in the store's audit log.
 func auditBroker(t *testing.T, srv *Server) (*sqlite.Store, *audit.Appender, *httptest.Server) {
@@ -46,7 +56,7 @@ func auditBroker(t *testing.T, srv *Server) (*sqlite.Store, *audit.Appender, *ht
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := broker.New(ctx, st, acceptAll{}, noTokens{}, broker.Config{BrokerID: "test", HeartbeatTimeout: time.Hour}, slog.New(slog.DiscardHandler))
+	svc, err := broker.New(ctx, st, acceptAll{}, secretTokens{}, broker.Config{BrokerID: "test", HeartbeatTimeout: time.Hour}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +111,14 @@ func TestAudit_EveryStateChangingCall(t *testing.T) {
 	if _, err := c.UpdateSessionPermissions(ctx, []api.UpdateSessionPermissionsRequest{{SessionId: sid, Owner: "alice", PermissionsFile: perms}}); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = c.GetSessionConnectionData(ctx, sid, "alice")
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	if err := st.InsertSessions(ctx, []*broker.Session{{ID: "ready-1", Name: "r", Owner: "alice", Type: broker.TypeVirtual,
+		ServerID: "srv-0", State: broker.StateReady, CreationTime: now, UpdatedAt: now}}); err != nil {
+		t.Fatal(err)
+	}
+	if cd, err := c.GetSessionConnectionData(ctx, "ready-1", "alice"); err != nil || cd.ConnectionToken != connToken {
+		t.Fatalf("GetSessionConnectionData = %+v, %v", cd, err)
+	}
 	if _, err := c.CloseServers(ctx, []api.CloseServerRequest{{ServerId: "srv-0", Force: true}}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +169,7 @@ func TestAudit_EveryStateChangingCall(t *testing.T) {
 		{OpCreateSessions, "c-admin", audit.ResultPartial, "1 of 2 failed", []string{"owner:alice", "owner:bob", "session:" + sid}},
 		// Refused for a session not yet READY: a batch whose every item failed.
 		{OpUpdateSessionPermissions, "c-admin", audit.ResultFailed, "1 of 1 failed: the session is CREATING", []string{"session:" + sid, "owner:alice"}},
-		{OpGetSessionConnectionData, "c-admin", "", "", []string{"session:" + sid, "user:alice"}},
+		{OpGetSessionConnectionData, "c-admin", audit.ResultOK, "", []string{"session:ready-1", "user:alice", "server:srv-0"}},
 		{OpCloseServers, "c-admin", audit.ResultOK, "", []string{"server:srv-0"}},
 		{OpOpenServers, "c-admin", audit.ResultOK, "", []string{"server:srv-0"}},
 		{OpCreateTemplate, "c-admin", audit.ResultOK, "", []string{"template:" + tid}},
@@ -179,8 +196,8 @@ func TestAudit_EveryStateChangingCall(t *testing.T) {
 				t.Errorf("record %d (%s) targets %v, want %s among them", i+1, r.Action, r.Targets, tg)
 			}
 		}
-		if strings.Contains(fmt.Sprintf("%+v", r), "secret-user") {
-			t.Errorf("record %d holds the permissions file's contents: %+v", i+1, r)
+		if rs := fmt.Sprintf("%+v", r); strings.Contains(rs, "secret-user") || strings.Contains(rs, connToken) || strings.Contains(rs, "Bearer") {
+			t.Errorf("record %d holds a secret (the permissions file, a token): %+v", i+1, r)
 		}
 	}
 	if d := recs[1].Detail; !strings.Contains(d, fmt.Sprintf("%d bytes sha256:", len(perms))) {
