@@ -484,8 +484,9 @@ func runAdmin(ctx context.Context, cmd adminCommand, args []string, stdout, stde
 	if err := m.auth.EnsureKey(ctx); err != nil {
 		return err
 	}
-	err := cmd.run(ctx, m, get(), stdout)
-	recordAdmin(ctx, m, cmd.name, fs, err) // audit.go: state-changing commands are audited
+	ids := &printedIDs{w: stdout}
+	err := cmd.run(ctx, m, get(), ids)
+	recordAdmin(ctx, m, cmd.name, fs, ids, err) // audit.go: state-changing commands are audited
 	return err
 }
 

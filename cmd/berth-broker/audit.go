@@ -183,7 +183,7 @@ var adminTargetFlags = map[string]string{
 // the options set in fs and ended with err: the OS user who ran it, the
 // command, the IDs it named, the result. It warns on stderr if the record
 // could not be written.
-func recordAdmin(ctx context.Context, m *Main, name string, fs *flag.FlagSet, err error) {
+func recordAdmin(ctx context.Context, m *Main, name string, fs *flag.FlagSet, printed *printedIDs, err error) {
 	if readOnlyAdmin(name) || m.store == nil {
 		return
 	}
@@ -206,6 +206,9 @@ func recordAdmin(ctx context.Context, m *Main, name string, fs *flag.FlagSet, er
 			rec.AddTarget(kind, f.Value.String())
 		}
 	})
+	for _, id := range printed.ids {
+		rec.AddTarget(audit.TargetClient, id)
+	}
 	if len(opts) > 0 {
 		rec.Detail = "options " + strings.Join(opts, " ")
 	}
@@ -215,6 +218,36 @@ func recordAdmin(ctx context.Context, m *Main, name string, fs *flag.FlagSet, er
 	if werr := s.AppendAudit(context.WithoutCancel(ctx), []*audit.Record{rec}); werr != nil {
 		fmt.Fprintf(m.Stderr, "berth-broker: warning: the audit log could not record %s: %v\n", name, werr)
 	}
+}
+
+// printedIDs passes an admin command's output on and keeps the IDs of the
+// clients it created (its "client-id: " lines) for the audit record; nothing
+// else of the output (a "client-password: " line) is kept.
+type printedIDs struct {
+	w    io.Writer
+	line []byte
+	ids  []string
+}
+
+// maxPrintedLine caps the line printedIDs holds while it waits for its end.
+const maxPrintedLine = 4096
+
+func (p *printedIDs) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	for _, c := range b[:n] {
+		if c != '\n' {
+			if len(p.line) < maxPrintedLine {
+				p.line = append(p.line, c)
+			}
+			continue
+		}
+		if id, ok := strings.CutPrefix(string(p.line), "client-id: "); ok {
+			p.ids = append(p.ids, strings.TrimSpace(id))
+		}
+		clear(p.line)
+		p.line = p.line[:0]
+	}
+	return n, err
 }
 
 // truncate cuts s to n bytes.

@@ -81,6 +81,7 @@ func TestBroker_Audit(t *testing.T) {
 	}
 	admin := auditLines(t, b, "--action", "register-api-client")
 	if len(admin) != 1 || admin[0].ActorKind != audit.ActorAdmin || admin[0].Actor == "" || !admin[0].HasTarget(audit.TargetClient, "test") ||
+		!admin[0].HasTarget(audit.TargetClient, c.ClientID) || strings.Contains(fmt.Sprintf("%+v", admin[0]), c.ClientSecret) ||
 		!strings.Contains(admin[0].Detail, "--client-name") || admin[0].Result != audit.ResultOK {
 		t.Errorf("register-api-client records %+v", admin)
 	}
