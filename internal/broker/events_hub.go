@@ -17,6 +17,12 @@ import (
 // missed from the store itself (catch-up), then joins the hub; a subscriber
 // whose buffer is full is closed (ErrSubscriberSlow) and resumes with its
 // last event ID.
+//
+// Without subscribers the hub reads nothing (writes cost no read): it goes
+// inactive, and when a subscriber comes it starts again after the store's
+// last event (LastEventIDer), with an empty ring. Subscribers join only an
+// active hub, so none misses the events the inactive hub skipped: they
+// catch up from the store.
 
 const (
 	// hubRing is how many recent events the hub keeps for subscribers
@@ -48,12 +54,13 @@ type LastEventIDer interface {
 // is ready; run reads the store.
 type eventHub struct {
 	mu      sync.Mutex
-	ready   bool  // start and last are set
+	active  bool  // reading the store; start and last are set
 	start   int64 // ring holds every event with start < ID <= last
 	last    int64 // the last event ID read
 	ring    []*Event
 	subs    map[*Subscription]struct{}
-	waiting []chan struct{} // closed when ready
+	joining int             // subscribers catching up, not joined yet
+	waiting []chan struct{} // closed when the hub is active
 	wake    chan struct{}
 	once    sync.Once
 }
@@ -140,6 +147,10 @@ func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, 
 	ch := make(chan *Event, SubscriberBuffer)
 	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, done: make(chan struct{}), cancel: cancel}
 	sub.f.Types = slices.Clone(f.Types)
+	s.hub.mu.Lock()
+	s.hub.joining++
+	s.hub.mu.Unlock()
+	s.hub.notify() // an inactive hub starts reading
 	go func() {
 		defer close(ch)
 		err := s.hub.serve(ctx, es, sub)
@@ -151,6 +162,14 @@ func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, 
 
 // serve catches sub up from the store, joins the hub and waits for the end.
 func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription) error {
+	joined := false
+	defer func() {
+		if !joined {
+			h.mu.Lock()
+			h.joining--
+			h.mu.Unlock()
+		}
+	}()
 	for {
 		h0, err := h.lastRead(ctx)
 		if err != nil {
@@ -177,7 +196,7 @@ func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription) 
 		// Every matching event up to the store's last at the read (at
 		// least h0) is delivered.
 		sub.pos = max(sub.pos, h0)
-		if h.join(sub) {
+		if joined = h.join(sub); joined {
 			break
 		}
 	}
@@ -189,10 +208,10 @@ func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription) 
 	}
 }
 
-// lastRead waits for the hub's first read and returns the last ID it read.
+// lastRead waits for the hub to be active and returns the last ID it read.
 func (h *eventHub) lastRead(ctx context.Context) (int64, error) {
 	h.mu.Lock()
-	if h.ready {
+	if h.active {
 		defer h.mu.Unlock()
 		return h.last, nil
 	}
@@ -204,20 +223,19 @@ func (h *eventHub) lastRead(ctx context.Context) (int64, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.last, nil
+	return h.lastRead(ctx)
 }
 
-// join adds sub to the subscribers if the ring holds every event after
-// sub.pos, and hands it those of the ring it has not had. It returns false
-// when sub must catch up from the store again.
+// join adds sub to the subscribers if the hub is active and its ring holds
+// every event after sub.pos, and hands it those of the ring it has not had.
+// It returns false when sub must catch up from the store again.
 func (h *eventHub) join(sub *Subscription) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if sub.pos < h.start {
+	if !h.active || sub.pos < h.start {
 		return false
 	}
+	h.joining--
 	i, _ := slices.BinarySearchFunc(h.ring, sub.pos+1, func(e *Event, id int64) int { return cmpInt(e.ID, id) })
 	for _, e := range h.ring[i:] {
 		h.sendLocked(sub, e)
@@ -271,29 +289,6 @@ func (s *Service) Subscribers() int {
 // run reads the store's events until ctx ends.
 func (h *eventHub) run(ctx context.Context, es EventStore, every time.Duration, s *Service) {
 	h.init()
-	var last int64
-	if l, ok := es.(LastEventIDer); ok {
-		for {
-			id, err := l.LastEventID(ctx)
-			if err == nil {
-				last = id
-				break
-			}
-			s.log.Error("read the last event ID", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(every):
-			}
-		}
-	}
-	h.mu.Lock()
-	h.ready, h.start, h.last = true, last, last
-	for _, w := range h.waiting {
-		close(w)
-	}
-	h.waiting = nil
-	h.mu.Unlock()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	failing := false
@@ -303,6 +298,9 @@ func (h *eventHub) run(ctx context.Context, es EventStore, every time.Duration, 
 			return
 		case <-h.wake:
 		case <-t.C:
+		}
+		if !h.activate(ctx, es, s) {
+			continue
 		}
 		for {
 			h.mu.Lock()
@@ -323,6 +321,43 @@ func (h *eventHub) run(ctx context.Context, es EventStore, every time.Duration, 
 			}
 		}
 	}
+}
+
+// activate reports whether the hub should read the store: it has
+// subscribers, joined or catching up. Without any it goes inactive; with
+// some, an inactive hub starts after the store's last event.
+func (h *eventHub) activate(ctx context.Context, es EventStore, s *Service) bool {
+	h.mu.Lock()
+	if len(h.subs) == 0 && h.joining == 0 {
+		h.active = false
+		h.mu.Unlock()
+		return false
+	}
+	if h.active {
+		h.mu.Unlock()
+		return true
+	}
+	last := h.last
+	h.mu.Unlock()
+	if l, ok := es.(LastEventIDer); ok {
+		id, err := l.LastEventID(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("read the last event ID", "err", err)
+			}
+			return false
+		}
+		last = max(last, id)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Nobody joined an inactive hub: skipping to last loses no one's events.
+	h.active, h.start, h.last, h.ring = true, last, last, nil
+	for _, w := range h.waiting {
+		close(w)
+	}
+	h.waiting = nil
+	return true
 }
 
 // fanOut adds evs (read after h.last, in ID order) to the ring and hands

@@ -16,6 +16,15 @@ import (
 
 const insertEventSQL = `INSERT INTO events (time, type, session_id, server_id, owner, data) VALUES (?, ?, ?, ?, ?, ?)`
 
+// eventChunk is the number of events of insertEventsSQL, one statement
+// that the writer prepares at Open: a placement's batch of sessions inserts
+// its events in a few statements, not one each.
+const eventChunk = 32
+
+// insertEventsSQL inserts eventChunk events. Their IDs are consecutive
+// (AUTOINCREMENT, one writer), the last being last_insert_rowid().
+var insertEventsSQL = insertEventSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?)", eventChunk-1)
+
 // defaultEventLimit caps ListEvents without a Limit.
 const defaultEventLimit = 1000
 
@@ -38,29 +47,43 @@ func (s *Store) appendEventsTx(ctx context.Context, tx *sql.Tx, evs []*broker.Ev
 	if len(evs) == 0 {
 		return nil
 	}
-	st, err := s.txStmt(ctx, tx, insertEventSQL)
-	if err != nil {
-		return err
-	}
 	var now time.Time
-	for _, e := range evs {
-		if e.Time.IsZero() {
-			if now.IsZero() {
-				now = s.now()
+	args := make([]any, 0, 6*min(len(evs), eventChunk))
+	for len(evs) > 0 {
+		n, q := 1, insertEventSQL
+		if len(evs) >= eventChunk {
+			n, q = eventChunk, insertEventsSQL
+		}
+		args = args[:0]
+		for _, e := range evs[:n] {
+			if e.Time.IsZero() {
+				if now.IsZero() {
+					now = s.now()
+				}
+				e.Time = now
 			}
-			e.Time = now
+			data, err := encodeEventData(e.Data)
+			if err != nil {
+				return fmt.Errorf("event %s: %w", e.Type, err)
+			}
+			args = append(args, toMillis(e.Time), e.Type, e.SessionID, e.ServerID, e.Owner, data)
 		}
-		data, err := encodeEventData(e.Data)
+		st, err := s.txStmt(ctx, tx, q)
 		if err != nil {
-			return fmt.Errorf("event %s: %w", e.Type, err)
-		}
-		res, err := st.ExecContext(ctx, toMillis(e.Time), e.Type, e.SessionID, e.ServerID, e.Owner, data)
-		if err != nil {
-			return fmt.Errorf("insert event: %w", err)
-		}
-		if e.ID, err = res.LastInsertId(); err != nil {
 			return err
 		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		last, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for i, e := range evs[:n] {
+			e.ID = last - int64(n-1-i)
+		}
+		evs = evs[n:]
 	}
 	return nil
 }

@@ -428,7 +428,7 @@ const maxCachedStmts = 128
 var writeStmts = []string{
 	getServerForUpsertSQL, insertServerSQL, updateServerSQL, deleteServerTagsSQL, setServerOpenSQL, setServerSeenSQL,
 	insertSessionSQL, updateSessionSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
-	getSettingSQL, insertSettingSQL, insertEventSQL,
+	getSettingSQL, insertSettingSQL, insertEventSQL, insertEventsSQL,
 	auditHeadSQL, auditInsertSQL, auditSetHeadSQL, // audit.go: every batch of the audit log
 }
 

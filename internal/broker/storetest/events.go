@@ -22,6 +22,7 @@ func RunEvents(t *testing.T, open func(t *testing.T) broker.Store) {
 	}{
 		{"AppendList", testEventsAppendList},
 		{"Filters", testEventsFilters},
+		{"BigBatch", testEventsBigBatch},
 		{"WithSessionWrites", testEventsWithSessionWrites},
 		{"WithPlacements", testEventsWithPlacements},
 		{"Purge", testEventsPurge},
@@ -344,4 +345,30 @@ func testEventsCommitOrder(t *testing.T, s broker.Store, es broker.EventStore) {
 	if all := mustListEvents(t, es, broker.EventFilter{Limit: 10 * writers * each}); len(all) != writers*each || len(seen) != writers*each {
 		t.Errorf("the reader saw %d events of %d stored, want %d", len(seen), len(all), writers*each)
 	}
+}
+
+// testEventsBigBatch appends batches larger than the stores' statements
+// take at once: every event gets the ID it is listed with, in order.
+func testEventsBigBatch(t *testing.T, _ broker.Store, es broker.EventStore) {
+	var all []*broker.Event
+	for _, n := range []int{70, 1, 32, 33} {
+		var evs []*broker.Event
+		for i := range n {
+			evs = append(evs, &broker.Event{Time: at(time.Second), Type: broker.EventServerIdle, ServerID: fmt.Sprint(len(all)+i)})
+		}
+		if err := es.AppendEvents(t.Context(), evs); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, evs...)
+	}
+	got := mustListEvents(t, es, broker.EventFilter{Limit: 1000})
+	if len(got) != len(all) {
+		t.Fatalf("%d events listed, want %d", len(got), len(all))
+	}
+	for i, e := range got {
+		if e.ID != all[i].ID || e.ServerID != all[i].ServerID {
+			t.Fatalf("event %d: listed %d %s, appended as %d %s", i, e.ID, e.ServerID, all[i].ID, all[i].ServerID)
+		}
+	}
+	checkIncreasing(t, got)
 }
