@@ -354,7 +354,7 @@ func testEventsBigBatch(t *testing.T, _ broker.Store, es broker.EventStore) {
 	for _, n := range []int{70, 1, 32, 33} {
 		var evs []*broker.Event
 		for i := range n {
-			evs = append(evs, &broker.Event{Time: at(time.Second), Type: broker.EventServerIdle, ServerID: fmt.Sprint(len(all)+i)})
+			evs = append(evs, &broker.Event{Time: at(time.Second), Type: broker.EventServerIdle, ServerID: fmt.Sprint(len(all) + i)})
 		}
 		if err := es.AppendEvents(t.Context(), evs); err != nil {
 			t.Fatal(err)
