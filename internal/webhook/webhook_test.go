@@ -541,6 +541,9 @@ func TestDeliver_Hostile(t *testing.T) {
 			f.sessionLife(t, 1)
 			f.worker.Tick(t.Context())
 			got, _ := f.store.GetWebhook(t.Context(), hook.ID)
+			if strings.Contains(got.LastError, srv.URL) {
+				t.Errorf("last error %q holds the URL", got.LastError)
+			}
 			if got.Attempts != 1 || got.Cursor != 0 || got.LastError == "" {
 				t.Errorf("after one turn: attempts %d, cursor %d, last error %q; want a failed first attempt", got.Attempts, got.Cursor, got.LastError)
 			}

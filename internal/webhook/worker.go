@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -263,8 +264,9 @@ func (w *Worker) turn(ctx context.Context, h *Webhook) {
 		return
 	}
 	if h.State == StateDisabled {
+		// Not the URL: it can carry a token (as chat services' do).
 		w.Logger.WarnContext(ctx, "webhook disabled after sustained failure", "webhook_id", h.ID,
-			"url", h.URL, "reason", h.DisabledReason)
+			"reason", h.DisabledReason)
 		if w.Emitter != nil {
 			w.Emitter.Emit(sctx, broker.Event{Type: broker.EventWebhookDisabled, Time: w.now(), Data: map[string]any{
 				"webhook_id": h.ID, "url": h.URL, "reason": h.DisabledReason, "event_id": last.ID,
@@ -340,7 +342,7 @@ func (w *Worker) send(ctx context.Context, h *Webhook, ev *broker.Event) *Delive
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
-		d.Error = err.Error()
+		d.Error = "the webhook's URL is not valid"
 		return d
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -359,6 +361,12 @@ func (w *Worker) send(ctx context.Context, h *Webhook, ev *broker.Event) *Delive
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes))
 		resp.Body.Close()
 	} else {
+		// Not the URL (url.Error holds it): it can carry a token, and
+		// the error reaches the log and the webhook.disabled event.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		d.Error = err.Error()
 	}
 	d.Duration = time.Since(t0)
