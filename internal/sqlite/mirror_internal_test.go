@@ -19,7 +19,8 @@ func TestRow_Fields(t *testing.T) {
 		{broker.Session{}, []string{"Seq", "ID", "Name", "Owner", "Type", "ServerID", "State", "Substate",
 			"StateReason", "MaxConcurrentClients", "StorageRoot", "CreationTime", "LastDisconnectionTime",
 			"NumOfConnections", "LastInputTime", "DueAt", "Life", "UpdatedAt", "Spec", "Attempts", "Excluded", "Enqueued",
-			"EnqueuedAt"}},
+			"EnqueuedAt",
+			"Events"}}, // transient: inserted into events with the row (events.go), never read back
 		{broker.SessionSpec{}, []string{"DcvGlEnabled", "InitFile", "AutorunFile", "AutorunFileArguments",
 			"PermissionsFile", "Requirements", "EnqueueRequest", "DisableRetryOnFailure", "Template", "TemplateLimits",
 			"GPUs", "Groups"}},
