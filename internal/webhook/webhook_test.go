@@ -433,10 +433,23 @@ func TestDeliver_DisabledAfterRetryPeriod(t *testing.T) {
 	}
 }
 
-// leaser answers IsLeader from a flag.
-type leaser struct{ leader bool }
+// leaser answers IsLeader from a flag; after, when set, is called on
+// each question.
+type leaser struct {
+	mu     sync.Mutex
+	leader bool
+	after  func(l *leaser)
+}
 
-func (l *leaser) IsLeader(context.Context) bool { return l.leader }
+func (l *leaser) IsLeader(context.Context) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.leader
+	if l.after != nil {
+		l.after(l)
+	}
+	return v
+}
 
 func TestDeliver_LeaderOnly(t *testing.T) {
 	f := newFixture(t)
@@ -455,6 +468,33 @@ func TestDeliver_LeaderOnly(t *testing.T) {
 	l.leader = true
 	f.drain(t)
 	checkInOrder(t, f, h.ID, r.delivered(), nil)
+}
+
+// TestDeliver_StopsWhenLeadershipLost: a turn stops sending once this
+// broker no longer leads, and saves what was acknowledged.
+func TestDeliver_StopsWhenLeadershipLost(t *testing.T) {
+	f := newFixture(t)
+	r := newReceiver(t, "leader-secret-12345", nil)
+	h, err := f.reg.Create(t.Context(), webhook.Spec{URL: r.srv.URL, Secret: "leader-secret-12345"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sessionLife(t, 2)
+	asked := 0
+	// Leads for the dispatch and the first 3 events, then not.
+	f.worker.Leaser = &leaser{leader: true, after: func(l *leaser) {
+		if asked++; asked == 4 {
+			l.leader = false
+		}
+	}}
+	f.worker.Tick(t.Context())
+	if n := len(r.delivered()); n != 3 {
+		t.Fatalf("delivered %d events, want 3 before leadership was lost", n)
+	}
+	got, _ := f.store.GetWebhook(t.Context(), h.ID)
+	if got.Cursor != r.delivered()[2].id {
+		t.Errorf("cursor %d, want the third event %d", got.Cursor, r.delivered()[2].id)
+	}
 }
 
 // TestDeliver_CursorSurvivesRestart: a second worker on the same store

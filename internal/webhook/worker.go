@@ -243,6 +243,9 @@ func (w *Worker) turn(ctx context.Context, h *Webhook) {
 		if err := w.limiter.Wait(ctx); err != nil {
 			break
 		}
+		if w.Leaser != nil && !w.Leaser.IsLeader(ctx) {
+			break // another broker leads now: it goes on from the saved cursor
+		}
 		d := w.send(ctx, h, ev)
 		if ctx.Err() != nil && !d.OK() {
 			break // shutting down: the attempt does not count
