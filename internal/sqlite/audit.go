@@ -19,6 +19,24 @@ const (
 	auditColumns    = `seq, time, actor_kind, actor, action, targets, source, result, status, error, detail, broker, prev_hash, hash`
 )
 
+// auditInsertRows is the most rows of one INSERT of AppendAudit;
+// auditInsertCols the columns of a row.
+const (
+	auditInsertRows = 32
+	auditInsertCols = 14
+)
+
+// auditInsertManySQL is the INSERT of n audit rows.
+func auditInsertManySQL(n int) string {
+	if n == auditInsertRows {
+		return auditInsertFullSQL
+	}
+	return auditInsertSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", n-1)
+}
+
+// auditInsertFullSQL inserts auditInsertRows rows.
+var auditInsertFullSQL = auditInsertSQL + strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", auditInsertRows-1)
+
 // AppendAudit seals recs after the chain's last record and inserts them in
 // one write transaction: SQLite's single writer (BEGIN IMMEDIATE, also
 // across processes: the admin commands) keeps the chain linear.
@@ -31,24 +49,27 @@ func (s *Store) AppendAudit(ctx context.Context, recs []*audit.Record) error {
 		if err := s.txQueryRow(ctx, tx, auditHeadSQL).Scan(&h.Seq, &h.Hash, &h.AnchorSeq, &h.AnchorHash); err != nil {
 			return err
 		}
-		st, err := s.txStmt(ctx, tx, auditInsertSQL)
-		if err != nil {
-			return err
-		}
 		seq, prev := h.Seq, h.Hash
-		for _, r := range recs {
+		args := make([]any, 0, auditInsertRows*auditInsertCols)
+		for i, r := range recs {
 			audit.Seal(r, seq, prev)
 			targets, err := json.Marshal(r.Targets)
 			if err != nil {
 				return err
 			}
-			if _, err := st.ExecContext(ctx, r.Seq, toMillis(r.Time), r.ActorKind, r.Actor, r.Action, string(targets),
-				r.Source, r.Result, r.Status, r.Error, r.Detail, r.Broker, r.PrevHash, r.Hash); err != nil {
-				return err
-			}
+			args = append(args, r.Seq, toMillis(r.Time), r.ActorKind, r.Actor, r.Action, string(targets),
+				r.Source, r.Result, r.Status, r.Error, r.Detail, r.Broker, r.PrevHash, r.Hash)
 			seq, prev = r.Seq, r.Hash
+			if n := len(args) / auditInsertCols; n == auditInsertRows || i == len(recs)-1 {
+				// Up to auditInsertRows rows a statement: one step for
+				// many rows (the full statement is prepared at Open).
+				if _, err := s.txExec(ctx, tx, auditInsertManySQL(n), args...); err != nil {
+					return err
+				}
+				args = args[:0]
+			}
 		}
-		_, err = s.txExec(ctx, tx, auditSetHeadSQL, seq, prev)
+		_, err := s.txExec(ctx, tx, auditSetHeadSQL, seq, prev)
 		return err
 	})
 	if err != nil {

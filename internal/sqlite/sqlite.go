@@ -429,7 +429,7 @@ var writeStmts = []string{
 	getServerForUpsertSQL, insertServerSQL, updateServerSQL, deleteServerTagsSQL, setServerOpenSQL, setServerSeenSQL,
 	insertSessionSQL, updateSessionSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
 	getSettingSQL, insertSettingSQL, insertEventSQL, insertEventsSQL,
-	auditHeadSQL, auditInsertSQL, auditSetHeadSQL, // audit.go: every batch of the audit log
+	auditHeadSQL, auditInsertSQL, auditInsertFullSQL, auditSetHeadSQL, // audit.go: every batch of the audit log
 }
 
 // stmtCache keeps prepared statements by SQL text, so that frequent queries are

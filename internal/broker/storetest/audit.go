@@ -146,6 +146,15 @@ func testAuditAppendList(t *testing.T, h AuditHarness) {
 	if rep := mustVerify(t, s); !rep.OK() || rep.Checked != 5 {
 		t.Errorf("Verify = %+v, want OK with 5 checked", rep)
 	}
+	// A large batch (stores may insert it in several statements).
+	mustAppend(t, s, 6, 105, 100)
+	if rep := mustVerify(t, s); !rep.OK() || rep.Checked != 105 || rep.Last != 105 {
+		t.Errorf("Verify after a batch of 100 = %+v, want OK with 105 checked", rep)
+	}
+	got, err = s.ListAudit(t.Context(), audit.Filter{AfterSeq: 69, Limit: 1})
+	if err != nil || len(got) != 1 || got[0].Detail != "item 70" || !got[0].HasTarget(audit.TargetSession, "s70") {
+		t.Errorf("record 70 = %+v, %v", got, err)
+	}
 }
 
 func testAuditFilters(t *testing.T, h AuditHarness) {
