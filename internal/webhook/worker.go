@@ -314,15 +314,17 @@ func (w *Worker) backoff(n int) time.Duration {
 	return min(d, w.BackoffMax)
 }
 
-// EventJSON is the body of a delivery: one event.
+// EventJSON is the body of a delivery: one event, encoded as the event
+// stream (GET /berth/v1/events, api.Event) gives it, so that one decoder
+// serves both.
 type EventJSON struct {
-	ID        int64          `json:"id"`
-	Time      time.Time      `json:"time"`
-	Type      string         `json:"type"`
-	SessionID string         `json:"session_id,omitempty"`
-	ServerID  string         `json:"server_id,omitempty"`
-	Owner     string         `json:"owner,omitempty"`
-	Data      map[string]any `json:"data,omitempty"`
+	ID        int64          `json:"Id"`
+	Time      time.Time      `json:"Time"`
+	Type      string         `json:"Type"`
+	SessionID string         `json:"SessionId,omitempty"`
+	ServerID  string         `json:"ServerId,omitempty"`
+	Owner     string         `json:"Owner,omitempty"`
+	Data      map[string]any `json:"Data,omitempty"`
 }
 
 // IdempotencyKey is the Idempotency-Key of the delivery of event id to
