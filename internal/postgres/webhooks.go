@@ -147,6 +147,17 @@ func (s *Store) ListDeliveries(ctx context.Context, webhookID string, limit int)
 	return out, nil
 }
 
+// LastEventID returns the ID of the newest event, 0 when there is none: a
+// new webhook's starting cursor (webhook.LastEventIDer).
+func (s *Store) LastEventID(ctx context.Context) (_ int64, err error) {
+	defer unavailable(&err)
+	var id int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM events`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("last event ID: %w", err)
+	}
+	return id, nil
+}
+
 func scanWebhook(r pgx.Row) (*webhook.Webhook, error) {
 	var (
 		w                          webhook.Webhook

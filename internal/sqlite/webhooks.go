@@ -140,6 +140,16 @@ func (s *Store) ListDeliveries(ctx context.Context, webhookID string, limit int)
 	return out, nil
 }
 
+// LastEventID returns the ID of the newest event, 0 when there is none: a
+// new webhook's starting cursor (webhook.LastEventIDer).
+func (s *Store) LastEventID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.queryRow(ctx, `SELECT coalesce(max(id), 0) FROM events`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("last event ID: %w", err)
+	}
+	return id, nil
+}
+
 func scanWebhook(r rowScanner) (*webhook.Webhook, error) {
 	var (
 		w                          webhook.Webhook
