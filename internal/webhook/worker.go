@@ -272,7 +272,7 @@ func (w *Worker) turn(ctx context.Context, h *Webhook) {
 			"reason", h.DisabledReason)
 		if w.Emitter != nil {
 			w.Emitter.Emit(sctx, broker.Event{Type: broker.EventWebhookDisabled, Time: w.now(), Data: map[string]any{
-				"webhook_id": h.ID, "url": h.URL, "reason": h.DisabledReason, "event_id": last.ID,
+				"webhook_id": h.ID, "reason": h.DisabledReason, "event_id": last.ID,
 				"failing_since": h.FailingSince.UTC().Format(time.RFC3339), "attempts": h.Attempts,
 			}})
 		}
