@@ -1,9 +1,6 @@
 package broker
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // refusedEvents appends to evs the events of a create that found no server:
 // placement.failed, and quota.refused when a quota refused it. Nothing when
@@ -37,12 +34,11 @@ func (s *Service) attachQueued(queued []*Session, failed map[int]placeFailure, p
 	}
 }
 
-// emitPolicy emits what a lifetime policy did to sess: lifetime.warning for
-// a warning, lifetime.action for an idle disconnection or a deletion.
-func (s *Service) emitPolicy(ctx context.Context, sess *Session, dec PolicyDecision) {
-	if !s.eventsOn() {
-		return
-	}
+// policyEvent is the event of what a lifetime policy did to sess:
+// lifetime.warning for a warning, lifetime.action for an idle
+// disconnection or a deletion. The policies' loop emits a tick's events
+// together (one store write for the tick, not one per session).
+func policyEvent(sess *Session, dec PolicyDecision) Event {
 	e := Event{Type: EventLifetimeWarning, SessionID: sess.ID, ServerID: sess.ServerID, Owner: sess.Owner,
 		Data: map[string]any{"policy": dec.Policy, "reason": dec.Reason}}
 	switch dec.Action {
@@ -55,5 +51,5 @@ func (s *Service) emitPolicy(ctx context.Context, sess *Session, dec PolicyDecis
 	case PolicyDelete:
 		e.Type, e.Data["action"] = EventLifetimeAction, ActionDelete
 	}
-	s.Emit(ctx, e)
+	return e
 }

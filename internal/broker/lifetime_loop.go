@@ -172,12 +172,20 @@ func (s *Service) policyTick(ctx context.Context) (int, error) {
 	}
 	writes := make(map[string]*policyWrite, len(due))
 	var mu sync.Mutex
+	var evs []Event // the tick's events, written together once it is done
+	emit := func(e Event) {
+		if s.eventsOn() {
+			mu.Lock()
+			evs = append(evs, e)
+			mu.Unlock()
+		}
+	}
 	work := make(chan *Session)
 	var wg sync.WaitGroup
 	for range min(policyWorkers, len(due)) {
 		wg.Go(func() {
 			for sess := range work {
-				if w := s.actOn(ctx, sess, now); w != nil {
+				if w := s.actOn(ctx, sess, now, emit); w != nil {
 					mu.Lock()
 					writes[sess.ID] = w
 					mu.Unlock()
@@ -190,6 +198,7 @@ func (s *Service) policyTick(ctx context.Context) (int, error) {
 	}
 	close(work)
 	wg.Wait()
+	s.Emit(ctx, evs...)
 	if len(writes) == 0 {
 		return len(due), nil
 	}
@@ -249,8 +258,9 @@ func (s *Service) policyTick(ctx context.Context) (int, error) {
 
 // actOn does what the policies ask of sess at now: warnings, an idle
 // disconnection, or a deletion (through the delete path, which writes the
-// session). It returns the Life to write back, nil for none.
-func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *policyWrite {
+// session). It returns the Life to write back, nil for none, and hands the
+// events of what it did to emit.
+func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time, emit func(Event)) *policyWrite {
 	lim := s.limitsFor(ctx, sess)
 	w := &policyWrite{read: sess, lim: lim}
 	x := *sess
@@ -270,7 +280,7 @@ func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *poli
 			w.life = x.Life
 			return w
 		case PolicyDelete:
-			s.policyDelete(ctx, &x, dec)
+			s.policyDelete(ctx, &x, dec, emit)
 			return nil
 		}
 		cmd := Command{Kind: CommandNotify, SessionID: x.ID, Notify: &NotifyCommand{
@@ -309,7 +319,7 @@ func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *poli
 				}
 			}
 		}
-		s.emitPolicy(ctx, &x, dec)
+		emit(policyEvent(&x, dec))
 		if dec.Action == PolicyDisconnectIdle {
 			s.log.Info("disconnected idle session's clients", logattr.SessionID, x.ID, logattr.ServerID, x.ServerID,
 				logattr.Owner, x.Owner, "policy", dec.Policy, "reason", dec.Reason)
@@ -325,7 +335,7 @@ func (s *Service) actOn(ctx context.Context, sess *Session, now time.Time) *poli
 // policyDelete deletes sess for a policy, through the delete path: the
 // session is DELETING with dec.Reason until its agent confirms, and then
 // DELETED with that reason.
-func (s *Service) policyDelete(ctx context.Context, sess *Session, dec PolicyDecision) {
+func (s *Service) policyDelete(ctx context.Context, sess *Session, dec PolicyDecision, emit func(Event)) {
 	now := s.Now()
 	var job *deleteJob
 	err := s.updateSession(ctx, sess.ID, func(x *Session) error {
@@ -356,7 +366,7 @@ func (s *Service) policyDelete(ctx context.Context, sess *Session, dec PolicyDec
 	if pm := s.policyMetrics(); pm != nil {
 		pm.PolicyActed(dec.Policy, ActionDelete)
 	}
-	s.emitPolicy(ctx, sess, dec)
+	emit(policyEvent(sess, dec))
 	s.log.Info("deleting session by policy", logattr.SessionID, sess.ID, logattr.ServerID, sess.ServerID,
 		logattr.Owner, sess.Owner, "policy", dec.Policy, "reason", dec.Reason)
 	s.queueDelete(*job)
