@@ -324,7 +324,7 @@ func EvaluatePolicies(sess *Session, lim SessionLimits, points []time.Duration, 
 		}
 		return dec // the deletion ends the policies: DueAt stays zero
 	case PolicyDisconnectIdle:
-		dec.Reason = fmt.Sprintf("disconnected by %s: no input for %s", PolicyIdle, fmtSpan(minutes(lim.IdleTimeoutMinutes)))
+		dec.Reason = fmt.Sprintf("Disconnected: no keyboard or mouse input for %s (%s). The session is still running.", fmtSpan(minutes(lim.IdleTimeoutMinutes)), PolicyIdle)
 		dec.Life.IdleActedFor = e.dl
 		dec.Life.IdleWarnedFor, dec.Life.IdleWarned = time.Time{}, nil
 	case PolicyWarn:

@@ -210,7 +210,7 @@ func TestPolicies_IdleThenDisconnected(t *testing.T) {
 		"notify session-idle-timeout-minutes 50m0s")
 	got := tick(t, svc, clk, agents, lat(50*time.Minute))
 	checkCmds(t, "+50m", got, "disconnect session-idle-timeout-minutes 50m0s")
-	if len(got) == 1 && !strings.Contains(got[0].Notify.Message, "no input for 30m") {
+	if len(got) == 1 && !strings.Contains(got[0].Notify.Message, "no keyboard or mouse input for 30m (session-idle-timeout-minutes)") {
 		t.Errorf("disconnect message %q does not say why", got[0].Notify.Message)
 	}
 	checkCmds(t, "+51m, disconnected once", tick(t, svc, clk, agents, lat(51*time.Minute)))

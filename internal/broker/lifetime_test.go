@@ -79,7 +79,7 @@ func TestEvaluatePolicies(t *testing.T) {
 		{"idle: both points passed give one warning", ready(1, lt0, time.Time{}, broker.SessionLife{}), idle, lat(29 * time.Minute),
 			broker.PolicyWarn, broker.PolicyIdle, lat(30 * time.Minute), false, "", lat(30 * time.Minute)},
 		{"idle: disconnect", ready(1, lt0, time.Time{}, broker.SessionLife{}), idle, lat(30 * time.Minute),
-			broker.PolicyDisconnectIdle, broker.PolicyIdle, lat(30 * time.Minute), false, "no input for 30m", time.Time{}},
+			broker.PolicyDisconnectIdle, broker.PolicyIdle, lat(30 * time.Minute), false, "no keyboard or mouse input for 30m (session-idle-timeout-minutes)", time.Time{}},
 		{"idle: disconnected once", ready(1, lt0, time.Time{}, broker.SessionLife{IdleActedFor: lat(30 * time.Minute)}), idle,
 			lat(40 * time.Minute), broker.PolicyNone, "", time.Time{}, false, "", time.Time{}},
 		{"idle: not for an agent that reports no input (dcv)", ready(1, time.Time{}, time.Time{}, broker.SessionLife{}), idle,
