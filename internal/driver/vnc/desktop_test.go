@@ -212,9 +212,23 @@ func sessionProcs(rec *record) map[string]int {
 	return out
 }
 
+// readEnviron returns /proc/PID/environ. It reads empty while the process
+// execs (an autorun script execs sleep) and once it has ended, so an empty
+// read is tried again for up to 2 s.
+func readEnviron(pid int) []byte {
+	var data []byte
+	for range 20 {
+		if data, _ = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); len(data) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) //sleep-ok: polling /proc until the exec is over
+	}
+	return data
+}
+
 // environOf returns a process's initial environment.
 func environOf(pid int) map[string]string {
-	data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	data := readEnviron(pid)
 	env := map[string]string{}
 	for kv := range strings.SplitSeq(strings.TrimRight(string(data), "\x00"), "\x00") {
 		k, v, _ := strings.Cut(kv, "=")

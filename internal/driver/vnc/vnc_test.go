@@ -84,15 +84,7 @@ func TestDriver_Create_RunsAsOwner(t *testing.T) {
 		if err != nil || pi.pgid != pid || pi.sid != pid {
 			t.Errorf("pid %d: pgid %d sid %d (%v), want its own", pid, pi.pgid, pi.sid, err)
 		}
-		// The environment reads empty while the process execs (the
-		// autorun script execs sleep) and once it has ended.
-		var env []byte
-		for range 20 {
-			if env, _ = os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ"); len(env) > 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		env := readEnviron(pid)
 		if len(env) == 0 {
 			// A process that has ended (a zombie until the driver reaps it)
 			// shows an empty environment: nothing to check, unless it is
