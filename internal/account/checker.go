@@ -290,3 +290,14 @@ func parseShadow(f []string) *Shadow {
 	}
 	return &Shadow{Password: f[1], LastChange: num(f[2]), MaxDays: num(f[4]), Inactive: num(f[6]), Expire: num(f[7])}
 }
+
+// Groups returns the names of name's groups in the host's name service,
+// the primary group first; nil when it cannot tell. The drivers report
+// them with each session (a groups source for the broker's quotas).
+func Groups(name string) []string {
+	a, err := (&Checker{}).user(name)
+	if err != nil {
+		return nil
+	}
+	return a.Groups
+}

@@ -43,7 +43,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -333,7 +332,7 @@ func (d *Driver) fillGroups(list []agentproto.Session) {
 	d.mu.Unlock()
 	found := make(map[string][]string, len(missing))
 	for id, owner := range missing {
-		found[id] = ownerGroups(owner)
+		found[id] = account.Groups(owner)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -351,26 +350,6 @@ func (d *Driver) fillGroups(list []agentproto.Session) {
 			delete(d.groups, id)
 		}
 	}
-}
-
-// ownerGroups returns the names of name's groups in the host's name
-// service; nil when it cannot tell.
-func ownerGroups(name string) []string {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil
-	}
-	ids, err := u.GroupIds()
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, id := range ids {
-		if g, err := user.LookupGroupId(id); err == nil {
-			out = append(out, g.Name)
-		}
-	}
-	return out
 }
 
 // Sessions implements agent.Driver: the DCV server's sessions, READY, and

@@ -2,7 +2,6 @@ package vnc
 
 import (
 	"context"
-	"os/user"
 	"time"
 
 	"github.com/jezek/xgb/screensaver"
@@ -156,26 +155,6 @@ func xLastInput(ctx context.Context, rec *record) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.Now().Add(-time.Duration(r.MsSinceUserInput) * time.Millisecond), nil
-}
-
-// ownerGroups returns the names of name's groups in the host's name
-// service; nil when it cannot tell.
-func ownerGroups(name string) []string {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil
-	}
-	ids, err := u.GroupIds()
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, id := range ids {
-		if g, err := user.LookupGroupId(id); err == nil {
-			out = append(out, g.Name)
-		}
-	}
-	return out
 }
 
 // Attach implements gateway.Attacher: the gateway that bridges this

@@ -331,7 +331,7 @@ func (d *Driver) Create(ctx context.Context, req agent.CreateRequest) error {
 		state:       agentproto.StateCreating,
 		started:     make(chan struct{}),
 		cancelStart: cancel,
-		groups:      ownerGroups(p.owner.name),
+		groups:      account.Groups(p.owner.name),
 	}
 	d.mu.Lock()
 	if other, ok := d.sessions[req.ID]; ok {

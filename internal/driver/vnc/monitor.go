@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/account"
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/logattr"
 )
@@ -147,7 +148,7 @@ func (d *Driver) adopt() {
 			rec:     rec,
 			state:   agentproto.StateReady,
 			started: make(chan struct{}),
-			groups:  ownerGroups(rec.Owner),
+			groups:  account.Groups(rec.Owner),
 		}
 		close(s.started)
 		perms, err := parsePermissions(rec.Permissions)
