@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/properties"
+	"github.com/berth-dev/berth/internal/webhook"
 )
 
 // Config is the broker's configuration: the keys of the reference broker's
@@ -403,7 +404,7 @@ func DefaultConfig() Config {
 		Retries:                          2,
 		DeleteSessionDuration:            time.Hour,
 		AuditRetention:                   365 * 24 * time.Hour,
-		WebhookWorkers:                   8,
+		WebhookWorkers:                   webhook.DefaultWorkers,
 		WebhookTimeout:                   10 * time.Second,
 		WebhookRetry:                     24 * time.Hour,
 		WebhookRate:                      100,

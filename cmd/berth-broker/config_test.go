@@ -70,7 +70,7 @@ func TestDefaultConfig(t *testing.T) {
 		{"create-sessions-queue-max-time-seconds", c.QueueMaxTime, 30 * time.Minute},
 		{"create-sessions-number-of-retries-on-failure", c.Retries, 2},
 		{"delete-session-duration-hours", c.DeleteSessionDuration, time.Hour},
-		{"webhook-workers", c.WebhookWorkers, 8},
+		{"webhook-workers", c.WebhookWorkers, 32},
 		{"webhook-timeout-seconds", c.WebhookTimeout, 10 * time.Second},
 		{"webhook-retry-hours", c.WebhookRetry, 24 * time.Hour},
 		{"webhook-max-deliveries-per-second", c.WebhookRate, 100},

@@ -33,16 +33,29 @@ func hostileReceivers(tb testing.TB) (urls []string, requests *atomic.Int64, sto
 			}
 		},
 		func(w http.ResponseWriter, r *http.Request) { // streams forever
+			// 1 KB every 2 ms, flushed: a body that never ends, which
+			// the worker must cut at MaxResponseBytes. Paced, because a
+			// receiver writing as fast as loopback takes spends the
+			// benchmark machine's own cores (8–13 % of one here), which a
+			// receiver on another host would not take from the broker.
 			w.WriteHeader(http.StatusOK)
 			chunk := make([]byte, 1024)
+			rc := http.NewResponseController(w)
+			t := time.NewTicker(2 * time.Millisecond)
+			defer t.Stop()
 			for {
 				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+				if rc.Flush() != nil {
 					return
 				}
 				select {
 				case <-release:
 					return
-				default:
+				case <-r.Context().Done():
+					return
+				case <-t.C:
 				}
 			}
 		},

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -635,6 +636,60 @@ func TestDeliver_BoundedPool(t *testing.T) {
 	if most != 3 {
 		t.Errorf("%d deliveries at once, want the pool's 3", most)
 	}
+}
+
+// TestDeliver_FailingLeaveRoom: webhooks that are failing and hang until
+// the time limit take at most half the pool, so a healthy webhook is
+// delivered to while they hang.
+func TestDeliver_FailingLeaveRoom(t *testing.T) {
+	release := make(chan struct{})
+	var hanging atomic.Int64
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hanging.Add(1)
+		defer hanging.Add(-1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(hang.Close)
+	stop := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(stop) // before hang.Close, which waits for the handlers
+	var healthy atomic.Int64
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { healthy.Add(1) }))
+	t.Cleanup(ok.Close)
+	f := newFixture(t)
+	f.worker.Workers = 4
+	f.worker.Timeout = time.Minute
+	// Six webhooks that failed once and are due again.
+	for range 6 {
+		h, err := f.reg.Create(t.Context(), webhook.Spec{URL: hang.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Attempts, h.FailingSince, h.LastError = 1, f.clock.Now().Add(-time.Minute), "HTTP status 503"
+		if err := f.store.SaveDeliveries(t.Context(), h, nil, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.sessionLife(t, 1)
+	done := make(chan struct{})
+	go func() { f.worker.Tick(context.Background()); close(done) }()
+	poll.Until(t, time.Minute, "failing deliveries in flight", func() bool { return hanging.Load() == 2 })
+	if _, err := f.reg.Create(t.Context(), webhook.Spec{URL: ok.URL}); err != nil {
+		t.Fatal(err)
+	}
+	f.sessionLife(t, 1)
+	f.worker.Tick(t.Context()) // returns once the healthy webhook's turn is done
+	if n := hanging.Load(); n != 2 {
+		t.Errorf("%d failing webhooks in flight, want half of the pool's 4", n)
+	}
+	if healthy.Load() == 0 {
+		t.Error("the healthy webhook got nothing while the failing ones hung")
+	}
+	stop()
+	<-done
 }
 
 func TestCheckURL(t *testing.T) {

@@ -23,7 +23,7 @@ import (
 
 // Defaults of the Worker.
 const (
-	DefaultWorkers        = 8
+	DefaultWorkers        = 32
 	DefaultTimeout        = 10 * time.Second
 	DefaultRetryFor       = 24 * time.Hour
 	DefaultBackoffMin     = 5 * time.Second
@@ -56,7 +56,10 @@ type Worker struct {
 	// Now defaults to time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
-	// Workers bounds the webhooks delivered to at once.
+	// Workers bounds the webhooks delivered to at once. Webhooks that
+	// are failing (retrying an event) take at most half of them, so that
+	// receivers that hang until the time limit cannot keep the healthy
+	// ones waiting.
 	Workers int
 	// Timeout bounds one delivery: connect, TLS, response and body.
 	Timeout time.Duration
@@ -80,6 +83,7 @@ type Worker struct {
 	sem     chan struct{}
 	mu      sync.Mutex
 	busy    map[string]bool
+	failing int // failing webhooks in flight
 }
 
 func (w *Worker) init() {
@@ -178,8 +182,9 @@ func (w *Worker) Tick(ctx context.Context) {
 }
 
 // dispatch starts a turn for each enabled, due webhook not already in
-// flight, while the pool has room, on the leader only: those that were healthy first, then by
-// their next attempt.
+// flight, while the pool has room, on the leader only: those that were
+// healthy first, then by their next attempt. Failing webhooks take at
+// most maxFailing slots.
 func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 	if w.Leaser != nil && !w.Leaser.IsLeader(ctx) {
 		return
@@ -195,8 +200,9 @@ func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 	})
 	slices.SortStableFunc(hooks, func(a, b *Webhook) int { return a.NextAttempt.Compare(b.NextAttempt) })
 	for _, h := range hooks {
+		failing := h.Attempts > 0
 		w.mu.Lock()
-		if w.busy[h.ID] {
+		if w.busy[h.ID] || (failing && w.failing >= w.maxFailing()) {
 			w.mu.Unlock()
 			continue
 		}
@@ -207,6 +213,9 @@ func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 			return // the pool is full: the rest wait for the next turn
 		}
 		w.busy[h.ID] = true
+		if failing {
+			w.failing++
+		}
 		w.mu.Unlock()
 		if wg != nil {
 			wg.Add(1)
@@ -215,6 +224,9 @@ func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 			defer func() {
 				w.mu.Lock()
 				delete(w.busy, h.ID)
+				if failing {
+					w.failing--
+				}
 				w.mu.Unlock()
 				<-w.sem
 				if wg != nil {
@@ -225,6 +237,10 @@ func (w *Worker) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 		}()
 	}
 }
+
+// maxFailing is how many failing webhooks may be in flight at once: half
+// the pool, at least one.
+func (w *Worker) maxFailing() int { return max(1, w.Workers/2) }
 
 // turn delivers h's pending events in ID order until one fails or none
 // is left, then saves the new state and the attempts in one store write
