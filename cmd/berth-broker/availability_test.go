@@ -34,6 +34,10 @@ type childConfig struct {
 	ClientPort int
 	AgentPort  int
 	Heartbeat  time.Duration
+	// DSN and BrokerID, when DSN is set, put the broker on PostgreSQL,
+	// in a cluster.
+	DSN      string
+	BrokerID string
 }
 
 // TestAvailabilityChildBroker is not a test: with BERTH_AVAILABILITY_CHILD
@@ -53,6 +57,9 @@ func TestAvailabilityChildBroker(t *testing.T) {
 	m.Config.ClientBindHost, m.Config.AgentBindHost = "127.0.0.1", "127.0.0.1"
 	m.Config.ClientPort, m.Config.AgentPort = cfg.ClientPort, cfg.AgentPort
 	m.Config.AgentHeartbeatTimeout = cfg.Heartbeat
+	if cfg.DSN != "" {
+		m.Config.PersistenceDB, m.Config.PersistenceDSN, m.Config.BrokerID = "postgresql", cfg.DSN, cfg.BrokerID
+	}
 	m.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := m.Run(context.Background()); err != nil {
 		t.Fatalf("run broker: %v", err)
