@@ -66,7 +66,7 @@ func commands() []*command {
 		createTemplateCommand(), describeTemplatesCommand(), updateTemplateCommand(), deleteTemplateCommand(),
 		launchTemplateCommand(), shareSessionCommand(), extendSessionCommand(),
 		createWebhookCommand(), describeWebhooksCommand(), deleteWebhookCommand(), describeWebhookDeliveriesCommand(),
-		watchCommand(),
+		watchCommand(), describeQueueCommand(), describeCapacityCommand(),
 		helpCommand(), completionCommand(),
 	}
 }

@@ -350,6 +350,47 @@ func TestE2E(t *testing.T) {
 		}
 	})
 
+	// The refused create above asked for capacity that no server offers:
+	// the scaling signals show its class.
+	t.Run("describe-capacity", func(t *testing.T) {
+		out, stderr, code := b.run(t, nil, "describe-capacity")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var resp api.DescribeCapacityResponse
+		if err := json.Unmarshal([]byte(out), &resp); err != nil {
+			t.Fatalf("stdout is not the capacity answer: %v\n%s", err, out)
+		}
+		var class string
+		for _, s := range resp.Shortfall {
+			if strings.Contains(s.Requirements, "nope") && s.Type == api.TypeConsole && s.Refused >= 1 {
+				class = s.Class
+			}
+		}
+		if class == "" {
+			t.Fatalf("no shortfall for the refused console create: %+v", resp.Shortfall)
+		}
+		out, stderr, code = b.run(t, nil, "describe-capacity", "--output", "table")
+		if code != 0 || !strings.Contains(out, "CLASS") || !strings.Contains(out, class) || !strings.Contains(out, "IDLE SERVER ID") {
+			t.Errorf("table: exit %d: %s\n%s", code, stderr, out)
+		}
+	})
+
+	t.Run("describe-queue", func(t *testing.T) {
+		out, stderr, code := b.run(t, nil, "describe-queue")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var resp api.DescribeQueueResponse
+		if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.RequestId == "" {
+			t.Fatalf("stdout is not the queue answer: %v\n%s", err, out)
+		}
+		out, _, code = b.run(t, nil, "describe-queue", "--output", "table")
+		if code != 0 || !strings.HasPrefix(out, "POSITION  SESSION ID  OWNER  ENQUEUED  REASON\n") {
+			t.Errorf("table: exit %d\n%s", code, out)
+		}
+	})
+
 	t.Run("open-servers unknown", func(t *testing.T) {
 		out, stderr, code := b.run(t, nil, "open-servers", "--server-ids", "nope-1,nope-2")
 		if code != 1 {
