@@ -93,6 +93,12 @@ func TestGateway_RealXvncPermissions(t *testing.T) {
 		}
 		caps(o, 0)
 		caps(u, 1<<20)
+		// Xvnc must have read both answers before the copy: a change it
+		// announces before reading a client's capabilities goes to that
+		// client as a classic ServerCutText, not as a notification. A
+		// fence's answer comes after every message sent before it.
+		o.sync()
+		u.sync()
 		text := secret("copy-ext")
 		x.own("CLIPBOARD", text)
 		// The owner is notified, asks, and gets the text.
