@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -35,10 +36,16 @@ func (s *Service) eventStore() EventStore {
 func (s *Service) eventsOn() bool { return s.eventStore() != nil }
 
 // Emit records events that no session write carries (servers, placement,
-// quotas, lifetimes, scaling, webhooks), in one transaction of their own,
-// and wakes the stream. A zero Time is set to s.Now(). A failure is
+// quotas, lifetimes, scaling, webhooks) and wakes the stream; it returns
+// once they are stored. A zero Time is set to s.Now(). A failure is
 // logged, never returned: an event lost must not fail the change it
 // describes.
+//
+// Concurrent calls share transactions (group commit, emitBatches): while
+// one batch is written, the calls that arrive join the next, which is
+// written in one transaction once the first is done. So a storm of agent
+// links costs the store a few writes, not one per link, and event IDs keep
+// the order of the calls.
 func (s *Service) Emit(ctx context.Context, evs ...Event) {
 	es := s.eventStore()
 	if es == nil || len(evs) == 0 {
@@ -53,11 +60,58 @@ func (s *Service) Emit(ctx context.Context, evs ...Event) {
 		}
 		ps[i] = &e
 	}
-	if err := es.AppendEvents(context.WithoutCancel(ctx), ps); err != nil {
-		s.log.Error("write events", "type", evs[0].Type, "count", len(evs), "err", err)
+	s.emits.emit(ps, func(evs []*Event) {
+		if err := es.AppendEvents(context.WithoutCancel(ctx), evs); err != nil {
+			s.log.Error("write events", "type", evs[0].Type, "count", len(evs), "err", err)
+			return
+		}
+		s.hub.notify()
+	})
+}
+
+// emitBatches groups the events of concurrent Emit calls into batches
+// written one after the other, each in one transaction.
+type emitBatches struct {
+	mu sync.Mutex
+	// open is the batch that new events join; nil when none is open.
+	open *emitBatch
+	// last is done when the newest batch is written.
+	last chan struct{}
+}
+
+type emitBatch struct {
+	evs  []*Event
+	prev chan struct{} // done when the batch before this one is written
+	done chan struct{}
+}
+
+// emit adds evs to the open batch, or opens one, and returns once the batch
+// is written. The call that opened a batch writes it (with write) as soon
+// as the batch before it is written; until then it takes every event that
+// arrives.
+func (b *emitBatches) emit(evs []*Event, write func([]*Event)) {
+	b.mu.Lock()
+	cur := b.open
+	if cur != nil {
+		cur.evs = append(cur.evs, evs...)
+		b.mu.Unlock()
+		<-cur.done
 		return
 	}
-	s.hub.notify()
+	cur = &emitBatch{evs: evs, prev: b.last, done: make(chan struct{})}
+	b.open, b.last = cur, cur.done
+	b.mu.Unlock()
+	if cur.prev != nil {
+		<-cur.prev
+	}
+	b.mu.Lock()
+	if b.open == cur {
+		b.open = nil // later events open the next batch
+	}
+	evs = cur.evs
+	b.mu.Unlock()
+	write(evs)
+	close(cur.done)
 }
 
 // sessionEvents returns the events of a session's change from old (nil:

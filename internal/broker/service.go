@@ -193,6 +193,7 @@ type Service struct {
 	obs Metrics // set by SetMetrics; nil reports nothing
 
 	hub   eventHub          // the event stream's reader of the store (events_hub.go)
+	emits emitBatches       // Emit's group commit (events_core.go)
 	avail availabilityWatch // server.availability (events_servers.go)
 
 	scale scaling // the scaling signals (scaling.go)
