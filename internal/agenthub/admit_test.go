@@ -85,6 +85,38 @@ func TestHub_ShedsHandshakes(t *testing.T) {
 	}
 }
 
+// TestHub_WaitsForHandshakeSlot: a connect that finds every slot taken
+// waits for one, up to HandshakeWait, instead of being shed at once: it
+// has paid for its TLS handshake already.
+func TestHub_WaitsForHandshakeSlot(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: time.Minute}, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	e.svc.ConnectErr = func(_, serverID string) error {
+		if serverID == "srv-slow" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	slow := e.dial(t)
+	write(t, slow, "", hello("srv-slow"))
+	<-entered // the one handshake slot is taken
+	waited := make(chan *http.Response, 1)
+	go func() { waited <- e.tryDial(t) }()
+	select {
+	case resp := <-waited:
+		t.Fatalf("a connect was answered (%v) while the slot was taken, want it to wait", resp)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if m := read(t, slow); m.Type != agentproto.TypeWelcome {
+		t.Fatalf("slow agent got %s, want welcome", m.Type)
+	}
+	if resp := <-waited; resp != nil {
+		t.Fatalf("the waiting connect: %d, want an upgrade once the slot was free", resp.StatusCode)
+	}
+}
+
 // TestHub_NotReady: until Ready, connects are answered 503 with
 // Retry-After 1.
 func TestHub_NotReady(t *testing.T) {
