@@ -1,13 +1,17 @@
 package fleetbench
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,13 +222,28 @@ func (a *simAgent) CertificateRenewal(error) {}
 type countingHandler struct {
 	n    atomic.Int64
 	last atomic.Pointer[string]
+
+	mu    sync.Mutex
+	kinds map[string]int64 // warnings by warningKind
 }
 
 // Enabled implements slog.Handler.
-func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
 
 // Handle implements slog.Handler.
 func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn {
+		// Only the sheds: each agent logs its registration and link at INFO too.
+		if strings.HasPrefix(r.Message, "broker busy") {
+			h.mu.Lock()
+			if h.kinds == nil {
+				h.kinds = map[string]int64{}
+			}
+			h.kinds["(info) "+r.Message]++
+			h.mu.Unlock()
+		}
+		return nil
+	}
 	h.n.Add(1)
 	msg := r.Message
 	r.Attrs(func(a slog.Attr) bool {
@@ -234,7 +253,49 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	h.last.Store(&msg)
+	h.mu.Lock()
+	if h.kinds == nil {
+		h.kinds = map[string]int64{}
+	}
+	h.kinds[warningKind(msg)]++
+	h.mu.Unlock()
 	return nil
+}
+
+// warningKind is a warning without what varies between agents: the
+// broker's URL, and the text between the message and the error's last
+// part ("cannot connect to broker: ...: connect: connection refused" is
+// "cannot connect to broker: … connection refused").
+func warningKind(msg string) string {
+	head, _, found := strings.Cut(msg, ": ")
+	if !found {
+		return msg
+	}
+	tail := msg[strings.LastIndex(msg, ": ")+2:]
+	return head + ": … " + tail
+}
+
+// kindsSince returns the warnings by kind counted since before (a copy of
+// an earlier kindsSince(nil)), the most frequent first, as "N× kind".
+func (h *countingHandler) kindsSince(before map[string]int64) (now map[string]int64, top []string) {
+	h.mu.Lock()
+	now = maps.Clone(h.kinds)
+	h.mu.Unlock()
+	type kc struct {
+		k string
+		n int64
+	}
+	var ks []kc
+	for k, n := range now {
+		if d := n - before[k]; d > 0 {
+			ks = append(ks, kc{k, d})
+		}
+	}
+	slices.SortFunc(ks, func(a, b kc) int { return cmp.Or(cmp.Compare(b.n, a.n), strings.Compare(a.k, b.k)) })
+	for _, k := range ks {
+		top = append(top, fmt.Sprintf("%d× %.100s", k.n, k.k))
+	}
+	return now, top
 }
 
 // WithAttrs implements slog.Handler.

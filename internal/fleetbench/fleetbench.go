@@ -248,6 +248,9 @@ type bench struct {
 	// agentsGen numbers the agents' state directories (a new register
 	// scenario starts from empty ones).
 	agentsGen atomic.Int32
+	// warnKinds0 counts the agents' warnings by kind at the scenario's
+	// start (fleetMark).
+	warnKinds0 map[string]int64
 }
 
 // progress writes a progress line.
@@ -639,11 +642,23 @@ func (b *bench) fail(row *Row, err error) Row {
 	return *row
 }
 
-// fleetNotes describes agent-side counts since a scenario began.
+// fleetMark notes the agents' welcomes and warnings at a scenario's start,
+// for fleetNotes.
+func (b *bench) fleetMark() (welcomes, warns int64) {
+	b.warnKinds0, _ = b.f.warns.kindsSince(nil)
+	return b.f.welcomes(), b.f.warns.n.Load()
+}
+
+// fleetNotes describes agent-side counts since a scenario began: welcomes,
+// and warnings by kind, the most frequent first.
 func (b *bench) fleetNotes(row *Row, welcomes0, warns0 int64) {
 	row.Notes = append(row.Notes, fmt.Sprintf("%d welcomes for %d agents", b.f.welcomes()-welcomes0, b.o.Agents))
-	if w := b.f.warns.n.Load() - warns0; w > 0 {
-		row.Notes = append(row.Notes, fmt.Sprintf("%d agent warnings (last: %.120s)", w, b.f.warns.lastWarning()))
+	_, top := b.f.warns.kindsSince(b.warnKinds0)
+	if len(top) > 4 {
+		top = append(top[:4], "…")
+	}
+	if w := b.f.warns.n.Load() - warns0; w > 0 || len(top) > 0 {
+		row.Notes = append(row.Notes, fmt.Sprintf("%d agent warnings; agent log lines by kind: %s", w, strings.Join(top, "; ")))
 	}
 }
 

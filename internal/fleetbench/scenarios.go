@@ -60,7 +60,7 @@ func (b *bench) connect(ctx context.Context) Row {
 	if err := b.startBroker(ctx); err != nil {
 		return b.fail(&row, err)
 	}
-	welcomes0, warns0 := b.f.welcomes(), b.f.warns.n.Load()
+	welcomes0, warns0 := b.fleetMark()
 	m := b.measure(250 * time.Millisecond)
 	start := time.Now()
 	b.f.start(b.b.agentURL(), b.statement)
@@ -86,7 +86,7 @@ func (b *bench) idle(ctx context.Context, changing bool) Row {
 	b.f.changing.Store(changing)
 	defer b.f.changing.Store(false)
 	wait(ctx, max(b.o.UpdateInterval+time.Second, 5*time.Second))
-	welcomes0, warns0 := b.f.welcomes(), b.f.warns.n.Load()
+	welcomes0, warns0 := b.fleetMark()
 	m := b.measure(time.Second)
 	end := time.Now().Add(b.o.IdleWindow)
 	for time.Now().Before(end) && ctx.Err() == nil {
@@ -171,7 +171,7 @@ func (b *bench) restart(ctx context.Context) Row {
 	}
 	m := b.measure(250 * time.Millisecond)
 	m.start = procSample{At: start} // a new process: no CPU time before
-	welcomes0, warns0 := b.f.welcomes(), b.f.warns.n.Load()
+	welcomes0, warns0 := b.fleetMark()
 	if err := b.b.waitListening(ctx, 2*time.Minute); err != nil {
 		m.done(&row)
 		return b.fail(&row, err)
