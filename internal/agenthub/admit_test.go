@@ -101,19 +101,29 @@ func TestHub_WaitsForHandshakeSlot(t *testing.T) {
 	slow := e.dial(t)
 	write(t, slow, "", hello("srv-slow"))
 	<-entered // the one handshake slot is taken
-	waited := make(chan *http.Response, 1)
-	go func() { waited <- e.tryDial(t) }()
+	waited := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, resp, err := websocket.Dial(ctx, e.url+"/agent/connect", &websocket.DialOptions{HTTPClient: e.srv.Client()})
+		if err == nil {
+			c.CloseNow()
+		} else if resp != nil {
+			err = fmt.Errorf("answered %d: %w", resp.StatusCode, err)
+		}
+		waited <- err
+	}()
 	select {
-	case resp := <-waited:
-		t.Fatalf("a connect was answered (%v) while the slot was taken, want it to wait", resp)
+	case err := <-waited:
+		t.Fatalf("a connect ended (%v) while the slot was taken, want it to wait", err)
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(release)
 	if m := read(t, slow); m.Type != agentproto.TypeWelcome {
 		t.Fatalf("slow agent got %s, want welcome", m.Type)
 	}
-	if resp := <-waited; resp != nil {
-		t.Fatalf("the waiting connect: %d, want an upgrade once the slot was free", resp.StatusCode)
+	if err := <-waited; err != nil {
+		t.Fatalf("the waiting connect: %v, want an upgrade once the slot was free", err)
 	}
 }
 
