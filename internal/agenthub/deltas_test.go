@@ -104,6 +104,30 @@ func TestHub_DeltaGap(t *testing.T) {
 	e.svc.none(t, "changes", "srv-gap")
 }
 
+// TestHub_BareHeartbeatGap: bare heartbeats (no ID, nothing but a Seq),
+// which the read loop applies itself when nothing else waits, keep the
+// sequence like any update: one after a gap makes the next acked update
+// ask for the full list, and its changes are ignored.
+func TestHub_BareHeartbeatGap(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{}, nil)
+	c := e.dial(t)
+	h := hello("srv-hb")
+	h.Sessions = []agentproto.Session{ready("a"), ready("b")}
+	write(t, c, "", h)
+	read(t, c) // welcome
+	e.svc.wait(t, "connected", "srv-hb", nil)
+	if ack := update(t, c, "u1", &agentproto.Update{Seq: 1, Changes: []agentproto.Session{ended("a")}}); ack.Resync {
+		t.Fatalf("ack of an update in sequence = %+v", ack)
+	}
+	e.svc.wait(t, "changes", "srv-hb", nil)
+	write(t, c, "", &agentproto.Update{Seq: 2}) // in sequence
+	write(t, c, "", &agentproto.Update{Seq: 4}) // 3 is lost
+	if ack := update(t, c, "u5", &agentproto.Update{Seq: 5, Changes: []agentproto.Session{ended("b")}}); !ack.Resync {
+		t.Fatalf("ack after a bare heartbeat's gap = %+v, want resync", ack)
+	}
+	e.svc.none(t, "changes", "srv-hb")
+}
+
 // brokerEnv is a real broker (on SQLite) behind a hub on loopback, with the
 // logs of both in one buffer.
 type brokerEnv struct {
