@@ -47,6 +47,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.WorkDir, "dir", "", "work directory (the broker's working path, broker.log, agent state); default: a temporary one, removed at the end")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary work directory")
 	out := fs.String("out", "", "also write the markdown table to this file")
+	fs.Func("broker-property", "a `KEY=VALUE` line for the broker's broker.properties, replacing the benchmark's own line of KEY (repeatable), e.g. delete-session-duration-seconds=120", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		k, val = strings.TrimSpace(k), strings.TrimSpace(val)
+		if !ok || k == "" || strings.ContainsAny(k+val, "\r\n") {
+			return fmt.Errorf("want KEY=VALUE on one line, got %q", v)
+		}
+		o.BrokerProperties = append(o.BrokerProperties, k+" = "+val)
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: berth-bench [flags]
 

@@ -22,6 +22,8 @@ func TestRun_Refusals(t *testing.T) {
 		{"postgres without a DSN", []string{"-store", "postgres"}, 2, "needs a DSN"},
 		{"unknown store", []string{"-store", "mysql"}, 2, `store "mysql"`},
 		{"no broker binary", []string{"-broker", "/nonexistent/berth-broker"}, 2, "broker binary"},
+		{"broker property without =", []string{"-broker-property", "log-level"}, 2, `want KEY=VALUE on one line, got "log-level"`},
+		{"broker property with a newline", []string{"-broker-property", "a=b\nc=d"}, 2, "want KEY=VALUE on one line"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr strings.Builder

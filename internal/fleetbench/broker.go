@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,6 +66,17 @@ func newBroker(bin, dir string, o Options) (*brokerProc, error) {
 	if o.Store == "postgres" || o.Store == "postgresql" {
 		lines = append(lines, "persistence-db = postgresql", "persistence-dsn = "+o.DSN)
 	}
+	// The extra properties replace the benchmark's lines of the same key:
+	// the broker refuses a key set twice.
+	for _, extra := range o.BrokerProperties {
+		key, _, _ := strings.Cut(extra, "=")
+		key = strings.TrimSpace(key)
+		lines = slices.DeleteFunc(lines, func(l string) bool {
+			k, _, ok := strings.Cut(l, "=")
+			return ok && strings.TrimSpace(k) == key
+		})
+	}
+	lines = append(lines, o.BrokerProperties...)
 	if err := os.WriteFile(b.conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return nil, err
 	}

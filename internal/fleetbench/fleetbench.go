@@ -68,6 +68,11 @@ type Options struct {
 	ChurnRate int
 	// LogLevel is the broker's log-level (info).
 	LogLevel string
+	// BrokerProperties are extra "key = value" lines of the broker's
+	// broker.properties; one replaces the benchmark's own line of its key.
+	// E.g. delete-session-duration-seconds = 120, for a churn that reaches
+	// its steady state in minutes.
+	BrokerProperties []string
 	// WorkDir holds the broker's working path and the agents' state; ""
 	// makes a temporary directory, removed at the end unless Keep.
 	WorkDir string
