@@ -206,49 +206,85 @@ func TestCluster_WebhookLeaderKilled(t *testing.T) {
 	poll.Until(t, 30*time.Second, "wh-a leads", func() bool { return a.node.IsLeader(t.Context()) })
 	b := mustRunClusterBroker(t, dsn, "wh-b")
 
-	var mu sync.Mutex
-	var seen []string // idempotency keys, in arrival order
-	acked := map[string]int{}
-	hung := make(chan struct{})
+	rcv := startHangFirstReceiver(t, "cluster-secret-0123456")
+	h := rcv.deliverServerEvents(t, a.Main, a.svc)
+	if err := a.Close(); err != nil { // the leader goes, mid-delivery
+		t.Fatal(err)
+	}
+	rcv.checkRedelivered(t, b.Main, h)
+	if !b.node.IsLeader(t.Context()) {
+		t.Error("the other broker does not lead")
+	}
+}
+
+// hangFirstReceiver is a webhook receiver on loopback that checks every
+// delivery's signature, never answers the first one (it hangs until its
+// request ends) and acknowledges the others, recording their idempotency
+// keys in arrival order.
+type hangFirstReceiver struct {
+	url, secret string
+	hung        chan struct{} // closed when the first delivery arrived
+
+	mu    sync.Mutex
+	seen  []string       // idempotency keys, in arrival order
+	acked map[string]int // acknowledgements per key
+}
+
+func startHangFirstReceiver(t *testing.T, secret string) *hangFirstReceiver {
+	r := &hangFirstReceiver{secret: secret, hung: make(chan struct{}), acked: map[string]int{}}
 	var once sync.Once
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if err := webhook.Verify("cluster-secret-0123456", r.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if err := webhook.Verify(secret, req.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
 			t.Errorf("signature: %v", err)
 		}
-		key := r.Header.Get(webhook.HeaderIdempotency)
-		mu.Lock()
-		first := len(seen) == 0
-		seen = append(seen, key)
-		mu.Unlock()
+		key := req.Header.Get(webhook.HeaderIdempotency)
+		r.mu.Lock()
+		first := len(r.seen) == 0
+		r.seen = append(r.seen, key)
+		r.mu.Unlock()
 		if first { // the leader's first delivery: never answered
-			once.Do(func() { close(hung) })
-			<-r.Context().Done()
+			once.Do(func() { close(r.hung) })
+			<-req.Context().Done()
 			return
 		}
-		mu.Lock()
-		acked[key]++
-		mu.Unlock()
+		r.mu.Lock()
+		r.acked[key]++
+		r.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	t.Cleanup(srv.Close)
-	reg := webhookRegistry(a.Main)
-	h, err := reg.Create(t.Context(), webhook.Spec{URL: srv.URL, Types: []string{"server.*"}, Secret: "cluster-secret-0123456"})
+	r.url = srv.URL
+	return r
+}
+
+// deliverServerEvents registers a webhook of the server events on m's
+// store, emits three through svc and waits until the leader's delivery of
+// the first hangs at the receiver.
+func (r *hangFirstReceiver) deliverServerEvents(t *testing.T, m *Main, svc *broker.Service) *webhook.Webhook {
+	t.Helper()
+	h, err := webhookRegistry(m).Create(t.Context(), webhook.Spec{URL: r.url, Types: []string{"server.*"}, Secret: r.secret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		a.svc.Emit(t.Context(), broker.Event{Type: broker.EventServerOpened, ServerID: fmt.Sprintf("srv-%d", i)})
+		svc.Emit(t.Context(), broker.Event{Type: broker.EventServerOpened, ServerID: fmt.Sprintf("srv-%d", i)})
 	}
 	select {
-	case <-hung:
+	case <-r.hung:
 	case <-time.After(time.Minute):
 		t.Fatal("the leader never delivered")
 	}
-	if err := a.Close(); err != nil { // the leader goes, mid-delivery
-		t.Fatal(err)
-	}
-	evs, err := b.store.(broker.EventStore).ListEvents(t.Context(), broker.EventFilter{AfterID: h.Cursor, Types: []string{"server.*"}})
+	return h
+}
+
+// checkRedelivered waits until the three server events of h (read from
+// m's store) are acknowledged, and checks that the first was delivered
+// twice under its idempotency key (interrupted, then again) and each
+// acknowledged exactly once, in order.
+func (r *hangFirstReceiver) checkRedelivered(t *testing.T, m *Main, h *webhook.Webhook) {
+	t.Helper()
+	evs, err := m.store.(broker.EventStore).ListEvents(t.Context(), broker.EventFilter{AfterID: h.Cursor, Types: []string{"server.*"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,22 +292,19 @@ func TestCluster_WebhookLeaderKilled(t *testing.T) {
 		t.Fatalf("%d server events, want 3", len(evs))
 	}
 	poll.Until(t, time.Minute, "the other broker delivers", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(acked) == 3
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.acked) == 3
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	if seen[0] != webhook.IdempotencyKey(h.ID, evs[0].ID) || seen[1] != seen[0] {
-		t.Errorf("requests %v: want the first event (%s) twice, interrupted then redelivered", seen, webhook.IdempotencyKey(h.ID, evs[0].ID))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[0] != webhook.IdempotencyKey(h.ID, evs[0].ID) || r.seen[1] != r.seen[0] {
+		t.Errorf("requests %v: want the first event (%s) twice, interrupted then redelivered", r.seen, webhook.IdempotencyKey(h.ID, evs[0].ID))
 	}
 	for i, ev := range evs {
 		key := webhook.IdempotencyKey(h.ID, ev.ID)
-		if acked[key] != 1 || seen[i+1] != key {
-			t.Errorf("event %d: acknowledged %d times, request %d was %s; want once, in order", ev.ID, acked[key], i+1, seen[i+1])
+		if r.acked[key] != 1 || r.seen[i+1] != key {
+			t.Errorf("event %d: acknowledged %d times, request %d was %s; want once, in order", ev.ID, r.acked[key], i+1, r.seen[i+1])
 		}
-	}
-	if !b.node.IsLeader(t.Context()) {
-		t.Error("the other broker does not lead")
 	}
 }

@@ -36,12 +36,10 @@ func (e *env) tryDial(t testing.TB) *http.Response {
 	return resp
 }
 
-// TestHub_ShedsHandshakes: with MaxHandshakes handshakes under way, a
-// connect that finds no slot within HandshakeWait is answered 503 with a
-// Retry-After of 1 s to RetryAfter, before any upgrade; once the slot is
-// free, connects are taken again.
-func TestHub_ShedsHandshakes(t *testing.T) {
-	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: 50 * time.Millisecond, RetryAfter: 3 * time.Second}, nil)
+// holdHandshakeSlot links an agent whose connect the service holds until
+// release is closed: it takes one handshake slot until then.
+func holdHandshakeSlot(t *testing.T, e *env) (slow *websocket.Conn, release chan struct{}) {
+	t.Helper()
 	entered, release := make(chan struct{}), make(chan struct{})
 	e.svc.ConnectErr = func(_, serverID string) error {
 		if serverID == "srv-slow" {
@@ -50,9 +48,19 @@ func TestHub_ShedsHandshakes(t *testing.T) {
 		}
 		return nil
 	}
-	slow := e.dial(t)
+	slow = e.dial(t)
 	write(t, slow, "", hello("srv-slow"))
-	<-entered // the one handshake slot is taken
+	<-entered
+	return slow, release
+}
+
+// TestHub_ShedsHandshakes: with MaxHandshakes handshakes under way, a
+// connect that finds no slot within HandshakeWait is answered 503 with a
+// Retry-After of 1 s to RetryAfter, before any upgrade; once the slot is
+// free, connects are taken again.
+func TestHub_ShedsHandshakes(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: 50 * time.Millisecond, RetryAfter: 3 * time.Second}, nil)
+	slow, release := holdHandshakeSlot(t, e)
 
 	seen := map[string]bool{}
 	for range 20 {
@@ -90,17 +98,7 @@ func TestHub_ShedsHandshakes(t *testing.T) {
 // has paid for its TLS handshake already.
 func TestHub_WaitsForHandshakeSlot(t *testing.T) {
 	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: time.Minute}, nil)
-	entered, release := make(chan struct{}), make(chan struct{})
-	e.svc.ConnectErr = func(_, serverID string) error {
-		if serverID == "srv-slow" {
-			close(entered)
-			<-release
-		}
-		return nil
-	}
-	slow := e.dial(t)
-	write(t, slow, "", hello("srv-slow"))
-	<-entered // the one handshake slot is taken
+	slow, release := holdHandshakeSlot(t, e)
 	waited := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
