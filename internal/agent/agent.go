@@ -297,8 +297,14 @@ func (r *runner) sleep(ctx context.Context, d time.Duration) bool {
 // reports whether the broker welcomed the agent.
 func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) {
 	a := r.a
+	hc := r.hc
 	if r.creds == nil && a.SoftwareStatement != "" {
-		c, err := register(ctx, r.hc, ep.register, a.SoftwareStatement, clientName(a.ServerID), a.ServerID)
+		c, kept, err := r.register(ctx, ep)
+		if kept != nil {
+			// The link upgrades the registration's connection.
+			hc = &http.Client{Transport: kept}
+			defer kept.CloseIdleConnections()
+		}
 		switch {
 		case errors.Is(err, errRegistrationUnavailable):
 			r.log.Info("broker offers no agent registration; connecting without credentials", "broker", ep.name)
@@ -317,7 +323,7 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 		header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(r.creds.ClientID+":"+r.creds.ClientSecret)))
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	conn, resp, err := websocket.Dial(dctx, ep.connect, &websocket.DialOptions{HTTPClient: r.hc, HTTPHeader: header})
+	conn, resp, err := websocket.Dial(dctx, ep.connect, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: header})
 	cancel()
 	if err != nil {
 		switch {
@@ -330,6 +336,34 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 	}
 	l := &link{r: r, conn: conn, log: r.log.With("broker", ep.name), failed: make(chan struct{})}
 	return l.serve(ctx)
+}
+
+// register registers with the broker of ep. Unless a proxy stands between
+// them, it does so on a connection of its own, which it returns for the
+// link to upgrade (connTransport); the caller closes it.
+func (r *runner) register(ctx context.Context, ep endpoint) (*credentials, *connTransport, error) {
+	a := r.a
+	u, err := url.Parse(ep.register)
+	tr, ok := r.hc.Transport.(*http.Transport)
+	if err != nil || !ok || proxied(tr, u) {
+		c, err := register(ctx, r.hc, ep.register, a.SoftwareStatement, clientName(a.ServerID), a.ServerID)
+		return c, nil, err
+	}
+	kept := newConnTransport(u, tr.TLSClientConfig)
+	c, err := register(ctx, &http.Client{Transport: kept}, ep.register, a.SoftwareStatement, clientName(a.ServerID), a.ServerID)
+	if err != nil {
+		return nil, nil, err // register closed the connection
+	}
+	return c, kept, nil
+}
+
+// proxied reports whether tr sends requests to u through a proxy.
+func proxied(tr *http.Transport, u *url.URL) bool {
+	if tr.Proxy == nil {
+		return false
+	}
+	p, err := tr.Proxy(&http.Request{URL: u, Header: http.Header{}})
+	return err != nil || p != nil
 }
 
 // refused handles a 401 from the broker: stored credentials get one

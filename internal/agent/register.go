@@ -41,18 +41,20 @@ func (e *retryLater) Error() string {
 // registers again for the same server ID before it ever linked (its answer
 // was lost) with the same client and a new secret, so retries leave no
 // unused clients behind. A 503 or 429 with Retry-After is retried after that
-// wait and a jitter of up to as long again, on the same connection. When
-// it is done, register closes the idle connection: the link that follows
-// opens its own, and an idle registration connection would hold a broker
-// file descriptor until the broker's idle timeout. The error never contains
-// the statement or the secret.
+// wait and a jitter of up to as long again, on the same connection. A
+// registration that succeeds leaves its connection idle in hc, for the
+// caller's next request (the agent's link upgrades it: see connTransport);
+// the caller closes hc's idle connections when done. A registration that
+// fails closes them. The error never contains the statement or the secret.
 func register(ctx context.Context, hc *http.Client, url, statement, clientName, serverID string) (*credentials, error) {
-	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(registerPatience)
 	for {
 		c, err := registerOnce(ctx, hc, url, statement, clientName, serverID)
 		var later *retryLater
 		if !errors.As(err, &later) || time.Now().Add(later.wait).After(deadline) {
+			if err != nil {
+				hc.CloseIdleConnections()
+			}
 			return c, err
 		}
 		wait := later.wait + rand.N(later.wait+1)

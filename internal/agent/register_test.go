@@ -18,6 +18,7 @@ type regServer struct {
 	*httptest.Server
 	mu       sync.Mutex
 	busy     int
+	status   int // when not 0, every request not refused as busy gets it
 	requests []map[string]string
 	conns    map[net.Conn]http.ConnState
 }
@@ -35,6 +36,11 @@ func newRegServer(t *testing.T, busy int) *regServer {
 		if refuse {
 			w.Header().Set("Retry-After", "1")
 			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		if rs.status != 0 {
+			w.WriteHeader(rs.status)
+			_, _ = w.Write([]byte(`{"error":"invalid_software_statement"}`))
 			return
 		}
 		w.WriteHeader(http.StatusCreated)
@@ -64,9 +70,8 @@ func (rs *regServer) open() (open, total int) {
 
 // TestRegister_RetryAfterAndClose: a broker that sheds the registration with
 // 503 and Retry-After is asked again after that wait, on the same
-// connection; the request names the server ID; and once registered the agent
-// leaves no connection open (it used to hold an idle one until the broker's
-// idle timeout, next to its link).
+// connection; the request names the server ID; and the one connection stays
+// idle in the client, for the link to reuse.
 func TestRegister_RetryAfterAndClose(t *testing.T) {
 	rs := newRegServer(t, 1)
 	hc := &http.Client{Transport: &http.Transport{}}
@@ -90,25 +95,24 @@ func TestRegister_RetryAfterAndClose(t *testing.T) {
 	if reqs[1]["server_id"] != "srv-1" || reqs[1]["software_statement"] != "stmt" || reqs[1]["client_name"] != "host" {
 		t.Errorf("request body %v", reqs[1])
 	}
-	poll.Until(t, 5*time.Second, "the registration connection to close", func() bool {
-		open, _ := rs.open()
-		return open == 0
-	})
-	if _, total := rs.open(); total != 1 {
-		t.Errorf("%d connections for one registration and its retry, want 1", total)
+	if open, total := rs.open(); total != 1 || open != 1 {
+		t.Errorf("%d connections (%d open) for one registration and its retry, want 1 (idle, for the link)", total, open)
 	}
 }
 
 // TestRegister_GivesUp: a refusal without Retry-After that is not 503 or 429
-// is returned at once.
+// is returned at once, and its connection is closed: no link follows to
+// reuse it.
 func TestRegister_GivesUp(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusBadRequest)
-		_, _ = w.Write([]byte(`{"error":"invalid_software_statement"}`))
-	}))
-	defer srv.Close()
-	_, err := register(t.Context(), srv.Client(), srv.URL, "stmt", "host", "srv-1")
+	rs := newRegServer(t, 0)
+	rs.status = http.StatusBadRequest
+	hc := &http.Client{Transport: &http.Transport{}}
+	_, err := register(t.Context(), hc, rs.URL+"/agent/register", "stmt", "host", "srv-1")
 	if err == nil {
 		t.Fatal("no error for a refused statement")
 	}
+	poll.Until(t, 5*time.Second, "the refused registration's connection to close", func() bool {
+		open, _ := rs.open()
+		return open == 0
+	})
 }
