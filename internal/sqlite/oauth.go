@@ -58,6 +58,14 @@ func (s *Store) CreateClient(ctx context.Context, c *oauth.Client) error {
 const (
 	clientCols      = `id, name, kind, secret_hash, salt, active, created_at, statement, linked_at`
 	insertClientSQL = `INSERT INTO clients (` + clientCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+	// Agent registration (prepared on the writer: see writeStmts).
+	getClientSQL          = `SELECT ` + clientCols + ` FROM clients WHERE id = ?`
+	clientExistsSQL       = `SELECT 1 FROM clients WHERE id = ?`
+	getStatementByHashSQL = `SELECT ` + statementCols + ` FROM software_statements WHERE hash = ?`
+	getStatementSQL       = `SELECT ` + statementCols + ` FROM software_statements WHERE id = ?`
+	countStatementUseSQL  = `UPDATE software_statements SET uses = uses + 1 WHERE id = ?`
+	reissueAgentSecretSQL = `UPDATE clients SET secret_hash = ?, salt = ?, created_at = ? WHERE id = ? AND kind = ? AND active = 1 AND linked_at = 0`
 )
 
 func scanClient(r rowScanner) (*oauth.Client, error) {
@@ -280,7 +288,7 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 	var st *oauth.SoftwareStatement
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		st, err = scanStatement(tx.QueryRowContext(ctx, `SELECT `+statementCols+` FROM software_statements WHERE hash = ?`, hash))
+		st, err = scanStatement(s.txQueryRow(ctx, tx, getStatementByHashSQL, hash))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return oauth.ErrNotFound
@@ -290,12 +298,12 @@ func (s *Store) RegisterWithStatement(ctx context.Context, hash []byte, c *oauth
 		if err := statementUsable(st, c.CreatedAt); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE software_statements SET uses = uses + 1 WHERE id = ?`, st.ID); err != nil {
+		if _, err := s.txExec(ctx, tx, countStatementUseSQL, st.ID); err != nil {
 			return err
 		}
 		st.Uses++
 		c.Statement = st.ID
-		_, err = tx.ExecContext(ctx, insertClientSQL,
+		_, err = s.txExec(ctx, tx, insertClientSQL,
 			c.ID, c.Name, c.Kind, c.SecretHash, c.Salt, boolInt(c.Active), toMillis(c.CreatedAt), c.Statement, toMillis(c.LinkedAt))
 		if isUnique(err) {
 			err = oauth.ErrClientExists
@@ -321,13 +329,23 @@ func (s *Store) ReissueAgentSecret(ctx context.Context, hash []byte, c *oauth.Cl
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = s.now()
 	}
+	// Most registrations are an agent's first: a read settles those
+	// without taking the writer. A client inserted after this read is
+	// the caller's to handle (oauth.ErrClientExists from the insert).
+	var one int
+	switch err := s.queryRow(ctx, clientExistsSQL, c.ID).Scan(&one); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, oauth.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("reissue agent client %q: %w", c.ID, err)
+	}
 	var (
 		st     *oauth.SoftwareStatement
 		stored *oauth.Client
 	)
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		stored, err = scanClient(tx.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, c.ID))
+		stored, err = scanClient(s.txQueryRow(ctx, tx, getClientSQL, c.ID))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return oauth.ErrNotFound
@@ -336,7 +354,7 @@ func (s *Store) ReissueAgentSecret(ctx context.Context, hash []byte, c *oauth.Cl
 		case stored.Kind != oauth.KindAgent || !stored.Active || !stored.LinkedAt.IsZero():
 			return oauth.ErrNotReissuable
 		}
-		st, err = scanStatement(tx.QueryRowContext(ctx, `SELECT `+statementCols+` FROM software_statements WHERE id = ?`, stored.Statement))
+		st, err = scanStatement(s.txQueryRow(ctx, tx, getStatementSQL, stored.Statement))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return oauth.ErrNotReissuable
@@ -349,8 +367,7 @@ func (s *Store) ReissueAgentSecret(ctx context.Context, hash []byte, c *oauth.Cl
 		if err := reissuable(st, c.CreatedAt); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE clients SET secret_hash = ?, salt = ?, created_at = ?
-			WHERE id = ? AND kind = ? AND active = 1 AND linked_at = 0`,
+		res, err := s.txExec(ctx, tx, reissueAgentSecretSQL,
 			c.SecretHash, c.Salt, toMillis(c.CreatedAt), c.ID, oauth.KindAgent)
 		if err != nil {
 			return err

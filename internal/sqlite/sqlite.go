@@ -430,6 +430,9 @@ var writeStmts = []string{
 	insertSessionSQL, updateSessionSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
 	getSettingSQL, insertSettingSQL, insertEventSQL, insertEventsSQL,
 	auditHeadSQL, auditInsertSQL, auditInsertFullSQL, auditSetHeadSQL, // audit.go: every batch of the audit log
+	// Agent registration and first link (oauth.go, server.go).
+	getClientSQL, getStatementByHashSQL, getStatementSQL, countStatementUseSQL, insertClientSQL, reissueAgentSecretSQL,
+	getBindingSQL, bindServerSQL, markLinkedSQL,
 }
 
 // stmtCache keeps prepared statements by SQL text, so that frequent queries are
