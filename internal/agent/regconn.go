@@ -122,7 +122,7 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, ctx.Err()
 		}
 		t.upgraded = true // the caller owns the connection now
-		resp.Body = &upgradedConn{Reader: t.br, conn: t.conn}
+		resp.Body = &upgradedConn{br: t.br, conn: t.conn}
 		return resp, nil
 	}
 	resp.Body = &connBody{t: t, ctx: ctx, conn: t.conn, rc: resp.Body, close: resp.Close, stop: stop}
@@ -221,10 +221,20 @@ func (b *connBody) finish(atEOF bool) {
 }
 
 // upgradedConn is an upgraded connection: what the reader buffered, then
-// the connection.
+// the connection itself (as http.Transport's upgraded bodies read).
 type upgradedConn struct {
-	io.Reader
+	br   *bufio.Reader
 	conn net.Conn
+}
+
+func (c *upgradedConn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.conn.Read(p)
 }
 
 func (c *upgradedConn) Write(p []byte) (int, error) { return c.conn.Write(p) }
