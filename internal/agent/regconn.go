@@ -29,8 +29,9 @@ var errConnUsed = errors.New("the registration connection became the link")
 // hands the connection over as the response's body (an io.ReadWriteCloser,
 // as http.Transport does for an upgrade). A request on a kept connection
 // that fails before any answer (the broker closed the idle connection) is
-// tried once more on a new connection. Requests must be to the host the
-// transport was made for.
+// tried once more on a new connection, if it has no body or can make its
+// body again (GetBody). Requests must be to the host the transport was made
+// for.
 type connTransport struct {
 	mu       sync.Mutex
 	url      *url.URL    // scheme and host of every request
@@ -103,10 +104,13 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, answered, stop, err := t.exchange(ctx, req)
-	if err != nil && kept && !answered && req.GetBody != nil && ctx.Err() == nil {
+	bodiless := req.Body == nil || req.Body == http.NoBody
+	if err != nil && kept && !answered && (bodiless || req.GetBody != nil) && ctx.Err() == nil {
 		// The broker closed the kept connection: once more on a new one.
-		if req.Body, err = req.GetBody(); err != nil {
-			return nil, err
+		if !bodiless {
+			if req.Body, err = req.GetBody(); err != nil {
+				return nil, err
+			}
 		}
 		if err = t.dial(ctx); err != nil {
 			return nil, err

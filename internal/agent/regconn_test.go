@@ -140,6 +140,18 @@ func TestConnTransport(t *testing.T) {
 			})
 			mustGet(t, hc, cs.URL+"/r", "ok")
 		}, 2},
+		{"the broker closed the connection kept for an upgrade", func(t *testing.T, cs *connServer, hc *http.Client) {
+			mustGet(t, hc, cs.URL+"/r", "ok")
+			poll.Until(t, 5*time.Second, "the server to close the idle connection", func() bool {
+				cs.closeIdle()
+				return cs.open() == 0
+			})
+			c, _, err := websocket.Dial(t.Context(), strings.Replace(cs.URL, "https", "wss", 1)+"/ws", &websocket.DialOptions{HTTPClient: hc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.CloseNow()
+		}, 2},
 		{"the broker asked to close", func(t *testing.T, cs *connServer, hc *http.Client) {
 			mustGet(t, hc, cs.URL+"/close", "bye")
 			waitOpen(t, cs, 0)
