@@ -350,7 +350,15 @@ func (b *bench) newFleet() error {
 
 // ensureLinked makes sure the broker runs and every agent is linked and
 // its server AVAILABLE, registering the agents first if they never did.
+//
+// The links that count are those welcomed since it was called, when it
+// starts the broker or the agents; otherwise every link that is up, which
+// is to the running broker. (It took the time after starting the agents,
+// so that agents welcomed before that, on a busy machine, were never
+// counted and the wait ran into its timeout.)
 func (b *bench) ensureLinked(ctx context.Context) error {
+	since := time.Now()
+	restarted := b.b == nil || b.b.exited()
 	if err := b.ensureBroker(ctx); err != nil {
 		return err
 	}
@@ -359,12 +367,14 @@ func (b *bench) ensureLinked(ctx context.Context) error {
 			b.progress("registering %d agents first (not measured)", b.o.Agents)
 		}
 		b.f.start(b.b.agentURL(), b.statement)
+	} else if !restarted {
+		since = time.Time{}
 	}
 	b.registered = true
-	if b.f.linked(time.Time{}) == b.o.Agents {
+	if b.f.linked(since) == b.o.Agents {
 		return nil
 	}
-	_, err := b.waitFleet(ctx, time.Now(), "linking")
+	_, err := b.waitFleet(ctx, since, "linking")
 	return err
 }
 
