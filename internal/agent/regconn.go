@@ -38,7 +38,8 @@ type connTransport struct {
 	tc       *tls.Config // for https
 	conn     net.Conn    // nil until dialled, and after a failure
 	br       *bufio.Reader
-	upgraded bool // conn belongs to the caller now
+	body     *connBody // the last response's body, on conn
+	upgraded bool      // conn belongs to the caller now
 }
 
 // newConnTransport returns a connTransport to the host of u (https: TLS with
@@ -95,6 +96,8 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errConnUsed
 	case req.URL.Host != t.url.Host:
 		return nil, errors.New("request to another host than the registration connection's")
+	case t.body != nil && !t.body.done:
+		t.closeLocked() // the last answer's body is still on the wire
 	}
 	ctx := req.Context()
 	kept := t.conn != nil
@@ -106,11 +109,14 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, answered, stop, err := t.exchange(ctx, req)
 	bodiless := req.Body == nil || req.Body == http.NoBody
 	if err != nil && kept && !answered && (bodiless || req.GetBody != nil) && ctx.Err() == nil {
-		// The broker closed the kept connection: once more on a new one.
+		// The broker closed the kept connection: once more on a new one
+		// (a copy of req: a RoundTripper leaves the caller's alone).
+		req = req.Clone(ctx)
 		if !bodiless {
 			if req.Body, err = req.GetBody(); err != nil {
 				return nil, err
 			}
+			defer req.Body.Close()
 		}
 		if err = t.dial(ctx); err != nil {
 			return nil, err
@@ -129,7 +135,8 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = &upgradedConn{br: t.br, conn: t.conn}
 		return resp, nil
 	}
-	resp.Body = &connBody{t: t, ctx: ctx, conn: t.conn, rc: resp.Body, close: resp.Close, stop: stop}
+	t.body = &connBody{t: t, ctx: ctx, conn: t.conn, rc: resp.Body, close: resp.Close, stop: stop}
+	resp.Body = t.body
 	return resp, nil
 }
 
@@ -174,7 +181,7 @@ func (t *connTransport) CloseIdleConnections() {
 func (t *connTransport) closeLocked() {
 	if t.conn != nil && !t.upgraded {
 		_ = t.conn.Close()
-		t.conn, t.br = nil, nil
+		t.conn, t.br, t.body = nil, nil, nil
 	}
 }
 

@@ -165,6 +165,14 @@ func TestConnTransport(t *testing.T) {
 			resp.Body.Close()
 			mustGet(t, hc, cs.URL+"/r", "ok")
 		}, 2},
+		{"a body neither read nor closed", func(t *testing.T, cs *connServer, hc *http.Client) {
+			resp, err := hc.Get(cs.URL + "/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			mustGet(t, hc, cs.URL+"/r", "ok") // not the rest of /big
+		}, 2},
 		{"a cancelled request", func(t *testing.T, cs *connServer, hc *http.Client) {
 			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 			defer cancel()
