@@ -81,11 +81,15 @@ func newConnServer(t *testing.T) *connServer {
 	return cs
 }
 
-// closeIdle closes the server's idle connections, as a broker's idle
-// timeout does.
-func (cs *connServer) closeIdle() {
-	cs.Config.SetKeepAlivesEnabled(false)
-	cs.Config.SetKeepAlivesEnabled(true)
+// closeIdle closes the server's connection once it is idle, as a broker's
+// idle timeout does, and waits until it is closed.
+func (cs *connServer) closeIdle(t *testing.T) {
+	t.Helper()
+	poll.Until(t, 5*time.Second, "the server to close the idle connection", func() bool {
+		cs.Config.SetKeepAlivesEnabled(false) // closes the idle connections
+		cs.Config.SetKeepAlivesEnabled(true)
+		return cs.open() == 0
+	})
 }
 
 func (cs *connServer) open() int {
@@ -134,18 +138,12 @@ func TestConnTransport(t *testing.T) {
 		}, 1},
 		{"the broker closed the idle connection", func(t *testing.T, cs *connServer, hc *http.Client) {
 			mustGet(t, hc, cs.URL+"/r", "ok")
-			poll.Until(t, 5*time.Second, "the server to close the idle connection", func() bool {
-				cs.closeIdle() // once the connection is idle
-				return cs.open() == 0
-			})
+			cs.closeIdle(t)
 			mustGet(t, hc, cs.URL+"/r", "ok")
 		}, 2},
 		{"the broker closed the connection kept for an upgrade", func(t *testing.T, cs *connServer, hc *http.Client) {
 			mustGet(t, hc, cs.URL+"/r", "ok")
-			poll.Until(t, 5*time.Second, "the server to close the idle connection", func() bool {
-				cs.closeIdle()
-				return cs.open() == 0
-			})
+			cs.closeIdle(t)
 			c, _, err := websocket.Dial(t.Context(), strings.Replace(cs.URL, "https", "wss", 1)+"/ws", &websocket.DialOptions{HTTPClient: hc})
 			if err != nil {
 				t.Fatal(err)
@@ -174,20 +172,12 @@ func TestConnTransport(t *testing.T) {
 			mustGet(t, hc, cs.URL+"/r", "ok") // not the rest of /big
 		}, 2},
 		{"a cancelled request", func(t *testing.T, cs *connServer, hc *http.Client) {
-			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-			defer cancel()
-			if _, err := get(ctx, hc, cs.URL+"/hang"); !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("hung request: %v, want the deadline", err)
-			}
+			mustTimeOut(t, hc, cs.URL+"/hang")
 			waitOpen(t, cs, 0)
 			mustGet(t, hc, cs.URL+"/r", "ok")
 		}, 2},
 		{"a stalled body", func(t *testing.T, cs *connServer, hc *http.Client) {
-			ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-			defer cancel()
-			if _, err := get(ctx, hc, cs.URL+"/stall"); !errors.Is(err, context.DeadlineExceeded) {
-				t.Errorf("stalled body: %v, want the deadline", err)
-			}
+			mustTimeOut(t, hc, cs.URL+"/stall")
 			mustGet(t, hc, cs.URL+"/r", "ok")
 		}, 2},
 		{"another host", func(t *testing.T, cs *connServer, hc *http.Client) {
@@ -241,6 +231,17 @@ func mustGet(t *testing.T, hc *http.Client, u, want string) {
 	got, err := get(t.Context(), hc, u)
 	if err != nil || got != want {
 		t.Fatalf("%s: %q, %v; want %q", u, got, err, want)
+	}
+}
+
+// mustTimeOut requests u with a 200 ms deadline and wants the deadline's
+// error.
+func mustTimeOut(t *testing.T, hc *http.Client, u string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := get(ctx, hc, u); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("%s: %v, want the deadline", u, err)
 	}
 }
 
