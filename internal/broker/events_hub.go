@@ -14,9 +14,12 @@ import (
 // when a local write wakes it and every Config.EventPollInterval (the other
 // brokers' events), keeps the most recent ones in a ring and hands each to
 // the subscribers whose filter it matches. A subscriber first reads what it
-// missed from the store itself (catch-up), then joins the hub; a subscriber
-// whose buffer is full is closed (ErrSubscriberSlow) and resumes with its
-// last event ID.
+// missed (catch-up: from the ring when it still holds it, else from the
+// store), then joins the hub. A subscriber whose buffer is full when the hub
+// hands it an event leaves the hub and catches up again at its own pace; one
+// that leaves its full buffer unread for Config.EventSubscriberGrace is
+// closed (ErrSubscriberSlow) and resumes with its last event ID. A burst
+// larger than the buffer thus never closes a reader that keeps reading.
 //
 // Without subscribers the hub reads nothing (writes cost no read): it goes
 // inactive, and when a subscriber comes it starts again after the store's
@@ -31,13 +34,14 @@ const (
 	// hubPage is the page size of the hub's and the catch-up's reads.
 	hubPage = 1000
 	// SubscriberBuffer is the number of events a subscriber may have
-	// undelivered before it is closed as too slow.
+	// undelivered; a reader that leaves it full for
+	// Config.EventSubscriberGrace is closed as too slow.
 	SubscriberBuffer = 1024
 )
 
-// ErrSubscriberSlow closes a subscription whose reader fell more than
-// SubscriberBuffer events behind; the reader resumes after the last event
-// it received.
+// ErrSubscriberSlow closes a subscription whose reader left SubscriberBuffer
+// events unread for Config.EventSubscriberGrace; the reader resumes after
+// the last event it received.
 var ErrSubscriberSlow = errors.New("subscriber too slow: resume after the last event received")
 
 // ErrEventsOff means the broker writes no events (they are disabled or the
@@ -84,7 +88,8 @@ type Subscription struct {
 
 	ch     chan *Event
 	f      EventFilter
-	pos    int64 // every matching event with ID <= pos was delivered
+	pos    int64         // every matching event with ID <= pos was delivered
+	kick   chan struct{} // the hub found the buffer full and let go of sub
 	done   chan struct{}
 	once   sync.Once
 	errMu  sync.Mutex
@@ -145,7 +150,7 @@ func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	ch := make(chan *Event, SubscriberBuffer)
-	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, done: make(chan struct{}), cancel: cancel}
+	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, kick: make(chan struct{}, 1), done: make(chan struct{}), cancel: cancel}
 	sub.f.Types = slices.Clone(f.Types)
 	s.hub.mu.Lock()
 	s.hub.joining++
@@ -153,59 +158,103 @@ func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, 
 	s.hub.notify() // an inactive hub starts reading
 	go func() {
 		defer close(ch)
-		err := s.hub.serve(ctx, es, sub)
+		err := s.hub.serve(ctx, es, sub, s.cfg.EventSubscriberGrace)
 		sub.fail(err)
 		s.hub.leave(sub)
 	}()
 	return sub, nil
 }
 
-// serve catches sub up from the store, joins the hub and waits for the end.
-func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription) error {
-	joined := false
-	defer func() {
-		if !joined {
-			h.mu.Lock()
-			h.joining--
-			h.mu.Unlock()
-		}
-	}()
+// serve catches sub up, joins the hub and waits for the end; when the hub
+// lets go of sub (its buffer was full) it catches up again.
+func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription, grace time.Duration) error {
 	for {
-		h0, err := h.lastRead(ctx)
-		if err != nil {
-			return err
-		}
-		page := EventFilter{AfterID: sub.pos, Types: sub.f.Types, Owner: sub.f.Owner, Limit: hubPage}
-		evs, err := es.ListEvents(ctx, page)
-		if err != nil {
-			return err
-		}
-		for _, e := range evs {
-			select {
-			case sub.ch <- e:
-				sub.pos = e.ID
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-sub.done:
-				return nil
+		evs, upto, ok := h.ringAfter(sub.pos, &sub.f, hubPage)
+		if !ok {
+			h0, err := h.lastRead(ctx)
+			if err != nil {
+				return err
+			}
+			page := EventFilter{AfterID: sub.pos, Types: sub.f.Types, Owner: sub.f.Owner, Limit: hubPage}
+			if evs, err = es.ListEvents(ctx, page); err != nil {
+				return err
+			}
+			// A short page means every matching event up to the store's
+			// last at the read (at least h0) is in it.
+			upto = 0
+			if len(evs) < hubPage {
+				upto = h0
 			}
 		}
+		for _, e := range evs {
+			if err := deliver(ctx, sub, e, grace); err != nil {
+				return err
+			}
+		}
+		sub.pos = max(sub.pos, upto)
 		if len(evs) == hubPage {
 			continue
 		}
-		// Every matching event up to the store's last at the read (at
-		// least h0) is delivered.
-		sub.pos = max(sub.pos, h0)
-		if joined = h.join(sub); joined {
-			break
+		if !h.join(sub) {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.done:
+			return nil
+		case <-sub.kick: // the hub counts sub as joining again
 		}
 	}
+}
+
+// errSubDone ends serve when the subscription was closed.
+var errSubDone = errors.New("subscription closed")
+
+// deliver sends e to sub, waiting up to grace for room in its buffer.
+func deliver(ctx context.Context, sub *Subscription, e *Event, grace time.Duration) error {
 	select {
+	case sub.ch <- e:
+		sub.pos = e.ID
+		return nil
+	default:
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case sub.ch <- e:
+		sub.pos = e.ID
+		return nil
+	case <-t.C:
+		return ErrSubscriberSlow
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-sub.done:
-		return nil
+		return errSubDone
 	}
+}
+
+// ringAfter returns up to limit of the ring's events after pos that f
+// selects, and the ID up to which it looked (every event f selects with an
+// ID up to it is returned). It returns false when the ring does not hold
+// every event after pos (the hub is inactive or pos is older than the
+// ring).
+func (h *eventHub) ringAfter(pos int64, f *EventFilter, limit int) ([]*Event, int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.active || pos < h.start {
+		return nil, 0, false
+	}
+	i, _ := slices.BinarySearchFunc(h.ring, pos+1, func(e *Event, id int64) int { return cmpInt(e.ID, id) })
+	var out []*Event
+	for _, e := range h.ring[i:] {
+		if MatchEvent(f, e) {
+			if out = append(out, e); len(out) == limit {
+				return out, e.ID, true
+			}
+		}
+	}
+	return out, max(pos, h.last), true
 }
 
 // lastRead waits for the hub to be active and returns the last ID it read.
@@ -226,20 +275,16 @@ func (h *eventHub) lastRead(ctx context.Context) (int64, error) {
 	return h.lastRead(ctx)
 }
 
-// join adds sub to the subscribers if the hub is active and its ring holds
-// every event after sub.pos, and hands it those of the ring it has not had.
-// It returns false when sub must catch up from the store again.
+// join adds sub to the subscribers if the hub is active and sub has had
+// every event the hub has read. It returns false when sub must catch up
+// again.
 func (h *eventHub) join(sub *Subscription) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.active || sub.pos < h.start {
+	if !h.active || sub.pos < h.last {
 		return false
 	}
 	h.joining--
-	i, _ := slices.BinarySearchFunc(h.ring, sub.pos+1, func(e *Event, id int64) int { return cmpInt(e.ID, id) })
-	for _, e := range h.ring[i:] {
-		h.sendLocked(sub, e)
-	}
 	if h.subs == nil {
 		h.subs = make(map[*Subscription]struct{})
 	}
@@ -257,15 +302,20 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// leave removes sub.
+// leave removes sub, joined or catching up (every subscription is one of
+// the two until it leaves).
 func (h *eventHub) leave(sub *Subscription) {
 	h.mu.Lock()
-	delete(h.subs, sub)
+	if _, ok := h.subs[sub]; ok {
+		delete(h.subs, sub)
+	} else {
+		h.joining--
+	}
 	h.mu.Unlock()
 }
 
-// sendLocked hands e to sub if it matches, closing sub when its buffer is
-// full.
+// sendLocked hands e to sub if it matches. When sub's buffer is full it
+// lets go of sub, which catches up again from the ring or the store.
 func (h *eventHub) sendLocked(sub *Subscription, e *Event) {
 	if e.ID <= sub.pos || !MatchEvent(&sub.f, e) {
 		return
@@ -275,7 +325,8 @@ func (h *eventHub) sendLocked(sub *Subscription, e *Event) {
 		sub.pos = e.ID
 	default:
 		delete(h.subs, sub)
-		sub.fail(ErrSubscriberSlow)
+		h.joining++
+		sub.kick <- struct{}{}
 	}
 }
 

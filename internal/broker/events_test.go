@@ -128,12 +128,12 @@ func countType(evs []*broker.Event, typ string) int {
 }
 
 // TestEvents_SlowSubscriberResumes: a subscriber that does not read is
-// closed once SubscriberBuffer events wait for it, not before, and never
-// holds up the others; resumed after the last event it read, it gets the
-// rest exactly.
+// closed once SubscriberBuffer events have waited for it for
+// EventSubscriberGrace, not before, and never holds up the others; resumed
+// after the last event it read, it gets the rest exactly.
 func TestEvents_SlowSubscriberResumes(t *testing.T) {
 	st := openEventsSQLite(t)
-	svc := startQuotaBroker(t, st, broker.Config{BrokerID: "b"}, "s", 0)
+	svc := startQuotaBroker(t, st, broker.Config{BrokerID: "b", EventSubscriberGrace: 300 * time.Millisecond}, "s", 0)
 	slow, err := svc.Subscribe(t.Context(), broker.EventFilter{Types: []string{broker.EventServerIdle}})
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +168,9 @@ func TestEvents_SlowSubscriberResumes(t *testing.T) {
 	if len(all) != n {
 		t.Fatalf("the reading subscriber got %d events of %d: %v", len(all), n, fast.Err())
 	}
+	for slow.Err() == nil { // its grace runs out (reading now would be progress)
+		time.Sleep(10 * time.Millisecond)
+	}
 	var read []*broker.Event
 	for e := range slow.C {
 		read = append(read, e)
@@ -186,6 +189,50 @@ func TestEvents_SlowSubscriberResumes(t *testing.T) {
 	rest := collect(t, resumed, n-len(read))
 	if d := cmp.Diff(ids(all), append(ids(read), ids(rest)...)); d != "" {
 		t.Errorf("read + resumed differ from every event (-want +got):\n%s", d)
+	}
+}
+
+// TestEvents_BurstLargerThanBuffer: a subscriber that keeps reading, but
+// only after a burst of several buffers' worth has been written, gets every
+// event in order and is not closed as slow (the hub lets go of it while its
+// buffer is full and it catches up at its own pace).
+func TestEvents_BurstLargerThanBuffer(t *testing.T) {
+	st := openEventsSQLite(t)
+	svc := startQuotaBroker(t, st, broker.Config{BrokerID: "b", EventSubscriberGrace: 5 * time.Second}, "s", 0)
+	sub, err := svc.Subscribe(t.Context(), broker.EventFilter{Types: []string{broker.EventServerIdle}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for svc.Subscribers() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	const n = 3*broker.SubscriberBuffer + 7
+	var evs []broker.Event
+	for i := range n {
+		evs = append(evs, broker.Event{Type: broker.EventServerIdle, ServerID: fmt.Sprint("x", i)})
+	}
+	svc.Emit(t.Context(), evs...)
+	// Let the hub hand out what fits and find the buffer full.
+	for svc.Subscribers() != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	got := collect(t, sub, n)
+	for i, e := range got {
+		if want := fmt.Sprint("x", i); e.ServerID != want {
+			t.Fatalf("event %d is for %q, want %q", i, e.ServerID, want)
+		}
+	}
+	if err := sub.Err(); err != nil {
+		t.Fatalf("the subscription ended: %v", err)
+	}
+	// Caught up, it joins the hub again and gets what comes next.
+	for svc.Subscribers() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	svc.Emit(t.Context(), broker.Event{Type: broker.EventServerIdle, ServerID: "after"})
+	if e := collect(t, sub, 1); e[0].ServerID != "after" {
+		t.Errorf("after catching up: %q, want after", e[0].ServerID)
 	}
 }
 

@@ -85,6 +85,9 @@ type Config struct {
 	// EventPollInterval is how often the events hub reads the store for
 	// the events of other brokers (default 500ms).
 	EventPollInterval time.Duration
+	// EventSubscriberGrace is how long an event stream's reader may leave
+	// its full buffer unread before it is closed as too slow (default 10s).
+	EventSubscriberGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -127,6 +130,7 @@ func (c *Config) setDefaults() {
 	defd(&c.PolicyInterval, 5*time.Second)
 	defd(&c.EventRetention, 168*time.Hour)
 	defd(&c.EventPollInterval, 500*time.Millisecond)
+	defd(&c.EventSubscriberGrace, 10*time.Second)
 	if c.MaintenanceInterval == 0 {
 		c.MaintenanceInterval = min(5*time.Second, c.UnreachableServerTTL/4, c.UnreachableSessionsTTL/4, max(c.DeletedRetention/4, time.Second))
 	}
