@@ -31,7 +31,7 @@ func (s *Service) Queue(ctx context.Context) ([]QueueEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	waiting = fairOrder(waiting)
+	waiting = s.queueOrder(ctx, waiting)
 	qp := s.quotasFor(ctx, waiting)
 	if qp != nil {
 		if err := qp.load(ctx, s.store); err != nil {

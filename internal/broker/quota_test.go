@@ -262,6 +262,32 @@ func TestQueue_RoundRobin(t *testing.T) {
 	}
 }
 
+// TestQueue_RoundRobinAsRoomFrees: when room comes one session at a time,
+// the queue still alternates owners: the owner whose session was just placed
+// runs one more, so another owner's waiting session goes first next time
+// (without counting what owners run, alice's next would be first in every
+// pass and bob would wait for all of hers).
+func TestQueue_RoundRobinAsRoomFrees(t *testing.T) {
+	svc, st := newQuotaBroker(t, broker.Config{BrokerID: "b1"}, 3)
+	carol := mustCreate(t, svc, 3, broker.CreateRequest{Owner: "carol"})
+	mustCreate(t, svc, 5, broker.CreateRequest{Owner: "alice", EnqueueRequest: true})
+	mustCreate(t, svc, 1, broker.CreateRequest{Owner: "bob", EnqueueRequest: true})
+	forceDelete(t, svc, carol[0], "carol")
+	poll.Until(t, 10*time.Second, "alice's first placed", func() bool { return placedOf(t, st, "alice") == 1 })
+	forceDelete(t, svc, carol[1], "carol")
+	poll.Until(t, 10*time.Second, "a second placement", func() bool { return placedOf(t, st, "alice")+placedOf(t, st, "bob") == 2 })
+	if a, b := placedOf(t, st, "alice"), placedOf(t, st, "bob"); a != 1 || b != 1 {
+		t.Errorf("after two rooms freed one at a time: alice %d placed, bob %d; want 1 each", a, b)
+	}
+	q, err := svc.Queue(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(q) != 4 || q[0].Owner != "alice" {
+		t.Errorf("the queue after: %+v, want alice's 4 left", q)
+	}
+}
+
 // TestQuota_ReasonNamesUse checks the reasons' wording for each kind.
 func TestQuota_ReasonNamesUse(t *testing.T) {
 	tests := []struct {
@@ -358,18 +384,31 @@ func TestQuota_LearnedGroups(t *testing.T) {
 // TestQueue_SkipsOverQuota: a queued session over its quota does not hold
 // back the sessions behind it when room frees.
 func TestQueue_SkipsOverQuota(t *testing.T) {
-	svc, st := newQuotaBroker(t, broker.Config{BrokerID: "b1", Limits: broker.SessionLimits{MaxSessions: 1}}, 2)
-	mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice"})
-	blocker := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "carol"})[0] // the server is full
-	over := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "alice", EnqueueRequest: true})[0]
+	svc, st := newQuotaBroker(t, broker.Config{BrokerID: "b1"}, 2)
+	tpl, err := svc.CreateTemplate(t.Context(), broker.Template{
+		Name: "one-at-a-time", Type: "VIRTUAL", Users: []string{"alice", "carol"},
+		Limits: broker.SessionLimits{MaxSessions: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.LaunchTemplate(t.Context(), tpl.ID, "carol", nil); err != nil || res.FailureReason != "" {
+		t.Fatalf("carol's launch: %v %+v", err, res)
+	}
+	blocker := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "dave"})[0] // the server is full
+	res, err := svc.LaunchTemplate(t.Context(), tpl.ID, "alice", nil)
+	if err != nil || res.Session == nil {
+		t.Fatalf("alice's launch: %v %+v", err, res)
+	}
+	over := res.Session.ID
 	bob := mustCreate(t, svc, 1, broker.CreateRequest{Owner: "bob", EnqueueRequest: true})[0]
 	if pos, _, err := svc.QueuePositions(t.Context()); err != nil || pos[over] != 1 || pos[bob] != 2 {
 		t.Fatalf("positions %v, %v", pos, err)
 	}
-	forceDelete(t, svc, blocker, "carol")
+	forceDelete(t, svc, blocker, "dave")
 	poll.Until(t, 10*time.Second, "bob placed", func() bool { return placedOf(t, st, "bob") == 1 })
-	if reason := queueReasons(t, svc)[over]; reason != "quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)" {
-		t.Errorf("alice's queued session waits for %q", reason)
+	if want, reason := fmt.Sprintf("quota: template %s has 1 of 1 sessions", tpl.ID), queueReasons(t, svc)[over]; reason != want {
+		t.Errorf("alice's queued session waits for %q, want %q", reason, want)
 	}
 }
 

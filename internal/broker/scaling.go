@@ -288,7 +288,7 @@ func (s *Service) queuedShortfall(ctx context.Context) (map[RequirementClass]Sho
 	if err != nil || len(waiting) == 0 {
 		return out, err
 	}
-	waiting = fairOrder(waiting)
+	waiting = s.queueOrder(ctx, waiting)
 	qp := s.quotasFor(ctx, waiting)
 	if qp != nil {
 		if err := qp.load(ctx, s.store); err != nil {

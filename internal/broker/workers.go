@@ -309,18 +309,20 @@ func queueFilter() SessionFilter {
 }
 
 // fairOrder orders the waiting sessions (in Seq order) round-robin across
-// owners: the k-th waiting session of each owner goes in round k, and a
-// round is in Seq order. One owner's batch of 500 then waits behind one
-// session of each other owner, not the other way round. It reorders
-// waiting in place and returns it.
-func fairOrder(waiting []*Session) []*Session {
+// owners, counting what each owner already runs: the k-th waiting session
+// of an owner with r active placed sessions goes in round r+k, and a round
+// is in Seq order. One owner's batch of 500 then waits behind one session
+// of each other owner, not the other way round, also when room comes one
+// session at a time (the owner whose session was just placed has one more
+// running). It reorders waiting in place and returns it.
+func fairOrder(waiting []*Session, running map[string]int) []*Session {
 	if len(waiting) < 2 {
 		return waiting
 	}
 	round := make(map[*Session]int, len(waiting))
 	nth := make(map[string]int)
 	for _, w := range waiting {
-		round[w] = nth[w.Owner]
+		round[w] = running[w.Owner] + nth[w.Owner]
 		nth[w.Owner]++
 	}
 	if len(nth) < 2 {
@@ -335,6 +337,25 @@ func fairOrder(waiting []*Session) []*Session {
 	return waiting
 }
 
+// queueOrder puts waiting in the queue's fair order (fairOrder), with the
+// owners' active placed sessions from the kept counts (none counted when
+// they cannot be read).
+func (s *Service) queueOrder(ctx context.Context, waiting []*Session) []*Session {
+	if len(waiting) < 2 {
+		return waiting
+	}
+	var running map[string]int
+	if counts, err := s.servers.sessionCounts(ctx, s.store, countsMaxAge, s.Now()); err == nil {
+		running = make(map[string]int)
+		for _, c := range counts {
+			for o, n := range c.ByOwner {
+				running[o] += n
+			}
+		}
+	}
+	return fairOrder(waiting, running)
+}
+
 // QueuePositions returns the place of each session waiting in the create
 // queue (1: placed next, in the queue's fair order) and how many wait (at
 // most the queueBatch the queue reads at a time).
@@ -343,7 +364,7 @@ func (s *Service) QueuePositions(ctx context.Context) (map[string]int, int, erro
 	if err != nil {
 		return nil, 0, err
 	}
-	waiting = fairOrder(waiting)
+	waiting = s.queueOrder(ctx, waiting)
 	pos := make(map[string]int, len(waiting))
 	for i, w := range waiting {
 		pos[w.ID] = i + 1
@@ -356,7 +377,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 	if err != nil || len(waiting) == 0 {
 		return err
 	}
-	waiting = fairOrder(waiting)
+	waiting = s.queueOrder(ctx, waiting)
 	now := s.Now()
 	var todo []*Session
 	var exprs []*requirements.Expr

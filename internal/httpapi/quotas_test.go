@@ -53,11 +53,13 @@ func TestQueueAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	// alice and bob were placed (2 of 2 on the server); alice's other two
-	// wait for her quota, carol and dave for room, in round-robin order.
+	// wait for her quota, carol and dave for room, in round-robin order
+	// counting what each runs: alice already runs one, so carol and dave
+	// go first.
 	want := []struct{ owner, reason string }{
-		{"alice", "quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)"},
 		{"carol", broker.ReasonNoCapacity},
 		{"dave", broker.ReasonNoCapacity},
+		{"alice", "quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)"},
 		{"alice", "quota: user alice has 1 of 1 sessions (session-max-sessions-per-user)"},
 	}
 	if len(q.Queue) != len(want) {
