@@ -97,6 +97,7 @@ func (s *Service) writeSessions(ctx context.Context, serverID string, ids []stri
 // does not know, in one transaction; if one of them appeared meanwhile, it
 // adopts them one by one.
 func (s *Service) adoptAll(ctx context.Context, serverID string, rs []*SessionReport, now time.Time) {
+	defer s.servers.tally.begin()()
 	ss := make([]*Session, 0, len(rs))
 	for _, r := range rs {
 		ss = append(ss, adoptedSession(serverID, r, now))

@@ -32,10 +32,17 @@ import (
 //
 // A read of the store runs while sessions change. The changes reported during
 // a read are replayed onto its result; one that committed before the read saw
-// the store is then counted twice, so a read that overlapped changes is
-// followed by another one countsQuiet later, until a read overlaps none. The
-// counts are exact when the broker is alone and quiet, and otherwise off by
-// at most the few changes in flight during a read, for at most a second or so.
+// the store is then counted twice. A write's hook also runs after its commit,
+// so a read may see a commit whose hook comes after the read is installed,
+// and count it twice too. Every counted write therefore runs between
+// countCache.begin and its end (after its hook): a read during which a write
+// was in flight or a change was reported is followed by another one
+// countsQuiet later, until a read overlaps none. The counts are exact when
+// the broker is alone and quiet, and otherwise off by at most the few
+// changes in flight during a read, for at most a second or so. Alone (a
+// store not shared), the broker does not refuse a session for want of room
+// on such counts: while they are uncertain, placement counts in the store
+// before it refuses.
 //
 // Stale counts never let placement overfill a server: placement plans with
 // these counts, but CommitPlacements re-checks every limit against the
@@ -75,6 +82,11 @@ type countCache struct {
 	reading bool
 	during  []countDelta // changes reported while a read runs
 	again   bool         // read again after countsQuiet
+	writing int          // counted writes in flight (begin, not yet ended)
+	raced   bool         // a counted write was in flight during this read
+	// overlapped: the last read overlapped writes, so a change may be
+	// counted twice until a read overlaps none (see uncertain).
+	overlapped bool
 }
 
 // serverTally is one server's Counts. ByOwner is copied before a change when
@@ -136,6 +148,33 @@ func (c *countCache) change(old, new *Session) {
 			c.applyLocked(d.d)
 		}
 	}
+}
+
+// begin marks the start of a counted write (before it goes to the store);
+// call the returned end once its hook has run.
+func (c *countCache) begin() (end func()) {
+	c.mu.Lock()
+	c.writing++
+	if c.reading {
+		c.raced = true
+	}
+	c.mu.Unlock()
+	return c.end
+}
+
+func (c *countCache) end() {
+	c.mu.Lock()
+	c.writing--
+	c.mu.Unlock()
+}
+
+// uncertain reports whether the counts may count a change twice: the last
+// read of the store overlapped writes and no read has overlapped none
+// since.
+func (c *countCache) uncertain() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.overlapped
 }
 
 // applyLocked adds one delta to the counts. Deltas arrive in any order
@@ -255,6 +294,7 @@ func (c *countCache) read(ctx context.Context, st Store) error {
 	c.mu.Lock()
 	c.initLocked()
 	c.reading = true
+	c.raced = c.writing > 0
 	c.during = c.during[:0]
 	start := time.Now()
 	c.mu.Unlock()
@@ -277,7 +317,8 @@ func (c *countCache) read(ctx context.Context, st Store) error {
 	for _, d := range c.during {
 		c.applyLocked(d)
 	}
-	if len(c.during) > 0 {
+	c.overlapped = c.raced || len(c.during) > 0
+	if c.overlapped {
 		c.again = true
 	}
 	c.during = nil
@@ -464,6 +505,7 @@ func (s *Service) sessionsInserted(ss []*Session) {
 
 // updateSession is Store.UpdateSession that counts the change.
 func (s *Service) updateSession(ctx context.Context, id string, fn func(*Session) error) error {
+	defer s.servers.tally.begin()()
 	var old, new Session
 	err := s.store.UpdateSession(ctx, id, func(x *Session) error {
 		old = *x
@@ -484,6 +526,7 @@ func (s *Service) updateSession(ctx context.Context, id string, fn func(*Session
 
 // updateSessions is Store.UpdateSessions that counts the changes.
 func (s *Service) updateSessions(ctx context.Context, ids []string, fn func(*Session) error) ([]error, error) {
+	defer s.servers.tally.begin()()
 	type change struct{ old, new Session }
 	var mu sync.Mutex
 	changes := make(map[string]change, len(ids))

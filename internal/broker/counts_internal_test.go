@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"maps"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -79,4 +81,60 @@ func permutations(n int) [][]int {
 		}
 	}
 	return out
+}
+
+// countsOnly answers the reads of countInStore from fixed figures: the
+// bookkeeping of countCache under test here is the store-independent part
+// (the real stores are under TestCounts_FollowStore).
+type countsOnly struct {
+	Store
+	servers map[string]Counts
+}
+
+func (s *countsOnly) CountSessions(context.Context) (map[string]Counts, error) {
+	return maps.Clone(s.servers), nil
+}
+func (s *countsOnly) CountByState(context.Context) (map[string]int, error) {
+	return map[string]int{}, nil
+}
+func (s *countsOnly) ListSessions(context.Context, SessionFilter) ([]*Session, error) {
+	return nil, nil
+}
+
+// TestCountCache_HookAfterRead: a write commits, a read of the store sees
+// it, and the write's hook comes after the read is installed, so the
+// session is counted twice. Because the write was in flight during the
+// read, the counts say they are uncertain (placement then counts in the
+// store before refusing) and the read after it, with no write in flight,
+// puts them right.
+func TestCountCache_HookAfterRead(t *testing.T) {
+	ctx := t.Context()
+	st := &countsOnly{servers: map[string]Counts{}}
+	var c countCache
+	x := &Session{ID: "a", Owner: "ann", Type: TypeVirtual, State: StateCreating, ServerID: "s1"}
+	end := c.begin()
+	st.servers["s1"] = Counts{Virtual: 1, ByOwner: map[string]int{"ann": 1}} // committed
+	if err := c.read(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	c.change(nil, x) // the hook, after the read
+	end()
+	if got := c.snapshot()["s1"].Virtual; got != 2 {
+		t.Fatalf("s1 counts %d after the late hook; the test wants the double count (2)", got)
+	}
+	if !c.uncertain() {
+		t.Error("counts that a read overlapping a write may have counted twice are not uncertain")
+	}
+	c.mu.Lock()
+	again := c.again
+	c.mu.Unlock()
+	if !again {
+		t.Error("no second read asked for after a read that overlapped a write")
+	}
+	if err := c.read(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.snapshot()["s1"].Virtual; got != 1 || c.uncertain() {
+		t.Errorf("after a read with no write in flight: s1 counts %d, uncertain %v; want 1, false", got, c.uncertain())
+	}
 }

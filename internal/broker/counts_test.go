@@ -287,3 +287,47 @@ func TestCounts_LoadInBackground(t *testing.T) {
 		t.Errorf("requests counted in the store %d times once the counts were kept", n-calls)
 	}
 }
+
+// TestCounts_NoRefusalOnDoubleCount: a create that commits while the first
+// read of the counts runs is counted twice until the next read (the read
+// saw it and the change is replayed onto it). A broker alone on its store
+// must not refuse a session for want of room on such counts: it counts in
+// the store first.
+func TestCounts_NoRefusalOnDoubleCount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 2 s a request waits for the first count")
+	}
+	ctx := t.Context()
+	base, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { base.Close() })
+	st := &slowCountStore{Store: base, release: make(chan struct{})}
+	svc, err := broker.New(ctx, st, flakyAgents{}, nil, broker.Config{BrokerID: "b1"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.AgentConnected(ctx, "", "s1", serverInfo("s1", 2), nil); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = svc.Run(rctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	poll.Until(t, 10*time.Second, "Run starts counting", func() bool { return st.calls.Load() == 1 })
+	if res := create(t, svc, broker.CreateRequest{Owner: "ann"}); res.FailureReason != "" {
+		t.Fatalf("first create: %s", res.FailureReason)
+	}
+	close(st.release) // the read now sees the session, and replays its change
+	poll.Until(t, 10*time.Second, "counts read", func() bool {
+		_, _, _, loaded := svc.KeptCounts()
+		return loaded
+	})
+	if kept, _, _, _ := svc.KeptCounts(); kept["s1"].Virtual != 2 {
+		t.Fatalf("kept counts %+v: the test wants the session counted twice", kept)
+	}
+	if res := create(t, svc, broker.CreateRequest{Owner: "bob"}); res.FailureReason != "" {
+		t.Errorf("a create with room for it refused on counts that counted a session twice: %s", res.FailureReason)
+	}
+}

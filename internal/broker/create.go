@@ -191,7 +191,7 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 		return out, nil
 	}
 	s.awaitLinks(ctx) // just after a restart: wait for the first agent to relink
-	placed, failed, err := s.place(ctx, pending, exprs, true)
+	placed, failed, err := s.place(ctx, pending, exprs, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -240,12 +240,15 @@ func (s *Service) CreateSessions(ctx context.Context, reqs []CreateRequest) ([]C
 		if len(accepted) > 0 {
 			s.attachNew(accepted)
 			s.attachQueued(accepted, failed, pending)
+			end := s.servers.tally.begin()
 			if err := s.store.InsertSessions(ctx, accepted); err != nil {
+				end()
 				s.eventsWritten(accepted...)
 				return nil, err
 			}
 			s.eventsWritten(accepted...)
 			s.sessionsInserted(accepted)
+			end()
 		}
 	}
 	s.Emit(ctx, refused...)
@@ -276,9 +279,11 @@ func indexOf(list []*Session, x *Session) int {
 }
 
 // place chooses servers for sessions and commits the choices. insert says the
-// sessions are new (else they exist, unplaced). It returns the committed sessions
-// and, by index, the reason each failed one could not be placed.
-func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requirements.Expr, insert bool) ([]*Session, map[int]placeFailure, error) {
+// sessions are new (else they exist, unplaced). hosts, when not nil, is the
+// snapshot of the servers the first attempt places on (else it takes one).
+// It returns the committed sessions and, by index, the reason each failed
+// one could not be placed.
+func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requirements.Expr, insert bool, hosts []placement.Host) ([]*Session, map[int]placeFailure, error) {
 	failed := map[int]placeFailure{}
 	todo := make([]int, len(sessions))
 	for i := range todo {
@@ -308,9 +313,11 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 				break
 			}
 		}
-		hosts, err := s.snapshot(ctx, attempt > 0)
-		if err != nil {
-			return nil, nil, err
+		if attempt > 0 || hosts == nil {
+			var err error
+			if hosts, err = s.snapshot(ctx, attempt > 0); err != nil {
+				return nil, nil, err
+			}
 		}
 		reqs := make([]placement.Request, len(todo))
 		for k, i := range todo {
@@ -320,8 +327,22 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 		decisions := placement.Place(hosts, reqs)
 		var ps []Placement
 		var psIdx []int
+		// Refused on kept counts that may count a change twice (a read of
+		// them overlapped writes, counts.go): count in the store and try
+		// again. With a shared store the counts lag the other brokers anyway
+		// and reads overlap writes most of the time, so a refusal there
+		// stands until the next read (countsQuiet).
+		var again []int
+		recount := attempt == 0 && !isShared(s.store) && s.servers.tally.uncertain()
 		for k, d := range decisions {
 			i := todo[k]
+			if d.Err != nil && recount {
+				again = append(again, i)
+				if qp != nil {
+					qp.release(i, sessions[i])
+				}
+				continue
+			}
 			if d.Err != nil {
 				failed[i] = noHostFailure(d.Err)
 				if qp != nil {
@@ -343,15 +364,20 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			ps = append(ps, Placement{Session: sess, Insert: insert, Quotas: qp.placementQuotas(i)})
 			psIdx = append(psIdx, i)
 		}
-		todo = todo[:0]
+		todo = append(todo[:0], again...)
 		if len(ps) == 0 {
-			break
+			if len(todo) == 0 {
+				break
+			}
+			continue
 		}
+		end := s.servers.tally.begin()
 		errs, err := s.store.CommitPlacements(ctx, ps)
 		for _, p := range ps {
 			s.eventsWritten(p.Session)
 		}
 		if err != nil {
+			end()
 			return nil, nil, fmt.Errorf("commit placements: %w", err)
 		}
 		var ok []*Session
@@ -385,6 +411,7 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 			s.log.Error("commit placement", logattr.SessionID, sessions[i].ID, "err", e)
 		}
 		s.servers.addPlaced(ok, insert)
+		end()
 		s.metrics().Placed(len(ok))
 		placed = append(placed, ok...)
 	}

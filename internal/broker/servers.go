@@ -417,6 +417,7 @@ func applyReport(x *Session, r *SessionReport, now time.Time) {
 
 // adopt handles a session the agent runs but this server has no record of.
 func (s *Service) adopt(ctx context.Context, serverID string, r *SessionReport, now time.Time) {
+	defer s.servers.tally.begin()()
 	if r.State == StateDeleted {
 		return
 	}

@@ -379,12 +379,14 @@ func (s *Service) expire(ctx context.Context) {
 		s.lastRedrive = now
 		s.Redrive(ctx, s.cfg.CreateTimeout+30*time.Second)
 	}
+	endPurge := s.servers.tally.begin()
 	if n, err := s.store.PurgeDeleted(ctx, now.Add(-s.cfg.DeletedRetention)); err != nil {
 		s.log.Error("purge deleted sessions", "err", err)
 	} else if n > 0 {
 		s.servers.tally.purged(n)
 		s.log.Info("purged deleted sessions", "count", n)
 	}
+	endPurge()
 	s.purgeEvents(ctx, now)
 	s.noteAvailability(ctx, now)
 	for _, p := range s.Pruners {
@@ -426,6 +428,7 @@ func (s *Service) failServerSessions(ctx context.Context, serverID, reason strin
 
 // setDeleted moves a session to DELETED with a reason.
 func (s *Service) setDeleted(ctx context.Context, id, reason string) {
+	defer s.servers.tally.begin()()
 	now := s.Now()
 	var was Session
 	err := s.store.UpdateSession(ctx, id, func(x *Session) error {

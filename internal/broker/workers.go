@@ -377,6 +377,18 @@ func (s *Service) processQueue(ctx context.Context) error {
 	if err != nil || len(waiting) == 0 {
 		return err
 	}
+	// The servers' room is read before the waiting sessions it goes to,
+	// so that a pass whose first read of the queue is slow never gives room
+	// that came after a session arrived to the sessions behind it (every
+	// change of room wakes the queue for another pass). Reading the queue
+	// twice costs only while sessions wait.
+	hosts, err := s.snapshot(ctx, false)
+	if err != nil {
+		return err
+	}
+	if waiting, err = s.store.ListSessions(ctx, queueFilter()); err != nil || len(waiting) == 0 {
+		return err
+	}
 	waiting = s.queueOrder(ctx, waiting)
 	now := s.Now()
 	var todo []*Session
@@ -406,7 +418,7 @@ func (s *Service) processQueue(ctx context.Context) error {
 		return nil
 	}
 	since := queuedSince(todo)
-	placed, failed, err := s.place(ctx, todo, exprs, false)
+	placed, failed, err := s.place(ctx, todo, exprs, false, hosts)
 	if err != nil {
 		return err
 	}
