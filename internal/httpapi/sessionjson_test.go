@@ -96,3 +96,33 @@ func BenchmarkAppendTime(b *testing.B) {
 		buf = appendTime(buf[:0], t)
 	}
 }
+
+// FuzzAppendString: appendString writes what encoding/json writes.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "alice", "0123456789abcdef0123456789", `quote " back \ slash`, "<b>&amp;</b>",
+		"tab\tnew\nline\r\x00\x1f\x7f", "ünïcødé 日本", "bad \xff utf8 \xc3", "line\u2028sep\u2029", "12345678\x01", "abcdefgh<"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Skip()
+		}
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Fatalf("appendString(%q) = %s, encoding/json %s", s, got, want)
+		}
+	})
+}
+
+// BenchmarkAppendString encodes the strings of a session as a page has
+// them: an ID, a name, an owner, a state and a storage root.
+func BenchmarkAppendString(b *testing.B) {
+	strs := []string{"7b1a608e-43d6-4a6a-b35e-f816dc3cfb5b", "desktop", "owner042", "READY", "/home/owner042"}
+	buf := make([]byte, 0, 256)
+	for b.Loop() {
+		buf = buf[:0]
+		for _, s := range strs {
+			buf = appendString(buf, s)
+		}
+	}
+}
