@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"slices"
@@ -381,7 +382,7 @@ func (b *bench) ensureLinked(ctx context.Context) error {
 // fleetTimes are the times waitFleet saw.
 type fleetTimes struct {
 	first, linked, available time.Time
-	slowestPage              time.Duration // the slowest DescribeServers page
+	slowestPage              pageTime // the slowest DescribeServers page
 	availableBeforeLinked    bool
 }
 
@@ -399,7 +400,9 @@ func (b *bench) waitFleet(ctx context.Context, start time.Time, what string) (fl
 	go func() {
 		for {
 			avail, slowest, err := b.scanServers(ctx)
-			t.slowestPage = max(t.slowestPage, slowest)
+			if slowest.total > t.slowestPage.total {
+				t.slowestPage = slowest
+			}
 			if err == nil {
 				lastAvail.Store(int64(avail))
 				if avail >= n {
@@ -460,15 +463,27 @@ func (b *bench) waitFleet(ctx context.Context, start time.Time, what string) (fl
 	}
 }
 
+// pageTime is how long one DescribeServers page took: until its answer's
+// first byte came (the broker's share, and the network's) and in all (with
+// reading and decoding it in this busy process).
+type pageTime struct{ firstByte, total time.Duration }
+
 // scanServers pages through DescribeServers and counts the AVAILABLE
-// servers.
-func (b *bench) scanServers(ctx context.Context) (available int, slowest time.Duration, err error) {
+// servers; slowest is the page that took longest in all.
+func (b *bench) scanServers(ctx context.Context) (available int, slowest pageTime, err error) {
 	max := batchSize
 	next := ""
 	for {
 		t0 := time.Now()
-		out, err := b.client.DescribeServers(ctx, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
-		slowest = maxDur(slowest, time.Since(t0))
+		var first time.Time
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
+		out, err := b.client.DescribeServers(tctx, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
+		if d := time.Since(t0); d > slowest.total {
+			slowest = pageTime{total: d}
+			if !first.IsZero() {
+				slowest.firstByte = first.Sub(t0)
+			}
+		}
 		if err != nil {
 			return available, slowest, err
 		}
@@ -482,13 +497,6 @@ func (b *bench) scanServers(ctx context.Context) (available int, slowest time.Du
 		}
 		next = out.NextToken
 	}
-}
-
-func maxDur(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // sessionScan is what one pass over DescribeSessions saw.
@@ -686,8 +694,8 @@ func fillFleetTimes(row *Row, start time.Time, t fleetTimes) {
 		return x.Sub(start)
 	}
 	row.ToFirst, row.ToLinked, row.ToAvailable = since(t.first), since(t.linked), since(t.available)
-	if t.slowestPage > 0 {
-		row.Notes = append(row.Notes, "slowest DescribeServers page "+fmtDur(t.slowestPage))
+	if p := t.slowestPage; p.total > 0 {
+		row.Notes = append(row.Notes, fmt.Sprintf("slowest DescribeServers page %s (its first byte after %s)", fmtDur(p.total), fmtDur(p.firstByte)))
 	}
 	if t.availableBeforeLinked {
 		row.Notes = append(row.Notes, "DescribeServers showed every server AVAILABLE before every agent had linked")
