@@ -297,24 +297,8 @@ func TestCounts_NoRefusalOnDoubleCount(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 2 s a request waits for the first count")
 	}
-	ctx := t.Context()
-	base, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "berth.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { base.Close() })
-	st := &slowCountStore{Store: base, release: make(chan struct{})}
-	svc, err := broker.New(ctx, st, flakyAgents{}, nil, broker.Config{BrokerID: "b1"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.AgentConnected(ctx, "", "s1", serverInfo("s1", 2), nil); err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = svc.Run(rctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	st := &slowCountStore{Store: openEventsSQLite(t), release: make(chan struct{})}
+	svc := startQuotaBroker(t, st, broker.Config{BrokerID: "b1"}, "s1", 2)
 	poll.Until(t, 10*time.Second, "Run starts counting", func() bool { return st.calls.Load() == 1 })
 	if res := create(t, svc, broker.CreateRequest{Owner: "ann"}); res.FailureReason != "" {
 		t.Fatalf("first create: %s", res.FailureReason)

@@ -90,8 +90,6 @@ type Subscription struct {
 	f      EventFilter
 	pos    int64         // every matching event with ID <= pos was delivered
 	kick   chan struct{} // the hub found the buffer full and let go of sub
-	done   chan struct{}
-	once   sync.Once
 	errMu  sync.Mutex
 	err    error
 	cancel context.CancelFunc
@@ -108,14 +106,11 @@ func (sub *Subscription) Err() error {
 // Close ends the subscription.
 func (sub *Subscription) Close() { sub.cancel() }
 
-// fail records why the subscription ends; the first reason wins.
+// fail records why the subscription ends.
 func (sub *Subscription) fail(err error) {
 	sub.errMu.Lock()
-	if sub.err == nil {
-		sub.err = err
-	}
+	sub.err = err
 	sub.errMu.Unlock()
-	sub.once.Do(func() { close(sub.done) })
 }
 
 // MatchEvent reports whether f's Types and Owner select e (AfterID and Limit
@@ -150,7 +145,7 @@ func (s *Service) Subscribe(ctx context.Context, f EventFilter) (*Subscription, 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	ch := make(chan *Event, SubscriberBuffer)
-	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, kick: make(chan struct{}, 1), done: make(chan struct{}), cancel: cancel}
+	sub := &Subscription{C: ch, ch: ch, f: f, pos: f.AfterID, kick: make(chan struct{}, 1), cancel: cancel}
 	sub.f.Types = slices.Clone(f.Types)
 	s.hub.mu.Lock()
 	s.hub.joining++
@@ -201,15 +196,10 @@ func (h *eventHub) serve(ctx context.Context, es EventStore, sub *Subscription, 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-sub.done:
-			return nil
 		case <-sub.kick: // the hub counts sub as joining again
 		}
 	}
 }
-
-// errSubDone ends serve when the subscription was closed.
-var errSubDone = errors.New("subscription closed")
 
 // deliver sends e to sub, waiting up to grace for room in its buffer.
 func deliver(ctx context.Context, sub *Subscription, e *Event, grace time.Duration) error {
@@ -229,8 +219,6 @@ func deliver(ctx context.Context, sub *Subscription, e *Event, grace time.Durati
 		return ErrSubscriberSlow
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-sub.done:
-		return errSubDone
 	}
 }
 
