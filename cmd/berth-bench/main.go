@@ -22,6 +22,11 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if fleetbench.IsProbe() { // the API client berth-bench started for itself
+		code := fleetbench.RunProbe(ctx, os.Stdin, os.Stdout)
+		stop()
+		os.Exit(code)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

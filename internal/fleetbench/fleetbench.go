@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,6 +244,7 @@ type bench struct {
 
 	b         *brokerProc
 	client    *api.Client
+	probe     *prober // the API-client process that watches DescribeServers
 	statement string
 	f         *fleet
 	// registered: the agents hold credentials from a registration.
@@ -268,6 +268,9 @@ func (b *bench) progress(format string, args ...any) {
 func (b *bench) close() {
 	if b.f != nil {
 		b.f.stop()
+	}
+	if b.probe != nil {
+		b.probe.close()
 	}
 	if b.b != nil {
 		_ = b.b.stop()
@@ -324,6 +327,13 @@ func (b *bench) ensureBroker(ctx context.Context) error {
 			return err
 		}
 		b.client = c
+	}
+	if b.probe == nil {
+		p, err := startProber(b.client, filepath.Join(b.b.dir, "ca.pem"))
+		if err != nil {
+			return err
+		}
+		b.probe = p
 	}
 	if b.statement == "" {
 		st, err := os.ReadFile(filepath.Join(b.b.dir, "agent-software-statement"))
@@ -397,26 +407,37 @@ func (b *bench) waitFleet(ctx context.Context, start time.Time, what string) (fl
 	var t fleetTimes
 	var lastAvail, lastLinked atomic.Int64
 	availDone := make(chan error, 1)
+	scans, err := b.probe.watchAvailable(n)
+	if err != nil {
+		return t, err
+	}
+	defer b.probe.stop()
 	go func() {
+		lastErr := "none"
 		for {
-			avail, slowest, err := b.scanServers(ctx)
-			if slowest.total > t.slowestPage.total {
-				t.slowestPage = slowest
-			}
-			if err == nil {
-				lastAvail.Store(int64(avail))
-				if avail >= n {
-					t.available = time.Now()
+			select {
+			case s := <-scans:
+				if d := time.Duration(s.Slowest); d > t.slowestPage.total {
+					t.slowestPage = pageTime{total: d, firstByte: time.Duration(s.FirstByte)}
+				}
+				if s.Err != "" {
+					lastErr = s.Err
+					continue
+				}
+				lastAvail.Store(int64(s.Available))
+				if s.Available >= n {
+					t.available = time.Unix(0, s.At)
 					t.availableBeforeLinked = lastLinked.Load() < int64(n)
 					availDone <- nil
 					return
 				}
-			}
-			if ctx.Err() != nil {
-				availDone <- fmt.Errorf("DescribeServers: %d of %d AVAILABLE (last error: %v)", lastAvail.Load(), n, err)
+			case <-b.probe.done:
+				availDone <- fmt.Errorf("DescribeServers: %d of %d AVAILABLE: %w", lastAvail.Load(), n, b.probe.err)
+				return
+			case <-ctx.Done():
+				availDone <- fmt.Errorf("DescribeServers: %d of %d AVAILABLE (last error: %s)", lastAvail.Load(), n, lastErr)
 				return
 			}
-			wait(ctx, 100*time.Millisecond)
 		}
 	}()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -460,42 +481,6 @@ func (b *bench) waitFleet(ctx context.Context, start time.Time, what string) (fl
 			return t, err
 		case <-tick.C:
 		}
-	}
-}
-
-// pageTime is how long one DescribeServers page took: until its answer's
-// first byte came (the broker's share, and the network's) and in all (with
-// reading and decoding it in this busy process).
-type pageTime struct{ firstByte, total time.Duration }
-
-// scanServers pages through DescribeServers and counts the AVAILABLE
-// servers; slowest is the page that took longest in all.
-func (b *bench) scanServers(ctx context.Context) (available int, slowest pageTime, err error) {
-	max := batchSize
-	next := ""
-	for {
-		t0 := time.Now()
-		var first time.Time
-		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
-		out, err := b.client.DescribeServers(tctx, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
-		if d := time.Since(t0); d > slowest.total {
-			slowest = pageTime{total: d}
-			if !first.IsZero() {
-				slowest.firstByte = first.Sub(t0)
-			}
-		}
-		if err != nil {
-			return available, slowest, err
-		}
-		for _, s := range out.Servers {
-			if s.Availability == api.AvailabilityAvailable {
-				available++
-			}
-		}
-		if out.NextToken == "" {
-			return available, slowest, nil
-		}
-		next = out.NextToken
 	}
 }
 

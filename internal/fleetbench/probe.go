@@ -1,0 +1,279 @@
+package fleetbench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// The API client that watches DescribeServers runs in a process of its own
+// (the probe): in the simulating process, busy with thousands of agents'
+// TLS and WebSocket work, its goroutines waited seconds for a CPU, and
+// those waits showed up as slow DescribeServers pages (9 s at 10,000
+// registering agents, where a separate client saw at most 1.1 s). A real
+// API client is a separate process too.
+
+// probeEnv marks the probe process in its environment.
+const probeEnv = "BERTH_BENCH_PROBE"
+
+// probeInterval is the pause between two scans of a watch.
+const probeInterval = 100 * time.Millisecond
+
+// IsProbe reports whether this process is the API-client process that
+// berth-bench starts for itself; its main runs RunProbe instead of Run.
+func IsProbe() bool { return os.Getenv(probeEnv) == "1" }
+
+// probeConfig is the probe's first line on its standard input, so that the
+// client secret appears in no command line or environment.
+type probeConfig struct {
+	BrokerURL    string `json:"broker_url"`
+	CAFile       string `json:"ca_file"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// probeScan is the line the probe writes after each pass over
+// DescribeServers.
+type probeScan struct {
+	Watch     int    `json:"watch"`     // the watch it belongs to
+	Available int    `json:"available"` // servers listed AVAILABLE
+	At        int64  `json:"at"`        // Unix nanoseconds when the pass's last page came
+	Slowest   int64  `json:"slowest"`   // the pass's slowest page, nanoseconds
+	FirstByte int64  `json:"first_byte"`
+	Err       string `json:"err,omitempty"`
+}
+
+// RunProbe is the probe process's main: it reads a probeConfig line, then
+// commands, one per line, from in:
+//
+//	watch ID N   scan DescribeServers every probeInterval, writing a
+//	             probeScan line per pass, until a pass shows N servers
+//	             AVAILABLE (that pass's line is the watch's last)
+//	stop         end the current watch
+//
+// It returns the exit code once in ends (the parent went away).
+func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
+	r := bufio.NewReader(in)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth-bench probe: no configuration:", err)
+		return 2
+	}
+	var cfg probeConfig
+	if err := json.Unmarshal(line, &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "berth-bench probe: configuration:", err)
+		return 2
+	}
+	hc, err := api.NewHTTPClient(cfg.CAFile, false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "berth-bench probe:", err)
+		return 2
+	}
+	hc.Timeout = 2 * time.Minute
+	c := &api.Client{BrokerURL: cfg.BrokerURL, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, HTTPClient: hc}
+	var mu sync.Mutex // serializes out
+	enc := json.NewEncoder(out)
+	write := func(s probeScan) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(s)
+	}
+	stopWatch := func() {} // ends the current watch and waits for it
+	defer func() { stopWatch() }()
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return 0
+		}
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "watch":
+			id, err1 := strconv.Atoi(f[1])
+			want, err2 := strconv.Atoi(f[2])
+			if err1 != nil || err2 != nil {
+				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
+				return 2
+			}
+			stopWatch()
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				watchServers(wctx, c, id, want, write)
+			}()
+			stopWatch = func() { cancel(); <-done }
+		case len(f) == 1 && f[0] == "stop":
+			stopWatch()
+			stopWatch = func() {}
+		default:
+			fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
+			return 2
+		}
+	}
+}
+
+// watchServers scans until a pass shows want servers AVAILABLE or ctx ends.
+func watchServers(ctx context.Context, c *api.Client, id, want int, write func(probeScan)) {
+	for {
+		avail, slowest, err := scanServers(ctx, c)
+		if ctx.Err() != nil {
+			return
+		}
+		s := probeScan{Watch: id, Available: avail, At: time.Now().UnixNano(),
+			Slowest: int64(slowest.total), FirstByte: int64(slowest.firstByte)}
+		if err != nil {
+			s.Err = err.Error()
+		}
+		write(s)
+		if err == nil && avail >= want {
+			return
+		}
+		wait(ctx, probeInterval)
+	}
+}
+
+// pageTime is how long one DescribeServers page took: until its answer's
+// first byte came (the broker's share, and the network's) and in all.
+type pageTime struct{ firstByte, total time.Duration }
+
+// scanServers pages through DescribeServers and counts the AVAILABLE
+// servers; slowest is the page that took longest in all.
+func scanServers(ctx context.Context, c *api.Client) (available int, slowest pageTime, err error) {
+	max := batchSize
+	next := ""
+	for {
+		t0 := time.Now()
+		var first time.Time
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
+		out, err := c.DescribeServers(tctx, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
+		if d := time.Since(t0); d > slowest.total {
+			slowest = pageTime{total: d}
+			if !first.IsZero() {
+				slowest.firstByte = first.Sub(t0)
+			}
+		}
+		if err != nil {
+			return available, slowest, err
+		}
+		for _, s := range out.Servers {
+			if s.Availability == api.AvailabilityAvailable {
+				available++
+			}
+		}
+		if out.NextToken == "" {
+			return available, slowest, nil
+		}
+		next = out.NextToken
+	}
+}
+
+// prober is the parent's handle on the probe process.
+type prober struct {
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	done  chan struct{} // closed when the probe's output ends
+	mu    sync.Mutex
+	watch int            // the current watch's ID; guarded by mu
+	scans chan probeScan // the current watch's lines; guarded by mu
+	err   error          // why the output ended; set before done closes
+}
+
+// startProber starts the probe: this executable again, with probeEnv set.
+func startProber(c *api.Client, caFile string) (*prober, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("the API-client process: %w", err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), probeEnv+"=1")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("the API-client process: %w", err)
+	}
+	p := &prober{cmd: cmd, in: in, done: make(chan struct{})}
+	cfg, _ := json.Marshal(probeConfig{BrokerURL: c.BrokerURL, CAFile: caFile, ClientID: c.ClientID, ClientSecret: c.ClientSecret})
+	if _, err := in.Write(append(cfg, '\n')); err != nil {
+		p.close()
+		return nil, fmt.Errorf("the API-client process: %w", err)
+	}
+	go p.read(outR)
+	return p, nil
+}
+
+// read hands each line of the probe's output to the watch it belongs to.
+func (p *prober) read(r io.Reader) {
+	defer close(p.done)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var s probeScan
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			p.err = fmt.Errorf("the API-client process wrote %q: %w", sc.Text(), err)
+			return
+		}
+		p.mu.Lock()
+		if s.Watch == p.watch && p.scans != nil {
+			select {
+			case p.scans <- s:
+			default: // the watcher went away
+			}
+		}
+		p.mu.Unlock()
+	}
+	p.err = sc.Err()
+	if p.err == nil {
+		p.err = errors.New("the API-client process ended")
+	}
+}
+
+// watchAvailable starts a watch for want AVAILABLE servers and returns its
+// passes; stop ends it.
+func (p *prober) watchAvailable(want int) (<-chan probeScan, error) {
+	p.mu.Lock()
+	p.watch++
+	id := p.watch
+	ch := make(chan probeScan, 64)
+	p.scans = ch
+	p.mu.Unlock()
+	if _, err := fmt.Fprintf(p.in, "watch %d %d\n", id, want); err != nil {
+		return nil, fmt.Errorf("the API-client process: %w", err)
+	}
+	return ch, nil
+}
+
+// stop ends the current watch.
+func (p *prober) stop() {
+	p.mu.Lock()
+	p.scans = nil
+	p.mu.Unlock()
+	_, _ = io.WriteString(p.in, "stop\n")
+}
+
+// close ends the probe process.
+func (p *prober) close() {
+	_ = p.in.Close()
+	t := time.AfterFunc(5*time.Second, func() { _ = p.cmd.Process.Kill() })
+	_ = p.cmd.Wait()
+	t.Stop()
+}

@@ -1,0 +1,79 @@
+package fleetbench
+
+import (
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// recvScan waits for the next pass of a watch.
+func recvScan(t *testing.T, scans <-chan probeScan) probeScan {
+	t.Helper()
+	select {
+	case s := <-scans:
+		return s
+	case <-time.After(30 * time.Second):
+		t.Fatal("no pass from the API-client process in 30 s")
+		return probeScan{}
+	}
+}
+
+// TestProber runs the API-client process (this test binary, started the way
+// berth-bench starts itself) against the real API handler with 3 AVAILABLE
+// servers: a watch that cannot be met reports passes until it is stopped;
+// the next watch's passes carry its own ID, its last pass is the one that
+// saw every server AVAILABLE, stamped with when its page came, and nothing
+// follows it.
+func TestProber(t *testing.T) {
+	ts := pagesBroker(t, 10)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := startProber(&api.Client{BrokerURL: ts.URL}, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	if p.cmd.Process.Pid == os.Getpid() {
+		t.Fatal("the probe runs in this process")
+	}
+
+	scans, err := p.watchAvailable(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if s := recvScan(t, scans); s.Watch != 1 || s.Err != "" || s.Available != 3 {
+			t.Fatalf("unmet watch: pass %+v, want watch 1 with 3 AVAILABLE", s)
+		}
+	}
+	p.stop()
+
+	before := time.Now()
+	scans, err = p.watchAvailable(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := recvScan(t, scans)
+	after := time.Now()
+	if s.Watch != 2 || s.Err != "" || s.Available != 3 {
+		t.Fatalf("met watch: pass %+v, want watch 2 with 3 AVAILABLE", s)
+	}
+	if at := time.Unix(0, s.At); at.Before(before) || at.After(after) {
+		t.Errorf("pass stamped %s, not between the watch's start %s and its line %s", at, before, after)
+	}
+	if s.Slowest <= 0 || s.FirstByte <= 0 || s.FirstByte > s.Slowest {
+		t.Errorf("page times: slowest %d ns, first byte %d ns", s.Slowest, s.FirstByte)
+	}
+	select {
+	case s := <-scans:
+		t.Fatalf("a pass after the watch was met: %+v", s)
+	case <-time.After(5 * probeInterval):
+	}
+	p.stop()
+}
