@@ -77,13 +77,14 @@ func (e *encodedServer) matches(v *broker.ServerView) bool {
 // maxCachedServers bounds serverJSON; past it the cache starts over.
 const maxCachedServers = 100000
 
-// fill sets raws[i] to the encoding of views[i]: one read lock for the hits,
-// and one write lock for the misses, encoded outside the lock.
-func (c *serverJSON) fill(views []broker.ServerView, raws []json.RawMessage) {
+// fill sets raws[i] to the encoding of view(i), for i below len(raws): one
+// read lock for the hits, and one write lock for the misses, encoded outside
+// the lock.
+func (c *serverJSON) fill(view func(int) *broker.ServerView, raws []json.RawMessage) {
 	missing := false
 	c.mu.RLock()
-	for i := range views {
-		v := &views[i]
+	for i := range raws {
+		v := view(i)
 		if e := c.m[v.ID]; e.matches(v) {
 			raws[i] = e.raw
 		} else {
@@ -95,8 +96,8 @@ func (c *serverJSON) fill(views []broker.ServerView, raws []json.RawMessage) {
 		return
 	}
 	var fresh []*encodedServer
-	for i := range views {
-		v := &views[i]
+	for i := range raws {
+		v := view(i)
 		if raws[i] != nil {
 			continue
 		}
@@ -149,7 +150,7 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPag
 	p := pagePool.Get().(*pageScratch)
 	defer p.release()
 	p.raws = append(p.raws, make([]json.RawMessage, len(page.Servers))...)
-	s.serverCache.fill(page.Servers, p.raws)
+	s.serverCache.fill(func(i int) *broker.ServerView { return &page.Servers[i] }, p.raws)
 
 	list, next := page.Views, page.NextToken
 	size := 128 + len(next)
@@ -180,11 +181,58 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPag
 	}
 	buf = append(buf, '}')
 	p.buf = buf
+	writePage(w, buf)
+}
+
+// writePage answers 200 with the JSON page buf.
+func writePage(w http.ResponseWriter, buf []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(buf)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(buf) // Write does not keep buf: it may go back to the pool
+}
+
+// writeServerPage writes a DescribeServersResponse, api's shape built by
+// hand from each server's cached encoding (serverJSON): a client that polls
+// DescribeServers over a large fleet, as portals and the fleet benchmark
+// do, costs the broker the servers that changed since its last page, not
+// an encoding of every server on every page.
+func (s *Server) writeServerPage(w http.ResponseWriter, list []*broker.ServerView, next string) {
+	p := pagePool.Get().(*pageScratch)
+	defer p.release()
+	p.raws = append(p.raws, make([]json.RawMessage, len(list))...)
+	s.serverCache.fill(func(i int) *broker.ServerView { return list[i] }, p.raws)
+	size := 64 + len(next)
+	for _, raw := range p.raws {
+		if raw == nil { // not encodable: cannot happen; let encoding/json answer
+			resp := api.DescribeServersResponse{RequestId: requestID(), Servers: make([]api.Server, len(list)), NextToken: next}
+			for i, v := range list {
+				resp.Servers[i] = serverFromView(v)
+			}
+			writeJSON(w, http.StatusOK, resp)
+			return
+		}
+		size += len(raw) + 1
+	}
+	buf := slices.Grow(p.buf[:0], size)
+	buf = append(buf, `{"RequestId":`...)
+	buf = appendString(buf, requestID())
+	buf = append(buf, `,"Servers":[`...)
+	for i, raw := range p.raws {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, raw...)
+	}
+	buf = append(buf, ']')
+	if next != "" {
+		buf = append(buf, `,"NextToken":`...)
+		buf = appendString(buf, next)
+	}
+	buf = append(buf, '}')
+	p.buf = buf
+	writePage(w, buf)
 }
 
 // serverFromView converts a server with its availability to the wire form.

@@ -53,7 +53,7 @@ func testInfo(i int) broker.ServerInfo {
 
 // pageBroker is a broker on a temp SQLite file with servers srv-0..srv-(n-1)
 // linked, and the API served over HTTPS on loopback.
-func pageBroker(t *testing.T, servers int) (*broker.Service, *sqlite.Store, *httptest.Server) {
+func pageBroker(t testing.TB, servers int) (*broker.Service, *sqlite.Store, *httptest.Server) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))

@@ -67,11 +67,7 @@ func (s *Server) describeServers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp := api.DescribeServersResponse{RequestId: requestID(), Servers: make([]api.Server, len(list)), NextToken: next}
-	for i, v := range list {
-		resp.Servers[i] = serverFromView(v)
-	}
-	writeJSON(w, http.StatusOK, resp)
+	s.writeServerPage(w, list, next)
 	return nil
 }
 
