@@ -16,3 +16,9 @@ func (s *Service) KeptCounts() (servers map[string]Counts, byState map[string]in
 
 // ExpireNow runs the periodic cleanup once (purging DELETED sessions).
 func (s *Service) ExpireNow(ctx context.Context) { s.expire(ctx) }
+
+// FlushSeen writes the pending contact times now (the maintenance loop does
+// every MaintenanceInterval).
+func (s *Service) FlushSeen(ctx context.Context) {
+	s.servers.flushSeen(ctx, s.store, s.cfg.BrokerID, s.log)
+}

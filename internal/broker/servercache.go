@@ -31,7 +31,12 @@ type serverCache struct {
 	seenAt    map[string]time.Time // last contact seen by this broker (newer than Server.LastSeen)
 	linkDown  map[string]time.Time // servers whose link this broker saw close, and when
 	seenDirty map[string]time.Time // LastSeen not yet written to the store
-	links     linkState            // which links are up (links.go)
+	// seenWritten is the contact time last written for each server whose
+	// link this broker holds; seen writes again once seenEvery has passed.
+	seenWritten map[string]time.Time
+	// seenEvery is seenEvery(heartbeat timeout); 0 writes every contact.
+	seenEvery time.Duration
+	links     linkState // which links are up (links.go)
 	// flushMu orders the writes of contacts and of closed links.
 	flushMu sync.Mutex
 
@@ -56,6 +61,7 @@ func (c *serverCache) load(ctx context.Context, st Store) error {
 		c.linkDown = make(map[string]time.Time)
 		c.seenDirty = make(map[string]time.Time)
 		c.seenAt = make(map[string]time.Time)
+		c.seenWritten = make(map[string]time.Time)
 	}
 	c.order = make([]string, len(list))
 	for i, s := range list {
@@ -112,6 +118,7 @@ func (c *serverCache) remove(id string) {
 	delete(c.linkDown, id)
 	delete(c.seenDirty, id)
 	delete(c.seenAt, id)
+	delete(c.seenWritten, id)
 	delete(c.putAt, id)
 	c.forgetLinkLocked(id)
 	c.order = slices.DeleteFunc(c.order, func(x string) bool { return x == id })
@@ -136,13 +143,17 @@ func (c *serverCache) all() []*Server {
 
 // seen records a message from a server's agent on a link this broker holds
 // (the store then records this broker as the link's holder): the link is up.
-// A command that went through another broker is no such contact.
+// A command that went through another broker is no such contact. The time
+// goes to the store with the next flush when seenEvery has passed since the
+// last one written (or one is pending anyway).
 func (c *serverCache) seen(id string, t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.linkDown, id)
 	c.seenAt[id] = t
-	c.seenDirty[id] = t
+	if _, pending := c.seenDirty[id]; pending || t.Sub(c.seenWritten[id]) >= c.seenEvery {
+		c.seenDirty[id] = t
+	}
 	c.linkUpLocked(id)
 }
 
@@ -152,8 +163,10 @@ func (c *serverCache) down(id string, t time.Time) {
 	defer c.mu.Unlock()
 	c.linkDown[id] = t
 	// Another broker may hold the server's link next: do not overwrite its
-	// record of the server with this broker's older contact.
+	// record of the server with this broker's older contact. A relink here
+	// writes its first contact at once.
 	delete(c.seenDirty, id)
+	delete(c.seenWritten, id)
 	c.linkDownLocked(id, t)
 }
 
@@ -188,6 +201,17 @@ func (c *serverCache) flushSeen(ctx context.Context, st Store, brokerID string, 
 		for id, t := range pending { // keep them for the next flush
 			if cur, ok := c.seenDirty[id]; !ok || cur.Before(t) {
 				c.seenDirty[id] = t
+			}
+		}
+		c.mu.Unlock()
+	} else if len(pending) > 0 {
+		c.mu.Lock()
+		if c.seenWritten == nil {
+			c.seenWritten = make(map[string]time.Time)
+		}
+		for id, t := range pending {
+			if _, up := c.links.local[id]; up { // not gone or moved meanwhile
+				c.seenWritten[id] = t
 			}
 		}
 		c.mu.Unlock()
@@ -266,6 +290,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 			delete(c.linkDown, id)
 			delete(c.seenDirty, id)
 			delete(c.seenAt, id)
+			delete(c.seenWritten, id)
 			delete(c.putAt, id)
 			c.forgetLinkLocked(id)
 			gone = true

@@ -230,6 +230,7 @@ func New(ctx context.Context, store Store, disp Dispatcher, tokens TokenIssuer, 
 		return nil, err
 	}
 	s.cursorKey = []byte(key)
+	s.servers.seenEvery = seenEvery(s.cfg.HeartbeatTimeout)
 	if err := s.servers.load(ctx, store); err != nil {
 		return nil, err
 	}
