@@ -170,6 +170,10 @@ func (b *brokerProc) waitListening(ctx context.Context, timeout time.Duration) e
 	return nil
 }
 
+// agentAddr and clientAddr are the broker's connectors' addresses.
+func (b *brokerProc) agentAddr() string  { return "127.0.0.1:" + strconv.Itoa(b.agentPort) }
+func (b *brokerProc) clientAddr() string { return "127.0.0.1:" + strconv.Itoa(b.clientPort) }
+
 // waitHealthy waits until GET /health answers 200.
 func (b *brokerProc) waitHealthy(ctx context.Context, hc *http.Client, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http/httptrace"
 	"os"
 	"os/exec"
@@ -62,6 +63,10 @@ type probeScan struct {
 //	watch ID N   scan DescribeServers every probeInterval, writing a
 //	             probeScan line per pass, until a pass shows N servers
 //	             AVAILABLE (that pass's line is the watch's last)
+//	listen ID ADDR...
+//	             connect to each TCP address in turn, every 5 ms until it
+//	             answers, and write one probeScan line stamped when the
+//	             last one did
 //	stop         end the current watch
 //
 // It returns the exit code once in ends (the parent went away).
@@ -115,6 +120,27 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 				watchServers(wctx, c, id, want, write)
 			}()
 			stopWatch = func() { cancel(); <-done }
+		case len(f) >= 3 && f[0] == "listen":
+			id, err := strconv.Atoi(f[1])
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
+				return 2
+			}
+			addrs := f[2:]
+			stopWatch()
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				if at, err := waitListening(wctx, addrs); wctx.Err() == nil {
+					s := probeScan{Watch: id, At: at.UnixNano()}
+					if err != nil {
+						s.Err = err.Error()
+					}
+					write(s)
+				}
+			}()
+			stopWatch = func() { cancel(); <-done }
 		case len(f) == 1 && f[0] == "stop":
 			stopWatch()
 			stopWatch = func() {}
@@ -143,6 +169,27 @@ func watchServers(ctx context.Context, c *api.Client, id, want int, write func(p
 		}
 		wait(ctx, probeInterval)
 	}
+}
+
+// waitListening connects to each address in turn until it answers, and
+// returns when the last one did.
+func waitListening(ctx context.Context, addrs []string) (time.Time, error) {
+	var d net.Dialer
+	for _, addr := range addrs {
+		for {
+			dctx, cancel := context.WithTimeout(ctx, time.Second)
+			c, err := d.DialContext(dctx, "tcp", addr)
+			cancel()
+			if err == nil {
+				c.Close()
+				break
+			}
+			if !wait(ctx, 5*time.Millisecond) {
+				return time.Time{}, fmt.Errorf("%s: %w", addr, err)
+			}
+		}
+	}
+	return time.Now(), nil
 }
 
 // pageTime is how long one DescribeServers page took: until its answer's
@@ -247,19 +294,46 @@ func (p *prober) read(r io.Reader) {
 	}
 }
 
-// watchAvailable starts a watch for want AVAILABLE servers and returns its
-// passes; stop ends it.
-func (p *prober) watchAvailable(want int) (<-chan probeScan, error) {
+// begin starts a watch with the command cmd (its ID is put in for %d) and
+// returns its lines; stop ends it.
+func (p *prober) begin(cmd string) (<-chan probeScan, error) {
 	p.mu.Lock()
 	p.watch++
 	id := p.watch
 	ch := make(chan probeScan, 64)
 	p.scans = ch
 	p.mu.Unlock()
-	if _, err := fmt.Fprintf(p.in, "watch %d %d\n", id, want); err != nil {
+	if _, err := fmt.Fprintf(p.in, cmd+"\n", id); err != nil {
 		return nil, fmt.Errorf("the API-client process: %w", err)
 	}
 	return ch, nil
+}
+
+// watchAvailable starts a watch for want AVAILABLE servers and returns its
+// passes; stop ends it.
+func (p *prober) watchAvailable(want int) (<-chan probeScan, error) {
+	return p.begin("watch %d " + strconv.Itoa(want))
+}
+
+// listening waits until every address of addrs accepts TCP connections,
+// as the probe sees it, and returns when they did.
+func (p *prober) listening(ctx context.Context, addrs ...string) (time.Time, error) {
+	ch, err := p.begin("listen %d " + strings.Join(addrs, " "))
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer p.stop()
+	select {
+	case s := <-ch:
+		if s.Err != "" {
+			return time.Time{}, errors.New(s.Err)
+		}
+		return time.Unix(0, s.At), nil
+	case <-p.done:
+		return time.Time{}, p.err
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
+	}
 }
 
 // stop ends the current watch.

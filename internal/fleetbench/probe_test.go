@@ -2,8 +2,10 @@ package fleetbench
 
 import (
 	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,4 +78,53 @@ func TestProber(t *testing.T) {
 	case <-time.After(5 * probeInterval):
 	}
 	p.stop()
+}
+
+// TestProber_Listening: the probe tells when a TCP address starts to
+// accept connections, after the call, not before it listened.
+func TestProber_Listening(t *testing.T) {
+	ts := pagesBroker(t, 0)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := startProber(&api.Client{BrokerURL: ts.URL}, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.close()
+	// A port nobody listens on yet: take one, close it, listen later.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	openedAt := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		openedAt <- time.Now()
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	}()
+	at, err := p.listening(t.Context(), strings.TrimPrefix(ts.URL, "https://"), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opened := <-openedAt; at.Before(opened) {
+		t.Fatalf("listening at %s, the port opened at %s", at, opened)
+	}
 }
