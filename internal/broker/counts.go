@@ -168,19 +168,6 @@ func (c *countCache) end() {
 	c.mu.Unlock()
 }
 
-// noneQueued reports whether the counts say, and can be trusted to say, that
-// no session waits for a server: read from the store, no counted write in
-// flight, no read that overlapped one since. On a shared store it is never
-// sure (other brokers queue sessions).
-func (c *countCache) noneQueued(shared bool) bool {
-	if shared {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.loaded && !c.overlapped && c.writing == 0 && c.queued == 0
-}
-
 // uncertain reports whether the counts may count a change twice: the last
 // read of the store overlapped writes and no read has overlapped none
 // since.

@@ -22,7 +22,3 @@ func (s *Service) ExpireNow(ctx context.Context) { s.expire(ctx) }
 func (s *Service) FlushSeen(ctx context.Context) {
 	s.servers.flushSeen(ctx, s.store, s.cfg.BrokerID, s.log)
 }
-
-// QueueSkips returns how many queue wakes were skipped because the kept
-// counts said nobody waited.
-func (s *Service) QueueSkips() int64 { return s.queueSkips.Load() }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/logattr"
@@ -179,13 +178,11 @@ type Service struct {
 	servers serverCache
 	hosts   hostReports // volatile host figures not yet in the store (hostreport.go)
 
-	creates chan string // session IDs whose create must be sent to their agent
-	deletes chan deleteJob
-	wakeQ   chan struct{}
-	// queueSkips counts the queue wakes skipped because nobody waited.
-	queueSkips atomic.Int64
-	inflight   sync.Map // session ID → struct{}: create command outstanding
-	deleting   sync.Map // session ID → struct{}: delete command outstanding
+	creates  chan string // session IDs whose create must be sent to their agent
+	deletes  chan deleteJob
+	wakeQ    chan struct{}
+	inflight sync.Map // session ID → struct{}: create command outstanding
+	deleting sync.Map // session ID → struct{}: delete command outstanding
 
 	// sendMu guards sendQueues, the creates waiting for a sender per server;
 	// sendSlots holds a token per running sender (workers.go).

@@ -288,15 +288,6 @@ func (s *Service) queueLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.wakeQ:
-			// Room changed (a session ended, a server linked, an agent's
-			// figures moved: a thousand times a second at 10,000 agents).
-			// With nobody waiting, as the kept counts tell for sure on a
-			// store this broker alone writes, there is no pass to run; the
-			// pass every second runs regardless.
-			if s.servers.tally.noneQueued(isShared(s.store)) {
-				s.queueSkips.Add(1)
-				continue
-			}
 		}
 		if !s.leader(ctx) {
 			continue
