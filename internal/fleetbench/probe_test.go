@@ -3,6 +3,7 @@ package fleetbench
 import (
 	"encoding/pem"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,14 +25,10 @@ func recvScan(t *testing.T, scans <-chan probeScan) probeScan {
 	}
 }
 
-// TestProber runs the API-client process (this test binary, started the way
-// berth-bench starts itself) against the real API handler with 3 AVAILABLE
-// servers: a watch that cannot be met reports passes until it is stopped;
-// the next watch's passes carry its own ID, its last pass is the one that
-// saw every server AVAILABLE, stamped with when its page came, and nothing
-// follows it.
-func TestProber(t *testing.T) {
-	ts := pagesBroker(t, 10)
+// startTestProber starts the probe process for the API served by ts; the
+// test's cleanup ends it.
+func startTestProber(t *testing.T, ts *httptest.Server) *prober {
+	t.Helper()
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
@@ -40,7 +37,19 @@ func TestProber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.close()
+	t.Cleanup(p.close)
+	return p
+}
+
+// TestProber runs the API-client process (this test binary, started the way
+// berth-bench starts itself) against the real API handler with 3 AVAILABLE
+// servers: a watch that cannot be met reports passes until it is stopped;
+// the next watch's passes carry its own ID, its last pass is the one that
+// saw every server AVAILABLE, stamped with when its page came, and nothing
+// follows it.
+func TestProber(t *testing.T) {
+	ts := pagesBroker(t, 10)
+	p := startTestProber(t, ts)
 	if p.cmd.Process.Pid == os.Getpid() {
 		t.Fatal("the probe runs in this process")
 	}
@@ -84,15 +93,7 @@ func TestProber(t *testing.T) {
 // accept connections, after the call, not before it listened.
 func TestProber_Listening(t *testing.T) {
 	ts := pagesBroker(t, 0)
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := startProber(&api.Client{BrokerURL: ts.URL}, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.close()
+	p := startTestProber(t, ts)
 	// A port nobody listens on yet: take one, close it, listen later.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -174,14 +174,18 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPag
 		}
 		buf = appendSession(buf, v.Session, raw)
 	}
+	p.buf = endPage(buf, next)
+	writePage(w, p.buf)
+}
+
+// endPage closes a page's list and object, with NextToken when there is one.
+func endPage(buf []byte, next string) []byte {
 	buf = append(buf, ']')
 	if next != "" {
 		buf = append(buf, `,"NextToken":`...)
 		buf = appendString(buf, next)
 	}
-	buf = append(buf, '}')
-	p.buf = buf
-	writePage(w, buf)
+	return append(buf, '}')
 }
 
 // writePage answers 200 with the JSON page buf.
@@ -225,14 +229,8 @@ func (s *Server) writeServerPage(w http.ResponseWriter, list []*broker.ServerVie
 		}
 		buf = append(buf, raw...)
 	}
-	buf = append(buf, ']')
-	if next != "" {
-		buf = append(buf, `,"NextToken":`...)
-		buf = appendString(buf, next)
-	}
-	buf = append(buf, '}')
-	p.buf = buf
-	writePage(w, buf)
+	p.buf = endPage(buf, next)
+	writePage(w, p.buf)
 }
 
 // serverFromView converts a server with its availability to the wire form.

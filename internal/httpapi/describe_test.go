@@ -80,7 +80,14 @@ func pageBroker(t testing.TB, servers int) (*broker.Service, *sqlite.Store, *htt
 // describe posts a DescribeSessions request and returns the body.
 func describe(t *testing.T, ts *httptest.Server, req string) []byte {
 	t.Helper()
-	resp, err := ts.Client().Post(ts.URL+"/describeSessions", "application/json", strings.NewReader(req))
+	return postPage(t, ts, "/describeSessions", req)
+}
+
+// postPage posts req to path, expects 200 with a JSON body of the
+// Content-Length it announced, and returns the body.
+func postPage(t *testing.T, ts *httptest.Server, path, req string) []byte {
+	t.Helper()
+	resp, err := ts.Client().Post(ts.URL+path, "application/json", strings.NewReader(req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +96,8 @@ func describe(t *testing.T, ts *httptest.Server, req string) []byte {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d: %v %s", resp.StatusCode, err, body)
 	}
-	if resp.ContentLength != int64(len(body)) {
-		t.Errorf("Content-Length %d, body %d bytes", resp.ContentLength, len(body))
+	if resp.ContentLength != int64(len(body)) || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("Content-Length %d, Content-Type %q, body %d bytes", resp.ContentLength, resp.Header.Get("Content-Type"), len(body))
 	}
 	return body
 }
@@ -113,6 +120,26 @@ func expectedPage(t *testing.T, svc *broker.Service, q broker.DescribeQuery, req
 		t.Fatal(err)
 	}
 	return b
+}
+
+// changeServers changes pageBroker's servers the ways that must show in the
+// pages: srv-1 sends a new host report (hostname and a tag "rack": "moved"),
+// srv-2 is closed, srv-3's agent goes away, and a session lands on one.
+func changeServers(t *testing.T, svc *broker.Service, hostname string) {
+	t.Helper()
+	ctx := context.Background()
+	info := testInfo(1)
+	info.Hostname, info.Tags["rack"] = hostname, "moved"
+	if err := svc.AgentUpdate(ctx, "srv-1", &info, nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := svc.CloseServers(ctx, []string{"srv-2"}, []bool{true}); res[0].FailureCode != "" {
+		t.Fatalf("close: %+v", res[0])
+	}
+	svc.AgentDisconnected(ctx, "srv-3")
+	if res, err := svc.CreateSessions(ctx, []broker.CreateRequest{{Name: "more", Owner: "bob", Type: "VIRTUAL"}}); err != nil || res[0].Session == nil {
+		t.Fatalf("create: %v %+v", err, res)
+	}
 }
 
 // TestDescribeSessions_PageMatchesEncodingJSON checks the hand-built page,
@@ -173,18 +200,7 @@ func TestDescribeSessions_PageMatchesEncodingJSON(t *testing.T) {
 	t.Run("fresh", check)
 	t.Run("cached", check)
 
-	info := testInfo(1)
-	info.Hostname, info.Tags["rack"] = "renamed", "moved"
-	if err := svc.AgentUpdate(ctx, "srv-1", &info, nil); err != nil {
-		t.Fatal(err)
-	}
-	if res := svc.CloseServers(ctx, []string{"srv-2"}, []bool{true}); res[0].FailureCode != "" {
-		t.Fatalf("close: %+v", res[0])
-	}
-	svc.AgentDisconnected(ctx, "srv-3")
-	if res, err := svc.CreateSessions(ctx, []broker.CreateRequest{{Name: "more", Owner: "bob", Type: "VIRTUAL"}}); err != nil || res[0].Session == nil {
-		t.Fatalf("create: %v %+v", err, res)
-	}
+	changeServers(t, svc, "renamed")
 	t.Run("changed", check)
 	got := string(describe(t, ts, `{"SessionIds":["sess-01","sess-02","sess-03"]}`))
 	for _, want := range []string{`"Hostname":"renamed"`, `"Value":"moved"`, `"UnavailabilityReason":"SERVER_CLOSED"`, `"UnavailabilityReason":"UNREACHABLE_AGENT"`} {

@@ -4,32 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/broker"
 )
 
 // describeServersBody posts a DescribeServers request and returns the body.
 func describeServersBody(t *testing.T, ts *httptest.Server, req string) []byte {
 	t.Helper()
-	resp, err := ts.Client().Post(ts.URL+"/describeServers", "application/json", strings.NewReader(req))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %v %s", resp.StatusCode, err, body)
-	}
-	if resp.ContentLength != int64(len(body)) || resp.Header.Get("Content-Type") != "application/json" {
-		t.Errorf("Content-Length %d, Content-Type %q, body %d bytes", resp.ContentLength, resp.Header.Get("Content-Type"), len(body))
-	}
-	return body
+	return postPage(t, ts, "/describeServers", req)
 }
 
 // TestDescribeServers_PageMatchesEncodingJSON checks the DescribeServers page
@@ -100,18 +86,7 @@ func TestDescribeServers_PageMatchesEncodingJSON(t *testing.T) {
 	t.Run("fresh", check)
 	t.Run("cached", check)
 
-	info := testInfo(1)
-	info.Hostname, info.Tags["rack"] = "renamed <&>", "moved"
-	if err := svc.AgentUpdate(ctx, "srv-1", &info, nil); err != nil {
-		t.Fatal(err)
-	}
-	if res := svc.CloseServers(ctx, []string{"srv-2"}, []bool{true}); res[0].FailureCode != "" {
-		t.Fatalf("close: %+v", res[0])
-	}
-	svc.AgentDisconnected(ctx, "srv-3")
-	if res, err := svc.CreateSessions(ctx, []broker.CreateRequest{{Name: "more", Owner: "bob", Type: "VIRTUAL"}}); err != nil || res[0].Session == nil {
-		t.Fatalf("create: %v %+v", err, res)
-	}
+	changeServers(t, svc, "renamed <&>")
 	t.Run("changed", check)
 	got := string(describeServersBody(t, ts, `{}`))
 	for _, want := range []string{`"Hostname":"renamed \u003c\u0026\u003e"`, `"Value":"moved"`, `"UnavailabilityReason":"SERVER_CLOSED"`,
