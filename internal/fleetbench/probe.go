@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -247,7 +246,9 @@ func startProber(c *api.Client, caFile string) (*prober, error) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), probeEnv+"=1")
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: Linux sends it when the forking thread exits, which in
+	// Go is not the process. The probe ends when its standard input does,
+	// as it does when this process exits in any way.
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
