@@ -97,49 +97,49 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 	}
 	stopWatch := func() {} // ends the current watch and waits for it
 	defer func() { stopWatch() }()
+	// begin ends the current watch and runs fn as the next one.
+	begin := func(fn func(ctx context.Context)) {
+		stopWatch()
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fn(wctx)
+		}()
+		stopWatch = func() { cancel(); <-done }
+	}
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
 			return 0
 		}
 		f := strings.Fields(line)
-		switch {
-		case len(f) == 3 && f[0] == "watch":
-			id, err1 := strconv.Atoi(f[1])
-			want, err2 := strconv.Atoi(f[2])
-			if err1 != nil || err2 != nil {
+		var id int
+		if len(f) >= 3 {
+			if id, err = strconv.Atoi(f[1]); err != nil {
 				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
 				return 2
 			}
-			stopWatch()
-			wctx, cancel := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				watchServers(wctx, c, id, want, write)
-			}()
-			stopWatch = func() { cancel(); <-done }
-		case len(f) >= 3 && f[0] == "listen":
-			id, err := strconv.Atoi(f[1])
+		}
+		switch {
+		case len(f) == 3 && f[0] == "watch":
+			want, err := strconv.Atoi(f[2])
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
 				return 2
 			}
+			begin(func(ctx context.Context) { watchServers(ctx, c, id, want, write) })
+		case len(f) >= 3 && f[0] == "listen":
 			addrs := f[2:]
-			stopWatch()
-			wctx, cancel := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				if at, err := waitListening(wctx, addrs); wctx.Err() == nil {
+			begin(func(ctx context.Context) {
+				if at, err := waitListening(ctx, addrs); ctx.Err() == nil {
 					s := probeScan{Watch: id, At: at.UnixNano()}
 					if err != nil {
 						s.Err = err.Error()
 					}
 					write(s)
 				}
-			}()
-			stopWatch = func() { cancel(); <-done }
+			})
 		case len(f) == 1 && f[0] == "stop":
 			stopWatch()
 			stopWatch = func() {}
