@@ -261,7 +261,7 @@ func (m *Main) Run(ctx context.Context) (err error) {
 		SoftwareStatement: statement,
 		Driver:            m.driver,
 		Report:            m.report,
-		UpdateInterval:    time.Duration(a.BrokerUpdateInterval) * time.Second,
+		UpdateInterval:    a.updateInterval(),
 		Version:           version,
 		Logger:            log,
 	}
@@ -452,4 +452,13 @@ func (m *Main) Close() error {
 		m.logs = nil
 	}
 	return errors.Join(errs...)
+}
+
+// updateInterval is the agent's own update interval: broker_update_interval
+// when the file sets it, else 0, which follows the broker (agent.Agent).
+func (a *AgentConfig) updateInterval() time.Duration {
+	if !a.updateIntervalSet {
+		return 0
+	}
+	return time.Duration(a.BrokerUpdateInterval) * time.Second
 }

@@ -86,6 +86,10 @@ type AgentConfig struct {
 	// BrokerUpdateInterval is the longest time, in seconds, between two
 	// reports to the broker (the broker may ask for a shorter one).
 	BrokerUpdateInterval int `toml:"broker_update_interval"`
+	// updateIntervalSet tells whether the file sets broker_update_interval;
+	// unset, the agent follows the interval the broker asks for, longer or
+	// shorter than the default (a large fleet's broker asks for less).
+	updateIntervalSet bool
 	// SoftwareStatementPath is a file with the software statement the agent
 	// registers with; empty means none (the broker must then run with
 	// enable-agent-authorization = false, or credentials must be stored).
@@ -293,6 +297,7 @@ func loadConfig(r io.Reader, name string) (Config, error) {
 		// The TOML errors name the line and the last key.
 		return Config{}, &ConfigError{File: name, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	}
+	c.Agent.updateIntervalSet = md.IsDefined("agent", "broker_update_interval")
 	var errs []error
 	var reported []string
 	for _, k := range md.Undecoded() {
@@ -607,6 +612,9 @@ func configKeys() []string {
 	var walk func(t reflect.Type, prefix string)
 	walk = func(t reflect.Type, prefix string) {
 		for f := range t.Fields() {
+			if !f.IsExported() {
+				continue // no key: what the loader notes about the file
+			}
 			name := prefix + f.Tag.Get("toml")
 			if f.Type.Kind() == reflect.Struct {
 				keys = append(keys, name)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -26,7 +27,7 @@ func TestDefaultConfig(t *testing.T) {
 		Account:  AccountConfig{RequireValidShell: true, RefuseLocked: true, RefuseExpired: true, PAM: "auto", PAMService: "berth"},
 		Activity: ActivityConfig{IntervalSeconds: 30},
 	}
-	if diff := cmp.Diff(want, c); diff != "" {
+	if diff := cmp.Diff(want, c, cmp.AllowUnexported(AgentConfig{})); diff != "" {
 		t.Errorf("DefaultConfig (-want +got):\n%s", diff)
 	}
 	// The defaults lack only the broker.
@@ -40,6 +41,29 @@ func TestDefaultConfig(t *testing.T) {
 	}
 }
 
+// broker_update_interval unset: the agent follows the broker's interval
+// (0); set, even to the default 30, it keeps its own.
+func TestLoadConfig_UpdateInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		want       time.Duration
+	}{
+		{"unset", "", 0},
+		{"set to the default", "broker_update_interval = 30\n", 30 * time.Second},
+		{"set", "broker_update_interval = 5\n", 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := loadConfig(strings.NewReader("[agent]\nbroker_host = 'b'\n"+tc.line), "agent.conf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Agent.updateInterval(); got != tc.want {
+				t.Errorf("updateInterval() = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoadConfig_Minimal(t *testing.T) {
 	c, err := loadConfig(strings.NewReader("version = '0.1'\n[agent]\nbroker_host = 'broker.example.com'\n"), "agent.conf")
 	if err != nil {
@@ -47,7 +71,7 @@ func TestLoadConfig_Minimal(t *testing.T) {
 	}
 	want := DefaultConfig()
 	want.Agent.BrokerHost = "broker.example.com"
-	if diff := cmp.Diff(want, c); diff != "" {
+	if diff := cmp.Diff(want, c, cmp.AllowUnexported(AgentConfig{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	// No version key is read as 0.1.
@@ -69,7 +93,7 @@ func TestLoadConfig_Full(t *testing.T) {
 			TagsFolder:         "/etc/dcv-session-manager-agent/tags/",
 			InitFolder:         "/var/lib/dcv-session-manager-agent/init",
 			AutorunFolder:      "/var/lib/dcv-session-manager-agent/autorun/",
-			MaxVirtualSessions: 4, MaxConcurrentSessionsPerUser: 1, BrokerUpdateInterval: 15,
+			MaxVirtualSessions: 4, MaxConcurrentSessionsPerUser: 1, BrokerUpdateInterval: 15, updateIntervalSet: true,
 			SoftwareStatementPath: "testdata/software-statement", DCVRoot: "/usr/bin/dcv",
 			EnableQueryLoggedInUsers: false, PreferredNetworkInterface: "eth0", Driver: "sim", StateDir: "/var/lib/berth/agent-test",
 		},
@@ -84,7 +108,7 @@ func TestLoadConfig_Full(t *testing.T) {
 		},
 		Activity: ActivityConfig{IntervalSeconds: 10},
 	}
-	if diff := cmp.Diff(want, c); diff != "" {
+	if diff := cmp.Diff(want, c, cmp.AllowUnexported(AgentConfig{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	// Every key of Config is in the full file, so the file stays a complete

@@ -422,7 +422,7 @@ func TestMain_Broker(t *testing.T) {
 	m.Config.Agent.BrokerPort = b.agentPort
 	m.Config.Agent.CAFile = filepath.Join(b.dir, "ca.pem")
 	m.Config.Agent.SoftwareStatementPath = filepath.Join(b.dir, "agent-software-statement")
-	m.Config.Agent.BrokerUpdateInterval = 1
+	m.Config.Agent.BrokerUpdateInterval, m.Config.Agent.updateIntervalSet = 1, true
 	m.Config.Agent.MaxVirtualSessions = 3
 	mustWrite(t, filepath.Join(m.Config.Agent.TagsFolder, "10-site.toml"), "site = \"paris\"\ngpu = \"none\"\n")
 	mustWrite(t, filepath.Join(m.Config.Agent.TagsFolder, "20-override.toml"), "gpu = \"t4\"\nseats = 4\n")

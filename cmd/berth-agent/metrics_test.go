@@ -65,7 +65,7 @@ func TestMain_Metrics(t *testing.T) {
 	m.Config.Agent.BrokerPort = b.agentPort
 	m.Config.Agent.CAFile = filepath.Join(b.dir, "ca.pem")
 	m.Config.Agent.SoftwareStatementPath = filepath.Join(b.dir, "agent-software-statement")
-	m.Config.Agent.BrokerUpdateInterval = 1
+	m.Config.Agent.BrokerUpdateInterval, m.Config.Agent.updateIntervalSet = 1, true
 	m.Config.Metrics.Port = freePort(t)
 	m.Logger = testLogger(t)
 	m.Prober = &hostinfo.Prober{Skip: []string{"aws", "gpu"}}

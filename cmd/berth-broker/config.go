@@ -239,6 +239,11 @@ type Config struct {
 	// AgentHeartbeatTimeout is agent-heartbeat-timeout-seconds: a server
 	// whose agent sent nothing for this long is UNREACHABLE_AGENT.
 	AgentHeartbeatTimeout time.Duration
+	// AgentMaxUpdatesPerSecond is agent-max-updates-per-second: past
+	// this many updates a second at the base interval (a third of the
+	// heartbeat timeout), the fleet's update interval and heartbeat timeout
+	// grow with it (broker.Config.MaxUpdateRate); 0: no cap.
+	AgentMaxUpdatesPerSecond float64
 	// UnreachableServerTimeout is
 	// seconds-before-deleting-unreachable-dcv-server: how long an
 	// unreachable server is kept before it is forgotten.
@@ -357,6 +362,10 @@ type Config struct {
 // MetricsOff is Config.MetricsPort when no metrics listener is configured.
 const MetricsOff = -1
 
+// DefaultAgentMaxUpdatesPerSecond is agent-max-updates-per-second's
+// default: 10,000 agents report every 50 s (2,000 and fewer every 10 s).
+const DefaultAgentMaxUpdatesPerSecond = 200
+
 // DefaultConfig returns the configuration the broker runs with when its
 // file sets nothing. BrokerID is the host name.
 func DefaultConfig() Config {
@@ -411,6 +420,7 @@ func DefaultConfig() Config {
 		AutorunMaxArgs:                   50,
 		AutorunMaxArgLength:              150,
 		AgentHeartbeatTimeout:            30 * time.Second,
+		AgentMaxUpdatesPerSecond:         DefaultAgentMaxUpdatesPerSecond,
 		UnreachableServerTimeout:         900 * time.Second,
 		UnreachableSessionsTimeout:       900 * time.Second,
 		AgentCertValidity:                2160 * time.Hour,
@@ -1013,6 +1023,7 @@ func configKeys() []configKey {
 		atLeastKey("autorun-file-arguments-max-argument-length", 1, func(c *Config) *int { return &c.AutorunMaxArgLength }),
 
 		durationKey("agent-heartbeat-timeout-seconds", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.AgentHeartbeatTimeout }),
+		numberKey("agent-max-updates-per-second", "updates a second", 0, func(c *Config) *float64 { return &c.AgentMaxUpdatesPerSecond }),
 		durationKey("seconds-before-deleting-unreachable-dcv-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableServerTimeout }),
 		durationKey("seconds-before-deleting-sessions-unreachable-server", time.Second, "seconds", 1, func(c *Config) *time.Duration { return &c.UnreachableSessionsTimeout }),
 		durationKey("agent-certificate-validity-hours", time.Hour, "hours", 1, func(c *Config) *time.Duration { return &c.AgentCertValidity }),

@@ -30,8 +30,8 @@ import (
 
 // Defaults and limits.
 const (
-	// DefaultUpdateInterval is used when Agent.UpdateInterval is 0; the agent
-	// reports at least this often, and more often if the broker asks.
+	// DefaultUpdateInterval is the update interval of an agent without one
+	// of its own (Agent.UpdateInterval 0) whose broker asks for none.
 	DefaultUpdateInterval = 30 * time.Second
 	// DefaultCommandTimeout bounds a command that carries no deadline.
 	DefaultCommandTimeout = 5 * time.Minute
@@ -66,8 +66,10 @@ type Agent struct {
 	// empty and always sets Healthy and HealthReason from the driver (healthy
 	// without a HealthChecker). Nil reports just the hostname.
 	Report func(ctx context.Context) (agentproto.HostReport, error)
-	// UpdateInterval is the longest time between two updates (the heartbeat);
-	// 0 means DefaultUpdateInterval. The broker's Welcome may shorten it.
+	// UpdateInterval is the longest time between two updates (the
+	// heartbeat); the broker may ask for a shorter one. 0: the interval the
+	// broker asks for, shorter or longer (a large fleet's broker asks for
+	// less), or DefaultUpdateInterval when it asks for none.
 	UpdateInterval time.Duration
 	// Version is the agent's software version, sent in Hello and host reports.
 	Version string
@@ -334,7 +336,7 @@ func (r *runner) connect(ctx context.Context, ep endpoint) (up bool, err error) 
 		}
 		return false, fmt.Errorf("dial: %w", err)
 	}
-	l := &link{r: r, conn: conn, log: r.log.With("broker", ep.name), failed: make(chan struct{})}
+	l := &link{r: r, conn: conn, log: r.log.With("broker", ep.name), failed: make(chan struct{}), retimed: make(chan struct{}, 1)}
 	return l.serve(ctx)
 }
 

@@ -49,3 +49,27 @@ func TestParseBrokerURL(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkTiming(t *testing.T) {
+	const s = time.Second
+	for _, tc := range []struct {
+		name                   string
+		own, interval, timeout time.Duration
+		wantInterval, wantRead time.Duration
+	}{
+		{"own interval, broker asks less often: own wins", 30 * s, 50 * s, 150 * s, 30 * s, 180 * s},
+		{"own interval, broker asks more often: broker wins", 30 * s, 10 * s, 30 * s, 10 * s, 40 * s},
+		{"no own interval: the broker's, longer", 0, 50 * s, 150 * s, 50 * s, 200 * s},
+		{"no own interval: the broker's, shorter", 0, 10 * s, 30 * s, 10 * s, 40 * s},
+		{"broker says nothing: own", 20 * s, 0, 0, 20 * s, 80 * s},
+		{"neither says: the default", 0, 0, 0, DefaultUpdateInterval, 4 * DefaultUpdateInterval},
+		{"absurd broker values are capped at a day", 0, 1000 * time.Hour, 3000 * time.Hour, 24 * time.Hour, 48 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			interval, read := linkTiming(tc.own, tc.interval, tc.timeout)
+			if interval != tc.wantInterval || read != tc.wantRead {
+				t.Errorf("linkTiming(%s, %s, %s) = %s, %s; want %s, %s", tc.own, tc.interval, tc.timeout, interval, read, tc.wantInterval, tc.wantRead)
+			}
+		})
+	}
+}

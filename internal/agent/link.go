@@ -31,8 +31,12 @@ type link struct {
 	conn *websocket.Conn
 	log  *slog.Logger
 
-	interval    time.Duration // set by the handshake
-	readTimeout time.Duration // set by the handshake
+	// interval and readTimeout are set by the handshake, and again by an
+	// ack that retimes the link (version 5); retimed then wakes serve to
+	// re-arm its timer.
+	interval    atomicDuration
+	readTimeout atomicDuration
+	retimed     chan struct{}
 	version     int           // the link's protocol version, set by the handshake
 	seq         atomic.Uint64 // updates sent: the Seq (version 3) and ID of the last one
 	heard       atomic.Int64  // when the last broker message arrived (Unix nanoseconds)
@@ -62,7 +66,7 @@ func (l *link) serve(ctx context.Context) (up bool, err error) {
 		l.conn.Close(websocket.StatusNormalClosure, "")
 		return false, err
 	}
-	l.log.Info("connected to broker", "interval", l.interval)
+	l.log.Info("connected to broker", "interval", l.interval.Load())
 	l.r.metrics.BrokerLink(true)
 	defer l.r.metrics.BrokerLink(false)
 
@@ -71,10 +75,12 @@ func (l *link) serve(ctx context.Context) (up bool, err error) {
 		defer close(readerDone)
 		l.readLoop()
 	}()
-	tick := time.NewTicker(l.interval)
+	tick := time.NewTicker(l.interval.Load())
 	defer tick.Stop()
 	for {
 		select {
+		case <-l.retimed:
+			tick.Reset(l.interval.Load())
 		case <-ctx.Done():
 			l.conn.Close(websocket.StatusGoingAway, "agent stopping")
 			<-readerDone
@@ -143,21 +149,7 @@ func (l *link) handshake(ctx context.Context) error {
 			return fmt.Errorf("broker speaks protocol version %d; this agent speaks %d to %d",
 				b.ProtocolVersion, agentproto.MinProtocolVersion, agentproto.ProtocolVersion)
 		}
-		l.interval = r.a.UpdateInterval
-		if l.interval <= 0 {
-			l.interval = DefaultUpdateInterval
-		}
-		if bi := b.UpdateInterval(); bi > 0 && bi < l.interval {
-			l.interval = bi
-		}
-		l.readTimeout = b.HeartbeatTimeout()
-		if l.readTimeout <= 0 {
-			l.readTimeout = 3 * l.interval
-		}
-		// The broker acks the updates that ask, and update asks at least
-		// every half of this: silence past the broker's own timeout plus one
-		// interval means the link is dead.
-		l.readTimeout += l.interval
+		l.setTiming(b.UpdateInterval(), b.HeartbeatTimeout())
 		l.version = b.ProtocolVersion
 		l.heard.Store(time.Now().UnixNano())
 		l.sentRest, l.sentFigs = hostRest(&host), host.Figures()
@@ -175,6 +167,45 @@ func (l *link) handshake(ctx context.Context) error {
 	default:
 		return fmt.Errorf("wait for welcome: got %s", m.Type)
 	}
+}
+
+// maxInterval bounds the update interval and heartbeat timeout a broker may
+// set: a day, as the agent's own broker_update_interval.
+const maxInterval = 24 * time.Hour
+
+// linkTiming returns the update interval and read timeout of a link whose
+// broker asked for interval and timeout (0: unsaid), for an agent whose own
+// interval is own (0: none set).
+//
+// An agent with an interval of its own keeps it unless the broker asks for
+// a shorter one; one without follows the broker, longer or shorter (a large
+// fleet's broker asks for less, so that its load stays bounded), and
+// DefaultUpdateInterval when the broker says nothing.
+func linkTiming(own, interval, timeout time.Duration) (time.Duration, time.Duration) {
+	interval, timeout = min(interval, maxInterval), min(timeout, maxInterval)
+	switch {
+	case own > 0 && interval > 0:
+		interval = min(own, interval)
+	case own > 0:
+		interval = own
+	case interval <= 0:
+		interval = DefaultUpdateInterval
+	}
+	if timeout <= 0 {
+		timeout = 3 * interval
+	}
+	// The broker acks the updates that ask, and update asks at least every
+	// half of this: silence past the broker's own timeout plus one interval
+	// means the link is dead.
+	return interval, timeout + interval
+}
+
+// setTiming sets the link's interval and read timeout for what the broker
+// asked (linkTiming).
+func (l *link) setTiming(interval, timeout time.Duration) {
+	interval, timeout = linkTiming(l.r.a.UpdateInterval, interval, timeout)
+	l.interval.Store(interval)
+	l.readTimeout.Store(timeout)
 }
 
 // update sends an Update with whatever changed since the broker last heard;
@@ -247,7 +278,7 @@ func (l *link) update(ctx context.Context, refresh bool) {
 	if l.version >= 3 {
 		u.Seq = seq
 		if u.Host == nil && u.Sessions == nil && len(u.Changes) == 0 &&
-			time.Since(time.Unix(0, l.heard.Load())) < l.readTimeout/2 {
+			time.Since(time.Unix(0, l.heard.Load())) < l.readTimeout.Load()/2 {
 			// A heartbeat or figures alone, and the broker spoke lately:
 			// no ack wanted (the broker tells of a failure or gap in the
 			// next ack it sends). Asking for one at least every half read
@@ -259,6 +290,15 @@ func (l *link) update(ctx context.Context, refresh bool) {
 		l.fail(websocket.StatusGoingAway, err)
 	}
 }
+
+// atomicDuration is a time.Duration that goroutines share.
+type atomicDuration struct{ v atomic.Int64 }
+
+// Load returns the duration.
+func (d *atomicDuration) Load() time.Duration { return time.Duration(d.v.Load()) }
+
+// Store sets the duration.
+func (d *atomicDuration) Store(x time.Duration) { d.v.Store(int64(x)) }
 
 // hostRest returns the JSON of h without its volatile figures: what, when it
 // is unchanged, lets figures travel alone.
@@ -328,14 +368,15 @@ func sameSession(a, b *agentproto.Session) bool {
 // readLoop reads broker messages until the link fails.
 func (l *link) readLoop() {
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), l.readTimeout)
+		timeout := l.readTimeout.Load()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		typ, data, err := l.conn.Read(ctx)
 		// Before cancel, which would make every failure look like the timeout.
 		silent := errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err != nil {
 			if silent {
-				err = fmt.Errorf("broker silent for %s", l.readTimeout)
+				err = fmt.Errorf("broker silent for %s", timeout)
 			}
 			l.fail(websocket.StatusGoingAway, err)
 			return
@@ -365,6 +406,17 @@ func (l *link) readLoop() {
 			case b.Resync:
 				l.log.Info("broker asked for the full session list")
 				l.force.Store(true)
+			}
+			if b.UpdateIntervalMS > 0 || b.HeartbeatTimeoutMS > 0 {
+				before := l.interval.Load()
+				l.setTiming(b.UpdateInterval(), b.HeartbeatTimeout())
+				if after := l.interval.Load(); after != before {
+					l.log.Info("broker retimed the link", "interval", after, "was", before)
+					select {
+					case l.retimed <- struct{}{}:
+					default: // serve has one to read already
+					}
+				}
 			}
 		case *agentproto.Error:
 			l.fail(websocket.StatusNormalClosure, fmt.Errorf("broker closed the link: %w", b))

@@ -88,6 +88,17 @@ func (h *Hub) shed(w http.ResponseWriter, msg string, most time.Duration) {
 	h.log.Warn("agent connects shed", "reason", msg, "count", n, "max_handshakes", h.opts.MaxHandshakes)
 }
 
+// timing returns the update interval and heartbeat timeout links get now:
+// Options.Timing's, else Options.UpdateInterval and HeartbeatTimeout.
+func (h *Hub) timing() (interval, timeout time.Duration) {
+	if h.opts.Timing != nil {
+		if interval, timeout = h.opts.Timing(); interval > 0 && timeout > 0 {
+			return interval, timeout
+		}
+	}
+	return h.opts.UpdateInterval, h.opts.HeartbeatTimeout
+}
+
 // FleetSize is the number of servers the broker knows of, as Welcome tells
 // the agents: Options.FleetSize, or the servers that linked to this hub.
 func (h *Hub) FleetSize() int {

@@ -126,6 +126,11 @@ type Options struct {
 	// UpdateInterval is the longest time between two agent updates, sent to
 	// agents in Welcome; 0 means DefaultUpdateInterval.
 	UpdateInterval time.Duration
+	// Timing, when set, gives the update interval and heartbeat timeout for
+	// the fleet as it is now (broker.Service.LinkTiming), in place of
+	// UpdateInterval and HeartbeatTimeout: a link gets them in its Welcome,
+	// and a version 5 link is retimed by its next ack when they changed.
+	Timing func() (interval, timeout time.Duration)
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, is told of link events (for metrics).

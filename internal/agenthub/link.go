@@ -32,6 +32,12 @@ type link struct {
 	ready  chan struct{} // closed once Welcome is sent; commands wait for it
 	seq    atomic.Uint64
 
+	// timeout is the link's heartbeat timeout (nanoseconds), told in the
+	// Welcome or a later ack; told is the update interval told with it
+	// (owned by the applier after the handshake).
+	timeout atomic.Int64
+	told    time.Duration
+
 	// The session report stream, owned by the applier (set by the
 	// handshake): the protocol version of the link, the Seq of the last
 	// update, and whether changes wait for a full list (version 3).
@@ -220,10 +226,13 @@ func (l *link) handshake() bool {
 		old.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
 	}
 	l.version = min(hello.ProtocolVersion, agentproto.ProtocolVersion)
+	interval, timeout := h.timing()
+	l.told = interval
+	l.timeout.Store(int64(timeout))
 	welcome := &agentproto.Welcome{
 		ProtocolVersion:    l.version,
-		UpdateIntervalMS:   h.opts.UpdateInterval.Milliseconds(),
-		HeartbeatTimeoutMS: h.opts.HeartbeatTimeout.Milliseconds(),
+		UpdateIntervalMS:   interval.Milliseconds(),
+		HeartbeatTimeoutMS: timeout.Milliseconds(),
 	}
 	if welcome.ProtocolVersion >= 2 {
 		welcome.GatewayCAKeyID = h.opts.GatewayCAKeyID
@@ -253,17 +262,18 @@ func (l *link) readLoop() {
 		// first.
 		ctx := context.Background()
 		var cancel context.CancelFunc = func() {}
+		timeout := time.Duration(l.timeout.Load())
 		if l.raw != nil {
-			_ = l.raw.SetReadDeadline(time.Now().Add(l.h.opts.HeartbeatTimeout))
+			_ = l.raw.SetReadDeadline(time.Now().Add(timeout))
 		} else {
-			ctx, cancel = context.WithTimeout(ctx, l.h.opts.HeartbeatTimeout)
+			ctx, cancel = context.WithTimeout(ctx, timeout)
 		}
 		typ, data, err := l.conn.Read(ctx)
 		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 		cancel()
 		if err != nil {
 			if timedOut {
-				l.log.Warn("agent silent past the heartbeat timeout", "timeout", l.h.opts.HeartbeatTimeout)
+				l.log.Warn("agent silent past the heartbeat timeout", "timeout", timeout)
 			} else if l.ctx.Err() == nil {
 				l.log.Debug("agent link read failed", "err", err)
 			}
@@ -378,6 +388,7 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 		ack.Resync = true
 	}
 	l.owed = false
+	l.retime(ack)
 	if err := l.sendAck(id, ack); err != nil {
 		l.close("", "", websocket.StatusGoingAway)
 		return false
@@ -386,6 +397,23 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 }
 
 var errReplaced = errors.New("link replaced")
+
+// retime puts the fleet's update interval and heartbeat timeout in ack when
+// they changed since the link was told (version 5), and holds the link to
+// the new timeout from its next read on. The agent re-arms its timer on the
+// ack, so its next update comes within the new interval.
+func (l *link) retime(ack *agentproto.Ack) {
+	if l.version < 5 || l.h.opts.Timing == nil {
+		return
+	}
+	interval, timeout := l.h.timing()
+	if interval == l.told {
+		return
+	}
+	l.told = interval
+	ack.UpdateIntervalMS, ack.HeartbeatTimeoutMS = interval.Milliseconds(), timeout.Milliseconds()
+	l.timeout.Store(int64(timeout))
+}
 
 // hostFigures converts the figures of an update.
 func hostFigures(f *agentproto.HostFigures) broker.HostFigures {

@@ -306,6 +306,9 @@ func check(id string, body Body) error {
 		if id == "" {
 			return errors.New("missing id")
 		}
+		if b.UpdateIntervalMS < 0 || b.HeartbeatTimeoutMS < 0 {
+			return errors.New("negative interval")
+		}
 	case *Command:
 		return checkCommand(id, b)
 	case *Result:

@@ -68,6 +68,7 @@ func TestEncodeDecode_RoundTrip(t *testing.T) {
 		{"update full v3", "7", &agentproto.Update{Seq: 7, Sessions: sampleSessions()}},
 		{"heartbeat v3", "8", &agentproto.Update{Seq: 8}},
 		{"ack resync", "6", &agentproto.Ack{Resync: true}},
+		{"ack retime", "7", &agentproto.Ack{UpdateIntervalMS: 50000, HeartbeatTimeoutMS: 150000}},
 		{"update figures", "9", &agentproto.Update{Seq: 9, Figures: &agentproto.HostFigures{
 			Load: agentproto.Load{One: 1.5, Five: 0.75, Fifteen: 0.25}, MemoryUsedBytes: 5 << 30, SwapUsedBytes: 1 << 20}}},
 		{"update figures and changes", "10", &agentproto.Update{Seq: 10, Figures: &agentproto.HostFigures{MemoryUsedBytes: 1},
@@ -153,6 +154,8 @@ func TestDecode_Errors(t *testing.T) {
 		{"welcome zero version", `{"type":"welcome","body":{}}`},
 		{"welcome negative", `{"type":"welcome","body":{"protocol_version":1,"update_interval_ms":-1}}`},
 		{"ack without id", `{"type":"ack"}`},
+		{"ack negative interval", `{"type":"ack","id":"1","body":{"update_interval_ms":-1}}`},
+		{"ack negative timeout", `{"type":"ack","id":"1","body":{"heartbeat_timeout_ms":-5}}`},
 		{"update sessions and changes", `{"type":"update","id":"1","body":{"seq":1,"sessions":[],"changes":[{"id":"s","state":"READY"}]}}`},
 		{"update bad change", `{"type":"update","id":"1","body":{"seq":1,"changes":[{"id":""}]}}`},
 		{"update host and figures", `{"type":"update","id":"1","body":{"seq":1,"host":{"hostname":"h"},"figures":{"memory_used_bytes":1}}}`},

@@ -194,6 +194,23 @@ type Ack struct {
 	// because the update's Seq did not follow the last one it applied. Since
 	// version 3.
 	Resync bool `json:"resync,omitempty"`
+	// UpdateIntervalMS and HeartbeatTimeoutMS, when set, replace the
+	// welcome's: the broker retimes the link because its fleet grew or
+	// shrank (a large fleet reports less often, so that the broker's load
+	// stays bounded). The agent re-arms its update timer at once. Since
+	// version 5; 0 when unchanged.
+	UpdateIntervalMS   int64 `json:"update_interval_ms,omitempty"`
+	HeartbeatTimeoutMS int64 `json:"heartbeat_timeout_ms,omitempty"`
+}
+
+// UpdateInterval returns UpdateIntervalMS as a duration.
+func (a *Ack) UpdateInterval() time.Duration {
+	return time.Duration(a.UpdateIntervalMS) * time.Millisecond
+}
+
+// HeartbeatTimeout returns HeartbeatTimeoutMS as a duration.
+func (a *Ack) HeartbeatTimeout() time.Duration {
+	return time.Duration(a.HeartbeatTimeoutMS) * time.Millisecond
 }
 
 // Command is an instruction from the broker; the envelope ID identifies it and

@@ -48,7 +48,12 @@ package agentproto
 //     message, policy, deadline, extendable). A broker sends the new
 //     commands only on version 4 links; older agents ignore the new session
 //     fields' absence, older brokers the fields.
-const ProtocolVersion = 4
+//   - 5 (2026-12-07): fleet-scaled timing: welcome's update interval and
+//     heartbeat timeout grow with the fleet past the broker's update rate
+//     cap, and an ack may carry update_interval_ms and heartbeat_timeout_ms
+//     to retime a link whose fleet grew or shrank since its welcome. A
+//     broker sends them only on version 5 links.
+const ProtocolVersion = 5
 
 // MinProtocolVersion is the oldest agent protocol version a broker built from
 // this code accepts. Brokers refuse a Hello whose version is outside

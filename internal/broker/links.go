@@ -301,11 +301,11 @@ func (c *serverCache) linkWake() <-chan struct{} {
 // relinkGrace is how long a server whose holder went away is awaited before
 // it is UNREACHABLE_AGENT: the heartbeat timeout, the time the broker has
 // always given a silent agent.
-func (s *Service) relinkGrace() time.Duration { return s.cfg.HeartbeatTimeout }
+func (s *Service) relinkGrace() time.Duration { return s.heartbeatTimeout() }
 
 // linkStatus tells the state of the server's agent link now.
 func (s *Service) linkStatus(id string, now time.Time) (linkStatus, time.Time) {
-	return s.servers.linkStatus(id, s.cfg.HeartbeatTimeout, s.relinkGrace(), now)
+	return s.servers.linkStatus(id, s.heartbeatTimeout(), s.relinkGrace(), now)
 }
 
 // serverLinked reports whether the server's agent is linked to some broker:
@@ -326,7 +326,7 @@ func (s *Service) awaitLinks(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		wake := s.servers.linkWake()
-		up, awaited := s.servers.linkCounts(s.cfg.HeartbeatTimeout, s.relinkGrace(), s.Now())
+		up, awaited := s.servers.linkCounts(s.heartbeatTimeout(), s.relinkGrace(), s.Now())
 		if up > 0 || awaited == 0 {
 			return
 		}

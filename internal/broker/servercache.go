@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,9 +35,13 @@ type serverCache struct {
 	// seenWritten is the contact time last written for each server whose
 	// link this broker holds; seen writes again once seenEvery has passed.
 	seenWritten map[string]time.Time
-	// seenEvery is seenEvery(heartbeat timeout); 0 writes every contact.
-	seenEvery time.Duration
-	links     linkState // which links are up (links.go)
+	// timing is the fleet's link timing (linktiming.go): seen writes a
+	// contact again once seenEvery of its timeout has passed; a zero timing
+	// writes every contact.
+	timing linkTiming
+	// size is len(byID), readable without mu.
+	size  atomic.Int64
+	links linkState // which links are up (links.go)
 	// flushMu orders the writes of contacts and of closed links.
 	flushMu sync.Mutex
 
@@ -69,6 +74,7 @@ func (c *serverCache) load(ctx context.Context, st Store) error {
 		c.byID[s.ID] = s
 		c.order[i] = s.ID
 	}
+	c.size.Store(int64(len(c.byID)))
 	c.initLinks(list, time.Now())
 	return nil
 }
@@ -101,6 +107,7 @@ func (c *serverCache) putLocked(s *Server) {
 		}
 	}
 	c.byID[s.ID] = s
+	c.size.Store(int64(len(c.byID)))
 	c.puts++
 	if c.putAt == nil {
 		c.putAt = make(map[string]uint64)
@@ -115,6 +122,7 @@ func (c *serverCache) remove(id string) {
 		return
 	}
 	delete(c.byID, id)
+	c.size.Store(int64(len(c.byID)))
 	delete(c.linkDown, id)
 	delete(c.seenDirty, id)
 	delete(c.seenAt, id)
@@ -151,7 +159,8 @@ func (c *serverCache) seen(id string, t time.Time) {
 	defer c.mu.Unlock()
 	delete(c.linkDown, id)
 	c.seenAt[id] = t
-	if _, pending := c.seenDirty[id]; pending || t.Sub(c.seenWritten[id]) >= c.seenEvery {
+	_, timeout := c.timing.at(len(c.byID))
+	if _, pending := c.seenDirty[id]; pending || t.Sub(c.seenWritten[id]) >= seenEvery(timeout) {
 		c.seenDirty[id] = t
 	}
 	c.linkUpLocked(id)
@@ -297,6 +306,7 @@ func (c *serverCache) sync(ctx context.Context, st Store, sy ServerSyncer, self 
 		}
 	}
 	if gone {
+		c.size.Store(int64(len(c.byID)))
 		c.order = slices.DeleteFunc(c.order, func(id string) bool { return c.byID[id] == nil })
 		c.tally.invalidate() // their sessions went with them
 	}

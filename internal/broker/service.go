@@ -31,8 +31,17 @@ type Config struct {
 	UnreachableServerTTL time.Duration
 	// UnreachableSessionsTTL deletes sessions of servers unreachable this long (default 15m).
 	UnreachableSessionsTTL time.Duration
-	// HeartbeatTimeout makes a silent server unreachable (default 30s).
+	// HeartbeatTimeout makes a silent server unreachable (default 30s), up
+	// to the fleet size MaxUpdateRate allows (LinkTiming).
 	HeartbeatTimeout time.Duration
+	// UpdateInterval is how often agents are asked to report, up to the
+	// fleet size MaxUpdateRate allows (default HeartbeatTimeout/3).
+	UpdateInterval time.Duration
+	// MaxUpdateRate caps the fleet's agent updates a second: a fleet larger
+	// than MaxUpdateRate × UpdateInterval gets a longer update interval and
+	// heartbeat timeout, in proportion (LinkTiming). 0: no cap.
+	// agent-max-updates-per-second.
+	MaxUpdateRate float64
 	// CreateTimeout bounds an agent's session creation (default 2m).
 	CreateTimeout time.Duration
 	// CommandTimeout bounds other agent commands (default 20s).
@@ -111,6 +120,8 @@ func (c *Config) setDefaults() {
 	defd(&c.UnreachableServerTTL, 15*time.Minute)
 	defd(&c.UnreachableSessionsTTL, 15*time.Minute)
 	defd(&c.HeartbeatTimeout, 30*time.Second)
+	defd(&c.UpdateInterval, c.HeartbeatTimeout/3)
+	c.MaxUpdateRate = max(c.MaxUpdateRate, 0)
 	defd(&c.CreateTimeout, 2*time.Minute)
 	defd(&c.CommandTimeout, 20*time.Second)
 	def(&c.ScreenshotMaxWidth, 160)
@@ -230,7 +241,7 @@ func New(ctx context.Context, store Store, disp Dispatcher, tokens TokenIssuer, 
 		return nil, err
 	}
 	s.cursorKey = []byte(key)
-	s.servers.seenEvery = seenEvery(s.cfg.HeartbeatTimeout)
+	s.servers.timing = linkTiming{interval: s.cfg.UpdateInterval, timeout: s.cfg.HeartbeatTimeout, rate: s.cfg.MaxUpdateRate}
 	if err := s.servers.load(ctx, store); err != nil {
 		return nil, err
 	}
@@ -396,7 +407,7 @@ func (s *Service) expire(ctx context.Context) {
 		}
 	}
 	for _, srv := range s.servers.all() {
-		since := s.servers.unreachableSince(srv.ID, s.cfg.HeartbeatTimeout, now)
+		since := s.servers.unreachableSince(srv.ID, s.heartbeatTimeout(), now)
 		if since.IsZero() {
 			continue
 		}

@@ -57,7 +57,7 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 			}
 			return ""
 		}
-		p.lookup, p.ServerIndex = s.servers.lookupPage(len(views), id, s.cfg.HeartbeatTimeout, s.relinkGrace(), s.Now(), p.seen, nil, nil)
+		p.lookup, p.ServerIndex = s.servers.lookupPage(len(views), id, s.heartbeatTimeout(), s.relinkGrace(), s.Now(), p.seen, nil, nil)
 		s.pageServers(ctx, p)
 		return p, nil
 	}
@@ -76,7 +76,7 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		p.NextToken = s.encodeCursor(list[len(list)-1].Seq, fh)
 	}
 	id := func(i int) string { return list[i].ServerID }
-	p.lookup, p.ServerIndex = s.servers.lookupPage(len(list), id, s.cfg.HeartbeatTimeout, s.relinkGrace(), s.Now(),
+	p.lookup, p.ServerIndex = s.servers.lookupPage(len(list), id, s.heartbeatTimeout(), s.relinkGrace(), s.Now(),
 		p.seen, p.lookup, p.ServerIndex)
 	for i := range list {
 		sess, k := &list[i], p.ServerIndex[i]

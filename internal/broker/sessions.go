@@ -137,7 +137,7 @@ func (s *Service) sessionView(sess *Session, now time.Time) SessionView {
 	v := SessionView{Session: sess}
 	if sess.ServerID != "" {
 		v.Server = s.servers.get(sess.ServerID)
-		if sess.State == StateReady && (v.Server == nil || !s.servers.unreachableSince(sess.ServerID, s.cfg.HeartbeatTimeout, now).IsZero()) {
+		if sess.State == StateReady && (v.Server == nil || !s.servers.unreachableSince(sess.ServerID, s.heartbeatTimeout(), now).IsZero()) {
 			cp := *sess
 			cp.State = StateUnknown
 			cp.StateReason = reasonUnreachableSession

@@ -32,6 +32,9 @@ type fleet struct {
 	// changing makes the host reports' load figure change at every report.
 	changing atomic.Bool
 	warns    *countingHandler
+	// reports counts the host reports the agents made: one per periodic
+	// update, so its rate tells the update interval in effect.
+	reports atomic.Int64
 
 	agents []*simAgent
 	cancel context.CancelFunc
@@ -174,6 +177,7 @@ func (f *fleet) sessions(ctx context.Context) (byID map[string]int, duplicated i
 // report is the agent's host report: fixed, except the load figure while
 // the fleet's reports are changing.
 func (a *simAgent) report(ctx context.Context) (agentproto.HostReport, error) {
+	a.f.reports.Add(1)
 	r := agentproto.HostReport{
 		Hostname:   a.id,
 		IP:         fmt.Sprintf("10.%d.%d.%d", a.i>>16&255, a.i>>8&255, a.i&255),

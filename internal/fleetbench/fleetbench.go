@@ -52,10 +52,15 @@ type Options struct {
 	// Store is "sqlite" (the default) or "postgres"; DSN is PostgreSQL's
 	// connection string, to an empty database.
 	Store, DSN string
-	// UpdateInterval is how often agents report (10 s, what agents use
-	// with the broker's default heartbeat timeout of 30 s); the broker's
-	// agent-heartbeat-timeout-seconds is set to three times it.
+	// UpdateInterval is the broker's base update interval (10 s, its
+	// default): its agent-heartbeat-timeout-seconds is set to three times
+	// it. The broker stretches it for a fleet past its
+	// agent-max-updates-per-second.
 	UpdateInterval time.Duration
+	// AgentInterval is the agents' own update interval (their
+	// broker_update_interval): 0 (the default) follows the broker, as an
+	// agent that does not set it does.
+	AgentInterval time.Duration
 	// IdleWindow is what the idle scenarios measure CPU over (60 s).
 	IdleWindow time.Duration
 	// Sessions is the create storm's size, and the sessions the restart
@@ -216,8 +221,8 @@ func settings(o Options) []string {
 	return []string{
 		fmt.Sprintf("broker: %s on %s, log-level %s; %d simulated agents in one process (internal/agent with the sim driver: real TLS, WebSocket, hello/update/command), all from 127.0.0.1",
 			o.Broker, store, o.LogLevel, o.Agents),
-		fmt.Sprintf("agents report every %s (agent-heartbeat-timeout-seconds = 3 × that); idle CPU is measured over %s; fixed reports send the same host report, changing ones a new load figure every time",
-			o.UpdateInterval, o.IdleWindow),
+		fmt.Sprintf("broker's base update interval %s (agent-heartbeat-timeout-seconds = 3 × that), stretched past its agent-max-updates-per-second; agents %s; idle CPU is measured over %s; fixed reports send the same host report, changing ones a new load figure every time",
+			o.UpdateInterval, agentInterval(o.AgentInterval), o.IdleWindow),
 		fmt.Sprintf("create storm: %d sessions in CreateSessions calls of %d; churn: %d creates/s, each session deleted %s after its creation, for %s",
 			o.Sessions, batchSize, o.ChurnRate, churnLifetime, o.Churn),
 		"times are from the scenario's start (restart: from the SIGKILL); RSS is VmRSS in MB, CPU utime+stime over the window in % of one core",
@@ -351,7 +356,7 @@ func (b *bench) ensureBroker(ctx context.Context) error {
 // newFleet prepares agents with empty state directories.
 func (b *bench) newFleet() error {
 	gen := b.agentsGen.Add(1)
-	f, err := newFleet(filepath.Join(b.dir, fmt.Sprintf("agents-%d", gen)), filepath.Join(b.b.dir, "ca.pem"), b.o.Agents, b.o.UpdateInterval)
+	f, err := newFleet(filepath.Join(b.dir, fmt.Sprintf("agents-%d", gen)), filepath.Join(b.b.dir, "ca.pem"), b.o.Agents, b.o.AgentInterval)
 	if err != nil {
 		return err
 	}
@@ -685,4 +690,12 @@ func fillFleetTimes(row *Row, start time.Time, t fleetTimes) {
 	if t.availableBeforeLinked {
 		row.Notes = append(row.Notes, "DescribeServers showed every server AVAILABLE before every agent had linked")
 	}
+}
+
+// agentInterval describes the agents' own update interval.
+func agentInterval(d time.Duration) string {
+	if d <= 0 {
+		return "report as often as the broker asks (broker_update_interval unset)"
+	}
+	return fmt.Sprintf("report at least every %s (broker_update_interval)", d)
 }

@@ -75,9 +75,12 @@ func (b *bench) connect(ctx context.Context) Row {
 }
 
 // idle: every agent linked and reporting, nothing else. After a settling
-// time of one update interval (at least 5 s), it measures the broker's CPU
-// over the idle window. With changing, every report carries a new load
-// figure, so every update holds a host report.
+// time of three base update intervals (at least 5 s: long enough for every
+// agent to ask for an ack, whose answer retimes a link that linked while
+// the fleet was smaller), it measures the broker's CPU over the idle
+// window, and the rate of the agents' periodic reports. With changing,
+// every report carries a new load figure, so every update holds a host
+// report.
 func (b *bench) idle(ctx context.Context, changing bool) Row {
 	row := Row{}
 	if err := b.ensureLinked(ctx); err != nil {
@@ -85,8 +88,9 @@ func (b *bench) idle(ctx context.Context, changing bool) Row {
 	}
 	b.f.changing.Store(changing)
 	defer b.f.changing.Store(false)
-	wait(ctx, max(b.o.UpdateInterval+time.Second, 5*time.Second))
+	wait(ctx, max(3*b.o.UpdateInterval, 5*time.Second))
 	welcomes0, warns0 := b.fleetMark()
+	reports0, start := b.f.reports.Load(), time.Now()
 	m := b.measure(time.Second)
 	end := time.Now().Add(b.o.IdleWindow)
 	for time.Now().Before(end) && ctx.Err() == nil {
@@ -94,7 +98,7 @@ func (b *bench) idle(ctx context.Context, changing bool) Row {
 		b.progress("idle: %s left; %d/%d agents linked", time.Until(end).Round(time.Second), b.f.linked(time.Time{}), b.o.Agents)
 	}
 	m.done(&row)
-	row.Notes = append(row.Notes, fmt.Sprintf("%d agents report every %s", b.o.Agents, b.o.UpdateInterval))
+	row.Notes = append(row.Notes, reportRate(b.o.Agents, b.f.reports.Load()-reports0, time.Since(start)))
 	if l := b.f.linked(time.Time{}); l != b.o.Agents {
 		row.Notes = append(row.Notes, fmt.Sprintf("only %d agents linked at the end", l))
 	}
@@ -364,4 +368,15 @@ func topReasons(reasons map[string]int) string {
 		s += fmt.Sprintf("%d× %.80q", x.n, x.r)
 	}
 	return s
+}
+
+// reportRate describes the periodic reports n agents made over d: the
+// fleet's update rate, and the interval in effect it means.
+func reportRate(n int, reports int64, d time.Duration) string {
+	if reports <= 0 || d <= 0 {
+		return fmt.Sprintf("%d agents made no periodic report", n)
+	}
+	rate := float64(reports) / d.Seconds()
+	each := time.Duration(float64(n) / rate * float64(time.Second)).Round(100 * time.Millisecond)
+	return fmt.Sprintf("%d agents made %.0f reports a second (each one every %s)", n, rate, each)
 }
