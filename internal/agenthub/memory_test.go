@@ -104,6 +104,8 @@ func BenchmarkLinkIdleCPU(b *testing.B) {
 		for _, changing := range []bool{false, true} {
 			b.Run(fmt.Sprintf("agents=%d/changing=%v", n, changing), func(b *testing.B) {
 				env := newLinkBroker(b)
+				var ms00 runtime.MemStats
+				runtime.ReadMemStats(&ms00)
 				agents := env.startAgents(b, n, interval, changing)
 				defer agents.stop()
 				// Let the first round of updates (a full report each) pass.
@@ -125,6 +127,9 @@ func BenchmarkLinkIdleCPU(b *testing.B) {
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				b.ReportMetric(float64(ms.Sys-ms.HeapReleased)/1e6, "idle_go_held_MB")
+				// Goroutine stacks per link once updates have gone through
+				// the links (BenchmarkLinkMemory's links never read one).
+				b.ReportMetric((float64(ms.StackInuse)-float64(ms00.StackInuse))/float64(n), "idle_stack_B/link")
 				b.ReportMetric(float64(ms.NumGC-ms0.NumGC), "window_gcs")
 				b.ReportMetric(float64(debug.SetGCPercent(-1)), "gogc")
 				debug.SetGCPercent(100)

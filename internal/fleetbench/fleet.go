@@ -51,6 +51,9 @@ type simAgent struct {
 	up       atomic.Bool
 	upAt     atomic.Int64 // UnixNano of the last Welcome
 	welcomes atomic.Int64
+	// lastReport is when the agent last made a host report (UnixNano),
+	// gap the time between its last two: its update interval.
+	lastReport, gap atomic.Int64
 }
 
 // newFleet prepares n agents (not started); caFile is the broker's CA.
@@ -150,6 +153,24 @@ func unixNano(t time.Time) int64 {
 	return t.UnixNano()
 }
 
+// medianGap is the median time between the last two host reports of the
+// agents that made two: the update interval in effect, whatever the phases
+// of the agents' timers (the rate over a window shorter than a few
+// intervals depends on them).
+func (f *fleet) medianGap() time.Duration {
+	gaps := make([]int64, 0, len(f.agents))
+	for _, a := range f.agents {
+		if g := a.gap.Load(); g > 0 {
+			gaps = append(gaps, g)
+		}
+	}
+	if len(gaps) == 0 {
+		return 0
+	}
+	slices.Sort(gaps)
+	return time.Duration(gaps[len(gaps)/2])
+}
+
 // welcomes is the number of Welcomes the agents got in all.
 func (f *fleet) welcomes() (n int64) {
 	for _, a := range f.agents {
@@ -178,6 +199,10 @@ func (f *fleet) sessions(ctx context.Context) (byID map[string]int, duplicated i
 // the fleet's reports are changing.
 func (a *simAgent) report(ctx context.Context) (agentproto.HostReport, error) {
 	a.f.reports.Add(1)
+	now := time.Now().UnixNano()
+	if last := a.lastReport.Swap(now); last != 0 {
+		a.gap.Store(now - last)
+	}
 	r := agentproto.HostReport{
 		Hostname:   a.id,
 		IP:         fmt.Sprintf("10.%d.%d.%d", a.i>>16&255, a.i>>8&255, a.i&255),

@@ -227,3 +227,23 @@ func TestCompareSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestReportRate(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		n       int
+		reports int64
+		d, gap  time.Duration
+		want    string
+	}{
+		{"stretched interval", 10000, 10000, time.Minute, 50 * time.Second,
+			"agents report every 50s (median gap; 200 reports a second for 10000 agents), 167 a second in the window"},
+		{"no gap yet", 10, 0, time.Minute, 0, "10 agents made 0 periodic reports in 1m0s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := reportRate(tc.n, tc.reports, tc.d, tc.gap); got != tc.want {
+				t.Errorf("reportRate = %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -98,7 +98,7 @@ func (b *bench) idle(ctx context.Context, changing bool) Row {
 		b.progress("idle: %s left; %d/%d agents linked", time.Until(end).Round(time.Second), b.f.linked(time.Time{}), b.o.Agents)
 	}
 	m.done(&row)
-	row.Notes = append(row.Notes, reportRate(b.o.Agents, b.f.reports.Load()-reports0, time.Since(start)))
+	row.Notes = append(row.Notes, reportRate(b.o.Agents, b.f.reports.Load()-reports0, time.Since(start), b.f.medianGap()))
 	if l := b.f.linked(time.Time{}); l != b.o.Agents {
 		row.Notes = append(row.Notes, fmt.Sprintf("only %d agents linked at the end", l))
 	}
@@ -370,13 +370,14 @@ func topReasons(reasons map[string]int) string {
 	return s
 }
 
-// reportRate describes the periodic reports n agents made over d: the
-// fleet's update rate, and the interval in effect it means.
-func reportRate(n int, reports int64, d time.Duration) string {
-	if reports <= 0 || d <= 0 {
-		return fmt.Sprintf("%d agents made no periodic report", n)
+// reportRate describes the periodic reports n agents made over d, and the
+// median time between an agent's last two reports (gap): the interval in
+// effect, and the fleet's rate it means. The window's own rate differs from
+// that when the agents' timers are in step (they linked together).
+func reportRate(n int, reports int64, d, gap time.Duration) string {
+	if reports <= 0 || d <= 0 || gap <= 0 {
+		return fmt.Sprintf("%d agents made %d periodic reports in %s", n, reports, d.Round(time.Second))
 	}
-	rate := float64(reports) / d.Seconds()
-	each := time.Duration(float64(n) / rate * float64(time.Second)).Round(100 * time.Millisecond)
-	return fmt.Sprintf("%d agents made %.0f reports a second (each one every %s)", n, rate, each)
+	return fmt.Sprintf("agents report every %s (median gap; %.0f reports a second for %d agents), %.0f a second in the window",
+		gap.Round(100*time.Millisecond), float64(n)/gap.Seconds(), n, float64(reports)/d.Seconds())
 }
