@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -516,67 +517,43 @@ func (b *bench) scanSessions(ctx context.Context) (sessionScan, error) {
 	}
 }
 
-// readyCount counts the sessions of ids that scan shows READY.
-func (sc sessionScan) readyCount(ids map[string]string) (n int) {
-	for id := range ids {
-		if sc.state[id] == api.StateReady {
-			n++
-		}
-	}
-	return n
-}
-
-// waitReady polls DescribeSessions until every session of ids is READY.
+// waitReady waits until DescribeSessions lists every session of ids READY,
+// as the API-client process (the probe) sees it: scanning every session's
+// page from this process, busy with the simulated agents, took long enough
+// to blur the time it measures.
 func (b *bench) waitReady(ctx context.Context, ids map[string]string, start time.Time, what string) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.readyTimeout(len(ids)))
 	defer cancel()
+	if b.probe == nil {
+		return time.Time{}, errors.New("no API-client process")
+	}
 	report := time.Now()
 	ready := 0
-	var lastErr error
-	for {
-		sc, err := b.scanSessions(ctx)
-		if err == nil {
-			if ready = sc.readyCount(ids); ready == len(ids) {
-				return time.Now(), nil
-			}
-		} else {
-			lastErr = err
-		}
+	at, err := b.probe.ready(ctx, slices.Collect(maps.Keys(ids)), func(n int) {
+		ready = n
 		if time.Since(report) >= 5*time.Second {
 			report = time.Now()
-			b.progress("%s: %d/%d sessions READY, %s", what, ready, len(ids), time.Since(start).Round(time.Second))
+			b.progress("%s: %d/%d sessions READY, %s", what, n, len(ids), time.Since(start).Round(time.Second))
 		}
-		if !wait(ctx, 50*time.Millisecond) {
-			return time.Time{}, fmt.Errorf("after %s: %d of %d sessions READY (last error: %v)", time.Since(start).Round(time.Second), ready, len(ids), lastErr)
-		}
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("after %s: %d of %d sessions READY: %w", time.Since(start).Round(time.Second), ready, len(ids), err)
 	}
+	return at, nil
 }
 
 // createSessions creates n sessions in calls of batchSize, adds them to
-// b.live and returns them; failed counts the items refused.
+// b.live and returns them; failed counts the items refused. The calls go
+// from the API-client process (the probe), as a real client's do from a
+// process of its own: in this one they waited for a CPU behind the
+// simulated agents' work.
 func (b *bench) createSessions(ctx context.Context, n int, name string) (created map[string]string, failed int, reasons map[string]int, err error) {
-	created, reasons = map[string]string{}, map[string]int{}
-	for done := 0; done < n; {
-		k := min(batchSize, n-done)
-		reqs := make([]api.CreateSessionRequest, k)
-		for i := range reqs {
-			reqs[i] = api.CreateSessionRequest{Name: name, Owner: fmt.Sprintf("user%04d", (done+i)%1000), Type: api.TypeVirtual}
-		}
-		out, err := b.client.CreateSessions(ctx, reqs)
-		if err != nil {
-			return created, failed, reasons, err
-		}
-		for _, s := range out.SuccessfulList {
-			created[s.Id] = s.Owner
-			b.live[s.Id] = s.Owner
-		}
-		for _, u := range out.UnsuccessfulList {
-			failed++
-			reasons[u.FailureReason]++
-		}
-		done += k
+	if b.probe == nil {
+		return nil, 0, nil, errors.New("no API-client process")
 	}
-	return created, failed, reasons, nil
+	created, failed, reasons, err = b.probe.create(ctx, n, name)
+	maps.Copy(b.live, created)
+	return created, failed, reasons, err
 }
 
 // deleteSessions deletes sessions in calls of batchSize and removes them

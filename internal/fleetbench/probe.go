@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http/httptrace"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,13 @@ type probeScan struct {
 	Slowest   int64  `json:"slowest"`   // the pass's slowest page, nanoseconds
 	FirstByte int64  `json:"first_byte"`
 	Err       string `json:"err,omitempty"`
+	// A create's lines, one per CreateSessions call: the sessions created
+	// (ID to owner), the items refused by reason, and Done on the last.
+	Created map[string]string `json:"created,omitempty"`
+	Reasons map[string]int    `json:"reasons,omitempty"`
+	Done    bool              `json:"done,omitempty"`
+	// Ready is a ready watch's count of its sessions listed READY.
+	Ready int `json:"ready,omitempty"`
 }
 
 // RunProbe is the probe process's main: it reads a probeConfig line, then
@@ -66,6 +75,14 @@ type probeScan struct {
 //	             connect to each TCP address in turn, every 5 ms until it
 //	             answers, and write one probeScan line stamped when the
 //	             last one did
+//	create ID N NAME
+//	             create N sessions named NAME through CreateSessions, in
+//	             calls of batchSize one after the other, writing a line
+//	             per call (the last one Done)
+//	ready ID SESSION...
+//	             ask DescribeSessions for the sessions not yet seen READY
+//	             (a pass every quarter probeInterval), writing a line per
+//	             pass with how many were seen READY, until all were
 //	stop         end the current watch
 //
 // It returns the exit code once in ends (the parent went away).
@@ -140,6 +157,29 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 					write(s)
 				}
 			})
+		case len(f) == 4 && f[0] == "create":
+			n, err := strconv.Atoi(f[2])
+			if err != nil || n < 0 {
+				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
+				return 2
+			}
+			name := f[3]
+			begin(func(ctx context.Context) {
+				err := createSessions(ctx, c, n, name, func(created map[string]string, reasons map[string]int) {
+					write(probeScan{Watch: id, Created: created, Reasons: reasons, At: time.Now().UnixNano()})
+				})
+				if ctx.Err() != nil {
+					return
+				}
+				last := probeScan{Watch: id, Done: true, At: time.Now().UnixNano()}
+				if err != nil {
+					last.Err = err.Error()
+				}
+				write(last)
+			})
+		case len(f) >= 3 && f[0] == "ready":
+			ids := f[2:]
+			begin(func(ctx context.Context) { watchReady(ctx, c, id, ids, write) })
 		case len(f) == 1 && f[0] == "stop":
 			stopWatch()
 			stopWatch = func() {}
@@ -148,6 +188,84 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 			return 2
 		}
 	}
+}
+
+// createSessions creates n sessions named name in CreateSessions calls of
+// batchSize, one after the other (owners user0000 to user0999 in turn),
+// and hands each call's outcome to got.
+func createSessions(ctx context.Context, c *api.Client, n int, name string, got func(created map[string]string, reasons map[string]int)) error {
+	for done := 0; done < n; {
+		k := min(batchSize, n-done)
+		reqs := make([]api.CreateSessionRequest, k)
+		for i := range reqs {
+			reqs[i] = api.CreateSessionRequest{Name: name, Owner: fmt.Sprintf("user%04d", (done+i)%1000), Type: api.TypeVirtual}
+		}
+		out, err := c.CreateSessions(ctx, reqs)
+		if err != nil {
+			return err
+		}
+		created, reasons := make(map[string]string, len(out.SuccessfulList)), map[string]int{}
+		for _, s := range out.SuccessfulList {
+			created[s.Id] = s.Owner
+		}
+		for _, u := range out.UnsuccessfulList {
+			reasons[u.FailureReason]++
+		}
+		got(created, reasons)
+		done += k
+	}
+	return nil
+}
+
+// watchReady asks DescribeSessions for the sessions of ids not yet seen
+// READY (by SessionIds, batchSize a call) until it has seen every one READY,
+// or ctx ends. A pass asks only for those still pending, so that the
+// passes, and so the time a session's READY takes to be seen, shrink as the
+// sessions get READY.
+func watchReady(ctx context.Context, c *api.Client, id int, ids []string, write func(probeScan)) {
+	pending := slices.Clone(ids)
+	for {
+		var err error
+		pending, err = scanReady(ctx, c, pending)
+		if ctx.Err() != nil {
+			return
+		}
+		s := probeScan{Watch: id, Ready: len(ids) - len(pending), At: time.Now().UnixNano()}
+		if err != nil {
+			s.Err = err.Error()
+		}
+		write(s)
+		if len(pending) == 0 {
+			return
+		}
+		wait(ctx, probeInterval/4)
+	}
+}
+
+// scanReady returns the sessions of pending that DescribeSessions does not
+// list READY.
+func scanReady(ctx context.Context, c *api.Client, pending []string) ([]string, error) {
+	var left []string
+	for start := 0; start < len(pending); start += batchSize {
+		chunk := pending[start:min(start+batchSize, len(pending))]
+		max := batchSize
+		out, err := c.DescribeSessions(ctx, api.DescribeSessionsRequest{SessionIds: chunk, MaxResults: &max})
+		if err != nil {
+			return append(left, pending[start:]...), err
+		}
+		ready := make(map[string]bool, len(out.Sessions))
+		for _, s := range out.Sessions {
+			if s.State == api.StateReady {
+				ready[s.Id] = true
+			}
+		}
+		for _, id := range chunk {
+			if !ready[id] {
+				left = append(left, id)
+			}
+		}
+	}
+	return left, nil
 }
 
 // watchServers scans until a pass shows want servers AVAILABLE or ctx ends.
@@ -274,6 +392,7 @@ func startProber(c *api.Client, caFile string) (*prober, error) {
 func (p *prober) read(r io.Reader) {
 	defer close(p.done)
 	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 16<<20) // a create's line holds a call's sessions
 	for sc.Scan() {
 		var s probeScan
 		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
@@ -334,6 +453,63 @@ func (p *prober) listening(ctx context.Context, addrs ...string) (time.Time, err
 		return time.Time{}, p.err
 	case <-ctx.Done():
 		return time.Time{}, ctx.Err()
+	}
+}
+
+// create has the probe create n sessions named name (a word), and returns
+// them (ID to owner) and the items refused by reason.
+func (p *prober) create(ctx context.Context, n int, name string) (created map[string]string, failed int, reasons map[string]int, err error) {
+	created, reasons = map[string]string{}, map[string]int{}
+	ch, err := p.begin("create %d " + strconv.Itoa(n) + " " + name)
+	if err != nil {
+		return created, 0, reasons, err
+	}
+	defer p.stop()
+	for {
+		select {
+		case s := <-ch:
+			maps.Copy(created, s.Created)
+			for r, k := range s.Reasons {
+				reasons[r] += k
+				failed += k
+			}
+			if s.Done {
+				if s.Err != "" {
+					return created, failed, reasons, errors.New(s.Err)
+				}
+				return created, failed, reasons, nil
+			}
+		case <-p.done:
+			return created, failed, reasons, p.err
+		case <-ctx.Done():
+			return created, failed, reasons, ctx.Err()
+		}
+	}
+}
+
+// ready waits until the probe sees every session of ids READY, and returns
+// when it did; each pass's count goes to progress.
+func (p *prober) ready(ctx context.Context, ids []string, progress func(ready int)) (time.Time, error) {
+	if len(ids) == 0 {
+		return time.Now(), nil
+	}
+	ch, err := p.begin("ready %d " + strings.Join(ids, " "))
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer p.stop()
+	for {
+		select {
+		case s := <-ch:
+			if s.Err == "" && s.Ready == len(ids) {
+				return time.Unix(0, s.At), nil
+			}
+			progress(s.Ready)
+		case <-p.done:
+			return time.Time{}, p.err
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
 	}
 }
 

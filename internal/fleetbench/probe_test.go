@@ -1,7 +1,9 @@
 package fleetbench
 
 import (
+	"context"
 	"encoding/pem"
+	"errors"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -127,5 +129,57 @@ func TestProber_Listening(t *testing.T) {
 	}
 	if opened := <-openedAt; at.Before(opened) {
 		t.Fatalf("listening at %s, the port opened at %s", at, opened)
+	}
+}
+
+// TestProber_Create: the probe creates sessions through CreateSessions in
+// calls of batchSize and hands back every one, with its owner.
+func TestProber_Create(t *testing.T) {
+	ts := pagesBroker(t, 0)
+	p := startTestProber(t, ts)
+	created, failed, reasons, err := p.create(t.Context(), batchSize+500, "probe")
+	if err != nil || failed != 0 || len(reasons) != 0 {
+		t.Fatalf("create: %v, %d failed %v", err, failed, reasons)
+	}
+	if len(created) != batchSize+500 {
+		t.Fatalf("created %d sessions, want %d", len(created), batchSize+500)
+	}
+	owners := map[string]int{}
+	for _, o := range created {
+		owners[o]++
+	}
+	if len(owners) != 1000 || owners["user0000"] != 2 || owners["user0999"] != 1 {
+		t.Errorf("owners: %d distinct, user0000 %d, user0999 %d; want 1000, 2, 1", len(owners), owners["user0000"], owners["user0999"])
+	}
+	// The watch after it still works: the create ended cleanly.
+	scans, err := p.watchAvailable(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := recvScan(t, scans); s.Err != "" || s.Available != 3 {
+		t.Fatalf("watch after create: %+v", s)
+	}
+	p.stop()
+}
+
+// TestProber_Ready: the probe's ready watch counts only the sessions asked
+// for, and answers once they are all READY.
+func TestProber_Ready(t *testing.T) {
+	ts := pagesBroker(t, 30) // sess-0000 to sess-0029, READY
+	p := startTestProber(t, ts)
+	var passes []int
+	at, err := p.ready(t.Context(), []string{"sess-0003", "sess-0029"}, func(n int) { passes = append(passes, n) })
+	if err != nil || at.IsZero() {
+		t.Fatalf("ready: %v, %v", at, err)
+	}
+	if len(passes) != 0 {
+		t.Errorf("passes before all READY: %v, want none", passes)
+	}
+	// A session that is not listed: the watch goes on, counting the others.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err = p.ready(ctx, []string{"sess-0001", "nope"}, func(n int) { passes = append(passes, n) })
+	if !errors.Is(err, context.DeadlineExceeded) || len(passes) == 0 || passes[0] != 1 {
+		t.Errorf("ready with a missing session: %v, passes %v; want the deadline after passes of 1", err, passes)
 	}
 }
