@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -109,8 +110,32 @@ func readMachine() Machine {
 		if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
 			m.Commit += " (with uncommitted changes)"
 		}
+	} else if bi, ok := debug.ReadBuildInfo(); ok {
+		m.Commit = buildCommit(bi.Settings)
 	}
 	return m
+}
+
+// buildCommit is the commit the binary was built from, as its build
+// settings record it (go build -buildvcs=true in a clone): what the table
+// names when it runs outside a clone.
+func buildCommit(settings []debug.BuildSetting) string {
+	rev, modified := "", false
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	switch {
+	case rev == "":
+		return "unknown"
+	case modified:
+		return rev[:min(12, len(rev))] + " (built with uncommitted changes)"
+	}
+	return rev[:min(12, len(rev))] + " (of the binary)"
 }
 
 // cpuModel is the first "model name" of /proc/cpuinfo.

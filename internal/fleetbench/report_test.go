@@ -2,6 +2,7 @@ package fleetbench
 
 import (
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -243,6 +244,24 @@ func TestReportRate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := reportRate(tc.n, tc.reports, tc.d, tc.gap); got != tc.want {
 				t.Errorf("reportRate = %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBuildCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settings []debug.BuildSetting
+		want     string
+	}{
+		{"no vcs", nil, "unknown"},
+		{"clean", []debug.BuildSetting{{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "false"}}, "0123456789ab (of the binary)"},
+		{"modified", []debug.BuildSetting{{Key: "vcs.revision", Value: "0123456789abcdef0123"}, {Key: "vcs.modified", Value: "true"}}, "0123456789ab (built with uncommitted changes)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := buildCommit(tc.settings); got != tc.want {
+				t.Errorf("buildCommit = %q, want %q", got, tc.want)
 			}
 		})
 	}
