@@ -23,14 +23,7 @@ func TestSeen_WrittenEveryHalfTimeout(t *testing.T) {
 	t0 := time.Now().UTC().Truncate(time.Second)
 	now := t0
 	svc.Now = func() time.Time { return now }
-	stored := func() time.Time {
-		t.Helper()
-		list, err := st.ListServers(ctx, broker.ServerFilter{IDs: []string{"srv"}})
-		if err != nil || len(list) != 1 {
-			t.Fatalf("list: %v %d", err, len(list))
-		}
-		return list[0].LastSeen.UTC()
-	}
+	stored := func() time.Time { return storedLastSeen(t, st, "srv") }
 	if err := svc.AgentConnected(ctx, "", "srv", serverInfo("srv", 4), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +95,7 @@ func TestLinkTiming_GrowsWithFleet(t *testing.T) {
 	t0 := time.Now().UTC().Truncate(time.Second)
 	now := t0
 	svc.Now = func() time.Time { return now }
-	stored := func() time.Time {
-		t.Helper()
-		list, err := st.ListServers(ctx, broker.ServerFilter{IDs: []string{"srv-0"}})
-		if err != nil || len(list) != 1 {
-			t.Fatalf("list: %v %d", err, len(list))
-		}
-		return list[0].LastSeen.UTC()
-	}
+	stored := func() time.Time { return storedLastSeen(t, st, "srv-0") }
 	if err := svc.AgentUpdate(ctx, "srv-0", nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -131,4 +117,14 @@ func TestLinkTiming_GrowsWithFleet(t *testing.T) {
 	if got := stored(); !got.Equal(now) {
 		t.Errorf("contact 31 s later: stored %s after the first, want 31s", got.Sub(first))
 	}
+}
+
+// storedLastSeen is the server's contact time as the store has it.
+func storedLastSeen(t *testing.T, st broker.Store, id string) time.Time {
+	t.Helper()
+	list, err := st.ListServers(t.Context(), broker.ServerFilter{IDs: []string{id}})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("list %s: %v %d", id, err, len(list))
+	}
+	return list[0].LastSeen.UTC()
 }
