@@ -80,7 +80,7 @@ func TestHub_Retime(t *testing.T) {
 			t.Fatalf("second ack = %+v, want no timing (unchanged)", ack)
 		}
 		// Silent for twice the old timeout: still linked under the new one.
-		time.Sleep(600 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond) //sleep-ok: the agent's silence is the scenario
 		if !e.hub.Connected(id) {
 			t.Fatal("link closed after 600 ms of silence; the new timeout is 3 s")
 		}
@@ -125,9 +125,9 @@ func TestHub_AgentFollowsRetime(t *testing.T) {
 	poll.Until(t, 20*time.Second, "the retime in the agent's log", func() bool {
 		return strings.Contains(e.logs.String(), "broker retimed the link")
 	})
-	time.Sleep(300 * time.Millisecond) // a report already under way lands
+	time.Sleep(300 * time.Millisecond) //sleep-ok: a report already under way lands before the count starts
 	before, ownBefore := reports.Load(), ownReports.Load()
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) //sleep-ok: reports are counted over a fixed window
 	// A ticker cannot fire faster than its period: at most two reports in
 	// 3 s at 2 s (one more for a tick re-armed at the edge).
 	if n := reports.Load() - before; n > 3 {
