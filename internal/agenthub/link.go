@@ -32,11 +32,14 @@ type link struct {
 	ready  chan struct{} // closed once Welcome is sent; commands wait for it
 	seq    atomic.Uint64
 
-	// timeout is the link's heartbeat timeout (nanoseconds), told in the
-	// Welcome or a later ack; told is the update interval told with it
-	// (owned by the applier after the handshake).
-	timeout atomic.Int64
-	told    time.Duration
+	// timeout is the link's heartbeat timeout, told in the Welcome or a
+	// later ack; told is the update interval told with it (owned by the
+	// applier after the handshake). deadlineMu orders the read loop's
+	// arming of the read deadline with a retime's: a read already waiting
+	// when the applier retimes the link gets the new timeout too.
+	deadlineMu sync.Mutex
+	timeout    time.Duration
+	told       time.Duration
 
 	// The session report stream, owned by the applier (set by the
 	// handshake): the protocol version of the link, the Seq of the last
@@ -227,8 +230,7 @@ func (l *link) handshake() bool {
 	}
 	l.version = min(hello.ProtocolVersion, agentproto.ProtocolVersion)
 	interval, timeout := h.timing()
-	l.told = interval
-	l.timeout.Store(int64(timeout))
+	l.told, l.timeout = interval, timeout // before the read loop starts
 	welcome := &agentproto.Welcome{
 		ProtocolVersion:    l.version,
 		UpdateIntervalMS:   interval.Milliseconds(),
@@ -262,12 +264,14 @@ func (l *link) readLoop() {
 		// first.
 		ctx := context.Background()
 		var cancel context.CancelFunc = func() {}
-		timeout := time.Duration(l.timeout.Load())
+		l.deadlineMu.Lock()
+		timeout := l.timeout
 		if l.raw != nil {
 			_ = l.raw.SetReadDeadline(time.Now().Add(timeout))
 		} else {
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 		}
+		l.deadlineMu.Unlock()
 		typ, data, err := l.conn.Read(ctx)
 		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
 		cancel()
@@ -400,8 +404,12 @@ var errReplaced = errors.New("link replaced")
 
 // retime puts the fleet's update interval and heartbeat timeout in ack when
 // they changed since the link was told (version 5), and holds the link to
-// the new timeout from its next read on. The agent re-arms its timer on the
-// ack, so its next update comes within the new interval.
+// the new timeout at once: the read waiting now (updates other than bare
+// heartbeats are applied off the read loop, which already waits for the
+// next message) gets a deadline of the new timeout from now. The agent
+// re-arms its timer on the ack, so its next update comes within the new
+// interval. Without the raw connection (no read deadline) the new timeout
+// holds from the next read.
 func (l *link) retime(ack *agentproto.Ack) {
 	if l.version < 5 || l.h.opts.Timing == nil {
 		return
@@ -412,7 +420,12 @@ func (l *link) retime(ack *agentproto.Ack) {
 	}
 	l.told = interval
 	ack.UpdateIntervalMS, ack.HeartbeatTimeoutMS = interval.Milliseconds(), timeout.Milliseconds()
-	l.timeout.Store(int64(timeout))
+	l.deadlineMu.Lock()
+	defer l.deadlineMu.Unlock()
+	l.timeout = timeout
+	if l.raw != nil {
+		_ = l.raw.SetReadDeadline(time.Now().Add(timeout))
+	}
 }
 
 // hostFigures converts the figures of an update.

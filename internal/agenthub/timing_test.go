@@ -141,3 +141,37 @@ func TestHub_AgentFollowsRetime(t *testing.T) {
 		t.Errorf("links = %d, want both still up", e.hub.Count())
 	}
 }
+
+// TestHub_RetimeHoldsWaitingRead: an update other than a bare heartbeat is
+// applied off the read loop, which is already waiting for the next message
+// under the old timeout when the ack retimes the link. The waiting read gets
+// the new timeout: the agent, told to report less often, may stay silent
+// past the old one.
+func TestHub_RetimeHoldsWaitingRead(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		u    *agentproto.Update
+	}{
+		{"figures", &agentproto.Update{Seq: 1, Figures: &agentproto.HostFigures{MemoryUsedBytes: 1 << 30}}},
+		{"host report", &agentproto.Update{Seq: 1, Host: &agentproto.HostReport{Hostname: "raw", OS: agentproto.OS{Family: "linux"}}}},
+		{"bare heartbeat", &agentproto.Update{Seq: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			timing := newFleetTiming(100*time.Millisecond, 300*time.Millisecond)
+			e := mustStartHub(t, agenthub.Options{Timing: timing.get}, nil)
+			c := e.dial(t)
+			write(t, c, "", hello("srv-wait"))
+			read(t, c)
+			e.svc.wait(t, "connected", "srv-wait", nil)
+			timing.set(time.Second, 3*time.Second)
+			write(t, c, "u1", tc.u)
+			if ack, ok := read(t, c).Body.(*agentproto.Ack); !ok || ack.HeartbeatTimeoutMS != 3000 {
+				t.Fatalf("ack = %+v, want the new timeout", ack)
+			}
+			time.Sleep(700 * time.Millisecond) //sleep-ok: the agent's silence past the old timeout is the scenario
+			if !e.hub.Connected("srv-wait") {
+				t.Fatal("link closed 700 ms after the retime; the new timeout is 3 s")
+			}
+		})
+	}
+}
