@@ -169,6 +169,42 @@ func BenchmarkUpdateSession(b *testing.B) {
 	}
 }
 
+// BenchmarkUpdateSessions writes batches of 1,000 sessions READY in one
+// transaction each, as the broker's session batcher does when agents report
+// a create storm's sessions: per session, a read, fn and a write. It
+// reports sessions/s.
+func BenchmarkUpdateSessions(b *testing.B) {
+	const total, owners, servers, batch = 100_000, 1_000, 10_000, 1_000
+	for _, mode := range benchModes {
+		b.Run(mode.name, func(b *testing.B) {
+			s := MustOpenWith(b, tempPath(b), mode.opts)
+			benchSessions(b, s, total, owners, servers)
+			ids := make([]string, batch)
+			n := 0
+			for b.Loop() {
+				for i := range ids {
+					ids[i] = fmt.Sprintf("sess-%08d", (n*7919)%total)
+					n++
+				}
+				errs, err := s.UpdateSessions(b.Context(), ids, func(ss *broker.Session) error {
+					ss.State, ss.Substate = broker.StateReady, ""
+					ss.NumOfConnections++
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "sessions/s")
+		})
+	}
+}
+
 // BenchmarkOpen opens a file of 100,000 sessions: the mirror loads them.
 func BenchmarkOpen(b *testing.B) {
 	path := tempPath(b)

@@ -1,10 +1,39 @@
 package sqlite
 
 import (
+	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/placement"
 )
+
+// CapacityCounts returns the counts that a placement of owner on server is
+// checked against, leaving out session skip, from the mirror and from
+// capacitySQL; both zero for a server without a row (the placement fails
+// on its limits, whatever its sessions).
+func (s *Store) CapacityCounts(ctx context.Context, server, owner, skip string) (mirror, fromSQL placement.Counts, err error) {
+	if s.m == nil {
+		return mirror, fromSQL, errors.New("no mirror")
+	}
+	mirror, ok := s.m.capacityCounts(server, owner, skip)
+	if !ok {
+		return mirror, fromSQL, errors.New("mirror is stale")
+	}
+	var seq int64
+	if err := s.queryRow(ctx, `SELECT seq FROM sessions WHERE id = ?`, skip).Scan(&seq); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return mirror, fromSQL, err
+	}
+	var l placement.Limits
+	err = s.queryRow(ctx, capacitySQL, owner, seq, server).Scan(&l.MaxVirtual, &l.MaxPerUser, &fromSQL.Virtual, &fromSQL.Owned, &fromSQL.Console)
+	if errors.Is(err, sql.ErrNoRows) {
+		return placement.Counts{}, placement.Counts{}, nil
+	}
+	return mirror, fromSQL, err
+}
 
 // CheckMirror checks the invariants of the store's session mirror; a store
 // without one passes.

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/placement"
 )
 
 // mirror is a write-through, in-memory copy of the sessions table and of each
@@ -326,6 +327,42 @@ func (m *mirror) countSessions() (out map[string]broker.Counts, ok bool) {
 		}
 	}
 	return out, true
+}
+
+// capacityCounts returns the active sessions on server as capacitySQL
+// counts them for a placement of owner: VIRTUAL, CONSOLE and owner's of any
+// type, leaving out session skip (the one being placed). ok is false if m is
+// stale.
+func (m *mirror) capacityCounts(server, owner, skip string) (c placement.Counts, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.stale {
+		return c, false
+	}
+	l := m.byServer[server]
+	if l == nil || server == "" {
+		return c, true
+	}
+	c.Virtual, c.Console = l.active.virtual, l.active.console
+	for _, oc := range l.active.byOwner {
+		if oc.owner.Value() == owner {
+			c.Owned = oc.n
+			break
+		}
+	}
+	if r := m.byID[skip]; r != nil && r.serverID.Value() == server && r.state != stateDeleted {
+		// Counted above, as capacitySQL's seq != ? leaves it out.
+		switch r.typ {
+		case typeVirtual:
+			c.Virtual--
+		case typeConsole:
+			c.Console--
+		}
+		if r.owner.Value() == owner {
+			c.Owned--
+		}
+	}
+	return c, true
 }
 
 // countByState returns what CountByState returns; ok is false if m is stale.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -178,6 +179,16 @@ func compareStores(t *testing.T, got, want *sqlite.Store, w *workload, n int) {
 	}
 	if d := cmp.Diff(xc, gc); d != "" {
 		t.Fatalf("CountSessions (-sql +mirror):\n%s", d)
+	}
+	for _, srv := range wlServers {
+		owner, skip := w.pick(wlOwners), w.id()
+		m, q, err := got.CapacityCounts(ctx, srv, owner, skip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != q {
+			t.Fatalf("capacity of %q for %q without %q: mirror %+v, capacitySQL %+v", srv, owner, skip, m, q)
+		}
 	}
 	gb, err := got.CountByState(ctx)
 	if err != nil {
@@ -426,7 +437,7 @@ func (w *workload) step(t *testing.T, s *sqlite.Store) {
 	case op < 80:
 		errAbort := errors.New("abort")
 		n := w.session("")
-		err := s.UpdateSession(ctx, w.id(), func(ss *broker.Session) error {
+		change := func(ss *broker.Session) error {
 			for range 1 + w.rng.IntN(4) {
 				switch w.rng.IntN(10) {
 				case 0:
@@ -455,8 +466,26 @@ func (w *workload) step(t *testing.T, s *sqlite.Store) {
 				return errAbort
 			}
 			return nil
+		}
+		if op < 65 {
+			expected("UpdateSession", s.UpdateSession(ctx, w.id(), change), errAbort, broker.ErrNotFound)
+			break
+		}
+		// A batch, as agents' reports are written: some items change only
+		// the columns a session's life changes (updateLiveSQL).
+		ids := map[string]bool{}
+		for range 1 + w.rng.IntN(5) {
+			ids[w.id()] = true
+		}
+		_, err := s.UpdateSessions(ctx, slices.Collect(maps.Keys(ids)), func(ss *broker.Session) error {
+			if w.rng.IntN(2) == 0 {
+				ss.State, ss.Substate, ss.StateReason, ss.UpdatedAt = n.State, n.Substate, n.StateReason, n.UpdatedAt
+				ss.NumOfConnections, ss.LastDisconnectionTime = n.NumOfConnections, n.LastDisconnectionTime
+				return nil
+			}
+			return change(ss)
 		})
-		expected("UpdateSession", err, errAbort, broker.ErrNotFound)
+		expected("UpdateSessions", err)
 	case op < 95:
 		expected("DeleteSession", s.DeleteSession(ctx, w.id()), broker.ErrNotFound)
 	default:

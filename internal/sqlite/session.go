@@ -33,6 +33,12 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 	updateSessionSQL = `UPDATE sessions SET ` + sessionSet + ` WHERE seq = ?`
+	// updateLiveSQL sets the columns that change over a session's life
+	// (txRewrite): not owner, server_id, spec or the others that the
+	// indexes sessions_owner_seq, sessions_queue, sessions_template and
+	// sessions_launch_groups are built on.
+	updateLiveSQL = `UPDATE sessions SET state = ?, substate = ?, state_reason = ?, last_disconnection_time = ?,
+		num_connections = ?, updated_at = ?, last_input_time = ?, due_at = ?, life = ? WHERE seq = ?`
 	getSessionSQL    = `SELECT ` + sessionCols + ` FROM sessions WHERE id = ?`
 	findSessionSQL   = `SELECT seq, state, server_id FROM sessions WHERE id = ?`
 	deleteSessionSQL = `DELETE FROM sessions WHERE id = ?`
@@ -46,6 +52,9 @@ const (
 		coalesce(sum(s.type = 'VIRTUAL'), 0), coalesce(sum(s.owner = ?), 0), coalesce(sum(s.type = 'CONSOLE'), 0)
 		FROM servers v LEFT JOIN sessions s ON s.server_id = v.id AND s.state != 'DELETED' AND s.seq != ?
 		WHERE v.id = ? GROUP BY v.seq`
+	// serverLimitsSQL is capacitySQL's limits alone, for a store whose
+	// mirror counts the sessions. No row: unknown server.
+	serverLimitsSQL = `SELECT max_virtual_sessions, max_sessions_per_user FROM servers WHERE id = ?`
 )
 
 // encodeSession returns the values of every column but seq, in
@@ -183,7 +192,11 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 
 // placementTx holds the statements of a CommitPlacements transaction.
 type placementTx struct {
-	capacity, find, insert, update *sql.Stmt
+	capacity, limits, find, insert, update *sql.Stmt
+	// m, when not nil, counts the servers' sessions instead of capacitySQL:
+	// the transaction holds the writer, so the mirror is the database as
+	// of the transaction's start.
+	m *mirror
 	// rows collects the rows written, for the mirror; nil without one.
 	rows []*row
 	// caps holds each server's limits and counts as this transaction
@@ -206,9 +219,9 @@ type serverCapacity struct {
 }
 
 // capacityOf returns the limits and counts that a placement of owner on
-// server is checked against; seq is the session being moved (0 for a new
-// one), left out of the counts.
-func (p *placementTx) capacityOf(ctx context.Context, server, owner string, seq int64) (*serverCapacity, error) {
+// server is checked against; id and seq are the session being moved (seq 0
+// for a new one), left out of the counts.
+func (p *placementTx) capacityOf(ctx context.Context, server, owner, id string, seq int64) (*serverCapacity, error) {
 	sc := p.caps[server]
 	if sc != nil {
 		if _, ok := sc.owned[owner]; ok || sc.limits.MaxPerUser <= 0 {
@@ -219,12 +232,28 @@ func (p *placementTx) capacityOf(ctx context.Context, server, owner string, seq 
 		l placement.Limits
 		c placement.Counts
 	)
-	err := p.capacity.QueryRowContext(ctx, owner, seq, server).Scan(&l.MaxVirtual, &l.MaxPerUser, &c.Virtual, &c.Owned, &c.Console)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
+	counted := false
+	if p.m != nil {
+		// The mirror's counts, the limits alone from the database: the
+		// counts were a scan of the server's sessions per placement.
+		if c, counted = p.m.capacityCounts(server, owner, id); counted && sc == nil {
+			err := p.limits.QueryRowContext(ctx, server).Scan(&l.MaxVirtual, &l.MaxPerUser)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
 	}
-	if err != nil {
-		return nil, err
+	if !counted {
+		err := p.capacity.QueryRowContext(ctx, owner, seq, server).Scan(&l.MaxVirtual, &l.MaxPerUser, &c.Virtual, &c.Owned, &c.Console)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	if sc == nil {
 		if p.caps == nil {
@@ -285,6 +314,12 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 		}
 		if p.capacity, err = s.txStmt(ctx, tx, capacitySQL); err != nil {
 			return err
+		}
+		if p.limits, err = s.txStmt(ctx, tx, serverLimitsSQL); err != nil {
+			return err
+		}
+		if s.m != nil {
+			p.m = s.m
 		}
 		if p.find, err = s.txStmt(ctx, tx, findSessionSQL); err != nil {
 			return err
@@ -347,7 +382,7 @@ func (p *placementTx) commit(ctx context.Context, pl broker.Placement) (int64, e
 			return 0, itemError{fmt.Errorf("session %q is %s on %q, no longer waiting for placement: %w", ss.ID, state, server, broker.ErrConflict)}
 		}
 	}
-	sc, err := p.capacityOf(ctx, ss.ServerID, ss.Owner, seq)
+	sc, err := p.capacityOf(ctx, ss.ServerID, ss.Owner, ss.ID, seq)
 	if err != nil {
 		return 0, err
 	}
@@ -502,6 +537,94 @@ func (s *Store) listSessionsSQL(ctx context.Context, f broker.SessionFilter) ([]
 	return out, nil
 }
 
+// txSession reads session id in tx, the writer's: from the mirror when the
+// store has one (the writer is held, so it is the database as of the
+// transaction's start), else from SQL. An unknown ID is sql.ErrNoRows.
+func (s *Store) txSession(ctx context.Context, tx *sql.Tx, id string) (*broker.Session, error) {
+	if s.m != nil {
+		if ss, found, ok := s.m.get(id); ok {
+			if !found {
+				return nil, sql.ErrNoRows
+			}
+			return ss, nil
+		}
+	}
+	return scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
+}
+
+// txRewrite reads session id in tx, calls fn on it and writes it back
+// unless fn fails (fnErr). It returns the session as written and, with a
+// mirror, its row to put there. An unknown ID is sql.ErrNoRows. A write
+// that changes only the columns a session's life changes (state, counts,
+// times, lifetime) sets those alone: updateSessionSQL sets every column and
+// so rewrites every index of the table, a fifth of a READY update's cost.
+func (s *Store) txRewrite(ctx context.Context, tx *sql.Tx, id string, fn func(*broker.Session) error) (ss *broker.Session, r *row, fnErr, err error) {
+	if ss, err = s.txSession(ctx, tx, id); err != nil {
+		return nil, nil, nil, err
+	}
+	seq := ss.Seq
+	before, err := fixedColsOf(ss, "", "")
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("session %q: %w", id, err)
+	}
+	if fnErr = fn(ss); fnErr != nil {
+		return nil, nil, fnErr, nil
+	}
+	args, excluded, spec, err := encodeSession(ss)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("session %q: %w", id, err)
+	}
+	after, _ := fixedColsOf(ss, excluded, spec)
+	if after == before {
+		// args: id 0, state 5, substate 6, state_reason 7,
+		// last_disconnection_time 11, num_connections 12, updated_at 13,
+		// last_input_time 19, due_at 20, life 21.
+		_, err = s.txExec(ctx, tx, updateLiveSQL, args[5], args[6], args[7], args[11], args[12], args[13],
+			args[19], args[20], args[21], seq)
+	} else {
+		_, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...)
+	}
+	if err != nil || s.m == nil {
+		return ss, nil, nil, err
+	}
+	r, err = writtenRow(seq, id, ss, excluded, spec)
+	return ss, r, nil, err
+}
+
+// fixedCols are the columns of a session that updateLiveSQL leaves as they
+// are.
+type fixedCols struct {
+	owner, name, typ, serverID, storageRoot string
+	maxClients, creation, enqueuedAt        int64
+	attempts                                int
+	enqueued                                bool
+	excluded, spec                          string
+}
+
+// fixedColsOf returns ss's fixed columns, with excluded and spec as stored
+// (encoded here when empty).
+func fixedColsOf(ss *broker.Session, excluded, spec string) (fixedCols, error) {
+	if spec == "" {
+		ex := []byte("[]")
+		if len(ss.Excluded) > 0 {
+			var err error
+			if ex, err = json.Marshal(ss.Excluded); err != nil {
+				return fixedCols{}, fmt.Errorf("encode excluded: %w", err)
+			}
+		}
+		sp, err := json.Marshal(ss.Spec)
+		if err != nil {
+			return fixedCols{}, fmt.Errorf("encode spec: %w", err)
+		}
+		excluded, spec = string(ex), string(sp)
+	}
+	return fixedCols{
+		owner: ss.Owner, name: ss.Name, typ: ss.Type, serverID: ss.ServerID, storageRoot: ss.StorageRoot,
+		maxClients: ss.MaxConcurrentClients, creation: toMillis(ss.CreationTime), enqueuedAt: toMillis(ss.EnqueuedAt),
+		attempts: ss.Attempts, enqueued: ss.Enqueued, excluded: excluded, spec: spec,
+	}, nil
+}
+
 // UpdateSession reads the session, calls fn and writes the result back in one
 // write transaction. fn may return an error to abort; UpdateSession then returns
 // that error unchanged and writes nothing. fn cannot change the session's ID or
@@ -513,29 +636,19 @@ func (s *Store) UpdateSession(ctx context.Context, id string, fn func(*broker.Se
 		r     *row
 	)
 	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
-		ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
+		var ss *broker.Session
+		var err error
+		ss, r, fnErr, err = s.txRewrite(ctx, tx, id, fn)
 		if errors.Is(err, sql.ErrNoRows) {
 			return broker.ErrNotFound
 		}
-		if err != nil {
-			return err
-		}
-		seq := ss.Seq
-		if fnErr = fn(ss); fnErr != nil {
+		if fnErr != nil {
 			return fnErr
 		}
-		args, excluded, spec, err := encodeSession(ss)
 		if err != nil {
 			return err
 		}
-		if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil {
-			return err
-		}
-		if err := s.appendEventsTx(ctx, tx, ss.Events); err != nil || s.m == nil {
-			return err
-		}
-		r, err = writtenRow(seq, id, ss, excluded, spec)
-		return err
+		return s.appendEventsTx(ctx, tx, ss.Events)
 	}, func(m *mirror) { m.putLocked(r) })
 	if fnErr != nil {
 		return fnErr
@@ -566,34 +679,21 @@ func (s *Store) UpdateSessions(ctx context.Context, ids []string, fn func(*broke
 		rows = rows[:0]
 		var evs []*broker.Event
 		for i, id := range ids {
-			ss, err := scanSession(s.txQueryRow(ctx, tx, getSessionSQL, id))
+			ss, r, fnErr, err := s.txRewrite(ctx, tx, id, fn)
 			if errors.Is(err, sql.ErrNoRows) {
 				out[i] = broker.ErrNotFound
 				continue
 			}
-			if err != nil {
-				return err
-			}
-			seq := ss.Seq
-			if out[i] = fn(ss); out[i] != nil {
+			if out[i] = fnErr; fnErr != nil {
 				continue
 			}
-			args, excluded, spec, err := encodeSession(ss)
 			if err != nil {
-				return fmt.Errorf("session %q: %w", id, err)
-			}
-			if _, err = s.txExec(ctx, tx, updateSessionSQL, append(args[1:], seq)...); err != nil {
 				return err
 			}
 			evs = append(evs, ss.Events...)
-			if s.m == nil {
-				continue
+			if r != nil {
+				rows = append(rows, r)
 			}
-			r, err := writtenRow(seq, id, ss, excluded, spec)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, r)
 		}
 		return s.appendEventsTx(ctx, tx, evs)
 	}, func(m *mirror) {
