@@ -97,14 +97,36 @@ type Record struct {
 	Detail string `json:"detail,omitempty"`
 	// Broker is the broker instance that recorded the call.
 	Broker string `json:"broker,omitempty"`
+
 	// PrevHash and Hash are the chain: hex SHA-256, set by Seal.
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"hash"`
+
+	// index holds Targets once there are more than indexTargets
+	// (HasTarget); it is rebuilt when it does not match them.
+	index map[Target]struct{}
 }
+
+// indexTargets is how many targets a record looks through one by one;
+// past it, HasTarget and AddTarget use an index (a batch call of 1,000
+// sessions names 1,000 targets, and a scan per target made its record
+// cost quadratic time).
+const indexTargets = 16
 
 // HasTarget reports whether r names the target kind:id.
 func (r *Record) HasTarget(kind, id string) bool {
-	return slices.Contains(r.Targets, Target{Kind: kind, ID: id})
+	t := Target{Kind: kind, ID: id}
+	if len(r.Targets) <= indexTargets {
+		return slices.Contains(r.Targets, t)
+	}
+	if len(r.index) != len(r.Targets) { // first use, or Targets set directly
+		r.index = make(map[Target]struct{}, 2*len(r.Targets))
+		for _, x := range r.Targets {
+			r.index[x] = struct{}{}
+		}
+	}
+	_, ok := r.index[t]
+	return ok
 }
 
 // AddTarget adds kind:id to r's targets unless id is empty or already there.
@@ -112,7 +134,11 @@ func (r *Record) AddTarget(kind, id string) {
 	if id == "" || r.HasTarget(kind, id) {
 		return
 	}
-	r.Targets = append(r.Targets, Target{Kind: kind, ID: id})
+	t := Target{Kind: kind, ID: id}
+	r.Targets = append(r.Targets, t)
+	if r.index != nil && len(r.index) == len(r.Targets)-1 {
+		r.index[t] = struct{}{}
+	}
 }
 
 // GenesisHash is the PrevHash of the first record of a log that was never

@@ -159,3 +159,72 @@ func TestAppender_BatchesInOrder(t *testing.T) {
 	}
 	a.Add(ctx, &audit.Record{Action: "late"}, nil) // dropped and logged, not a hang
 }
+
+// TestRecord_AddTarget: targets keep their first-seen order without
+// duplicates, past the size where the record indexes them, and when
+// Targets was set directly.
+func TestRecord_AddTarget(t *testing.T) {
+	ids := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("s%d", i))
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		preset []audit.Target
+		add    []string // each added twice, then all again
+		want   int
+	}{
+		{"none", nil, nil, 0},
+		{"few", nil, ids(3), 3},
+		{"at the index size", nil, ids(16), 16},
+		{"past it", nil, ids(1000), 1000},
+		{"preset", []audit.Target{{Kind: audit.TargetSession, ID: "s5"}, {Kind: audit.TargetOwner, ID: "s6"}}, ids(40), 41},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := audit.Record{Targets: append([]audit.Target(nil), tc.preset...)}
+			for _, id := range tc.add {
+				r.AddTarget(audit.TargetSession, id)
+				r.AddTarget(audit.TargetSession, id)
+				r.AddTarget(audit.TargetSession, "")
+			}
+			for _, id := range tc.add {
+				r.AddTarget(audit.TargetSession, id)
+				if !r.HasTarget(audit.TargetSession, id) || r.HasTarget(audit.TargetServer, id) {
+					t.Fatalf("HasTarget wrong for %q", id)
+				}
+			}
+			if len(r.Targets) != tc.want {
+				t.Fatalf("%d targets, want %d", len(r.Targets), tc.want)
+			}
+			seen := map[audit.Target]bool{}
+			for i, x := range r.Targets {
+				if seen[x] {
+					t.Fatalf("target %d %v twice", i, x)
+				}
+				seen[x] = true
+			}
+			if len(tc.preset) > 0 && r.Targets[0] != tc.preset[0] {
+				t.Fatalf("first target %v, want %v", r.Targets[0], tc.preset[0])
+			}
+		})
+	}
+}
+
+// BenchmarkRecordTargets names the 1,000 sessions of a batch call, as the
+// API's audit does for a CreateSessions of 1,000.
+func BenchmarkRecordTargets(b *testing.B) {
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("7b1a608e-43d6-4a6a-b35e-%012d", i)
+	}
+	for b.Loop() {
+		var r audit.Record
+		for _, id := range ids {
+			r.AddTarget(audit.TargetSession, id)
+		}
+	}
+}
