@@ -11,28 +11,33 @@ import (
 	"github.com/berth-dev/berth/internal/placement"
 )
 
-// CapacityCounts returns the counts that a placement of owner on server is
-// checked against, leaving out session skip, from the mirror and from
-// capacitySQL; both zero for a server without a row (the placement fails
-// on its limits, whatever its sessions).
-func (s *Store) CapacityCounts(ctx context.Context, server, owner, skip string) (mirror, fromSQL placement.Counts, err error) {
+// Capacity returns the limits and counts that a placement of owner on
+// server is checked against, leaving out session skip, from the mirror and
+// from capacitySQL; found is false when capacitySQL has no row (and then the
+// mirror must not know the server).
+func (s *Store) Capacity(ctx context.Context, server, owner, skip string) (mirror, fromSQL placement.Counts, ml, sl placement.Limits, found bool, err error) {
 	if s.m == nil {
-		return mirror, fromSQL, errors.New("no mirror")
+		return mirror, fromSQL, ml, sl, false, errors.New("no mirror")
 	}
-	mirror, ok := s.m.capacityCounts(server, owner, skip)
+	ml, mirror, mfound, ok := s.m.capacity(server, owner, skip)
 	if !ok {
-		return mirror, fromSQL, errors.New("mirror is stale")
+		return mirror, fromSQL, ml, sl, false, errors.New("mirror is stale")
 	}
 	var seq int64
 	if err := s.queryRow(ctx, `SELECT seq FROM sessions WHERE id = ?`, skip).Scan(&seq); err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return mirror, fromSQL, err
+		return mirror, fromSQL, ml, sl, false, err
 	}
-	var l placement.Limits
-	err = s.queryRow(ctx, capacitySQL, owner, seq, server).Scan(&l.MaxVirtual, &l.MaxPerUser, &fromSQL.Virtual, &fromSQL.Owned, &fromSQL.Console)
+	err = s.queryRow(ctx, capacitySQL, owner, seq, server).Scan(&sl.MaxVirtual, &sl.MaxPerUser, &fromSQL.Virtual, &fromSQL.Owned, &fromSQL.Console)
 	if errors.Is(err, sql.ErrNoRows) {
-		return placement.Counts{}, placement.Counts{}, nil
+		if mfound {
+			return mirror, fromSQL, ml, sl, false, fmt.Errorf("the mirror has limits %+v for unknown server %q", ml, server)
+		}
+		return mirror, placement.Counts{}, ml, sl, false, nil
 	}
-	return mirror, fromSQL, err
+	if !mfound && err == nil {
+		return mirror, fromSQL, ml, sl, true, fmt.Errorf("the mirror does not know server %q", server)
+	}
+	return mirror, fromSQL, ml, sl, true, err
 }
 
 // CheckMirror checks the invariants of the store's session mirror; a store

@@ -44,6 +44,9 @@ type mirror struct {
 	states   map[string]int      // sessions per state
 	// tags holds the tags of each server that has some.
 	tags map[string]map[string]string
+	// limits holds every server's session limits, which CommitPlacements
+	// checks placements against.
+	limits map[string]placement.Limits
 }
 
 func newMirror() *mirror {
@@ -53,6 +56,7 @@ func newMirror() *mirror {
 		byServer: make(map[string]*seqList),
 		states:   make(map[string]int),
 		tags:     make(map[string]map[string]string),
+		limits:   make(map[string]placement.Limits),
 	}
 }
 
@@ -73,6 +77,23 @@ func loadMirror(ctx context.Context, tx *sql.Tx) (*mirror, error) {
 			m.tags[id] = make(map[string]string)
 		}
 		m.tags[id][k] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+
+	rows, err = tx.QueryContext(ctx, `SELECT id, max_virtual_sessions, max_sessions_per_user FROM servers`)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var id string
+		var l placement.Limits
+		if err := rows.Scan(&id, &l.MaxVirtual, &l.MaxPerUser); err != nil {
+			return nil, err
+		}
+		m.limits[id] = l
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -112,7 +133,7 @@ func (m *mirror) reset(fresh *mirror, ok bool) {
 	}
 	m.stale = false
 	m.byID, m.all, m.byOwner, m.byServer = fresh.byID, fresh.all, fresh.byOwner, fresh.byServer
-	m.states, m.tags = fresh.states, fresh.tags
+	m.states, m.tags, m.limits = fresh.states, fresh.tags, fresh.limits
 }
 
 // drop empties m for good (the store is closing): it stays stale.
@@ -120,7 +141,7 @@ func (m *mirror) drop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.stale = true
-	m.byID, m.all, m.byOwner, m.byServer, m.states, m.tags = nil, seqList{}, nil, nil, nil, nil
+	m.byID, m.all, m.byOwner, m.byServer, m.states, m.tags, m.limits = nil, seqList{}, nil, nil, nil, nil, nil
 }
 
 // apply runs fn with m locked for writing, unless m is stale.
@@ -329,22 +350,25 @@ func (m *mirror) countSessions() (out map[string]broker.Counts, ok bool) {
 	return out, true
 }
 
-// capacityCounts returns the active sessions on server as capacitySQL
+// capacity returns server's limits and its active sessions as capacitySQL
 // counts them for a placement of owner: VIRTUAL, CONSOLE and owner's of any
-// type, leaving out session skip (the one being placed). ok is false if m is
-// stale.
-func (m *mirror) capacityCounts(server, owner, skip string) (c placement.Counts, ok bool) {
+// type, leaving out session skip (the one being placed). found is false for
+// an unknown server, ok false if m is stale.
+func (m *mirror) capacity(server, owner, skip string) (l placement.Limits, c placement.Counts, found, ok bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stale {
-		return c, false
+		return l, c, false, false
 	}
-	l := m.byServer[server]
-	if l == nil || server == "" {
-		return c, true
+	if l, found = m.limits[server]; !found {
+		return l, c, false, true
 	}
-	c.Virtual, c.Console = l.active.virtual, l.active.console
-	for _, oc := range l.active.byOwner {
+	sl := m.byServer[server]
+	if sl == nil || server == "" {
+		return l, c, true, true
+	}
+	c.Virtual, c.Console = sl.active.virtual, sl.active.console
+	for _, oc := range sl.active.byOwner {
 		if oc.owner.Value() == owner {
 			c.Owned = oc.n
 			break
@@ -362,7 +386,13 @@ func (m *mirror) capacityCounts(server, owner, skip string) (c placement.Counts,
 			c.Owned--
 		}
 	}
-	return c, true
+	return l, c, true, true
+}
+
+// setLimitsLocked records server id's limits; m.mu must be held for
+// writing.
+func (m *mirror) setLimitsLocked(id string, info *broker.ServerInfo) {
+	m.limits[id] = placement.Limits{MaxVirtual: info.MaxVirtualSessions, MaxPerUser: info.MaxConcurrentSessionsPerUser}
 }
 
 // countByState returns what CountByState returns; ok is false if m is stale.

@@ -182,12 +182,12 @@ func compareStores(t *testing.T, got, want *sqlite.Store, w *workload, n int) {
 	}
 	for _, srv := range wlServers {
 		owner, skip := w.pick(wlOwners), w.id()
-		m, q, err := got.CapacityCounts(ctx, srv, owner, skip)
+		m, q, ml, ql, found, err := got.Capacity(ctx, srv, owner, skip)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m != q {
-			t.Fatalf("capacity of %q for %q without %q: mirror %+v, capacitySQL %+v", srv, owner, skip, m, q)
+		if found && (m != q || ml != ql) {
+			t.Fatalf("capacity of %q for %q without %q: mirror %+v %+v, capacitySQL %+v %+v", srv, owner, skip, ml, m, ql, q)
 		}
 	}
 	gb, err := got.CountByState(ctx)

@@ -108,6 +108,7 @@ func (s *Store) UpsertServer(ctx context.Context, srv *broker.Server) error {
 		tagsChanged = true
 		return insertTags(ctx, tx, srv.ID, srv.Info.Tags)
 	}, func(m *mirror) {
+		m.setLimitsLocked(srv.ID, &srv.Info)
 		if tagsChanged {
 			m.setTagsLocked(srv.ID, srv.Info.Tags)
 		}
@@ -265,6 +266,7 @@ func (s *Store) DeleteServer(ctx context.Context, id string) error {
 			m.removeLocked(sid)
 		}
 		m.setTagsLocked(id, nil)
+		delete(m.limits, id)
 	})
 	if err != nil {
 		return fmt.Errorf("delete server %q: %w", id, err)

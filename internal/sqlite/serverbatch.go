@@ -32,9 +32,9 @@ func (s *Store) UpdateServers(ctx context.Context, srvs []*broker.Server) error 
 		}
 		rows[i] = row{srv, string(info), tagsJSON(srv.Info.Tags)}
 	}
-	var retagged []*broker.Server
+	var retagged, updated []*broker.Server
 	err := s.writeMirrored(ctx, func(tx *sql.Tx) error {
-		retagged = retagged[:0]
+		retagged, updated = retagged[:0], updated[:0]
 		for _, r := range rows {
 			var (
 				seq           int64
@@ -52,6 +52,7 @@ func (s *Store) UpdateServers(ctx context.Context, srvs []*broker.Server) error 
 				r.srv.Info.MaxConcurrentSessionsPerUser, r.tags, r.info, seq); err != nil {
 				return err
 			}
+			updated = append(updated, r.srv)
 			if r.tags == oldTag {
 				continue
 			}
@@ -65,6 +66,9 @@ func (s *Store) UpdateServers(ctx context.Context, srvs []*broker.Server) error 
 		}
 		return nil
 	}, func(m *mirror) {
+		for _, srv := range updated {
+			m.setLimitsLocked(srv.ID, &srv.Info)
+		}
 		for _, srv := range retagged {
 			m.setTagsLocked(srv.ID, srv.Info.Tags)
 		}

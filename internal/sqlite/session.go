@@ -52,9 +52,6 @@ const (
 		coalesce(sum(s.type = 'VIRTUAL'), 0), coalesce(sum(s.owner = ?), 0), coalesce(sum(s.type = 'CONSOLE'), 0)
 		FROM servers v LEFT JOIN sessions s ON s.server_id = v.id AND s.state != 'DELETED' AND s.seq != ?
 		WHERE v.id = ? GROUP BY v.seq`
-	// serverLimitsSQL is capacitySQL's limits alone, for a store whose
-	// mirror counts the sessions. No row: unknown server.
-	serverLimitsSQL = `SELECT max_virtual_sessions, max_sessions_per_user FROM servers WHERE id = ?`
 )
 
 // encodeSession returns the values of every column but seq, in
@@ -192,7 +189,7 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 
 // placementTx holds the statements of a CommitPlacements transaction.
 type placementTx struct {
-	capacity, limits, find, insert, update *sql.Stmt
+	capacity, find, insert, update *sql.Stmt
 	// m, when not nil, counts the servers' sessions instead of capacitySQL:
 	// the transaction holds the writer, so the mirror is the database as
 	// of the transaction's start.
@@ -234,16 +231,11 @@ func (p *placementTx) capacityOf(ctx context.Context, server, owner, id string, 
 	)
 	counted := false
 	if p.m != nil {
-		// The mirror's counts, the limits alone from the database: the
-		// counts were a scan of the server's sessions per placement.
-		if c, counted = p.m.capacityCounts(server, owner, id); counted && sc == nil {
-			err := p.limits.QueryRowContext(ctx, server).Scan(&l.MaxVirtual, &l.MaxPerUser)
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
-			}
-			if err != nil {
-				return nil, err
-			}
+		// The limits and counts the mirror keeps: the counts were a scan
+		// of the server's sessions per placement.
+		var found bool
+		if l, c, found, counted = p.m.capacity(server, owner, id); counted && !found {
+			return nil, itemError{fmt.Errorf("server %q: %w", server, broker.ErrNotFound)}
 		}
 	}
 	if !counted {
@@ -313,9 +305,6 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 			p.rows = make([]*row, 0, len(ps))
 		}
 		if p.capacity, err = s.txStmt(ctx, tx, capacitySQL); err != nil {
-			return err
-		}
-		if p.limits, err = s.txStmt(ctx, tx, serverLimitsSQL); err != nil {
 			return err
 		}
 		if s.m != nil {

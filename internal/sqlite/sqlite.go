@@ -427,7 +427,7 @@ const maxCachedStmts = 128
 // only connection, which a transaction may hold.
 var writeStmts = []string{
 	getServerForUpsertSQL, insertServerSQL, updateServerSQL, deleteServerTagsSQL, setServerOpenSQL, setServerSeenSQL,
-	insertSessionSQL, updateSessionSQL, updateLiveSQL, getSessionSQL, findSessionSQL, capacitySQL, serverLimitsSQL, deleteSessionSQL,
+	insertSessionSQL, updateSessionSQL, updateLiveSQL, getSessionSQL, findSessionSQL, capacitySQL, deleteSessionSQL,
 	getSettingSQL, insertSettingSQL, insertEventSQL, insertEventsSQL,
 	auditHeadSQL, auditInsertSQL, auditInsertFullSQL, auditSetHeadSQL, // audit.go: every batch of the audit log
 	// Agent registration and first link (oauth.go, server.go).
