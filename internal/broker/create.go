@@ -441,12 +441,9 @@ func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, e
 	if err != nil {
 		return nil, err
 	}
-	all := s.servers.all()
-	hosts := make([]placement.Host, 0, len(all))
-	for _, srv := range all {
-		if !srv.Open || !srv.Info.Healthy || !s.serverLinked(srv.ID, now) {
-			continue
-		}
+	linked := s.servers.linkedOpen(s.heartbeatTimeout(), s.relinkGrace(), now)
+	hosts := make([]placement.Host, 0, len(linked))
+	for _, srv := range linked {
 		c := counts[srv.ID]
 		hosts = append(hosts, placement.Host{
 			ID: srv.ID, Tags: s.tagsOf(srv), Properties: srv, OSFamily: osFamily(&srv.Info),
