@@ -346,12 +346,15 @@ func (l *Listener) handshake(c *gatedConn) {
 		err = tc.SetDeadline(time.Time{})
 	}
 	if err != nil {
-		tc.Close()
+		// Counted before the close: a client that sees its connection
+		// closed finds it in Stats and the Observer's count.
 		if c.shed {
 			l.shedOne()
+			tc.Close()
 			return
 		}
 		l.failed.Add(1)
+		tc.Close()
 		l.opts.Logger.Debug("TLS handshake failed", "listener", l.opts.Name,
 			logattr.Remote, c.RemoteAddr().String(), "err", err)
 		return
