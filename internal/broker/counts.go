@@ -388,18 +388,9 @@ func (c *countCache) snapshot() map[string]Counts {
 		c.snap = make(map[string]Counts, len(c.servers))
 		for id, t := range c.servers {
 			if t.c.Virtual < 0 || t.c.Console < 0 || negative(t.c.ByOwner) {
-				// A delta that arrived before its partner: hand out
-				// zeros rather than room that is not there.
-				cnt := Counts{Virtual: max(0, t.c.Virtual), Console: max(0, t.c.Console), ByOwner: make(map[string]int, len(t.c.ByOwner))}
-				for o, n := range t.c.ByOwner {
-					if n > 0 {
-						cnt.ByOwner[o] = n
-					}
+				if cnt := clamped(t.c); cnt.Virtual != 0 || cnt.Console != 0 || len(cnt.ByOwner) > 0 {
+					c.snap[id] = cnt
 				}
-				if cnt.Virtual == 0 && cnt.Console == 0 && len(cnt.ByOwner) == 0 {
-					continue
-				}
-				c.snap[id] = cnt
 				continue
 			}
 			c.snap[id] = t.c
@@ -407,6 +398,49 @@ func (c *countCache) snapshot() map[string]Counts {
 		}
 	}
 	return c.snap
+}
+
+// lookup returns the counts of srvs, in order, as snapshot's map holds
+// them, without building that map when it is stale: a create storm's
+// placement snapshot asked for every server's counts after every batch,
+// and rebuilt the map of all of them each time.
+func (c *countCache) lookup(srvs []*Server) []Counts {
+	out := make([]Counts, len(srvs))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != nil {
+		for i, srv := range srvs {
+			out[i] = c.snap[srv.ID]
+		}
+		return out
+	}
+	for i, srv := range srvs {
+		t := c.servers[srv.ID]
+		if t == nil {
+			continue
+		}
+		if t.c.Virtual < 0 || t.c.Console < 0 || negative(t.c.ByOwner) {
+			if cnt := clamped(t.c); cnt.Virtual != 0 || cnt.Console != 0 || len(cnt.ByOwner) > 0 {
+				out[i] = cnt
+			}
+			continue
+		}
+		out[i] = t.c
+		t.shared = true
+	}
+	return out
+}
+
+// clamped is c without negative counts: a delta that arrived before its
+// partner hands out zeros rather than room that is not there.
+func clamped(c Counts) Counts {
+	cnt := Counts{Virtual: max(0, c.Virtual), Console: max(0, c.Console), ByOwner: make(map[string]int, len(c.ByOwner))}
+	for o, n := range c.ByOwner {
+		if n > 0 {
+			cnt.ByOwner[o] = n
+		}
+	}
+	return cnt
 }
 
 // states returns the sessions by state (a copy) and the number queued.
@@ -442,6 +476,22 @@ func (c *serverCache) sessionCounts(ctx context.Context, st Store, maxAge time.D
 		return c.tally.snapshot(), nil
 	}
 	return st.CountSessions(ctx)
+}
+
+// countsOf is sessionCounts for srvs alone, in their order.
+func (c *serverCache) countsOf(ctx context.Context, st Store, now time.Time, srvs []*Server) ([]Counts, error) {
+	if c.tally.ready(ctx, isShared(st), now) {
+		return c.tally.lookup(srvs), nil
+	}
+	m, err := st.CountSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Counts, len(srvs))
+	for i, srv := range srvs {
+		out[i] = m[srv.ID]
+	}
+	return out, nil
 }
 
 // isShared reports whether st is shared by a cluster of brokers.

@@ -62,6 +62,43 @@ func TestCountCache_NeverNegative(t *testing.T) {
 	}
 }
 
+// TestCountCache_LookupMatchesSnapshot: the counts a placement snapshot
+// looks up are the snapshot map's, whether that map is built or not, and a
+// later change does not show in counts already handed out.
+func TestCountCache_LookupMatchesSnapshot(t *testing.T) {
+	c := newLoadedCounts()
+	c.change(nil, &Session{Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s1"})
+	c.change(nil, &Session{Owner: "bob", Type: TypeConsole, State: StateReady, ServerID: "s1"})
+	c.change(nil, &Session{Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s2"})
+	// s3 below zero for a while (a delta before its partner), s4 below
+	// zero and nothing else.
+	c.change(nil, &Session{Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s3"})
+	c.change(&Session{Owner: "bob", Type: TypeVirtual, State: StateReady, ServerID: "s3"}, nil)
+	c.change(&Session{Owner: "bob", Type: TypeVirtual, State: StateReady, ServerID: "s4"}, nil)
+	var srvs []*Server
+	for _, id := range []string{"s1", "s2", "s3", "s4", "unknown"} {
+		srvs = append(srvs, &Server{ID: id})
+	}
+	check := func(when string, got []Counts) {
+		t.Helper()
+		snap := c.snapshot()
+		for i, srv := range srvs {
+			if d := cmp.Diff(snap[srv.ID], got[i]); d != "" {
+				t.Errorf("%s: %s (-snapshot +lookup):\n%s", when, srv.ID, d)
+			}
+		}
+	}
+	first := c.lookup(srvs) // no map built yet
+	c.change(nil, &Session{Owner: "ann", Type: TypeVirtual, State: StateReady, ServerID: "s1"})
+	if first[0].Virtual != 1 || first[0].ByOwner["ann"] != 1 {
+		t.Errorf("counts handed out changed with a later session: %+v", first[0])
+	}
+	check("before the map", c.lookup(srvs))
+	check("with the map", c.lookup(srvs))
+	c.change(nil, &Session{Owner: "cy", Type: TypeVirtual, State: StateReady, ServerID: "s2"})
+	check("after a change", c.lookup(srvs))
+}
+
 func newLoadedCounts() *countCache {
 	c := &countCache{loaded: true, servers: map[string]*serverTally{}, byState: map[string]int{}}
 	c.initLocked()

@@ -428,23 +428,28 @@ func (s *Service) place(ctx context.Context, sessions []*Session, exprs []*requi
 // server first.
 func (s *Service) snapshot(ctx context.Context, fresh bool) ([]placement.Host, error) {
 	now := s.Now()
-	var counts map[string]Counts
-	var err error
+	linked := s.servers.linkedOpen(s.heartbeatTimeout(), s.relinkGrace(), now)
+	counts := make([]Counts, len(linked))
 	if fresh {
-		counts, err = s.store.CountSessions(ctx)
+		all, err := s.store.CountSessions(ctx)
+		if err != nil {
+			return nil, err
+		}
 		if isShared(s.store) {
 			s.servers.invalidateCounts() // take in the other brokers' sessions
 		}
+		for i, srv := range linked {
+			counts[i] = all[srv.ID]
+		}
 	} else {
-		counts, err = s.servers.sessionCounts(ctx, s.store, 0, now)
+		var err error
+		if counts, err = s.servers.countsOf(ctx, s.store, now, linked); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	linked := s.servers.linkedOpen(s.heartbeatTimeout(), s.relinkGrace(), now)
 	hosts := make([]placement.Host, 0, len(linked))
-	for _, srv := range linked {
-		c := counts[srv.ID]
+	for i, srv := range linked {
+		c := counts[i]
 		hosts = append(hosts, placement.Host{
 			ID: srv.ID, Tags: s.tagsOf(srv), Properties: srv, OSFamily: osFamily(&srv.Info),
 			MaxVirtualSessions: srv.Info.MaxVirtualSessions, MaxSessionsPerUser: srv.Info.MaxConcurrentSessionsPerUser,
