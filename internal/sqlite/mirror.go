@@ -13,20 +13,22 @@ import (
 )
 
 // mirror is a write-through, in-memory copy of the sessions table and of each
-// server's tags (which ListSessions filters on). A Store opened with Open
-// serves GetSession, ListSessions, CountSessions and CountByState from it; a
-// DescribeSessions page then costs a binary search and a copy of its rows
-// instead of a walk of SQLite's VM through an index and the table.
+// server's tags (which ListSessions filters on) and session limits. A Store
+// opened with Open serves GetSession, ListSessions, CountSessions and
+// CountByState from it; a DescribeSessions page then costs a binary search
+// and a copy of its rows instead of a walk of SQLite's VM through an index
+// and the table.
 //
 // It is coherent because, with SQLite, exactly one broker process owns the
-// database file and every write of a session or of a server's tags goes
-// through that process's Store: Open takes an exclusive lock on <path>.lock,
-// and a NoSessionCache store (the admin commands') refuses those writes while
-// the lock is held. The database stays the source of truth: writers run their
-// checks and reads (UpdateSession's fn, CommitPlacements' capacity checks) in
-// the SQL transaction, and apply what they wrote to the mirror after COMMIT,
-// while they still hold the writer, so the mirror applies commits in commit
-// order. Readers hold mu.RLock and so see the mirror before or after a commit,
+// database file and every write of a session or of a server's tags or limits
+// goes through that process's Store: Open takes an exclusive lock on
+// <path>.lock, and a NoSessionCache store (the admin commands') refuses those
+// writes while the lock is held. The database stays the source of truth:
+// writers run their checks (UpdateSession's fn, CommitPlacements' capacity
+// checks) in the SQL transaction, and apply what they wrote to the mirror
+// after COMMIT, while they still hold the writer, so the mirror applies
+// commits in commit order. A writer's transaction therefore reads the mirror
+// as the database at its start (txSession, mirror.capacity). Readers hold mu.RLock and so see the mirror before or after a commit,
 // never a state that was not committed. A failed COMMIT reloads the mirror.
 //
 // Rows are never changed once published, except for their dead flag: a write
@@ -60,7 +62,8 @@ func newMirror() *mirror {
 	}
 }
 
-// loadMirror reads the sessions and server tags of the database in tx.
+// loadMirror reads the sessions and the servers' tags and limits of the
+// database in tx.
 func loadMirror(ctx context.Context, tx *sql.Tx) (*mirror, error) {
 	m := newMirror()
 	rows, err := tx.QueryContext(ctx, `SELECT server_id, key, value FROM server_tags`)

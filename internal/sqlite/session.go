@@ -546,7 +546,8 @@ func (s *Store) txSession(ctx context.Context, tx *sql.Tx, id string) (*broker.S
 // mirror, its row to put there. An unknown ID is sql.ErrNoRows. A write
 // that changes only the columns a session's life changes (state, counts,
 // times, lifetime) sets those alone: updateSessionSQL sets every column and
-// so rewrites every index of the table, a fifth of a READY update's cost.
+// so rewrites every index of the table: about a sixth of a READY write's
+// cost (BenchmarkUpdateSessions).
 func (s *Store) txRewrite(ctx context.Context, tx *sql.Tx, id string, fn func(*broker.Session) error) (ss *broker.Session, r *row, fnErr, err error) {
 	if ss, err = s.txSession(ctx, tx, id); err != nil {
 		return nil, nil, nil, err
