@@ -111,6 +111,26 @@ func TestFmtDur(t *testing.T) {
 	}
 }
 
+func TestCPUPerItem(t *testing.T) {
+	tests := []struct {
+		percent float64
+		window  time.Duration
+		n       int
+		want    string
+	}{
+		{114.1, 2 * time.Second, 10000, "broker CPU 228 µs a session (2.28 s)"},
+		{50, time.Second, 1, "broker CPU 500000 µs a session (0.50 s)"},
+		{0, time.Second, 10, ""},
+		{50, 0, 10, ""},
+		{50, time.Second, 0, ""},
+	}
+	for _, tt := range tests {
+		if got := cpuPerItem(tt.percent, tt.window, tt.n, "session"); got != tt.want {
+			t.Errorf("cpuPerItem(%v, %s, %d) = %q, want %q", tt.percent, tt.window, tt.n, got, tt.want)
+		}
+	}
+}
+
 func TestMachineParsing(t *testing.T) {
 	if got := cpuModel("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"); got != "Intel(R) Xeon(R) Processor" {
 		t.Errorf("cpuModel = %q", got)

@@ -137,6 +137,9 @@ func (b *bench) storm(ctx context.Context) Row {
 	}
 	row.ToReady = ready.Sub(start)
 	row.Rate = float64(len(created)) / row.ToReady.Seconds()
+	if note := cpuPerItem(row.CPUPercent, row.Window, len(created), "session"); note != "" {
+		row.Notes = append(row.Notes, note)
+	}
 	return row
 }
 
