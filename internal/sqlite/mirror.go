@@ -367,7 +367,7 @@ func (m *mirror) capacity(server, owner, skip string) (l placement.Limits, c pla
 		return l, c, false, true
 	}
 	sl := m.byServer[server]
-	if sl == nil || server == "" {
+	if sl == nil {
 		return l, c, true, true
 	}
 	c.Virtual, c.Console = sl.active.virtual, sl.active.console

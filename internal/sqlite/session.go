@@ -190,9 +190,9 @@ func (s *Store) InsertSessions(ctx context.Context, ss []*broker.Session) error 
 // placementTx holds the statements of a CommitPlacements transaction.
 type placementTx struct {
 	capacity, find, insert, update *sql.Stmt
-	// m, when not nil, counts the servers' sessions instead of capacitySQL:
-	// the transaction holds the writer, so the mirror is the database as
-	// of the transaction's start.
+	// m, when not nil, gives the servers' limits and counts instead of
+	// capacitySQL: the transaction holds the writer, so the mirror is the
+	// database as of the transaction's start.
 	m *mirror
 	// rows collects the rows written, for the mirror; nil without one.
 	rows []*row
@@ -307,9 +307,7 @@ func (s *Store) CommitPlacements(ctx context.Context, ps []broker.Placement) ([]
 		if p.capacity, err = s.txStmt(ctx, tx, capacitySQL); err != nil {
 			return err
 		}
-		if s.m != nil {
-			p.m = s.m
-		}
+		p.m = s.m
 		if p.find, err = s.txStmt(ctx, tx, findSessionSQL); err != nil {
 			return err
 		}
