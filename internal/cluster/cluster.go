@@ -75,6 +75,13 @@ type Options struct {
 	// another broker started with the same ID (the host name and process
 	// ID when empty).
 	Address string
+	// Process identifies this broker's process in its row (ThisProcess()
+	// when zero), so that a broker restarted after a crash on the same
+	// machine takes its broker-id over at once (Process.gone).
+	Process Process
+	// processStart looks a PID up for Process.gone; processStart (/proc)
+	// when nil. Tests replace it.
+	processStart func(pid int) (uint64, bool)
 }
 
 func (o *Options) setDefaults() {
@@ -90,6 +97,12 @@ func (o *Options) setDefaults() {
 	def(&o.RehomeWait, 15*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Process == (Process{}) {
+		o.Process = ThisProcess()
+	}
+	if o.processStart == nil {
+		o.processStart = processStart
 	}
 	if o.Address == "" {
 		host, _ := os.Hostname()
@@ -170,34 +183,138 @@ func (n *Node) Start(ctx context.Context) error {
 var ErrDuplicateID = errors.New("another live broker has this broker-id")
 
 // register claims the broker's row: a new one, one left by a broker whose
-// heartbeat is older than Dead (it died or stopped), or this process's own.
-// A fresh row of another process is refused, naming where that broker runs
-// and how old its heartbeat is: two brokers with one ID would take each
-// other's agent links and commands.
+// heartbeat is older than Dead (it died or stopped), one held by a process
+// that is gone (Process.gone: it crashed on this machine), or this
+// process's own. A row whose heartbeat is fresh is watched until it would be
+// older than Dead: if its holder renewed it meanwhile, it is alive and
+// register refuses, naming where that broker runs and how old its heartbeat
+// is, since two brokers with one ID would take each other's agent links and
+// commands; if not, the ID is taken over.
 func (n *Node) register(ctx context.Context) error {
+	for range 8 { // each turn claims, takes over or waits; a race costs a turn
+		h, err := n.claimRow(ctx)
+		switch {
+		case err != nil:
+			return err
+		case h == nil:
+			return nil
+		case h.instance == "":
+			continue // the row went away (its broker stopped): claim it
+		case n.opts.Process.gone(parseProcess(h.process), n.opts.processStart):
+			took, err := n.takeRow(ctx, h.instance)
+			if err != nil {
+				return err
+			}
+			if took {
+				n.log.Info("took the broker-id over from a process of this machine that is gone",
+					"previous", h.address, "previous_heartbeat_age", h.age.Round(time.Millisecond))
+				return nil
+			}
+			continue
+		}
+		// Fresh, and its process not known to be gone: see whether it is
+		// renewed before it would count as dead.
+		wait := min(max(n.opts.Dead-h.age, 0)+n.opts.Heartbeat/2, n.opts.Dead+n.opts.Heartbeat)
+		n.log.Info("broker-id held by a broker whose heartbeat is fresh; waiting to see whether it is alive",
+			"holder", h.address, "heartbeat_age", h.age.Round(time.Millisecond), "wait", wait.Round(time.Millisecond))
+		if h.renewed(ctx, n, wait) {
+			return h.refusal(n)
+		}
+	}
+	return fmt.Errorf("cluster: register broker %q: the row kept changing hands: %w", n.id, ErrDuplicateID)
+}
+
+// holder is the process that holds a broker's row, as claimRow found it.
+type holder struct {
+	instance, address, process string
+	heartbeat                  time.Time // PostgreSQL's time of its last heartbeat
+	age                        time.Duration
+}
+
+// claimRow inserts or claims the broker's row; it returns nil when it did, or
+// else the row's holder (with instance "" when the row went away between
+// the two statements).
+func (n *Node) claimRow(ctx context.Context) (*holder, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
 	defer cancel()
-	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address) VALUES ($1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET heartbeat = now(), started_at = now(), instance = EXCLUDED.instance, address = EXCLUDED.address
+	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address, process) VALUES ($1, $2, $3, $5)
+		ON CONFLICT (id) DO UPDATE SET heartbeat = now(), started_at = now(), instance = EXCLUDED.instance, address = EXCLUDED.address, process = EXCLUDED.process
 		WHERE brokers.instance = EXCLUDED.instance OR brokers.heartbeat < now() - make_interval(secs => $4)`,
-		n.id, n.instance, n.opts.Address, n.opts.Dead.Seconds())
+		n.id, n.instance, n.opts.Address, n.opts.Dead.Seconds(), n.opts.Process.String())
 	if err != nil {
-		return fmt.Errorf("cluster: register broker %q: %w", n.id, err)
+		return nil, fmt.Errorf("cluster: register broker %q: %w", n.id, err)
 	}
 	if tag.RowsAffected() == 1 {
-		return nil
+		return nil, nil
 	}
-	var addr string
+	h := &holder{}
 	var age float64
-	err = n.pool.QueryRow(ctx, `SELECT address, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1`, n.id).Scan(&addr, &age)
-	if err != nil {
-		return fmt.Errorf("cluster: register broker %q: %w", n.id, ErrDuplicateID)
+	err = n.pool.QueryRow(ctx, `SELECT instance, address, process, heartbeat, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1`,
+		n.id).Scan(&h.instance, &h.address, &h.process, &h.heartbeat, &age)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &holder{}, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register broker %q: %w", n.id, err)
+	}
+	if h.instance == "" {
+		h.instance = "-" // a broker of an earlier release: a holder all the same
+	}
+	h.age = time.Duration(age * float64(time.Second))
+	return h, nil
+}
+
+// takeRow claims the row from instance, a process that is gone; false when
+// the row changed meanwhile.
+func (n *Node) takeRow(ctx context.Context, instance string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
+	defer cancel()
+	if instance == "-" {
+		instance = ""
+	}
+	tag, err := n.pool.Exec(ctx, `UPDATE brokers SET heartbeat = now(), started_at = now(), instance = $2, address = $3, process = $4
+		WHERE id = $1 AND instance = $5`, n.id, n.instance, n.opts.Address, n.opts.Process.String(), instance)
+	if err != nil {
+		return false, fmt.Errorf("cluster: register broker %q: %w", n.id, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// renewed waits wait (or until ctx ends), then reports whether h's process
+// still holds the row with a newer heartbeat than claimRow saw: it is alive.
+func (h *holder) renewed(ctx context.Context, n *Node, wait time.Duration) bool {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return true // not starting anyway: the refusal says why not
+	case <-t.C:
+	}
+	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
+	defer cancel()
+	var newer bool
+	var age float64
+	instance := h.instance
+	if instance == "-" {
+		instance = ""
+	}
+	err := n.pool.QueryRow(ctx, `SELECT heartbeat > $3, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1 AND instance = $2`,
+		n.id, instance, h.heartbeat).Scan(&newer, &age)
+	if err != nil || !newer {
+		return false
+	}
+	h.age = time.Duration(age * float64(time.Second)) // for the refusal
+	return true
+}
+
+// refusal is register's error for a live holder.
+func (h *holder) refusal(n *Node) error {
+	addr := h.address
 	if addr == "" {
 		addr = "an unknown address (a broker of an earlier release)"
 	}
 	return fmt.Errorf("cluster: broker-id %q is in use by a live broker at %s, whose last heartbeat was %s ago: give each broker its own broker-id, or stop that one first (it is taken over once its heartbeat is older than %s): %w",
-		n.id, addr, (time.Duration(age * float64(time.Second))).Round(time.Millisecond), n.opts.Dead, ErrDuplicateID)
+		n.id, addr, h.age.Round(time.Millisecond), n.opts.Dead, ErrDuplicateID)
 }
 
 // Run keeps the broker's heartbeat and lease, listens for announcements and
@@ -261,8 +378,8 @@ func (n *Node) heartbeatLoop(ctx context.Context) {
 func (n *Node) heartbeat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.opts.Heartbeat)
 	defer cancel()
-	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address) VALUES ($1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET heartbeat = now() WHERE brokers.instance = EXCLUDED.instance`, n.id, n.instance, n.opts.Address)
+	tag, err := n.pool.Exec(ctx, `INSERT INTO brokers (id, instance, address, process) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET heartbeat = now() WHERE brokers.instance = EXCLUDED.instance`, n.id, n.instance, n.opts.Address, n.opts.Process.String())
 	if err == nil && tag.RowsAffected() == 0 {
 		// Another process took the ID over after this one missed its
 		// heartbeats (paused, cut off): it is the broker now.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -424,5 +425,69 @@ func TestStart_DuplicateID(t *testing.T) {
 			t.Fatalf("after the first b1 died: %v", err)
 		}
 		time.Sleep(fastOptions.Heartbeat)
+	}
+}
+
+// TestStart_TakesOverFromGoneProcess: a broker restarted after a crash on
+// the same machine takes its broker-id over at once when the process that
+// holds the row is gone, while a row held by a running process is not taken
+// over before its heartbeat ages (before, a broker started at once after a
+// SIGKILL refused to start: the dead one's heartbeat was still fresh).
+func TestStart_TakesOverFromGoneProcess(t *testing.T) {
+	self := cluster.ThisProcess()
+	if self == (cluster.Process{}) {
+		t.Skip("/proc does not tell this process's identity here")
+	}
+	f := newFixture(t)
+	pool, err := pgxpool.New(t.Context(), f.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	opts := fastOptions
+	opts.Dead = time.Hour // no heartbeat ages enough in this test: only a takeover frees the ID
+
+	// Held by a running process (this test's parent): the ID stays taken.
+	parent := cluster.ProcessOf(os.Getppid())
+	if parent == (cluster.Process{}) {
+		t.Skip("/proc does not tell the parent process's identity here")
+	}
+	holder := opts
+	holder.Process, holder.Address = parent, "host here, the running parent"
+	if err := cluster.New(pool, "b1", newHub(), f.loc.locate, holder).Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	err = cluster.New(pool, "b1", newHub(), f.loc.locate, opts).Start(ctx)
+	cancel()
+	if !errors.Is(err, cluster.ErrDuplicateID) {
+		t.Fatalf("b1 held by a running process: %v, want ErrDuplicateID", err)
+	}
+
+	// Held by a process that has exited: taken over at once.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := self
+	dead.PID = cmd.ProcessState.Pid()
+	holder.Process, holder.Address = dead, "host here, a crashed broker"
+	if _, err := pool.Exec(t.Context(), `DELETE FROM brokers WHERE id = 'b1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.New(pool, "b1", newHub(), f.loc.locate, holder).Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 30*time.Second) // a guard: the wait it replaces is an hour
+	defer cancel()
+	if err := cluster.New(pool, "b1", newHub(), f.loc.locate, opts).Start(ctx); err != nil {
+		t.Fatalf("b1 held by exited process %d: %v", dead.PID, err)
+	}
+	var process string
+	if err := pool.QueryRow(t.Context(), `SELECT process FROM brokers WHERE id = 'b1'`).Scan(&process); err != nil {
+		t.Fatal(err)
+	}
+	if process != self.String() {
+		t.Errorf("row's process %q, want this process %q", process, self.String())
 	}
 }

@@ -25,7 +25,7 @@ import (
 // MustOpen opens a store on dsn and closes it when tb ends.
 
 // migrations is the number of files in migrations/.
-const migrations = 12 // 0006 templates and shares, 0007 the portal (issue 16), 0008 lifetimes, 0009 template limits (issue 17), 0010 events, 0011 audit, 0012 webhooks (issue 18)
+const migrations = 13 // 0006 templates and shares, 0007 the portal (issue 16), 0008 lifetimes, 0009 template limits (issue 17), 0010 events, 0011 audit, 0012 webhooks (issue 18), 0013 the process holding a broker-id
 
 func MustOpen(tb testing.TB, dsn string) *postgres.Store {
 	tb.Helper()
