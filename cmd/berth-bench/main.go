@@ -50,8 +50,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.AgentInterval, "agent-interval", 0, "the agents' own update interval (broker_update_interval); 0: as often as the broker asks")
 	fs.DurationVar(&o.IdleWindow, "idle-window", 60*time.Second, "how long the idle scenarios measure the broker's CPU")
 	fs.StringVar(&o.LogLevel, "log-level", "info", "the broker's log-level")
-	fs.StringVar(&o.WorkDir, "dir", "", "work directory (the broker's working path, broker.log, agent state); default: a temporary one, removed at the end")
-	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary work directory")
+	fs.StringVar(&o.WorkDir, "dir", "", "work directory (the broker's working path and broker.log; the agents' state too where there is no tmpfs); default: a temporary one, removed at the end")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary work directory and agent state directory")
+	fs.StringVar(&o.AgentStateDir, "agent-state-dir", "", "directory for the simulated agents' state (their credentials); default: a temporary one on /dev/shm when it is a tmpfs, else in the work directory")
 	out := fs.String("out", "", "also write the markdown table to this file")
 	fs.Func("broker-property", "a `KEY=VALUE` line for the broker's broker.properties, replacing the benchmark's own line of KEY (repeatable), e.g. delete-session-duration-seconds=120", func(v string) error {
 		k, val, ok := strings.Cut(v, "=")

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -79,10 +80,20 @@ type Options struct {
 	// E.g. delete-session-duration-seconds = 120, for a churn that reaches
 	// its steady state in minutes.
 	BrokerProperties []string
-	// WorkDir holds the broker's working path and the agents' state; ""
+	// WorkDir holds the broker's working path (and the agents' state
+	// directories when AgentStateDir is "" and there is no tmpfs); ""
 	// makes a temporary directory, removed at the end unless Keep.
 	WorkDir string
 	Keep    bool
+	// AgentStateDir holds the simulated agents' state directories (each
+	// registering agent writes its credentials there, fsynced and renamed
+	// into place). "" makes a temporary directory on /dev/shm when that is
+	// a writable tmpfs, else in WorkDir: ten thousand simulated hosts
+	// writing into one directory of the broker's disk cost the kernel
+	// seconds of CPU that a fleet of real hosts, each with its own disk,
+	// never takes from the broker (a 10,000-agent registration took 13.6 s
+	// with the state on the broker's disk, 10.0 s on tmpfs, side by side).
+	AgentStateDir string
 	// Progress receives a line now and then on long work; nil discards.
 	Progress io.Writer
 }
@@ -188,10 +199,18 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	agentDir, err := agentStateDir(o, dir)
+	if err != nil {
+		return nil, err
+	}
+	if agentDir != dir && o.AgentStateDir == "" && !o.Keep {
+		defer os.RemoveAll(agentDir)
+	}
 	rep := &Report{Machine: readMachine()}
 	rep.Machine.FileLimit = limit
 	rep.Settings = settings(o)
-	b := &bench{o: o, dir: dir, live: map[string]string{}}
+	rep.Settings = append(rep.Settings, "the simulated agents' state directories are in "+agentDir)
+	b := &bench{o: o, dir: dir, agentDir: agentDir, live: map[string]string{}}
 	defer b.close()
 	b.progress("work directory %s (broker log: %s)", dir, filepath.Join(dir, "broker.log"))
 	for _, name := range names {
@@ -212,6 +231,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	return rep, nil
 }
+
+// agentStateDir returns the directory for the agents' state directories:
+// o.AgentStateDir (made if missing), else a new temporary one on /dev/shm
+// when it is a writable tmpfs, else workDir.
+func agentStateDir(o Options, workDir string) (string, error) {
+	if o.AgentStateDir != "" {
+		if err := os.MkdirAll(o.AgentStateDir, 0o700); err != nil {
+			return "", fmt.Errorf("agent state directory: %w", err)
+		}
+		return filepath.Abs(o.AgentStateDir)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic {
+		return workDir, nil
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "berth-bench-agents-")
+	if err != nil {
+		return workDir, nil // not writable: the work directory will do
+	}
+	return dir, nil
+}
+
+// tmpfsMagic is statfs's f_type of a tmpfs (linux/magic.h TMPFS_MAGIC).
+const tmpfsMagic = 0x01021994
 
 // settings describes the run for the report.
 func settings(o Options) []string {
@@ -247,6 +290,8 @@ var scenarioFuncs = map[string]func(*bench, context.Context) Row{
 type bench struct {
 	o   Options
 	dir string
+	// agentDir holds the agents' state directories (agentStateDir).
+	agentDir string
 
 	b         *brokerProc
 	client    *api.Client
@@ -357,7 +402,7 @@ func (b *bench) ensureBroker(ctx context.Context) error {
 // newFleet prepares agents with empty state directories.
 func (b *bench) newFleet() error {
 	gen := b.agentsGen.Add(1)
-	f, err := newFleet(filepath.Join(b.dir, fmt.Sprintf("agents-%d", gen)), filepath.Join(b.b.dir, "ca.pem"), b.o.Agents, b.o.AgentInterval)
+	f, err := newFleet(filepath.Join(b.agentDir, fmt.Sprintf("agents-%d", gen)), filepath.Join(b.b.dir, "ca.pem"), b.o.Agents, b.o.AgentInterval)
 	if err != nil {
 		return err
 	}

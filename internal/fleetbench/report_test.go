@@ -2,8 +2,10 @@ package fleetbench
 
 import (
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -284,5 +286,33 @@ func TestBuildCommit(t *testing.T) {
 				t.Errorf("buildCommit = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAgentStateDir: the agents' state goes where -agent-state-dir says,
+// else to a new directory on /dev/shm when that is a tmpfs, else into the
+// work directory.
+func TestAgentStateDir(t *testing.T) {
+	work := t.TempDir()
+	explicit := filepath.Join(t.TempDir(), "agents")
+	got, err := agentStateDir(Options{AgentStateDir: explicit}, work)
+	if err != nil || got != explicit {
+		t.Fatalf("explicit: %q, %v; want %q", got, err, explicit)
+	}
+	if fi, err := os.Stat(explicit); err != nil || !fi.IsDir() {
+		t.Fatalf("explicit directory not made: %v", err)
+	}
+	got, err = agentStateDir(Options{}, work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Statfs_t
+	if syscall.Statfs("/dev/shm", &st) == nil && st.Type == tmpfsMagic {
+		defer os.RemoveAll(got)
+		if filepath.Dir(got) != "/dev/shm" || !strings.HasPrefix(filepath.Base(got), "berth-bench-agents-") {
+			t.Errorf("default with a tmpfs /dev/shm: %q", got)
+		}
+	} else if got != work {
+		t.Errorf("default without a tmpfs: %q, want the work directory %q", got, work)
 	}
 }
