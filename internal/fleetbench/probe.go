@@ -268,24 +268,96 @@ func scanReady(ctx context.Context, c *api.Client, pending []string) ([]string, 
 	return left, nil
 }
 
-// watchServers scans until a pass shows want servers AVAILABLE or ctx ends.
+// watchServers watches DescribeServers until want servers are AVAILABLE or
+// ctx ends. It pages through every server until it knows want of them;
+// from then on it asks only for the servers it has not yet seen AVAILABLE
+// (by ServerIds, batchSize a call), so that its passes shrink as servers
+// come, as watchReady's do: back-to-back passes over a whole fleet of
+// 10,000 cost the broker, and this process on the same cores, the CPU of
+// encoding and decoding about 10 MB each. When the last one is seen
+// AVAILABLE, a pass over every server confirms that want of them are
+// (servers that fell back are watched again); the scan it writes is
+// stamped with when the last server was seen AVAILABLE.
 func watchServers(ctx context.Context, c *api.Client, id, want int, write func(probeScan)) {
+	var pending []string // known servers not yet seen AVAILABLE
+	seen := 0            // servers seen AVAILABLE
+	full := true         // page through every server
+	var slowest pageTime
 	for {
-		avail, slowest, err := scanServers(ctx, c)
+		var err error
+		if full {
+			var avail int
+			avail, pending, slowest, err = scanServers(ctx, c)
+			seen = avail
+			full = err != nil || avail+len(pending) < want // not every server known yet
+		} else {
+			n := len(pending)
+			pending, slowest, err = scanPending(ctx, c, pending)
+			seen += n - len(pending)
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		s := probeScan{Watch: id, Available: avail, At: time.Now().UnixNano(),
+		s := probeScan{Watch: id, Available: seen, At: time.Now().UnixNano(),
 			Slowest: int64(slowest.total), FirstByte: int64(slowest.firstByte)}
+		if err == nil && !full && len(pending) == 0 {
+			// Every one seen AVAILABLE: confirm with a pass over all.
+			var avail int
+			var notAvail []string
+			var confirm pageTime
+			avail, notAvail, confirm, err = scanServers(ctx, c)
+			if ctx.Err() != nil {
+				return
+			}
+			if confirm.total > slowest.total {
+				s.Slowest, s.FirstByte = int64(confirm.total), int64(confirm.firstByte)
+			}
+			if err == nil && avail >= want {
+				s.Available = avail
+				write(s)
+				return
+			}
+			if err == nil {
+				pending, seen = notAvail, avail
+				s.Available = avail
+			}
+		}
 		if err != nil {
 			s.Err = err.Error()
 		}
 		write(s)
-		if err == nil && avail >= want {
-			return
-		}
 		wait(ctx, probeInterval)
 	}
+}
+
+// scanPending asks DescribeServers for the servers of pending and returns
+// those it does not list AVAILABLE, and its slowest page.
+func scanPending(ctx context.Context, c *api.Client, pending []string) (left []string, slowest pageTime, err error) {
+	for start := 0; start < len(pending); start += batchSize {
+		chunk := pending[start:min(start+batchSize, len(pending))]
+		max := batchSize
+		var out *api.DescribeServersResponse
+		var page pageTime
+		out, page, err = describeServers(ctx, c, api.DescribeServersRequest{ServerIds: chunk, MaxResults: &max})
+		if page.total > slowest.total {
+			slowest = page
+		}
+		if err != nil {
+			return append(left, pending[start:]...), slowest, err
+		}
+		avail := make(map[string]bool, len(out.Servers))
+		for _, s := range out.Servers {
+			if s.Availability == api.AvailabilityAvailable {
+				avail[s.Id] = true
+			}
+		}
+		for _, id := range chunk {
+			if !avail[id] {
+				left = append(left, id)
+			}
+		}
+	}
+	return left, slowest, nil
 }
 
 // waitListening connects to each address in turn until it answers, and
@@ -313,35 +385,44 @@ func waitListening(ctx context.Context, addrs []string) (time.Time, error) {
 // first byte came (the broker's share, and the network's) and in all.
 type pageTime struct{ firstByte, total time.Duration }
 
-// scanServers pages through DescribeServers and counts the AVAILABLE
-// servers; slowest is the page that took longest in all.
-func scanServers(ctx context.Context, c *api.Client) (available int, slowest pageTime, err error) {
+// scanServers pages through DescribeServers: it counts the AVAILABLE
+// servers and returns the others' IDs, and the slowest page.
+func scanServers(ctx context.Context, c *api.Client) (available int, notAvailable []string, slowest pageTime, err error) {
 	max := batchSize
 	next := ""
 	for {
-		t0 := time.Now()
-		var first time.Time
-		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
-		out, err := c.DescribeServers(tctx, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
-		if d := time.Since(t0); d > slowest.total {
-			slowest = pageTime{total: d}
-			if !first.IsZero() {
-				slowest.firstByte = first.Sub(t0)
-			}
+		out, page, err := describeServers(ctx, c, api.DescribeServersRequest{MaxResults: &max, NextToken: next})
+		if page.total > slowest.total {
+			slowest = page
 		}
 		if err != nil {
-			return available, slowest, err
+			return available, notAvailable, slowest, err
 		}
 		for _, s := range out.Servers {
 			if s.Availability == api.AvailabilityAvailable {
 				available++
+			} else {
+				notAvailable = append(notAvailable, s.Id)
 			}
 		}
 		if out.NextToken == "" {
-			return available, slowest, nil
+			return available, notAvailable, slowest, nil
 		}
 		next = out.NextToken
 	}
+}
+
+// describeServers asks for one page and times it.
+func describeServers(ctx context.Context, c *api.Client, req api.DescribeServersRequest) (*api.DescribeServersResponse, pageTime, error) {
+	t0 := time.Now()
+	var first time.Time
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { first = time.Now() }})
+	out, err := c.DescribeServers(tctx, req)
+	page := pageTime{total: time.Since(t0)}
+	if !first.IsZero() {
+		page.firstByte = first.Sub(t0)
+	}
+	return out, page, err
 }
 
 // prober is the parent's handle on the probe process.
