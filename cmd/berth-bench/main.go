@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.LogLevel, "log-level", "info", "the broker's log-level")
 	fs.StringVar(&o.WorkDir, "dir", "", "work directory (the broker's working path and broker.log; the agents' state too where there is no tmpfs); default: a temporary one, removed at the end")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary work directory and agent state directory")
+	fs.IntVar(&o.SimGCPercent, "sim-gogc", 400, "the simulating process's GOGC (its agents share one heap, which real hosts do not); -1: Go's default, as does GOGC in the environment")
 	fs.StringVar(&o.AgentStateDir, "agent-state-dir", "", "directory for the simulated agents' state (their credentials); default: a temporary one on /dev/shm when it is a tmpfs, else in the work directory")
 	out := fs.String("out", "", "also write the markdown table to this file")
 	fs.Func("broker-property", "a `KEY=VALUE` line for the broker's broker.properties, replacing the benchmark's own line of KEY (repeatable), e.g. delete-session-duration-seconds=120", func(v string) error {
