@@ -20,11 +20,12 @@ func TestReconnectWindow(t *testing.T) {
 	}{
 		{0, 0},
 		{-1, 0},
-		{1, 500 * time.Microsecond},
-		{1000, 500 * time.Millisecond},
-		{5000, 2500 * time.Millisecond},
-		{10000, 5 * time.Second},
-		{20000, 10 * time.Second},
+		{1, 250 * time.Microsecond},
+		{1000, 250 * time.Millisecond},
+		{5000, 1250 * time.Millisecond},
+		{10000, 2500 * time.Millisecond},
+		{40000, 10 * time.Second},
+		{50000, 10 * time.Second},
 		{1000000, 10 * time.Second},
 	}
 	for _, tt := range tests {
@@ -45,9 +46,9 @@ func TestBackoff_LinkEnded(t *testing.T) {
 	}{
 		{0, backoffMin - 1},
 		{100, backoffMin - 1},
-		{1000, backoffMin - 1},
-		{4000, 2*time.Second - 1},
-		{10000, 5*time.Second - 1},
+		{2000, backoffMin - 1},
+		{4000, time.Second - 1},
+		{10000, 2500*time.Millisecond - 1},
 		{50000, 10*time.Second - 1},
 	}
 	for _, tt := range tests {
