@@ -277,7 +277,8 @@ func scanReady(ctx context.Context, c *api.Client, pending []string) ([]string, 
 // encoding and decoding about 10 MB each. When the last one is seen
 // AVAILABLE, a pass over every server confirms that want of them are
 // (servers that fell back are watched again); the scan it writes is
-// stamped with when the last server was seen AVAILABLE.
+// stamped with when the last server was seen AVAILABLE. Between passes it
+// pauses as long as the last pass took, at least probeInterval.
 func watchServers(ctx context.Context, c *api.Client, id, want int, write func(probeScan)) {
 	var pending []string // known servers not yet seen AVAILABLE
 	seen := 0            // servers seen AVAILABLE
@@ -285,6 +286,7 @@ func watchServers(ctx context.Context, c *api.Client, id, want int, write func(p
 	var slowest pageTime
 	for {
 		var err error
+		began := time.Now()
 		if full {
 			var avail int
 			avail, pending, slowest, err = scanServers(ctx, c)
@@ -326,7 +328,11 @@ func watchServers(ctx context.Context, c *api.Client, id, want int, write func(p
 			s.Err = err.Error()
 		}
 		write(s)
-		wait(ctx, probeInterval)
+		// Pause as long as the pass took (at least probeInterval): the
+		// watch takes at most about half of its share of the cores while
+		// passes are long, and its passes are short by the time the last
+		// servers come, which is when its resolution counts.
+		wait(ctx, max(probeInterval, time.Since(began)))
 	}
 }
 
