@@ -479,8 +479,8 @@ type fleetTimes struct {
 
 // waitFleet waits until every agent has been welcomed since start and
 // DescribeServers shows every server AVAILABLE, and returns when each
-// happened first. It polls the agents every 10 ms and DescribeServers
-// back to back.
+// happened first. It polls the agents every 10 ms; the probe watches
+// DescribeServers (watchServers).
 func (b *bench) waitFleet(ctx context.Context, start time.Time, what string) (fleetTimes, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.fleetTimeout())
 	defer cancel()
