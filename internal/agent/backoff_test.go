@@ -166,7 +166,7 @@ func TestLoop_FleetWindow(t *testing.T) {
 		fleet int
 		want  time.Duration
 	}{
-		{10000, 5*time.Second - 1},
+		{10000, 2500*time.Millisecond - 1},
 		{0, backoffMin - 1},
 	} {
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
