@@ -277,8 +277,10 @@ func scanReady(ctx context.Context, c *api.Client, pending []string) ([]string, 
 // encoding and decoding about 10 MB each. When the last one is seen
 // AVAILABLE, a pass over every server confirms that want of them are
 // (servers that fell back are watched again); the scan it writes is
-// stamped with when the last server was seen AVAILABLE. Between passes it
-// pauses as long as the last pass took, at least probeInterval.
+// stamped with when the last server was seen AVAILABLE. (Pausing as long
+// as the last pass took cut its CPU, but in a 10,000-agent restart, whose
+// servers come mostly at the end, it slept through their coming: all
+// AVAILABLE 0.5 s after all linked, against 0.1 s.)
 func watchServers(ctx context.Context, c *api.Client, id, want int, write func(probeScan)) {
 	var pending []string // known servers not yet seen AVAILABLE
 	seen := 0            // servers seen AVAILABLE
@@ -286,7 +288,6 @@ func watchServers(ctx context.Context, c *api.Client, id, want int, write func(p
 	var slowest pageTime
 	for {
 		var err error
-		began := time.Now()
 		if full {
 			var avail int
 			avail, pending, slowest, err = scanServers(ctx, c)
@@ -328,11 +329,7 @@ func watchServers(ctx context.Context, c *api.Client, id, want int, write func(p
 			s.Err = err.Error()
 		}
 		write(s)
-		// Pause as long as the pass took (at least probeInterval): the
-		// watch takes at most about half of its share of the cores while
-		// passes are long, and its passes are short by the time the last
-		// servers come, which is when its resolution counts.
-		wait(ctx, max(probeInterval, time.Since(began)))
+		wait(ctx, probeInterval)
 	}
 }
 
