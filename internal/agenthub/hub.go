@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agentproto"
@@ -195,6 +196,11 @@ type Hub struct {
 	quiet        time.Duration
 	freeOSMemory func()
 	gc           gcPolicy
+	// Command bursts (memory.go): commands sent, and when the last
+	// burstCommands of them began (UnixNano).
+	sent       atomic.Int64
+	burstMark  atomic.Int64
+	burstQuiet time.Duration
 }
 
 // serverLock is a reference-counted mutex for one server ID.
@@ -250,6 +256,7 @@ func New(svc Service, auth Authenticator, opts Options) *Hub {
 		storm:        stormLinks,
 		quiet:        stormQuiet,
 		freeOSMemory: debug.FreeOSMemory,
+		burstQuiet:   burstQuiet,
 	}
 }
 
@@ -323,6 +330,7 @@ func (h *Hub) Dispatch(ctx context.Context, serverID string, cmd broker.Command)
 	if l == nil {
 		return nil, broker.ErrAgentUnreachable
 	}
+	h.commandSent()
 	return l.dispatch(ctx, c)
 }
 

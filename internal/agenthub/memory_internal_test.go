@@ -2,6 +2,7 @@ package agenthub
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,5 +136,53 @@ func TestGCPolicy_Applied(t *testing.T) {
 				t.Errorf("SetGCPercent calls %v, want none", calls)
 			}
 		})
+	}
+}
+
+// TestGCPolicy_CommandBurst: commands sent in a burst lift a tuned GOGC to
+// Go's default and hold off the tuning; once they have been quiet, the hub
+// returns free memory and tunes GOGC for the live heap again. Commands sent
+// slowly change nothing.
+func TestGCPolicy_CommandBurst(t *testing.T) {
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	const mb = 1 << 20
+	r := &gcRecorder{cur: 100, live: 256 * mb}
+	h := newGCHub(t, 64*mb, r)
+	var freed atomic.Bool
+	h.SetMemoryReturn(stormLinks, time.Hour, func() { freed.Store(true) })
+	h.memMu.Lock()
+	h.burstQuiet = 50 * time.Millisecond
+	h.memMu.Unlock()
+	h.tuneGC()
+	if cur, _ := r.state(); cur != 25 {
+		t.Fatalf("GOGC %d after tuning for 256 MB, want 25", cur)
+	}
+
+	// Slow commands: a mark older than burstSpan before each batch.
+	for range 3 {
+		h.burstMark.Store(time.Now().Add(-2 * burstSpan).UnixNano())
+		for range burstCommands {
+			h.commandSent()
+		}
+	}
+	if cur, _ := r.state(); cur != 25 {
+		t.Fatalf("GOGC %d after commands at a slow rate, want 25", cur)
+	}
+
+	for range 2 * burstCommands {
+		h.commandSent()
+	}
+	if cur, _ := r.state(); cur != 100 {
+		t.Fatalf("GOGC %d in a burst of commands, want 100", cur)
+	}
+	h.tuneGC() // the periodic tuning waits for the burst's end
+	if cur, _ := r.state(); cur != 100 {
+		t.Fatalf("GOGC %d after a tuning in the burst, want 100", cur)
+	}
+	poll.Until(t, 5*time.Second, "free memory returned after the burst", freed.Load)
+	poll.Until(t, 5*time.Second, "GOGC tuned again after the burst", func() bool { cur, _ := r.state(); return cur == 25 })
+	if _, calls := r.state(); len(calls) != 3 {
+		t.Errorf("SetGCPercent calls %v, want [25 100 25]", calls)
 	}
 }
