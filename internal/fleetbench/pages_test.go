@@ -44,22 +44,9 @@ func pagesBroker(t *testing.T, n int) *httptest.Server {
 func pagesBrokerWith(t *testing.T, n int, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := broker.New(ctx, st, acceptAll{}, noTokens{}, broker.Config{BrokerID: "test", HeartbeatTimeout: time.Hour}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = svc.Run(rctx); close(done) }()
+	svc, st := testService(t)
 	for i := range 3 {
-		info := broker.ServerInfo{Hostname: fmt.Sprintf("host-%d", i), IP: "10.0.0.1", Port: 8443, Healthy: true, Host: broker.Host{OSFamily: "linux"}}
-		if err := svc.AgentConnected(ctx, "", fmt.Sprintf("srv-%d", i), info, nil); err != nil {
-			t.Fatal(err)
-		}
+		connectServer(t, svc, i)
 	}
 	now := time.Now().UTC()
 	var ss []*broker.Session
@@ -71,8 +58,36 @@ func pagesBrokerWith(t *testing.T, n int, wrap func(http.Handler) http.Handler) 
 		t.Fatal(err)
 	}
 	ts := httptest.NewTLSServer(wrap((&httpapi.Server{Service: svc, Logger: slog.New(slog.DiscardHandler)}).Handler()))
-	t.Cleanup(func() { ts.Close(); cancel(); <-done; st.Close() })
+	t.Cleanup(ts.Close)
 	return ts
+}
+
+// testService runs a broker core on a new SQLite store until the test ends.
+func testService(t *testing.T) (*broker.Service, *sqlite.Store) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := broker.New(ctx, st, acceptAll{}, noTokens{}, broker.Config{BrokerID: "test", HeartbeatTimeout: time.Hour}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = svc.Run(rctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	return svc, st
+}
+
+// connectServer links server srv-i to svc, as its agent's hello does.
+func connectServer(t *testing.T, svc *broker.Service, i int) {
+	t.Helper()
+	info := broker.ServerInfo{Hostname: fmt.Sprintf("host-%d", i), IP: "10.0.0.1", Port: 8443, Healthy: true, Host: broker.Host{OSFamily: "linux"}}
+	if err := svc.AgentConnected(context.Background(), "", fmt.Sprintf("srv-%d", i), info, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // tsPool is a pool that trusts an httptest TLS server.

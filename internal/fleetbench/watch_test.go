@@ -4,50 +4,30 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/httpapi"
-	"github.com/berth-dev/berth/internal/sqlite"
 )
 
 // TestWatchServers_AsksOnlyForPending: once the watch knows every server,
 // it asks DescribeServers only for those it has not seen AVAILABLE (before,
 // every pass paged through the whole fleet: about 10 MB a pass at 10,000
 // servers, on the cores the broker needed); when the last comes, a pass over
-// every server confirms, and the scan it writes is stamped no later than
-// that pass.
+// every server confirms, and the scan it writes is stamped no earlier than
+// the last server's link.
 func TestWatchServers_AsksOnlyForPending(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "b.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := broker.New(ctx, st, acceptAll{}, noTokens{}, broker.Config{BrokerID: "test", HeartbeatTimeout: time.Hour}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = svc.Run(rctx); close(done) }()
-	connect := func(i int) {
-		info := broker.ServerInfo{Hostname: fmt.Sprintf("host-%d", i), IP: "10.0.0.1", Port: 8443, Healthy: true, Host: broker.Host{OSFamily: "linux"}}
-		if err := svc.AgentConnected(ctx, "", fmt.Sprintf("srv-%d", i), info, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	svc, _ := testService(t)
 	for i := range 5 {
-		connect(i)
+		connectServer(t, svc, i)
 	}
 	svc.AgentDisconnected(ctx, "srv-3")
 	svc.AgentDisconnected(ctx, "srv-4")
@@ -67,7 +47,7 @@ func TestWatchServers_AsksOnlyForPending(t *testing.T) {
 		}
 		h.ServeHTTP(w, r)
 	}))
-	t.Cleanup(func() { ts.Close(); cancel(); <-done; st.Close() })
+	t.Cleanup(ts.Close)
 	calls := func() [][]string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -99,8 +79,8 @@ func TestWatchServers_AsksOnlyForPending(t *testing.T) {
 		}
 	}
 
-	connect(3)
-	connect(4)
+	connectServer(t, svc, 3)
+	connectServer(t, svc, 4)
 	linked := time.Now()
 	var last probeScan
 	for s := range scans {
