@@ -79,9 +79,6 @@ type Options struct {
 	// when zero), so that a broker restarted after a crash on the same
 	// machine takes its broker-id over at once (Process.gone).
 	Process Process
-	// processStart looks a PID up for Process.gone; processStart (/proc)
-	// when nil. Tests replace it.
-	processStart func(pid int) (uint64, bool)
 }
 
 func (o *Options) setDefaults() {
@@ -100,9 +97,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.Process == (Process{}) {
 		o.Process = ThisProcess()
-	}
-	if o.processStart == nil {
-		o.processStart = processStart
 	}
 	if o.Address == "" {
 		host, _ := os.Hostname()
@@ -200,7 +194,7 @@ func (n *Node) register(ctx context.Context) error {
 			return nil
 		case h.instance == "":
 			continue // the row went away (its broker stopped): claim it
-		case n.opts.Process.gone(parseProcess(h.process), n.opts.processStart):
+		case n.opts.Process.gone(parseProcess(h.process), processStart):
 			took, err := n.takeRow(ctx, h.instance)
 			if err != nil {
 				return err
