@@ -192,7 +192,7 @@ func (n *Node) register(ctx context.Context) error {
 			return err
 		case h == nil:
 			return nil
-		case h.instance == "":
+		case h.vanished:
 			continue // the row went away (its broker stopped): claim it
 		case n.opts.Process.gone(parseProcess(h.process), processStart):
 			took, err := n.takeRow(ctx, h.instance)
@@ -220,14 +220,14 @@ func (n *Node) register(ctx context.Context) error {
 
 // holder is the process that holds a broker's row, as claimRow found it.
 type holder struct {
-	instance, address, process string
+	vanished                   bool      // the row went away between claimRow's two statements
+	instance, address, process string    // instance is "" for a broker of an earlier release
 	heartbeat                  time.Time // PostgreSQL's time of its last heartbeat
 	age                        time.Duration
 }
 
 // claimRow inserts or claims the broker's row; it returns nil when it did, or
-// else the row's holder (with instance "" when the row went away between
-// the two statements).
+// else the row's holder.
 func (n *Node) claimRow(ctx context.Context) (*holder, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
 	defer cancel()
@@ -246,13 +246,10 @@ func (n *Node) claimRow(ctx context.Context) (*holder, error) {
 	err = n.pool.QueryRow(ctx, `SELECT instance, address, process, heartbeat, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1`,
 		n.id).Scan(&h.instance, &h.address, &h.process, &h.heartbeat, &age)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return &holder{}, nil
+		return &holder{vanished: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster: register broker %q: %w", n.id, err)
-	}
-	if h.instance == "" {
-		h.instance = "-" // a broker of an earlier release: a holder all the same
 	}
 	h.age = time.Duration(age * float64(time.Second))
 	return h, nil
@@ -263,9 +260,6 @@ func (n *Node) claimRow(ctx context.Context) (*holder, error) {
 func (n *Node) takeRow(ctx context.Context, instance string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(n.opts.Heartbeat, 5*time.Second))
 	defer cancel()
-	if instance == "-" {
-		instance = ""
-	}
 	tag, err := n.pool.Exec(ctx, `UPDATE brokers SET heartbeat = now(), started_at = now(), instance = $2, address = $3, process = $4
 		WHERE id = $1 AND instance = $5`, n.id, n.instance, n.opts.Address, n.opts.Process.String(), instance)
 	if err != nil {
@@ -288,12 +282,8 @@ func (h *holder) renewed(ctx context.Context, n *Node, wait time.Duration) bool 
 	defer cancel()
 	var newer bool
 	var age float64
-	instance := h.instance
-	if instance == "-" {
-		instance = ""
-	}
 	err := n.pool.QueryRow(ctx, `SELECT heartbeat > $3, EXTRACT(EPOCH FROM now() - heartbeat)::float8 FROM brokers WHERE id = $1 AND instance = $2`,
-		n.id, instance, h.heartbeat).Scan(&newer, &age)
+		n.id, h.instance, h.heartbeat).Scan(&newer, &age)
 	if err != nil || !newer {
 		return false
 	}
