@@ -34,6 +34,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -243,6 +244,16 @@ type conn struct {
 	l    *Listener
 	key  netip.Prefix
 	once sync.Once
+}
+
+// SyscallConn returns the socket under the connection, for readers that
+// wait for readability themselves (tlsaccept's parked reads).
+func (c *conn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (c *conn) Close() error {

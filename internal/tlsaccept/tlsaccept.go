@@ -39,10 +39,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/berth-dev/berth/internal/logattr"
 )
@@ -255,6 +258,12 @@ var errShed = errors.New("tlsaccept: shed: waited too long for a handshake slot"
 // ClientHello) arrived whole, before crypto/tls parses it, and gives it back
 // on its first write (the server's reply, computed) or at the end of the
 // handshake. A client that sends part of a record and stalls holds no slot.
+//
+// After the handshake it can park an idle reader (wslink.Parker): with
+// SetNonblocking(true) its reads return at once, with an error wrapping
+// syscall.EAGAIN when the socket has nothing (crypto/tls keeps a partial
+// record for the next read, since the error is temporary), and
+// WaitReadable waits for the socket in a shallow stack frame.
 type gatedConn struct {
 	net.Conn
 	l       *Listener
@@ -262,6 +271,9 @@ type gatedConn struct {
 	started bool   // the first record was read; only the handshake's goroutine touches these
 	holding bool
 	shed    bool
+
+	raw      syscall.RawConn // the socket, once SetNonblocking found it
+	nonblock atomic.Bool
 }
 
 // maxRecord bounds a TLS record's body (RFC 8446 5.2, TLSCiphertext).
@@ -291,7 +303,79 @@ func (c *gatedConn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
+	if c.nonblock.Load() {
+		return c.readNow(p)
+	}
 	return c.Conn.Read(p)
+}
+
+// errWouldBlock is readNow's error when the socket has nothing to read: a
+// net.Error whose Temporary (and Timeout) is true, as crypto/tls requires to
+// keep the connection usable, wrapping syscall.EAGAIN.
+var errWouldBlock error = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.EAGAIN)}
+
+// readNow reads what the socket holds without waiting.
+func (c *gatedConn) readNow(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno error
+	err := c.raw.Read(func(fd uintptr) bool {
+		for {
+			n, errno = syscall.Read(int(fd), p)
+			if errno != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil: // closed, or the read deadline passed
+		return 0, err
+	case errno == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case errno != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
+	case n <= 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// SetNonblocking switches the connection's reads to return at once (see
+// gatedConn). It reports false, and changes nothing, when the connection
+// under it offers no socket (syscall.Conn).
+func (c *gatedConn) SetNonblocking(on bool) bool {
+	if c.raw == nil {
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok {
+			return false
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		c.raw = raw
+	}
+	c.nonblock.Store(on)
+	return true
+}
+
+// WaitReadable returns once the socket has bytes to read, or its end or an
+// error is there to read, or the read deadline passed (os.ErrDeadlineExceeded)
+// or the connection closed. Call SetNonblocking first.
+func (c *gatedConn) WaitReadable() error {
+	if c.raw == nil {
+		return errors.New("tlsaccept: WaitReadable before SetNonblocking")
+	}
+	return c.raw.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		// EAGAIN: nothing yet, wait. Anything else (bytes, the end, an
+		// error) is for the next read to see.
+		return errno != syscall.EAGAIN
+	})
 }
 
 func (c *gatedConn) Write(p []byte) (int, error) {

@@ -1,6 +1,7 @@
 package tlsaccept
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,15 +9,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -423,4 +427,95 @@ func TestListener_Close(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestListener_Nonblocking: after SetNonblocking a TLS read with nothing
+// to read fails at once with EAGAIN and leaves the connection usable, also
+// midway through a record; WaitReadable waits for bytes and honours the
+// read deadline.
+func TestListener_Nonblocking(t *testing.T) {
+	e := newEnv(t, &tls.Config{}, Options{Name: "agent"})
+	type parker interface {
+		SetNonblocking(bool) bool
+		WaitReadable() error
+	}
+	accepted := make(chan *tls.Conn, 1)
+	go func() {
+		c, err := e.ln.Accept()
+		if err == nil {
+			accepted <- c.(*tls.Conn)
+		}
+	}()
+	raw, err := net.Dial("tcp", e.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// The client's TLS runs over a pipe, so the test can hold back part of
+	// a record: the client writes records into w, the test forwards them.
+	pr, pw := net.Pipe()
+	go func() { _, _ = io.Copy(pw, raw) }()
+	var sent bytes.Buffer
+	split := &splitConn{Conn: pr, raw: raw, out: &sent}
+	client := tls.Client(split, &tls.Config{RootCAs: e.pool, ServerName: "localhost"})
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	split.hold = true
+	sc := <-accepted
+	defer sc.Close()
+	p, ok := sc.NetConn().(parker)
+	if !ok || !p.SetNonblocking(true) {
+		t.Fatal("accepted connection cannot read without blocking")
+	}
+	buf := make([]byte, 64)
+	if _, err := sc.Read(buf); !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("read with nothing to read: %v, want EAGAIN", err)
+	}
+	// Half a record: still EAGAIN, and the half is kept.
+	sent.Reset()
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	rec := sent.Bytes()
+	if _, err := raw.Write(rec[:len(rec)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitReadable(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Read(buf); !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("read of half a record: %v, want EAGAIN", err)
+	}
+	if _, err := raw.Write(rec[len(rec)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitReadable(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sc.Read(buf); err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read after the rest: %q, %v", buf[:n], err)
+	}
+	// Nothing more: the wait ends at the read deadline.
+	_ = sc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := p.WaitReadable(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("wait past the deadline: %v", err)
+	}
+}
+
+// splitConn is the client's side for TestListener_Nonblocking: it reads
+// from Conn and writes to raw, except that once hold is set its writes go
+// to out, for the test to forward.
+type splitConn struct {
+	net.Conn
+	raw  net.Conn
+	out  *bytes.Buffer
+	hold bool
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	if !c.hold {
+		return c.raw.Write(p)
+	}
+	return c.out.Write(p)
 }
