@@ -1,11 +1,8 @@
 package agenthub
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -26,16 +23,6 @@ const (
 	DefaultHandshakeWait = 5 * time.Second
 	// DefaultRetryAfter is Options.RetryAfter when unset.
 	DefaultRetryAfter = 5 * time.Second
-)
-
-// Buffer sizes of an agent link's WebSocket once upgraded. net/http hands a
-// hijacked connection its 4 KiB read and write buffers, which the link would
-// keep for its whole life (8 KiB of each link's ~50 KiB): agent messages are
-// small (an ack is under 100 bytes) and TLS buffers a whole record anyway, so
-// small buffers cost nothing measurable, and larger writes bypass them.
-const (
-	linkReadBuffer  = 512
-	linkWriteBuffer = 512
 )
 
 // admit takes a handshake slot for a connect request, waiting at most
@@ -108,48 +95,4 @@ func (h *Hub) FleetSize() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.linked)
-}
-
-// smallBuffers is the ResponseWriter the WebSocket upgrade hijacks: it hands
-// websocket.Accept the connection with small buffers (linkReadBuffer,
-// linkWriteBuffer) instead of net/http's 4 KiB ones, and keeps the
-// connection (for the link's read deadlines).
-type smallBuffers struct {
-	http.ResponseWriter
-	conn net.Conn // set by Hijack
-}
-
-// Hijack implements http.Hijacker.
-func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := brw.Writer.Flush(); err != nil { // empty: net/http flushed the 101
-		conn.Close()
-		return nil, nil, err
-	}
-	if n := brw.Reader.Buffered(); n > 0 {
-		// The agent wrote ahead of the 101: keep those bytes. (Accept resets
-		// the reader onto the connection, so they go in front of it.)
-		b, _ := brw.Reader.Peek(n)
-		conn = &prefixConn{Conn: conn, rest: bytes.Clone(b)}
-	}
-	s.conn = conn
-	return conn, bufio.NewReadWriter(bufio.NewReaderSize(conn, linkReadBuffer), bufio.NewWriterSize(conn, linkWriteBuffer)), nil
-}
-
-// prefixConn reads rest before its connection.
-type prefixConn struct {
-	net.Conn
-	rest []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.rest) > 0 {
-		n := copy(p, c.rest)
-		c.rest = c.rest[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/logattr"
-	"github.com/coder/websocket"
+	"github.com/berth-dev/berth/internal/wslink"
 )
 
 // Interface guard.
@@ -294,7 +294,7 @@ func (h *Hub) Close() error {
 	}
 	h.mu.Unlock()
 	for _, l := range links {
-		l.close(agentproto.CodeShuttingDown, "broker shutting down", websocket.StatusGoingAway)
+		l.close(agentproto.CodeShuttingDown, "broker shutting down", wslink.StatusGoingAway)
 	}
 	h.cancel() // ends handshakes in progress
 	h.wg.Wait()
@@ -391,16 +391,13 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		clientID = cid
 		log = log.With(logattr.AgentID, clientID)
 	}
-	sb := &smallBuffers{ResponseWriter: w}
-	conn, err := websocket.Accept(sb, r, nil)
+	conn, err := wslink.Accept(w, r, wslink.Options{ReadLimit: agentproto.MaxMessageSize, WriteTimeout: writeTimeout})
 	if err != nil {
 		log.Info("agent websocket upgrade failed", "err", err)
 		return
 	}
-	conn.SetReadLimit(agentproto.MaxMessageSize)
 	linked = true
 	l := newLink(h, conn, clientID, log)
-	l.raw = sb.conn
 	l.serve(h.wg.Done)
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/driver/sim"
 	"github.com/berth-dev/berth/internal/poll"
+	"github.com/berth-dev/berth/internal/tlsaccept"
 	"github.com/coder/websocket"
 )
 
@@ -191,7 +193,16 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// mustStartHub starts a hub behind tlsaccept's listener, as berth-broker's
+// agent connector is, so that idle links park on their sockets.
 func mustStartHub(t testing.TB, opts agenthub.Options, auth *fakeAuth, configure ...func(*http.Server)) *env {
+	t.Helper()
+	return mustStartHubOn(t, false, opts, auth, configure...)
+}
+
+// mustStartHubOn is mustStartHub; with plain, behind crypto/tls's own
+// listener, whose connections cannot park (links block in their reads).
+func mustStartHubOn(t testing.TB, plain bool, opts agenthub.Options, auth *fakeAuth, configure ...func(*http.Server)) *env {
 	t.Helper()
 	e := &env{svc: newFakeService(), logs: &syncBuffer{}}
 	opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -209,13 +220,22 @@ func mustStartHub(t testing.TB, opts agenthub.Options, auth *fakeAuth, configure
 	for _, f := range configure {
 		f(e.srv.Config)
 	}
-	e.srv.StartTLS()
+	cert, caPEM := selfSigned(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	e.tls = &tls.Config{RootCAs: pool}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	if plain {
+		e.srv.Listener = tls.NewListener(e.srv.Listener, cfg)
+	} else {
+		e.srv.Listener = tlsaccept.New(e.srv.Listener, cfg, tlsaccept.Options{Name: "agent"})
+	}
+	e.srv.Start() // serves the TLS listener; the client below trusts its certificate
+	e.srv.URL = "https://" + e.srv.Listener.Addr().String()
+	e.srv.Client().Transport.(*http.Transport).TLSClientConfig = e.tls.Clone()
 	t.Cleanup(e.srv.Close)
 	t.Cleanup(func() { e.hub.Close() })
 	e.url = "wss://" + e.srv.Listener.Addr().String()
-	pool := x509.NewCertPool()
-	pool.AddCert(e.srv.Certificate())
-	e.tls = &tls.Config{RootCAs: pool}
 	return e
 }
 
@@ -716,6 +736,53 @@ func TestHub_ReconnectReplacesOldLink(t *testing.T) {
 	}
 	nu.Close(websocket.StatusNormalClosure, "")
 	e.svc.wait(t, "disconnected", "srv-re", nil)
+}
+
+// TestHub_IdleLinkParks: between messages an agent link's reader waits on
+// its socket (WaitReadable), not inside a TLS read, so that its stack stays
+// small and it holds no buffer.
+func TestHub_IdleLinkParks(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{UpdateInterval: 200 * time.Millisecond}, nil)
+	e.mustStartAgent(t, "srv-park", sim.New(), nil)
+	e.svc.wait(t, "update", "srv-park", nil) // a message went through the read loop
+	poll.Until(t, 20*time.Second, "the link's reader parked", func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var loops, parked int
+		for g := range strings.SplitSeq(string(buf), "\n\n") {
+			if !strings.Contains(g, "agenthub.(*link).readLoop(") {
+				continue
+			}
+			loops++
+			if strings.Contains(g, "WaitReadable") && !strings.Contains(g, "crypto/tls.(*Conn).Read") {
+				parked++
+			}
+		}
+		return loops == 1 && parked == 1
+	})
+}
+
+// TestHub_BlockingReads: behind a listener whose connections cannot park,
+// links read, take commands and time out all the same.
+func TestHub_BlockingReads(t *testing.T) {
+	e := mustStartHubOn(t, true, agenthub.Options{UpdateInterval: 100 * time.Millisecond, HeartbeatTimeout: 400 * time.Millisecond}, nil)
+	d := sim.New()
+	e.mustStartAgent(t, "srv-blocking", d, nil)
+	poll.Until(t, 20*time.Second, "Connected", func() bool { return e.hub.Connected("srv-blocking") })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	create := broker.Command{Kind: broker.CommandCreate, SessionID: "b1", Create: &broker.CreateCommand{Owner: "alice", Type: "VIRTUAL"}}
+	if _, err := e.hub.Dispatch(ctx, "srv-blocking", create); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	e.svc.wait(t, "update", "srv-blocking", func(ev event) bool { return ev.sessions == nil })
+
+	c := e.dial(t)
+	write(t, c, "", hello("srv-blocking-silent"))
+	if _, ok := read(t, c).Body.(*agentproto.Welcome); !ok {
+		t.Fatal("no welcome")
+	}
+	e.svc.wait(t, "disconnected", "srv-blocking-silent", nil)
 }
 
 func TestHub_HeartbeatTimeout(t *testing.T) {

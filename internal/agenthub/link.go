@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -15,14 +14,13 @@ import (
 	"github.com/berth-dev/berth/internal/agentproto"
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/logattr"
-	"github.com/coder/websocket"
+	"github.com/berth-dev/berth/internal/wslink"
 )
 
 // link is one agent connection, from upgrade to close.
 type link struct {
 	h        *Hub
-	conn     *websocket.Conn
-	raw      net.Conn // under conn, for read deadlines; nil: none
+	conn     *wslink.Conn
 	clientID string
 	serverID string // set by the hello
 	log      *slog.Logger
@@ -53,7 +51,7 @@ type link struct {
 
 	closeOnce   sync.Once
 	closeErr    *agentproto.Error // sent before closing, if not nil
-	closeStatus websocket.StatusCode
+	closeStatus wslink.StatusCode
 
 	pmu     sync.Mutex
 	pending map[string]chan *agentproto.Result // by command ID
@@ -61,7 +59,7 @@ type link struct {
 	apply applier // the updates waiting to be applied (applier.go)
 }
 
-func newLink(h *Hub, conn *websocket.Conn, clientID string, log *slog.Logger) *link {
+func newLink(h *Hub, conn *wslink.Conn, clientID string, log *slog.Logger) *link {
 	ctx, cancel := context.WithCancel(h.ctx)
 	return &link{
 		h:        h,
@@ -77,7 +75,7 @@ func newLink(h *Hub, conn *websocket.Conn, clientID string, log *slog.Logger) *l
 
 // close starts closing the link: the closer sends an Error with code (unless
 // empty), then closes the WebSocket with status. The first call wins.
-func (l *link) close(code, msg string, status websocket.StatusCode) {
+func (l *link) close(code, msg string, status wslink.StatusCode) {
 	var e *agentproto.Error
 	if code != "" {
 		e = &agentproto.Error{Code: code, Message: msg}
@@ -86,7 +84,7 @@ func (l *link) close(code, msg string, status websocket.StatusCode) {
 }
 
 // closeWith is close with a full Error message (nil: none).
-func (l *link) closeWith(e *agentproto.Error, status websocket.StatusCode) {
+func (l *link) closeWith(e *agentproto.Error, status wslink.StatusCode) {
 	l.closeOnce.Do(func() {
 		l.closeErr, l.closeStatus = e, status
 		l.cancel()
@@ -95,7 +93,7 @@ func (l *link) closeWith(e *agentproto.Error, status websocket.StatusCode) {
 
 // refuse closes the link after sending e, as a policy violation.
 func (l *link) refuse(e *agentproto.Error) {
-	l.closeWith(e, websocket.StatusPolicyViolation)
+	l.closeWith(e, wslink.StatusPolicyViolation)
 }
 
 // serve runs the link: the handshake on the handler's goroutine, then the
@@ -110,7 +108,7 @@ func (l *link) serve(done func()) {
 	closerDone := make(chan struct{})
 	context.AfterFunc(l.ctx, func() {
 		defer close(closerDone)
-		l.close("", "", websocket.StatusGoingAway) // parent cancelled: pick a status
+		l.close("", "", wslink.StatusGoingAway) // parent cancelled: pick a status
 		reason := ""
 		if l.closeErr != nil {
 			_ = l.send("", l.closeErr)
@@ -119,7 +117,7 @@ func (l *link) serve(done func()) {
 		_ = l.conn.Close(l.closeStatus, reason)
 	})
 	finish := func() {
-		l.close("", "", websocket.StatusNormalClosure)
+		l.close("", "", wslink.StatusNormalClosure)
 		<-closerDone
 		done()
 	}
@@ -157,12 +155,11 @@ func (l *link) teardown() {
 // for the link to close.
 func (l *link) handshake() bool {
 	h := l.h
-	rctx, cancel := context.WithTimeout(l.ctx, h.opts.HeartbeatTimeout)
-	typ, data, err := l.conn.Read(rctx)
-	cancel()
+	_ = l.conn.SetReadDeadline(time.Now().Add(h.opts.HeartbeatTimeout))
+	typ, data, err := l.conn.ReadMessage()
 	if err != nil {
 		l.log.Info("agent left before hello", "err", err)
-		l.close("", "", websocket.StatusNormalClosure)
+		l.close("", "", wslink.StatusNormalClosure)
 		return false
 	}
 	m, err := agentproto.Decode(data)
@@ -174,7 +171,7 @@ func (l *link) handshake() bool {
 		l.refuse(&agentproto.Error{Code: agentproto.CodeVersionUnsupported, Message: ve.Error(),
 			MinVersion: agentproto.MinProtocolVersion, MaxVersion: agentproto.ProtocolVersion})
 		return false
-	case err == nil && typ != websocket.MessageText:
+	case err == nil && typ != wslink.MessageText:
 		err = errors.New("binary message")
 	case err == nil && m.Type != agentproto.TypeHello:
 		err = fmt.Errorf("first message is %s, want hello", m.Type)
@@ -226,7 +223,7 @@ func (l *link) handshake() bool {
 	h.opts.Observer.LinkUp(again)
 	if old != nil {
 		old.log.Info("agent link replaced by a newer one")
-		old.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
+		old.close(agentproto.CodeReplaced, "a newer link of this server took over", wslink.StatusPolicyViolation)
 	}
 	l.version = min(hello.ProtocolVersion, agentproto.ProtocolVersion)
 	interval, timeout := h.timing()
@@ -243,7 +240,7 @@ func (l *link) handshake() bool {
 		welcome.FleetSize = h.FleetSize()
 	}
 	if err := l.send("", welcome); err != nil {
-		l.close("", "", websocket.StatusGoingAway)
+		l.close("", "", wslink.StatusGoingAway)
 		return true // registered: teardown reports it gone
 	}
 	close(l.ready)
@@ -255,66 +252,101 @@ func (l *link) handshake() bool {
 
 // readLoop reads agent messages until the link closes or the agent falls
 // silent for the heartbeat timeout.
+//
+// On a connection that parks (berth-broker's agent connector), the loop's
+// goroutine only waits for the socket; the messages that arrived are read
+// and handled on a goroutine started for them, whose stack grows with the
+// TLS, WebSocket and JSON work and is freed when it ends. So an idle link
+// costs one goroutine with the smallest stack and no read buffer, where a
+// reader parked inside the TLS read kept a stack grown to 8 KiB.
 func (l *link) readLoop() {
+	if !l.conn.Parks() {
+		l.readMessages() // reads block until the link ends
+		return
+	}
+	done := make(chan bool, 1)
+	for {
+		go func() { done <- l.readMessages() }()
+		if !<-done {
+			return
+		}
+		if err := l.conn.WaitReadable(); err != nil {
+			l.readFailed(err)
+			return
+		}
+	}
+}
+
+// readMessages reads and handles messages until none is ready (it reports
+// true) or the link ends (false).
+func (l *link) readMessages() bool {
 	for {
 		// The heartbeat timeout is a read deadline on the connection, not a
 		// context: a context with a timeout costs a timer and an AfterFunc per
-		// message. Nor is a read bound to l.ctx: cancelling a read tears the
-		// connection down at once, and the closer wants to send a close frame
-		// first.
-		ctx := context.Background()
-		var cancel context.CancelFunc = func() {}
+		// message. Nor is a read bound to l.ctx: the closer sends a close
+		// frame, and the read ends with the close handshake. The deadline
+		// also bounds readLoop's wait.
+		l.deadlineMu.Lock()
+		_ = l.conn.SetReadDeadline(time.Now().Add(l.timeout))
+		l.deadlineMu.Unlock()
+		typ, data, err := l.conn.ReadMessageNow()
+		if errors.Is(err, wslink.ErrWouldPark) {
+			return true
+		}
+		if err != nil {
+			l.readFailed(err)
+			return false
+		}
+		if !l.handle(typ, data) {
+			return false
+		}
+	}
+}
+
+// readFailed closes the link after a failed read or wait.
+func (l *link) readFailed(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		l.deadlineMu.Lock()
 		timeout := l.timeout
-		if l.raw != nil {
-			_ = l.raw.SetReadDeadline(time.Now().Add(timeout))
-		} else {
-			ctx, cancel = context.WithTimeout(ctx, timeout)
-		}
 		l.deadlineMu.Unlock()
-		typ, data, err := l.conn.Read(ctx)
-		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
-		cancel()
-		if err != nil {
-			if timedOut {
-				l.log.Warn("agent silent past the heartbeat timeout", "timeout", timeout)
-			} else if l.ctx.Err() == nil {
-				l.log.Debug("agent link read failed", "err", err)
-			}
-			l.close("", "", websocket.StatusGoingAway)
-			return
-		}
-		m, err := agentproto.Decode(data)
-		if errors.Is(err, agentproto.ErrUnknownType) {
-			l.log.Debug("skipping unknown message", "type", m.Type)
-			continue
-		}
-		if err == nil && typ != websocket.MessageText {
-			err = errors.New("binary message")
-		}
-		if err != nil {
-			l.log.Warn("closing agent link: bad message", "err", err)
-			l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: err.Error()})
-			return
-		}
-		switch b := m.Body.(type) {
-		case *agentproto.Update:
-			// Applied in order off this loop (applier.go), so that results
-			// are delivered while an update waits for the store.
-			if !l.enqueue(m.ID, b) {
-				return
-			}
-		case *agentproto.Result:
-			l.deliver(m.ID, b)
-		case *agentproto.Error:
-			l.log.Info("agent closed the link", "code", b.Code, "message", b.Message)
-			l.close("", "", websocket.StatusNormalClosure)
-			return
-		default:
-			l.log.Warn("closing agent link: unexpected message", "type", m.Type)
-			l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: "unexpected " + m.Type})
-			return
-		}
+		l.log.Warn("agent silent past the heartbeat timeout", "timeout", timeout)
+	} else if l.ctx.Err() == nil {
+		l.log.Debug("agent link read failed", "err", err)
+	}
+	l.close("", "", wslink.StatusGoingAway)
+}
+
+// handle handles one agent message. It reports whether the link goes on.
+func (l *link) handle(typ wslink.MessageType, data []byte) bool {
+	m, err := agentproto.Decode(data)
+	if errors.Is(err, agentproto.ErrUnknownType) {
+		l.log.Debug("skipping unknown message", "type", m.Type)
+		return true
+	}
+	if err == nil && typ != wslink.MessageText {
+		err = errors.New("binary message")
+	}
+	if err != nil {
+		l.log.Warn("closing agent link: bad message", "err", err)
+		l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: err.Error()})
+		return false
+	}
+	switch b := m.Body.(type) {
+	case *agentproto.Update:
+		// Applied in order off this loop (applier.go), so that results
+		// are delivered while an update waits for the store.
+		return l.enqueue(m.ID, b)
+	case *agentproto.Result:
+		l.deliver(m.ID, b)
+		return true
+	case *agentproto.Error:
+		l.log.Info("agent closed the link", "code", b.Code, "message", b.Message)
+		l.close("", "", wslink.StatusNormalClosure)
+		return false
+	default:
+		l.log.Warn("closing agent link: unexpected message", "type", m.Type)
+		l.refuse(&agentproto.Error{Code: agentproto.CodeBadMessage, Message: "unexpected " + m.Type})
+		return false
 	}
 }
 
@@ -369,7 +401,7 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 	}
 	l.h.unlockServer(l.serverID)
 	if errors.Is(err, errReplaced) {
-		l.close(agentproto.CodeReplaced, "a newer link of this server took over", websocket.StatusPolicyViolation)
+		l.close(agentproto.CodeReplaced, "a newer link of this server took over", wslink.StatusPolicyViolation)
 		return false
 	}
 	ack := &agentproto.Ack{Resync: ask}
@@ -394,7 +426,7 @@ func (l *link) update(id string, u *agentproto.Update) bool {
 	l.owed = false
 	l.retime(ack)
 	if err := l.sendAck(id, ack); err != nil {
-		l.close("", "", websocket.StatusGoingAway)
+		l.close("", "", wslink.StatusGoingAway)
 		return false
 	}
 	return true
@@ -408,8 +440,7 @@ var errReplaced = errors.New("link replaced")
 // heartbeats are applied off the read loop, which already waits for the
 // next message) gets a deadline of the new timeout from now. The agent
 // re-arms its timer on the ack, so its next update comes within the new
-// interval. Without the raw connection (no read deadline) the new timeout
-// holds from the next read.
+// interval.
 func (l *link) retime(ack *agentproto.Ack) {
 	if l.version < 5 || l.h.opts.Timing == nil {
 		return
@@ -423,9 +454,7 @@ func (l *link) retime(ack *agentproto.Ack) {
 	l.deadlineMu.Lock()
 	defer l.deadlineMu.Unlock()
 	l.timeout = timeout
-	if l.raw != nil {
-		_ = l.raw.SetReadDeadline(time.Now().Add(timeout))
-	}
+	_ = l.conn.SetReadDeadline(time.Now().Add(timeout))
 }
 
 // hostFigures converts the figures of an update.
@@ -434,16 +463,13 @@ func hostFigures(f *agentproto.HostFigures) broker.HostFigures {
 		MemUsed: f.MemoryUsedBytes, SwapUsed: f.SwapUsedBytes}
 }
 
-// send encodes and writes one message. Writes are not bound to a caller's
-// context: cancelling a write midway tears the connection down.
+// send encodes and writes one message, within the hub's write timeout.
 func (l *link) send(id string, body agentproto.Body) error {
 	data, err := agentproto.Encode(id, body)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
-	return l.conn.Write(ctx, websocket.MessageText, data)
+	return l.conn.WriteMessage(wslink.MessageText, data)
 }
 
 // dispatch sends a command and waits for its result.
@@ -482,7 +508,7 @@ func (l *link) dispatch(ctx context.Context, c *agentproto.Command) (*broker.Res
 	}()
 
 	if err := l.send(id, c); err != nil {
-		l.close("", "", websocket.StatusGoingAway)
+		l.close("", "", wslink.StatusGoingAway)
 		return nil, fmt.Errorf("send %s command: %w", c.Kind, broker.ErrAgentUnreachable)
 	}
 	select {

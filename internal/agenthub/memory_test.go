@@ -34,6 +34,7 @@ import (
 	"github.com/berth-dev/berth/internal/broker"
 	"github.com/berth-dev/berth/internal/poll"
 	"github.com/berth-dev/berth/internal/sqlite"
+	"github.com/berth-dev/berth/internal/tlsaccept"
 	"github.com/coder/websocket"
 )
 
@@ -284,7 +285,10 @@ func newLinkBroker(tb testing.TB) *linkBroker {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	// berth-broker's agent connector: TLS handshakes finished by tlsaccept,
+	// whose connections let idle links park on their sockets.
+	tlsLn := tlsaccept.New(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+		tlsaccept.Options{Name: "agent", Logger: log})
 	go func() { _ = srv.Serve(tlsLn) }()
 	tb.Cleanup(func() {
 		_ = srv.Close()
