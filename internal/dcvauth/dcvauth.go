@@ -405,6 +405,11 @@ type trackedConn struct {
 	onClose func()
 }
 
+// NetConn returns the connection under c, so that a WebSocket server can
+// find what it offers (internal/wslink parks idle readers on tlsaccept's
+// connections).
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
 // Close closes the connection and, the first time, ends its link.
 func (c *trackedConn) Close() error {
 	c.once.Do(c.onClose)

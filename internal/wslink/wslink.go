@@ -166,12 +166,28 @@ func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error)
 		nc.Close()
 		return nil, fmt.Errorf("websocket: write handshake response: %w", err)
 	}
-	if nu, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		if p, ok := nu.NetConn().(Parker); ok && p.SetNonblocking(true) {
-			c.park = p
-		}
-	}
+	c.park = parkerOf(nc)
 	return c, nil
+}
+
+// parkerOf finds the Parker under nc, unwrapping connections that name the
+// one under them with NetConn (*tls.Conn does), and switches it to reads
+// that return at once; nil when there is none or it cannot.
+func parkerOf(nc net.Conn) Parker {
+	for range 8 {
+		if p, ok := nc.(Parker); ok {
+			if p.SetNonblocking(true) {
+				return p
+			}
+			return nil
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.NetConn()
+	}
+	return nil
 }
 
 // checkHandshake checks an opening handshake (RFC 6455 4.2.1) and returns
