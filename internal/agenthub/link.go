@@ -125,12 +125,11 @@ func (l *link) serve(done func()) {
 		finish()
 		return
 	}
-	go func() {
+	go l.readLoop(func() {
 		defer finish()
-		l.readLoop()
 		l.waitApplied()
 		l.teardown()
-	}()
+	})
 }
 
 // teardown reports the link gone once its read loop ended: only the current
@@ -251,30 +250,44 @@ func (l *link) handshake() bool {
 }
 
 // readLoop reads agent messages until the link closes or the agent falls
-// silent for the heartbeat timeout.
+// silent for the heartbeat timeout, then calls end.
 //
-// On a connection that parks (berth-broker's agent connector), the loop's
-// goroutine only waits for the socket; the messages that arrived are read
-// and handled on a goroutine started for them, whose stack grows with the
-// TLS, WebSocket and JSON work and is freed when it ends. So an idle link
-// costs one goroutine with the smallest stack and no read buffer, where a
-// reader parked inside the TLS read kept a stack grown to 8 KiB.
-func (l *link) readLoop() {
+// On a connection that parks (berth-broker's agent connector) no goroutine
+// both reads and waits: the messages that arrived are read and handled on
+// one goroutine (wake), whose stack grows with the TLS, WebSocket and JSON
+// work, and the wait for the next ones runs on a new goroutine (wait),
+// which starts with the runtime's starting stack size and keeps it, since
+// it only parks on the socket. So an idle link costs one goroutine with a
+// small stack (2 KiB once the fleet is idle: the runtime sizes new stacks
+// by the average in use) and no read buffer, where a reader parked inside
+// the TLS read kept a stack grown to 8 KiB that the GC does not shrink.
+func (l *link) readLoop(end func()) {
 	if !l.conn.Parks() {
 		l.readMessages() // reads block until the link ends
+		end()
 		return
 	}
-	done := make(chan bool, 1)
-	for {
-		go func() { done <- l.readMessages() }()
-		if !<-done {
-			return
-		}
-		if err := l.conn.WaitReadable(); err != nil {
-			l.readFailed(err)
-			return
-		}
+	l.wake(end)
+}
+
+// wake reads and handles the messages that arrived, then hands the wait for
+// the next ones to a new goroutine.
+func (l *link) wake(end func()) {
+	if !l.readMessages() {
+		end()
+		return
 	}
+	go l.wait(end)
+}
+
+// wait parks until bytes arrive, then hands them to a new goroutine.
+func (l *link) wait(end func()) {
+	if err := l.conn.WaitReadable(); err != nil {
+		l.readFailed(err)
+		end()
+		return
+	}
+	go l.wake(end)
 }
 
 // readMessages reads and handles messages until none is ready (it reports
