@@ -65,6 +65,7 @@ type CloseError struct {
 	Reason string
 }
 
+// Error says the status and reason.
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("websocket closed: status %d: %s", e.Code, e.Reason)
 }
