@@ -97,7 +97,7 @@ func (l *link) refuse(e *agentproto.Error) {
 }
 
 // serve runs the link: the handshake on the handler's goroutine, then the
-// read loop and teardown on a goroutine of their own (the handler returns, so
+// reads (wake) and teardown on goroutines of their own (the handler returns, so
 // that net/http's connection goroutine, whose stack the TLS handshake and the
 // hello grew, ends). done is called once the link is torn down.
 //
@@ -125,7 +125,7 @@ func (l *link) serve(done func()) {
 		finish()
 		return
 	}
-	go l.readLoop(func() {
+	go l.wake(func() {
 		defer finish()
 		l.waitApplied()
 		l.teardown()
@@ -249,29 +249,21 @@ func (l *link) handshake() bool {
 	return true
 }
 
-// readLoop reads agent messages until the link closes or the agent falls
-// silent for the heartbeat timeout, then calls end.
+// wake reads and handles the messages that arrived, then hands the wait for
+// the next ones to a new goroutine; once the link closes or the agent falls
+// silent for the heartbeat timeout, it calls end.
 //
 // On a connection that parks (berth-broker's agent connector) no goroutine
-// both reads and waits: the messages that arrived are read and handled on
-// one goroutine (wake), whose stack grows with the TLS, WebSocket and JSON
-// work, and the wait for the next ones runs on a new goroutine (wait),
-// which starts with the runtime's starting stack size and keeps it, since
-// it only parks on the socket. So an idle link costs one goroutine with a
-// small stack (2 KiB once the fleet is idle: the runtime sizes new stacks
-// by the average in use) and no read buffer, where a reader parked inside
-// the TLS read kept a stack grown to 8 KiB that the GC does not shrink.
-func (l *link) readLoop(end func()) {
-	if !l.conn.Parks() {
-		l.readMessages() // reads block until the link ends
-		end()
-		return
-	}
-	l.wake(end)
-}
-
-// wake reads and handles the messages that arrived, then hands the wait for
-// the next ones to a new goroutine.
+// both reads and waits: the messages that arrived are read and handled here,
+// on a goroutine whose stack grows with the TLS, WebSocket and JSON work, and
+// the wait for the next ones runs on a new goroutine (wait), which starts
+// with the runtime's starting stack size and keeps it, since it only parks on
+// the socket. So an idle link costs one goroutine with a small stack (2 KiB
+// once the fleet is idle: the runtime sizes new stacks by the average in
+// use) and no read buffer, where a reader parked inside the TLS read kept a
+// stack grown to 8 KiB that the GC does not shrink. On a connection that
+// does not park, ReadMessageNow blocks, so the reads run here until the link
+// ends.
 func (l *link) wake(end func()) {
 	if !l.readMessages() {
 		end()
@@ -298,7 +290,7 @@ func (l *link) readMessages() bool {
 		// context: a context with a timeout costs a timer and an AfterFunc per
 		// message. Nor is a read bound to l.ctx: the closer sends a close
 		// frame, and the read ends with the close handshake. The deadline
-		// also bounds readLoop's wait.
+		// also bounds the wait.
 		l.deadlineMu.Lock()
 		_ = l.conn.SetReadDeadline(time.Now().Add(l.timeout))
 		l.deadlineMu.Unlock()
