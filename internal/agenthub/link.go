@@ -249,37 +249,48 @@ func (l *link) handshake() bool {
 	return true
 }
 
-// wake reads and handles the messages that arrived, then hands the wait for
-// the next ones to a new goroutine; once the link closes or the agent falls
-// silent for the heartbeat timeout, it calls end.
+// wake reads and handles the messages that arrived, then arranges for the
+// next ones to be read on a new goroutine; once the link closes or the agent
+// falls silent for the heartbeat timeout, it calls end.
 //
 // On a connection that parks (berth-broker's agent connector) no goroutine
-// both reads and waits: the messages that arrived are read and handled here,
-// on a goroutine whose stack grows with the TLS, WebSocket and JSON work, and
-// the wait for the next ones runs on a new goroutine (wait), which starts
-// with the runtime's starting stack size and keeps it, since it only parks on
-// the socket. So an idle link costs one goroutine with a small stack (2 KiB
-// once the fleet is idle: the runtime sizes new stacks by the average in
-// use) and no read buffer, where a reader parked inside the TLS read kept a
-// stack grown to 8 KiB that the GC does not shrink. On a connection that
-// does not park, ReadMessageNow blocks, so the reads run here until the link
-// ends.
+// waits for an idle link: the messages that arrived are read and handled
+// here, then the connection is armed in the shared idle poller
+// (internal/idlepoll), which starts a new goroutine for the next bytes, the
+// deadline or the close. So an idle link costs no goroutine, no stack and
+// no read buffer. Where the connection cannot notify, the wait runs on a new
+// goroutine (wait), which starts with a small stack and keeps it, since it
+// only parks on the socket. On a connection that does not park,
+// ReadMessageNow blocks, so the reads run here until the link ends.
 func (l *link) wake(end func()) {
 	if !l.readMessages() {
 		end()
 		return
+	}
+	if l.conn.NotifyReadable(func(err error) { l.woken(err, end) }) {
+		return // no goroutine waits (internal/idlepoll)
 	}
 	go l.wait(end)
 }
 
 // wait parks until bytes arrive, then hands them to a new goroutine.
 func (l *link) wait(end func()) {
-	if err := l.conn.WaitReadable(); err != nil {
+	err := l.conn.WaitReadable()
+	if err == nil {
+		go l.wake(end)
+		return
+	}
+	l.woken(err, end)
+}
+
+// woken reads what arrived, or ends the link after a failed wait.
+func (l *link) woken(err error, end func()) {
+	if err != nil {
 		l.readFailed(err)
 		end()
 		return
 	}
-	go l.wake(end)
+	l.wake(end)
 }
 
 // readMessages reads and handles messages until none is ready (it reports

@@ -47,6 +47,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/berth-dev/berth/internal/idlepoll"
 	"github.com/berth-dev/berth/internal/logattr"
 )
 
@@ -263,7 +264,8 @@ var errShed = errors.New("tlsaccept: shed: waited too long for a handshake slot"
 // SetNonblocking(true) its reads return at once, with an error wrapping
 // syscall.EAGAIN when the socket has nothing (crypto/tls keeps a partial
 // record for the next read, since the error is temporary), and
-// WaitReadable waits for the socket in a shallow stack frame.
+// WaitReadable waits for the socket in a shallow stack frame, or
+// NotifyReadable without a goroutine (internal/idlepoll).
 type gatedConn struct {
 	net.Conn
 	l       *Listener
@@ -274,6 +276,13 @@ type gatedConn struct {
 
 	raw      syscall.RawConn // the socket, once SetNonblocking found it
 	nonblock atomic.Bool
+
+	// The idle reader's notification (NotifyReadable); wmu orders its
+	// arming with deadline changes and Close.
+	wmu          sync.Mutex
+	watch        *idlepoll.Watch // registered on the first NotifyReadable
+	readDeadline time.Time       // as last set; guarded by wmu
+	closed       bool            // guarded by wmu
 }
 
 // maxRecord bounds a TLS record's body (RFC 8446 5.2, TLSCiphertext).
@@ -376,6 +385,70 @@ func (c *gatedConn) WaitReadable() error {
 		// error) is for the next read to see.
 		return errno != syscall.EAGAIN
 	})
+}
+
+// NotifyReadable runs fn, once, on a new goroutine when the socket has bytes
+// to read (or its end or an error), when the read deadline passes
+// (os.ErrDeadlineExceeded, including a deadline set meanwhile), or when the
+// connection closes (net.ErrClosed). No goroutine waits meanwhile. It
+// reports false, and fn will not run, where the platform cannot (then wait
+// with WaitReadable). Call SetNonblocking first.
+func (c *gatedConn) NotifyReadable(fn func(error)) bool {
+	if c.raw == nil {
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed {
+		go fn(net.ErrClosed)
+		return true
+	}
+	if c.watch == nil {
+		p, err := idlepoll.Shared()
+		if err != nil {
+			return false
+		}
+		fd := -1
+		if err := c.raw.Control(func(u uintptr) { fd = int(u) }); err != nil || fd < 0 {
+			return false
+		}
+		if c.watch, err = p.Watch(fd); err != nil {
+			return false
+		}
+	}
+	return c.watch.Arm(c.readDeadline, fn) == nil
+}
+
+// SetReadDeadline sets the socket's read deadline and that of an armed
+// NotifyReadable.
+func (c *gatedConn) SetReadDeadline(t time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.readDeadline = t
+	if c.watch != nil {
+		c.watch.SetDeadline(t)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline sets both deadlines (see SetReadDeadline).
+func (c *gatedConn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Close takes the socket out of the idle poller, whose armed callback
+// gets net.ErrClosed, and closes it.
+func (c *gatedConn) Close() error {
+	c.wmu.Lock()
+	c.closed = true
+	if c.watch != nil {
+		c.watch.Close()
+	}
+	c.wmu.Unlock()
+	return c.Conn.Close()
 }
 
 func (c *gatedConn) Write(p []byte) (int, error) {

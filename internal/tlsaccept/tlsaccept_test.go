@@ -434,10 +434,22 @@ func TestListener_Close(t *testing.T) {
 // midway through a record; WaitReadable waits for bytes and honours the
 // read deadline.
 func TestListener_Nonblocking(t *testing.T) {
+	for _, notify := range []bool{false, true} {
+		name := "WaitReadable"
+		if notify {
+			name = "NotifyReadable"
+		}
+		t.Run(name, func(t *testing.T) { testNonblocking(t, notify) })
+	}
+}
+
+// testNonblocking is TestListener_Nonblocking with one of the two waits.
+func testNonblocking(t *testing.T, notify bool) {
 	e := newEnv(t, &tls.Config{}, Options{Name: "agent"})
 	type parker interface {
 		SetNonblocking(bool) bool
 		WaitReadable() error
+		NotifyReadable(func(error)) bool
 	}
 	accepted := make(chan *tls.Conn, 1)
 	go func() {
@@ -468,6 +480,26 @@ func TestListener_Nonblocking(t *testing.T) {
 	if !ok || !p.SetNonblocking(true) {
 		t.Fatal("accepted connection cannot read without blocking")
 	}
+	// wait is the wait under test; arm starts a notification and returns
+	// where its error comes.
+	arm := func() <-chan error {
+		ch := make(chan error, 1)
+		if !p.NotifyReadable(func(err error) { ch <- err }) {
+			t.Fatal("NotifyReadable: cannot")
+		}
+		return ch
+	}
+	wait := func() error {
+		if !notify {
+			return p.WaitReadable()
+		}
+		select {
+		case err := <-arm():
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("no notification")
+		}
+	}
 	buf := make([]byte, 64)
 	if _, err := sc.Read(buf); !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("read with nothing to read: %v, want EAGAIN", err)
@@ -481,7 +513,7 @@ func TestListener_Nonblocking(t *testing.T) {
 	if _, err := raw.Write(rec[:len(rec)/2]); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitReadable(); err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sc.Read(buf); !errors.Is(err, syscall.EAGAIN) {
@@ -490,7 +522,7 @@ func TestListener_Nonblocking(t *testing.T) {
 	if _, err := raw.Write(rec[len(rec)/2:]); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitReadable(); err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := sc.Read(buf); err != nil || string(buf[:n]) != "hello" {
@@ -498,8 +530,27 @@ func TestListener_Nonblocking(t *testing.T) {
 	}
 	// Nothing more: the wait ends at the read deadline.
 	_ = sc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if err := p.WaitReadable(); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err := wait(); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("wait past the deadline: %v", err)
+	}
+	if !notify {
+		return
+	}
+	// A deadline set while armed applies; so does a close.
+	_ = sc.SetReadDeadline(time.Time{})
+	ch := arm()
+	_ = sc.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if err := <-ch; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("armed, then a deadline: %v", err)
+	}
+	_ = sc.SetReadDeadline(time.Time{})
+	ch = arm()
+	sc.Close()
+	if err := <-ch; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("armed, then closed: %v", err)
+	}
+	if err := <-arm(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("armed after the close: %v", err)
 	}
 }
 

@@ -83,6 +83,17 @@ type Parker interface {
 	WaitReadable() error
 }
 
+// Notifier is what a Parker may offer too: a notification, without a
+// waiting goroutine, once the connection has bytes to read, an end or an
+// error, or its read deadline passed, or it closed. tlsaccept's connections
+// implement it.
+type Notifier interface {
+	// NotifyReadable runs fn once, on a new goroutine, with nil when the
+	// connection is readable, else the error; it reports false, and fn
+	// will not run, when it cannot.
+	NotifyReadable(fn func(error)) bool
+}
+
 // Options configure a Conn. The zero value is usable.
 type Options struct {
 	// ReadLimit bounds a message's size in bytes; 0 means DefaultReadLimit.
@@ -275,6 +286,18 @@ func (c *Conn) WaitReadable() error {
 		return nil
 	}
 	return c.park.WaitReadable()
+}
+
+// NotifyReadable is WaitReadable without a waiting goroutine: once bytes
+// arrived after ReadMessageNow returned ErrWouldPark, fn runs on a new
+// goroutine with nil; once the read deadline passed, with
+// os.ErrDeadlineExceeded; once the connection closed, with net.ErrClosed.
+// It reports false, and fn will not run, where the connection cannot notify
+// (it does not park, or its Parker is not a Notifier); wait with
+// WaitReadable then.
+func (c *Conn) NotifyReadable(fn func(error)) bool {
+	n, ok := c.park.(Notifier)
+	return ok && n.NotifyReadable(fn)
 }
 
 func (c *Conn) readMessage(now bool) (MessageType, []byte, error) {

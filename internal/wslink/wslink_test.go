@@ -471,3 +471,87 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(ca.Cert)
 	return cert, pool
 }
+
+// notifyEcho echoes like echo, reading with ReadMessageNow and waiting
+// with NotifyReadable, so no goroutine waits between messages; it sends
+// the error that ended it, or errCannotNotify.
+func notifyEcho(c *wslink.Conn, deadline time.Duration, done chan<- error) {
+	for {
+		if deadline > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(deadline))
+		}
+		typ, data, err := c.ReadMessageNow()
+		if errors.Is(err, wslink.ErrWouldPark) {
+			if !c.NotifyReadable(func(err error) {
+				if err != nil {
+					done <- err
+					return
+				}
+				notifyEcho(c, deadline, done)
+			}) {
+				done <- errCannotNotify
+			}
+			return
+		}
+		if err != nil {
+			done <- err
+			return
+		}
+		if err := c.WriteMessage(typ, data); err != nil {
+			done <- err
+			return
+		}
+	}
+}
+
+var errCannotNotify = errors.New("cannot notify")
+
+// TestNotifyReadable: behind tlsaccept's listener a reader can wait for the
+// next message without a goroutine, across messages that span TLS records,
+// until its read deadline or the peer's close; behind crypto/tls's own
+// listener it cannot.
+func TestNotifyReadable(t *testing.T) {
+	t.Run("echo, then the deadline", func(t *testing.T) {
+		done := make(chan error, 1)
+		s := newServer(t, false, wslink.Options{ReadLimit: 1 << 20}, func(c *wslink.Conn) { notifyEcho(c, 300*time.Millisecond, done) })
+		c := s.dial(t)
+		for _, n := range []int{1, 300, 70000, 5} {
+			msg := bytes.Repeat([]byte("n"), n)
+			if err := c.Write(t.Context(), websocket.MessageBinary, msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := c.Read(t.Context()); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("echo of %d bytes: %d bytes, %v", n, len(got), err)
+			}
+		}
+		if err := <-done; !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("idle past the deadline: %v", err)
+		}
+	})
+	t.Run("peer closes", func(t *testing.T) {
+		done := make(chan error, 1)
+		s := newServer(t, false, wslink.Options{}, func(c *wslink.Conn) { notifyEcho(c, 0, done) })
+		c := s.dial(t)
+		if err := c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+			t.Fatalf("close handshake: %v", err)
+		}
+		var ce *wslink.CloseError
+		if err := <-done; !errors.As(err, &ce) || ce.Code != wslink.StatusNormalClosure {
+			t.Fatalf("after the peer's close: %v", err)
+		}
+	})
+	t.Run("blocking listener", func(t *testing.T) {
+		done := make(chan error, 1)
+		s := newServer(t, true, wslink.Options{}, func(c *wslink.Conn) {
+			if c.NotifyReadable(func(error) {}) {
+				done <- errors.New("NotifyReadable on a connection that cannot park")
+				return
+			}
+			done <- errCannotNotify
+		})
+		s.dial(t)
+		if err := <-done; err != errCannotNotify {
+			t.Fatal(err)
+		}
+	})
+}
