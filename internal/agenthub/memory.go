@@ -83,9 +83,15 @@ func (h *Hub) stopMemory() {
 // heap every gcTuneEvery once a link has come, and after every storm, so a
 // small broker keeps the default. A GOGC or GOMEMLIMIT set in the environment wins:
 // the hub leaves the GC alone.
+//
+// An idle fleet allocates little (about 0.5 MB/s at 10,000 agents and 200
+// updates a second), so even 32 MiB of headroom means a collection every
+// minute or so: at 10,000 agents the fleet benchmark measured 302–313 MB
+// idle at 1.4–2.3 % of a core with 32 MiB, against 317–339 MB at
+// 1.1–1.8 % with 64 MiB.
 const (
 	// DefaultGCHeadroom is berth-broker's Options.GCHeadroom.
-	DefaultGCHeadroom = 64 << 20
+	DefaultGCHeadroom = 32 << 20
 	minGCPercent      = 25
 	gcTuneEvery       = time.Minute
 )
