@@ -145,18 +145,25 @@ func TestWebhooks_SessionLife(t *testing.T) {
 		}
 	}
 	recv.mu.Unlock()
-	log, err := bc.DescribeWebhookDeliveries(ctx, h.Webhook.Id, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The receiver answered before the broker recorded the delivery: wait
+	// for the log to hold every attempt.
+	var deliveries []api.WebhookDelivery
+	poll.Until(t, 20*time.Second, "the delivery log", func() bool {
+		log, err := bc.DescribeWebhookDeliveries(ctx, h.Webhook.Id, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliveries = log.Deliveries
+		return len(deliveries) >= len(want)+5
+	})
 	failed := 0
-	for _, d := range log.Deliveries {
+	for _, d := range deliveries {
 		if !d.Delivered {
 			failed++
 		}
 	}
-	if failed != 5 || len(log.Deliveries) != len(want)+5 {
-		t.Errorf("delivery log: %d entries, %d failed; want %d, 5 failed", len(log.Deliveries), failed, len(want)+5)
+	if failed != 5 || len(deliveries) != len(want)+5 {
+		t.Errorf("delivery log: %d entries, %d failed; want %d, 5 failed", len(deliveries), failed, len(want)+5)
 	}
 }
 
