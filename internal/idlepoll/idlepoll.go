@@ -280,5 +280,9 @@ func (p *Poller) loop() {
 		for _, f := range expired {
 			go f(errDeadline)
 		}
+		// Kept for reuse, the slices must not keep the callbacks (and
+		// the connections they hold) alive.
+		clear(fire)
+		clear(expired)
 	}
 }
