@@ -18,6 +18,7 @@ package wslink
 
 import (
 	"crypto/sha1"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -30,6 +31,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/berth-dev/berth/internal/tlsidle"
 )
 
 // MessageType is the type of a data message; the values are RFC 6455's
@@ -114,7 +117,8 @@ const (
 // others write (WriteMessage) and close (Close).
 type Conn struct {
 	nc    net.Conn
-	park  Parker // nil: the reader blocks in the TLS read, holding a buffer
+	park  Parker    // nil: the reader blocks in the TLS read, holding a buffer
+	tls   *tls.Conn // the TLS connection under nc, if any: its idle buffers are released (tlsidle)
 	limit int64
 	wtime time.Duration
 
@@ -178,28 +182,33 @@ func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error)
 		nc.Close()
 		return nil, fmt.Errorf("websocket: write handshake response: %w", err)
 	}
-	c.park = parkerOf(nc)
+	c.park, c.tls = parkerOf(nc)
 	return c, nil
 }
 
 // parkerOf finds the Parker under nc, unwrapping connections that name the
 // one under them with NetConn (*tls.Conn does), and switches it to reads
-// that return at once; nil when there is none or it cannot.
-func parkerOf(nc net.Conn) Parker {
+// that return at once; nil when there is none or it cannot. It returns the
+// *tls.Conn it passed on the way too, if any.
+func parkerOf(nc net.Conn) (Parker, *tls.Conn) {
+	var tc *tls.Conn
 	for range 8 {
+		if t, ok := nc.(*tls.Conn); ok && tc == nil {
+			tc = t
+		}
 		if p, ok := nc.(Parker); ok {
 			if p.SetNonblocking(true) {
-				return p
+				return p, tc
 			}
-			return nil
+			return nil, tc
 		}
 		u, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {
-			return nil
+			return nil, tc
 		}
 		nc = u.NetConn()
 	}
-	return nil
+	return nil, tc
 }
 
 // checkHandshake checks an opening handshake (RFC 6455 4.2.1) and returns
@@ -487,7 +496,8 @@ func (c *Conn) fill(need int, now bool) error {
 		case err == nil:
 		case c.park != nil && errors.Is(err, syscall.EAGAIN):
 			if len(c.rbuf) == 0 {
-				c.release() // parked without a buffer
+				c.release()            // parked without a buffer
+				tlsidle.Release(c.tls) // and without TLS's (nil: none)
 			}
 			if now {
 				return ErrWouldPark

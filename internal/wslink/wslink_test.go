@@ -1,6 +1,7 @@
 package wslink_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -34,6 +35,14 @@ type server struct {
 // with plain, crypto/tls's (reads block in TLS).
 func newServer(t *testing.T, plain bool, opts wslink.Options, serve func(*wslink.Conn)) *server {
 	t.Helper()
+	return newWrappedServer(t, plain, false, opts, serve)
+}
+
+// newWrappedServer is newServer; with wrap, the handler hands wslink a
+// connection wrapped as berth-broker's link tracking does (a net.Conn that
+// names the one under it with NetConn).
+func newWrappedServer(t *testing.T, plain, wrap bool, opts wslink.Options, serve func(*wslink.Conn)) *server {
+	t.Helper()
 	cert, pool := selfSigned(t)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
@@ -48,6 +57,9 @@ func newServer(t *testing.T, plain bool, opts wslink.Options, serve func(*wslink
 	}
 	s := &server{url: "wss://" + tcp.Addr().String() + "/ws", conns: make(chan *wslink.Conn, 16)}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wrap {
+			w = &wrappingWriter{w}
+		}
 		c, err := wslink.Accept(w, r, opts)
 		if err != nil {
 			return
@@ -555,3 +567,71 @@ func TestNotifyReadable(t *testing.T) {
 		}
 	})
 }
+
+// TestParkedHoldsNoTLSBuffer: behind tlsaccept's listener a reader that
+// parks (ReadMessageNow returned ErrWouldPark) leaves crypto/tls holding no
+// read buffer, after the handshake grew them and after messages of every
+// size; behind crypto/tls's own listener the buffers stay.
+func TestParkedHoldsNoTLSBuffer(t *testing.T) {
+	for _, tt := range []struct{ plain, wrap bool }{{false, false}, {false, true}, {true, false}} {
+		plain := tt.plain
+		t.Run(fmt.Sprintf("plain=%v,wrapped=%v", tt.plain, tt.wrap), func(t *testing.T) {
+			held := make(chan int, 1)
+			s := newWrappedServer(t, plain, tt.wrap, wslink.Options{ReadLimit: 1 << 20}, func(c *wslink.Conn) {
+				for {
+					_, _, err := c.ReadMessageNow()
+					if plain && err == nil { // it does not park: ReadMessage
+						held <- c.TLSHeld()
+						continue
+					}
+					if !errors.Is(err, wslink.ErrWouldPark) {
+						if err != nil {
+							return
+						}
+						continue
+					}
+					if _, holds := c.IdleState(); !holds { // not parked inside a message
+						held <- c.TLSHeld()
+					}
+					if c.WaitReadable() != nil {
+						return
+					}
+				}
+			})
+			c := s.dial(t)
+			if plain {
+				if err := c.Write(t.Context(), websocket.MessageText, []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				if n := <-held; n <= 0 {
+					t.Fatalf("crypto/tls's listener: %d bytes held, want its buffers", n)
+				}
+				return
+			}
+			if n := <-held; n != 0 {
+				t.Fatalf("after the handshake: %d bytes held", n)
+			}
+			for _, n := range []int{10, 20000, 100} {
+				if err := c.Write(t.Context(), websocket.MessageText, bytes.Repeat([]byte("m"), n)); err != nil {
+					t.Fatal(err)
+				}
+				if got := <-held; got != 0 {
+					t.Fatalf("after a %d-byte message: %d bytes held", n, got)
+				}
+			}
+		})
+	}
+}
+
+// wrappingWriter hijacks a wrappedConn.
+type wrappingWriter struct{ http.ResponseWriter }
+
+func (w *wrappingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := w.ResponseWriter.(http.Hijacker).Hijack()
+	return &wrappedConn{c}, brw, err
+}
+
+// wrappedConn is a net.Conn over another that it names with NetConn.
+type wrappedConn struct{ net.Conn }
+
+func (c *wrappedConn) NetConn() net.Conn { return c.Conn }
