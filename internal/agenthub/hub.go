@@ -397,7 +397,7 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	linked = true
-	l := newLink(h, conn, clientID, log)
+	l := newLink(h, conn, clientID, r.RemoteAddr)
 	l.serve(h.wg.Done)
 }
 
