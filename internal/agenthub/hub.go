@@ -196,10 +196,12 @@ type Hub struct {
 	quiet        time.Duration
 	freeOSMemory func()
 	gc           gcPolicy
-	// Command bursts (memory.go): commands sent, and when the last
-	// burstCommands of them began (UnixNano).
+	// Bursts (memory.go): commands sent and link changes, and when the
+	// last burstEvents of each began (UnixNano).
 	sent       atomic.Int64
 	burstMark  atomic.Int64
+	linkEvents atomic.Int64
+	linkMark   atomic.Int64
 	burstQuiet time.Duration
 }
 

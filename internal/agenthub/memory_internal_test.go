@@ -25,8 +25,9 @@ func TestGCPercent(t *testing.T) {
 		{64 * mb, 64 * mb, 100},   // headroom equal to the heap
 		{64 * mb, 128 * mb, 50},   // half the heap
 		{64 * mb, 200 * mb, 32},   // rounded down
-		{64 * mb, 256 * mb, 25},   // at the floor
-		{64 * mb, 4096 * mb, 25},  // never below the floor
+		{64 * mb, 256 * mb, 25},   // a quarter of the heap
+		{64 * mb, 640 * mb, 10},   // at the floor
+		{64 * mb, 4096 * mb, 10},  // never below the floor
 		{-1, 256 * mb, 100},       // negative: no policy
 		{1 << 40, 4096 * mb, 100}, // huge headroom
 	}
@@ -109,8 +110,8 @@ func TestGCPolicy_Applied(t *testing.T) {
 	r.live = 512 * mb
 	r.mu.Unlock()
 	h.tuneGC()
-	if cur, _ := r.state(); cur != 25 {
-		t.Fatalf("GOGC %d, want 25", cur)
+	if cur, _ := r.state(); cur != 12 {
+		t.Fatalf("GOGC %d, want 12", cur)
 	}
 	_ = h.Close()
 	if cur, _ := r.state(); cur != 100 {
@@ -139,50 +140,62 @@ func TestGCPolicy_Applied(t *testing.T) {
 	}
 }
 
-// TestGCPolicy_CommandBurst: commands sent in a burst lift a tuned GOGC to
-// Go's default and hold off the tuning; once they have been quiet, the hub
-// returns free memory and tunes GOGC for the live heap again. Commands sent
-// slowly change nothing.
-func TestGCPolicy_CommandBurst(t *testing.T) {
+// TestGCPolicy_Burst: commands sent, or links coming and going, in a burst
+// lift a tuned GOGC to Go's default and hold off the tuning; once they have
+// been quiet, the hub returns free memory and tunes GOGC for the live heap
+// again. Events at a slow rate change nothing.
+func TestGCPolicy_Burst(t *testing.T) {
 	t.Setenv("GOGC", "")
 	t.Setenv("GOMEMLIMIT", "")
 	const mb = 1 << 20
-	r := &gcRecorder{cur: 100, live: 256 * mb}
-	h := newGCHub(t, 64*mb, r)
-	var freed atomic.Bool
-	h.SetMemoryReturn(stormLinks, time.Hour, func() { freed.Store(true) })
-	h.memMu.Lock()
-	h.burstQuiet = 50 * time.Millisecond
-	h.memMu.Unlock()
-	h.tuneGC()
-	if cur, _ := r.state(); cur != 25 {
-		t.Fatalf("GOGC %d after tuning for 256 MB, want 25", cur)
-	}
+	for _, tt := range []struct {
+		name  string
+		event func(h *Hub)
+		mark  func(h *Hub) *atomic.Int64
+	}{
+		{"commands", (*Hub).commandSent, func(h *Hub) *atomic.Int64 { return &h.burstMark }},
+		{"link changes", (*Hub).churned, func(h *Hub) *atomic.Int64 { return &h.linkMark }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &gcRecorder{cur: 100, live: 256 * mb}
+			h := newGCHub(t, 64*mb, r)
+			var freed atomic.Bool
+			h.SetMemoryReturn(1<<30, time.Hour, func() { freed.Store(true) })
+			h.memMu.Lock()
+			h.burstQuiet = 50 * time.Millisecond
+			h.gc.every = time.Hour // the first link arms it: only the test tunes
+			h.memMu.Unlock()
+			h.tuneGC()
+			if cur, _ := r.state(); cur != 25 {
+				t.Fatalf("GOGC %d after tuning for 256 MB, want 25", cur)
+			}
 
-	// Slow commands: a mark older than burstSpan before each batch.
-	for range 3 {
-		h.burstMark.Store(time.Now().Add(-2 * burstSpan).UnixNano())
-		for range burstCommands {
-			h.commandSent()
-		}
-	}
-	if cur, _ := r.state(); cur != 25 {
-		t.Fatalf("GOGC %d after commands at a slow rate, want 25", cur)
-	}
+			// Slow events: a mark older than burstSpan before each batch.
+			for range 3 {
+				tt.mark(h).Store(time.Now().Add(-2 * burstSpan).UnixNano())
+				for range burstEvents {
+					tt.event(h)
+				}
+			}
+			if cur, _ := r.state(); cur != 25 {
+				t.Fatalf("GOGC %d after events at a slow rate, want 25", cur)
+			}
 
-	for range 2 * burstCommands {
-		h.commandSent()
-	}
-	if cur, _ := r.state(); cur != 100 {
-		t.Fatalf("GOGC %d in a burst of commands, want 100", cur)
-	}
-	h.tuneGC() // the periodic tuning waits for the burst's end
-	if cur, _ := r.state(); cur != 100 {
-		t.Fatalf("GOGC %d after a tuning in the burst, want 100", cur)
-	}
-	poll.Until(t, 5*time.Second, "free memory returned after the burst", freed.Load)
-	poll.Until(t, 5*time.Second, "GOGC tuned again after the burst", func() bool { cur, _ := r.state(); return cur == 25 })
-	if _, calls := r.state(); len(calls) != 3 {
-		t.Errorf("SetGCPercent calls %v, want [25 100 25]", calls)
+			for range 2 * burstEvents {
+				tt.event(h)
+			}
+			if cur, _ := r.state(); cur != 100 {
+				t.Fatalf("GOGC %d in a burst, want 100", cur)
+			}
+			h.tuneGC() // the periodic tuning waits for the burst's end
+			if cur, _ := r.state(); cur != 100 {
+				t.Fatalf("GOGC %d after a tuning in the burst, want 100", cur)
+			}
+			poll.Until(t, 5*time.Second, "free memory returned after the burst", freed.Load)
+			poll.Until(t, 5*time.Second, "GOGC tuned again after the burst", func() bool { cur, _ := r.state(); return cur == 25 })
+			if _, calls := r.state(); len(calls) != 3 {
+				t.Errorf("SetGCPercent calls %v, want [25 100 25]", calls)
+			}
+		})
 	}
 }
