@@ -30,10 +30,7 @@ func TestSupported(t *testing.T) {
 
 // TestFindLayout: a type that is not crypto/tls's Conn is refused.
 func TestFindLayout(t *testing.T) {
-	type half struct {
-		sync.Mutex
-		err error
-	}
+	type half struct{ sync.Mutex }
 	tests := []struct {
 		name string
 		typ  reflect.Type
