@@ -67,40 +67,56 @@ func Supported() bool { return layout.ok }
 // and no Read is under way, and reports whether it did. Call it on a
 // connection whose reader has parked.
 func Release(c *tls.Conn) bool {
-	if !layout.ok || c == nil {
+	b, mu := lock(c)
+	if mu == nil {
 		return false
-	}
-	p := unsafe.Pointer(c)
-	mu := (*sync.Mutex)(unsafe.Add(p, layout.inLock))
-	if !mu.TryLock() {
-		return false // a Read or the handshake holds it
 	}
 	defer mu.Unlock()
-	raw := (*bytes.Buffer)(unsafe.Add(p, layout.raw))
-	input := (*bytes.Reader)(unsafe.Add(p, layout.input))
-	hand := (*bytes.Buffer)(unsafe.Add(p, layout.hand))
-	if raw.Len() != 0 || input.Len() != 0 || hand.Len() != 0 {
+	if b.raw.Len() != 0 || b.input.Len() != 0 || b.hand.Len() != 0 {
 		return false
 	}
-	if raw.Cap() == 0 && hand.Cap() == 0 {
+	if b.raw.Cap() == 0 && b.hand.Cap() == 0 {
 		return false
 	}
-	*raw, *hand = bytes.Buffer{}, bytes.Buffer{}
-	input.Reset(nil) // it pointed into raw's old buffer
+	*b.raw, *b.hand = bytes.Buffer{}, bytes.Buffer{}
+	b.input.Reset(nil) // it pointed into raw's old buffer
 	return true
 }
 
 // Held is the capacity, in bytes, of c's record and handshake buffers; -1
 // where Supported is false or a Read is under way.
 func Held(c *tls.Conn) int {
-	if !layout.ok || c == nil {
+	b, mu := lock(c)
+	if mu == nil {
 		return -1
+	}
+	defer mu.Unlock()
+	return b.raw.Cap() + b.hand.Cap()
+}
+
+// buffers are c's record buffer, the plaintext reader over it, and the
+// handshake buffer.
+type buffers struct {
+	raw   *bytes.Buffer
+	input *bytes.Reader
+	hand  *bytes.Buffer
+}
+
+// lock takes c's read lock and returns its buffers and the lock to
+// release; a nil lock where Supported is false, c is nil, or a Read or the
+// handshake holds it.
+func lock(c *tls.Conn) (buffers, *sync.Mutex) {
+	if !layout.ok || c == nil {
+		return buffers{}, nil
 	}
 	p := unsafe.Pointer(c)
 	mu := (*sync.Mutex)(unsafe.Add(p, layout.inLock))
 	if !mu.TryLock() {
-		return -1
+		return buffers{}, nil
 	}
-	defer mu.Unlock()
-	return (*bytes.Buffer)(unsafe.Add(p, layout.raw)).Cap() + (*bytes.Buffer)(unsafe.Add(p, layout.hand)).Cap()
+	return buffers{
+		raw:   (*bytes.Buffer)(unsafe.Add(p, layout.raw)),
+		input: (*bytes.Reader)(unsafe.Add(p, layout.input)),
+		hand:  (*bytes.Buffer)(unsafe.Add(p, layout.hand)),
+	}, mu
 }

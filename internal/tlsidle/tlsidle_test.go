@@ -2,15 +2,10 @@ package tlsidle
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"reflect"
@@ -18,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/pki"
 )
 
 // TestSupported fails when a Go release changes the crypto/tls fields
@@ -70,17 +67,20 @@ func TestFindLayout(t *testing.T) {
 // client's, after the handshake (X25519MLKEM768, Go's default).
 func pair(t *testing.T) (server, client *tls.Conn, clientRaw net.Conn) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := pki.LoadOrCreateCA(t.TempDir()) // berth's own CA, as berth-broker's
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err := ca.Issue([]string{"127.0.0.1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +99,8 @@ func pair(t *testing.T) (server, client *tls.Conn, clientRaw net.Conn) {
 		t.Fatal(err)
 	}
 	clientRaw = &splitter{Conn: tcp}
-	server = tls.Server(<-accepted, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
-	client = tls.Client(clientRaw, &tls.Config{InsecureSkipVerify: true})
+	server = tls.Server(<-accepted, &tls.Config{Certificates: []tls.Certificate{cert}})
+	client = tls.Client(clientRaw, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
 	t.Cleanup(func() { server.Close(); client.Close() })
 	errc := make(chan error, 1)
 	go func() { errc <- client.Handshake() }()
