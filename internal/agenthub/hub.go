@@ -174,10 +174,12 @@ type Hub struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // one per connection being served, until its link is torn down
 
-	mu      sync.Mutex
-	closed  bool
-	links   map[string]*link       // the current link of each server ID
-	servers map[string]*serverLock // serializes Service calls per server ID
+	mu     sync.Mutex
+	closed bool
+	links  map[string]*link // the current link of each server ID
+	// greeting holds the links in handshake (not yet in links), for Close.
+	greeting map[*link]struct{}
+	servers  map[string]*serverLock // serializes Service calls per server ID
 	// linked holds every server ID that had a link to this hub, to tell
 	// reconnections from first connections.
 	linked map[string]struct{}
@@ -290,15 +292,18 @@ func (h *Hub) Count() int {
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	h.closed = true
-	links := make([]*link, 0, len(h.links))
+	links := make([]*link, 0, len(h.links)+len(h.greeting))
 	for _, l := range h.links {
+		links = append(links, l)
+	}
+	for l := range h.greeting { // ends handshakes in progress
 		links = append(links, l)
 	}
 	h.mu.Unlock()
 	for _, l := range links {
 		l.close(agentproto.CodeShuttingDown, "broker shutting down", wslink.StatusGoingAway)
 	}
-	h.cancel() // ends handshakes in progress
+	h.cancel()
 	h.wg.Wait()
 	h.stopMemory()
 	return nil
@@ -400,7 +405,36 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 	}
 	linked = true
 	l := newLink(h, conn, clientID, r.RemoteAddr)
+	if !h.greet(l) {
+		l.close(agentproto.CodeShuttingDown, "broker shutting down", wslink.StatusGoingAway)
+	}
 	l.serve(h.wg.Done)
+}
+
+// greet adds l to the links in handshake, which Close closes; it reports
+// false, and adds nothing, once the hub is closed.
+func (h *Hub) greet(l *link) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	if h.greeting == nil {
+		h.greeting = make(map[*link]struct{})
+	}
+	h.greeting[l] = struct{}{}
+	return true
+}
+
+// greeted removes l from the links in handshake, once its handshake ended
+// (registered or not).
+func (h *Hub) greeted(l *link) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.greeting, l)
+	if len(h.greeting) == 0 {
+		h.greeting = nil // a map keeps its size: give a storm's back
+	}
 }
 
 func unauthorized(w http.ResponseWriter) {

@@ -873,6 +873,38 @@ func TestHub_Close(t *testing.T) {
 	e.hub.Close() // twice is fine
 }
 
+// Close ends the links still waiting for their hello: it tells the agent
+// the broker shuts down and returns without waiting for the hello's
+// deadline (an hour here).
+func TestHub_CloseDuringHandshake(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{HeartbeatTimeout: time.Hour}, nil)
+	c := e.dial(t) // sends no hello
+	// The link is in handshake once the hub admitted the upgrade; a hello
+	// from another agent passes the same path, so wait for it to link.
+	d := sim.New()
+	e.mustStartAgent(t, "srv-other", d, nil)
+	e.svc.wait(t, "connected", "srv-other", nil)
+	closed := make(chan error, 1)
+	go func() { closed <- e.hub.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close still waiting for a link in handshake")
+	}
+	m := read(t, c)
+	if er, ok := m.Body.(*agentproto.Error); !ok || er.Code != agentproto.CodeShuttingDown {
+		t.Fatalf("link in handshake got %s %+v, want error %s", m.Type, m.Body, agentproto.CodeShuttingDown)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := c.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("then: %v, want close status going away", err)
+	}
+}
+
 // drain returns a channel holding the first buffered event of kind, if any.
 func drain(events chan event, kind string) chan event {
 	out := make(chan event, 1)
