@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
+	"weak"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/broker"
@@ -54,15 +56,25 @@ func (c *converter) session(v broker.SessionView) api.Session {
 
 // serverJSON caches the encoded form of each server, keyed by ID and checked
 // against the server value (the broker never mutates a cached *Server, so the
-// pointer is its version) and its availability and counts, so it is never
+// value is its version) and its availability and counts, so it is never
 // stale.
+//
+// It holds the server value weakly: an encoding does not keep a server value
+// the broker replaced (a host report with new figures replaces it) alive. And
+// it keeps only what pages use: an encoding no page used for two rounds of
+// serverJSONRound is dropped, so that a broker whose servers no client lists
+// holds no encodings (about 1.2 KB a server).
 type serverJSON struct {
-	mu sync.RWMutex
-	m  map[string]*encodedServer
+	mu  sync.RWMutex
+	m   map[string]*encodedServer // the encodings used this round
+	old map[string]*encodedServer // those used last round and not yet in this one
+	// round ends the round (rotate); nil while both maps are empty.
+	round *time.Timer
 }
 
 type encodedServer struct {
-	srv              *broker.Server
+	id               string
+	srv              weak.Pointer[broker.Server] // the value encoded
 	avail, reason    string
 	virtual, console int
 	raw              json.RawMessage
@@ -70,53 +82,103 @@ type encodedServer struct {
 
 // matches reports whether e is the encoding of v.
 func (e *encodedServer) matches(v *broker.ServerView) bool {
-	return e != nil && e.srv == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
+	return e != nil && e.srv.Value() == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
 		e.virtual == v.VirtualSessions && e.console == v.ConsoleSessions
 }
 
 // maxCachedServers bounds serverJSON; past it the cache starts over.
 const maxCachedServers = 100000
 
+// serverJSONRound is how long a round of serverJSON lasts: an encoding
+// unused for two rounds is dropped.
+var serverJSONRound = 30 * time.Second
+
 // fill sets raws[i] to the encoding of view(i), for i below len(raws): one
 // read lock for the hits, and one write lock for the misses, encoded outside
-// the lock.
+// the lock, and for the hits of the last round, kept for this one.
 func (c *serverJSON) fill(view func(int) *broker.ServerView, raws []json.RawMessage) {
+	var fresh []*encodedServer
 	missing := false
 	c.mu.RLock()
 	for i := range raws {
 		v := view(i)
 		if e := c.m[v.ID]; e.matches(v) {
 			raws[i] = e.raw
+		} else if e := c.old[v.ID]; e.matches(v) {
+			raws[i] = e.raw
+			fresh = append(fresh, e)
 		} else {
 			raws[i], missing = nil, true
 		}
 	}
 	c.mu.RUnlock()
-	if !missing {
+	if !missing && fresh == nil {
 		return
 	}
-	var fresh []*encodedServer
 	for i := range raws {
-		v := view(i)
 		if raws[i] != nil {
 			continue
 		}
+		v := view(i)
 		raw, err := json.Marshal(serverFromView(v))
 		if err != nil {
 			continue // cannot happen: api.Server has no unencodable field
 		}
 		raws[i] = raw
-		fresh = append(fresh, &encodedServer{srv: v.Server, avail: v.Availability, reason: v.UnavailabilityReason,
-			virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw})
+		fresh = append(fresh, &encodedServer{id: v.ID, srv: weak.Make(v.Server), avail: v.Availability,
+			reason: v.UnavailabilityReason, virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw})
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.m == nil || len(c.m)+len(fresh) > maxCachedServers {
 		c.m = make(map[string]*encodedServer, len(fresh))
 	}
 	for _, e := range fresh {
-		c.m[e.srv.ID] = e
+		c.m[e.id] = e
+		delete(c.old, e.id)
 	}
+	if c.round == nil {
+		c.round = time.AfterFunc(serverJSONRound, c.rotate)
+	}
+}
+
+// rotate ends a round: the encodings of the last one that this one did not
+// use are dropped.
+func (c *serverJSON) rotate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.old, c.m = c.m, nil
+	if len(c.old) == 0 {
+		c.old, c.round = nil, nil
+		return
+	}
+	c.round.Reset(serverJSONRound)
+}
+
+// rotateNow ends the round at once (tests).
+func (c *serverJSON) rotateNow() {
+	c.mu.Lock()
+	t := c.round
 	c.mu.Unlock()
+	if t != nil && t.Stop() {
+		c.rotate()
+	}
+}
+
+// stop stops the rounds (tests).
+func (c *serverJSON) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.round != nil {
+		c.round.Stop()
+	}
+}
+
+// cached returns the number of encodings held.
+func (c *serverJSON) cached() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m) + len(c.old)
 }
 
 // pageScratch is the reusable state of writing one session page.

@@ -1,0 +1,94 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/poll"
+)
+
+// fillOne fills the encoding of v and returns it.
+func fillOne(c *serverJSON, v *broker.ServerView) json.RawMessage {
+	raws := make([]json.RawMessage, 1)
+	c.fill(func(int) *broker.ServerView { return v }, raws)
+	return raws[0]
+}
+
+func newView(id, host string) *broker.ServerView {
+	return &broker.ServerView{Server: &broker.Server{ID: id, Info: broker.ServerInfo{Hostname: host}}, Availability: "AVAILABLE"}
+}
+
+// An encoding does not keep the server value it encoded alive: the broker
+// replaces a server's value on every report with new figures, and the old
+// value must go with the report.
+func TestServerJSON_HoldsServerWeakly(t *testing.T) {
+	var c serverJSON
+	defer c.stop()
+	freed := make(chan struct{})
+	func() {
+		v := newView("srv-1", "old")
+		runtime.AddCleanup(v.Server, func(ch chan struct{}) { close(ch) }, freed)
+		if raw := fillOne(&c, v); raw == nil {
+			t.Fatal("no encoding")
+		}
+	}()
+	poll.Until(t, 10*time.Second, "the replaced server value to be freed", func() bool {
+		runtime.GC()
+		select {
+		case <-freed:
+			return true
+		default:
+			return false
+		}
+	})
+	// Its encoding no longer matches anything: a new value encodes anew.
+	v := newView("srv-1", "new")
+	var got struct{ Hostname string }
+	if err := json.Unmarshal(fillOne(&c, v), &got); err != nil || got.Hostname != "new" {
+		t.Fatalf("encoding after the value changed: %+v, %v", got, err)
+	}
+}
+
+// An encoding no page used in a round is dropped at the end of the next: a
+// page of round i finds the encodings of round i-1 cached, and only those.
+func TestServerJSON_Rounds(t *testing.T) {
+	tests := []struct {
+		name string
+		// uses[i] says whether a page shows the server in round i; the
+		// first round does.
+		uses []bool
+		want int // encodings held in the last round
+	}{
+		{"one round", []bool{true}, 1},
+		{"unused one round", []bool{true, false}, 1},
+		{"unused two rounds", []bool{true, false, false}, 0},
+		{"used again after two rounds", []bool{true, false, false, true}, 1},
+		{"used every round", []bool{true, true, true, true}, 1},
+		{"used, then unused two rounds", []bool{true, true, false, false}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c serverJSON
+			defer c.stop()
+			v := newView("srv-1", "h")
+			last := fillOne(&c, v)
+			for i := 1; i < len(tt.uses); i++ {
+				c.rotateNow()
+				if !tt.uses[i] {
+					continue
+				}
+				raw := fillOne(&c, v)
+				if hit, wantHit := &raw[0] == &last[0], tt.uses[i-1]; hit != wantHit {
+					t.Errorf("round %d: cached encoding used = %v, want %v", i, hit, wantHit)
+				}
+				last = raw
+			}
+			if got := c.cached(); got != tt.want {
+				t.Errorf("held %d encodings, want %d", got, tt.want)
+			}
+		})
+	}
+}
