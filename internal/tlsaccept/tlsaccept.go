@@ -19,6 +19,14 @@
 // later. A client that sends nothing, or stalls mid-handshake, holds no
 // slot and is closed after HandshakeTimeout.
 //
+// Where the socket can tell when it is readable without a goroutine
+// (internal/idlepoll, on Linux), a connection has no goroutine until its
+// handshake starts: it waits for its ClientHello in the shared poller and
+// for a slot in the queue, and the slot given back starts the next
+// handshake. A storm of ten thousand connects then costs Workers
+// goroutines, not ten thousand (each one's descriptor stays with the
+// process for good, and its stack until the next collection).
+//
 // Wrap the connection-limited listener (internal/netlimit) so that its
 // limits count the connections in handshake too, and serve it with
 // http.Server.Serve: net/http sees the *tls.Conn, uses the finished
@@ -41,6 +49,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -120,7 +129,6 @@ type Listener struct {
 	cfg   *tls.Config
 	opts  Options
 
-	slots  chan struct{} // a send takes a slot; blocked senders are served in order
 	ready  chan net.Conn
 	ctx    context.Context // canceled by Close: cuts handshakes in progress
 	cancel context.CancelFunc
@@ -129,8 +137,19 @@ type Listener struct {
 	err    error // why done closed; set before done is closed
 	wg     sync.WaitGroup
 
+	// The slots and the queue for them. A connection whose ClientHello
+	// arrived takes a free slot or joins the queue; a slot given back
+	// goes to the queue's head (release). parked holds the connections
+	// that wait without a goroutine, for their ClientHello or in the
+	// queue: whoever takes one out of it (the poller's callback, release,
+	// Close) owns it.
+	mu     sync.Mutex
+	held   int          // slots held
+	queue  []*gatedConn // waiting for a slot, oldest first
+	parked map[*gatedConn]struct{}
+	closed bool // Close took the parked connections
+
 	pending atomic.Int64 // connections in handshake
-	waiting atomic.Int64 // of which waiting for a slot
 	shed    atomic.Uint64
 	failed  atomic.Uint64
 	handshk atomic.Uint64
@@ -167,7 +186,6 @@ func New(inner net.Listener, cfg *tls.Config, opts Options) *Listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Listener{
 		inner: inner, cfg: cfg, opts: opts,
-		slots: make(chan struct{}, opts.Workers),
 		ready: make(chan net.Conn, opts.Workers),
 		ctx:   ctx, cancel: cancel,
 		done: make(chan struct{}),
@@ -194,6 +212,14 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) Close() error {
 	l.stop(net.ErrClosed)
 	err := l.inner.Close()
+	l.mu.Lock()
+	l.closed = true
+	parked := l.parked
+	l.parked = nil
+	l.mu.Unlock()
+	for c := range parked {
+		l.drop(c, dropClosed)
+	}
 	l.wg.Wait()
 	for {
 		select {
@@ -202,6 +228,16 @@ func (l *Listener) Close() error {
 		default:
 			return err
 		}
+	}
+}
+
+// closing reports whether the listener is closing (stop ran).
+func (l *Listener) closing() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -248,7 +284,158 @@ func (l *Listener) acceptLoop() {
 		delay = 0
 		l.pending.Add(1)
 		l.wg.Add(1)
-		go l.handshake(&gatedConn{Conn: c, l: l})
+		gc := &gatedConn{Conn: c, l: l, deadline: time.Now().Add(l.opts.HandshakeTimeout)}
+		if !l.park(gc) {
+			go l.handshake(gc)
+		}
+	}
+}
+
+// park has c wait for its ClientHello in the shared poller, without a
+// goroutine (helloReadable). It reports false where the connection cannot
+// notify; then its handshake's goroutine waits.
+func (l *Listener) park(c *gatedConn) bool {
+	if !c.SetNonblocking(true) {
+		return false
+	}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		l.drop(c, dropClosed)
+		return true
+	}
+	if l.parked == nil {
+		l.parked = make(map[*gatedConn]struct{})
+	}
+	l.parked[c] = struct{}{}
+	l.mu.Unlock()
+	_ = c.SetReadDeadline(c.deadline)
+	if c.NotifyReadable(c.helloReadable) {
+		return true
+	}
+	if !l.unpark(c) {
+		return true // Close took it
+	}
+	c.SetNonblocking(false)
+	return false
+}
+
+// unpark takes c out of the parked connections; it reports false when
+// someone else did (c is theirs).
+func (l *Listener) unpark(c *gatedConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.parked[c]; !ok {
+		return false
+	}
+	delete(l.parked, c)
+	if len(l.parked) == 0 {
+		l.parked = nil // a map keeps its size: give a storm's back
+	}
+	return true
+}
+
+// Why a connection is dropped before its handshake (drop).
+const (
+	dropFailed = iota // it timed out, closed or sent garbage
+	dropShed          // it waited too long for a slot, or found the queue full
+	dropClosed        // the listener closed
+)
+
+// drop closes a connection that leaves the listener before its handshake
+// and counts it; the caller owns c.
+func (l *Listener) drop(c *gatedConn, why int) {
+	if why == dropShed {
+		l.shedOne() // counted before the close, as in handshake
+	} else if why == dropFailed {
+		l.failed.Add(1)
+	}
+	c.Close()
+	l.pending.Add(-1)
+	l.wg.Done()
+}
+
+// helloReadable runs when a parked connection's socket has bytes, or its
+// deadline passed, or it closed: it reads what came of the ClientHello's
+// record without waiting, waits again for the rest, and once it is whole
+// takes a slot and runs the handshake here, or joins the queue.
+func (c *gatedConn) helloReadable(err error) {
+	l := c.l
+	whole := false
+	if err == nil {
+		whole, err = c.readHello()
+	}
+	switch {
+	case err != nil && !errors.Is(err, syscall.EAGAIN):
+		if l.unpark(c) {
+			l.opts.Logger.Debug("TLS handshake failed", "listener", l.opts.Name,
+				logattr.Remote, c.RemoteAddr().String(), "err", err)
+			l.drop(c, dropFailed)
+		}
+		return
+	case !whole:
+		if !c.NotifyReadable(c.helloReadable) && l.unpark(c) {
+			l.drop(c, dropFailed)
+		}
+		return
+	}
+	c.started = true
+	c.SetNonblocking(false) // the handshake's reads wait
+	l.mu.Lock()
+	if _, ok := l.parked[c]; !ok {
+		l.mu.Unlock()
+		return // Close took it
+	}
+	if l.closing() {
+		delete(l.parked, c)
+		l.mu.Unlock()
+		l.drop(c, dropClosed)
+		return
+	}
+	if l.held < l.opts.Workers && len(l.queue) == 0 {
+		l.held++
+		c.holding = true
+		delete(l.parked, c)
+		l.mu.Unlock()
+		l.handshake(c)
+		return
+	}
+	if len(l.queue) >= l.opts.Queue {
+		delete(l.parked, c)
+		l.mu.Unlock()
+		c.shed = true
+		l.drop(c, dropShed)
+		return
+	}
+	c.arrived = l.opts.Now()
+	l.queue = append(l.queue, c)
+	l.mu.Unlock()
+}
+
+// readHello reads what arrived of the connection's first TLS record without
+// waiting, and reports whether it is whole (in c.first).
+func (c *gatedConn) readHello() (bool, error) {
+	for {
+		if c.got < len(c.hdr) {
+			n, err := c.readNow(c.hdr[c.got:])
+			c.got += n
+			if err != nil {
+				return false, err
+			}
+			if c.got < len(c.hdr) {
+				continue
+			}
+			c.first = make([]byte, len(c.hdr)+min(int(binary.BigEndian.Uint16(c.hdr[3:])), maxRecord))
+			copy(c.first, c.hdr[:])
+		}
+		if c.got == len(c.first) {
+			return true, nil
+		}
+		n, err := c.readNow(c.first[c.got:])
+		c.got += n
+		if err != nil {
+			return false, err
+		}
 	}
 }
 
@@ -268,11 +455,20 @@ var errShed = errors.New("tlsaccept: shed: waited too long for a handshake slot"
 // NotifyReadable without a goroutine (internal/idlepoll).
 type gatedConn struct {
 	net.Conn
-	l       *Listener
-	first   []byte // the first record, read before crypto/tls asked, not yet returned
-	started bool   // the first record was read; only the handshake's goroutine touches these
-	holding bool
-	shed    bool
+	l        *Listener
+	deadline time.Time // of the handshake: HandshakeTimeout after the accept
+	first    []byte    // the first record, read before crypto/tls asked, not yet returned
+	started  bool      // the first record was read; one goroutine at a time touches these
+	holding  bool      // a slot; set by whoever gave it
+	shed     bool
+	arrived  time.Time // when it joined the queue (Options.Now)
+	// granted is closed when a queued connection whose goroutine waits
+	// (take) got its slot, or was shed.
+	granted chan struct{}
+	// The first record's header and how much of it, then of first, a
+	// parked connection read (readHello).
+	hdr [5]byte
+	got int
 
 	raw      syscall.RawConn // the socket, once SetNonblocking found it
 	nonblock atomic.Bool
@@ -291,12 +487,12 @@ const maxRecord = 16384 + 256
 func (c *gatedConn) Read(p []byte) (int, error) {
 	if !c.started {
 		c.started = true
-		var hdr [5]byte
-		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+		hdr := c.hdr[:]
+		if _, err := io.ReadFull(c.Conn, hdr); err != nil {
 			return 0, err
 		}
 		rec := make([]byte, 5+min(int(binary.BigEndian.Uint16(hdr[3:])), maxRecord))
-		copy(rec, hdr[:])
+		copy(rec, hdr)
 		if _, err := io.ReadFull(c.Conn, rec[5:]); err != nil {
 			return 0, err
 		}
@@ -460,32 +656,97 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 // waited longer than MaxWait or found Queue connections waiting.
 func (c *gatedConn) take() error {
 	l := c.l
-	if l.waiting.Add(1) > int64(l.opts.Queue) {
-		l.waiting.Add(-1)
+	l.mu.Lock()
+	if l.held < l.opts.Workers && len(l.queue) == 0 {
+		l.held++
+		c.holding = true
+		l.mu.Unlock()
+		return nil
+	}
+	if len(l.queue) >= l.opts.Queue {
+		l.mu.Unlock()
 		c.shed = true
 		return errShed
 	}
-	arrived := l.opts.Now()
+	c.arrived = l.opts.Now()
+	c.granted = make(chan struct{})
+	l.queue = append(l.queue, c)
+	l.mu.Unlock()
 	select {
-	case l.slots <- struct{}{}:
-		l.waiting.Add(-1)
+	case <-c.granted:
+		if c.shed {
+			return errShed
+		}
+		return nil
 	case <-l.done:
-		l.waiting.Add(-1)
-		return net.ErrClosed
 	}
-	c.holding = true
-	if l.opts.Now().Sub(arrived) > l.opts.MaxWait {
-		c.release()
-		c.shed = true
-		return errShed
+	l.mu.Lock()
+	if i := slices.Index(l.queue, c); i >= 0 {
+		l.queue = slices.Delete(l.queue, i, i+1)
 	}
-	return nil
+	l.mu.Unlock()
+	c.release() // if it got the slot meanwhile
+	return net.ErrClosed
 }
 
+// release gives back c's slot, if it holds one: to the oldest connection in
+// the queue that has not waited longer than MaxWait (those are shed).
 func (c *gatedConn) release() {
-	if c.holding {
-		c.holding = false
-		<-c.l.slots
+	l := c.l
+	var next *gatedConn
+	var shed []*gatedConn
+	l.mu.Lock()
+	if !c.holding {
+		l.mu.Unlock()
+		return
+	}
+	c.holding = false
+	if l.closing() {
+		// No handshake starts any more: Close drops the parked
+		// connections, and those waiting on goroutines see it closed.
+		l.held--
+		l.mu.Unlock()
+		return
+	}
+	now := l.opts.Now()
+	for len(l.queue) > 0 && next == nil {
+		q := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		if q.granted == nil { // parked: now ours, unless Close took it
+			if _, ok := l.parked[q]; !ok {
+				continue
+			}
+			delete(l.parked, q)
+		}
+		if now.Sub(q.arrived) > l.opts.MaxWait {
+			q.shed = true
+			shed = append(shed, q)
+			continue
+		}
+		q.holding = true // the slot passes on
+		next = q
+	}
+	if len(l.queue) == 0 {
+		l.queue = nil // give a storm's array back
+	}
+	if next == nil {
+		l.held--
+	}
+	l.mu.Unlock()
+	for _, q := range shed {
+		if q.granted != nil {
+			close(q.granted)
+		} else {
+			l.drop(q, dropShed)
+		}
+	}
+	switch {
+	case next == nil:
+	case next.granted != nil:
+		close(next.granted)
+	default:
+		go l.handshake(next)
 	}
 }
 
@@ -496,7 +757,7 @@ func (l *Listener) handshake(c *gatedConn) {
 	defer l.wg.Done()
 	defer l.pending.Add(-1)
 	tc := tls.Server(c, l.cfg)
-	tc.SetDeadline(time.Now().Add(l.opts.HandshakeTimeout))
+	tc.SetDeadline(c.deadline)
 	err := tc.HandshakeContext(l.ctx)
 	c.release()
 	if err == nil {
@@ -564,10 +825,13 @@ type Stats struct {
 
 // Stats returns the listener's counts.
 func (l *Listener) Stats() Stats {
+	l.mu.Lock()
+	queued, held := len(l.queue), l.held
+	l.mu.Unlock()
 	return Stats{
 		Pending:    int(l.pending.Load()),
-		Queued:     int(l.waiting.Load()),
-		InFlight:   len(l.slots),
+		Queued:     queued,
+		InFlight:   held,
 		Handshakes: l.handshk.Load(),
 		Failed:     l.failed.Load(),
 		Shed:       l.shed.Load(),

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,9 +155,45 @@ func newEnvCert(t *testing.T, cfg *tls.Config, opts Options, cert tls.Certificat
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := New(tcp, cfg, opts)
+	var inner net.Listener = tcp
+	if waitOnGoroutines {
+		inner = unparkable{tcp}
+	}
+	ln := New(inner, cfg, opts)
 	t.Cleanup(func() { ln.Close() })
 	return &env{ln: ln, pool: pool}
+}
+
+// waitOnGoroutines makes newEnv's listener accept connections that cannot
+// notify (unparkable), so that they wait for their ClientHello and slot on
+// goroutines (forEachWait).
+var waitOnGoroutines bool
+
+// forEachWait runs test with connections that wait without goroutines
+// (parked in the poller) and with connections that wait on goroutines.
+func forEachWait(t *testing.T, test func(t *testing.T)) {
+	for _, tt := range []struct {
+		name       string
+		goroutines bool
+	}{{"parked", false}, {"goroutines", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			waitOnGoroutines = tt.goroutines
+			defer func() { waitOnGoroutines = false }()
+			test(t)
+		})
+	}
+}
+
+// unparkable is a listener whose connections hide their socket
+// (syscall.Conn), as a wrapped connection may.
+type unparkable struct{ net.Listener }
+
+func (l unparkable) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return struct{ net.Conn }{c}, nil
 }
 
 // dial connects to the listener (the TCP connection is established, so
@@ -180,6 +217,10 @@ func (e *env) dial(t *testing.T, sni string, cache tls.ClientSessionCache) (*tls
 }
 
 func TestListener_FIFOBoundedConcurrency(t *testing.T) {
+	forEachWait(t, testListenerFIFOBoundedConcurrency)
+}
+
+func testListenerFIFOBoundedConcurrency(t *testing.T) {
 	g := newGate()
 	const workers, clients = 2, 6
 	e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: workers})
@@ -232,7 +273,9 @@ func TestListener_FIFOBoundedConcurrency(t *testing.T) {
 	}
 }
 
-func TestListener_Sheds(t *testing.T) {
+func TestListener_Sheds(t *testing.T) { forEachWait(t, testListenerSheds) }
+
+func testListenerSheds(t *testing.T) {
 	tests := []struct {
 		name string
 		// queue and the clock's step once the later clients are queued
@@ -310,7 +353,9 @@ func TestListener_Sheds(t *testing.T) {
 	}
 }
 
-func TestListener_HandshakeTimeout(t *testing.T) {
+func TestListener_HandshakeTimeout(t *testing.T) { forEachWait(t, testListenerHandshakeTimeout) }
+
+func testListenerHandshakeTimeout(t *testing.T) {
 	e := newEnv(t, &tls.Config{}, Options{Name: "agent", Workers: 1, HandshakeTimeout: 300 * time.Millisecond})
 	// One client sends nothing, another part of a record: neither holds
 	// the only slot, and both are closed once their handshake timed out.
@@ -395,7 +440,9 @@ func TestListener_HTTPServer(t *testing.T) {
 	}
 }
 
-func TestListener_Close(t *testing.T) {
+func TestListener_Close(t *testing.T) { forEachWait(t, testListenerClose) }
+
+func testListenerClose(t *testing.T) {
 	g := newGate()
 	e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: 1})
 	g.done(t)
@@ -569,4 +616,61 @@ func (c *splitConn) Write(p []byte) (int, error) {
 		return c.raw.Write(p)
 	}
 	return c.out.Write(p)
+}
+
+// Connections waiting for their ClientHello, or with it for a slot, hold
+// no goroutine of the listener where they can be parked; the handshakes
+// holding slots do. Where they cannot, each waits on a goroutine.
+func TestListener_WaitsWithoutGoroutines(t *testing.T) {
+	const silent, queued = 20, 30
+	for _, tt := range []struct {
+		name       string
+		goroutines bool
+		want       int // the listener's goroutines in handshake
+	}{
+		{"parked", false, 1},
+		{"goroutines", true, 1 + silent + queued},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			waitOnGoroutines = tt.goroutines
+			defer func() { waitOnGoroutines = false }()
+			g := newGate()
+			e := newEnv(t, &tls.Config{GetConfigForClient: g.hook}, Options{Name: "agent", Workers: 1})
+			g.done(t)
+			e.dial(t, "held.test", nil)
+			poll.Until(t, 10*time.Second, "the first handshake held", func() bool {
+				entered, _ := g.state()
+				return len(entered) == 1
+			})
+			for range silent {
+				c, err := net.Dial("tcp", e.ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+			for i := range queued {
+				e.dial(t, fmt.Sprintf("c%d.test", i), nil)
+			}
+			poll.Until(t, 10*time.Second, "the clients queued", func() bool {
+				s := e.ln.Stats()
+				return s.Queued == queued && s.Pending == 1+silent+queued
+			})
+			if got := handshakeGoroutines(); got != tt.want {
+				t.Errorf("%d goroutines in handshake, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// handshakeGoroutines counts the goroutines running Listener.handshake.
+func handshakeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte("tlsaccept.(*Listener).handshake("))
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }
