@@ -131,3 +131,12 @@ func (s *Store) CheckMirror() error {
 	}
 	return nil
 }
+
+// CacheSizes returns PRAGMA cache_size of the writer and of a reader.
+func (s *Store) CacheSizes(ctx context.Context) (writer, reader int, err error) {
+	if err := s.w.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&writer); err != nil {
+		return 0, 0, err
+	}
+	err = s.r.QueryRowContext(ctx, `PRAGMA cache_size`).Scan(&reader)
+	return writer, reader, err
+}

@@ -76,6 +76,27 @@ func TestOpen_FileMode(t *testing.T) {
 	}
 }
 
+// The page caches are bounded as documented: the writer's and each
+// reader's.
+func TestOpen_CacheBounds(t *testing.T) {
+	s := MustOpen(t, tempPath(t))
+	w, r, err := s.CacheSizes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name      string
+		got, want int
+	}{
+		{"writer", w, -sqlite.WriterCacheKiB},
+		{"reader", r, -sqlite.ReaderCacheKiB},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s: cache_size %d, want %d", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
 func TestOpen_Migrations(t *testing.T) {
 	path := tempPath(t)
 	s, err := sqlite.Open(t.Context(), path)
