@@ -189,8 +189,8 @@ type Service struct {
 	servers serverCache
 	hosts   hostReports // volatile host figures not yet in the store (hostreport.go)
 
-	creates  chan string // session IDs whose create must be sent to their agent
-	deletes  chan deleteJob
+	creates  *backlog[string] // session IDs whose create must be sent to their agent
+	deletes  *backlog[deleteJob]
 	wakeQ    chan struct{}
 	inflight sync.Map // session ID → struct{}: create command outstanding
 	deleting sync.Map // session ID → struct{}: delete command outstanding
@@ -231,8 +231,8 @@ func New(ctx context.Context, store Store, disp Dispatcher, tokens TokenIssuer, 
 		log:     log.With("component", "broker"),
 		Now:     time.Now,
 		exprs:   make(map[string]*requirements.Expr),
-		creates: make(chan string, 65536),
-		deletes: make(chan deleteJob, 65536),
+		creates: newBacklog[string](backlogMax),
+		deletes: newBacklog[deleteJob](backlogMax),
 		wakeQ:   make(chan struct{}, 1),
 	}
 	s.sendSlots = make(chan struct{}, cfg.CreateWorkers)

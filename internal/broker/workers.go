@@ -13,19 +13,15 @@ import (
 )
 
 func (s *Service) queueCreate(id string) {
-	select {
-	case s.creates <- id:
-	default:
-		// The channel is full; the session stays CREATING and is re-sent when
+	if !s.creates.push(id) {
+		// The backlog is full; the session stays CREATING and is re-sent when
 		// its agent reconnects or the queue loop finds it.
 		s.log.Warn("create backlog full", logattr.SessionID, id)
 	}
 }
 
 func (s *Service) queueDelete(j deleteJob) {
-	select {
-	case s.deletes <- j:
-	default:
+	if !s.deletes.push(j) {
 		s.log.Warn("delete backlog full", logattr.SessionID, j.sessionID)
 	}
 }
@@ -56,20 +52,17 @@ func (s *Service) createLoop(ctx context.Context) {
 	batch := make([]string, 0, createBatchMax)
 	for {
 		batch = batch[:0]
-		select {
-		case <-ctx.Done():
+		id, ok := s.creates.pop(ctx)
+		if !ok {
 			return
-		case id := <-s.creates:
-			batch = append(batch, id)
 		}
-	drain:
+		batch = append(batch, id)
 		for len(batch) < createBatchMax {
-			select {
-			case id := <-s.creates:
-				batch = append(batch, id)
-			default:
-				break drain
+			id, ok := s.creates.tryPop()
+			if !ok {
+				break
 			}
+			batch = append(batch, id)
 		}
 		s.startCreates(ctx, batch)
 	}
@@ -234,16 +227,15 @@ func (s *Service) retryOrFail(ctx context.Context, id, serverID, reason string) 
 
 func (s *Service) deleteWorker(ctx context.Context) {
 	for {
-		select {
-		case <-ctx.Done():
+		j, ok := s.deletes.pop(ctx)
+		if !ok {
 			return
-		case j := <-s.deletes:
-			if _, busy := s.deleting.LoadOrStore(j.sessionID, struct{}{}); busy {
-				continue
-			}
-			s.runDelete(ctx, j)
-			s.deleting.Delete(j.sessionID)
 		}
+		if _, busy := s.deleting.LoadOrStore(j.sessionID, struct{}{}); busy {
+			continue
+		}
+		s.runDelete(ctx, j)
+		s.deleting.Delete(j.sessionID)
 	}
 }
 
