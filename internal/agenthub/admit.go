@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/berth-dev/berth/internal/wslink"
 )
 
 // Handshake admission defaults (Options).
@@ -25,15 +27,25 @@ const (
 	DefaultRetryAfter = 5 * time.Second
 )
 
-// admit takes a handshake slot for a connect request, waiting at most
-// HandshakeWait for one, or answers 503 with a Retry-After and reports
-// false. Before the broker is ready (Options.Ready) every request is
-// answered so. Release the slot with handshakeDone.
-func (h *Hub) admit(ctx context.Context, w http.ResponseWriter) bool {
-	if h.opts.Ready != nil && !h.opts.Ready() {
-		h.shed(w, "broker starting", time.Second)
-		return false
+// ready reports whether the broker takes connects (Options.Ready); before it
+// does, it answers 503 with a Retry-After of 1 s and reports false.
+func (h *Hub) ready(w http.ResponseWriter) bool {
+	if h.opts.Ready == nil || h.opts.Ready() {
+		return true
 	}
+	msg := "broker starting"
+	w.Header().Set("Retry-After", h.shed(msg, time.Second))
+	http.Error(w, msg, http.StatusServiceUnavailable)
+	return false
+}
+
+// admit takes a handshake slot for a connect whose connection is taken over
+// (p), waiting at most HandshakeWait for one, or answers 503 with a
+// Retry-After and reports false. The wait holds the connect's goroutine
+// only: net/http's read goroutine and buffers went with the hijack, and
+// thousands of agents relinking at once wait here. Release the slot with
+// handshakeDone.
+func (h *Hub) admit(ctx context.Context, p *wslink.Pending) bool {
 	select {
 	case h.handshakes <- struct{}{}:
 		return true
@@ -41,38 +53,40 @@ func (h *Hub) admit(ctx context.Context, w http.ResponseWriter) bool {
 	}
 	t := time.NewTimer(h.opts.HandshakeWait)
 	defer t.Stop()
+	msg, most := "broker busy: too many agents connecting", h.opts.RetryAfter
 	select {
 	case h.handshakes <- struct{}{}:
 		return true
 	case <-t.C:
 	case <-ctx.Done():
+	case <-h.ctx.Done():
+		msg, most = "broker shutting down", time.Second
 	}
-	h.shed(w, "broker busy: too many agents connecting", h.opts.RetryAfter)
+	_ = p.Refuse(http.StatusServiceUnavailable, http.Header{"Retry-After": {h.shed(msg, most)}}, msg)
 	return false
 }
 
 // handshakeDone releases the slot admit took.
 func (h *Hub) handshakeDone() { <-h.handshakes }
 
-// shed answers a connect request with 503 and a Retry-After drawn uniformly
-// from [1 s, most] (whole seconds), so that the agents it sheds come back
-// spread out, and logs the sheds at most once every 10 s.
-func (h *Hub) shed(w http.ResponseWriter, msg string, most time.Duration) {
+// shed counts a connect answered 503 and returns its Retry-After, drawn
+// uniformly from [1 s, most] (whole seconds), so that the agents it sheds come
+// back spread out; it logs the sheds at most once every 10 s.
+func (h *Hub) shed(msg string, most time.Duration) (retryAfter string) {
 	secs := 1 + rand.Int64N(max(1, int64(most/time.Second)))
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	http.Error(w, msg, http.StatusServiceUnavailable)
 	h.opts.Observer.LinkRefused(RefusedBusy)
 	now := time.Now()
 	h.shedMu.Lock()
 	h.shedCount++
 	if now.Sub(h.shedLogged) < 10*time.Second {
 		h.shedMu.Unlock()
-		return
+		return strconv.FormatInt(secs, 10)
 	}
 	n := h.shedCount
 	h.shedCount, h.shedLogged = 0, now
 	h.shedMu.Unlock()
 	h.log.Warn("agent connects shed", "reason", msg, "count", n, "max_handshakes", h.opts.MaxHandshakes)
+	return strconv.FormatInt(secs, 10)
 }
 
 // timing returns the update interval and heartbeat timeout links get now:

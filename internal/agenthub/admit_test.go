@@ -2,11 +2,13 @@ package agenthub_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -234,5 +236,54 @@ func TestHub_ReturnsMemoryAfterStorm(t *testing.T) {
 	e.hub.Close()
 	if n := returned.Load(); n != 1 {
 		t.Errorf("memory returned %d times, want 1", n)
+	}
+}
+
+// TestHub_WaitingConnectsHoldLittle: a connect waiting for a handshake slot
+// has its connection taken over from net/http first, so that it holds no
+// background read goroutine of net/http's (a relinking fleet has thousands
+// waiting); once a slot is free it is upgraded as before.
+func TestHub_WaitingConnectsHoldLittle(t *testing.T) {
+	e := mustStartHub(t, agenthub.Options{MaxHandshakes: 1, HandshakeWait: time.Minute}, nil)
+	slow, release := holdHandshakeSlot(t, e)
+	const waiting = 10
+	done := make(chan error, waiting)
+	for range waiting {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, e.url+"/agent/connect", &websocket.DialOptions{HTTPClient: e.srv.Client()})
+			if err == nil {
+				c.CloseNow()
+			}
+			done <- err
+		}()
+	}
+	poll.Until(t, 10*time.Second, "the connects waiting for a slot", func() bool {
+		return goroutinesIn("agenthub.(*Hub).admit(") == waiting
+	})
+	if n := goroutinesIn("net/http.(*connReader).backgroundRead("); n != 0 {
+		t.Errorf("%d net/http read goroutines for %d waiting connects, want none", n, waiting)
+	}
+	close(release)
+	if m := read(t, slow); m.Type != agentproto.TypeWelcome {
+		t.Fatalf("slow agent got %s, want welcome", m.Type)
+	}
+	for range waiting {
+		if err := <-done; err != nil {
+			t.Errorf("a waiting connect: %v, want an upgrade once a slot was free", err)
+		}
+	}
+}
+
+// goroutinesIn counts the goroutines whose stack holds fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return bytes.Count(buf[:n], []byte(fn))
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }

@@ -139,11 +139,12 @@ type Options struct {
 	// GatewayCAKeyID is the web gateway CA's key ID, sent to agents of
 	// protocol version 2 and later in Welcome.
 	GatewayCAKeyID string
-	// MaxHandshakes bounds the connects handled at once, from the request
-	// to the Welcome; 0 means DefaultMaxHandshakes. A connect that finds
-	// no slot within HandshakeWait (0: DefaultHandshakeWait) is shed before
-	// the upgrade: 503 with a Retry-After of 1 s to RetryAfter (0:
-	// DefaultRetryAfter), which agents wait out.
+	// MaxHandshakes bounds the connects handled at once, from the
+	// WebSocket handshake (authenticated, its connection taken over from
+	// net/http) to the Welcome; 0 means DefaultMaxHandshakes. A connect
+	// that finds no slot within HandshakeWait (0: DefaultHandshakeWait) is
+	// shed before the upgrade: 503 with a Retry-After of 1 s to RetryAfter
+	// (0: DefaultRetryAfter), which agents wait out.
 	MaxHandshakes int
 	HandshakeWait time.Duration
 	RetryAfter    time.Duration
@@ -373,10 +374,9 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 			h.wg.Done()
 		}
 	}()
-	if !h.admit(r.Context(), w) {
+	if !h.ready(w) {
 		return
 	}
-	defer h.handshakeDone()
 
 	log := h.log.With(logattr.Remote, r.RemoteAddr)
 	var clientID string
@@ -398,7 +398,16 @@ func (h *Hub) serveConnect(w http.ResponseWriter, r *http.Request) {
 		clientID = cid
 		log = log.With(logattr.AgentID, clientID)
 	}
-	conn, err := wslink.Accept(w, r, wslink.Options{ReadLimit: agentproto.MaxMessageSize, WriteTimeout: writeTimeout})
+	p, err := wslink.Hijack(w, r)
+	if err != nil {
+		log.Info("agent websocket upgrade failed", "err", err)
+		return
+	}
+	if !h.admit(r.Context(), p) {
+		return
+	}
+	defer h.handshakeDone()
+	conn, err := p.Accept(wslink.Options{ReadLimit: agentproto.MaxMessageSize, WriteTimeout: writeTimeout})
 	if err != nil {
 		log.Info("agent websocket upgrade failed", "err", err)
 		return

@@ -23,6 +23,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -144,6 +145,29 @@ const keyGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 // connection and answers 101. A request that is not a WebSocket handshake
 // gets a 4xx naming the header at fault, and an error.
 func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error) {
+	p, err := Hijack(w, r)
+	if err != nil {
+		return nil, err
+	}
+	return p.Accept(opts)
+}
+
+// Pending is a WebSocket handshake whose connection is taken over but not
+// yet answered: Accept answers 101, Refuse an HTTP error. A server that
+// makes a client wait before it takes the WebSocket (an admission queue)
+// waits on a Pending rather than in a handler that still holds the
+// connection: net/http then keeps neither its background read goroutine nor
+// its buffers for it.
+type Pending struct {
+	nc    net.Conn
+	key   string
+	early []byte // bytes the client sent ahead of the answer
+}
+
+// Hijack checks r's WebSocket handshake and takes over its connection
+// without answering. A request that is not a WebSocket handshake gets a 4xx
+// naming the header at fault, and an error.
+func Hijack(w http.ResponseWriter, r *http.Request) (*Pending, error) {
 	key, status, err := checkHandshake(r)
 	if err != nil {
 		switch status {
@@ -162,28 +186,61 @@ func Accept(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error)
 		http.Error(w, "websocket: cannot take over the connection", http.StatusInternalServerError)
 		return nil, fmt.Errorf("websocket: hijack: %w", err)
 	}
-	c := &Conn{nc: nc, limit: opts.ReadLimit, wtime: opts.WriteTimeout}
+	p := &Pending{nc: nc, key: key}
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client wrote ahead of the answer: those bytes come first.
+		b, _ := brw.Reader.Peek(n)
+		p.early = append(getBuf(n), b...)
+	}
+	return p, nil
+}
+
+// Accept answers 101 and returns the WebSocket. On an error the connection
+// is closed.
+func (p *Pending) Accept(opts Options) (*Conn, error) {
+	c := &Conn{nc: p.nc, limit: opts.ReadLimit, wtime: opts.WriteTimeout, rbuf: p.early}
 	if c.limit <= 0 {
 		c.limit = DefaultReadLimit
 	}
 	if c.wtime <= 0 {
 		c.wtime = DefaultWriteTimeout
 	}
-	if n := brw.Reader.Buffered(); n > 0 {
-		// The client wrote ahead of the 101: those bytes come first.
-		b, _ := brw.Reader.Peek(n)
-		c.rbuf = append(getBuf(n), b...)
-	}
-	sum := sha1.Sum([]byte(key + keyGUID))
+	sum := sha1.Sum([]byte(p.key + keyGUID))
 	resp := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
 		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n"
-	_ = nc.SetWriteDeadline(time.Now().Add(c.wtime))
-	if _, err := nc.Write([]byte(resp)); err != nil {
-		nc.Close()
+	_ = p.nc.SetWriteDeadline(time.Now().Add(c.wtime))
+	if _, err := p.nc.Write([]byte(resp)); err != nil {
+		p.nc.Close()
 		return nil, fmt.Errorf("websocket: write handshake response: %w", err)
 	}
-	c.park, c.tls = parkerOf(nc)
+	c.park, c.tls = parkerOf(p.nc)
 	return c, nil
+}
+
+// Refuse answers the handshake with status, the headers of h and msg as a
+// plain-text body (as http.Error does), and closes the connection.
+func (p *Pending) Refuse(status int, h http.Header, msg string) error {
+	defer p.nc.Close()
+	if p.early != nil {
+		putBuf(p.early)
+		p.early = nil
+	}
+	hdr := h.Clone()
+	if hdr == nil {
+		hdr = make(http.Header)
+	}
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	body := msg + "\n"
+	resp := &http.Response{
+		StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Header: hdr, Close: true,
+		ContentLength: int64(len(body)), Body: io.NopCloser(strings.NewReader(body)),
+	}
+	_ = p.nc.SetWriteDeadline(time.Now().Add(DefaultWriteTimeout))
+	if err := resp.Write(p.nc); err != nil {
+		return fmt.Errorf("websocket: write refusal: %w", err)
+	}
+	return nil
 }
 
 // parkerOf finds the Parker under nc, unwrapping connections that name the

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -635,3 +636,73 @@ func (w *wrappingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type wrappedConn struct{ net.Conn }
 
 func (c *wrappedConn) NetConn() net.Conn { return c.Conn }
+
+// TestPendingRefuse: a handshake taken over with Hijack and refused gets a
+// whole HTTP answer (status, headers, plain-text body) and the connection
+// closes; one accepted later still upgrades.
+func TestPendingRefuse(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		header http.Header
+		accept bool
+	}{
+		{"busy", http.StatusServiceUnavailable, http.Header{"Retry-After": {"3"}}, false},
+		{"no headers", http.StatusTooManyRequests, nil, false},
+		{"accepted after a wait", 0, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				p, err := wslink.Hijack(w, r)
+				if err != nil {
+					return
+				}
+				if !tt.accept {
+					_ = p.Refuse(tt.status, tt.header, "broker busy")
+					return
+				}
+				c, err := p.Accept(wslink.Options{})
+				if err != nil {
+					return
+				}
+				echo(c)
+			}))
+			defer srv.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			c, resp, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(srv.URL, "https"), &websocket.DialOptions{HTTPClient: srv.Client()})
+			if tt.accept {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.CloseNow()
+				if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+					t.Fatal(err)
+				}
+				if _, got, err := c.Read(ctx); err != nil || string(got) != "hi" {
+					t.Fatalf("echo: %q, %v", got, err)
+				}
+				return
+			}
+			if err == nil {
+				c.CloseNow()
+				t.Fatal("upgraded, want a refusal")
+			}
+			if resp == nil || resp.StatusCode != tt.status {
+				t.Fatalf("answer %v, want %d", resp, tt.status)
+			}
+			for k := range tt.header {
+				if got := resp.Header.Get(k); got != tt.header.Get(k) {
+					t.Errorf("%s: %q, want %q", k, got, tt.header.Get(k))
+				}
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+				t.Errorf("Content-Type %q, want text/plain", ct)
+			}
+			if !resp.Close {
+				t.Error("the refusal keeps the connection open, want it closed")
+			}
+		})
+	}
+}
