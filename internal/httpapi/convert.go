@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"weak"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/broker"
@@ -59,11 +58,13 @@ func (c *converter) session(v broker.SessionView) api.Session {
 // value is its version) and its availability and counts, so it is never
 // stale.
 //
-// It holds the server value weakly: an encoding does not keep a server value
-// the broker replaced (a host report with new figures replaces it) alive. And
-// it keeps only what pages use: an encoding no page used for two rounds of
+// It keeps only what pages use: an encoding no page used for two rounds of
 // serverJSONRound is dropped, so that a broker whose servers no client lists
-// holds no encodings (about 1.2 KB a server).
+// holds no encodings (about 1.2 KB a server), nor the server values they were
+// made from once the broker replaced them (a host report with new figures
+// replaces a server's value). A weak pointer to the value would free those
+// sooner, but its dereference cost DescribeSessions about a tenth of its
+// rate against a bare handler.
 type serverJSON struct {
 	mu  sync.RWMutex
 	m   map[string]*encodedServer // the encodings used this round
@@ -73,8 +74,7 @@ type serverJSON struct {
 }
 
 type encodedServer struct {
-	id               string
-	srv              weak.Pointer[broker.Server] // the value encoded
+	srv              *broker.Server // the value encoded
 	avail, reason    string
 	virtual, console int
 	raw              json.RawMessage
@@ -82,7 +82,7 @@ type encodedServer struct {
 
 // matches reports whether e is the encoding of v.
 func (e *encodedServer) matches(v *broker.ServerView) bool {
-	return e != nil && e.srv.Value() == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
+	return e != nil && e.srv == v.Server && e.avail == v.Availability && e.reason == v.UnavailabilityReason &&
 		e.virtual == v.VirtualSessions && e.console == v.ConsoleSessions
 }
 
@@ -125,7 +125,7 @@ func (c *serverJSON) fill(view func(int) *broker.ServerView, raws []json.RawMess
 			continue // cannot happen: api.Server has no unencodable field
 		}
 		raws[i] = raw
-		fresh = append(fresh, &encodedServer{id: v.ID, srv: weak.Make(v.Server), avail: v.Availability,
+		fresh = append(fresh, &encodedServer{srv: v.Server, avail: v.Availability,
 			reason: v.UnavailabilityReason, virtual: v.VirtualSessions, console: v.ConsoleSessions, raw: raw})
 	}
 	c.mu.Lock()
@@ -134,8 +134,8 @@ func (c *serverJSON) fill(view func(int) *broker.ServerView, raws []json.RawMess
 		c.m = make(map[string]*encodedServer, len(fresh))
 	}
 	for _, e := range fresh {
-		c.m[e.id] = e
-		delete(c.old, e.id)
+		c.m[e.srv.ID] = e
+		delete(c.old, e.srv.ID)
 	}
 	if c.round == nil {
 		c.round = time.AfterFunc(serverJSONRound, c.rotate)
