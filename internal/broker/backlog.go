@@ -90,10 +90,3 @@ func (b *backlog[T]) pop(ctx context.Context) (v T, ok bool) {
 		}
 	}
 }
-
-// len returns the number of items waiting.
-func (b *backlog[T]) len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.items) - b.head
-}

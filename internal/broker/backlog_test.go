@@ -115,3 +115,10 @@ func TestBacklog_Consumers(t *testing.T) {
 		}
 	}
 }
+
+// len returns the number of items waiting.
+func (b *backlog[T]) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.items) - b.head
+}

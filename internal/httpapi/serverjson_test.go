@@ -94,3 +94,29 @@ func TestServerJSON_Rounds(t *testing.T) {
 		})
 	}
 }
+
+// rotateNow ends the round at once (tests).
+func (c *serverJSON) rotateNow() {
+	c.mu.Lock()
+	t := c.round
+	c.mu.Unlock()
+	if t != nil && t.Stop() {
+		c.rotate()
+	}
+}
+
+// stop stops the rounds (tests).
+func (c *serverJSON) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.round != nil {
+		c.round.Stop()
+	}
+}
+
+// cached returns the number of encodings held.
+func (c *serverJSON) cached() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.m) + len(c.old)
+}

@@ -392,24 +392,35 @@ func (c *gatedConn) helloReadable(err error) {
 		l.drop(c, dropClosed)
 		return
 	}
+	granted, full := l.claimLocked(c)
+	if granted || full {
+		delete(l.parked, c)
+	}
+	l.mu.Unlock()
+	switch {
+	case granted:
+		l.handshake(c)
+	case full:
+		c.shed = true
+		l.drop(c, dropShed)
+	}
+}
+
+// claimLocked gives c a free slot (granted) or puts it at the end of the
+// queue; it reports full, doing neither, when Queue connections wait. A
+// queued connection gets its slot from release. l.mu held.
+func (l *Listener) claimLocked(c *gatedConn) (granted, full bool) {
 	if l.held < l.opts.Workers && len(l.queue) == 0 {
 		l.held++
 		c.holding = true
-		delete(l.parked, c)
-		l.mu.Unlock()
-		l.handshake(c)
-		return
+		return true, false
 	}
 	if len(l.queue) >= l.opts.Queue {
-		delete(l.parked, c)
-		l.mu.Unlock()
-		c.shed = true
-		l.drop(c, dropShed)
-		return
+		return false, true
 	}
 	c.arrived = l.opts.Now()
 	l.queue = append(l.queue, c)
-	l.mu.Unlock()
+	return false, false
 }
 
 // readHello reads what arrived of the connection's first TLS record without
@@ -656,22 +667,17 @@ func (c *gatedConn) Write(p []byte) (int, error) {
 // waited longer than MaxWait or found Queue connections waiting.
 func (c *gatedConn) take() error {
 	l := c.l
+	c.granted = make(chan struct{}) // marks c as waiting on its goroutine
 	l.mu.Lock()
-	if l.held < l.opts.Workers && len(l.queue) == 0 {
-		l.held++
-		c.holding = true
-		l.mu.Unlock()
+	granted, full := l.claimLocked(c)
+	l.mu.Unlock()
+	switch {
+	case granted:
 		return nil
-	}
-	if len(l.queue) >= l.opts.Queue {
-		l.mu.Unlock()
+	case full:
 		c.shed = true
 		return errShed
 	}
-	c.arrived = l.opts.Now()
-	c.granted = make(chan struct{})
-	l.queue = append(l.queue, c)
-	l.mu.Unlock()
 	select {
 	case <-c.granted:
 		if c.shed {
