@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // sessionPageStore is implemented by stores that can fill a caller's buffer
@@ -10,6 +11,36 @@ import (
 // that DescribeSessionsPage allocates no sessions.
 type sessionPageStore interface {
 	ListSessionsInto(ctx context.Context, f SessionFilter, buf []Session) ([]Session, error)
+}
+
+// sessionMemoStore is a sessionPageStore that also keeps a SessionMemo for
+// each version of a session it holds, and hands them out with a page:
+// memos[i] is the memo of the i-th session appended to buf.
+type sessionMemoStore interface {
+	ListSessionsMemo(ctx context.Context, f SessionFilter, buf []Session, memos []*SessionMemo) ([]Session, []*SessionMemo, error)
+}
+
+// SessionMemo is a store's slot for the API encoding of one version of a
+// session: the SQLite store gives each version it keeps in memory one, and
+// a new version a new, empty one, so that a page writer encodes a session
+// once and copies the bytes on every later page until it changes. It costs
+// the store a pointer per version, and a filled memo the encoding's bytes.
+type SessionMemo struct {
+	p atomic.Pointer[SessionEncoding]
+}
+
+// Load returns the memo's encoding, nil until one is stored.
+func (m *SessionMemo) Load() *SessionEncoding { return m.p.Load() }
+
+// Store keeps e as the encoding of the memo's version (the first writer
+// wins a race; both encodings are equal).
+func (m *SessionMemo) Store(e *SessionEncoding) { m.p.CompareAndSwap(nil, e) }
+
+// SessionEncoding is a session's encoding around its server's: Bytes[:Split]
+// comes before the server, Bytes[Split:] after it.
+type SessionEncoding struct {
+	Bytes []byte
+	Split int
 }
 
 // SessionPage is a page of DescribeSessions in memory that is reused: its
@@ -24,6 +55,11 @@ type SessionPage struct {
 	// ServerIndex[i] is the place in Servers of the server of Views[i],
 	// -1 for a session without one.
 	ServerIndex []int32
+	// Memos[i], when Memos is as long as Views, is the memo of the version
+	// of Views[i].Session that the store holds; nil where the page shows
+	// the session otherwise (UNKNOWN on a server that is not linked).
+	// Empty for stores that keep none.
+	Memos []*SessionMemo
 
 	buf    []Session
 	lookup []pageServer
@@ -66,7 +102,12 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		return nil, err
 	}
 	p := sessionPages.Get().(*SessionPage)
-	if p.buf, err = ps.ListSessionsInto(ctx, f, p.buf[:0]); err != nil {
+	if ms, ok := ps.(sessionMemoStore); ok {
+		p.buf, p.Memos, err = ms.ListSessionsMemo(ctx, f, p.buf[:0], p.Memos[:0])
+	} else {
+		p.buf, err = ps.ListSessionsInto(ctx, f, p.buf[:0])
+	}
+	if err != nil {
 		p.Release()
 		return nil, err
 	}
@@ -75,6 +116,10 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 		list = list[:q.limit()]
 		p.NextToken = s.encodeCursor(list[len(list)-1].Seq, fh)
 	}
+	if len(p.Memos) != len(p.buf) {
+		p.Memos = p.Memos[:0]
+	}
+	p.Memos = p.Memos[:min(len(p.Memos), len(list))]
 	id := func(i int) string { return list[i].ServerID }
 	p.lookup, p.ServerIndex = s.servers.lookupPage(len(list), id, s.heartbeatTimeout(), s.relinkGrace(), s.Now(),
 		p.seen, p.lookup, p.ServerIndex)
@@ -88,6 +133,9 @@ func (s *Service) DescribeSessionsPage(ctx context.Context, q DescribeQuery) (*S
 			// The page's own copy: sessionView's rule, without a copy.
 			sess.State = StateUnknown
 			sess.StateReason = reasonUnreachableSession
+			if i < len(p.Memos) {
+				p.Memos[i] = nil // the store's encoding says READY
+			}
 		}
 		p.Views = append(p.Views, SessionView{Session: sess, Server: srv})
 	}
@@ -120,10 +168,11 @@ func (p *SessionPage) Release() {
 	clear(p.Servers)
 	clear(p.lookup)
 	clear(p.seen)
+	clear(p.Memos[:cap(p.Memos)])
 	if cap(p.buf) > maxPooledSessions {
-		p.buf, p.Views, p.Servers, p.ServerIndex, p.lookup = nil, nil, nil, nil, nil
+		p.buf, p.Views, p.Servers, p.ServerIndex, p.lookup, p.Memos = nil, nil, nil, nil, nil, nil
 	}
-	p.buf, p.Views, p.NextToken = p.buf[:0], p.Views[:0], ""
+	p.buf, p.Views, p.NextToken, p.Memos = p.buf[:0], p.Views[:0], "", p.Memos[:0]
 	p.Servers, p.ServerIndex, p.lookup = p.Servers[:0], p.ServerIndex[:0], p.lookup[:0]
 	sessionPages.Put(p)
 }

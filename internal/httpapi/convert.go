@@ -200,6 +200,10 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPag
 	buf = append(buf, `{"RequestId":`...)
 	buf = appendString(buf, requestID())
 	buf = append(buf, `,"Sessions":[`...)
+	memos := page.Memos
+	if len(memos) != len(list) {
+		memos = nil
+	}
 	for i, v := range list {
 		if i > 0 {
 			buf = append(buf, ',')
@@ -208,7 +212,16 @@ func (s *Server) writeSessionPage(w http.ResponseWriter, page *broker.SessionPag
 		if k := page.ServerIndex[i]; k >= 0 {
 			raw = p.raws[k]
 		}
-		buf = appendSession(buf, v.Session, raw)
+		if memos == nil || memos[i] == nil {
+			buf = appendSession(buf, v.Session, raw)
+			continue
+		}
+		e := memos[i].Load()
+		if e == nil {
+			e = encodeSession(v.Session)
+			memos[i].Store(e)
+		}
+		buf = appendEncoded(buf, e, raw)
 	}
 	p.buf = endPage(buf, next)
 	writePage(w, p.buf)

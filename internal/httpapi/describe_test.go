@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -199,6 +200,21 @@ func TestDescribeSessions_PageMatchesEncodingJSON(t *testing.T) {
 	}
 	t.Run("fresh", check)
 	t.Run("cached", check)
+
+	// Sessions change: the pages show their new versions, not the
+	// encodings that the pages above kept in the store's memos.
+	errs, err := st.UpdateSessions(ctx, []string{"sess-00", "sess-07", "sess-12"}, func(x *broker.Session) error {
+		x.NumOfConnections += 5
+		x.LastDisconnectionTime = now.Add(-time.Hour)
+		return nil
+	})
+	if err != nil || errors.Join(errs...) != nil {
+		t.Fatal(err, errs)
+	}
+	t.Run("sessions changed", check)
+	if got := string(describe(t, ts, `{"SessionIds":["sess-07"]}`)); !strings.Contains(got, `"NumOfConnections":6`) {
+		t.Errorf("changed session sess-07 not shown with 6 connections:\n%s", got)
+	}
 
 	changeServers(t, svc, "renamed")
 	t.Run("changed", check)

@@ -13,16 +13,47 @@ import (
 // nil) as its Server. DescribeSessions pages are mostly this, so it avoids
 // reflection; TestAppendSession_MatchesEncodingJSON keeps the two identical.
 func appendSession(b []byte, x *broker.Session, server []byte) []byte {
+	b = appendSessionHead(b, x)
+	if server != nil {
+		b = append(b, `,"Server":`...)
+		b = append(b, server...)
+	}
+	return appendSessionTail(b, x)
+}
+
+// encodeSession is x's encoding for its memo: what appendSession writes
+// before the server and after it.
+func encodeSession(x *broker.Session) *broker.SessionEncoding {
+	b := appendSessionHead(make([]byte, 0, 256), x)
+	split := len(b)
+	b = appendSessionTail(b, x)
+	return &broker.SessionEncoding{Bytes: b[:len(b):len(b)], Split: split}
+}
+
+// appendEncoded is appendSession from a session's memo.
+func appendEncoded(b []byte, e *broker.SessionEncoding, server []byte) []byte {
+	b = append(b, e.Bytes[:e.Split]...)
+	if server != nil {
+		b = append(b, `,"Server":`...)
+		b = append(b, server...)
+	}
+	return append(b, e.Bytes[e.Split:]...)
+}
+
+// appendSessionHead appends x's fields before its server: the object's
+// opening and Id, Name and Owner.
+func appendSessionHead(b []byte, x *broker.Session) []byte {
 	b = append(b, `{"Id":`...)
 	b = appendString(b, x.ID)
 	b = append(b, `,"Name":`...)
 	b = appendString(b, x.Name)
 	b = append(b, `,"Owner":`...)
-	b = appendString(b, x.Owner)
-	if server != nil {
-		b = append(b, `,"Server":`...)
-		b = append(b, server...)
-	}
+	return appendString(b, x.Owner)
+}
+
+// appendSessionTail appends x's fields after its server, and the object's
+// end.
+func appendSessionTail(b []byte, x *broker.Session) []byte {
 	b = append(b, `,"Type":`...)
 	b = appendString(b, x.Type)
 	if x.MaxConcurrentClients != 0 {

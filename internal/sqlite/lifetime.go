@@ -70,7 +70,12 @@ func (m *mirror) setDueLocked(id string, life *broker.SessionLife, due int64) {
 	if old == nil {
 		return
 	}
-	r := *old
+	// Lifetimes are not in the API's shape: the new version keeps the
+	// old one's encoding.
+	r := &row{rowData: old.rowData}
+	if e := old.memo.Load(); e != nil {
+		r.memo.Store(e)
+	}
 	r.dead = false
 	var more rowMore
 	if old.more != nil {
@@ -81,5 +86,5 @@ func (m *mirror) setDueLocked(id string, life *broker.SessionLife, due int64) {
 	if old.more != nil || due != 0 || !life.IsZero() {
 		r.more = &more
 	}
-	m.putLocked(&r)
+	m.putLocked(r)
 }

@@ -13,33 +13,54 @@ import (
 // then allocate no sessions. The sessions share their strings with the
 // store (strings are immutable) and have their own slices.
 func (s *Store) ListSessionsInto(ctx context.Context, f broker.SessionFilter, buf []broker.Session) ([]broker.Session, error) {
+	buf, _, err := s.listPage(ctx, f, buf, nil)
+	return buf, err
+}
+
+// ListSessionsMemo is ListSessionsInto that also fills memos (from its
+// start) with each listed session's memo: one per version of a session the
+// mirror holds, a new one for each new version. A page read from SQLite
+// (the mirror is stale) has no memos.
+func (s *Store) ListSessionsMemo(ctx context.Context, f broker.SessionFilter, buf []broker.Session, memos []*broker.SessionMemo) ([]broker.Session, []*broker.SessionMemo, error) {
+	if memos == nil {
+		memos = []*broker.SessionMemo{} // nil asks for none
+	}
+	return s.listPage(ctx, f, buf, memos[:0])
+}
+
+// listPage lists into buf, and into memos unless it is nil.
+func (s *Store) listPage(ctx context.Context, f broker.SessionFilter, buf []broker.Session, memos []*broker.SessionMemo) ([]broker.Session, []*broker.SessionMemo, error) {
 	if s.m != nil {
-		if out, ok := s.m.listInto(f, buf[:0]); ok {
-			return out, nil
+		if out, ms, ok := s.m.listInto(f, buf[:0], memos); ok {
+			return out, ms, nil
 		}
 	}
 	list, err := s.listSessionsSQL(ctx, f)
 	if err != nil {
-		return buf[:0], err
+		return buf[:0], memos[:0], err
 	}
 	buf = buf[:0]
 	for _, x := range list {
 		buf = append(buf, *x)
 	}
-	return buf, nil
+	return buf, memos[:0], nil
 }
 
-// listInto is list appending to buf; ok is false if m is stale.
-func (m *mirror) listInto(f broker.SessionFilter, buf []broker.Session) (out []broker.Session, ok bool) {
+// listInto is list appending to buf, and each row's memo to memos unless
+// it is nil; ok is false if m is stale.
+func (m *mirror) listInto(f broker.SessionFilter, buf []broker.Session, memos []*broker.SessionMemo) (out []broker.Session, outMemos []*broker.SessionMemo, ok bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.stale {
-		return buf, false
+		return buf, memos, false
 	}
 	var strs []string
 	add := func(r *row) {
 		buf = append(buf, broker.Session{})
 		r.fill(&buf[len(buf)-1], &strs)
+		if memos != nil {
+			memos = append(memos, &r.memo)
+		}
 	}
 	if len(f.IDs) > 0 {
 		var rows []*row
@@ -67,5 +88,5 @@ func (m *mirror) listInto(f broker.SessionFilter, buf []broker.Session) (out []b
 			}
 		}
 	}
-	return buf, true
+	return buf, memos, true
 }

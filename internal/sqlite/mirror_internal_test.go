@@ -45,7 +45,7 @@ func TestSeqList(t *testing.T) {
 	for i := range 20000 {
 		switch op := (i * 7919) % 10; {
 		case op < 4 || len(cur) == 0: // append a new session
-			r := &row{seq: next}
+			r := &row{rowData: rowData{seq: next}}
 			next++
 			l.add(r)
 			cur[r.seq] = r
@@ -58,7 +58,7 @@ func TestSeqList(t *testing.T) {
 			}
 		default: // a session with an older Seq comes back or is replaced
 			seq := int64(i%int(next)) + 1
-			r := &row{seq: seq}
+			r := &row{rowData: rowData{seq: seq}}
 			if old := cur[seq]; old != nil {
 				old.dead = true
 				l.replace(r)

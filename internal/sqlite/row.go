@@ -66,12 +66,21 @@ var common = func() map[string]handle {
 	return m
 }()
 
-// row is one session as the database holds it (what scanSession returns), in
-// 176 bytes: times are unix milliseconds (0: zero time), columns with few
-// distinct values are interned, and the fields most sessions leave zero live
-// in more. Strings that may be unique to a session (ID, name, state reason)
-// are not interned: unique.Make is slow and costly for those.
+// row is one version of a session as the database holds it (what
+// scanSession returns), in 176 bytes: its fields (rowData) and the slot for
+// its API encoding (memo). A row is never changed but for dead: a new
+// version is a new row, with an empty memo.
 type row struct {
+	rowData
+	memo broker.SessionMemo
+}
+
+// rowData is a row's fields: times are unix milliseconds (0: zero time),
+// columns with few distinct values are interned, and the fields most
+// sessions leave zero live in more. Strings that may be unique to a session
+// (ID, name, state reason) are not interned: unique.Make is slow and costly
+// for those.
+type rowData struct {
 	seq                   int64
 	id, name, stateReason string
 
@@ -99,14 +108,14 @@ type rowMore struct {
 
 // newRow makes a row of ss with Seq seq and ID id, but for more.
 func newRow(seq int64, id string, ss *broker.Session) *row {
-	return &row{
+	return &row{rowData: rowData{
 		seq: seq, id: id, name: ss.Name,
 		owner: intern(ss.Owner), serverID: intern(ss.ServerID), typ: intern(ss.Type), state: intern(ss.State),
 		substate: intern(ss.Substate), stateReason: ss.StateReason, storageRoot: intern(ss.StorageRoot),
 		maxConcurrentClients: ss.MaxConcurrentClients, numConnections: ss.NumOfConnections,
 		creation: toMillis(ss.CreationTime), lastDisconnection: toMillis(ss.LastDisconnectionTime),
 		updated: toMillis(ss.UpdatedAt), enqueuedAt: toMillis(ss.EnqueuedAt), enqueued: ss.Enqueued,
-	}
+	}}
 }
 
 // setMore sets r.more to m, or leaves it nil if m is zero; specZero tells
