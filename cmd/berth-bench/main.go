@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Churn, "duration", 5*time.Minute, "how long the churn scenario runs")
 	fs.IntVar(&o.ChurnRate, "churn-rate", 50, "churn: sessions created (and, 10 s later, deleted) per second")
 	fs.IntVar(&o.Sessions, "sessions", 10000, "sessions of the create storm (and of the restart scenario without a storm before it)")
+	fs.IntVar(&o.StormClients, "storm-clients", 1, "CreateSessions calls of 1,000 the storm keeps in flight at once (1: one after the other)")
 	fs.DurationVar(&o.UpdateInterval, "update-interval", 10*time.Second, "the broker's base update interval: its agent-heartbeat-timeout-seconds is three times it (10s: the broker's default); past agent-max-updates-per-second the broker stretches it")
 	fs.DurationVar(&o.AgentInterval, "agent-interval", 0, "the agents' own update interval (broker_update_interval); 0: as often as the broker asks")
 	fs.DurationVar(&o.IdleWindow, "idle-window", 60*time.Second, "how long the idle scenarios measure the broker's CPU")

@@ -69,6 +69,10 @@ type Options struct {
 	// Sessions is the create storm's size, and the sessions the restart
 	// scenario checks when no storm ran before it (10,000).
 	Sessions int
+	// StormClients is how many CreateSessions calls of the storm (and of
+	// the sessions the restart scenario makes) are in flight at once (1:
+	// each call after the last one's answer, as one client sends them).
+	StormClients int
 	// Churn is how long the churn scenario runs (5 min), ChurnRate its
 	// creates per second (50); each churn session is deleted 10 s after
 	// it was created.
@@ -107,6 +111,14 @@ type Options struct {
 	Progress io.Writer
 }
 
+// stormClients says how the storm's calls are sent.
+func stormClients(k int) string {
+	if k <= 1 {
+		return "one after the other"
+	}
+	return fmt.Sprintf("%d in flight at once", k)
+}
+
 // churnLifetime is how long a churn session lives before it is deleted.
 const churnLifetime = 10 * time.Second
 
@@ -129,6 +141,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleWindow <= 0 {
 		o.IdleWindow = 60 * time.Second
+	}
+	if o.StormClients <= 0 {
+		o.StormClients = 1
 	}
 	if o.Sessions <= 0 {
 		o.Sessions = 10000
@@ -297,8 +312,8 @@ func settings(o Options) []string {
 			o.Broker, store, o.LogLevel, o.Agents),
 		fmt.Sprintf("broker's base update interval %s (agent-heartbeat-timeout-seconds = 3 × that), stretched past its agent-max-updates-per-second; agents %s; idle CPU is measured over %s; fixed reports send the same host report, changing ones a new load figure every time",
 			o.UpdateInterval, agentInterval(o.AgentInterval), o.IdleWindow),
-		fmt.Sprintf("create storm: %d sessions in CreateSessions calls of %d; churn: %d creates/s, each session deleted %s after its creation, for %s",
-			o.Sessions, batchSize, o.ChurnRate, churnLifetime, o.Churn),
+		fmt.Sprintf("create storm: %d sessions in CreateSessions calls of %d, %s; churn: %d creates/s, each session deleted %s after its creation, for %s",
+			o.Sessions, batchSize, stormClients(o.StormClients), o.ChurnRate, churnLifetime, o.Churn),
 		"times are from the scenario's start (restart: from the SIGKILL); RSS is VmRSS in MB, CPU utime+stime over the window in % of one core",
 	}
 }
@@ -626,7 +641,7 @@ func (b *bench) createSessions(ctx context.Context, n int, name string) (created
 	if b.probe == nil {
 		return nil, 0, nil, errors.New("no API-client process")
 	}
-	created, failed, reasons, err = b.probe.create(ctx, n, name)
+	created, failed, reasons, err = b.probe.create(ctx, n, b.o.StormClients, name)
 	maps.Copy(b.live, created)
 	return created, failed, reasons, err
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -75,10 +76,10 @@ type probeScan struct {
 //	             connect to each TCP address in turn, every 5 ms until it
 //	             answers, and write one probeScan line stamped when the
 //	             last one did
-//	create ID N NAME
+//	create ID N K NAME
 //	             create N sessions named NAME through CreateSessions, in
-//	             calls of batchSize one after the other, writing a line
-//	             per call (the last one Done)
+//	             calls of batchSize, K of them in flight at once, writing
+//	             a line per call and a last one Done
 //	ready ID SESSION...
 //	             ask DescribeSessions for the sessions not yet seen READY
 //	             (a pass every quarter probeInterval), writing a line per
@@ -157,15 +158,16 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 					write(s)
 				}
 			})
-		case len(f) == 4 && f[0] == "create":
+		case len(f) == 5 && f[0] == "create":
 			n, err := strconv.Atoi(f[2])
-			if err != nil || n < 0 {
+			k, kerr := strconv.Atoi(f[3])
+			if err != nil || n < 0 || kerr != nil || k < 1 {
 				fmt.Fprintf(os.Stderr, "berth-bench probe: bad command %q\n", line)
 				return 2
 			}
-			name := f[3]
+			name := f[4]
 			begin(func(ctx context.Context) {
-				err := createSessions(ctx, c, n, name, func(created map[string]string, reasons map[string]int) {
+				err := createSessions(ctx, c, n, k, name, func(created map[string]string, reasons map[string]int) {
 					write(probeScan{Watch: id, Created: created, Reasons: reasons, At: time.Now().UnixNano()})
 				})
 				if ctx.Err() != nil {
@@ -191,30 +193,47 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 }
 
 // createSessions creates n sessions named name in CreateSessions calls of
-// batchSize, one after the other (owners user0000 to user0999 in turn),
-// and hands each call's outcome to got.
-func createSessions(ctx context.Context, c *api.Client, n int, name string, got func(created map[string]string, reasons map[string]int)) error {
-	for done := 0; done < n; {
-		k := min(batchSize, n-done)
-		reqs := make([]api.CreateSessionRequest, k)
-		for i := range reqs {
-			reqs[i] = api.CreateSessionRequest{Name: name, Owner: fmt.Sprintf("user%04d", (done+i)%1000), Type: api.TypeVirtual}
-		}
-		out, err := c.CreateSessions(ctx, reqs)
-		if err != nil {
-			return err
-		}
-		created, reasons := make(map[string]string, len(out.SuccessfulList)), map[string]int{}
-		for _, s := range out.SuccessfulList {
-			created[s.Id] = s.Owner
-		}
-		for _, u := range out.UnsuccessfulList {
-			reasons[u.FailureReason]++
-		}
-		got(created, reasons)
-		done += k
+// batchSize (owners user0000 to user0999 in turn), k calls in flight at
+// once (each of k goroutines sends the next call when its last one was
+// answered), and hands each call's outcome to got, which k goroutines may
+// call at once. It returns the first error; calls not yet sent then are
+// not sent.
+func createSessions(ctx context.Context, c *api.Client, n, k int, name string, got func(created map[string]string, reasons map[string]int)) error {
+	calls := (n + batchSize - 1) / batchSize
+	var next atomic.Int64
+	errs := make([]error, max(k, 1))
+	var wg sync.WaitGroup
+	for g := range errs {
+		wg.Go(func() {
+			for {
+				call := int(next.Add(1)) - 1
+				if call >= calls {
+					return
+				}
+				done := call * batchSize
+				reqs := make([]api.CreateSessionRequest, min(batchSize, n-done))
+				for i := range reqs {
+					reqs[i] = api.CreateSessionRequest{Name: name, Owner: fmt.Sprintf("user%04d", (done+i)%1000), Type: api.TypeVirtual}
+				}
+				out, err := c.CreateSessions(ctx, reqs)
+				if err != nil {
+					errs[g] = err
+					next.Store(int64(calls)) // send no more
+					return
+				}
+				created, reasons := make(map[string]string, len(out.SuccessfulList)), map[string]int{}
+				for _, s := range out.SuccessfulList {
+					created[s.Id] = s.Owner
+				}
+				for _, u := range out.UnsuccessfulList {
+					reasons[u.FailureReason]++
+				}
+				got(created, reasons)
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // watchReady asks DescribeSessions for the sessions of ids not yet seen
@@ -540,11 +559,12 @@ func (p *prober) listening(ctx context.Context, addrs ...string) (time.Time, err
 	}
 }
 
-// create has the probe create n sessions named name (a word), and returns
+// create has the probe create n sessions named name (a word), k calls at
+// once, and returns
 // them (ID to owner) and the items refused by reason.
-func (p *prober) create(ctx context.Context, n int, name string) (created map[string]string, failed int, reasons map[string]int, err error) {
+func (p *prober) create(ctx context.Context, n, k int, name string) (created map[string]string, failed int, reasons map[string]int, err error) {
 	created, reasons = map[string]string{}, map[string]int{}
-	ch, err := p.begin("create %d " + strconv.Itoa(n) + " " + name)
+	ch, err := p.begin("create %d " + strconv.Itoa(n) + " " + strconv.Itoa(max(k, 1)) + " " + name)
 	if err != nil {
 		return created, 0, reasons, err
 	}

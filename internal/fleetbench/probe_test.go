@@ -5,10 +5,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,33 +135,79 @@ func TestProber_Listening(t *testing.T) {
 }
 
 // TestProber_Create: the probe creates sessions through CreateSessions in
-// calls of batchSize and hands back every one, with its owner.
+// calls of batchSize, one or several in flight at once, and hands back
+// every one, with its owner.
 func TestProber_Create(t *testing.T) {
-	ts := pagesBroker(t, 0)
-	p := startTestProber(t, ts)
-	created, failed, reasons, err := p.create(t.Context(), batchSize+500, "probe")
-	if err != nil || failed != 0 || len(reasons) != 0 {
-		t.Fatalf("create: %v, %d failed %v", err, failed, reasons)
+	for _, tc := range []struct {
+		name    string
+		clients int
+		n       int
+	}{
+		{"one call at a time", 1, batchSize + 500},
+		{"three calls in flight", 3, 3*batchSize + 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Each call waits (up to 5 s) until another is in flight, or
+			// the calls it is in a batch with are all sent: with several
+			// clients, the broker sees calls at once.
+			var mu sync.Mutex
+			inFlight, most := 0, 0
+			twoIn := make(chan struct{})
+			ts := pagesBrokerWith(t, 0, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/createSessions" {
+						mu.Lock()
+						inFlight++
+						if inFlight == 2 && most < 2 {
+							close(twoIn)
+						}
+						most = max(most, inFlight)
+						mu.Unlock()
+						if tc.clients > 1 {
+							select {
+							case <-twoIn:
+							case <-time.After(5 * time.Second):
+							}
+						}
+						defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+					}
+					h.ServeHTTP(w, r)
+				})
+			})
+			p := startTestProber(t, ts)
+			created, failed, reasons, err := p.create(t.Context(), tc.n, tc.clients, "probe")
+			if err != nil || failed != 0 || len(reasons) != 0 {
+				t.Fatalf("create: %v, %d failed %v", err, failed, reasons)
+			}
+			if len(created) != tc.n {
+				t.Fatalf("created %d sessions, want %d", len(created), tc.n)
+			}
+			owners := map[string]int{}
+			for _, o := range created {
+				owners[o]++
+			}
+			// Owners go round user0000 to user0999: the first 500 once more.
+			per := tc.n / 1000
+			if len(owners) != 1000 || owners["user0000"] != per+1 || owners["user0999"] != per {
+				t.Errorf("owners: %d distinct, user0000 %d, user0999 %d; want 1000, %d, %d",
+					len(owners), owners["user0000"], owners["user0999"], per+1, per)
+			}
+			mu.Lock()
+			if (tc.clients == 1) != (most == 1) {
+				t.Errorf("at most %d calls in flight with %d clients", most, tc.clients)
+			}
+			mu.Unlock()
+			// The watch after it still works: the create ended cleanly.
+			scans, err := p.watchAvailable(3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := recvScan(t, scans); s.Err != "" || s.Available != 3 {
+				t.Fatalf("watch after create: %+v", s)
+			}
+			p.stop()
+		})
 	}
-	if len(created) != batchSize+500 {
-		t.Fatalf("created %d sessions, want %d", len(created), batchSize+500)
-	}
-	owners := map[string]int{}
-	for _, o := range created {
-		owners[o]++
-	}
-	if len(owners) != 1000 || owners["user0000"] != 2 || owners["user0999"] != 1 {
-		t.Errorf("owners: %d distinct, user0000 %d, user0999 %d; want 1000, 2, 1", len(owners), owners["user0000"], owners["user0999"])
-	}
-	// The watch after it still works: the create ended cleanly.
-	scans, err := p.watchAvailable(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s := recvScan(t, scans); s.Err != "" || s.Available != 3 {
-		t.Fatalf("watch after create: %+v", s)
-	}
-	p.stop()
 }
 
 // TestProber_Ready: the probe's ready watch counts only the sessions asked
