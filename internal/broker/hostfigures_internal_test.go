@@ -31,6 +31,12 @@ func TestPutFigures_AsPrepared(t *testing.T) {
 	want.Info.Host.setFigures(f)
 	want.prepare()
 	got := c.get("s")
+	// The link mark is the cache's, not the report's: the new version
+	// shares the old one's.
+	if got.link == nil || got.link != old.link {
+		t.Errorf("link mark %p, want the old version's %p", got.link, old.link)
+	}
+	want.link = got.link
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("cached after putFigures:\n%+v\nwant\n%+v", got, want)
 	}

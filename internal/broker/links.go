@@ -124,6 +124,35 @@ func (c *serverCache) initLinks(list []*Server, now time.Time) {
 	}
 }
 
+// linkMark tells whether this broker holds a cached server's link: up is
+// true exactly while the server's ID is in linkState.local. Every version of
+// a server in the cache shares its mark, and marks lie close together in
+// memory, so that a DescribeSessions page reads a server's link state
+// without a lookup in local (BenchmarkDescribeSessionsHandlerCold). Guarded
+// by serverCache.mu.
+type linkMark struct {
+	up bool
+}
+
+// markLocked gives s, about to replace old (nil if none) in byID, its link
+// mark: old's, or a new one that tells what local holds (c.mu held).
+func (c *serverCache) markLocked(s, old *Server) {
+	if old != nil && old.link != nil {
+		s.link = old.link
+		return
+	}
+	_, up := c.links.local[s.ID]
+	s.link = &linkMark{up: up}
+}
+
+// setMarkLocked sets the link mark of the cached server id, if any (c.mu
+// held).
+func (c *serverCache) setMarkLocked(id string, up bool) {
+	if s := c.byID[id]; s != nil && s.link != nil {
+		s.link.up = up
+	}
+}
+
 // linkUpLocked records that this broker holds the server's link (c.mu held).
 func (c *serverCache) linkUpLocked(id string) {
 	l := &c.links
@@ -132,6 +161,7 @@ func (c *serverCache) linkUpLocked(id string) {
 		return
 	}
 	l.local[id] = struct{}{}
+	c.setMarkLocked(id, true)
 	close(l.wake)
 	l.wake = make(chan struct{})
 }
@@ -141,6 +171,7 @@ func (c *serverCache) linkUpLocked(id string) {
 func (c *serverCache) linkDownLocked(id string, t time.Time) {
 	l := &c.links
 	delete(l.local, id)
+	c.setMarkLocked(id, false)
 	if !l.stopping {
 		l.unlinkDirty[id] = t
 	}
@@ -149,6 +180,7 @@ func (c *serverCache) linkDownLocked(id string, t time.Time) {
 // forgetLinkLocked drops a server's link state (c.mu held).
 func (c *serverCache) forgetLinkLocked(id string) {
 	delete(c.links.local, id)
+	c.setMarkLocked(id, false)
 	delete(c.links.unlinkDirty, id)
 }
 
@@ -173,7 +205,11 @@ func (c *serverCache) linkStatusLocked(id string, timeout, grace time.Duration, 
 func (c *serverCache) serverLinkLocked(s *Server, timeout, grace time.Duration, now time.Time) (linkStatus, time.Time) {
 	id := s.ID
 	l := &c.links
-	if _, ok := l.local[id]; ok {
+	if m := s.link; m != nil {
+		if m.up {
+			return linkUp, time.Time{}
+		}
+	} else if _, ok := l.local[id]; ok {
 		return linkUp, time.Time{}
 	}
 	last := s.LastSeen

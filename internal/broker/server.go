@@ -24,6 +24,10 @@ type Server struct {
 	// tags are derived from Info when the broker caches the server (prepare);
 	// servers with the same tags share the map.
 	tags map[string]string
+	// link is the server cache's mark of whether this broker holds the
+	// server's link, shared by every version of the server the cache held
+	// (serverCache.markLocked); nil for a server the cache never held.
+	link *linkMark
 }
 
 // ServerInfo is the agent's report of its host.
@@ -38,10 +42,10 @@ type ServerInfo struct {
 	AgentVersion                 string            `json:"agentVersion"`
 	Driver                       string            `json:"driver"`
 	Healthy                      bool              `json:"healthy"`
+	GLCapable                    bool              `json:"gl,omitempty"` // next to Healthy: no padding between
 	HealthReason                 string            `json:"healthReason,omitempty"`
 	MaxVirtualSessions           int               `json:"maxVirtualSessions"` // 0: unlimited
 	MaxConcurrentSessionsPerUser int               `json:"maxSessionsPerUser"` // 0: unlimited
-	GLCapable                    bool              `json:"gl,omitempty"`
 	Host                         Host              `json:"host"`
 	Tags                         map[string]string `json:"tags,omitempty"`
 }

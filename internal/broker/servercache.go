@@ -71,6 +71,7 @@ func (c *serverCache) load(ctx context.Context, st Store) error {
 	c.order = make([]string, len(list))
 	for i, s := range list {
 		s.prepare()
+		c.markLocked(s, nil)
 		c.byID[s.ID] = s
 		c.order[i] = s.ID
 	}
@@ -90,6 +91,7 @@ func (c *serverCache) put(s *Server) {
 
 // putLocked is put with c.mu held and s prepared.
 func (c *serverCache) putLocked(s *Server) {
+	c.markLocked(s, c.byID[s.ID])
 	if cur, ok := c.byID[s.ID]; ok && cur.Seq != s.Seq {
 		// Deleted and registered again meanwhile: it moves to its new place.
 		c.order = slices.DeleteFunc(c.order, func(id string) bool { return id == s.ID })

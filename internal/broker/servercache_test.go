@@ -125,3 +125,71 @@ func TestServerCache_Sync(t *testing.T) {
 		t.Fatalf("d: %+v", got)
 	}
 }
+
+// listStore is the part of a store that serverCache.load reads.
+type listStore struct {
+	Store // not called
+	rows  []*Server
+}
+
+func (f *listStore) ListServers(context.Context, ServerFilter) ([]*Server, error) {
+	out := make([]*Server, len(f.rows))
+	for i, s := range f.rows {
+		cp := *s
+		out[i] = &cp
+	}
+	return out, nil
+}
+
+// TestServerCache_LinkMarks: after every change of the cache or of its
+// links, each cached server's link mark says what links.local says, and
+// serverLinkLocked answers linkUp for each server whose link this broker
+// holds, so that DescribeSessions pages, which read the marks, agree with
+// the lookups they replace.
+func TestServerCache_LinkMarks(t *testing.T) {
+	var c serverCache
+	if err := c.load(t.Context(), &listStore{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	locked := func(fn func()) func() {
+		return func() { c.mu.Lock(); defer c.mu.Unlock(); fn() }
+	}
+	steps := []struct {
+		name string
+		do   func()
+	}{
+		{"servers cached", func() { c.put(&Server{ID: "a", Seq: 1}); c.put(&Server{ID: "b", Seq: 2}) }},
+		{"a links", locked(func() { c.linkUpLocked("a") })},
+		{"a reports (a new version)", func() { c.put(&Server{ID: "a", Seq: 1, Open: true}) }},
+		{"c links before it is cached", locked(func() { c.linkUpLocked("c") })},
+		{"c cached", func() { c.put(&Server{ID: "c", Seq: 3}) }},
+		{"a's link closes", locked(func() { c.linkDownLocked("a", now) })},
+		{"b links", locked(func() { c.linkUpLocked("b") })},
+		{"b deleted", func() { c.remove("b") }},
+		{"b registered again", func() { c.put(&Server{ID: "b", Seq: 4}) }},
+		{"a links again", locked(func() { c.linkUpLocked("a") })},
+		{"reload from the store", func() {
+			st := &listStore{rows: []*Server{{ID: "a", Seq: 1}, {ID: "b", Seq: 4}, {ID: "c", Seq: 3}, {ID: "d", Seq: 5}}}
+			if err := c.load(t.Context(), st); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"c forgotten", locked(func() { c.forgetLinkLocked("c") })},
+		{"d links", locked(func() { c.linkUpLocked("d") })},
+	}
+	for _, st := range steps {
+		st.do()
+		c.mu.RLock()
+		for id, s := range c.byID {
+			_, local := c.links.local[id]
+			if s.link == nil || s.link.up != local {
+				t.Errorf("after %q: server %s: mark %+v, local %v", st.name, id, s.link, local)
+			}
+			if got, _ := c.serverLinkLocked(s, time.Minute, time.Minute, now); local && got != linkUp {
+				t.Errorf("after %q: server %s linked here, link status %v", st.name, id, got)
+			}
+		}
+		c.mu.RUnlock()
+	}
+}
