@@ -201,7 +201,7 @@ func RunProbe(ctx context.Context, in io.Reader, out io.Writer) int {
 func createSessions(ctx context.Context, c *api.Client, n, k int, name string, got func(created map[string]string, reasons map[string]int)) error {
 	calls := (n + batchSize - 1) / batchSize
 	var next atomic.Int64
-	errs := make([]error, max(k, 1))
+	errs := make([]error, max(min(k, calls), 1)) // a goroutine a client, no more than calls
 	var wg sync.WaitGroup
 	for g := range errs {
 		wg.Go(func() {
