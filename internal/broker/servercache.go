@@ -91,13 +91,15 @@ func (c *serverCache) put(s *Server) {
 
 // putLocked is put with c.mu held and s prepared.
 func (c *serverCache) putLocked(s *Server) {
-	c.markLocked(s, c.byID[s.ID])
-	if cur, ok := c.byID[s.ID]; ok && cur.Seq != s.Seq {
+	cur := c.byID[s.ID]
+	c.markLocked(s, cur)
+	if cur != nil && cur.Seq != s.Seq {
 		// Deleted and registered again meanwhile: it moves to its new place.
 		c.order = slices.DeleteFunc(c.order, func(id string) bool { return id == s.ID })
 		delete(c.byID, s.ID)
+		cur = nil
 	}
-	if _, ok := c.byID[s.ID]; !ok {
+	if cur == nil {
 		// New servers usually get the highest Seq; those another broker
 		// registered meanwhile may not, and go in their place.
 		n := len(c.order)

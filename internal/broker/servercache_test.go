@@ -126,21 +126,6 @@ func TestServerCache_Sync(t *testing.T) {
 	}
 }
 
-// listStore is the part of a store that serverCache.load reads.
-type listStore struct {
-	Store // not called
-	rows  []*Server
-}
-
-func (f *listStore) ListServers(context.Context, ServerFilter) ([]*Server, error) {
-	out := make([]*Server, len(f.rows))
-	for i, s := range f.rows {
-		cp := *s
-		out[i] = &cp
-	}
-	return out, nil
-}
-
 // TestServerCache_LinkMarks: after every change of the cache or of its
 // links, each cached server's link mark says what links.local says, and
 // serverLinkLocked answers linkUp for each server whose link this broker
@@ -148,7 +133,7 @@ func (f *listStore) ListServers(context.Context, ServerFilter) ([]*Server, error
 // the lookups they replace.
 func TestServerCache_LinkMarks(t *testing.T) {
 	var c serverCache
-	if err := c.load(t.Context(), &listStore{}); err != nil {
+	if err := c.load(t.Context(), &loadStore{}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
@@ -170,7 +155,7 @@ func TestServerCache_LinkMarks(t *testing.T) {
 		{"b registered again", func() { c.put(&Server{ID: "b", Seq: 4}) }},
 		{"a links again", locked(func() { c.linkUpLocked("a") })},
 		{"reload from the store", func() {
-			st := &listStore{rows: []*Server{{ID: "a", Seq: 1}, {ID: "b", Seq: 4}, {ID: "c", Seq: 3}, {ID: "d", Seq: 5}}}
+			st := &loadStore{rows: []*Server{{ID: "a", Seq: 1}, {ID: "b", Seq: 4}, {ID: "c", Seq: 3}, {ID: "d", Seq: 5}}}
 			if err := c.load(t.Context(), st); err != nil {
 				t.Fatal(err)
 			}
