@@ -172,7 +172,7 @@ func (m *Main) openStore(ctx context.Context, admin bool) error {
 		if path == "" {
 			path = filepath.Join(c.WorkingPath, "berth.db")
 		}
-		st, err := sqlite.OpenWith(ctx, path, sqlite.Options{NoSessionCache: admin})
+		st, err := sqlite.OpenWith(ctx, path, sqlite.Options{NoSessionCache: admin, LoadInBackground: !admin})
 		if err != nil {
 			return fmt.Errorf("open store: %w", err)
 		}

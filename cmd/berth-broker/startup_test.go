@@ -10,17 +10,23 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/broker"
+	"github.com/berth-dev/berth/internal/broker/storetest"
 	"github.com/berth-dev/berth/internal/sqlite"
 )
 
 // BenchmarkBrokerStart reports how long the broker takes from Run to
 // listening (start_ms) on a working path whose store holds N servers
-// (BERTH_START_SERVERS, default 10,000), as after a restart of a broker
-// with a fleet: the time agents and clients are refused.
+// (BERTH_START_SERVERS, default 10,000) and as many READY sessions, one on
+// each (BERTH_START_SESSIONS), as after a restart of a broker with a fleet:
+// the time agents and clients are refused.
 func BenchmarkBrokerStart(b *testing.B) {
 	n := 10000
 	if v, err := strconv.Atoi(os.Getenv("BERTH_START_SERVERS")); err == nil && v > 0 {
 		n = v
+	}
+	sessions := n
+	if v, err := strconv.Atoi(os.Getenv("BERTH_START_SESSIONS")); err == nil && v >= 0 {
+		sessions = v
 	}
 	dir := b.TempDir()
 	ctx := context.Background()
@@ -33,6 +39,16 @@ func BenchmarkBrokerStart(b *testing.B) {
 		srv := &broker.Server{ID: fmt.Sprintf("srv-%05d", i), Open: true, LastSeen: now, BrokerID: "old", CreatedAt: now,
 			Info: broker.ServerInfo{Hostname: fmt.Sprintf("h%05d", i), Healthy: true, Host: broker.Host{OSFamily: "linux", OSName: "Ubuntu", CPUs: 8}}}
 		if err := st.UpsertServer(ctx, srv); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for start := 0; start < sessions; start += 1000 {
+		var batch []*broker.Session
+		for i := start; i < min(start+1000, sessions); i++ {
+			batch = append(batch, storetest.NewSession(fmt.Sprintf("ses-%06d", i), fmt.Sprintf("user%d", i%100),
+				broker.TypeVirtual, fmt.Sprintf("srv-%05d", i%n), broker.StateReady))
+		}
+		if err := st.InsertSessions(ctx, batch); err != nil {
 			b.Fatal(err)
 		}
 	}

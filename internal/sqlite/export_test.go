@@ -11,6 +11,19 @@ import (
 	"github.com/berth-dev/berth/internal/placement"
 )
 
+// HoldLoad makes background loads wait, until ctx ends, for release to be
+// closed; it undoes that when tb ends. Tests using it must not run in
+// parallel.
+func HoldLoad(tb interface{ Cleanup(func()) }, release <-chan struct{}) {
+	beforeLoad = func(ctx context.Context) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	tb.Cleanup(func() { beforeLoad = nil })
+}
+
 // Capacity returns the limits and counts that a placement of owner on
 // server is checked against, leaving out session skip, from the mirror and
 // from capacitySQL; found is false when capacitySQL has no row (and then the

@@ -37,7 +37,7 @@ import (
 // place until half an index is dead, and compact it then.
 type mirror struct {
 	mu    sync.RWMutex
-	stale bool // the last reload failed: serve reads from SQL
+	stale bool // not loaded yet, or the last reload failed: serve reads from SQL
 
 	byID     map[string]*row
 	all      seqList

@@ -14,7 +14,8 @@
 // the broker process to own the file: Open takes an exclusive lock on
 // <path>.lock, and processes that only manage clients, keys, statements and
 // settings beside a running broker open the file with OpenWith and
-// Options.NoSessionCache.
+// Options.NoSessionCache. The broker opens its store with
+// Options.LoadInBackground, so that it listens before the mirror is loaded.
 package sqlite
 
 import (
@@ -91,6 +92,10 @@ type Store struct {
 	// by a store with a mirror, and shared for the duration of each session
 	// write by one without.
 	lock *os.File
+	// loaded is closed once the mirror's first load has ended; stopLoad
+	// cancels a load in the background (Options.LoadInBackground).
+	loaded   chan struct{}
+	stopLoad context.CancelFunc
 
 	closeOnce sync.Once
 	closeErr  error
@@ -109,6 +114,13 @@ type Options struct {
 	// leave the broker's mirror out of date, fail with a *LockError while a
 	// store with the mirror holds the file.
 	NoSessionCache bool
+	// LoadInBackground returns from Open before the sessions are in the
+	// mirror: a goroutine loads them, holding the writer so that writes wait
+	// for it, while reads run SQL as they do when the mirror is stale. A
+	// failed load leaves the mirror stale, and the next session write loads it
+	// again. Loaded says when the load has ended. The broker opens its store
+	// so, to listen sooner after a restart.
+	LoadInBackground bool
 }
 
 // LockError is the error of Open while another store with a session mirror
@@ -180,7 +192,18 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", abs, err)
 	}
-	if !opts.NoSessionCache {
+	s.loaded = make(chan struct{})
+	switch {
+	case opts.NoSessionCache:
+		close(s.loaded)
+	case opts.LoadInBackground:
+		s.m = newMirror()
+		s.m.stale = true
+		s.wsem <- struct{}{} // the loader's until it has loaded
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		s.stopLoad = cancel
+		go s.loadInBackground(lctx)
+	default:
 		if err := s.write(ctx, func(tx *sql.Tx) (err error) {
 			s.m, err = loadMirror(ctx, tx)
 			return err
@@ -188,9 +211,40 @@ func OpenWith(ctx context.Context, path string, opts Options) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("open store %s: load sessions: %w", abs, err)
 		}
+		close(s.loaded)
 	}
 	return s, nil
 }
+
+// loadInBackground loads the mirror for Open with LoadInBackground. Open
+// has taken the writer's turn for it, so no session or server write commits
+// until the mirror has it, and it gives the turn back when done. It reads in
+// a transaction of the read pool, so that statements run on the writer's
+// connection outside a turn (those of clients, keys and server flags, which
+// the mirror does not hold) need not wait for the load.
+func (s *Store) loadInBackground(ctx context.Context) {
+	defer close(s.loaded)
+	defer s.releaseWriter()
+	if beforeLoad != nil {
+		beforeLoad(ctx)
+	}
+	var fresh *mirror
+	tx, err := s.r.BeginTx(ctx, nil)
+	if err == nil {
+		fresh, err = loadMirror(ctx, tx)
+		tx.Rollback() // a read: nothing to commit
+	}
+	s.m.reset(fresh, err == nil)
+}
+
+// beforeLoad, when tests set it, runs at the start of loadInBackground.
+var beforeLoad func(ctx context.Context)
+
+// Loaded returns a channel closed once the store's sessions are in its
+// mirror, or the attempt to load them has failed (the mirror is then stale,
+// and reads run SQL until a write loads it). It is closed when Open returns,
+// unless the store was opened with LoadInBackground.
+func (s *Store) Loaded() <-chan struct{} { return s.loaded }
 
 // openLock opens the lock file and, if exclusive, takes the lock for the
 // store's lifetime.
@@ -265,6 +319,10 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) close() error {
+	if s.stopLoad != nil {
+		s.stopLoad()
+		<-s.loaded
+	}
 	if s.m != nil {
 		s.m.drop() // reads now reach the closed database and fail
 	}
