@@ -247,12 +247,35 @@ func (m *Main) Run(ctx context.Context) (err error) {
 	m.runBackground()
 	m.startWebhooks(leaser) // webhooks.go
 	m.startAudit(leaser)
-	if err := m.startListeners(clientCert, agentCert); err != nil {
+	if err := m.startListeners(ctx, clientCert, agentCert); err != nil {
 		return err
 	}
 	m.Logger.Info("broker started", "version", version, "client_addr", m.clientLn.Addr().String(),
 		"agent_addr", m.agentLn.Addr().String(), "working_path", m.Config.WorkingPath, logattr.BrokerID, brokerID)
 	return nil
+}
+
+// backgroundLoader is a store that loads its caches in the background after
+// it opens (SQLite's session mirror).
+type backgroundLoader interface {
+	Loaded() <-chan struct{}
+}
+
+// waitStoreLoaded waits for the store's background load, which ran while
+// the rest of the broker started. Listening only after it keeps the first
+// agents' handshakes from starving the load, which their session writes
+// would wait for.
+func (m *Main) waitStoreLoaded(ctx context.Context) error {
+	l, ok := m.store.(backgroundLoader)
+	if !ok {
+		return nil
+	}
+	select {
+	case <-l.Loaded():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("load store: %w", ctx.Err())
+	}
 }
 
 // prepareTokens makes sure the token authority has a signing key and local
@@ -604,9 +627,13 @@ func (m *Main) agentMux() http.Handler {
 	return mux
 }
 
-// startListeners opens the client and agent connectors, then the Connection
+// startListeners waits for the store's background load (waitStoreLoaded),
+// then opens the client and agent connectors, then the Connection
 // Gateway resolver (enable-gateway) and the metrics listener (metrics-port).
-func (m *Main) startListeners(clientCert, agentCert *pki.Holder) error {
+func (m *Main) startListeners(ctx context.Context, clientCert, agentCert *pki.Holder) error {
+	if err := m.waitStoreLoaded(ctx); err != nil {
+		return err
+	}
 	c := &m.Config
 	api, err := m.apiHandler()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,4 +66,41 @@ func BenchmarkBrokerStart(b *testing.B) {
 		tb.Close()
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "start_ms")
+}
+
+// loadedStore is a store whose background load ends when loaded is closed.
+type loadedStore struct {
+	store
+	loaded chan struct{}
+}
+
+func (s loadedStore) Loaded() <-chan struct{} { return s.loaded }
+
+func TestWaitStoreLoaded(t *testing.T) {
+	closed := make(chan struct{})
+	close(closed)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name    string
+		store   store
+		ctx     context.Context
+		wantErr bool
+	}{
+		{"loaded", loadedStore{loaded: closed}, context.Background(), false},
+		{"still loading, start abandoned", loadedStore{loaded: make(chan struct{})}, cancelled, true},
+		{"a store that loads nothing later", struct{ store }{}, cancelled, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &Main{store: tt.store}
+			err := m.waitStoreLoaded(tt.ctx)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("waitStoreLoaded = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "load store") {
+				t.Errorf("error %q does not say what it waited for", err)
+			}
+		})
+	}
 }

@@ -15,7 +15,8 @@
 // <path>.lock, and processes that only manage clients, keys, statements and
 // settings beside a running broker open the file with OpenWith and
 // Options.NoSessionCache. The broker opens its store with
-// Options.LoadInBackground, so that it listens before the mirror is loaded.
+// Options.LoadInBackground, so that the mirror loads while the rest of the
+// broker starts.
 package sqlite
 
 import (
@@ -119,7 +120,8 @@ type Options struct {
 	// for it, while reads run SQL as they do when the mirror is stale. A
 	// failed load leaves the mirror stale, and the next session write loads it
 	// again. Loaded says when the load has ended. The broker opens its store
-	// so, to listen sooner after a restart.
+	// so, and starts the rest of itself meanwhile: it listens sooner after a
+	// restart.
 	LoadInBackground bool
 }
 
