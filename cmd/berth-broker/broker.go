@@ -259,12 +259,14 @@ func (m *Main) Run(ctx context.Context) (err error) {
 // it opens (SQLite's session mirror).
 type backgroundLoader interface {
 	Loaded() <-chan struct{}
+	LoadError() error
 }
 
 // waitStoreLoaded waits for the store's background load, which ran while
 // the rest of the broker started. Listening only after it keeps the first
 // agents' handshakes from starving the load, which their session writes
-// would wait for.
+// would wait for. A failed load is logged, not fatal: the store then reads
+// with SQL, and its next session write loads it again.
 func (m *Main) waitStoreLoaded(ctx context.Context) error {
 	l, ok := m.store.(backgroundLoader)
 	if !ok {
@@ -272,10 +274,13 @@ func (m *Main) waitStoreLoaded(ctx context.Context) error {
 	}
 	select {
 	case <-l.Loaded():
-		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("load store: %w", ctx.Err())
 	}
+	if err := l.LoadError(); err != nil && m.Logger != nil {
+		m.Logger.Warn("store: sessions not loaded into memory; reads use SQL until the next session write loads them", "err", err)
+	}
+	return nil
 }
 
 // prepareTokens makes sure the token authority has a signing key and local

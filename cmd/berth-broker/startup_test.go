@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -68,13 +70,16 @@ func BenchmarkBrokerStart(b *testing.B) {
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "start_ms")
 }
 
-// loadedStore is a store whose background load ends when loaded is closed.
+// loadedStore is a store whose background load ends when loaded is closed,
+// with err.
 type loadedStore struct {
 	store
 	loaded chan struct{}
+	err    error
 }
 
 func (s loadedStore) Loaded() <-chan struct{} { return s.loaded }
+func (s loadedStore) LoadError() error        { return s.err }
 
 func TestWaitStoreLoaded(t *testing.T) {
 	closed := make(chan struct{})
@@ -86,20 +91,27 @@ func TestWaitStoreLoaded(t *testing.T) {
 		store   store
 		ctx     context.Context
 		wantErr bool
+		wantLog string
 	}{
-		{"loaded", loadedStore{loaded: closed}, context.Background(), false},
-		{"still loading, start abandoned", loadedStore{loaded: make(chan struct{})}, cancelled, true},
-		{"a store that loads nothing later", struct{ store }{}, cancelled, false},
+		{"loaded", loadedStore{loaded: closed}, context.Background(), false, ""},
+		{"load failed: logged, the broker starts", loadedStore{loaded: closed, err: errors.New("disk I/O error")},
+			context.Background(), false, "disk I/O error"},
+		{"still loading, start abandoned", loadedStore{loaded: make(chan struct{})}, cancelled, true, ""},
+		{"a store that loads nothing later", struct{ store }{}, cancelled, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := &Main{store: tt.store}
+			var log strings.Builder
+			m := &Main{store: tt.store, Logger: slog.New(slog.NewTextHandler(&log, nil))}
 			err := m.waitStoreLoaded(tt.ctx)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("waitStoreLoaded = %v, want error %v", err, tt.wantErr)
 			}
 			if err != nil && !strings.Contains(err.Error(), "load store") {
 				t.Errorf("error %q does not say what it waited for", err)
+			}
+			if got := log.String(); (tt.wantLog == "") != (got == "") || !strings.Contains(got, tt.wantLog) {
+				t.Errorf("log %q, want one with %q", got, tt.wantLog)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -87,6 +88,9 @@ func TestStore_LoadInBackground(t *testing.T) {
 		t.Fatalf("UpdateSession during the load: %v", err)
 	}
 	<-s.Loaded()
+	if err := s.LoadError(); err != nil {
+		t.Fatalf("LoadError = %v", err)
+	}
 	if err := s.CheckMirror(); err != nil {
 		t.Fatalf("after the load: %v", err)
 	}
@@ -123,6 +127,9 @@ func TestStore_LoadInBackground_Close(t *testing.T) {
 	case <-s.Loaded():
 	default:
 		t.Error("Loaded is open after Close")
+	}
+	if err := s.LoadError(); err == nil || !strings.Contains(err.Error(), "load sessions") {
+		t.Errorf("LoadError after a load cut short = %v, want the load's error", err)
 	}
 	if _, err := s.ListSessions(context.Background(), broker.SessionFilter{}); err == nil {
 		t.Error("ListSessions after Close succeeded")

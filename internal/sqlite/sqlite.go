@@ -97,6 +97,7 @@ type Store struct {
 	// cancels a load in the background (Options.LoadInBackground).
 	loaded   chan struct{}
 	stopLoad context.CancelFunc
+	loadErr  error // the background load's; read after loaded is closed
 
 	closeOnce sync.Once
 	closeErr  error
@@ -119,9 +120,8 @@ type Options struct {
 	// mirror: a goroutine loads them, holding the writer so that writes wait
 	// for it, while reads run SQL as they do when the mirror is stale. A
 	// failed load leaves the mirror stale, and the next session write loads it
-	// again. Loaded says when the load has ended. The broker opens its store
-	// so, and starts the rest of itself meanwhile: it listens sooner after a
-	// restart.
+	// again. Loaded says when the load has ended, and LoadError how. The
+	// broker opens its store so, and starts the rest of itself meanwhile.
 	LoadInBackground bool
 }
 
@@ -236,6 +236,9 @@ func (s *Store) loadInBackground(ctx context.Context) {
 		fresh, err = loadMirror(ctx, tx)
 		tx.Rollback() // a read: nothing to commit
 	}
+	if err != nil {
+		s.loadErr = fmt.Errorf("load sessions: %w", err)
+	}
 	s.m.reset(fresh, err == nil)
 }
 
@@ -247,6 +250,17 @@ var beforeLoad func(ctx context.Context)
 // and reads run SQL until a write loads it). It is closed when Open returns,
 // unless the store was opened with LoadInBackground.
 func (s *Store) Loaded() <-chan struct{} { return s.loaded }
+
+// LoadError returns why the background load failed, nil if it did not or
+// has not ended (see Loaded).
+func (s *Store) LoadError() error {
+	select {
+	case <-s.loaded:
+		return s.loadErr
+	default:
+		return nil
+	}
+}
 
 // openLock opens the lock file and, if exclusive, takes the lock for the
 // store's lifetime.
